@@ -1,0 +1,1 @@
+"""Sub-commands of the ``detecture`` CLI, one module each (see ``detecture.cli``)."""

@@ -1,0 +1,10 @@
+"""``detecture mine``: placeholder until the mine sub-system lands."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("mine", help="(not yet available)")
+    p.set_defaults(func=lambda args: 1)

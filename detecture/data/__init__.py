@@ -1,0 +1,1 @@
+"""Dataset formats shared by training, mining and benchmarking."""
