@@ -1,0 +1,97 @@
+"""Shared loading policy for hub models: device/dtype defaults, attention backend, and readable access errors."""
+
+from __future__ import annotations
+
+import importlib.util
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+import torch
+
+from ..errors import ModelAccessError
+
+T = TypeVar("T")
+
+
+def default_device(device: str | torch.device | None = None) -> torch.device:
+    if device is not None:
+        return torch.device(device)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device, dtype: str | torch.dtype | None = None) -> torch.dtype:
+    """bf16 on GPUs (what the models were trained in), fp32 on CPU (bf16 matmuls are slow there)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype is not None:
+        try:
+            return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                    "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        except KeyError:
+            raise ModelAccessError(f"unknown dtype {dtype!r}; use bf16, fp16 or fp32") from None
+    return torch.bfloat16 if device.type == "cuda" else torch.float32
+
+
+def default_attn_implementation(device: torch.device, requested: str | None = None) -> str:
+    """FlashAttention-2 when installed on a GPU, else PyTorch SDPA (always available)."""
+    if requested:
+        return requested
+    if device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None:
+        return "flash_attention_2"
+    return "sdpa"
+
+
+@contextmanager
+def attention_implementation(model: torch.nn.Module, implementation: str) -> Iterator[None]:
+    """Temporarily switch the attention backend (FlashAttention cannot take the custom 4-D re-encode mask)."""
+    current = model.config._attn_implementation
+    if current == implementation or current in ("sdpa", "eager"):
+        yield
+        return
+    model.set_attn_implementation(implementation)
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(current)
+
+
+def load_from_hub(what: str, repo: str, loader: Callable[[], T]) -> T:
+    """Run a ``from_pretrained`` call, turning hub/disk failures into one actionable message."""
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return loader()
+    except GatedRepoError:
+        raise ModelAccessError(
+            f"{what} '{repo}' is gated: request access on its Hugging Face page (https://huggingface.co/{repo}), "
+            "then log in with `hf auth login` or set HF_TOKEN; or pass a local folder with the weights"
+        ) from None
+    except RepositoryNotFoundError:
+        raise ModelAccessError(
+            f"{what} '{repo}' was not found (wrong id, or a private repo and no token: set HF_TOKEN)"
+        ) from None
+    except LocalEntryNotFoundError:
+        raise ModelAccessError(
+            f"{what} '{repo}' is not in the local cache and the hub cannot be reached (offline?); download it on a "
+            "connected machine with `hf download` and pass the folder path"
+        ) from None
+    except OSError as exc:
+        raise ModelAccessError(f"could not load {what} '{repo}': {exc}") from None
+
+
+def bitsandbytes_config(quantization: str | None, compute_dtype: torch.dtype):
+    """A ``BitsAndBytesConfig`` for 4-bit (NF4, QLoRA-style) or 8-bit Qwen, or None."""
+    if quantization is None:
+        return None
+    if quantization not in ("4bit", "8bit"):
+        raise ModelAccessError(f"quantization must be '4bit' or '8bit', got {quantization!r}")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelAccessError(
+            f"{quantization} quantization needs bitsandbytes: pip install 'detecture[quantization]' (GPU only)"
+        )
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "4bit":
+        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                                  bnb_4bit_compute_dtype=compute_dtype)
+    return BitsAndBytesConfig(load_in_8bit=True)

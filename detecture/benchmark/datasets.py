@@ -1,0 +1,112 @@
+"""Benchmark datasets: the unified metadata layout (DESIGN §3) and RWTD's native layout, as one list of records.
+
+A dataset is named on the command line either by a folder name under the datasets root (``--data-root`` or
+``$DETECTURE_DATASETS_ROOT``; matched case-insensitively, so ``rwtd`` finds ``RWTD/``) or by a path. Every record's
+paths are checked against the root when the dataset is opened, so a path-traversal attempt fails before any model
+loads. Per-sample problems (unreadable image, mask size mismatch) surface when the sample is read and are recorded as
+that sample's failure by the runner.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..data.metadata import (
+    METADATA_FILE,
+    LoadedSample,
+    SampleRecord,
+    TextureEntry,
+    datasets_root,
+    load_metadata,
+    load_sample,
+    resolve_within,
+)
+from ..errors import DatasetError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+RWTD_MASK_SUFFIXES = ("_mask_a.png", "_mask_b.png")
+
+
+@dataclass(frozen=True)
+class BenchDataset:
+    """A dataset ready to iterate: display name, root folder and validated records."""
+
+    name: str
+    root: Path
+    records: list[SampleRecord]
+
+    @property
+    def key(self) -> str:
+        """Lower-case name used for the regime table."""
+        return self.name.lower()
+
+    def load(self, record: SampleRecord) -> tuple[LoadedSample, list[str]]:
+        """Read one sample; returns it with warnings (empty GT masks are reported, not fatal)."""
+        sample = load_sample(self.root, record)
+        empty = [record.textures[i].mask_path for i in range(sample.masks.shape[0]) if not sample.masks[i].any()]
+        return sample, [f"empty mask {p}" for p in empty]
+
+
+def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
+    """A dataset folder from a name under the datasets root, or from a path."""
+    as_path = Path(spec).expanduser()
+    if as_path.is_dir():
+        return as_path
+    if os.sep in spec or spec.startswith("."):
+        raise DatasetError(f"dataset {spec!r}: folder not found")
+    root = datasets_root(data_root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"dataset {spec!r}: datasets root {root} does not exist (use --data-root or $DETECTURE_DATASETS_ROOT)"
+        )
+    matches = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() == spec.lower()]
+    if not matches:
+        raise DatasetError(f"dataset {spec!r}: no folder of that name under {root}")
+    return matches[0]
+
+
+def rwtd_records(root: Path) -> list[SampleRecord]:
+    """Records for RWTD's native layout: ``images/<stem>.<ext>`` with ``textures_mask/<stem>_mask_a|b.png``."""
+    images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DatasetError(f"{root / 'images'}: no images found")
+    return [
+        SampleRecord(
+            id=p.stem,
+            image_path=f"images/{p.name}",
+            textures=tuple(TextureEntry("", f"textures_mask/{p.stem}{s}") for s in RWTD_MASK_SUFFIXES),
+        )
+        for p in images
+    ]
+
+
+def open_dataset(spec: str, data_root: str | os.PathLike | None = None) -> BenchDataset:
+    """Open a dataset by name or path, validate its layout and every record's paths."""
+    root = find_dataset(spec, data_root)
+    if (root / METADATA_FILE).exists():
+        records = load_metadata(root / METADATA_FILE)
+    elif (root / "images").is_dir() and (root / "textures_mask").is_dir():
+        records = rwtd_records(root)
+    else:
+        raise DatasetError(f"{root}: neither {METADATA_FILE} nor the RWTD layout (images/ + textures_mask/)")
+    if not records:
+        raise DatasetError(f"{root}: dataset has no records")
+    for record in records:
+        source = f"{root / METADATA_FILE}: record {record.id!r}"
+        resolve_within(root, record.image_path, source=source)
+        for t in record.textures:
+            resolve_within(root, t.mask_path, source=source)
+    return BenchDataset(name=root.name, root=root, records=records)
+
+
+def image_stem(record: SampleRecord) -> str:
+    return Path(record.image_path).stem
+
+
+def gt_count(masks: np.ndarray) -> int:
+    """K_gt: the number of non-empty GT masks."""
+    return int(np.count_nonzero(masks.reshape(masks.shape[0], -1).any(axis=1))) if masks.size else 0

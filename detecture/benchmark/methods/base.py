@@ -1,0 +1,96 @@
+"""The one interface every benchmarked method implements, and the options the CLI can pass to any of them.
+
+A method turns an (H, W, 3) uint8 image into K logit maps at input resolution plus K descriptions; the benchmark
+then scores those logits through :mod:`detecture.benchmark.metrics` exactly the same way for everyone. Heavy weights
+are loaded in :meth:`Method.load` and dropped in :meth:`Method.close`, so the runner holds one model at a time.
+"""
+
+from __future__ import annotations
+
+import gc
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ...errors import InputError
+from ..regimes import SampleRegime
+
+
+@dataclass
+class MethodOutput:
+    """(K, H, W) float32 logits (region k wins a pixel where its logit is the largest and > 0) and K descriptions."""
+
+    logits: np.ndarray
+    descriptions: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.logits = np.asarray(self.logits, dtype=np.float32)
+        if self.logits.ndim != 3:
+            raise ValueError(f"method returned logits of shape {self.logits.shape}; expected (K, H, W)")
+        if len(self.descriptions) < self.logits.shape[0]:
+            self.descriptions = list(self.descriptions) + [""] * (self.logits.shape[0] - len(self.descriptions))
+
+
+@dataclass
+class MethodOptions:
+    """Everything a method may need from the command line; each method reads only its own fields."""
+
+    device: str | None = None
+    tiny: bool = False
+    trust_remote_code: bool = False
+    models: dict[str, str] = field(default_factory=dict)
+    head: str | None = None
+    seed: int = 0
+
+
+class Method(ABC):
+    """Base class: ``kind`` selects the dispatch-table row, ``name`` labels the results (they differ for peers)."""
+
+    kind: str = ""
+
+    def __init__(self, options: MethodOptions, name: str | None = None) -> None:
+        self.options = options
+        self.name = name or self.kind
+        self.loaded: dict[str, Any] = {}
+
+    def load(self) -> None:
+        """Load weights into :attr:`loaded` (no-op for weightless methods)."""
+
+    @abstractmethod
+    def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
+        """Segment one image under the given regime."""
+
+    def close(self) -> None:
+        """Drop references to weights and return accelerator memory."""
+        self.loaded.clear()
+        gc.collect()
+        try:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        except ImportError:
+            pass
+
+    def model_id(self, key: str, default: str) -> str:
+        """A configurable model id or local path (``--model key=ID``)."""
+        return self.options.models.get(key, default)
+
+    def requested_k(self, regime: SampleRegime) -> int:
+        """K for modes that need a count: the oracle K, or K_gt where the dispatch table grants that concession."""
+        if regime.k is not None:
+            return regime.k
+        if regime.mode == "top-k-gt":
+            return regime.k_gt
+        raise InputError(f"{self.name}: dispatch mode {regime.mode!r} needs a K but the regime gives none")
+
+
+def torch_device(options: MethodOptions) -> str:
+    """The device a torch method runs on: ``--device`` if given, else CUDA when available, else CPU."""
+    if options.device:
+        return options.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,120 @@
+"""The two tables that define the protocol as data: dataset → K regime, and (method, regime) → how it is called.
+
+Both are checked before any model loads (:func:`check_plan`), so a missing pair fails in a second, not after an hour
+of loading weights. A regime is *oracle* (the method is told K; ``k=None`` means "this sample's K_gt") or
+*autonomous* (nobody is told K; the dispatch table may grant a method a documented concession such as SAM3's top-K_gt).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..errors import InputError
+
+ORACLE = "oracle"
+AUTONOMOUS = "autonomous"
+
+
+@dataclass(frozen=True)
+class RegimeSpec:
+    """A dataset's K regime; ``k`` is the fixed K an oracle regime announces (``None`` = each sample's K_gt)."""
+
+    kind: str
+    k: int | None = None
+
+    def label(self) -> str:
+        if self.kind == AUTONOMOUS:
+            return "autonomous"
+        return f"oracle K={self.k if self.k is not None else 'K_gt'}"
+
+
+@dataclass(frozen=True)
+class SampleRegime:
+    """What one method call is told: the regime kind, the K it may use (``None`` when autonomous), the dispatch mode,
+    and K_gt (which only a method whose dispatch mode is a documented concession may read)."""
+
+    kind: str
+    k: int | None
+    k_gt: int
+    mode: str
+    sample_id: str = ""
+
+
+# Dataset (lower-case canonical name) → regime (DESIGN §4; Outex is K = 5 throughout).
+REGIMES: dict[str, RegimeSpec] = {
+    "rwtd": RegimeSpec(ORACLE, 2),
+    "stld": RegimeSpec(ORACLE, 2),
+    "ade20k_detecture": RegimeSpec(AUTONOMOUS),
+    "caid": RegimeSpec(ORACLE, 1),
+    "outex": RegimeSpec(ORACLE, 5),
+}
+DEFAULT_REGIME = RegimeSpec(ORACLE, None)
+
+# Dispatch modes, interpreted by the methods:
+#   given-k          the method is asked for exactly K regions (prompt "exactly N", or K clusters)
+#   open-k           the method decides K itself (prompt "between 1 and 6", or model selection)
+#   single-prompt    one text prompt: top-1 instance for K = 1, inverse-mask trick for K = 2, top-K instances beyond
+#   top-k-gt         one text prompt, keep the K_gt best instances (SAM3's one concession in the autonomous regime)
+#   top-k-boxes      detector boxes ranked by score, the K best prompted into SAM3
+#   detector-boxes   every detector box above threshold (at most 6) prompted into SAM3
+#   largest-k        automatic mask generation, keep the K largest non-overlapping masks
+#   all-masks        automatic mask generation, keep up to 6 masks (largest first)
+#   precomputed      read a stored label map
+DISPATCH: dict[tuple[str, str], str] = {
+    ("detecture", ORACLE): "given-k",
+    ("detecture", AUTONOMOUS): "open-k",
+    ("detecture-text", ORACLE): "given-k",
+    ("detecture-text", AUTONOMOUS): "open-k",
+    ("sam3", ORACLE): "single-prompt",
+    ("sam3", AUTONOMOUS): "top-k-gt",
+    ("grounding-sam3", ORACLE): "top-k-boxes",
+    ("grounding-sam3", AUTONOMOUS): "detector-boxes",
+    ("texturesam", ORACLE): "largest-k",
+    ("texturesam", AUTONOMOUS): "all-masks",
+    ("sa2va", ORACLE): "given-k",
+    ("sa2va", AUTONOMOUS): "open-k",
+    ("classical", ORACLE): "given-k",
+    ("classical", AUTONOMOUS): "open-k",
+    ("predictions", ORACLE): "precomputed",
+    ("predictions", AUTONOMOUS): "precomputed",
+}
+
+
+def regime_for(dataset: str, override: RegimeSpec | None = None) -> RegimeSpec:
+    """The regime of a dataset by canonical name; ``override`` (the ``--regime`` option) wins for unknown sets."""
+    if override is not None:
+        return override
+    return REGIMES.get(dataset.lower(), DEFAULT_REGIME)
+
+
+def parse_regime(text: str) -> RegimeSpec:
+    """Parse ``--regime``: ``autonomous``, ``oracle`` (K_gt per sample) or ``oracle:N``."""
+    text = text.strip().lower()
+    if text == AUTONOMOUS:
+        return RegimeSpec(AUTONOMOUS)
+    if text == ORACLE:
+        return RegimeSpec(ORACLE)
+    if text.startswith(ORACLE + ":"):
+        try:
+            k = int(text.split(":", 1)[1])
+        except ValueError:
+            k = 0
+        if not 1 <= k <= 6:
+            raise InputError(f"--regime {text!r}: K must be an integer from 1 to 6")
+        return RegimeSpec(ORACLE, k)
+    raise InputError(f"--regime {text!r}: expected 'autonomous', 'oracle' or 'oracle:N'")
+
+
+def dispatch_mode(method_kind: str, regime: RegimeSpec) -> str:
+    """The dispatch mode for a method kind under a regime; a missing pair is an error naming both."""
+    try:
+        return DISPATCH[(method_kind, regime.kind)]
+    except KeyError:
+        raise InputError(f"no dispatch rule for method {method_kind!r} in the {regime.kind} regime") from None
+
+
+def check_plan(pairs: list[tuple[str, str, RegimeSpec]]) -> None:
+    """Check every (method kind, dataset, regime) cell has a dispatch rule before anything is loaded."""
+    missing = [f"{m} × {d} ({r.kind})" for m, d, r in pairs if (m, r.kind) not in DISPATCH]
+    if missing:
+        raise InputError("no dispatch rule for: " + ", ".join(missing))

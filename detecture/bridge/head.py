@@ -1,0 +1,157 @@
+"""The Detecture head: everything trained besides the LoRA, saved as one small safetensors checkpoint.
+
+Slots per image are ``[DUSTBIN, SEG_1..SEG_K, PAD..]`` (7 in all). Each live slot's Qwen hidden state goes through
+the **Bridge** (Linear -> LayerNorm -> GELU -> Dropout) into the input space of SAM3's frozen ``text_projection``, so
+a Bridge output is a one-token prompt SAM3 already knows how to read. SAM3 returns a prompt-conditioned pixel
+embedding per slot and the **mask head** (query MLP . 1x1-conv pixel projection) turns it into one logit map per slot.
+The learned dustbin slot competes with the textures in the softmax, so "none of the K regions" is learned, not fixed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from ..atomic import atomic_dir
+from ..errors import CheckpointError
+from ..prompts import MAX_TEXTURES
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+ADAPTER_DIR = "adapter"
+
+
+@dataclass
+class HeadConfig:
+    """Widths come from the backbones the head is paired with; a head only fits backbones of the same widths."""
+
+    qwen_hidden_size: int
+    sam_text_hidden_size: int = 1024
+    prompt_dim: int = 256
+    pixel_dim: int = 256
+    mask_hidden_size: int = 256
+    bridge_dropout: float = 0.4
+    num_slots: int = MAX_TEXTURES + 1
+    qwen_model: str = ""
+    sam3_model: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def for_backbones(cls, qwen, sam3, **overrides) -> "HeadConfig":
+        return cls(qwen_hidden_size=qwen.hidden_size, sam_text_hidden_size=sam3.text_hidden_size,
+                   prompt_dim=sam3.prompt_dim, pixel_dim=sam3.pixel_dim,
+                   mask_hidden_size=overrides.pop("mask_hidden_size", sam3.prompt_dim),
+                   qwen_model=qwen.name, sam3_model=sam3.name, **overrides)
+
+
+class Bridge(nn.Module):
+    """Qwen hidden state -> SAM3 text-encoder width (before SAM3's frozen ``text_projection``)."""
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.proj = nn.Linear(config.qwen_hidden_size, config.sam_text_hidden_size)
+        self.norm = nn.LayerNorm(config.sam_text_hidden_size)
+        self.act = nn.GELU()
+        self.dropout = nn.Dropout(config.bridge_dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.act(self.norm(self.proj(hidden_states))))
+
+
+class MaskHead(nn.Module):
+    """Logit map per slot: (query MLP of the slot's prompt) . (1x1 conv of its pixel embedding), scaled by 1/sqrt(d)."""
+
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        d = config.mask_hidden_size
+        self.query_mlp = nn.Sequential(nn.Linear(config.prompt_dim, d), nn.GELU(), nn.Linear(d, d))
+        self.pixel_proj = nn.Conv2d(config.pixel_dim, d, kernel_size=1)
+        self.scale = 1.0 / math.sqrt(d)
+
+    def forward(self, prompts: torch.Tensor, pixel_embeddings: torch.Tensor) -> torch.Tensor:
+        """prompts (N, D), pixel_embeddings (N, C, h, w) -> logits (N, h, w)."""
+        query = self.query_mlp(prompts)
+        pixels = self.pixel_proj(pixel_embeddings.to(query.dtype))
+        return torch.einsum("nc,nchw->nhw", query, pixels) * self.scale
+
+
+class DetectureHead(nn.Module):
+    def __init__(self, config: HeadConfig):
+        super().__init__()
+        self.config = config
+        self.bridge = Bridge(config)
+        self.dustbin = nn.Parameter(torch.randn(config.qwen_hidden_size) * 0.02)
+        self.mask_head = MaskHead(config)
+
+    def slot_states(self, seg_states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pack per-image SEG states (K_i, H) into slots (B, S, H) = [DUSTBIN, SEG_1..K_i, PAD..] and a live mask."""
+        num_slots = self.config.num_slots
+        batch = len(seg_states)
+        slots = self.dustbin.new_zeros(batch, num_slots, self.config.qwen_hidden_size)
+        live = torch.zeros(batch, num_slots, dtype=torch.bool, device=self.dustbin.device)
+        for b, states in enumerate(seg_states):
+            k = states.shape[0]
+            if k > num_slots - 1:
+                raise ValueError(f"image {b} has {k} regions; the head has room for {num_slots - 1}")
+            slots[b, 0] = self.dustbin
+            slots[b, 1:k + 1] = states.to(slots.dtype)
+            live[b, :k + 1] = True
+        return slots, live
+
+    def prompts(self, slot_states: torch.Tensor, text_projection: nn.Module) -> torch.Tensor:
+        """Slot states (..., H) -> SAM3 prompt tokens (..., D) through the Bridge and SAM3's frozen projection."""
+        bridged = self.bridge(slot_states)
+        return text_projection(bridged.to(text_projection.weight.dtype))
+
+    def save_pretrained(self, path: str | Path, adapter_dir: str | Path | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically (and copy a PEFT adapter folder if given)."""
+        import shutil
+
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
+            tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            if adapter_dir is not None:
+                shutil.copytree(adapter_dir, tmp / ADAPTER_DIR)
+        return path
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, *, qwen_hidden_size: int | None = None) -> "DetectureHead":
+        """Load a head folder; ``qwen_hidden_size`` (of the loaded Qwen) is checked against the checkpoint."""
+        path = Path(path)
+        config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+        if not path.exists():
+            raise CheckpointError(f"{path}: head checkpoint not found")
+        if not config_file.is_file() or not weights_file.is_file():
+            raise CheckpointError(f"{path}: not a head checkpoint (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
+        try:
+            raw = json.loads(config_file.read_text())
+            known = {f.name for f in fields(HeadConfig)}
+            config = HeadConfig(**{k: v for k, v in raw.items() if k in known})
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise CheckpointError(f"{config_file}: malformed head config ({exc})") from None
+        if qwen_hidden_size is not None and config.qwen_hidden_size != qwen_hidden_size:
+            raise CheckpointError(
+                f"{path}: head was trained for a Qwen with hidden size {config.qwen_hidden_size} "
+                f"({config.qwen_model or 'unknown model'}), but the loaded Qwen has {qwen_hidden_size}; "
+                "pass the matching --qwen model or a head trained for this one"
+            )
+        head = cls(config)
+        try:
+            state = load_file(str(weights_file))
+            head.load_state_dict(state)
+        except (RuntimeError, OSError) as exc:
+            raise CheckpointError(f"{weights_file}: weights do not match the head config ({exc})") from None
+        return head
+
+    @staticmethod
+    def adapter_path(path: str | Path) -> Path | None:
+        adapter = Path(path) / ADAPTER_DIR
+        return adapter if adapter.is_dir() else None

@@ -1,0 +1,159 @@
+"""Miner settings from ``configs/miner.yaml``, validated once so a typo fails at start-up, not 20k scenes later."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import InputError
+
+MAX_REGIONS_LIMIT = 6
+
+
+def configs_dir() -> Path:
+    """The repository's ``configs/`` folder (the package is installed editable, next to it)."""
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    large_region_min_area: float
+    ideal_region_count: tuple[int, int]
+    boundary_length: tuple[float, float, float]
+    coverage: tuple[float, float]
+    clutter_area_max: float
+    clutter_classes_max: int
+    clutter_min_area: float
+    ambiguous_area_max: float
+    weights: dict[str, float]
+    penalties: dict[str, float]
+
+
+@dataclass(frozen=True)
+class RegionConfig:
+    min_regions: int
+    max_regions: int
+    min_area: float
+
+
+@dataclass(frozen=True)
+class DescriberConfig:
+    min_words: int
+    max_words: int
+    qwen_model: str
+    max_new_tokens: int
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    val_fraction: float
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    contact_sheet_samples: int
+
+
+@dataclass(frozen=True)
+class MinerConfig:
+    version: int
+    threshold: float
+    scoring: ScoringConfig
+    regions: RegionConfig
+    describer: DescriberConfig
+    split: SplitConfig
+    report: ReportConfig
+    path: Path
+    digest: str  # sha256 of the file: an output folder remembers it to refuse resuming under other settings
+
+
+WEIGHT_KEYS = ("region_count", "balance", "boundary_length", "boundary_straightness", "coverage")
+PENALTY_KEYS = ("clutter", "ambiguous")
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = [f.name for f in fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    missing = [n for n in names if n not in data]
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {unknown}; expected {names}")
+    if missing:
+        raise InputError(f"{where}: missing key(s) {missing}")
+    values = {}
+    for f in fields(cls):
+        value = data[f.name]
+        if isinstance(value, list):
+            value = tuple(value)
+        values[f.name] = value
+    return cls(**values)
+
+
+def _check(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise InputError(f"{where}: {message}")
+
+
+def _validate(cfg: MinerConfig, where: str) -> None:
+    s, r, d = cfg.scoring, cfg.regions, cfg.describer
+    _check(0 <= cfg.threshold <= 100, where, f"threshold must be in [0, 100], got {cfg.threshold}")
+    _check(sorted(s.weights) == sorted(WEIGHT_KEYS), where, f"scoring.weights needs exactly {list(WEIGHT_KEYS)}")
+    _check(sorted(s.penalties) == sorted(PENALTY_KEYS), where, f"scoring.penalties needs exactly {list(PENALTY_KEYS)}")
+    _check(all(v >= 0 for v in [*s.weights.values(), *s.penalties.values()]), where, "weights must be >= 0")
+    _check(sum(s.weights.values()) > 0, where, "scoring.weights must not all be 0")
+    lo, hi = s.ideal_region_count
+    _check(1 <= lo <= hi, where, "scoring.ideal_region_count must be [low, high] with 1 <= low <= high")
+    a, b, c = s.boundary_length
+    _check(0 < a <= b < c, where, "scoring.boundary_length must be [low, high, max] with 0 < low <= high < max")
+    _check(0 <= s.coverage[0] < s.coverage[1] <= 1, where, "scoring.coverage must be [low, high] in [0, 1]")
+    _check(r.min_area > 0 and r.min_area * r.max_regions <= 1, where, "regions.min_area must be in (0, 1/max_regions]")
+    _check(
+        1 <= r.min_regions <= r.max_regions <= MAX_REGIONS_LIMIT,
+        where,
+        f"regions need 1 <= min_regions <= max_regions <= {MAX_REGIONS_LIMIT}",
+    )
+    _check(1 <= d.min_words <= d.max_words, where, "describer needs 1 <= min_words <= max_words")
+    _check(0 <= cfg.split.val_fraction < 1, where, "split.val_fraction must be in [0, 1)")
+
+
+def load_config(path: str | os.PathLike | None = None) -> MinerConfig:
+    """Read and validate the miner config (default: ``configs/miner.yaml``); errors name the file and the key."""
+    path = Path(path) if path is not None else configs_dir() / "miner.yaml"
+    if not path.is_file():
+        raise InputError(f"{path}: miner config not found (pass --config PATH)")
+    raw_bytes = path.read_bytes()
+    try:
+        data = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    where = str(path)
+    if not isinstance(data, dict):
+        raise InputError(f"{where}: expected a mapping at the top level")
+    sections = {
+        "scoring": ScoringConfig,
+        "regions": RegionConfig,
+        "describer": DescriberConfig,
+        "split": SplitConfig,
+        "report": ReportConfig,
+    }
+    expected = {"version", "threshold", *sections}
+    unknown = sorted(set(data) - expected)
+    _check(not unknown, where, f"unknown top-level key(s) {unknown}; expected {sorted(expected)}")
+    for key in expected:
+        _check(key in data, where, f"missing key '{key}'")
+    built = {name: _build(cls, data[name], f"{where}: {name}") for name, cls in sections.items()}
+    cfg = MinerConfig(
+        version=int(data["version"]),
+        threshold=float(data["threshold"]),
+        path=path,
+        digest=hashlib.sha256(raw_bytes).hexdigest(),
+        **built,
+    )
+    _validate(cfg, where)
+    return cfg

@@ -1,0 +1,206 @@
+"""Inference: image(s) -> Qwen3-VL texture lines -> decoupled ``<|seg|>`` states -> Bridge -> SAM3 -> partition.
+
+Two grounding modes share everything but the prompt fed to SAM3:
+
+- ``bridge``: each ``<|seg|>`` hidden state goes through the trained head (Bridge, dustbin, mask head);
+- ``text``: each generated *description* goes through SAM3's own text encoder and SAM3's semantic head, with a
+  static dustbin at logit 0. It needs no trained weights beyond the public backbones.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .backbones.qwen import DEFAULT_QWEN, QwenVL
+from .backbones.sam3 import DEFAULT_SAM3, Sam3Backbone
+from .bridge.head import DetectureHead, HeadConfig
+from .errors import CheckpointError, InputError
+from .images import as_rgb_array
+from .prompts import Regime, parse_response, user_prompt
+from .reencode import crop_cache, seg_states, suffix_hidden_states
+from .result import SegmentationResult
+from .timing import StageTimer
+
+logger = logging.getLogger(__name__)
+
+GROUNDINGS = ("bridge", "text")
+
+
+def _generated_mask(suffix: torch.Tensor, end_token_id: int) -> torch.Tensor:
+    """Valid generated tokens: everything up to and including the first end token of each row."""
+    is_end = (suffix == end_token_id).long()
+    return (torch.cumsum(is_end, dim=1) - is_end) == 0
+
+
+class DetecturePipeline:
+    """Frozen Qwen3-VL + frozen SAM3 + (optionally) a trained head."""
+
+    def __init__(self, qwen: QwenVL, sam3: Sam3Backbone, head: DetectureHead | None = None, *,
+                 max_new_tokens: int = 300):
+        self.qwen, self.sam3, self.head = qwen, sam3, head
+        self.max_new_tokens = max_new_tokens
+        self.timer = StageTimer()
+        self.tiny = qwen.name == "tiny"
+        if head is not None:
+            head.eval().to(sam3.device)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        qwen: str | Path = DEFAULT_QWEN,
+        sam3: str | Path = DEFAULT_SAM3,
+        head: str | Path | None = None,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        attn_implementation: str | None = None,
+        quantization: str | None = None,
+        trust_remote_code: bool = False,
+        max_new_tokens: int = 300,
+    ) -> "DetecturePipeline":
+        """Load both backbones (hub ids or local folders) and, if given, a trained head folder."""
+        head_module = None
+        if head is not None:
+            # Fail on a bad head before spending minutes loading backbones.
+            head_module = DetectureHead.from_pretrained(head)
+        qwen_vl = QwenVL.from_pretrained(qwen, device=device, dtype=dtype, attn_implementation=attn_implementation,
+                                         quantization=quantization, trust_remote_code=trust_remote_code)
+        if head_module is not None:
+            if head_module.config.qwen_hidden_size != qwen_vl.hidden_size:
+                raise CheckpointError(
+                    f"{head}: head was trained for a Qwen with hidden size {head_module.config.qwen_hidden_size} "
+                    f"({head_module.config.qwen_model or 'unknown model'}), but {qwen} has {qwen_vl.hidden_size}; "
+                    "pass the matching --qwen model or a head trained for this one"
+                )
+            adapter = DetectureHead.adapter_path(head)
+            if adapter is not None:
+                qwen_vl.load_adapter(adapter)
+        sam = Sam3Backbone.from_pretrained(sam3, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        return cls(qwen_vl, sam, head_module, max_new_tokens=max_new_tokens)
+
+    @classmethod
+    def tiny(cls, seed: int = 0, with_head: bool = True, max_new_tokens: int = 24) -> "DetecturePipeline":
+        """Tiny random backbones (and head) of the real classes: runs anywhere, offline; outputs are meaningless."""
+        qwen, sam = QwenVL.tiny(seed), Sam3Backbone.tiny(seed)
+        head = None
+        if with_head:
+            torch.manual_seed(seed)
+            head = DetectureHead(HeadConfig.for_backbones(qwen, sam))
+        return cls(qwen, sam, head, max_new_tokens=max_new_tokens)
+
+    # -- stages -------------------------------------------------------------------------------------------------
+
+    def _language_inputs(self, images: list[np.ndarray], regime: Regime, forced: Sequence[str] | None):
+        """Qwen inputs with the response as suffix: generated greedily, or the forced text when given."""
+        qwen = self.qwen
+        prompts = [user_prompt(regime)] * len(images)
+        if forced is not None:
+            with self.timer.stage("generate"):
+                inputs = qwen.build_inputs(images, prompts, list(forced)).to(qwen.device)
+            return inputs, None
+        with self.timer.stage("generate"):
+            inputs = qwen.build_inputs(images, prompts).to(qwen.device)
+            prefix_len = int(inputs["prefix_length"])
+            out = qwen.model.generate(
+                **{k: v for k, v in inputs.items() if k != "prefix_length"},
+                max_new_tokens=self.max_new_tokens, do_sample=False, return_dict_in_generate=True,
+            )
+        suffix = out.sequences[:, prefix_len:]
+        valid = _generated_mask(suffix, qwen.end_token_id)
+        inputs["input_ids"] = out.sequences
+        inputs["attention_mask"] = torch.cat([inputs["attention_mask"], valid.long()], dim=1)
+        inputs["mm_token_type_ids"] = (out.sequences == qwen.image_token_id).int()
+        cache = out.past_key_values
+        crop_cache(cache, prefix_len)
+        return inputs, cache
+
+    def _bridge_logits(self, inputs, cache, vision, regime: Regime) -> tuple[list[torch.Tensor], list[int]]:
+        if self.head is None:
+            raise CheckpointError("bridge grounding needs a trained head (--head PATH); "
+                                  "use --grounding text for zero-shot results with the public weights")
+        batch = inputs["input_ids"].shape[0]
+        with self.timer.stage("reencode"):
+            hidden = suffix_hidden_states(self.qwen, inputs, cache, decoupled=True, use_cache=True)
+            states = seg_states(self.qwen, inputs, hidden, [regime.max_regions] * batch)
+        with self.timer.stage("sam3"):
+            slots, live = self.head.slot_states(states)
+            prompts = self.head.prompts(slots[live], self.sam3.model.text_projection)
+            image_index = live.nonzero()[:, 0]
+            pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, image_index)
+        with self.timer.stage("head"):
+            logits = self.head.mask_head(prompts, pixels).float()
+        per_image, start = [], 0
+        for b in range(batch):
+            k = int(live[b].sum())
+            slot_logits = logits[start:start + k]
+            per_image.append(slot_logits[1:] - slot_logits[:1])
+            start += k
+        return per_image, [s.shape[0] for s in states]
+
+    def _text_logits(self, descriptions: list[list[str]], vision) -> list[torch.Tensor]:
+        texts = [d for per_image in descriptions for d in per_image]
+        if not texts:
+            return [torch.zeros(0, 1, 1) for _ in descriptions]
+        with self.timer.stage("sam3"):
+            prompts, mask = self.sam3.text_prompts(texts)
+            image_index = torch.tensor([b for b, d in enumerate(descriptions) for _ in d], device=prompts.device)
+            pixels = self.sam3.pixel_embeddings(vision, prompts, mask, image_index)
+        with self.timer.stage("head"):
+            logits = self.sam3.semantic_logits(pixels).float()
+        per_image, start = [], 0
+        for d in descriptions:
+            per_image.append(logits[start:start + len(d)])
+            start += len(d)
+        return per_image
+
+    # -- public API ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def segment(
+        self,
+        images: Sequence[Image.Image | np.ndarray],
+        regime: Regime | None = None,
+        grounding: str = "bridge",
+        forced_responses: Sequence[str] | None = None,
+    ) -> list[SegmentationResult]:
+        """Segment a batch of images (all with the same regime); one result per image, in order.
+
+        ``forced_responses`` skips generation and uses the given assistant text (teacher forcing), e.g. with tiny
+        random backbones, whose generations contain no texture lines.
+        """
+        regime = regime or Regime.autonomous()
+        if grounding not in GROUNDINGS:
+            raise InputError(f"grounding must be one of {', '.join(GROUNDINGS)}, got {grounding!r}")
+        if grounding == "bridge" and self.head is None:
+            raise CheckpointError("bridge grounding needs a trained head (--head PATH); "
+                                  "use --grounding text for zero-shot results with the public weights")
+        if forced_responses is not None and len(forced_responses) != len(images):
+            raise InputError(f"{len(forced_responses)} forced responses for {len(images)} images")
+        if not images:
+            return []
+        arrays = [as_rgb_array(im) for im in images]
+        inputs, cache = self._language_inputs(arrays, regime, forced_responses)
+        prefix_len = int(inputs["prefix_length"])
+        responses = [self.qwen.decode(row) for row in inputs["input_ids"][:, prefix_len:]]
+        with self.timer.stage("sam3"):
+            vision = self.sam3.vision_features(self.sam3.preprocess(arrays))
+        if grounding == "bridge":
+            logits, counts = self._bridge_logits(inputs, cache, vision, regime)
+            descriptions = [parse_response(r)[:k] for r, k in zip(responses, counts)]
+            descriptions = [d + [""] * (k - len(d)) for d, k in zip(descriptions, counts)]
+        else:
+            descriptions = [parse_response(r)[: regime.max_regions] for r in responses]
+            logits = self._text_logits(descriptions, vision)
+        results = []
+        for arr, desc, resp, region_logits in zip(arrays, descriptions, responses, logits):
+            if not desc:
+                logger.warning("the model produced no <|seg|> line for an image; returning no regions")
+            results.append(SegmentationResult(descriptions=desc, response=resp, region_logits=region_logits.cpu(),
+                                              image_size=arr.shape[:2], meta={"grounding": grounding}))
+        return results

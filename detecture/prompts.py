@@ -1,0 +1,104 @@
+"""The conversation Detecture has with Qwen3-VL: count regimes, prompts, and the response line format.
+
+The response format is the interface between the language model and the Bridge: one line per texture region,
+``TEXTURE_k: <description> <|seg|>``. The hidden state at each ``<|seg|>`` token is what the Bridge grounds.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from .errors import InputError
+
+SEG_TOKEN = "<|seg|>"
+MAX_TEXTURES = 6
+
+SYSTEM_PROMPT = (
+    "You are an expert in surface textures. You analyse the distinct texture regions of an image and answer only "
+    "in the requested format, one line per region."
+)
+
+_LINE_FORMAT = f"TEXTURE_<k>: Texture of <material or pattern>, <visual features>, <position> {SEG_TOKEN}"
+
+_DESCRIBE = (
+    "Describe each region as a whole surface in one phrase of about 10 to 15 words giving (1) the common name of the "
+    "material or pattern, (2) the visual features that contrast it with the other regions, and (3) its rough "
+    f"position in the image. Write one line per region in the form: {_LINE_FORMAT}"
+)
+
+_LINE_RE = re.compile(r"^\s*TEXTURE_(\d+)\s*:\s*(.*?)\s*$")
+
+
+@dataclass(frozen=True)
+class Regime:
+    """How many regions the model is asked for: autonomous (1..6), oracle (exactly N), or a user query (1)."""
+
+    kind: str
+    count: int | None = None
+    query: str | None = None
+
+    @staticmethod
+    def autonomous() -> "Regime":
+        return Regime("autonomous")
+
+    @staticmethod
+    def oracle(count: int) -> "Regime":
+        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_TEXTURES:
+            raise InputError(f"K must be an integer from 1 to {MAX_TEXTURES}, got {count!r}")
+        return Regime("oracle", count=count)
+
+    @staticmethod
+    def query(text: str) -> "Regime":
+        if not isinstance(text, str) or not text.strip():
+            raise InputError("the query is empty; describe the texture to find, e.g. --query 'the rough bark'")
+        return Regime("query", query=" ".join(text.split()))
+
+    @staticmethod
+    def parse(value: str) -> "Regime":
+        """``auto`` or an integer 1..6, as given on the command line."""
+        if value.strip().lower() in ("auto", "autonomous"):
+            return Regime.autonomous()
+        try:
+            count = int(value)
+        except ValueError:
+            raise InputError(f"--k must be 'auto' or an integer from 1 to {MAX_TEXTURES}, got {value!r}") from None
+        return Regime.oracle(count)
+
+    @property
+    def max_regions(self) -> int:
+        return {"autonomous": MAX_TEXTURES, "oracle": self.count, "query": 1}[self.kind]
+
+
+def user_prompt(regime: Regime) -> str:
+    """The user turn's text for a regime (the image is attached separately by the processor)."""
+    if regime.kind == "autonomous":
+        ask = f"This image contains between 1 and {MAX_TEXTURES} distinct texture regions. Find them."
+    elif regime.kind == "oracle":
+        ask = f"This image contains exactly {regime.count} distinct texture region{'s' if regime.count > 1 else ''}."
+        ask += " Find them."
+    else:
+        ask = f"Find the one texture region that matches this description: \"{regime.query}\"."
+    return f"{ask} {_DESCRIBE}"
+
+
+def format_response(descriptions: list[str]) -> str:
+    """The assistant target for the given region descriptions (also used to force a response)."""
+    if not 1 <= len(descriptions) <= MAX_TEXTURES:
+        raise InputError(f"a response needs 1 to {MAX_TEXTURES} regions, got {len(descriptions)}")
+    return "\n".join(f"TEXTURE_{k}: {' '.join(d.split())} {SEG_TOKEN}" for k, d in enumerate(descriptions, 1))
+
+
+def parse_response(text: str) -> list[str]:
+    """Descriptions of the lines that end in ``<|seg|>``, in order; other lines are ignored.
+
+    Only lines closed by a SEG token produce a region, matching how K is counted from the SEG tokens themselves.
+    """
+    descriptions = []
+    for line in text.splitlines():
+        if SEG_TOKEN not in line:
+            continue
+        body = line.split(SEG_TOKEN, 1)[0]
+        match = _LINE_RE.match(body)
+        descriptions.append(match.group(2) if match else body.strip())
+    return descriptions

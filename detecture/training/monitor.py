@@ -1,0 +1,166 @@
+"""Training monitoring: a per-step CSV (the record of truth), TensorBoard scalars, and loss-curve PNGs at the end.
+
+The CSV is append-only and flushed every row, so a killed run keeps its history; on resume rows past the checkpoint
+step are dropped first, so the file reads as one uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from .. import atomic
+
+log = logging.getLogger(__name__)
+
+STEPS_CSV = "train_log.csv"
+EVAL_CSV = "eval_log.csv"
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.exists():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def truncate_after(path: Path, step: int, key: str = "step") -> None:
+    """Keep only rows with ``row[key] <= step`` (atomic rewrite); used when resuming from a checkpoint."""
+    rows = _read_rows(path)
+    if not rows:
+        return
+    kept = [r for r in rows if int(float(r[key])) <= step]
+    with atomic.atomic_path(path) as tmp, tmp.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(kept)
+
+
+class CsvLog:
+    """Append rows with a fixed header; new keys after the first row are an error (the schema is set at start)."""
+
+    def __init__(self, path: Path, fieldnames: list[str]) -> None:
+        self.path = path
+        self.fieldnames = fieldnames
+        path.parent.mkdir(parents=True, exist_ok=True)
+        existing = _read_rows(path)
+        if existing and list(existing[0]) != fieldnames:
+            raise ValueError(f"{path}: existing columns {list(existing[0])} differ from {fieldnames}")
+        self._file = path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._file, fieldnames=fieldnames, extrasaction="raise")
+        if not existing and path.stat().st_size == 0:
+            self._writer.writeheader()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self._writer.writerow({k: row.get(k, "") for k in self.fieldnames})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class Monitor:
+    """Fan-out of metrics to CSV and TensorBoard (main process only; other ranks get a disabled monitor)."""
+
+    def __init__(self, out: Path, step_fields: list[str], eval_fields: list[str], enabled: bool = True) -> None:
+        self.out = Path(out)
+        self.enabled = enabled
+        self.steps: CsvLog | None = None
+        self.evals: CsvLog | None = None
+        self.tb = None
+        if not enabled:
+            return
+        self.steps = CsvLog(self.out / STEPS_CSV, step_fields)
+        self.evals = CsvLog(self.out / EVAL_CSV, eval_fields)
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(log_dir=str(self.out / "tensorboard"))
+        except ImportError:  # tensorboard is a declared dependency, but a CSV log is enough to train
+            log.warning("tensorboard is not installed; logging to CSV only")
+
+    def log_step(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.steps.write(row)
+        if self.tb is not None:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tb.add_scalar(f"train/{key}", value, row["step"])
+
+    def log_eval(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        self.evals.write(row)
+        if self.tb is not None:
+            for key, value in row.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
+                    self.tb.add_scalar(f"eval/{key}", value, row["step"])
+
+    def close(self) -> None:
+        if not self.enabled:
+            return
+        self.steps.close()
+        self.evals.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _column(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
+    xs, ys = [], []
+    for r in rows:
+        try:
+            y = float(r.get(key, ""))
+        except ValueError:
+            continue
+        if math.isfinite(y):
+            xs.append(float(r["step"]))
+            ys.append(y)
+    return xs, ys
+
+
+def plot_curves(out: Path) -> list[Path]:
+    """Write ``loss_curves.png`` (loss terms, lr by group) and ``eval_curves.png`` (validation metrics) from the CSVs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    rows = _read_rows(out / STEPS_CSV)
+    if rows:
+        lr_keys = [k for k in rows[0] if k.startswith("lr_")]
+        loss_keys = [k for k in ("total", "mask_ce", "mask_dice", "lm") if k in rows[0]]
+        fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(12, 4))
+        for key in loss_keys:
+            ax_loss.plot(*_column(rows, key), label=key)
+        ax_loss.set(xlabel="optimizer step", ylabel="loss", title="training losses")
+        ax_loss.legend()
+        for key in lr_keys:
+            ax_lr.plot(*_column(rows, key), label=key[3:])
+        ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="lr by group", yscale="symlog")
+        ax_lr.legend()
+        fig.tight_layout()
+        path = out / "loss_curves.png"
+        with atomic.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        written.append(path)
+    evals = _read_rows(out / EVAL_CSV)
+    if evals:
+        keys = [k for k in evals[0] if k not in ("step", "epoch", "n", "failures")]
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            ax.plot(*_column(evals, key), marker="o", label=key)
+        ax.set(xlabel="optimizer step", title="live validation")
+        ax.legend()
+        fig.tight_layout()
+        path = out / "eval_curves.png"
+        with atomic.atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
