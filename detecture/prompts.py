@@ -36,7 +36,7 @@ class Regime:
 
     kind: str
     count: int | None = None
-    query: str | None = None
+    text: str | None = None
 
     @staticmethod
     def autonomous() -> "Regime":
@@ -52,7 +52,7 @@ class Regime:
     def query(text: str) -> "Regime":
         if not isinstance(text, str) or not text.strip():
             raise InputError("the query is empty; describe the texture to find, e.g. --query 'the rough bark'")
-        return Regime("query", query=" ".join(text.split()))
+        return Regime("query", text=" ".join(text.split()))
 
     @staticmethod
     def parse(value: str) -> "Regime":
@@ -78,7 +78,7 @@ def user_prompt(regime: Regime) -> str:
         ask = f"This image contains exactly {regime.count} distinct texture region{'s' if regime.count > 1 else ''}."
         ask += " Find them."
     else:
-        ask = f"Find the one texture region that matches this description: \"{regime.query}\"."
+        ask = f"Find the one texture region that matches this description: \"{regime.text}\"."
     return f"{ask} {_DESCRIBE}"
 
 

@@ -94,7 +94,7 @@ class Sam3Backbone:
         size = self.image_size
         batch = []
         for image in images:
-            arr = torch.from_numpy(np.ascontiguousarray(as_rgb_array(image))).permute(2, 0, 1)[None].float()
+            arr = torch.from_numpy(np.array(as_rgb_array(image))).permute(2, 0, 1)[None].float()
             arr = F.interpolate(arr, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             batch.append(arr[0])
         pixels = (torch.stack(batch).clamp(0, 255) / 255.0 - 0.5) / 0.5

@@ -1,10 +1,70 @@
-"""``detecture mine``: placeholder until the mine sub-system lands."""
+"""``detecture mine``: turn a semantic-segmentation dataset into a multi-texture training set (logic in miner/)."""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  detecture mine --source ade20k --root data/ADEChallengeData2016 --out datasets/mined
+  detecture mine --source ade20k --root data/ADEChallengeData2016 --textured-root data/Textured-ADE20K \\
+      --out datasets/mined --describer qwen --limit 100
+
+A killed run resumes where it stopped when re-run with the same arguments. Output: <out>/metadata.json
+(+ metadata_train.json / metadata_val.json), images/, masks/, rejected.jsonl, summary.json,
+score_histogram.png, review/contact_sheet.html, and with --arrow a HuggingFace dataset in hf_dataset/.
+"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("mine", help="(not yet available)")
-    p.set_defaults(func=lambda args: 1)
+    p = subparsers.add_parser(
+        "mine",
+        help="build a multi-texture training set from ADE20K / Textured-ADE20K",
+        description="Score every scene of a semantic-segmentation dataset from its label map, keep the clean "
+        "multi-texture ones, merge their texture classes into 2-5 region masks, describe each region, and write "
+        "the unified metadata format (DESIGN §3) with a train/val split by scene.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    from ..miner.describers import DESCRIBERS
+    from ..miner.sources import SOURCES
+
+    p.add_argument("--source", choices=sorted(SOURCES), default="ade20k", help="dataset layout (default: ade20k)")
+    p.add_argument("--root", type=Path, required=True, help="dataset root, e.g. .../ADEChallengeData2016")
+    p.add_argument("--out", type=Path, required=True, help="output dataset folder (created; resumable)")
+    p.add_argument("--textured-root", type=Path, help="Textured-ADE20K root (<root>/<degree>/images/...): "
+                   "adds one sample per degree to every kept scene")
+    p.add_argument("--subset", default="training", help="ADE20K subset folder (default: training)")
+    p.add_argument("--describer", choices=DESCRIBERS, default="template",
+                   help="region describer: template (offline, no model) or qwen (local Qwen3-VL; default: template)")
+    p.add_argument("--device", help="device for the qwen describer (default: cuda if available)")
+    p.add_argument("--workers", type=int, help="parallel processes (default: all CPU cores; qwen uses 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/val split and the review sample (default: 0)")
+    p.add_argument("--limit", type=int, help="mine only the first N scenes (sorted by name)")
+    p.add_argument("--threshold", type=float, help="keep scenes scoring at least this (default: from the config, 65)")
+    p.add_argument("--config", type=Path, help="miner config (default: configs/miner.yaml)")
+    p.add_argument("--vocabulary", type=Path, help="class vocabulary YAML (default: configs/ade20k_classes.yaml)")
+    p.add_argument("--arrow", action="store_true", help="also save a HuggingFace datasets copy in <out>/hf_dataset")
+    p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push that dataset to the Hub (off by default)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from ..miner.report import format_summary
+    from ..miner.run import MineOptions, mine
+
+    if args.workers is not None and args.workers < 1:
+        raise InputError(f"--workers must be at least 1, got {args.workers}")
+    if args.limit is not None and args.limit < 1:
+        raise InputError(f"--limit must be at least 1, got {args.limit}")
+    summary = mine(MineOptions(
+        source=args.source, root=args.root, out=args.out, textured_root=args.textured_root, subset=args.subset,
+        describer=args.describer, workers=args.workers, seed=args.seed, limit=args.limit, config=args.config,
+        vocabulary=args.vocabulary, threshold=args.threshold, device=args.device, arrow=args.arrow,
+        push_to_hub=args.push_to_hub,
+    ))
+    print(format_summary(summary))
+    print(f"\nwrote {args.out / 'metadata.json'}")
+    return 0

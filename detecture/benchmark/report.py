@@ -1,0 +1,176 @@
+"""Reports: Markdown, CSV and LaTeX tables plus one bar chart per metric, all from the cells' recorded samples.
+
+Means are over the samples that ran; failed samples are counted in their own column (and missing ones — requested
+but not recorded, e.g. after an interrupted run — in another), so a method cannot look better by failing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .. import atomic
+from .metrics import Aggregate, bootstrap_mean
+from .runner import Cell, cell_records, metric_values
+
+TABLE_METRICS = (
+    ("miou", "mIoU"),
+    ("panoptic_iou", "Panoptic IoU"),
+    ("ari", "ARI"),
+    ("boundary_f", "Boundary F"),
+    ("k_correct", "K acc."),
+)
+
+
+@dataclass(frozen=True)
+class CellSummary:
+    method: str
+    dataset: str
+    regime: str
+    requested: int
+    ok: int
+    failed: int
+    metrics: dict[str, Aggregate]
+    first_error: str
+
+    @property
+    def missing(self) -> int:
+        return self.requested - self.ok - self.failed
+
+
+def summarise(cells: list[Cell], out: Path) -> list[CellSummary]:
+    """Aggregate each cell (bootstrap CIs are seeded, so the same results give the same report)."""
+    summaries = []
+    for cell in cells:
+        records = cell_records(cell, out)
+        failed = [r for r in records if r.get("status") != "ok"]
+        metrics = {m: bootstrap_mean(metric_values(records, m)) for m, _ in TABLE_METRICS}
+        summaries.append(
+            CellSummary(
+                method=cell.method.name,
+                dataset=cell.dataset.name,
+                regime=cell.regime.label(),
+                requested=len(cell.records),
+                ok=len(records) - len(failed),
+                failed=len(failed),
+                metrics=metrics,
+                first_error=str(failed[0].get("error", "")) if failed else "",
+            )
+        )
+    return summaries
+
+
+def _pm(agg: Aggregate, latex: bool = False) -> str:
+    if math.isnan(agg.mean):
+        return "–"
+    half = (agg.high - agg.low) / 2
+    return f"{agg.mean:.3f} $\\pm$ {half:.3f}" if latex else f"{agg.mean:.3f} ± {half:.3f}"
+
+
+def markdown(summaries: list[CellSummary]) -> str:
+    head = ["Dataset", "Regime", "Method", "OK", "Failed", "Missing"] + [t for _, t in TABLE_METRICS]
+    lines = [
+        "# Detecture benchmark",
+        "",
+        "Means over the samples that ran, ± half-width of the 95 % bootstrap confidence interval. mIoU is the mean",
+        "IoU over Hungarian-matched pairs (published protocol); panoptic IoU divides the matched sum by",
+        "max(K_pred, K_gt). Failed and missing samples are not in the means; they are counted beside them.",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * len(head)) + "|",
+    ]
+    for s in summaries:
+        row = [s.dataset, s.regime, s.method, str(s.ok), str(s.failed), str(s.missing)]
+        lines.append("| " + " | ".join(row + [_pm(s.metrics[m]) for m, _ in TABLE_METRICS]) + " |")
+    errors = [s for s in summaries if s.failed]
+    if errors:
+        lines += ["", "## Failures", ""]
+        lines += [f"- {s.method} × {s.dataset}: {s.failed} failed; first error: {s.first_error}" for s in errors]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(summaries: list[CellSummary]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    header = ["dataset", "regime", "method", "ok", "failed", "missing"]
+    for m, _ in TABLE_METRICS:
+        header += [m, f"{m}_ci_low", f"{m}_ci_high"]
+    writer.writerow(header)
+    for s in summaries:
+        row: list[Any] = [s.dataset, s.regime, s.method, s.ok, s.failed, s.missing]
+        for m, _ in TABLE_METRICS:
+            a = s.metrics[m]
+            row += [f"{a.mean:.6f}", f"{a.low:.6f}", f"{a.high:.6f}"]
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def _tex_escape(text: str) -> str:
+    for a, b in (("\\", "\\textbackslash{}"), ("_", "\\_"), ("&", "\\&"), ("%", "\\%"), ("#", "\\#")):
+        text = text.replace(a, b)
+    return text
+
+
+def latex(summaries: list[CellSummary]) -> str:
+    metrics = [(m, t) for m, t in TABLE_METRICS if m != "boundary_f"]
+    lines = [
+        "\\begin{tabular}{ll" + "r" * (1 + len(metrics)) + "}",
+        "\\toprule",
+        "Dataset & Method & Failed & " + " & ".join(t.replace("%", "\\%") for _, t in metrics) + " \\\\",
+        "\\midrule",
+    ]
+    for s in summaries:
+        cells = [_tex_escape(s.dataset), _tex_escape(s.method), str(s.failed)]
+        lines.append(" & ".join(cells + [_pm(s.metrics[m], latex=True) for m, _ in metrics]) + " \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def bar_chart(summaries: list[CellSummary], metric: str, title: str, path: Path) -> None:
+    """Grouped bars (datasets on the x axis, one bar per method) with the CI as error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    datasets = list(dict.fromkeys(s.dataset for s in summaries))
+    methods = list(dict.fromkeys(s.method for s in summaries))
+    by_key = {(s.dataset, s.method): s.metrics[metric] for s in summaries}
+    width = 0.8 / max(len(methods), 1)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(datasets) + 1), 3.2), dpi=110)
+    x = np.arange(len(datasets))
+    for i, method in enumerate(methods):
+        aggs = [by_key.get((d, method)) for d in datasets]
+        means = [a.mean if a and not math.isnan(a.mean) else 0.0 for a in aggs]
+        err = [
+            [max(a.mean - a.low, 0.0) if a and not math.isnan(a.mean) else 0.0 for a in aggs],
+            [max(a.high - a.mean, 0.0) if a and not math.isnan(a.mean) else 0.0 for a in aggs],
+        ]
+        ax.bar(x + (i - (len(methods) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=method)
+    ax.set_xticks(x, datasets)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel(title)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncols=min(len(methods), 4), loc="upper center", bbox_to_anchor=(0.5, -0.12))
+    fig.tight_layout()
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
+def write_reports(summaries: list[CellSummary], out: Path) -> dict[str, Path]:
+    """Write report.md / report.csv / report.tex and charts/<metric>.png; returns the paths by kind."""
+    paths = {"markdown": out / "report.md", "csv": out / "report.csv", "latex": out / "report.tex"}
+    atomic.write_text(paths["markdown"], markdown(summaries))
+    atomic.write_text(paths["csv"], csv_text(summaries))
+    atomic.write_text(paths["latex"], latex(summaries))
+    for metric, title in TABLE_METRICS:
+        path = out / "charts" / f"{metric}.png"
+        bar_chart(summaries, metric, title, path)
+        paths[f"chart:{metric}"] = path
+    return paths

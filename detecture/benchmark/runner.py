@@ -1,0 +1,188 @@
+"""Run methods × datasets cells: resumable, one model in memory at a time, optionally sharded with ``accelerate``.
+
+Order is method-major: a method is loaded once, runs every dataset that still has pending samples, and is released
+before the next method loads. Every finished sample — including one that raised — is appended to its cell's JSONL
+shard at once, so a killed run continues where it stopped; a complete cell is skipped unless ``force``. Under
+``accelerate launch`` each process takes its slice of the pending samples (``split_between_processes``) and the main
+process merges the shards once everyone is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from ..data.metadata import SampleRecord
+from ..errors import DatasetError, DetectureError
+from . import results
+from .datasets import BenchDataset, gt_count, image_stem, open_dataset
+from .methods import Method, MethodOptions, build_method
+from .methods.predictions import PredictionsMethod
+from .metrics import score_logits
+from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_mode, regime_for
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchConfig:
+    """One benchmark invocation (the CLI builds it; tests build it directly)."""
+
+    out: Path
+    methods: list[str]
+    datasets: list[str]
+    predictions: list[tuple[str, str]] = field(default_factory=list)
+    predictions_pattern: str = "{stem}.png"
+    data_root: str | None = None
+    limit: int | None = None
+    force: bool = False
+    regime: RegimeSpec | None = None
+    gallery: int = 4
+    options: MethodOptions = field(default_factory=MethodOptions)
+
+
+@dataclass
+class Cell:
+    method: Method
+    dataset: BenchDataset
+    regime: RegimeSpec
+    mode: str
+    records: list[SampleRecord]
+
+    @property
+    def directory_parts(self) -> tuple[str, str]:
+        return self.dataset.name, self.method.name
+
+
+def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], list[Cell]]:
+    """Open datasets, build (unloaded) methods and check every cell's dispatch rule — before any weights load."""
+    if not config.methods and not config.predictions:
+        raise DatasetError("no methods selected")
+    if not config.datasets:
+        raise DatasetError("no datasets selected")
+    datasets = [open_dataset(spec, config.data_root) for spec in config.datasets]
+    methods: list[Method] = [build_method(name, config.options) for name in config.methods]
+    methods += [
+        PredictionsMethod(config.options, name, folder, config.predictions_pattern) for name, folder in config.predictions
+    ]
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise DatasetError(f"method names must be unique, got {names}")
+    regimes = {d.name: regime_for(d.key, config.regime) for d in datasets}
+    check_plan([(m.kind, d.name, regimes[d.name]) for m in methods for d in datasets])
+    cells = []
+    for method in methods:
+        for d in datasets:
+            records = d.records[: config.limit] if config.limit else d.records
+            if isinstance(method, PredictionsMethod):
+                method.stems.update({r.id: image_stem(r) for r in records})
+            cells.append(Cell(method, d, regimes[d.name], dispatch_mode(method.kind, regimes[d.name]), records))
+    return methods, datasets, cells
+
+
+def _sample_regime(cell: Cell, k_gt: int, sample_id: str) -> SampleRegime:
+    if cell.regime.kind == AUTONOMOUS:
+        return SampleRegime(AUTONOMOUS, None, k_gt, cell.mode, sample_id)
+    k = cell.regime.k if cell.regime.k is not None else k_gt
+    if k < 1:
+        raise DatasetError(f"sample {sample_id!r}: oracle regime needs K ≥ 1 but every ground-truth mask is empty")
+    return SampleRegime(cell.regime.kind, k, k_gt, cell.mode, sample_id)
+
+
+def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool) -> dict[str, Any]:
+    """Segment and score one sample; any exception becomes a recorded failure, never a vanished sample."""
+    start = time.perf_counter()
+    base: dict[str, Any] = {"id": record.id}
+    try:
+        sample, warnings = cell.dataset.load(record)
+        if warnings:
+            log.warning("%s/%s: %s", cell.dataset.name, record.id, "; ".join(warnings))
+        k_gt = gt_count(sample.masks)
+        output = cell.method.segment(sample.image, _sample_regime(cell, k_gt, record.id))
+        if output.logits.shape[1:] != sample.image.shape[:2]:
+            raise ValueError(
+                f"logits are {output.logits.shape[2]}x{output.logits.shape[1]} but the image is "
+                f"{sample.image.shape[1]}x{sample.image.shape[0]}"
+            )
+        score, labels = score_logits(output.logits, sample.masks)
+        if save_partition:
+            results.save_partition(results.partition_path(out, *cell.directory_parts, record.id), labels)
+        base.update(status="ok", **score.as_dict(), k_out=int(output.logits.shape[0]),
+                    descriptions=output.descriptions, warnings=warnings)
+    except Exception as exc:  # noqa: BLE001 — a failing sample is recorded and the run goes on
+        message = str(exc) if isinstance(exc, DetectureError) else f"{type(exc).__name__}: {exc}"
+        log.warning("%s × %s, sample %s failed: %s", cell.method.name, cell.dataset.name, record.id, message)
+        log.debug("%s", traceback.format_exc())
+        base.update(status="failed", error=message)
+    base["seconds"] = round(time.perf_counter() - start, 4)
+    return base
+
+
+def _pending(cell: Cell, out: Path) -> list[SampleRecord]:
+    done = results.read_cell(results.cell_dir(out, *cell.directory_parts))
+    return [r for r in cell.records if r.id not in done]
+
+
+def run_benchmark(config: BenchConfig) -> list[Cell]:
+    """Run every pending sample of every cell; returns the cells (for the report)."""
+    from accelerate import PartialState
+
+    state = PartialState()
+    methods, _, cells = build_plan(config)
+    out = Path(config.out)
+    if config.force and state.is_main_process:
+        for cell in cells:
+            shutil.rmtree(results.cell_dir(out, *cell.directory_parts), ignore_errors=True)
+    state.wait_for_everyone()
+    for method in methods:
+        mine = [c for c in cells if c.method is method]
+        todo = [(c, _pending(c, out)) for c in mine]
+        todo = [(c, p) for c, p in todo if p]
+        for c in mine:
+            if not any(c is t for t, _ in todo):
+                log.info("%s × %s: complete, skipped (use --force to rerun)", method.name, c.dataset.name)
+        if todo:
+            log.info("loading %s", method.name)
+            method.load()
+            try:
+                for cell, pending in todo:
+                    _run_cell(cell, pending, out, config.gallery, state)
+            finally:
+                method.close()
+        if state.is_main_process:
+            for c in mine:
+                results.merge_cell(results.cell_dir(out, *c.directory_parts), [r.id for r in c.records])
+        state.wait_for_everyone()
+    return cells
+
+
+def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, state: Any) -> None:
+    gallery_ids = {r.id for r in cell.records[:gallery]}
+    with state.split_between_processes(pending) as share:
+        writer = results.ShardWriter(results.cell_dir(out, *cell.directory_parts), state.process_index)
+        try:
+            bar = tqdm(share, desc=f"{cell.method.name} × {cell.dataset.name}", unit="img",
+                       disable=not state.is_local_main_process, leave=False)
+            for record in bar:
+                writer.write(run_sample(cell, record, out, record.id in gallery_ids))
+        finally:
+            writer.close()
+    state.wait_for_everyone()
+
+
+def cell_records(cell: Cell, out: Path) -> list[dict[str, Any]]:
+    """The recorded samples of a cell in dataset order (missing samples are simply absent)."""
+    recorded = results.read_cell(results.cell_dir(out, *cell.directory_parts))
+    return [recorded[r.id] for r in cell.records if r.id in recorded]
+
+
+def metric_values(records: list[dict[str, Any]], metric: str) -> np.ndarray:
+    return np.array([r[metric] for r in records if r.get("status") == "ok"], dtype=np.float64)

@@ -1,0 +1,53 @@
+"""Export a mined dataset as a HuggingFace ``datasets`` DatasetDict (Arrow), optionally pushed to the Hub."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..data.metadata import SampleRecord, resolve_within
+
+log = logging.getLogger(__name__)
+
+HF_DIR = "hf_dataset"
+
+
+def export_dataset(out: Path, records: list[SampleRecord], push_to_hub: str | None = None) -> Any:
+    """Build ``{"train", "val"}`` splits (image, masks, descriptions, scene, degree, score, k) and save them to
+    ``<out>/hf_dataset``; with ``push_to_hub="user/name"`` also upload them (needs a Hub token)."""
+    import datasets
+
+    features = datasets.Features({
+        "id": datasets.Value("string"),
+        "image": datasets.Image(),
+        "masks": datasets.Sequence(datasets.Image()),
+        "descriptions": datasets.Sequence(datasets.Value("string")),
+        "scene": datasets.Value("string"),
+        "degree": datasets.Value("string"),
+        "score": datasets.Value("float32"),
+        "k": datasets.Value("int32"),
+    })
+
+    def rows(split: str) -> dict[str, list[Any]]:
+        chosen = [r for r in records if r.extra["split"] == split]
+        return {
+            "id": [r.id for r in chosen],
+            "image": [str(resolve_within(out, r.image_path)) for r in chosen],
+            "masks": [[str(resolve_within(out, t.mask_path)) for t in r.textures] for r in chosen],
+            "descriptions": [[t.description for t in r.textures] for r in chosen],
+            "scene": [r.extra["scene"] for r in chosen],
+            "degree": [r.extra["degree"] for r in chosen],
+            "score": [r.extra["score"] for r in chosen],
+            "k": [len(r.textures) for r in chosen],
+        }
+
+    dd = datasets.DatasetDict({s: datasets.Dataset.from_dict(rows(s), features=features) for s in ("train", "val")})
+    dd = dd.cast(features)  # embeds the image bytes, so the saved dataset does not point back at our files
+    target = out / HF_DIR
+    dd.save_to_disk(str(target))
+    log.info("saved HuggingFace dataset to %s", target)
+    if push_to_hub:
+        dd.push_to_hub(push_to_hub)
+        log.info("pushed to the Hub as %s", push_to_hub)
+    return dd

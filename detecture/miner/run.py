@@ -1,0 +1,275 @@
+"""Orchestration of ``detecture mine``: per-scene work in parallel, resumable, then a deterministic assembly.
+
+Resume protocol: a worker writes a scene's images and masks first and its result file
+``mine_state/scenes/<scene>.json`` last (all atomically), so the result file's existence means "this scene is done".
+A killed run loses at most the scenes in flight; a re-run skips every scene with a result file and redoes only the
+rest. ``metadata.json``, ``rejected.jsonl`` and the split files are rebuilt from all result files, sorted by id, so
+an interrupted-and-resumed run and an uninterrupted one write byte-identical metadata. ``mine_state/run.json``
+records the settings that shape per-scene results; resuming under different settings is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Iterator
+
+from tqdm import tqdm
+
+from .. import atomic
+from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_metadata
+from ..errors import DetectureError, InputError
+from ..images import load_image
+from .config import MinerConfig, configs_dir, load_config
+from .describers import Describer, build_describer, validate_description
+from .regions import extract_regions, region_map
+from .scoring import label_stats, score_scene
+from .sources import ORIGINAL, Scene, SceneSource, open_source
+from .split import scene_split
+from .vocabulary import Vocabulary, load_vocabulary
+
+log = logging.getLogger(__name__)
+
+STATE_DIR = "mine_state"
+KEPT, LOW_SCORE, TOO_FEW, REJECTED = "kept", "low_score", "too_few_regions", "rejected"
+
+
+@dataclass(frozen=True)
+class MineOptions:
+    source: str
+    root: Path
+    out: Path
+    textured_root: Path | None = None
+    subset: str = "training"
+    describer: str = "template"
+    workers: int | None = None  # None: all CPU cores
+    seed: int = 0
+    limit: int | None = None
+    config: Path | None = None
+    vocabulary: Path | None = None
+    threshold: float | None = None  # overrides the config's keep-threshold
+    device: str | None = None  # for the qwen describer
+    arrow: bool = False
+    push_to_hub: str | None = None
+
+
+def write_state(path: Path, state: dict[str, Any]) -> None:
+    """Write one scene's result file; its existence marks the scene as finished."""
+    atomic.write_json(path, state)
+
+
+class SceneMiner:
+    """Everything needed to mine one scene; picklable, so each worker process gets a copy."""
+
+    def __init__(self, source: SceneSource, vocab: Vocabulary, cfg: MinerConfig, describer: Describer, out: Path):
+        self.source, self.vocab, self.cfg, self.describer, self.out = source, vocab, cfg, describer, out
+
+    def state_path(self, scene_id: str) -> Path:
+        return self.out / STATE_DIR / "scenes" / f"{scene_id}.json"
+
+    def __call__(self, scene: Scene) -> dict[str, Any]:
+        try:
+            state = self.mine(scene)
+        except Exception as exc:  # one bad scene must not end a 25k-scene run: record it and go on
+            log.exception("scene %s failed", scene.id)
+            state = {"scene": scene.id, "status": REJECTED,
+                     "rejected": [{"id": scene.id, "path": str(scene.image), "reason": f"{type(exc).__name__}: {exc}"}]}
+        write_state(self.state_path(scene.id), state)
+        return state
+
+    def mine(self, scene: Scene) -> dict[str, Any]:
+        """Score, extract, describe and write one scene; returns its result record (see module docstring)."""
+        state: dict[str, Any] = {"scene": scene.id}
+        try:
+            label = self.source.read_label(scene)
+            stats = label_stats(label, self.vocab.n_classes)
+        except DetectureError as exc:
+            reason = str(exc) if str(scene.label) in str(exc) else f"{scene.label}: {exc}"
+            return {**state, "status": REJECTED, "rejected": [{"id": scene.id, "path": str(scene.label), "reason": reason}]}
+        score = score_scene(stats, self.vocab, self.cfg.scoring)
+        state.update(score=score.total, components=score.components)
+        if score.total < self.cfg.threshold:
+            return {**state, "status": LOW_SCORE}
+        regions = extract_regions(stats, self.vocab, self.cfg.regions)
+        if not regions:
+            return {**state, "status": TOO_FEW}
+        rmap = region_map(label, regions, self.vocab.n_classes)
+        candidates = [(scene.id, ORIGINAL, scene.image)]
+        candidates += [(f"{scene.id}__{v.degree}", v.degree, v.image) for v in scene.variants]
+        samples, rejected = [], []
+        for sample_id, degree, path in candidates:
+            sample, reason = self._sample(sample_id, degree, path, label.shape, rmap, regions)
+            if sample is None:
+                rejected.append({"id": sample_id, "path": str(path), "reason": reason})
+            else:
+                samples.append(sample)
+        masks = []
+        if samples:
+            for k in range(1, len(regions) + 1):
+                masks.append(f"masks/{scene.id}_{k}.png")
+                save_binary_mask(self.out / masks[-1], rmap == k)
+        state.update(
+            status=KEPT if samples else REJECTED,
+            regions=[{"name": r.name, "classes": list(r.classes), "area": round(r.area, 4), "mask_path": m}
+                     for r, m in zip(regions, masks)],
+            samples=samples,
+            rejected=rejected,
+        )
+        return state
+
+    def _sample(self, sample_id: str, degree: str, path: Path, shape: tuple[int, ...], rmap, regions):
+        """Describe and copy one image of the scene; returns ``(sample, None)`` or ``(None, reason)``."""
+        try:
+            image = load_image(path)
+        except InputError as exc:
+            return None, str(exc)
+        if (image.height, image.width) != tuple(shape):
+            return None, f"{path}: image is {image.width}x{image.height} but its label map is {shape[1]}x{shape[0]}"
+        descriptions = self.describer.describe(image, rmap, regions)
+        d = self.cfg.describer
+        problems = [f"region {k} {why}: {text!r}" for k, text in enumerate(descriptions, start=1)
+                    if (why := validate_description(text, d.min_words, d.max_words))]
+        if len(descriptions) != len(regions):
+            problems.append(f"{len(descriptions)} descriptions for {len(regions)} regions")
+        if problems:
+            return None, "invalid description: " + "; ".join(problems)
+        image_rel = f"images/{sample_id}{path.suffix.lower()}"
+        atomic.write_bytes(self.out / image_rel, path.read_bytes())
+        return {"id": sample_id, "degree": degree, "image_path": image_rel, "descriptions": descriptions}, None
+
+
+_WORKER: SceneMiner | None = None
+
+
+def _init_worker(miner: SceneMiner) -> None:
+    global _WORKER
+    _WORKER = miner
+
+
+def _work(scene: Scene) -> dict[str, Any]:
+    assert _WORKER is not None
+    return _WORKER(scene)
+
+
+def _run_scenes(miner: SceneMiner, pending: list[Scene], workers: int) -> Iterator[dict[str, Any]]:
+    """Mine ``pending`` in this process (1 worker) or in a spawned pool, yielding results as they finish."""
+    if workers == 1 or len(pending) <= 1:
+        yield from map(miner, pending)
+        return
+    chunksize = max(1, min(16, len(pending) // (workers * 8)))
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(miner,)) as pool:
+        yield from pool.imap_unordered(_work, pending, chunksize=chunksize)
+
+
+def _fingerprint(cfg: MinerConfig, vocab: Vocabulary, source: SceneSource, describer: str) -> dict[str, Any]:
+    """The settings that shape per-scene results (the seed is not one: it only affects assembly)."""
+    fp: dict[str, Any] = {"config_sha256": cfg.digest, "threshold": cfg.threshold,
+                          "vocabulary_sha256": vocab.digest, "source": source.describe(), "describer": describer}
+    if describer == "qwen":
+        fp["qwen_model"] = cfg.describer.qwen_model
+    return fp
+
+
+def _check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
+    path = out / STATE_DIR / "run.json"
+    if path.exists():
+        previous = json.loads(path.read_text(encoding="utf-8"))
+        if previous != fingerprint:
+            changed = sorted(k for k in {**previous, **fingerprint} if previous.get(k) != fingerprint.get(k))
+            raise InputError(
+                f"{out}: was mined with different settings ({', '.join(changed)}); "
+                f"mine into a new --out, or delete {out / STATE_DIR} to start over"
+            )
+    else:
+        atomic.write_json(path, fingerprint)
+
+
+def _load_done(miner: SceneMiner, scenes: list[Scene]) -> dict[str, dict[str, Any]]:
+    """Result files of scenes finished by an earlier run; an unreadable one is dropped so the scene is redone."""
+    done = {}
+    for scene in scenes:
+        path = miner.state_path(scene.id)
+        if path.exists():
+            try:
+                done[scene.id] = json.loads(path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                log.warning("%s: unreadable result file, mining the scene again", path)
+    return done
+
+
+def records_from_states(states: list[dict[str, Any]], seed: int, val_fraction: float) -> list[SampleRecord]:
+    """Unified-metadata records for every kept sample, sorted by id, with scene/degree/split/score extras."""
+    records = []
+    for st in states:
+        if st["status"] != KEPT:
+            continue
+        split = scene_split(st["scene"], seed, val_fraction)
+        for s in st["samples"]:
+            textures = tuple(TextureEntry(d, r["mask_path"]) for d, r in zip(s["descriptions"], st["regions"]))
+            extra = {"scene": st["scene"], "degree": s["degree"], "split": split, "score": st["score"],
+                     "texture_classes": [r["name"] for r in st["regions"]]}
+            records.append(SampleRecord(id=s["id"], image_path=s["image_path"], textures=textures, extra=extra))
+    return sorted(records, key=lambda r: r.id)
+
+
+def assemble(out: Path, states: list[dict[str, Any]], cfg: MinerConfig, seed: int) -> list[SampleRecord]:
+    """Write metadata.json, metadata_{train,val}.json and rejected.jsonl deterministically from the result files."""
+    records = records_from_states(states, seed, cfg.split.val_fraction)
+    save_metadata(out / "metadata.json", records)
+    for split in ("train", "val"):
+        save_metadata(out / f"metadata_{split}.json", [r for r in records if r.extra["split"] == split])
+    rejected = sorted((r for st in states for r in st.get("rejected", [])), key=lambda r: r["id"])
+    atomic.write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
+    return records
+
+
+def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any]:
+    """Run the whole miner; returns the summary (also written to ``<out>/summary.json``).
+
+    ``describer`` overrides the one named in ``opts`` (tests pass a describer wrapping a tiny model).
+    """
+    from .report import build_summary, write_contact_sheet, write_score_histogram
+
+    cfg = load_config(opts.config)
+    if opts.threshold is not None:
+        if not 0 <= opts.threshold <= 100:
+            raise InputError(f"--threshold must be in [0, 100], got {opts.threshold}")
+        cfg = replace(cfg, threshold=float(opts.threshold))
+    source = open_source(opts.source, opts.root, opts.subset, opts.textured_root)
+    vocab = load_vocabulary(opts.vocabulary or configs_dir() / source.vocabulary_file).with_names(source.class_names())
+    if describer is None:
+        kwargs = {"device": opts.device} if opts.describer == "qwen" else {}
+        describer = build_describer(opts.describer, cfg.describer, **kwargs)
+    scenes = source.scenes()
+    if opts.limit is not None:
+        scenes = scenes[: opts.limit]
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    _check_fingerprint(out, _fingerprint(cfg, vocab, source, describer.name))
+    miner = SceneMiner(source, vocab, cfg, describer, out)
+    states = _load_done(miner, scenes)
+    pending = [s for s in scenes if s.id not in states]
+    workers = max(1, opts.workers or os.cpu_count() or 1)
+    if not describer.in_worker and workers > 1:
+        log.info("the %s describer runs in the main process: using 1 worker", describer.name)
+        workers = 1
+    log.info("%d scenes, %d already mined, %d to do with %d worker(s)", len(scenes), len(states), len(pending), workers)
+    with tqdm(total=len(pending), unit="scene", desc="mining", disable=None) as progress:
+        for state in _run_scenes(miner, pending, workers):
+            states[state["scene"]] = state
+            progress.update()
+    ordered = [states[s.id] for s in scenes]
+    records = assemble(out, ordered, cfg, opts.seed)
+    summary = build_summary(ordered, records, cfg)
+    atomic.write_json(out / "summary.json", summary)
+    write_score_histogram(out / "score_histogram.png", [st["score"] for st in ordered if "score" in st], cfg.threshold)
+    write_contact_sheet(out, records, opts.seed, cfg.report.contact_sheet_samples)
+    if opts.arrow or opts.push_to_hub:
+        from .hub import export_dataset
+
+        export_dataset(out, records, push_to_hub=opts.push_to_hub)
+    return summary

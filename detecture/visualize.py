@@ -1,0 +1,80 @@
+"""Pictures of a partition: the image with coloured regions and a legend carrying the descriptions."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+# Colour-blind-friendly qualitative palette (Okabe-Ito), one colour per region; the dustbin stays uncoloured.
+PALETTE = np.array([
+    [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167],
+    [120, 120, 120],
+], dtype=np.uint8)
+MAX_DISPLAY_SIDE = 1600
+
+
+def region_color(k: int) -> np.ndarray:
+    """RGB colour of region k (1-based)."""
+    return PALETTE[(k - 1) % len(PALETTE)]
+
+
+def colorize(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend region colours over the image (label 0 left as is) and draw region boundaries."""
+    out = image.astype(np.float32).copy()
+    for k in np.unique(labels):
+        if k == 0:
+            continue
+        sel = labels == k
+        out[sel] = (1 - alpha) * out[sel] + alpha * region_color(int(k))
+    edges = np.zeros(labels.shape, dtype=bool)
+    edges[:-1] |= labels[:-1] != labels[1:]
+    edges[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+    out[edges] = 255
+    return out.round().astype(np.uint8)
+
+
+def _downscale(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    step = int(np.ceil(max(image.shape[:2]) / MAX_DISPLAY_SIDE))
+    return (image[::step, ::step], labels[::step, ::step]) if step > 1 else (image, labels)
+
+
+def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descriptions: Sequence[str],
+                 title: str | None = None, note: str | None = None) -> Path:
+    """Write a PNG: the image with its partition, and a legend mapping each colour to its description and area."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from .atomic import atomic_path
+
+    image, labels = _downscale(image, labels)
+    fractions = np.bincount(labels.ravel(), minlength=len(descriptions) + 1) / labels.size
+    handles = [Patch(color=region_color(k) / 255.0,
+                     label=f"{k}. " + "\n    ".join(textwrap.wrap(f"{d or '(no description)'} ({fractions[k]:.0%})",
+                                                                  60)))
+               for k, d in enumerate(descriptions, 1)]
+    if fractions[0] > 0:
+        handles.append(Patch(facecolor="none", edgecolor="black", label=f"unassigned ({fractions[0]:.0%})"))
+    h, w = labels.shape
+    fig_w = 6.0 + 4.5
+    fig, (ax, legend_ax) = plt.subplots(1, 2, figsize=(fig_w, max(4.0, 6.0 * h / w)),
+                                        gridspec_kw={"width_ratios": [6.0, 4.5]})
+    ax.imshow(colorize(image, labels))
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title, fontsize=9)
+    legend_ax.set_axis_off()
+    legend_ax.legend(handles=handles, loc="center left", fontsize=8, frameon=False,
+                     title=f"{len(descriptions)} texture region{'s' if len(descriptions) != 1 else ''}")
+    if note:
+        fig.text(0.5, 0.01, note, ha="center", fontsize=8, color="firebrick")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return Path(path)
