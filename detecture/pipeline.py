@@ -72,12 +72,7 @@ class DetecturePipeline:
         qwen_vl = QwenVL.from_pretrained(qwen, device=device, dtype=dtype, attn_implementation=attn_implementation,
                                          quantization=quantization, trust_remote_code=trust_remote_code)
         if head_module is not None:
-            if head_module.config.qwen_hidden_size != qwen_vl.hidden_size:
-                raise CheckpointError(
-                    f"{head}: head was trained for a Qwen with hidden size {head_module.config.qwen_hidden_size} "
-                    f"({head_module.config.qwen_model or 'unknown model'}), but {qwen} has {qwen_vl.hidden_size}; "
-                    "pass the matching --qwen model or a head trained for this one"
-                )
+            head_module.check_qwen_width(qwen_vl.hidden_size, head)
             adapter = DetectureHead.adapter_path(head)
             if adapter is not None:
                 qwen_vl.load_adapter(adapter)

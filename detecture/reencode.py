@@ -7,7 +7,9 @@ assistant header) visible to all. Only the generated *suffix* is re-encoded: the
 depend on the suffix, so its KV cache (from generation, or one prefix pass) is reused.
 
 Qwen3-VL uses multimodal rotary positions; with a custom 4-D mask they must be computed from the full sequence
-(``get_rope_index`` with the 2-D padding mask) and passed in explicitly, or results are silently wrong.
+(``get_rope_index`` with the 2-D padding mask) and passed in explicitly, or results are silently wrong. Suffix
+positions restart at each line (:func:`line_local_positions`), so a SEG state depends on the prompt and its own line
+only, not even on the length of the lines before it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,20 @@ def line_ids(suffix_ids: torch.Tensor, seg_token_id: int) -> torch.Tensor:
     """Line index of every suffix token: line k runs from just after the (k-1)-th SEG through the k-th SEG."""
     is_seg = (suffix_ids == seg_token_id).long()
     return torch.cumsum(is_seg, dim=1) - is_seg
+
+
+def line_local_positions(positions: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
+    """Suffix rotary positions restarted at every line, as if each line were the first after the prompt.
+
+    With the block-diagonal mask alone, line k's positions still depend on the *length* of earlier lines (its
+    distance to the prompt changes); restarting them makes a SEG state a function of the prompt and its own line
+    only. ``positions`` (3, B, S) are the suffix's full-sequence positions (text tokens: all 3 rows equal).
+    """
+    index = torch.arange(lines.shape[1], device=lines.device).expand_as(lines)
+    is_start = torch.ones_like(lines, dtype=torch.bool)
+    is_start[:, 1:] = lines[:, 1:] != lines[:, :-1]
+    start = torch.cummax(torch.where(is_start, index, torch.zeros_like(index)), dim=1).values
+    return positions[:, :, :1] + (index - start)[None]
 
 
 def decoupled_attention_mask(
@@ -105,7 +121,10 @@ def suffix_hidden_states(
     suffix_ids = input_ids[:, prefix_len:]
     positions = rope_positions(qwen, input_ids, attention_mask, inputs["image_grid_thw"])
     lines = line_ids(suffix_ids, qwen.seg_token_id)
-    if not decoupled:
+    if decoupled:
+        positions = torch.cat([positions[:, :, :prefix_len],
+                               line_local_positions(positions[:, :, prefix_len:], lines)], dim=2)
+    else:
         lines = torch.zeros_like(lines)
     with attention_implementation(qwen.model, "sdpa"):
         if use_cache:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..atomic import atomic_dir
@@ -137,19 +138,24 @@ class DetectureHead(nn.Module):
             config = HeadConfig(**{k: v for k, v in raw.items() if k in known})
         except (json.JSONDecodeError, TypeError) as exc:
             raise CheckpointError(f"{config_file}: malformed head config ({exc})") from None
-        if qwen_hidden_size is not None and config.qwen_hidden_size != qwen_hidden_size:
-            raise CheckpointError(
-                f"{path}: head was trained for a Qwen with hidden size {config.qwen_hidden_size} "
-                f"({config.qwen_model or 'unknown model'}), but the loaded Qwen has {qwen_hidden_size}; "
-                "pass the matching --qwen model or a head trained for this one"
-            )
         head = cls(config)
+        if qwen_hidden_size is not None:
+            head.check_qwen_width(qwen_hidden_size, path)
         try:
             state = load_file(str(weights_file))
             head.load_state_dict(state)
-        except (RuntimeError, OSError) as exc:
+        except (SafetensorError, RuntimeError, OSError) as exc:
             raise CheckpointError(f"{weights_file}: weights do not match the head config ({exc})") from None
         return head
+
+    def check_qwen_width(self, qwen_hidden_size: int, path: str | Path) -> None:
+        """A head only fits the Qwen width it was trained on (2B: 2048, 4B: 2560, 8B: 4096)."""
+        if self.config.qwen_hidden_size != qwen_hidden_size:
+            raise CheckpointError(
+                f"{path}: head was trained for a Qwen with hidden size {self.config.qwen_hidden_size} "
+                f"({self.config.qwen_model or 'unknown model'}), but the loaded Qwen has {qwen_hidden_size}; "
+                "pass the matching --qwen model or a head trained for this one"
+            )
 
     @staticmethod
     def adapter_path(path: str | Path) -> Path | None:

@@ -1,10 +1,106 @@
-"""``detecture bench``: placeholder until the bench sub-system lands."""
+"""``detecture bench``: score methods on texture-segmentation datasets through one metric code path.
+
+The command only parses options; the work is in :mod:`detecture.benchmark`.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ..errors import InputError
+
+EPILOG = """\
+datasets: names of folders under the datasets root (case-insensitive: rwtd, stld, ade20k_detecture, caid, outex)
+or paths. A folder holds metadata.json (unified format) or RWTD's images/ + textures_mask/ layout.
+
+methods: classical (CPU, no weights), detecture, detecture-text, sam3, grounding-sam3, texturesam, sa2va.
+Precomputed label maps: --predictions NAME=FOLDER (file names from --predictions-pattern).
+
+examples:
+  detecture bench --datasets rwtd,outex --methods classical,detecture-text --out runs/bench
+  detecture bench --datasets /data/outex --methods classical \\
+      --predictions pca-ms=/data/outex/peer_predictions/pca-ms --predictions-pattern 'seg{stem}.png' --out runs/outex
+  accelerate launch -m detecture bench --datasets rwtd --methods detecture --out runs/bench   (sharded over GPUs)
+"""
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def _key_value(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key.strip(), value.strip()
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("bench", help="(not yet available)")
-    p.set_defaults(func=lambda args: 1)
+    p = subparsers.add_parser(
+        "bench",
+        help="benchmark methods on texture-segmentation datasets",
+        description="Score methods × datasets (mIoU, panoptic IoU, ARI, boundary F, K accuracy with 95 % CIs). "
+        "Each cell is resumable: re-running continues where a killed run stopped.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--datasets", type=_csv, default=["rwtd", "stld", "ade20k_detecture", "caid"],
+                   help="comma-separated dataset names or paths (default: rwtd,stld,ade20k_detecture,caid)")
+    p.add_argument("--methods", type=_csv, default=["classical"], help="comma-separated methods (default: classical)")
+    p.add_argument("--out", type=Path, required=True, help="output folder (results, reports, charts, galleries)")
+    p.add_argument("--data-root", help="datasets root (default: $DETECTURE_DATASETS_ROOT, else ./datasets)")
+    p.add_argument("--limit", type=int, help="only the first N samples of each dataset")
+    p.add_argument("--force", action="store_true", help="rerun cells that are already complete")
+    p.add_argument("--regime", help="K regime for datasets not in the regime table: autonomous | oracle | oracle:N "
+                   "(default: oracle with each sample's K_gt)")
+    p.add_argument("--predictions", type=_key_value, action="append", default=[], metavar="NAME=FOLDER",
+                   help="score precomputed label maps from FOLDER as method NAME (repeatable)")
+    p.add_argument("--predictions-pattern", default="{stem}.png",
+                   help="file name of a prediction; {id} = record id, {stem} = image file stem (default: {stem}.png)")
+    p.add_argument("--model", type=_key_value, action="append", default=[], metavar="KEY=ID",
+                   help="model id or local path, e.g. qwen=..., sam3=..., grounding-dino=..., texturesam=..., "
+                   "sa2va=... (repeatable)")
+    p.add_argument("--head", help="trained Detecture checkpoint (Bridge + head) for the 'detecture' method")
+    p.add_argument("--prompt", help="text prompt of the single-prompt methods sam3 and grounding-sam3 "
+                   "(default: 'texture')")
+    p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny random backbones for detecture, detecture-text and sam3 (offline plumbing checks)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="allow Sa2VA's custom model code from the hub (required by the 'sa2va' method)")
+    p.add_argument("--gallery", type=int, default=4, help="samples per dataset in the gallery PNG (default: 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..benchmark.methods.base import MethodOptions
+    from ..benchmark.regimes import parse_regime
+    from ..benchmark.run import run as run_bench
+    from ..benchmark.runner import BenchConfig
+
+    if args.limit is not None and args.limit < 1:
+        raise InputError("--limit must be at least 1")
+    if args.gallery < 0:
+        raise InputError("--gallery must be 0 or more")
+    config = BenchConfig(
+        out=args.out,
+        methods=args.methods,
+        datasets=args.datasets,
+        predictions=args.predictions,
+        predictions_pattern=args.predictions_pattern,
+        data_root=args.data_root,
+        limit=args.limit,
+        force=args.force,
+        regime=parse_regime(args.regime) if args.regime else None,
+        gallery=args.gallery,
+        options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,
+                              models=dict(args.model), head=args.head, prompt=args.prompt,
+                              seed=args.seed),
+    )
+    outcome = run_bench(config)
+    if outcome is not None:
+        print(outcome.files["markdown"].read_text(encoding="utf-8"), end="")
+        print(f"reports: {args.out}")
+    return 0

@@ -1,10 +1,79 @@
-"""``detecture train``: placeholder until the train sub-system lands."""
+"""``detecture train``: train the Bridge, dustbin, mask head, Qwen LoRA and ``<|seg|>`` rows (DESIGN §2).
+
+Multi-GPU: ``accelerate launch [--config_file configs/accelerate/ddp.yaml] -m detecture train ...``.
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  detecture train --config configs/train.yaml --data datasets/mined --val-data datasets/RWTD --out runs/bridge
+  detecture train --tiny --data DIR --out /tmp/run --epochs 2 --max-steps 10     (CPU smoke run, nothing downloaded)
+  accelerate launch --num_processes 4 -m detecture train --config configs/train.yaml --data DIR --out runs/bridge
+  detecture train --config configs/train.yaml --data DIR --out runs/bridge --resume          (exact continuation)
+  detecture train ... --out runs/bridge --resume --epochs 30 --resume-lr-scale 0.15 --resume-warmup-epochs 2
+                                              (micro-warm-up restart: extend 20 -> 30 epochs, keep AdamW moments)
+outputs in --out: train_log.csv, eval_log.csv, tensorboard/, loss_curves.png, eval_curves.png, config.json,
+  checkpoints/step-*/ (safetensors + JSON; latest.json), final/ (head + adapter for 'detecture segment --head')
+"""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="(not yet available)")
-    p.set_defaults(func=lambda args: 1)
+    p = subparsers.add_parser(
+        "train", help="train the Bridge / mask head / LoRA on unified-metadata data",
+        description="Train Detecture's head (Bridge, dustbin, mask head) and, in stage 2, Qwen LoRA + the <|seg|> "
+                    "rows, on frozen Qwen3-VL and SAM3.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--config", type=Path, help="YAML training config (default: built-in defaults = configs/train.yaml)")
+    p.add_argument("--data", type=Path, required=True, help="training dataset folder (metadata.json + files)")
+    p.add_argument("--val-data", type=Path, help="validation dataset folder (live evaluation, SEG emission rate)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: logs, checkpoints, final weights")
+    p.add_argument("--resume", action="store_true", help="continue exactly from the latest checkpoint in --out")
+    p.add_argument("--resume-lr-scale", type=float, metavar="S",
+                   help="with --resume: micro-warm-up restart, every group's peak lr x S (published 0.15)")
+    p.add_argument("--resume-warmup-epochs", type=float, metavar="E",
+                   help="with --resume-lr-scale: warm-up epochs of the restart (published 2; default optim.warmup_epochs)")
+    p.add_argument("--tiny", action="store_true", help="tiny random backbones (offline smoke runs and tests)")
+    p.add_argument("--epochs", type=int, help="override optim.epochs (e.g. extend a run when resuming)")
+    p.add_argument("--max-steps", type=int, metavar="N", help="stop (with a checkpoint) after N optimizer steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, YAML value syntax, e.g. --set optim.lr=5e-5 (repeatable)")
+    p.set_defaults(func=run)
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    from ..errors import InputError
+
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..training.config import load_config
+    from ..training.loop import ResumeOptions, Trainer
+
+    overrides = parse_overrides(args.set)
+    if args.tiny:
+        overrides["model.tiny"] = True
+    if args.epochs is not None:
+        overrides["optim.epochs"] = args.epochs
+    cfg = load_config(args.config, overrides)
+    trainer = Trainer(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps)
+    result = trainer.run(ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs))
+    if trainer.main:
+        print(f"trained {result.steps} optimizer steps ({result.epochs_done} epochs done); "
+              f"non-finite steps skipped: {result.skipped_steps}; bad samples skipped: {result.skipped_samples}")
+        if result.final_dir is not None:
+            print(f"final head + adapter: {result.final_dir}")
+    return 0

@@ -116,6 +116,7 @@ class TrainConfig:
     max_nonfinite_steps: int = 10
     eval_every_epochs: int = 1  # 0 disables live evaluation
     eval_max_samples: int = 32
+    eval_regime: str = "autonomous"  # "autonomous" (K accuracy is meaningful) or "oracle" (told K)
     emission_check_samples: int = 4  # small validation batch for the per-log-step SEG emission rate
     emission_every_steps: int = 50
     max_new_tokens: int = 300
@@ -148,6 +149,7 @@ class Config:
             (self.model.quantization in (None, "4bit", "8bit"), "model.quantization must be null, '4bit' or '8bit'"),
             (self.train.mixed_precision in ("bf16", "no"), "train.mixed_precision must be 'bf16' or 'no'"),
             (self.train.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be >= 1"),
+            (self.train.eval_regime in ("autonomous", "oracle"), "train.eval_regime must be 'autonomous' or 'oracle'"),
             (self.cache.views >= 1, "cache.views must be >= 1"),
             (self.cache.dtype in ("bfloat16", "float32"), "cache.dtype must be 'bfloat16' or 'float32'"),
         ]

@@ -115,17 +115,6 @@ def build_optimizer(groups: ParamGroups, optim: OptimConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups.groups, lr=optim.lr, betas=tuple(optim.betas))
 
 
-def set_stage_trainable(module: nn.Module, stage: int) -> None:
-    """Stage 1 freezes LoRA and SEG rows (no grads, no AdamW updates); stage 2 trains them.
-
-    Parameters stay in the optimizer in both stages (their groups get lr 0 in stage 1), so the optimizer layout and
-    the checkpoint format do not change at the switch.
-    """
-    for name, p in module.named_parameters():
-        if group_of(name) in ("lora", "seg_rows"):
-            p.requires_grad_(stage == 2)
-
-
 def parameter_table(groups: ParamGroups, optim: OptimConfig, frozen: int) -> str:
     """Human-readable table of trainable parameters by group, with each stage's lr scale."""
     lines = [f"{'group':<10} {'tensors':>8} {'params':>12} {'lr stage 1':>11} {'lr stage 2':>11}"]

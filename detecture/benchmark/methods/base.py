@@ -42,6 +42,7 @@ class MethodOptions:
     trust_remote_code: bool = False
     models: dict[str, str] = field(default_factory=dict)
     head: str | None = None
+    prompt: str | None = None
     seed: int = 0
 
 

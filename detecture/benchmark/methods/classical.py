@@ -23,10 +23,11 @@ from ..regimes import SampleRegime
 from .base import Method, MethodOutput
 
 WORK_SIDE = 256
-FREQUENCIES = (0.04, 0.08, 0.16, 0.32)  # cycles per pixel at the working resolution
+FREQUENCIES = (0.06, 0.12, 0.24, 0.4)  # cycles per pixel at the working resolution
 N_ORIENTATIONS = 6
 ENERGY_WINDOW = 1.5  # smoothing sigma of the Gabor energy, in wavelengths
 STAT_SIGMA = 6.0
+STAT_WEIGHT = 1.0
 PCA_COMPONENTS = 10
 FIT_PIXELS = 12000
 SCORE_SMOOTH_SIGMA = 4.0
@@ -67,10 +68,14 @@ def texture_features(image: np.ndarray) -> np.ndarray:
                                               preserve_range=True)
     lab = rgb2lab(np.clip(small, 0, 255).astype(np.uint8)).astype(np.float64)
     gray = lab[..., 0] / 100.0
-    feats = _gabor_energy(gray) + _local_stats(gray)
+    stats = _local_stats(gray)
     for c in (1, 2):
         if np.ptp(lab[..., c]) > 1.0:  # greyscale images carry no chroma; skip the constant channels
-            feats += _local_stats(lab[..., c] / 100.0)
+            stats += _local_stats(lab[..., c] / 100.0)
+    return np.concatenate([_standardise(_gabor_energy(gray)), STAT_WEIGHT * _standardise(stats)], axis=-1)
+
+
+def _standardise(feats: list[np.ndarray]) -> np.ndarray:
     stack = np.stack(feats, axis=-1)
     stack -= stack.mean(axis=(0, 1))
     std = stack.std(axis=(0, 1))

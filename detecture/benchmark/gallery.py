@@ -1,0 +1,92 @@
+"""Per-dataset gallery PNG: for the first few samples, the image, its ground truth and every method's partition.
+
+Partitions are read back from the label maps the runner saved for the gallery samples, so the gallery shows exactly
+what was scored. Predicted labels are recoloured through the Hungarian matches recorded for the sample, so a region
+matched to GT region j takes GT region j's colour; unmatched predictions get the remaining colours, unassigned
+pixels are black.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import atomic
+from . import results
+from .metrics import gt_label_map
+from .runner import Cell
+
+log = logging.getLogger(__name__)
+
+PALETTE = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [170, 110, 40]],
+    dtype=np.uint8,
+)
+
+
+def colourise(labels: np.ndarray, mapping: dict[int, int] | None = None) -> np.ndarray:
+    """(H, W) labels → RGB; ``mapping`` renames predicted labels to their matched GT label first."""
+    labels = labels.astype(np.int64)
+    if mapping:
+        lut = np.arange(int(labels.max()) + 1)
+        used = set(mapping.values())
+        spare = (c for c in range(1, 256) if c not in used)
+        for lab in range(1, len(lut)):
+            lut[lab] = mapping.get(lab, 0) or next(spare)
+        labels = lut[labels]
+    wrapped = np.where(labels == 0, 0, (labels - 1) % (len(PALETTE) - 1) + 1)
+    return PALETTE[wrapped]
+
+
+def _matches(record: dict[str, Any] | None) -> dict[int, int]:
+    if not record or record.get("status") != "ok":
+        return {}
+    return {int(p): int(g) for g, p, _ in record.get("matches", [])}
+
+
+def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path | None:
+    """One PNG for a dataset: rows = samples, columns = image, GT, then each method. Returns its path."""
+    if not dataset_cells or n_samples <= 0:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dataset = dataset_cells[0].dataset
+    records = dataset_cells[0].records[:n_samples]
+    recorded = [results.read_cell(results.cell_dir(out, dataset.name, c.method.name)) for c in dataset_cells]
+    n_cols = 2 + len(dataset_cells)
+    fig, axes = plt.subplots(len(records), n_cols, figsize=(1.9 * n_cols, 1.9 * len(records)), dpi=100,
+                             squeeze=False)
+    for row, record in enumerate(records):
+        try:
+            sample, _ = dataset.load(record)
+            panels = [sample.image, colourise(gt_label_map(sample.masks))]
+        except Exception as exc:  # noqa: BLE001 — a broken sample gets an empty row, the gallery still renders
+            log.warning("gallery: %s: %s", record.id, exc)
+            panels = [None, None]
+        for cell, rec in zip(dataset_cells, recorded):
+            labels = results.load_partition(results.partition_path(out, dataset.name, cell.method.name, record.id))
+            panels.append(None if labels is None else colourise(labels, _matches(rec.get(record.id))))
+        titles = ["image", "ground truth"] + [c.method.name for c in dataset_cells]
+        for col, (panel, title) in enumerate(zip(panels, titles)):
+            ax = axes[row, col]
+            ax.set_axis_off()
+            if panel is not None:
+                ax.imshow(panel, interpolation="nearest")
+            else:
+                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+            if row == 0:
+                ax.set_title(title, fontsize=8)
+    fig.suptitle(dataset.name, fontsize=10)
+    fig.tight_layout()
+    path = out / "gallery" / f"{results.safe_name(dataset.name)}.png"
+    with atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,58 @@
+"""``detecture`` (trained Bridge grounding) and ``detecture-text`` (zero-shot: descriptions → SAM3's text encoder).
+
+Both wrap :class:`detecture.pipeline.DetecturePipeline`. The pipeline's logits are already relative to its learned
+dustbin, so the benchmark's static dustbin at 0 reproduces the pipeline's own partition. The ``given-k`` mode asks
+Qwen3-VL for "exactly N" textures, ``open-k`` for "between 1 and 6".
+
+``--tiny`` swaps in tiny random backbones (offline plumbing checks; the numbers mean nothing). Tiny generation emits
+no texture lines, so the response is forced: one generic line per region, N = the oracle K (or K_gt when
+autonomous, since a random model cannot count anyway).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ...errors import CheckpointError
+from ..regimes import SampleRegime
+from .base import Method, MethodOutput, torch_device
+
+
+class _DetectureMethod(Method):
+    grounding = "bridge"
+
+    def load(self) -> None:
+        from ...pipeline import DetecturePipeline
+
+        if self.options.tiny:
+            self.loaded["pipe"] = DetecturePipeline.tiny(seed=self.options.seed)
+            return
+        head = self.options.head if self.grounding == "bridge" else None
+        if self.grounding == "bridge" and head is None:
+            raise CheckpointError("method 'detecture' needs a trained head: pass --head PATH "
+                                  "(or benchmark 'detecture-text', which needs no trained weights)")
+        kwargs = {k: v for k, v in (("qwen", self.options.models.get("qwen")),
+                                    ("sam3", self.options.models.get("sam3"))) if v}
+        self.loaded["pipe"] = DetecturePipeline.from_pretrained(head=head, device=torch_device(self.options),
+                                                                **kwargs)
+
+    def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
+        from ...prompts import Regime, format_response
+
+        ask = Regime.oracle(regime.k) if regime.mode == "given-k" else Regime.autonomous()
+        forced = None
+        if self.options.tiny:
+            n = regime.k if regime.k is not None else max(regime.k_gt, 1)
+            forced = [format_response([f"Texture of region {i + 1}, tiny model check" for i in range(n)])]
+        result = self.loaded["pipe"].segment([image], ask, grounding=self.grounding, forced_responses=forced)[0]
+        return MethodOutput(result.logits.float().numpy(), list(result.descriptions))
+
+
+class DetectureBridgeMethod(_DetectureMethod):
+    kind = "detecture"
+    grounding = "bridge"
+
+
+class DetectureTextMethod(_DetectureMethod):
+    kind = "detecture-text"
+    grounding = "text"

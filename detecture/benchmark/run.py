@@ -1,0 +1,37 @@
+"""Run a benchmark end to end: cells (resumable), then — on the main process only — reports and galleries."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from .gallery import write_gallery
+from .report import CellSummary, summarise, write_reports
+from .runner import BenchConfig, run_benchmark
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BenchOutcome:
+    summaries: list[CellSummary]
+    files: dict[str, Path]
+
+
+def run(config: BenchConfig) -> BenchOutcome | None:
+    """Run all cells and write the reports; returns ``None`` on non-main processes of a sharded run."""
+    from accelerate import PartialState
+
+    cells = run_benchmark(config)
+    if not PartialState().is_main_process:
+        return None
+    out = Path(config.out)
+    summaries = summarise(cells, out)
+    files = write_reports(summaries, out)
+    for name in dict.fromkeys(c.dataset.name for c in cells):
+        path = write_gallery([c for c in cells if c.dataset.name == name], out, config.gallery)
+        if path is not None:
+            files[f"gallery:{name}"] = path
+    log.info("reports written to %s", out)
+    return BenchOutcome(summaries, files)

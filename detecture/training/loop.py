@@ -1,0 +1,357 @@
+"""The training loop on ``accelerate``: one code path for CPU, one GPU and N GPUs (DDP) via ``accelerate launch``.
+
+Accumulation, the NaN guard and checkpointing are explicit here rather than delegated to ``accelerator.accumulate``
+and ``save_state``: a skipped non-finite step must drop the whole accumulation group on every rank, and checkpoints
+must be safetensors + JSON (``save_state`` pickles the optimizer and RNG states).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from .. import atomic
+from ..backbones.qwen import QwenVL
+from ..backbones.sam3 import Sam3Backbone
+from ..bridge.head import DetectureHead, HeadConfig
+from ..errors import CheckpointError, DetectureError
+from ..pipeline import DetecturePipeline
+from . import checkpoint as ckpt
+from .batching import make_batch
+from .config import GROUPS, Config
+from .dataset import EpochSampler, TextureDataset, collate_items
+from .evaluate import live_evaluate, teacher_forced_scores
+from .model import Batch, TrainModule
+from .monitor import EVAL_CSV, STEPS_CSV, Monitor, plot_curves, truncate_after
+from .schedule import LRSchedule
+from .trainable import apply_lora, build_optimizer, param_groups, parameter_table
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+FINAL = "final"
+LOSS_TERMS = ("total", "mask_ce", "mask_dice", "lm")
+STEP_FIELDS = ["step", "epoch", "stage", *LOSS_TERMS, "grad_norm", *(f"lr_{g}" for g in GROUPS), "skipped",
+               "samples_per_s", "val_seg_emission", "val_miou_tf"]
+EVAL_FIELDS = ["step", "epoch", "n", "failures", "seg_emission", "k_accuracy", "miou", "panoptic_iou", "ari"]
+
+
+class NonFiniteLossError(DetectureError):
+    """Too many optimizer steps in a row had a NaN/inf loss or gradient."""
+
+
+@dataclass
+class ResumeOptions:
+    resume: bool = False
+    lr_scale: float | None = None  # micro-warm-up restart: peak lr × this
+    warmup_epochs: float | None = None
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: int
+    skipped_steps: int
+    skipped_samples: int
+    final_dir: Path | None
+
+
+def load_backbones(cfg: Config, device: torch.device) -> tuple[QwenVL, Sam3Backbone]:
+    """Tiny random backbones (offline) or the configured hub ids / local folders; both frozen."""
+    m = cfg.model
+    if m.tiny:
+        qwen, sam = QwenVL.tiny(cfg.train.seed), Sam3Backbone.tiny(cfg.train.seed)
+        qwen.model.to(device)
+        sam.model.to(device)
+        return qwen, sam
+    qwen = QwenVL.from_pretrained(m.qwen, device=device, attn_implementation=m.attn_implementation,
+                                  quantization=m.quantization)
+    return qwen, Sam3Backbone.from_pretrained(m.sam3, device=device)
+
+
+def accumulation_sizes(n_batches: int, accum: int) -> list[int]:
+    """Size of the accumulation group of every micro-batch (the last group of an epoch may be short)."""
+    return [min(accum, n_batches - (b // accum) * accum) for b in range(n_batches)]
+
+
+class Trainer:
+    """Builds everything from a :class:`Config` and runs (or resumes) training into ``out``."""
+
+    def __init__(self, cfg: Config, data: Path, out: Path, val_data: Path | None = None,
+                 max_steps: int | None = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+
+        self.cfg, self.out, self.max_steps = cfg, Path(out), max_steps
+        mixed = cfg.train.mixed_precision if torch.cuda.is_available() else "no"
+        if mixed != cfg.train.mixed_precision:
+            log.info("no CUDA device: training in fp32 (bf16 autocast on CPU is slower, not faster)")
+        # LoRA / SEG rows take no part in stage-1 forwards, so DDP must tolerate unused parameters.
+        self.acc = Accelerator(mixed_precision=mixed,
+                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        set_seed(cfg.train.seed)
+        self.main = self.acc.is_main_process
+        self.qwen, self.sam = load_backbones(cfg, self.acc.device)
+        apply_lora(self.qwen, cfg.lora, quantized=cfg.model.quantization is not None,
+                   gradient_checkpointing=cfg.model.gradient_checkpointing)
+        self.head = DetectureHead(HeadConfig.for_backbones(self.qwen, self.sam, **cfg.model.head))
+        self.module = TrainModule(self.qwen, self.sam, self.head, cfg.loss).to(self.acc.device)
+        self.groups = param_groups(self.module, cfg.optim.weight_decay)
+        self.optimizer = build_optimizer(self.groups, cfg.optim)
+        frozen = sum(p.numel() for p in self.module.parameters() if not p.requires_grad)
+        if self.main:
+            print(parameter_table(self.groups, cfg.optim, frozen))
+        self.dataset = TextureDataset(data, cfg.data, cfg.train.seed, train=True)
+        self.val = TextureDataset(val_data, cfg.data, cfg.train.seed, train=False) if val_data else None
+        self.sampler = EpochSampler(len(self.dataset), cfg.train.seed, self.acc.process_index, self.acc.num_processes)
+        # Own generator: creating a DataLoader iterator must not draw from the global RNG (exact resume).
+        self.loader = DataLoader(self.dataset, batch_size=cfg.optim.batch_size, sampler=self.sampler,
+                                 collate_fn=collate_items, num_workers=cfg.data.num_workers,
+                                 generator=torch.Generator().manual_seed(cfg.train.seed))
+        self.batches_per_epoch = math.ceil(len(self.sampler.indices()) / cfg.optim.batch_size)
+        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.optim.grad_accum)
+        self.schedule = LRSchedule.from_config(cfg.optim, self.steps_per_epoch)
+        self.model = self.acc.prepare(self.module)
+        self.state = ckpt.TrainerState(config=cfg.to_dict(), world_size=self.acc.num_processes)
+        self.stage = 0
+
+    # -- checkpoints ----------------------------------------------------------------------------------------------
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.out / CHECKPOINTS
+
+    def save(self) -> None:
+        from accelerate.utils import gather_object
+
+        self.state.schedule = self.schedule.state_dict()
+        rng = [ckpt.capture_rng()]
+        if self.acc.num_processes > 1:
+            rng = gather_object(rng)
+        if self.main:
+            name = f"step-{self.state.optimizer_step:08d}"
+            ckpt.save_checkpoint(self.checkpoints / name, self.module, self.optimizer, self.groups.names,
+                                 self.state, rng)
+        self.acc.wait_for_everyone()
+
+    def restore(self, options: ResumeOptions) -> None:
+        """Load the latest checkpoint (``--resume``), or refuse to overwrite an existing run without it."""
+        latest = ckpt.latest_checkpoint(self.checkpoints)
+        if not options.resume:
+            if latest is not None:
+                raise CheckpointError(f"{self.out}: already holds a training run ({latest.name}); "
+                                      "pass --resume to continue it or choose another --out")
+            if options.lr_scale is not None:
+                raise CheckpointError("--resume-lr-scale only applies together with --resume")
+            return
+        if latest is None:
+            raise CheckpointError(f"{self.checkpoints}: no checkpoint to resume from")
+        self.state = ckpt.load_checkpoint(latest, self.module, self.optimizer, self.groups.names,
+                                          self.acc.process_index)
+        saved = LRSchedule.from_state_dict(self.state.schedule)
+        if saved.steps_per_epoch != self.steps_per_epoch:
+            raise CheckpointError(
+                f"{latest}: trained with {saved.steps_per_epoch} optimizer steps per epoch, this run has "
+                f"{self.steps_per_epoch}; dataset, batch size, grad_accum and process count must stay the same")
+        self.schedule = saved.with_epochs(self.cfg.optim.epochs)
+        if options.lr_scale is not None:
+            warmup = options.warmup_epochs if options.warmup_epochs is not None else self.cfg.optim.warmup_epochs
+            self.schedule = saved.with_restart(self.state.optimizer_step, options.lr_scale, warmup,
+                                               self.cfg.optim.epochs)
+        if self.main:
+            for name in (STEPS_CSV, EVAL_CSV):
+                truncate_after(self.out / name, self.state.optimizer_step)
+        log.info("resumed from %s: epoch %d, batch %d, step %d", latest.name, self.state.epoch,
+                 self.state.batch_in_epoch, self.state.optimizer_step)
+
+    # -- stages and data ------------------------------------------------------------------------------------------
+
+    def set_stage(self, stage: int) -> None:
+        """Stage 2 puts Qwen in train mode (so gradient checkpointing is active; its dropouts are 0) ."""
+        if stage == self.stage:
+            return
+        self.stage = stage
+        base = self.qwen.model.get_base_model()
+        if stage == 2 and self.cfg.model.gradient_checkpointing:
+            base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.qwen.model.train(stage == 2)
+        self.sam.model.eval()
+        self.head.train()
+        log.info("stage %d from optimizer step %d", stage, self.state.optimizer_step)
+
+    def epoch_batches(self, epoch: int, start: int):
+        """This rank's micro-batches of ``epoch`` from batch ``start`` on (live data, augmented)."""
+        self.dataset.set_epoch(epoch)
+        self.sampler.set_epoch(epoch, start * self.cfg.optim.batch_size)
+        for items in self.loader:
+            yield make_batch(items, self.qwen, self.sam)
+
+    # -- monitoring -------------------------------------------------------------------------------------------------
+
+    def validation_batch(self) -> Batch | None:
+        if self.val is None:
+            return None
+        n = min(len(self.val), self.cfg.train.emission_check_samples)
+        items = [self.val.item(i, epoch=0) for i in range(n)]
+        return make_batch(items, self.qwen, self.sam).to(self.acc.device)
+
+    def pipeline(self) -> DetecturePipeline:
+        return DetecturePipeline(self.qwen, self.sam, self.head, max_new_tokens=self.cfg.train.max_new_tokens)
+
+    @contextlib.contextmanager
+    def evaluating(self):
+        """Eval mode for head and Qwen (no Bridge dropout, no checkpointing during generation), restored after."""
+        qwen_training = self.qwen.model.training
+        self.head.eval()
+        self.qwen.model.eval()
+        try:
+            yield
+        finally:
+            self.head.train()
+            self.qwen.model.train(qwen_training)
+
+    def quick_validation(self) -> dict[str, float]:
+        """SEG emission rate (live generation) and teacher-forced mIoU on a small validation batch (main only)."""
+        batch = self.validation_batch()
+        if batch is None or not self.main:
+            return {}
+        with self.evaluating():
+            tf = teacher_forced_scores(self.module, batch)
+            indices = list(range(len(batch.ids)))
+            live = live_evaluate(self.pipeline(), self.val, indices, self.cfg.train.eval_regime)
+        return {"val_seg_emission": live.seg_emission, "val_miou_tf": sum(tf) / len(tf)}
+
+    def full_evaluation(self, monitor: Monitor, epoch: int) -> None:
+        if self.val is None or not self.main:
+            return
+        n = min(len(self.val), self.cfg.train.eval_max_samples)
+        with self.evaluating():
+            scores = live_evaluate(self.pipeline(), self.val, list(range(n)), self.cfg.train.eval_regime)
+        row = {"step": self.state.optimizer_step, "epoch": epoch + 1, **scores.as_dict()}
+        monitor.log_eval(row)
+        log.info("live validation after epoch %d: %s", epoch + 1,
+                 ", ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()))
+
+    # -- the loop -------------------------------------------------------------------------------------------------
+
+    def optimizer_step(self, loss_sum: torch.Tensor) -> tuple[bool, float]:
+        """Clip and step unless the loss or the gradient is non-finite on any rank; returns (stepped, grad norm)."""
+        finite = self.acc.reduce(torch.isfinite(loss_sum).float().reshape(1), reduction="sum")
+        params = [p for p in self.module.parameters() if p.grad is not None]
+        norm = self.acc.clip_grad_norm_(params, self.cfg.optim.clip_norm) if params else torch.zeros(())
+        ok = bool(finite.item() == self.acc.num_processes) and bool(torch.isfinite(norm))
+        if ok:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return ok, float(norm)
+
+    def check_nonfinite(self, ok: bool) -> None:
+        if ok:
+            self.state.nonfinite_streak = 0
+            return
+        self.state.nonfinite_streak += 1
+        self.state.nonfinite_total += 1
+        log.warning("non-finite loss or gradient at step %d: step skipped (%d in a row)",
+                    self.state.optimizer_step, self.state.nonfinite_streak)
+        if self.state.nonfinite_streak >= self.cfg.train.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"{self.state.nonfinite_streak} optimizer steps in a row had a NaN/inf loss or gradient (limit "
+                f"train.max_nonfinite_steps = {self.cfg.train.max_nonfinite_steps}); stopping. Lower optim.lr, "
+                f"check the data, or resume from an earlier checkpoint in {self.checkpoints}")
+
+    def run(self, options: ResumeOptions | None = None) -> TrainResult:
+        options = options or ResumeOptions()
+        self.restore(options)
+        monitor = Monitor(self.out, STEP_FIELDS, EVAL_FIELDS, enabled=self.main)
+        if self.main:
+            atomic.write_json(self.out / "config.json", self.cfg.to_dict())
+        try:
+            stopped = self._loop(monitor)
+        finally:
+            monitor.close()
+        final = None
+        if not stopped:
+            final = self.export()
+        if self.main:
+            plot_curves(self.out)
+            log.info("data: %s", self.dataset.report.summary())
+            log.info("non-finite steps skipped: %d", self.state.nonfinite_total)
+        return TrainResult(steps=self.state.optimizer_step, epochs_done=self.state.epoch,
+                           skipped_steps=self.state.nonfinite_total,
+                           skipped_samples=sum(self.dataset.report.skipped.values()), final_dir=final)
+
+    def _loop(self, monitor: Monitor) -> bool:
+        """Train to the configured epoch count; returns True if stopped early by ``max_steps``."""
+        cfg, state = self.cfg, self.state
+        accum = cfg.optim.grad_accum
+        sizes = accumulation_sizes(self.batches_per_epoch, accum)
+        for epoch in range(state.epoch, cfg.optim.epochs):
+            self.set_stage(self.schedule.stage(epoch * self.steps_per_epoch))
+            start = state.batch_in_epoch if epoch == state.epoch else 0
+            sums, loss_sum, samples, t0 = torch.zeros(len(LOSS_TERMS)), torch.zeros(()), 0, time.perf_counter()
+            for b, batch in enumerate(self.epoch_batches(epoch, start), start=start):
+                last = (b + 1) % accum == 0 or b + 1 == self.batches_per_epoch
+                sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
+                with sync:
+                    with self.acc.autocast():
+                        terms = self.model(batch.to(self.acc.device), self.stage)
+                    self.acc.backward(terms.total / sizes[b])
+                values = terms.as_floats()
+                sums += torch.tensor([values[k] for k in LOSS_TERMS]) / sizes[b]
+                loss_sum = loss_sum + terms.total.detach().float().cpu()
+                samples += len(batch.ids)
+                if not last:
+                    continue
+                lrs = self.schedule.apply(self.optimizer, state.optimizer_step)
+                ok, norm = self.optimizer_step(loss_sum)
+                self.check_nonfinite(ok)
+                state.optimizer_step += 1
+                state.batch_in_epoch = b + 1
+                means = self.acc.reduce(sums.to(self.acc.device), reduction="mean").cpu().tolist()
+                row = {"step": state.optimizer_step, "epoch": epoch + 1, "stage": self.stage,
+                       **dict(zip(LOSS_TERMS, means)), "grad_norm": norm, "skipped": int(not ok),
+                       **{f"lr_{g}": v for g, v in lrs.items()},
+                       "samples_per_s": samples * self.acc.num_processes / (time.perf_counter() - t0)}
+                if self.stage == 1:
+                    row["lm"] = ""  # not computed: nothing the LM loss could train is active in stage 1
+                every = cfg.train.emission_every_steps
+                if every and state.optimizer_step % every == 0:
+                    row.update(self.quick_validation())
+                    self.acc.wait_for_everyone()
+                if state.optimizer_step % cfg.train.log_every == 0:
+                    monitor.log_step(row)
+                sums, loss_sum, samples, t0 = torch.zeros(len(LOSS_TERMS)), torch.zeros(()), 0, time.perf_counter()
+                if self.max_steps is not None and state.optimizer_step >= self.max_steps:
+                    self.save()
+                    log.info("stopped after --max-steps %d", self.max_steps)
+                    return True
+                if cfg.train.save_every_steps and state.optimizer_step % cfg.train.save_every_steps == 0:
+                    self.save()
+            state.epoch, state.batch_in_epoch = epoch + 1, 0
+            if cfg.train.eval_every_epochs and (epoch + 1) % cfg.train.eval_every_epochs == 0:
+                self.full_evaluation(monitor, epoch)
+                self.acc.wait_for_everyone()
+            self.save()
+        return False
+
+    def export(self) -> Path | None:
+        """Write ``<out>/final``: the head folder (config + safetensors) with the PEFT adapter inside, which
+        ``DetecturePipeline.from_pretrained(head=...)`` and ``detecture segment --head`` load."""
+        if not self.main:
+            self.acc.wait_for_everyone()
+            return None
+        final = self.out / FINAL
+        with tempfile.TemporaryDirectory(dir=self.out) as adapter:
+            self.qwen.model.save_pretrained(adapter)
+            self.head.save_pretrained(final, adapter_dir=adapter)
+        self.acc.wait_for_everyone()
+        log.info("trained head + adapter written to %s", final)
+        return final

@@ -1,0 +1,80 @@
+"""Head checkpoints: safetensors + JSON, identical outputs after reload, clear errors on mismatch."""
+
+import json
+
+import pytest
+import torch
+
+from detecture.bridge import DetectureHead, HeadConfig
+from detecture.errors import CheckpointError
+
+
+def _head(hidden=64):
+    torch.manual_seed(0)
+    return DetectureHead(HeadConfig(qwen_hidden_size=hidden, sam_text_hidden_size=48, prompt_dim=32, pixel_dim=32,
+                                    mask_hidden_size=32)).eval()
+
+
+def test_save_load_gives_identical_outputs(tmp_path):
+    head = _head()
+    projection = torch.nn.Linear(48, 32)
+    states = [torch.randn(3, 64), torch.randn(1, 64)]
+    pixels = torch.randn(6, 32, 8, 8)
+
+    def outputs(h):
+        slots, live = h.slot_states(states)
+        prompts = h.prompts(slots[live], projection)
+        return h.mask_head(prompts, pixels)
+
+    path = head.save_pretrained(tmp_path / "head")
+    assert sorted(p.name for p in path.iterdir()) == ["config.json", "model.safetensors"]
+    loaded = DetectureHead.from_pretrained(path, qwen_hidden_size=64).eval()
+    torch.testing.assert_close(outputs(loaded), outputs(head), rtol=0, atol=0)
+
+
+def test_slots_are_dustbin_then_seg_then_padding():
+    head = _head()
+    states = [torch.randn(2, 64)]
+    slots, live = head.slot_states(states)
+    assert slots.shape == (1, 7, 64) and live.tolist() == [[True, True, True, False, False, False, False]]
+    assert torch.equal(slots[0, 0], head.dustbin.detach()) and torch.equal(slots[0, 1:3], states[0])
+    with pytest.raises(ValueError, match="7 regions"):
+        head.slot_states([torch.randn(7, 64)])
+
+
+def test_overwriting_a_checkpoint_is_atomic(tmp_path):
+    path = _head().save_pretrained(tmp_path / "head")
+    _head(hidden=32).save_pretrained(path)
+    assert DetectureHead.from_pretrained(path).config.qwen_hidden_size == 32
+    assert [p.name for p in tmp_path.iterdir()] == ["head"]  # no temporary folders left behind
+
+
+def test_errors_name_the_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        DetectureHead.from_pretrained(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match="not a head checkpoint"):
+        DetectureHead.from_pretrained(tmp_path / "empty")
+    path = _head(hidden=4096 // 64).save_pretrained(tmp_path / "head")
+    with pytest.raises(CheckpointError, match="hidden size 64.*has 2048"):
+        DetectureHead.from_pretrained(path, qwen_hidden_size=2048)
+    (path / "config.json").write_text("{broken")
+    with pytest.raises(CheckpointError, match="malformed"):
+        DetectureHead.from_pretrained(path)
+
+
+def test_weights_that_do_not_fit_the_config(tmp_path):
+    path = _head().save_pretrained(tmp_path / "head")
+    config = json.loads((path / "config.json").read_text())
+    config["qwen_hidden_size"] = 128
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="do not match"):
+        DetectureHead.from_pretrained(path)
+
+
+@pytest.mark.parametrize("hidden", [2048, 2560, 4096])
+def test_published_qwen_widths_build(hidden):
+    head = DetectureHead(HeadConfig(qwen_hidden_size=hidden))
+    bridge_params = sum(p.numel() for p in head.bridge.parameters())
+    assert bridge_params == hidden * 1024 + 1024 + 2 * 1024
+    assert head.bridge(torch.randn(2, hidden)).shape == (2, 1024)

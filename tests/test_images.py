@@ -1,0 +1,65 @@
+"""Odd-but-valid images load as upright 8-bit RGB; broken ones raise an error that names the file."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detecture.errors import InputError
+from detecture.images import load_image
+
+
+def test_greyscale_rgba_palette_and_16bit_become_rgb(tmp_path):
+    grey = tmp_path / "grey.png"
+    Image.fromarray(np.full((8, 9), 100, np.uint8)).save(grey)
+    rgba = tmp_path / "rgba.png"
+    arr = np.zeros((8, 9, 4), np.uint8)
+    arr[..., 0] = 200
+    arr[..., 3] = 0  # fully transparent: composited on white, not black
+    Image.fromarray(arr, "RGBA").save(rgba)
+    pal = tmp_path / "pal.png"
+    Image.fromarray(np.full((8, 9, 3), 50, np.uint8)).convert("P").save(pal)
+    deep = tmp_path / "deep.png"
+    ramp = np.linspace(1000, 3000, 72).reshape(8, 9).astype(np.uint16)
+    Image.fromarray(ramp).save(deep)
+    for path in (grey, rgba, pal, deep):
+        image = load_image(path)
+        assert image.mode == "RGB" and image.size == (9, 8)
+    assert np.all(np.asarray(load_image(rgba)) == 255)
+    deep_rgb = np.asarray(load_image(deep))[..., 0]
+    assert deep_rgb.min() == 0 and deep_rgb.max() == 255  # rescaled by its own range
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    path = tmp_path / "rotated.jpg"
+    image = Image.fromarray(np.zeros((10, 20, 3), np.uint8))
+    exif = image.getexif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    image.save(path, exif=exif)
+    assert load_image(path).size == (10, 20)
+
+
+@pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDRbroken"])
+def test_corrupt_files_name_the_file(tmp_path, content):
+    path = tmp_path / "broken.png"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match="broken.png"):
+        load_image(path)
+
+
+def test_truncated_jpeg_names_the_file(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(InputError, match="cut.jpg"):
+        load_image(path)
+
+
+def test_missing_directory_and_degenerate_images(tmp_path):
+    with pytest.raises(InputError, match="no such file"):
+        load_image(tmp_path / "nope.png")
+    with pytest.raises(InputError, match="directory"):
+        load_image(tmp_path)
+    tiny = tmp_path / "dot.png"
+    Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tiny)
+    with pytest.raises(InputError, match="dot.png"):
+        load_image(tiny)

@@ -1,0 +1,84 @@
+"""End-to-end inference with tiny backbones of the real classes on real photos."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from detecture.errors import CheckpointError, InputError
+from detecture.prompts import Regime, format_response
+from detecture.result import SegmentationResult, upsample_rows
+
+
+@pytest.mark.parametrize("grounding", ["bridge", "text"])
+def test_masks_partition_the_image(tiny_pipeline, texture_photos, grounding):
+    from skimage import data
+
+    images = [data.coffee(), texture_photos["gravel"]]
+    responses = [format_response(["Texture of ceramic", "Texture of wood", "Texture of metal"]),
+                 format_response(["Texture of gravel, grey stones", "Texture of sand"])]
+    results = tiny_pipeline.segment(images, Regime.oracle(3), grounding, forced_responses=responses)
+    assert [r.num_regions for r in results] == [3, 2]
+    for image, result in zip(images, results):
+        h, w = image.shape[:2]
+        assert result.logits.shape == (result.num_regions, h, w)
+        masks = result.masks
+        assert masks.shape == (result.num_regions, h, w) and masks.dtype == bool
+        assert masks.sum(0).max() <= 1  # disjoint
+        unassigned = result.label_map == 0
+        assert np.array_equal(masks.any(0), ~unassigned)  # regions + dustbin cover every pixel exactly once
+        best = result.logits.max(0)
+        assert torch.equal(torch.from_numpy(result.label_map.astype(np.int64)),
+                           torch.where(best.values > 0, best.indices + 1, 0))
+
+
+def test_k_is_capped_by_the_regime(tiny_pipeline, texture_photos):
+    response = format_response(["a", "b", "c", "d"])
+    result = tiny_pipeline.segment([texture_photos["brick"]], Regime.oracle(2), "bridge", [response])[0]
+    assert result.num_regions == 2 and result.descriptions == ["a", "b"]
+    query = tiny_pipeline.segment([texture_photos["brick"]], Regime.query("rough"), "text", [response])[0]
+    assert query.num_regions == 1
+
+
+def test_generation_path_runs_without_forcing(tiny_pipeline, texture_photos):
+    """A random tiny model emits no <|seg|> lines: the result is empty, not an exception."""
+    results = tiny_pipeline.segment([texture_photos["brick"], texture_photos["grass"]], Regime.autonomous(), "text")
+    assert len(results) == 2
+    for r in results:
+        assert r.label_map.shape == (512, 512) and r.num_regions == len(r.descriptions) <= 6
+
+
+def test_bridge_needs_a_head(texture_photos):
+    from detecture.pipeline import DetecturePipeline
+
+    pipe = DetecturePipeline.tiny(with_head=False)
+    with pytest.raises(CheckpointError, match="--head"):
+        pipe.segment([texture_photos["brick"]], Regime.oracle(1), "bridge", [format_response(["a"])])
+
+
+def test_bad_arguments(tiny_pipeline, texture_photos):
+    with pytest.raises(InputError, match="grounding"):
+        tiny_pipeline.segment([texture_photos["brick"]], Regime.oracle(1), "magic")
+    with pytest.raises(InputError, match="forced responses"):
+        tiny_pipeline.segment([texture_photos["brick"]], Regime.oracle(1), "text", [])
+
+
+def test_huge_image_gets_full_size_masks(tiny_pipeline):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (2600, 3900, 3), dtype=np.uint8)
+    result = tiny_pipeline.segment([image], Regime.oracle(2), "text", [format_response(["a", "b"])])[0]
+    assert result.label_map.shape == (2600, 3900)
+    assert result.region_logits.shape[-1] < 100  # kept at model resolution until asked for
+
+
+def test_chunked_upsampling_equals_interpolate():
+    lowres = torch.randn(3, 9, 13)
+    full = F.interpolate(lowres[None], size=(50, 37), mode="bilinear", align_corners=False)[0]
+    parts = torch.cat([upsample_rows(lowres, (50, 37), slice(r, min(r + 7, 50))) for r in range(0, 50, 7)], dim=1)
+    torch.testing.assert_close(parts, full, rtol=1e-5, atol=1e-5)
+
+
+def test_result_without_regions_is_all_dustbin():
+    result = SegmentationResult([], "", torch.zeros(0, 4, 4), (10, 12))
+    assert result.label_map.shape == (10, 12) and not result.label_map.any()
+    assert result.masks.shape == (0, 10, 12)

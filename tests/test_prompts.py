@@ -1,0 +1,40 @@
+import pytest
+
+from detecture.errors import InputError
+from detecture.prompts import SEG_TOKEN, Regime, format_response, parse_response, user_prompt
+
+
+def test_format_then_parse_round_trips():
+    descriptions = ["Texture of red brick, coarse mortar grid, left half", "Texture of grass, fine blades, right"]
+    text = format_response(descriptions)
+    assert text.splitlines()[0] == f"TEXTURE_1: {descriptions[0]} {SEG_TOKEN}"
+    assert parse_response(text) == descriptions
+
+
+def test_parse_ignores_lines_without_seg_and_keeps_order():
+    text = f"Sure!\nTEXTURE_1: a {SEG_TOKEN}\nnoise line\nTEXTURE_2: b {SEG_TOKEN}\n"
+    assert parse_response(text) == ["a", "b"]
+
+
+@pytest.mark.parametrize("k", [0, 7, -1, 2.5, True])
+def test_k_outside_range_is_rejected(k):
+    with pytest.raises(InputError, match="1 to 6"):
+        Regime.oracle(k)
+
+
+def test_regime_parsing_from_cli_strings():
+    assert Regime.parse("auto").kind == "autonomous"
+    assert Regime.parse("3") == Regime.oracle(3)
+    with pytest.raises(InputError):
+        Regime.parse("many")
+
+
+def test_empty_query_is_rejected():
+    with pytest.raises(InputError, match="empty"):
+        Regime.query("   ")
+
+
+def test_prompts_state_the_count_regime():
+    assert "between 1 and 6" in user_prompt(Regime.autonomous())
+    assert "exactly 4" in user_prompt(Regime.oracle(4))
+    assert '"the rough bark"' in user_prompt(Regime.query("the  rough bark"))

@@ -1,0 +1,106 @@
+"""``detecture segment`` as a user runs it: outputs per image, a table, and one error line per bad input."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detecture import rle
+from detecture.cli import main
+
+
+@pytest.fixture()
+def photos(tmp_path):
+    from skimage import data
+
+    paths = {}
+    paths["coffee"] = tmp_path / "coffee.jpg"
+    Image.fromarray(data.coffee()).save(paths["coffee"])
+    paths["brick"] = tmp_path / "brick.png"
+    Image.fromarray(data.brick()).save(paths["brick"])
+    return paths
+
+
+def test_segment_writes_overlay_and_json(photos, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["segment", str(photos["coffee"]), str(photos["brick"]), "--tiny", "--k", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "coffee.jpg" in printed and "2 image(s) segmented, 0 failed" in printed
+    record = json.loads((out / "coffee.json").read_text())
+    assert record["size"] == [400, 600] and len(record["regions"]) == 3 and "meaningless" in record["note"]
+    masks = np.stack([rle.decode(r["rle"]) for r in record["regions"]])
+    assert masks.shape == (3, 400, 600) and masks.sum(0).max() <= 1
+    total = sum(r["area_fraction"] for r in record["regions"]) + record["unassigned_fraction"]
+    assert abs(total - 1.0) < 1e-9
+    for region, mask in zip(record["regions"], masks):
+        assert region["pixels"] == int(mask.sum())
+    with Image.open(out / "coffee.png") as overlay:
+        assert overlay.format == "PNG" and overlay.width > 400
+
+
+def test_query_mode_returns_one_region(photos, tmp_path):
+    out = tmp_path / "out"
+    assert main(["segment", str(photos["brick"]), "--tiny", "--query", "the rough bark", "--out", str(out)]) == 0
+    record = json.loads((out / "brick.json").read_text())
+    assert len(record["regions"]) == 1 and record["regime"]["query"] == "the rough bark"
+
+
+def test_bad_image_is_reported_and_others_finish(photos, tmp_path, capsys):
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff garbage")
+    out = tmp_path / "out"
+    code = main(["segment", str(bad), str(photos["brick"]), "--tiny", "--k", "2", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "broken.jpg" in printed and "1 image(s) segmented, 1 failed" in printed
+    assert (out / "brick.json").exists() and not (out / "broken.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--k", "9"], "1 to 6"),
+    (["--k", "0"], "1 to 6"),
+    (["--query", " "], "query is empty"),
+    (["--head", "does/not/exist"], "head checkpoint not found"),
+])
+def test_bad_arguments_give_one_error_line(photos, tmp_path, capsys, args, message):
+    code = main(["segment", str(photos["brick"]), "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.startswith("error:") and "Traceback" not in err
+
+
+def test_real_loading_code_on_local_folders(tiny_model_dirs, photos, tmp_path, capsys):
+    """--qwen/--sam3 take local folders through the same from_pretrained code users run with hub ids."""
+    qwen_dir, sam3_dir = tiny_model_dirs
+    out = tmp_path / "out"
+    code = main(["segment", str(photos["brick"]), "--qwen", str(qwen_dir), "--sam3", str(sam3_dir),
+                 "--grounding", "text", "--max-new-tokens", "8", "--out", str(out), "--device", "cpu"])
+    assert code == 0 and (out / "brick.json").exists()
+
+
+def test_head_for_another_qwen_width(tiny_model_dirs, photos, tmp_path, capsys):
+    from detecture.bridge import DetectureHead, HeadConfig
+
+    head = DetectureHead(HeadConfig(qwen_hidden_size=4096, sam_text_hidden_size=8, prompt_dim=8, pixel_dim=8,
+                                    mask_hidden_size=8, qwen_model="Qwen/Qwen3-VL-8B-Instruct"))
+    path = head.save_pretrained(tmp_path / "head8b")
+    qwen_dir, sam3_dir = tiny_model_dirs
+    code = main(["segment", str(photos["brick"]), "--qwen", str(qwen_dir), "--sam3", str(sam3_dir),
+                 "--head", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "head8b" in err and "4096" in err and "has 64" in err
+
+
+def test_missing_model_folder_says_what_to_do(photos, tmp_path, capsys):
+    code = main(["segment", str(photos["brick"]), "--qwen", str(tmp_path / "no-such-model"), "--out",
+                 str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-model" in err and err.startswith("error:")
+
+
+def test_help_explains_the_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["segment", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--k", "--query", "--grounding", "--head", "--qwen", "--sam3", "--out", "--tiny"):
+        assert option in text
