@@ -1,0 +1,52 @@
+"""Backbone loading policy: the <|seg|> token's warm start, and readable hub errors."""
+
+import pytest
+import torch
+
+from detecture.backbones.loading import bitsandbytes_config, default_attn_implementation, load_from_hub
+from detecture.backbones.tiny import tiny_qwen_model, tiny_qwen_tokenizer
+from detecture.backbones.tokens import add_seg_token
+from detecture.errors import ModelAccessError
+from detecture.prompts import SEG_TOKEN
+
+
+def test_seg_rows_start_as_im_end_rows_and_nothing_else_changes():
+    tokenizer = tiny_qwen_tokenizer()
+    model = tiny_qwen_model(tokenizer)
+    before_in = model.get_input_embeddings().weight.clone()
+    before_out = model.get_output_embeddings().weight.clone()
+    seg = add_seg_token(model, tokenizer)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    after_in, after_out = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert tokenizer.convert_tokens_to_ids(SEG_TOKEN) == seg and seg >= before_in.shape[0] - 1
+    assert torch.equal(after_in[seg], before_in[end]) and torch.equal(after_out[seg], before_out[end])
+    assert torch.equal(after_in[: before_in.shape[0]][torch.arange(before_in.shape[0]) != seg],
+                       before_in[torch.arange(before_in.shape[0]) != seg])
+    assert tokenizer(f"a {SEG_TOKEN}", add_special_tokens=False)["input_ids"][-1] == seg  # one token, never split
+    assert add_seg_token(model, tokenizer) == seg  # idempotent
+
+
+def test_gated_and_missing_repos_say_what_to_do():
+    from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError
+
+    def gated():
+        error = GatedRepoError.__new__(GatedRepoError)  # built without an HTTP response object
+        Exception.__init__(error, "403 gated")
+        raise error
+
+    with pytest.raises(ModelAccessError, match="gated.*huggingface.co/facebook/sam3.*HF_TOKEN"):
+        load_from_hub("SAM3 model", "facebook/sam3", gated)
+
+    def offline():
+        raise LocalEntryNotFoundError("offline")
+
+    with pytest.raises(ModelAccessError, match="not in the local cache"):
+        load_from_hub("Qwen3-VL model", "Qwen/Qwen3-VL-8B-Instruct", offline)
+
+
+def test_quantization_and_attention_defaults():
+    assert bitsandbytes_config(None, torch.bfloat16) is None
+    with pytest.raises(ModelAccessError, match="4bit"):
+        bitsandbytes_config("3bit", torch.bfloat16)
+    assert default_attn_implementation(torch.device("cpu")) == "sdpa"
+    assert default_attn_implementation(torch.device("cpu"), "eager") == "eager"
