@@ -80,8 +80,6 @@ def run(args: argparse.Namespace) -> int:
         forced = forced_tiny_responses(regime, len(loaded)) if args.tiny else None
         try:
             results = pipe.segment([im for _, im in loaded], regime, grounding, forced)
-        except DetectureError:
-            raise
         except (RuntimeError, ValueError) as exc:  # e.g. out of memory on one batch: record it, go on
             failures.extend((path, f"segmentation failed: {exc}") for path, _ in loaded)
             progress.update(len(loaded))

@@ -102,7 +102,7 @@ class TemplateDescriber:
     def describe(self, image: Image.Image, region_map: np.ndarray, regions: list[Region]) -> list[str]:
         stride = max(1, min(region_map.shape) // 128)
         rmap = region_map[::stride, ::stride]
-        rgb = np.asarray(image.convert("RGB"), dtype=np.float32)[::stride, ::stride]
+        rgb = np.asarray(image.convert("RGB").reduce(stride), dtype=np.float32)  # box-averaged, same size as rmap
         grey = rgb.mean(axis=2)
         rough = np.zeros_like(grey)
         rough[:, :-1] += np.abs(np.diff(grey, axis=1))

@@ -43,9 +43,8 @@ def export_dataset(out: Path, records: list[SampleRecord], push_to_hub: str | No
         }
 
     dd = datasets.DatasetDict({s: datasets.Dataset.from_dict(rows(s), features=features) for s in ("train", "val")})
-    dd = dd.cast(features)  # embeds the image bytes, so the saved dataset does not point back at our files
     target = out / HF_DIR
-    dd.save_to_disk(str(target))
+    dd.save_to_disk(str(target))  # embeds the image and mask bytes: the copy does not point back at our files
     log.info("saved HuggingFace dataset to %s", target)
     if push_to_hub:
         dd.push_to_hub(push_to_hub)

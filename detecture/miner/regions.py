@@ -57,4 +57,4 @@ def region_map(label: np.ndarray, regions: list[Region], n_classes: int) -> np.n
     lut = np.zeros(n_classes, dtype=np.uint8)
     for k, region in enumerate(regions, start=1):
         lut[list(region.classes)] = k
-    return lut[label]
+    return np.take(lut, label)

@@ -102,9 +102,12 @@ def write_contact_sheet(out: Path, records: list[SampleRecord], seed: int, n: in
         rmap = np.zeros(sample.image.shape[:2], dtype=np.uint8)
         for k, mask in enumerate(sample.masks, start=1):
             rmap[mask] = k
-        sheet = draw_overlay(Image.fromarray(sample.image), rmap, record.extra.get("texture_classes", []))
-        if sheet.width > THUMB_WIDTH:
-            sheet = sheet.resize((THUMB_WIDTH, round(sheet.height * THUMB_WIDTH / sheet.width)))
+        image = Image.fromarray(sample.image)
+        if image.width > THUMB_WIDTH:  # shrink before drawing: cheaper, and the legend text stays legible
+            size = (THUMB_WIDTH, max(1, round(image.height * THUMB_WIDTH / image.width)))
+            image = image.resize(size, Image.BILINEAR)
+            rmap = np.asarray(Image.fromarray(rmap).resize(size, Image.NEAREST))
+        sheet = draw_overlay(image, rmap, record.extra.get("texture_classes", []))
         thumb = f"{record.id}.jpg"
         with atomic.atomic_path(review / thumb) as tmp:
             sheet.save(tmp, format="JPEG", quality=85)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 from tqdm import tqdm
 
 from .. import atomic
@@ -26,7 +27,7 @@ from ..errors import DetectureError, InputError
 from ..images import load_image
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
-from .regions import extract_regions, region_map
+from .regions import Region, extract_regions, region_map
 from .scoring import label_stats, score_scene
 from .sources import ORIGINAL, Scene, SceneSource, open_source
 from .split import scene_split
@@ -89,7 +90,8 @@ class SceneMiner:
             stats = label_stats(label, self.vocab.n_classes)
         except DetectureError as exc:
             reason = str(exc) if str(scene.label) in str(exc) else f"{scene.label}: {exc}"
-            return {**state, "status": REJECTED, "rejected": [{"id": scene.id, "path": str(scene.label), "reason": reason}]}
+            rejected = [{"id": scene.id, "path": str(scene.label), "reason": reason}]
+            return {**state, "status": REJECTED, "rejected": rejected}
         score = score_scene(stats, self.vocab, self.cfg.scoring)
         state.update(score=score.total, components=score.components)
         if score.total < self.cfg.threshold:
@@ -121,7 +123,9 @@ class SceneMiner:
         )
         return state
 
-    def _sample(self, sample_id: str, degree: str, path: Path, shape: tuple[int, ...], rmap, regions):
+    def _sample(
+        self, sample_id: str, degree: str, path: Path, shape: tuple[int, ...], rmap: np.ndarray, regions: list[Region]
+    ) -> tuple[dict[str, Any] | None, str | None]:
         """Describe and copy one image of the scene; returns ``(sample, None)`` or ``(None, reason)``."""
         try:
             image = load_image(path)

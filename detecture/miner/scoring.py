@@ -3,7 +3,7 @@
 Everything is computed from one :class:`LabelStats` pass (class areas and the 4-neighbour boundary edges between
 classes, via ``np.bincount``), so scoring a 1024x768 map costs a few milliseconds and needs no image or GPU.
 Each component is a separate function returning a value in [0, 1]; :func:`score_scene` weighs them as configured:
-``score = sum(weight * component) - sum(penalty_points * penalty)``, clipped to [0, 100].
+``score = 100 * weighted_mean(components) - sum(penalty_points * penalty)``, clipped to [0, 100].
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ class LabelStats:
     """Per-class areas and class-to-class boundary edges of one label map.
 
     ``edge_pair`` holds, for every pair of 4-neighbouring pixels with different classes, the canonical pair id
-    ``min * C + max``; ``edge_y``/``edge_x`` give the position of the edge (its top or left pixel).
+    ``min * C + max``; ``edge_index`` is the flat index of the edge's first (left or top) pixel, from which
+    :meth:`edge_positions` derives coordinates only for the edges a component needs.
     """
 
     height: int
@@ -30,45 +31,49 @@ class LabelStats:
     area: np.ndarray  # (C,) fraction of the image per class id
     boundary: np.ndarray  # (C, C) symmetric count of boundary edges between two classes
     edge_pair: np.ndarray
-    edge_y: np.ndarray
-    edge_x: np.ndarray
+    edge_index: np.ndarray
 
     @property
     def n_classes(self) -> int:
         return len(self.area)
 
+    def edge_positions(self, selector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(y, x) of the selected edges' first pixels."""
+        return np.divmod(self.edge_index[selector], self.width)
+
 
 def label_stats(label: np.ndarray, n_classes: int) -> LabelStats:
-    """Compute :class:`LabelStats`; a label outside ``0..n_classes-1`` raises :class:`DatasetError`."""
+    """Compute :class:`LabelStats`; a label outside ``0..n_classes-1`` raises :class:`DatasetError`.
+
+    Works on the flat (contiguous) map: horizontal neighbours are ``i, i+1`` (minus the row-end wrap-arounds),
+    vertical ones ``i, i+W``; this avoids 2-D fancy indexing, which dominates the cost otherwise.
+    """
     if label.ndim != 2 or min(label.shape) < 2:
         raise DatasetError(f"label map must be a 2-D array of at least 2x2, got shape {label.shape}")
     if label.dtype.kind not in "ui":
         raise DatasetError(f"label map must hold integer class ids, got dtype {label.dtype}")
     if label.dtype.kind == "i" and label.min() < 0:
         raise DatasetError("label map has negative class ids")
-    counts = np.bincount(label.ravel(), minlength=n_classes)
+    h, w = label.shape
+    flat = np.ascontiguousarray(label).ravel()
+    counts = np.bincount(flat, minlength=n_classes)
     if len(counts) > n_classes:
         raise DatasetError(f"label map has class id {len(counts) - 1}; this vocabulary has ids 0..{n_classes - 1}")
-    h, w = label.shape
-    lab = label.astype(np.int32, copy=False)
-    pairs, ys, xs = [], [], []
-    for a, b in ((lab[:, :-1], lab[:, 1:]), (lab[:-1, :], lab[1:, :])):
-        y, x = np.nonzero(a != b)
-        va, vb = a[y, x], b[y, x]
-        pairs.append(np.minimum(va, vb) * n_classes + np.maximum(va, vb))
-        ys.append(y)
-        xs.append(x)
-    edge_pair = np.concatenate(pairs)
+    horizontal = np.flatnonzero(flat[:-1] != flat[1:])
+    horizontal = horizontal[horizontal % w != w - 1]  # the last pixel of a row has no right neighbour
+    vertical = np.flatnonzero(flat[:-w] != flat[w:])
+    first = np.concatenate([horizontal, vertical])
+    a = flat[first].astype(np.int64)
+    b = np.concatenate([flat[horizontal + 1], flat[vertical + w]]).astype(np.int64)
+    edge_pair = np.minimum(a, b) * n_classes + np.maximum(a, b)
     boundary = np.bincount(edge_pair, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
-    boundary = boundary + boundary.T
     return LabelStats(
         height=h,
         width=w,
         area=counts / float(h * w),
-        boundary=boundary,
+        boundary=boundary + boundary.T,
         edge_pair=edge_pair,
-        edge_y=np.concatenate(ys),
-        edge_x=np.concatenate(xs),
+        edge_index=first,
     )
 
 
@@ -86,8 +91,8 @@ def large_texture_regions(stats: LabelStats, vocab: Vocabulary, min_area: float)
 def region_count_score(n_regions: int, ideal: tuple[int, int]) -> float:
     """Full marks for ``ideal[0]..ideal[1]`` large texture regions.
 
-    Below the range the score rises linearly from 0 (no texture) to 1; above it, each extra region costs 0.25,
-    because a scene split into many texture classes is rarely a clean multi-texture image.
+    Below the range it is ``0.5 * n / low`` (partial credit: one texture is not a multi-texture scene); above it,
+    each extra region costs 0.25, because a scene split into many texture classes is rarely a clean one.
     """
     low, high = ideal
     if n_regions < low:
@@ -141,7 +146,7 @@ def boundary_straightness_score(stats: LabelStats, vocab: Vocabulary) -> float:
     if not sel.any():
         return 0.0
     pair_ids, pair = np.unique(stats.edge_pair[sel], return_inverse=True)
-    y, x = stats.edge_y[sel], stats.edge_x[sel]
+    y, x = stats.edge_positions(sel)
     n = len(pair_ids)
     counts = np.bincount(pair, minlength=n)
     y0, x0 = np.full(n, np.iinfo(np.int64).max), np.full(n, np.iinfo(np.int64).max)

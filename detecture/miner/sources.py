@@ -68,7 +68,7 @@ def read_label_png(path: Path) -> np.ndarray:
 
 
 class SceneSource(ABC):
-    """The interface the miner needs from a dataset."""
+    """The interface the miner needs from a dataset; constructors take ``(root, subset)``."""
 
     name: ClassVar[str]
     vocabulary_file: ClassVar[str] = "ade20k_classes.yaml"  # under configs/, unless --vocabulary overrides it
@@ -166,6 +166,7 @@ class FolderSource(SceneSource):
     EXPECTED = "<root>/images/<name>.jpg with <root>/labels/<name>.png"
 
     def __init__(self, root: str | os.PathLike, subset: str = "") -> None:
+        """``subset`` is accepted for a uniform constructor and ignored: a plain folder has no subsets."""
         self.root = Path(root)
         for sub in ("images", "labels"):
             if not (self.root / sub).is_dir():

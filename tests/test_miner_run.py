@@ -1,0 +1,246 @@
+"""End-to-end mining on the fixture: output format, split by scene, rejections, resume after kill, idempotence."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from detecture.data.metadata import load_metadata, load_sample
+from detecture.errors import InputError
+from detecture.miner.config import load_config
+from detecture.miner.describers import QwenDescriber, validate_description
+from detecture.miner.run import MineOptions, mine
+from detecture.miner.split import scene_split
+
+import miner_fixture as fx
+
+REPO = Path(__file__).resolve().parents[1]
+KEPT = {"ADE_train_clean2", "ADE_train_clean3", "ADE_train_fragment"}
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return fx.build(tmp_path_factory.mktemp("ade"))
+
+
+@pytest.fixture(scope="module")
+def mined(dataset, tmp_path_factory):
+    ade, textured = dataset
+    out = tmp_path_factory.mktemp("mined") / "out"
+    summary = mine(MineOptions(source="ade20k", root=ade, textured_root=textured, out=out, workers=1, arrow=True))
+    return out, summary
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "detecture", *args], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+def mine_args(dataset, out: Path, *extra: str) -> list[str]:
+    ade, textured = dataset
+    return ["mine", "--root", str(ade), "--textured-root", str(textured), "--out", str(out), *extra]
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    """Everything that must be identical between runs (the contact sheet JPEGs and histogram PNG excluded)."""
+    files = ["metadata.json", "metadata_train.json", "metadata_val.json", "rejected.jsonl"]
+    files += [f"masks/{p.name}" for p in sorted((out / "masks").iterdir())]
+    files += [f"images/{p.name}" for p in sorted((out / "images").iterdir())]
+    return {f: (out / f).read_bytes() for f in files}
+
+
+def test_mined_metadata_loads_and_validates(mined):
+    out, summary = mined
+    records = load_metadata(out)
+    cfg = load_config()
+    assert {r.extra["scene"] for r in records} == KEPT
+    for r in records:
+        sample = load_sample(out, r)
+        assert 1 <= len(r.textures) <= 6 and sample.masks.shape[0] == len(r.textures)
+        assert (sample.masks.sum(axis=0) <= 1).all()
+        assert all(m.mean() >= cfg.regions.min_area for m in sample.masks)
+        for d in sample.descriptions:
+            assert validate_description(d, cfg.describer.min_words, cfg.describer.max_words) is None
+        assert r.extra["score"] >= cfg.threshold
+    assert summary["samples"] == len(records)
+
+
+def test_every_degree_reuses_the_scene_masks(mined):
+    out, _ = mined
+    records = load_metadata(out)
+    by_scene: dict[str, list] = {}
+    for r in records:
+        by_scene.setdefault(r.extra["scene"], []).append(r)
+    for scene, recs in by_scene.items():
+        degrees = {r.extra["degree"] for r in recs}
+        expected = {"original", "eta_0.3"} | ({"degree_1"} if scene != "ADE_train_clean3" else set())
+        assert degrees == expected, scene
+        assert len({tuple(t.mask_path for t in r.textures) for r in recs}) == 1
+
+
+def test_split_is_by_scene(mined):
+    out, _ = mined
+    records = load_metadata(out)
+    splits: dict[str, set] = {}
+    for r in records:
+        splits.setdefault(r.extra["scene"], set()).add(r.extra["split"])
+    assert all(len(s) == 1 for s in splits.values())
+    train = {r.id for r in load_metadata(out / "metadata_train.json")}
+    val = {r.id for r in load_metadata(out / "metadata_val.json")}
+    assert train.isdisjoint(val) and train | val == {r.id for r in records}
+
+
+def test_scene_split_function():
+    ids = [f"ADE_train_{i:08d}" for i in range(4000)]
+    val = [i for i in ids if scene_split(i, 0, 0.1) == "val"]
+    assert 300 < len(val) < 500
+    assert [scene_split(i, 0, 0.1) for i in ids[:50]] == [scene_split(i, 0, 0.1) for i in ids[:50]]
+    assert [scene_split(i, 1, 0.1) for i in ids] != [scene_split(i, 0, 0.1) for i in ids]
+    assert all(scene_split(i, 0, 0.0) == "train" for i in ids[:100])
+
+
+def test_corrupt_inputs_are_rejected_with_reasons(mined):
+    out, _ = mined
+    rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+    assert "truncated" in rejected["ADE_train_badimage"]["reason"]
+    assert "unreadable label map" in rejected["ADE_train_badlabel"]["reason"]
+    assert "class id 200" in rejected["ADE_train_badclass"]["reason"]
+    assert "label map not found" in rejected["ADE_train_nolabel"]["reason"]
+    assert "64x96" in rejected["ADE_train_clean3__degree_1"]["reason"]
+    assert all(r["path"] in r["reason"] for r in rejected.values())
+    ids = {r.id for r in load_metadata(out)}
+    assert not ids & set(rejected)
+
+
+def test_reports(mined):
+    out, summary = mined
+    assert summary["status"] == {"kept": 3, "low_score": 2, "rejected": 4}
+    assert sum(int(v) for v in summary["scenes_by_k"].values()) == 3
+    # every scene with a readable label map: the 5 valid ones and badimage (its JPEG fails only later)
+    assert sum(summary["score_histogram"]["counts"]) == 6
+    assert json.loads((out / "summary.json").read_text()) == summary
+    assert (out / "score_histogram.png").read_bytes()[:4] == b"\x89PNG"
+    sheet = (out / "review" / "contact_sheet.html").read_text()
+    for r in load_metadata(out):
+        assert f"{r.id}.jpg" in sheet and (out / "review" / f"{r.id}.jpg").exists()
+
+
+def test_arrow_export(mined):
+    import datasets
+
+    out, summary = mined
+    dd = datasets.load_from_disk(str(out / "hf_dataset"))
+    assert sum(len(d) for d in dd.values()) == summary["samples"]
+    row = dd["train"][0] if len(dd["train"]) else dd["val"][0]
+    assert row["k"] == len(row["masks"]) == len(row["descriptions"])
+    assert row["image"].size == (fx.W, fx.H)
+
+
+def test_training_dataset_reads_mined_output(mined):
+    out, _ = mined
+    training = pytest.importorskip("detecture.training.dataset")
+    from detecture.training.config import DataConfig
+
+    ds = training.TextureDataset(out, DataConfig(), seed=0, train=False)
+    assert len(ds) == len(load_metadata(out))  # the training scan skipped nothing
+    for i in range(len(ds)):
+        item = ds[i]
+        assert len(item.descriptions) == item.masks.shape[0] >= 2
+
+
+def test_kill_resume_and_rerun_are_byte_identical(dataset, mined, tmp_path):
+    reference, _ = mined
+    out = tmp_path / "out"
+    killer = textwrap.dedent(f"""
+        import os, signal, sys
+        from detecture.miner import run
+        real, calls = run.write_state, []
+        def write_state(path, state):
+            calls.append(path)
+            if len(calls) == 5:  # scene 5 (clean2) has its images and masks written, not its result file
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(path, state)
+        run.write_state = write_state
+        from detecture.cli import main
+        sys.exit(main({mine_args(dataset, out, '--workers', '1', '--arrow')!r}))
+    """)
+    killed = subprocess.run([sys.executable, "-c", killer], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert len(list((out / "mine_state" / "scenes").glob("*.json"))) == 4
+    assert (out / "masks" / "ADE_train_clean2_1.png").exists() and not (out / "metadata.json").exists()
+
+    resumed = cli(*mine_args(dataset, out, "--workers", "2", "--arrow"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert "5 to do" in resumed.stderr  # 9 scenes, 4 finished before the kill
+    assert outputs(out) == outputs(reference)
+
+    state_times = {p: p.stat().st_mtime_ns for p in (out / "mine_state" / "scenes").iterdir()}
+    again = cli(*mine_args(dataset, out, "--arrow"))
+    assert again.returncode == 0, again.stderr
+    assert "0 to do" in again.stderr
+    assert {p: p.stat().st_mtime_ns for p in (out / "mine_state" / "scenes").iterdir()} == state_times
+    assert outputs(out) == outputs(reference)
+
+
+def test_changed_settings_refuse_to_resume(dataset, mined):
+    out, _ = mined
+    ade, textured = dataset
+    with pytest.raises(InputError, match="different settings.*threshold"):
+        mine(MineOptions(source="ade20k", root=ade, textured_root=textured, out=out, workers=1, threshold=50))
+
+
+def test_cli_errors_are_one_line(tmp_path):
+    res = cli("mine", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and res.stderr.strip().startswith("error:") and "not found" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = cli("mine", "--root", str(tmp_path), "--out", str(tmp_path / "o"))
+    assert res.returncode == 2 and "expected" in res.stderr
+
+
+def test_invalid_descriptions_are_recorded_not_written(dataset, tmp_path):
+    """The tiny random Qwen3-VL writes gibberish: every sample must be rejected with the reason, none written."""
+    from dataclasses import replace
+
+    qwen = pytest.importorskip("detecture.backbones.qwen")
+    ade, _ = dataset
+    cfg = load_config()
+    describer = QwenDescriber(replace(cfg.describer, max_new_tokens=12), model=qwen.QwenVL.tiny())
+    out = tmp_path / "qwen"
+    summary = mine(MineOptions(source="ade20k", root=ade, out=out, workers=2, describer="qwen"), describer=describer)
+    assert summary["samples"] == 0 and load_metadata(out) == []
+    rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+    for scene in KEPT:
+        assert "invalid description" in rejected[scene]["reason"]
+    assert not (out / "images").exists() and not (out / "masks").exists()
+
+
+def test_a_failing_scene_is_recorded_and_the_run_goes_on(dataset, tmp_path):
+    class Flaky:
+        """Template describer that crashes on one scene (as a bug or odd data would)."""
+
+        name, in_worker = "template", True
+
+        def __init__(self):
+            from detecture.miner.describers import TemplateDescriber
+
+            self.inner = TemplateDescriber(load_config().describer)
+
+        def describe(self, image, rmap, regions):
+            if any(r.name == "sky" for r in regions):  # only ADE_train_fragment has sky
+                raise RuntimeError("describer exploded")
+            return self.inner.describe(image, rmap, regions)
+
+    ade, _ = dataset
+    out = tmp_path / "flaky"
+    summary = mine(MineOptions(source="ade20k", root=ade, out=out, workers=1), describer=Flaky())
+    rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+    assert rejected["ADE_train_fragment"]["reason"] == "RuntimeError: describer exploded"
+    assert {r.extra["scene"] for r in load_metadata(out)} == KEPT - {"ADE_train_fragment"}
+    assert summary["status"]["kept"] == 2

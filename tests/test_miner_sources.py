@@ -1,0 +1,106 @@
+"""Source adapters: ADE20K layout, Textured-ADE20K degrees, the plain-folder source, and clear layout errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detecture.errors import DatasetError
+from detecture.miner.sources import ADE20KSource, FolderSource, TexturedVariants, open_source, read_label_png
+
+import miner_fixture as fx
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return fx.build(tmp_path_factory.mktemp("src"))
+
+
+def test_ade_layout_lists_scenes_sorted(dataset):
+    ade, _ = dataset
+    scenes = ADE20KSource(ade.parent).scenes()  # the folder *containing* ADEChallengeData2016 is accepted
+    ids = [s.id for s in scenes]
+    assert ids == sorted(ids) and "ADE_train_clean2" in ids and "ADE_train_nolabel" in ids
+    clean = next(s for s in scenes if s.id == "ADE_train_clean2")
+    assert clean.label == ade / "annotations" / "training" / "ADE_train_clean2.png" and clean.variants == ()
+
+
+def test_object_info_names(tmp_path, dataset):
+    ade, _ = dataset
+    src = ADE20KSource(ade)
+    assert src.class_names() == {}
+    txt = "Idx\tRatio\tTrain\tVal\tName\n1\t0.15\t1\t1\twall\n2\t0.1\t1\t1\tbuilding, edifice\n"
+    (ade / "objectInfo150.txt").write_text(txt)
+    try:
+        assert src.class_names() == {1: "wall", 2: "building"}
+    finally:
+        (ade / "objectInfo150.txt").unlink()
+    (ade / "objectInfo150.csv").write_text("Idx,Ratio,Train,Val,Name\n1,0.15,1,1,wall\n2,0.1,1,1,building;edifice\n")
+    try:
+        assert src.class_names() == {1: "wall", 2: "building"}
+        (ade / "objectInfo150.csv").write_text("no header\n")
+        with pytest.raises(DatasetError, match="objectInfo150"):
+            src.class_names()
+    finally:
+        (ade / "objectInfo150.csv").unlink()
+
+
+def test_bad_layouts_say_what_was_expected(tmp_path):
+    with pytest.raises(DatasetError, match="images/training.*expected"):
+        ADE20KSource(tmp_path)
+    (tmp_path / "images" / "training").mkdir(parents=True)
+    (tmp_path / "annotations" / "training").mkdir(parents=True)
+    with pytest.raises(DatasetError, match="no images found"):
+        ADE20KSource(tmp_path).scenes()
+    with pytest.raises(DatasetError, match="unknown source"):
+        open_source("coco", tmp_path)
+    with pytest.raises(DatasetError, match="not found"):
+        open_source("ade20k", tmp_path / "nope")
+
+
+def test_textured_degrees(dataset, tmp_path):
+    ade, textured = dataset
+    src = open_source("ade20k", ade, textured_root=textured)
+    assert isinstance(src, TexturedVariants)
+    assert src.describe()["degrees"] == ["degree_1", "eta_0.3"]
+    scene = next(s for s in src.scenes() if s.id == "ADE_train_clean2")
+    assert [v.degree for v in scene.variants] == ["degree_1", "eta_0.3"]
+    assert scene.variants[1].image == textured / "eta_0.3" / "images" / "training" / "ADE_train_clean2.jpg"
+    with pytest.raises(DatasetError, match="no degree folders"):
+        TexturedVariants(ADE20KSource(ade), tmp_path)
+    flat = tmp_path / "flat" / "0.5" / "images"  # flat layout, numeric degree name
+    flat.mkdir(parents=True)
+    Image.new("RGB", (fx.W, fx.H)).save(flat / "ADE_train_clean2.jpg")
+    scenes = TexturedVariants(ADE20KSource(ade), tmp_path / "flat").scenes()
+    assert [v.degree for s in scenes for v in s.variants] == ["0.5"]
+
+
+def test_folder_source(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "images" / "a.png")
+    Image.fromarray(np.ones((8, 8), np.uint8)).save(tmp_path / "labels" / "a.png")
+    src = open_source("folder", tmp_path)
+    assert isinstance(src, FolderSource)
+    [scene] = src.scenes()
+    assert src.read_label(scene).tolist() == np.ones((8, 8)).tolist()
+
+
+def test_read_label_errors(tmp_path: Path):
+    rgb = tmp_path / "rgb.png"
+    Image.new("RGB", (4, 4)).save(rgb)
+    with pytest.raises(DatasetError, match="mode RGB.*single-channel"):
+        read_label_png(rgb)
+    with pytest.raises(DatasetError, match="not found"):
+        read_label_png(tmp_path / "missing.png")
+
+
+def test_cli_choices_match_the_registries():
+    from detecture.commands.mine import DESCRIBER_NAMES, SOURCE_NAMES
+    from detecture.miner.describers import DESCRIBERS
+    from detecture.miner.sources import SOURCES
+
+    assert sorted(SOURCE_NAMES) == sorted(SOURCES) and tuple(DESCRIBER_NAMES) == tuple(DESCRIBERS)
