@@ -78,3 +78,10 @@ def test_published_qwen_widths_build(hidden):
     bridge_params = sum(p.numel() for p in head.bridge.parameters())
     assert bridge_params == hidden * 1024 + 1024 + 2 * 1024
     assert head.bridge(torch.randn(2, hidden)).shape == (2, 1024)
+
+
+def test_fp32_head_beside_bf16_backbone_outputs():
+    head = _head()
+    prompts = torch.randn(2, 32, dtype=torch.bfloat16)
+    pixels = torch.randn(2, 32, 4, 4, dtype=torch.bfloat16)
+    assert head.mask_head(prompts, pixels).dtype == torch.float32

@@ -77,8 +77,9 @@ class MaskHead(nn.Module):
 
     def forward(self, prompts: torch.Tensor, pixel_embeddings: torch.Tensor) -> torch.Tensor:
         """prompts (N, D), pixel_embeddings (N, C, h, w) -> logits (N, h, w)."""
-        query = self.query_mlp(prompts)
-        pixels = self.pixel_proj(pixel_embeddings.to(query.dtype))
+        dtype = self.pixel_proj.weight.dtype  # the head may be fp32 beside bf16 backbones
+        query = self.query_mlp(prompts.to(dtype))
+        pixels = self.pixel_proj(pixel_embeddings.to(dtype))
         return torch.einsum("nc,nchw->nhw", query, pixels) * self.scale
 
 
