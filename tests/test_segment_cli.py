@@ -104,3 +104,9 @@ def test_help_explains_the_options(capsys):
     text = capsys.readouterr().out
     for option in ("--k", "--query", "--grounding", "--head", "--qwen", "--sam3", "--out", "--tiny"):
         assert option in text
+
+
+def test_load_errors_fit_on_one_line(photos, tmp_path, capsys):
+    main(["segment", str(photos["brick"]), "--qwen", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1

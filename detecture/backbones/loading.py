@@ -76,7 +76,8 @@ def load_from_hub(what: str, repo: str, loader: Callable[[], T]) -> T:
             "connected machine with `hf download` and pass the folder path"
         ) from None
     except OSError as exc:
-        raise ModelAccessError(f"could not load {what} '{repo}': {exc}") from None
+        reason = " ".join(str(exc).split())  # transformers' messages span several lines; the CLI prints one
+        raise ModelAccessError(f"could not load {what} '{repo}': {reason}") from None
 
 
 def bitsandbytes_config(quantization: str | None, compute_dtype: torch.dtype):

@@ -52,13 +52,14 @@ class BenchDataset:
 
 
 def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
-    """A dataset folder from a name under the datasets root, or from a path."""
-    as_path = Path(spec).expanduser()
-    if as_path.is_dir():
+    """A dataset folder: a spec with a path separator (or starting with ``.`` / ``~``) is a path, anything else a
+    folder name under the datasets root — so ``rwtd`` never silently picks up a stray ``./rwtd``."""
+    if "/" in spec or os.sep in spec or spec.startswith((".", "~")):
+        as_path = Path(spec).expanduser()
+        if not as_path.is_dir():
+            raise DatasetError(f"dataset {spec!r}: folder not found")
         return as_path
-    if os.sep in spec or spec.startswith("."):
-        raise DatasetError(f"dataset {spec!r}: folder not found")
-    root = datasets_root(data_root)
+    root = Path(data_root).expanduser() if data_root else datasets_root()  # an explicit --data-root beats the env
     if not root.is_dir():
         raise DatasetError(
             f"dataset {spec!r}: datasets root {root} does not exist (use --data-root or $DETECTURE_DATASETS_ROOT)"

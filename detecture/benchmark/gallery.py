@@ -28,15 +28,15 @@ PALETTE = np.array(
 )
 
 
-def colourise(labels: np.ndarray, mapping: dict[int, int] | None = None) -> np.ndarray:
-    """(H, W) labels → RGB; ``mapping`` renames predicted labels to their matched GT label first."""
+def colourise(labels: np.ndarray, mapping: dict[int, int] | None = None, n_gt: int = 0) -> np.ndarray:
+    """(H, W) labels → RGB; ``mapping`` renames predicted labels to their matched GT label first, and unmatched
+    predictions take colours after the ``n_gt`` GT regions' so they never look like an unrelated GT region."""
     labels = labels.astype(np.int64)
-    if mapping:
+    if mapping is not None:
         lut = np.arange(int(labels.max()) + 1)
-        used = set(mapping.values())
-        spare = (c for c in range(1, 256) if c not in used)
+        spare = iter(range(n_gt + 1, n_gt + 1 + len(lut)))
         for lab in range(1, len(lut)):
-            lut[lab] = mapping.get(lab, 0) or next(spare)
+            lut[lab] = mapping.get(lab) or next(spare)
         labels = lut[labels]
     wrapped = np.where(labels == 0, 0, (labels - 1) % (len(PALETTE) - 1) + 1)
     return PALETTE[wrapped]
@@ -64,15 +64,17 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
     fig, axes = plt.subplots(len(records), n_cols, figsize=(1.9 * n_cols, 1.9 * len(records)), dpi=100,
                              squeeze=False)
     for row, record in enumerate(records):
+        n_gt = 0
         try:
             sample, _ = dataset.load(record)
             panels = [sample.image, colourise(gt_label_map(sample.masks))]
+            n_gt = sample.masks.shape[0]
         except Exception as exc:  # noqa: BLE001 — a broken sample gets an empty row, the gallery still renders
             log.warning("gallery: %s: %s", record.id, exc)
             panels = [None, None]
         for cell, rec in zip(dataset_cells, recorded):
             labels = results.load_partition(results.partition_path(out, dataset.name, cell.method.name, record.id))
-            panels.append(None if labels is None else colourise(labels, _matches(rec.get(record.id))))
+            panels.append(None if labels is None else colourise(labels, _matches(rec.get(record.id)), n_gt))
         titles = ["image", "ground truth"] + [c.method.name for c in dataset_cells]
         for col, (panel, title) in enumerate(zip(panels, titles)):
             ax = axes[row, col]

@@ -4,7 +4,7 @@ Every method hands in K logit maps. A static dustbin plane at logit 0 is appende
 "unassigned" (label 0) unless some region logit is > 0; softmax is monotone, so the argmax of the softmax equals the
 argmax of the logits and the softmax itself is never materialised. All region statistics come from one contingency
 table of the (ground-truth label, predicted label) pairs built with ``np.bincount`` — never from K×M mask loops — which
-keeps a 1008² map with K ≤ 6 well under 20 ms on one core.
+keeps a 1008² map with K ≤ 6 under 20 ms on one core (``benchmarks/bench_metrics.py``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from scipy.optimize import linear_sum_assignment
 MASK_LOGIT = 5.0
 MISSING_LOGIT = -1e4
 BOUNDARY_TOLERANCE_PX = 2
-METRIC_NAMES = ("miou", "panoptic_iou", "ari", "boundary_f", "k_correct")
 
 
 def mask_logits(masks: np.ndarray) -> np.ndarray:
@@ -48,20 +47,27 @@ def pad_logits(logits: np.ndarray, k: int) -> np.ndarray:
 def partition(logits: np.ndarray) -> np.ndarray:
     """Static-dustbin argmax: (K, H, W) logits → (H, W) uint8 labels, 0 = unassigned, k = channel k − 1.
 
-    The per-pixel max plus one equality mask per channel (assigned from the last channel down, so the first channel
-    wins ties) is ~2× faster than ``np.argmax`` over axis 0. The dustbin wins ties at 0: a pixel whose best logit is
-    exactly 0 stays unassigned.
+    A running tournament starting from the dustbin (logit 0): channel k takes a pixel only where its logit is
+    *strictly* greater than the best so far, so the dustbin wins ties at 0 and earlier channels win ties between
+    channels. Labels are updated with uint8 arithmetic instead of masked assignment, which vectorises; this is 1.5-3×
+    faster than ``np.argmax`` over axis 0 and independent of how noisy the logits are.
     """
     logits = np.asarray(logits)
     if logits.ndim != 3 or logits.shape[0] > 254:
         raise ValueError(f"logits must be (K, H, W) with K < 255, got shape {logits.shape}")
-    labels = np.zeros(logits.shape[1:], dtype=np.uint8)
-    if logits.shape[0] == 0:
-        return labels
-    best = logits.max(axis=0)
-    for k in range(logits.shape[0] - 1, -1, -1):
-        np.putmask(labels, logits[k] == best, k + 1)
-    np.putmask(labels, best <= 0, 0)
+    shape = logits.shape[1:]
+    best = np.zeros(shape, dtype=np.float32)
+    labels = np.zeros(shape, dtype=np.uint8)
+    won = np.empty(shape, dtype=bool)
+    scratch = np.empty(shape, dtype=np.uint8)
+    won_u8 = won.view(np.uint8)
+    for k in range(logits.shape[0]):
+        np.greater(logits[k], best, out=won)
+        np.maximum(best, logits[k], out=best, casting="unsafe")
+        # labels += won · (k + 1 − labels), in wrapping uint8 arithmetic: k + 1 where won, unchanged elsewhere
+        np.subtract(np.uint8(k + 1), labels, out=scratch)
+        np.multiply(scratch, won_u8, out=scratch)
+        np.add(labels, scratch, out=labels)
     return labels
 
 
@@ -82,8 +88,9 @@ def contingency(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     n_gt = int(gt.max()) + 1 if gt.size else 1
     n_pred = int(pred.max()) + 1 if pred.size else 1
     code_type = np.uint8 if n_gt * n_pred <= 256 else np.int64
-    flat = gt.ravel().astype(code_type) * code_type(n_pred) + pred.ravel().astype(code_type)
-    return np.bincount(flat, minlength=n_gt * n_pred).reshape(n_gt, n_pred)
+    codes = np.multiply(gt, code_type(n_pred), dtype=code_type, casting="unsafe")  # values fit: checked above
+    np.add(codes, pred, out=codes, dtype=code_type, casting="unsafe")
+    return np.bincount(codes.ravel(), minlength=n_gt * n_pred).reshape(n_gt, n_pred)
 
 
 def iou_matrix(table: np.ndarray) -> np.ndarray:
@@ -94,11 +101,6 @@ def iou_matrix(table: np.ndarray) -> np.ndarray:
     union = area_gt + area_pred - inter
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(union > 0, inter / union, 0.0)
-
-
-def _comb2(x: np.ndarray) -> int:
-    x = x.astype(np.int64)
-    return int((x * (x - 1) // 2).sum())
 
 
 def ari_from_table(table: np.ndarray) -> float:
@@ -130,22 +132,26 @@ def _boundaries(labels: np.ndarray) -> np.ndarray:
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
-    """Binary dilation with a disk, as shifted ORs (much cheaper than a generic morphology call for small radii)."""
+    """Dilation by ``radius`` steps of the 3×3 cross, i.e. city-block distance ≤ radius (for radius 2 exactly the
+    Euclidean disk), as in-place shifted ORs — cheaper than a generic morphology call."""
     h, w = mask.shape
-    padded = np.zeros((h + 2 * radius, w + 2 * radius), dtype=bool)
-    padded[radius : radius + h, radius : radius + w] = mask
-    out = np.zeros_like(mask)
-    for dy in range(-radius, radius + 1):
-        for dx in range(-radius, radius + 1):
-            if dy * dy + dx * dx <= radius * radius:
-                out |= padded[radius + dy : radius + dy + h, radius + dx : radius + dx + w]
-    return out
+    grown = np.zeros((h + 2 * radius, w + 2 * radius), dtype=bool)
+    grown[radius : radius + h, radius : radius + w] = mask
+    for _ in range(radius):
+        step = grown.copy()
+        step[1:, :] |= grown[:-1, :]
+        step[:-1, :] |= grown[1:, :]
+        step[:, 1:] |= grown[:, :-1]
+        step[:, :-1] |= grown[:, 1:]
+        grown = step
+    return grown[radius : radius + h, radius : radius + w]
 
 
 def boundary_f(gt: np.ndarray, pred: np.ndarray, tolerance: int = BOUNDARY_TOLERANCE_PX) -> float:
-    """Boundary F-score: a boundary pixel counts as hit if the other map has a boundary within ``tolerance`` px."""
+    """Boundary F-score: a boundary pixel counts as hit if the other map has a boundary within ``tolerance`` px
+    (city-block distance, which at the default 2 px is the same neighbourhood as the Euclidean disk)."""
     b_gt, b_pred = _boundaries(gt), _boundaries(pred)
-    n_gt, n_pred = int(b_gt.sum()), int(b_pred.sum())
+    n_gt, n_pred = np.count_nonzero(b_gt), np.count_nonzero(b_pred)
     if n_gt == 0 and n_pred == 0:
         return 1.0
     if n_gt == 0 or n_pred == 0:

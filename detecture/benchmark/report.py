@@ -36,6 +36,7 @@ class CellSummary:
     failed: int
     metrics: dict[str, Aggregate]
     first_error: str
+    warned: int
 
     @property
     def missing(self) -> int:
@@ -59,6 +60,7 @@ def summarise(cells: list[Cell], out: Path) -> list[CellSummary]:
                 failed=len(failed),
                 metrics=metrics,
                 first_error=str(failed[0].get("error", "")) if failed else "",
+                warned=sum(1 for r in records if r.get("warnings")),
             )
         )
     return summaries
@@ -90,6 +92,11 @@ def markdown(summaries: list[CellSummary]) -> str:
     if errors:
         lines += ["", "## Failures", ""]
         lines += [f"- {s.method} × {s.dataset}: {s.failed} failed; first error: {s.first_error}" for s in errors]
+    warned = [s for s in summaries if s.warned]
+    if warned:
+        lines += ["", "## Data warnings", ""]
+        lines += [f"- {s.method} × {s.dataset}: {s.warned} samples with empty ground-truth masks (see the JSONL)"
+                  for s in warned]
     return "\n".join(lines) + "\n"
 
 

@@ -89,9 +89,16 @@ class ShardWriter:
 
 
 def merge_cell(directory: Path, order: list[str]) -> None:
-    """Write the dataset-ordered ``samples.jsonl`` atomically, then drop the shards it now contains."""
+    """Write ``samples.jsonl`` atomically in dataset order, then drop the shards it now contains.
+
+    Records outside ``order`` (e.g. beyond this run's ``--limit``) are kept, after the ordered ones.
+    """
     records = read_cell(directory)
-    lines = [json.dumps(records[i], ensure_ascii=False) for i in order if i in records]
+    if not records:
+        return
+    ordered = set(order)
+    ranked = [i for i in order if i in records] + [i for i in records if i not in ordered]
+    lines = [json.dumps(records[i], ensure_ascii=False) for i in ranked]
     atomic.write_text(directory / MERGED, "".join(line + "\n" for line in lines))
     for shard in directory.glob("part-*.jsonl"):
         shard.unlink()

@@ -21,11 +21,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.metadata import SampleRecord
-from ..errors import DatasetError, DetectureError
+from ..errors import DatasetError, DetectureError, InputError
 from . import results
 from .datasets import BenchDataset, gt_count, image_stem, open_dataset
 from .methods import Method, MethodOptions, build_method
-from .methods.predictions import PredictionsMethod
+from .methods.predictions import DEFAULT_PATTERN, PredictionsMethod
 from .metrics import score_logits
 from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_mode, regime_for
 
@@ -40,10 +40,11 @@ class BenchConfig:
     methods: list[str]
     datasets: list[str]
     predictions: list[tuple[str, str]] = field(default_factory=list)
-    predictions_pattern: str = "{stem}.png"
+    predictions_pattern: str = DEFAULT_PATTERN
     data_root: str | None = None
     limit: int | None = None
     force: bool = False
+    retry_failed: bool = False
     regime: RegimeSpec | None = None
     gallery: int = 4
     options: MethodOptions = field(default_factory=MethodOptions)
@@ -65,17 +66,20 @@ class Cell:
 def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], list[Cell]]:
     """Open datasets, build (unloaded) methods and check every cell's dispatch rule — before any weights load."""
     if not config.methods and not config.predictions:
-        raise DatasetError("no methods selected")
+        raise InputError("no methods selected")
     if not config.datasets:
-        raise DatasetError("no datasets selected")
+        raise InputError("no datasets selected")
     datasets = [open_dataset(spec, config.data_root) for spec in config.datasets]
     methods: list[Method] = [build_method(name, config.options) for name in config.methods]
     methods += [
-        PredictionsMethod(config.options, name, folder, config.predictions_pattern) for name, folder in config.predictions
+        PredictionsMethod(config.options, name, folder, config.predictions_pattern)
+        for name, folder in config.predictions
     ]
+    for method in methods:
+        method.check()
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
-        raise DatasetError(f"method names must be unique, got {names}")
+        raise InputError(f"method names must be unique, got {names}")
     regimes = {d.name: regime_for(d.key, config.regime) for d in datasets}
     check_plan([(m.kind, d.name, regimes[d.name]) for m in methods for d in datasets])
     cells = []
@@ -126,8 +130,12 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
     return base
 
 
-def _pending(cell: Cell, out: Path) -> list[SampleRecord]:
+def _pending(cell: Cell, out: Path, retry_failed: bool) -> list[SampleRecord]:
+    """Samples without a recorded result (with ``retry_failed``, also those recorded as failures: the new record,
+    appended later, replaces the old one when the cell is read)."""
     done = results.read_cell(results.cell_dir(out, *cell.directory_parts))
+    if retry_failed:
+        done = {i: r for i, r in done.items() if r.get("status") == "ok"}
     return [r for r in cell.records if r.id not in done]
 
 
@@ -144,7 +152,7 @@ def run_benchmark(config: BenchConfig) -> list[Cell]:
     state.wait_for_everyone()
     for method in methods:
         mine = [c for c in cells if c.method is method]
-        todo = [(c, _pending(c, out)) for c in mine]
+        todo = [(c, _pending(c, out, config.retry_failed)) for c in mine]
         todo = [(c, p) for c, p in todo if p]
         for c in mine:
             if not any(c is t for t, _ in todo):
@@ -159,7 +167,7 @@ def run_benchmark(config: BenchConfig) -> list[Cell]:
                 method.close()
         if state.is_main_process:
             for c in mine:
-                results.merge_cell(results.cell_dir(out, *c.directory_parts), [r.id for r in c.records])
+                results.merge_cell(results.cell_dir(out, *c.directory_parts), [r.id for r in c.dataset.records])
         state.wait_for_everyone()
     return cells
 

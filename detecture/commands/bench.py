@@ -21,7 +21,8 @@ examples:
   detecture bench --datasets rwtd,outex --methods classical,detecture-text --out runs/bench
   detecture bench --datasets /data/outex --methods classical \\
       --predictions pca-ms=/data/outex/peer_predictions/pca-ms --predictions-pattern 'seg{stem}.png' --out runs/outex
-  accelerate launch -m detecture bench --datasets rwtd --methods detecture --out runs/bench   (sharded over GPUs)
+  accelerate launch -m detecture bench --datasets rwtd --methods detecture --head ckpt/ --out runs/bench
+      (one shard of the samples per GPU process; results merged)
 """
 
 
@@ -52,11 +53,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", help="datasets root (default: $DETECTURE_DATASETS_ROOT, else ./datasets)")
     p.add_argument("--limit", type=int, help="only the first N samples of each dataset")
     p.add_argument("--force", action="store_true", help="rerun cells that are already complete")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="rerun samples recorded as failed (e.g. after fixing a file or freeing GPU memory)")
     p.add_argument("--regime", help="K regime for datasets not in the regime table: autonomous | oracle | oracle:N "
                    "(default: oracle with each sample's K_gt)")
     p.add_argument("--predictions", type=_key_value, action="append", default=[], metavar="NAME=FOLDER",
                    help="score precomputed label maps from FOLDER as method NAME (repeatable)")
-    p.add_argument("--predictions-pattern", default="{stem}.png",
+    p.add_argument("--predictions-pattern",
                    help="file name of a prediction; {id} = record id, {stem} = image file stem (default: {stem}.png)")
     p.add_argument("--model", type=_key_value, action="append", default=[], metavar="KEY=ID",
                    help="model id or local path, e.g. qwen=..., sam3=..., grounding-dino=..., texturesam=..., "
@@ -76,6 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..benchmark.methods.base import MethodOptions
+    from ..benchmark.methods.predictions import DEFAULT_PATTERN
     from ..benchmark.regimes import parse_regime
     from ..benchmark.run import run as run_bench
     from ..benchmark.runner import BenchConfig
@@ -89,10 +93,11 @@ def run(args: argparse.Namespace) -> int:
         methods=args.methods,
         datasets=args.datasets,
         predictions=args.predictions,
-        predictions_pattern=args.predictions_pattern,
+        predictions_pattern=args.predictions_pattern or DEFAULT_PATTERN,
         data_root=args.data_root,
         limit=args.limit,
         force=args.force,
+        retry_failed=args.retry_failed,
         regime=parse_regime(args.regime) if args.regime else None,
         gallery=args.gallery,
         options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,

@@ -29,6 +29,8 @@ class MethodOutput:
         self.logits = np.asarray(self.logits, dtype=np.float32)
         if self.logits.ndim != 3:
             raise ValueError(f"method returned logits of shape {self.logits.shape}; expected (K, H, W)")
+        if np.isnan(self.logits).any():  # NaN never wins a comparison: it would pass silently as "unassigned"
+            raise ValueError("method returned NaN logits")
         if len(self.descriptions) < self.logits.shape[0]:
             self.descriptions = list(self.descriptions) + [""] * (self.logits.shape[0] - len(self.descriptions))
 
@@ -55,6 +57,10 @@ class Method(ABC):
         self.options = options
         self.name = name or self.kind
         self.loaded: dict[str, Any] = {}
+
+    def check(self) -> None:
+        """Cheap prerequisite checks (permissions, paths, optional packages), run for every method before the first
+        model loads, so a run of several methods cannot fail on the last one after hours on the others."""
 
     def load(self) -> None:
         """Load weights into :attr:`loaded` (no-op for weightless methods)."""

@@ -1,12 +1,13 @@
 """``classical``: a weightless, CPU-only texture segmenter — the offline baseline that makes the benchmark run anywhere.
 
-Features per pixel (computed at ≤ 256 px for speed): log energy of a Gabor filter bank (4 scales × 6 orientations,
-applied in the Fourier domain, energy smoothed over a window proportional to the wavelength) plus local mean / standard
-deviation of luminance and of the CIE-Lab chroma channels. Features are standardised, reduced by PCA and clustered with
-k-means (several restarts, fitted on a pixel subsample). Each cluster's score map (negative squared distance) is
-spatially smoothed — a soft majority filter — and turned into a margin logit (own score minus the best rival), so the
-winning region has a positive logit and the static dustbin never wins. In the autonomous regime K ∈ 1..6 is chosen by
-the silhouette score on a subsample, with K = 1 when no split reaches :data:`MIN_SILHOUETTE`.
+Features per pixel (computed at ≤ 256 px for speed): log energy of a Gabor filter bank (4 scales × 8 orientations,
+narrow Gaussian pass-bands applied in the Fourier domain — narrow bands separated Outex textures far better than
+wide ones — energy smoothed over a window proportional to the wavelength) plus local mean / standard deviation of
+luminance (down-weighted) and of the CIE-Lab chroma channels. Features are standardised, reduced by PCA and
+clustered with k-means (several restarts, fitted on a pixel subsample). Each cluster's score map (negative squared
+distance) is spatially smoothed — a soft majority filter — and turned into a margin logit (own score minus the best
+rival), so the winning region has a positive logit and the static dustbin never wins. In the autonomous regime
+K ∈ 1..6 is chosen by the silhouette score on a subsample, with K = 1 when no split reaches :data:`MIN_SILHOUETTE`.
 """
 
 from __future__ import annotations
@@ -18,16 +19,20 @@ from skimage.transform import resize
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import silhouette_score
+from threadpoolctl import threadpool_limits
 
+from ..metrics import pad_logits
 from ..regimes import SampleRegime
 from .base import Method, MethodOutput
 
 WORK_SIDE = 256
 FREQUENCIES = (0.06, 0.12, 0.24, 0.4)  # cycles per pixel at the working resolution
-N_ORIENTATIONS = 6
-ENERGY_WINDOW = 1.5  # smoothing sigma of the Gabor energy, in wavelengths
+N_ORIENTATIONS = 8
+BANDWIDTH = 0.2  # Gaussian pass-band sigma, relative to the centre frequency
+ENERGY_WINDOW = 2.0  # smoothing sigma of the Gabor energy, in wavelengths
 STAT_SIGMA = 6.0
-STAT_WEIGHT = 1.0
+LUMA_STAT_WEIGHT = 0.25  # Outex-style normalised textures make luminance statistics mostly noise
+CHROMA_STAT_WEIGHT = 1.0
 PCA_COMPONENTS = 10
 FIT_PIXELS = 12000
 SCORE_SMOOTH_SIGMA = 4.0
@@ -43,7 +48,7 @@ def _gabor_energy(gray: np.ndarray) -> list[np.ndarray]:
     fx = np.fft.fftfreq(w)[None, :]
     out = []
     for f in FREQUENCIES:
-        bandwidth = f / 2.5
+        bandwidth = f * BANDWIDTH
         for i in range(N_ORIENTATIONS):
             theta = np.pi * i / N_ORIENTATIONS
             u, v = f * np.cos(theta), f * np.sin(theta)
@@ -68,11 +73,11 @@ def texture_features(image: np.ndarray) -> np.ndarray:
                                               preserve_range=True)
     lab = rgb2lab(np.clip(small, 0, 255).astype(np.uint8)).astype(np.float64)
     gray = lab[..., 0] / 100.0
-    stats = _local_stats(gray)
-    for c in (1, 2):
-        if np.ptp(lab[..., c]) > 1.0:  # greyscale images carry no chroma; skip the constant channels
-            stats += _local_stats(lab[..., c] / 100.0)
-    return np.concatenate([_standardise(_gabor_energy(gray)), STAT_WEIGHT * _standardise(stats)], axis=-1)
+    parts = [_standardise(_gabor_energy(gray)), LUMA_STAT_WEIGHT * _standardise(_local_stats(gray))]
+    chroma = [s for c in (1, 2) if np.ptp(lab[..., c]) > 1.0 for s in _local_stats(lab[..., c] / 100.0)]
+    if chroma:  # greyscale images carry no chroma; the constant channels are skipped
+        parts.append(CHROMA_STAT_WEIGHT * _standardise(chroma))
+    return np.concatenate(parts, axis=-1)
 
 
 def _standardise(feats: list[np.ndarray]) -> np.ndarray:
@@ -95,12 +100,21 @@ def _choose_k(sample: np.ndarray, seed: int) -> int:
     return best_k
 
 
+def _smoothed_scores(reduced: np.ndarray, centers: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(K, h, w) negative squared distances to the centres, normalised and blurred (a soft majority filter)."""
+    dist = ((reduced[:, None, :] - centers[None]) ** 2).sum(-1)
+    scores = -dist.reshape(*shape, len(centers)).transpose(2, 0, 1) / max(float(np.median(dist.min(axis=1))), 1e-6)
+    return np.stack([ndimage.gaussian_filter(s, SCORE_SMOOTH_SIGMA, mode="reflect") for s in scores])
+
+
 def segment_texture(image: np.ndarray, k: int | None, seed: int = 0) -> np.ndarray:
     """(K, H, W) margin logits for an image; ``k=None`` chooses K by silhouette."""
     h, w = image.shape[:2]
     feats = texture_features(image)
     fh, fw, d = feats.shape
     flat = feats.reshape(-1, d)
+    if not np.any(flat.std(axis=0) > 1e-6):  # a textureless image is one region, whatever K was asked for
+        return pad_logits(np.ones((1, h, w), dtype=np.float32), k or 1)
     rng = np.random.default_rng(seed)
     fit = flat[rng.choice(flat.shape[0], size=min(FIT_PIXELS, flat.shape[0]), replace=False)]
     pca = PCA(n_components=min(PCA_COMPONENTS, d), random_state=seed).fit(fit)
@@ -109,10 +123,8 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0) -> np.ndarr
         k = _choose_k(fit_reduced[:2000], seed)
     if k == 1:
         return np.ones((1, h, w), dtype=np.float32)
-    km = KMeans(k, n_init=8, random_state=seed).fit(fit_reduced)
-    dist = ((reduced[:, None, :] - km.cluster_centers_[None]) ** 2).sum(-1)
-    scores = -dist.reshape(fh, fw, k).transpose(2, 0, 1) / max(float(np.median(dist.min(axis=1))), 1e-6)
-    scores = np.stack([ndimage.gaussian_filter(s, SCORE_SMOOTH_SIGMA, mode="reflect") for s in scores])
+    centers = KMeans(k, n_init=8, random_state=seed).fit(fit_reduced).cluster_centers_
+    scores = _smoothed_scores(reduced, centers, (fh, fw))
     order = np.sort(scores, axis=0)
     rival = np.where(scores == order[-1], order[-2], order[-1])
     margin = (scores - rival).astype(np.float32)
@@ -128,5 +140,8 @@ class ClassicalMethod(Method):
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         k = regime.k if regime.mode == "given-k" else None
-        logits = segment_texture(image, k, seed=self.options.seed)
+        # One BLAS/OpenMP thread: the per-image problems are small, and k-means' OpenMP threads spinning against
+        # other work on a shared CPU made it ~10x slower in measurements; parallelism belongs across samples.
+        with threadpool_limits(limits=1):
+            logits = segment_texture(image, k, seed=self.options.seed)
         return MethodOutput(logits, [f"cluster {i + 1}" for i in range(logits.shape[0])])

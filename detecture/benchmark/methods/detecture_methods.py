@@ -21,6 +21,11 @@ from .base import Method, MethodOutput, torch_device
 class _DetectureMethod(Method):
     grounding = "bridge"
 
+    def check(self) -> None:
+        if self.grounding == "bridge" and not self.options.tiny and self.options.head is None:
+            raise CheckpointError("method 'detecture' needs a trained head: pass --head PATH "
+                                  "(or benchmark 'detecture-text', which needs no trained weights)")
+
     def load(self) -> None:
         from ...pipeline import DetecturePipeline
 
@@ -28,9 +33,6 @@ class _DetectureMethod(Method):
             self.loaded["pipe"] = DetecturePipeline.tiny(seed=self.options.seed)
             return
         head = self.options.head if self.grounding == "bridge" else None
-        if self.grounding == "bridge" and head is None:
-            raise CheckpointError("method 'detecture' needs a trained head: pass --head PATH "
-                                  "(or benchmark 'detecture-text', which needs no trained weights)")
         kwargs = {k: v for k, v in (("qwen", self.options.models.get("qwen")),
                                     ("sam3", self.options.models.get("sam3"))) if v}
         self.loaded["pipe"] = DetecturePipeline.from_pretrained(head=head, device=torch_device(self.options),

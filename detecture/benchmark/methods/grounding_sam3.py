@@ -50,12 +50,14 @@ class GroundingSam3Method(Method):
 
     kind = "grounding-sam3"
 
+    def check(self) -> None:
+        require_torchvision(self.name)
+
     def load(self) -> None:
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor, Sam3Model, Sam3Processor
 
         from ...backbones.loading import load_from_hub
 
-        require_torchvision(self.name)
         device = torch_device(self.options)
         detector_id = self.model_id("grounding-dino", DEFAULT_DETECTOR)
         sam3_id = self.model_id("sam3", DEFAULT_SAM3)

@@ -29,15 +29,17 @@ def sa2va_prompt(k: int | None) -> str:
 class Sa2VAMethod(Method):
     kind = "sa2va"
 
+    def check(self) -> None:
+        if not self.options.trust_remote_code:
+            raise InputError("method 'sa2va' runs the model's own code from the hub; pass --trust-remote-code "
+                             "to allow it")
+
     def load(self) -> None:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
         from ...backbones.loading import load_from_hub
 
-        if not self.options.trust_remote_code:
-            raise InputError("method 'sa2va' runs the model's own code from the hub; pass --trust-remote-code "
-                             "to allow it")
         model_id = self.model_id("sa2va", DEFAULT_MODEL)
         device = torch_device(self.options)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -35,16 +35,18 @@ def largest_masks(masks: list[np.ndarray], k: int) -> np.ndarray:
 class TextureSamMethod(Method):
     kind = "texturesam"
 
+    def check(self) -> None:
+        if not self.options.models.get("texturesam"):
+            raise InputError("method 'texturesam' needs its checkpoint: --model texturesam=PATH_OR_ID "
+                             "(TextureSAM weights converted to transformers' Sam2Model format)")
+        require_torchvision(self.name)  # the generator's mask NMS uses torchvision
+
     def load(self) -> None:
         from transformers import Sam2Model, pipeline
 
         from ...backbones.loading import load_from_hub
 
-        checkpoint = self.options.models.get("texturesam")
-        if not checkpoint:
-            raise InputError("method 'texturesam' needs its checkpoint: --model texturesam=PATH_OR_ID "
-                             "(TextureSAM weights converted to transformers' Sam2Model format)")
-        require_torchvision(self.name)  # the generator's mask NMS uses torchvision
+        checkpoint = self.options.models["texturesam"]
         device = torch_device(self.options)
         model = load_from_hub("TextureSAM (SAM-2) model", checkpoint, lambda: Sam2Model.from_pretrained(checkpoint))
         self.loaded["generator"] = load_from_hub(

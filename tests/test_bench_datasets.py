@@ -1,0 +1,96 @@
+"""Benchmark datasets: unified and RWTD layouts, the datasets root, and bad input as one clear error (never a zero)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench_fixture import make_rwtd, make_unified
+from detecture.benchmark.datasets import open_dataset
+from detecture.benchmark.methods import MethodOptions
+from detecture.benchmark.runner import BenchConfig, build_plan, run_sample
+from detecture.cli import main
+from detecture.errors import DatasetError
+
+
+def test_unified_layout_found_by_name_under_env_root(tmp_path, monkeypatch):
+    make_unified(tmp_path / "STLD", 3)
+    monkeypatch.setenv("DETECTURE_DATASETS_ROOT", str(tmp_path))
+    ds = open_dataset("stld")  # case-insensitive folder match
+    assert ds.name == "STLD" and [r.id for r in ds.records] == ["m0", "m1", "m2"]
+    sample, warnings = ds.load(ds.records[0])
+    assert sample.image.shape == (96, 96, 3) and sample.masks.shape == (2, 96, 96) and warnings == []
+    with pytest.raises(DatasetError, match="no folder of that name"):
+        open_dataset("stld", data_root=tmp_path / "STLD")  # an explicit root wins over the environment
+
+
+def test_rwtd_native_layout(tmp_path):
+    make_rwtd(tmp_path / "rwtd", 2)
+    ds = open_dataset(str(tmp_path / "rwtd"))
+    assert [r.id for r in ds.records] == ["000", "001"]
+    assert [t.mask_path for t in ds.records[1].textures] == ["textures_mask/001_mask_a.png",
+                                                             "textures_mask/001_mask_b.png"]
+    sample, _ = ds.load(ds.records[0])
+    assert np.array_equal(sample.masks[0], ~sample.masks[1])
+
+
+def test_masks_are_binarised_above_127_and_empty_masks_reported(tmp_path):
+    root = make_unified(tmp_path / "set", 1)
+    Image.fromarray(np.full((96, 96), 127, np.uint8)).save(root / "masks" / "m0_b.png")  # 127 is "out": empty
+    mask_a = np.zeros((96, 96), np.uint8)
+    mask_a[:, :10] = 128
+    Image.fromarray(mask_a).save(root / "masks" / "m0_a.png")
+    ds = open_dataset(str(root))
+    sample, warnings = ds.load(ds.records[0])
+    assert sample.masks[0].sum() == 96 * 10 and not sample.masks[1].any()
+    assert warnings == ["empty mask masks/m0_b.png"]
+
+
+def _cli_error(capsys, argv: list[str]) -> str:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: "), err
+    return err[0]
+
+
+def test_path_traversal_is_one_clear_error(tmp_path, capsys):
+    root = make_unified(tmp_path / "evil", 2)
+    (tmp_path / "secret.png").write_bytes((root / "masks" / "m0_a.png").read_bytes())
+    records = json.loads((root / "metadata.json").read_text())
+    records[1]["textures"][0]["mask_path"] = "../secret.png"
+    (root / "metadata.json").write_text(json.dumps(records))
+    with pytest.raises(DatasetError, match="escapes the dataset root"):
+        open_dataset(str(root))
+    line = _cli_error(capsys, ["bench", "--datasets", str(root), "--methods", "classical", "--out",
+                               str(tmp_path / "out")])
+    assert "../secret.png" in line and "escapes" in line
+    assert not (tmp_path / "out" / "cells").exists()  # nothing ran
+
+
+def test_missing_folder_and_bad_schema_are_clear_errors(tmp_path, capsys):
+    line = _cli_error(capsys, ["bench", "--datasets", "rwtd", "--data-root", str(tmp_path), "--out",
+                               str(tmp_path / "out")])
+    assert "rwtd" in line and str(tmp_path) in line
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "metadata.json").write_text(json.dumps({"id": "x"}))
+    line = _cli_error(capsys, ["bench", "--datasets", "broken", "--data-root", str(tmp_path), "--out",
+                               str(tmp_path / "out")])
+    assert "metadata.json" in line and "list" in line
+    (tmp_path / "empty").mkdir()
+    line = _cli_error(capsys, ["bench", "--datasets", "empty", "--data-root", str(tmp_path), "--out",
+                               str(tmp_path / "out")])
+    assert "textures_mask" in line
+
+
+def test_mask_size_mismatch_is_a_recorded_failure_naming_the_file(tmp_path):
+    root = make_unified(tmp_path / "set", 2)
+    Image.fromarray(np.zeros((50, 60), np.uint8)).save(root / "masks" / "m1_a.png")
+    config = BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)],
+                         options=MethodOptions())
+    _, _, cells = build_plan(config)
+    rec = run_sample(cells[0], cells[0].records[1], tmp_path / "out", save_partition=False)
+    assert rec["status"] == "failed"
+    assert "m1_a.png" in rec["error"] and "60x50" in rec["error"]

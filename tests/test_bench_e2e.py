@@ -1,0 +1,140 @@
+"""``detecture bench`` end to end on real-texture mosaics (RWTD layout): reports, skip/force, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench_fixture import make_rwtd
+from detecture.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+HAS_PIPELINE = importlib.util.find_spec("detecture.pipeline") is not None
+
+
+def _samples(out: Path, dataset: str, method: str) -> list[dict]:
+    path = out / "cells" / dataset / method / "samples.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _without_timing(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+
+
+@pytest.mark.skipif(not HAS_PIPELINE, reason="detecture.pipeline is not available yet")
+def test_classical_and_tiny_detecture_text_end_to_end(tmp_path, capsys):
+    make_rwtd(tmp_path / "data" / "rwtd", 4)
+    out = tmp_path / "out"
+    argv = ["bench", "--datasets", "rwtd", "--methods", "classical,detecture-text", "--tiny",
+            "--data-root", str(tmp_path / "data"), "--out", str(out), "--gallery", "2"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "| rwtd | oracle K=2 | classical |" in printed
+
+    for name in ("report.md", "report.csv", "report.tex", "gallery/rwtd.png"):
+        assert (out / name).stat().st_size > 0, name
+    for metric in ("miou", "panoptic_iou", "ari", "boundary_f", "k_correct"):
+        with Image.open(out / "charts" / f"{metric}.png") as im:
+            assert im.format == "PNG" and im.width > 100
+    rows = {r["method"]: r for r in csv.DictReader((out / "report.csv").open())}
+    assert set(rows) == {"classical", "detecture-text"}
+    assert all(int(r["ok"]) == 4 and int(r["failed"]) == 0 for r in rows.values())
+    # two real textures with a known split: the classical baseline must find it
+    assert float(rows["classical"]["miou"]) > 0.8
+    text = _samples(out, "rwtd", "detecture-text")
+    assert len(text) == 4 and all(len(r["descriptions"]) == 2 for r in text)
+    assert "\\begin{tabular}" in (out / "report.tex").read_text()
+
+    # a finished cell is skipped (its results are untouched, also those beyond a smaller --limit) unless --force
+    before = (out / "cells" / "rwtd" / "classical" / "samples.jsonl").read_text()
+    assert main(argv[:4] + ["classical"] + argv[5:] + ["--limit", "2"]) == 0
+    assert (out / "cells" / "rwtd" / "classical" / "samples.jsonl").read_text() == before
+    assert main(argv[:4] + ["classical"] + argv[5:] + ["--force", "--limit", "2"]) == 0
+    assert len(_samples(out, "rwtd", "classical")) == 2
+
+
+def test_failed_samples_are_counted_not_dropped(tmp_path, capsys):
+    root = make_rwtd(tmp_path / "rwtd", 3)
+    (root / "textures_mask" / "001_mask_b.png").unlink()
+    out = tmp_path / "out"
+    assert main(["bench", "--datasets", str(root), "--methods", "classical", "--out", str(out)]) == 0
+    row = next(csv.DictReader((out / "report.csv").open()))
+    assert (row["ok"], row["failed"], row["missing"]) == ("2", "1", "0")
+    failed = [r for r in _samples(out, "rwtd", "classical") if r["status"] == "failed"]
+    assert len(failed) == 1 and "001_mask_b.png" in failed[0]["error"]
+    assert "001_mask_b.png" in (out / "report.md").read_text()
+
+    with Image.open(root / "textures_mask" / "001_mask_a.png") as mask_a:  # restore the missing complement
+        Image.fromarray(255 - np.asarray(mask_a)).save(root / "textures_mask" / "001_mask_b.png")
+    argv = ["bench", "--datasets", str(root), "--methods", "classical", "--out", str(out)]
+    assert main(argv) == 0  # a complete cell: the failure stays recorded
+    assert next(csv.DictReader((out / "report.csv").open()))["failed"] == "1"
+    assert main(argv + ["--retry-failed"]) == 0
+    row = next(csv.DictReader((out / "report.csv").open()))
+    assert (row["ok"], row["failed"]) == ("3", "0")
+    assert [r["id"] for r in _samples(out, "rwtd", "classical")] == ["000", "001", "002"]
+
+
+def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
+    data = tmp_path / "data"
+    make_rwtd(data / "rwtd", 10)
+    args = ["--datasets", "rwtd", "--methods", "classical", "--data-root", str(data), "--gallery", "0"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "detecture", "bench", *args, "--out", str(killed)], env=env,
+                            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    shard = killed / "cells" / "rwtd" / "classical" / "part-0.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if shard.exists() and shard.read_text().count("\n") >= 2:
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = [json.loads(line) for line in shard.read_text().splitlines() if line.strip()]
+    assert 2 <= len(partial) < 10 and not (killed / "report.md").exists()
+
+    resumed = subprocess.run([sys.executable, "-m", "detecture", "bench", *args, "--out", str(killed)], env=env,
+                             cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert main(["bench", *args, "--out", str(tmp_path / "straight")]) == 0
+
+    got = _samples(killed, "rwtd", "classical")
+    ids = [r["id"] for r in got]
+    assert ids == [f"{i:03d}" for i in range(10)]  # none duplicated, none lost, dataset order
+    assert _without_timing(got) == _without_timing(_samples(tmp_path / "straight", "rwtd", "classical"))
+    for name in ("report.md", "report.csv", "report.tex"):
+        assert (killed / name).read_text() == (tmp_path / "straight" / name).read_text()
+
+
+def test_sharded_run_with_accelerate_launch_merges_shards(tmp_path):
+    """Two CPU processes split the samples (``split_between_processes``); the merged cell equals a one-process run."""
+    data = tmp_path / "data"
+    make_rwtd(data / "rwtd", 5)
+    args = ["--datasets", "rwtd", "--methods", "classical", "--data-root", str(data), "--gallery", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    sharded = subprocess.run([*launch, "-m", "detecture", "bench", *args, "--out", str(tmp_path / "sharded")],
+                             env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert sharded.returncode == 0, sharded.stderr[-2000:]
+    assert main(["bench", *args, "--out", str(tmp_path / "single")]) == 0
+    cell = tmp_path / "sharded" / "cells" / "rwtd" / "classical"
+    assert sorted(p.name for p in cell.iterdir()) == ["samples.jsonl"]  # shards merged and removed
+    assert _without_timing(_samples(tmp_path / "sharded", "rwtd", "classical")) == _without_timing(
+        _samples(tmp_path / "single", "rwtd", "classical"))
+    assert (tmp_path / "sharded" / "report.csv").read_text() == (tmp_path / "single" / "report.csv").read_text()
+    assert (tmp_path / "sharded" / "gallery" / "rwtd.png").exists()

@@ -1,0 +1,193 @@
+"""Methods behind one interface: dispatch-table checks, regime handling and the offline-checkable parts of each."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from bench_fixture import make_unified, mosaic
+from detecture.benchmark.methods import REGISTRY, MethodOptions, build_method
+from detecture.benchmark.methods.predictions import PredictionsMethod
+from detecture.benchmark.methods.sam3 import instances_to_logits
+from detecture.benchmark.metrics import gt_label_map, partition, score_labels
+from detecture.benchmark.regimes import (
+    AUTONOMOUS,
+    DISPATCH,
+    ORACLE,
+    REGIMES,
+    RegimeSpec,
+    SampleRegime,
+    check_plan,
+    parse_regime,
+    regime_for,
+)
+from detecture.benchmark.runner import BenchConfig, run_benchmark
+from detecture.errors import DatasetError, DetectureError, InputError, ModelAccessError
+
+
+def test_dispatch_table_covers_every_method_and_regime():
+    kinds = {spec.kind for spec in REGIMES.values()}
+    for method in list(REGISTRY) + ["predictions"]:
+        for kind in kinds | {ORACLE, AUTONOMOUS}:
+            assert (method, kind) in DISPATCH
+
+
+def test_missing_dispatch_pair_fails_before_any_model_loads():
+    with pytest.raises(InputError, match="new-method × rwtd"):
+        check_plan([("classical", "rwtd", REGIMES["rwtd"]), ("new-method", "rwtd", REGIMES["rwtd"])])
+    with pytest.raises(InputError, match="unknown method"):
+        build_method("nope", MethodOptions())
+
+
+def test_regime_option_parsing():
+    assert parse_regime("oracle:3") == RegimeSpec(ORACLE, 3)
+    assert parse_regime("autonomous") == RegimeSpec(AUTONOMOUS)
+    with pytest.raises(InputError):
+        parse_regime("oracle:9")
+    assert regime_for("RWTD", RegimeSpec(AUTONOMOUS)) == RegimeSpec(ORACLE, 2)  # the table wins for known sets
+    assert regime_for("my_set", RegimeSpec(AUTONOMOUS)) == RegimeSpec(AUTONOMOUS)
+    assert regime_for("my_set") == RegimeSpec(ORACLE, None)  # default: oracle K_gt
+
+
+def test_sam3_instances_to_logits_per_mode():
+    masks = np.full((3, 4, 6), -1.0, dtype=np.float32)
+    masks[0, :, :2] = 2.0  # score 0.2
+    masks[1, :, 2:] = 2.0  # score 0.9 (best)
+    masks[2, :2, :] = 2.0  # score 0.5
+    scores = np.array([0.2, 0.9, 0.5])
+    one = partition(instances_to_logits(masks, scores, 1, "single-prompt"))
+    assert np.array_equal(one == 1, masks[1] > 0) and set(np.unique(one)) == {0, 1}
+    two = partition(instances_to_logits(masks, scores, 2, "single-prompt"))  # inverse-mask trick: exact split
+    assert np.array_equal(two == 1, masks[1] > 0) and np.array_equal(two == 2, masks[1] <= 0)
+    three = instances_to_logits(masks, scores, 3, "top-k-gt")
+    assert three.shape == (3, 4, 6) and np.array_equal(three[1] > 0, masks[2] > 0)  # ranked by score
+    padded = instances_to_logits(masks[:1], scores[:1], 3, "top-k-gt")
+    assert (padded[1:] == -1e4).all()
+
+
+def test_sam3_method_on_tiny_random_sam3():
+    method = build_method("sam3", MethodOptions(tiny=True))
+    method.load()
+    image, _ = mosaic(0, 64)
+    try:
+        k2 = method.segment(image, SampleRegime(ORACLE, 2, 2, "single-prompt"))
+        assert k2.logits.shape == (2, 64, 64)
+        labels = partition(k2.logits)
+        assert set(np.unique(labels)) <= {1, 2}  # two-way split: nothing unassigned
+        k1 = method.segment(image, SampleRegime(ORACLE, 1, 1, "single-prompt"))
+        assert k1.logits.shape == (1, 64, 64)
+        auto = method.segment(image, SampleRegime(AUTONOMOUS, None, 4, "top-k-gt"))
+        assert auto.logits.shape == (4, 64, 64)  # the top-K_gt concession
+        with pytest.raises(InputError):
+            method.segment(image, SampleRegime(AUTONOMOUS, None, 4, "open-k"))
+    finally:
+        method.close()
+    assert method.loaded == {}
+
+
+def test_weight_methods_fail_clearly_without_permission_or_weights():
+    with pytest.raises(InputError, match="--trust-remote-code"):
+        build_method("sa2va", MethodOptions()).check()
+    with pytest.raises(InputError, match="--model texturesam="):
+        build_method("texturesam", MethodOptions()).check()
+    with pytest.raises(DetectureError, match="--head"):
+        build_method("detecture", MethodOptions()).check()
+    build_method("detecture", MethodOptions(tiny=True)).check()
+
+
+def test_prerequisites_are_checked_before_any_method_runs(tmp_path):
+    """``classical`` comes first, but sa2va's missing permission stops the run before classical loads."""
+    root = make_unified(tmp_path / "set", 1)
+    config = BenchConfig(out=tmp_path / "out", methods=["classical", "sa2va"], datasets=[str(root)])
+    with pytest.raises(InputError, match="--trust-remote-code"):
+        run_benchmark(config)
+    assert not (tmp_path / "out" / "cells").exists()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed")
+def test_box_prompt_methods_name_the_missing_torchvision():
+    with pytest.raises(ModelAccessError, match="torchvision"):
+        build_method("grounding-sam3", MethodOptions()).check()
+
+
+def test_predictions_method_reads_label_maps(tmp_path):
+    labels = np.zeros((8, 10), np.uint8)
+    labels[:, 4:] = 7
+    labels[6:, :] = 200
+    Image.fromarray(labels).save(tmp_path / "segabc.png")
+    method = PredictionsMethod(MethodOptions(), "peer", tmp_path, "seg{stem}.png")
+    method.stems["r1"] = "abc"
+    out = method.segment(np.zeros((8, 10, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r1"))
+    assert out.logits.shape == (3, 8, 10)
+    s = score_labels(labels, partition(out.logits))  # the same partition up to renaming
+    assert s.miou == 1.0 and s.ari == 1.0
+    with pytest.raises(DatasetError, match="12x8"):
+        method.segment(np.zeros((8, 12, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r1"))
+    with pytest.raises(DatasetError, match="not found"):
+        method.segment(np.zeros((8, 10, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r2"))
+    with pytest.raises(InputError, match="not found"):
+        PredictionsMethod(MethodOptions(), "peer", tmp_path / "nope")
+
+
+def test_classical_segments_a_real_texture_mosaic():
+    method = build_method("classical", MethodOptions())
+    image, mask = mosaic(0, 128)  # brick | grass
+    gt = gt_label_map(np.stack([mask, ~mask]))
+    out = method.segment(image, SampleRegime(ORACLE, 2, 2, "given-k"))
+    assert out.logits.shape == (2, 128, 128)
+    assert score_labels(gt, partition(out.logits)).miou > 0.8
+    flat = method.segment(np.full((64, 64, 3), 90, np.uint8), SampleRegime(AUTONOMOUS, None, 2, "open-k"))
+    assert len(np.unique(partition(flat.logits))) == 1  # a textureless image is one region
+    auto = method.segment(image, SampleRegime(AUTONOMOUS, None, 2, "open-k"))
+    assert 1 <= auto.logits.shape[0] <= 6
+
+
+def test_texturesam_calls_the_generator_with_texture_settings_and_keeps_largest_masks():
+    calls = []
+    h, w = 20, 30
+    small, large, medium = (np.zeros((h, w), bool) for _ in range(3))
+    small[:2, :2], large[:, 10:], medium[:10, :10] = True, True, True
+
+    def generator(image, **kwargs):
+        calls.append(kwargs)
+        return {"masks": [small, large, medium], "scores": [0.9, 0.8, 0.7]}
+
+    method = build_method("texturesam", MethodOptions(models={"texturesam": "ckpt"}))
+    method.loaded["generator"] = generator
+    image = np.zeros((h, w, 3), np.uint8)
+    two = method.segment(image, SampleRegime(ORACLE, 2, 2, "largest-k"))
+    assert calls[0]["points_per_crop"] == 64 and calls[0]["stability_score_thresh"] == 0.2
+    assert np.array_equal(two.logits[0] > 0, large) and np.array_equal(two.logits[1] > 0, medium)
+    assert method.segment(image, SampleRegime(ORACLE, 5, 5, "largest-k")).logits.shape[0] == 5  # padded
+    assert method.segment(image, SampleRegime(AUTONOMOUS, None, 2, "all-masks")).logits.shape[0] == 3
+
+
+def test_grounding_box_selection_per_mode():
+    from detecture.benchmark.methods.grounding_sam3 import select_boxes
+
+    boxes = np.arange(32, dtype=float).reshape(8, 4)
+    scores = np.array([0.3, 0.9, 0.1, 0.5, 0.8, 0.2, 0.7, 0.6])
+    assert select_boxes(boxes, scores, "top-k-boxes", 2).tolist() == [boxes[1].tolist(), boxes[4].tolist()]
+    assert len(select_boxes(boxes, scores, "detector-boxes", None)) == 6
+    assert select_boxes(np.zeros((0, 4)), np.zeros(0), "top-k-boxes", 2).shape == (0, 4)
+
+
+def test_sa2va_prompt_and_mask_handling():
+    class FakeSa2VA:
+        def predict_forward(self, image, text, tokenizer):
+            self.text = text
+            m = np.zeros((1, 6, 8), bool)
+            m[0, :, :4] = True
+            return {"prediction": "brick [SEG]\ngrass [SEG]", "prediction_masks": [m, ~m, m]}
+
+    method = build_method("sa2va", MethodOptions(trust_remote_code=True))
+    fake = FakeSa2VA()
+    method.loaded.update(model=fake, tokenizer=None)
+    out = method.segment(np.zeros((6, 8, 3), np.uint8), SampleRegime(ORACLE, 2, 2, "given-k"))
+    assert "exactly 2" in fake.text and out.logits.shape == (2, 6, 8)
+    assert set(np.unique(partition(out.logits))) == {1, 2}
+    method.segment(np.zeros((6, 8, 3), np.uint8), SampleRegime(AUTONOMOUS, None, 2, "open-k"))
+    assert "between 1 and 6" in fake.text

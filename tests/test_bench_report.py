@@ -1,0 +1,49 @@
+"""Reports from recorded samples: means over the samples that ran, failures counted beside them, all three formats."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import numpy as np
+import pytest
+
+from bench_fixture import make_rwtd
+from detecture.benchmark.gallery import PALETTE, colourise
+from detecture.benchmark.report import csv_text, latex, markdown, summarise
+from detecture.benchmark.runner import BenchConfig, build_plan
+
+
+def test_report_from_hand_written_records(tmp_path):
+    root = make_rwtd(tmp_path / "rwtd", 4)
+    config = BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)])
+    _, _, cells = build_plan(config)
+    cell_dir = tmp_path / "out" / "cells" / "rwtd" / "classical"
+    cell_dir.mkdir(parents=True)
+    values = [0.5, 0.75, 1.0]
+    lines = [{"id": f"{i:03d}", "status": "ok", "miou": v, "panoptic_iou": v / 2, "ari": 0.0, "boundary_f": 1.0,
+              "k_correct": float(i == 0), "warnings": ["empty mask x"] if i == 1 else []}
+             for i, v in enumerate(values)]
+    lines.append({"id": "003", "status": "failed", "error": "CUDA out of memory"})
+    (cell_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+    summary = summarise(cells, tmp_path / "out")[0]
+    assert (summary.ok, summary.failed, summary.missing, summary.warned) == (3, 1, 0, 1)
+    assert summary.metrics["miou"].mean == pytest.approx(np.mean(values))
+    assert summary.metrics["panoptic_iou"].mean == pytest.approx(np.mean(values) / 2)
+    assert summary.metrics["k_correct"].mean == pytest.approx(1 / 3)
+
+    md = markdown([summary])
+    assert "| rwtd | oracle K=2 | classical | 3 | 1 | 0 | 0.750 ±" in md
+    assert "CUDA out of memory" in md and "empty ground-truth masks" in md
+    row = next(csv.DictReader(io.StringIO(csv_text([summary]))))
+    assert float(row["miou"]) == pytest.approx(0.75) and row["failed"] == "1"
+    assert float(row["miou_ci_low"]) <= 0.75 <= float(row["miou_ci_high"])
+    assert "0.750 $\\pm$" in latex([summary])
+
+
+def test_gallery_colours_follow_the_matching():
+    pred = np.array([[0, 1, 2, 3]])
+    rgb = colourise(pred, {2: 1, 1: 2}, n_gt=2)  # pred 2 matched GT 1, pred 1 matched GT 2, pred 3 unmatched
+    assert rgb[0].tolist() == [PALETTE[0].tolist(), PALETTE[2].tolist(), PALETTE[1].tolist(), PALETTE[3].tolist()]
