@@ -11,8 +11,9 @@ from pathlib import Path
 EPILOG = """\
 examples:
   detecture train --config configs/train.yaml --data datasets/mined --val-data datasets/RWTD --out runs/bridge
-  detecture train --tiny --data DIR --out /tmp/run --epochs 2 --max-steps 10     (CPU smoke run, nothing downloaded)
-  accelerate launch --num_processes 4 -m detecture train --config configs/train.yaml --data DIR --out runs/bridge
+  detecture train --tiny --data DIR --out /tmp/run --epochs 2 --set optim.stage1_epochs=1   (CPU smoke run, offline)
+  accelerate launch --config_file configs/accelerate/ddp.yaml -m detecture train --config configs/train.yaml \
+      --data DIR --out runs/bridge                               (DDP; set num_processes in the yaml)
   detecture train --config configs/train.yaml --data DIR --out runs/bridge --resume          (exact continuation)
   detecture train ... --out runs/bridge --resume --epochs 30 --resume-lr-scale 0.15 --resume-warmup-epochs 2
                                               (micro-warm-up restart: extend 20 -> 30 epochs, keep AdamW moments)

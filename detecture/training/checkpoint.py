@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,14 @@ def save_checkpoint(
     atomic.write_json(directory.parent / LATEST, {"checkpoint": directory.name, "optimizer_step": state.optimizer_step})
     log.info("checkpoint written: %s", directory)
     return directory
+
+
+def prune_checkpoints(checkpoints: Path, keep: int) -> None:
+    """Delete all but the ``keep`` newest ``step-*`` directories (never the one ``latest.json`` points to)."""
+    latest = latest_checkpoint(checkpoints)
+    for old in sorted(Path(checkpoints).glob("step-*"))[:-keep]:
+        if old != latest:
+            shutil.rmtree(old)
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:

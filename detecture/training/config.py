@@ -46,7 +46,6 @@ class AugmentConfig:
 @dataclass
 class DataConfig:
     max_regions: int = 6
-    min_mask_fraction: float = 0.0  # a region smaller than this (after augmentation) is still kept, if non-empty
     oracle_fraction: float = 0.5  # share of samples prompted "exactly N" (the rest "between 1 and 6")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     num_workers: int = 0
@@ -113,6 +112,7 @@ class TrainConfig:
     mixed_precision: str = "bf16"  # "bf16" | "no"
     log_every: int = 1
     save_every_steps: int = 500  # optimizer steps; a checkpoint is also written at every epoch end
+    keep_checkpoints: int = 3  # older step-* directories are deleted
     max_nonfinite_steps: int = 10
     eval_every_epochs: int = 1  # 0 disables live evaluation
     eval_max_samples: int = 32
@@ -148,6 +148,7 @@ class Config:
             (0.0 <= self.data.oracle_fraction <= 1.0, "data.oracle_fraction must be in [0, 1]"),
             (self.model.quantization in (None, "4bit", "8bit"), "model.quantization must be null, '4bit' or '8bit'"),
             (self.train.mixed_precision in ("bf16", "no"), "train.mixed_precision must be 'bf16' or 'no'"),
+            (self.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
             (self.train.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be >= 1"),
             (self.train.eval_regime in ("autonomous", "oracle"), "train.eval_regime must be 'autonomous' or 'oracle'"),
             (self.cache.views >= 1, "cache.views must be >= 1"),
@@ -184,6 +185,7 @@ def _build(cls: type, data: dict[str, Any], where: str, source: str) -> Any:
         elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
             kwargs[name] = float(value)
         elif isinstance(default, dict) and isinstance(value, dict):
+            # lr scale maps are merged, so "stage2_scales: {head: 0.2}" keeps the other groups' defaults
             kwargs[name] = {**default, **value} if name.endswith("_scales") else value
         else:
             kwargs[name] = value
@@ -197,7 +199,7 @@ def config_from_dict(data: dict[str, Any] | None, source: str = "config") -> Con
 def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read a YAML config (``None`` = all defaults) and apply dotted-key overrides (``{"optim.epochs": 2}``)."""
     data: dict[str, Any] = {}
-    source = str(path) if path else "defaults"
+    source = str(path) if path else "built-in config defaults"
     if path is not None:
         path = Path(path)
         if not path.is_file():

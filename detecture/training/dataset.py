@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.metadata import LoadedSample, SampleRecord, load_metadata, load_sample
+from ..data.metadata import LoadedSample, SampleRecord, load_metadata, load_sample, resolve_within
 from ..errors import DatasetError
 from ..prompts import Regime
 from .augment import augment, sample_rng
@@ -52,13 +52,15 @@ def check_sample(root: Path, record: SampleRecord, max_regions: int) -> str | No
         log.warning("skipping %s: %d regions, at most %d are supported", record.id, len(record.textures), max_regions)
         return "too many regions"
     try:
+        paths = [record.image_path, *(t.mask_path for t in record.textures)]
+        missing = [p for p in paths if not resolve_within(root, p, source=f"record {record.id!r}").is_file()]
+        if missing:
+            log.warning("skipping %s: missing file(s) %s under %s", record.id, missing, root)
+            return "missing file"
         sample = load_sample(root, record)
     except DatasetError as exc:
         log.warning("skipping %s: %s", record.id, exc)
-        message = str(exc)
-        if "not found" in message or "no such file" in message:
-            return "missing file"
-        return "size mismatch" if "mask is" in message else "unreadable file"
+        return "size mismatch" if "mask is" in str(exc) else "unreadable or unsafe file"
     empty = [t.mask_path for t, m in zip(record.textures, sample.masks) if not m.any()]
     if empty:
         log.warning("skipping %s: empty mask(s) %s", record.id, empty)

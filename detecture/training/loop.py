@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from .. import atomic
 from ..backbones.qwen import QwenVL
@@ -29,6 +30,7 @@ from .batching import make_batch
 from .config import GROUPS, Config
 from .dataset import EpochSampler, TextureDataset, collate_items
 from .evaluate import live_evaluate, teacher_forced_scores
+from .feature_cache import FeatureCache
 from .model import Batch, TrainModule
 from .monitor import EVAL_CSV, STEPS_CSV, Monitor, plot_curves, truncate_after
 from .schedule import LRSchedule
@@ -86,7 +88,8 @@ class Trainer:
     """Builds everything from a :class:`Config` and runs (or resumes) training into ``out``."""
 
     def __init__(self, cfg: Config, data: Path, out: Path, val_data: Path | None = None,
-                 max_steps: int | None = None) -> None:
+                 max_steps: int | None = None, backbones: tuple[QwenVL, Sam3Backbone] | None = None) -> None:
+        """``backbones`` replaces loading from ``cfg.model`` (e.g. random full-size architectures in benchmarks)."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, set_seed
 
@@ -95,22 +98,27 @@ class Trainer:
         if mixed != cfg.train.mixed_precision:
             log.info("no CUDA device: training in fp32 (bf16 autocast on CPU is slower, not faster)")
         # LoRA / SEG rows take no part in stage-1 forwards, so DDP must tolerate unused parameters.
-        self.acc = Accelerator(mixed_precision=mixed,
+        # cpu=True on CPU-only machines: several launched processes then form a gloo (MULTI_CPU) group.
+        self.acc = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
         set_seed(cfg.train.seed)
         self.main = self.acc.is_main_process
-        self.qwen, self.sam = load_backbones(cfg, self.acc.device)
+        # Data first: a bad dataset should fail before minutes of backbone loading.
+        self.dataset = TextureDataset(data, cfg.data, cfg.train.seed, train=True)
+        self.val = TextureDataset(val_data, cfg.data, cfg.train.seed, train=False) if val_data else None
+        if self.val is None and (cfg.train.eval_every_epochs or cfg.train.emission_every_steps):
+            log.info("no --val-data: live evaluation and SEG-emission checks are off")
+        self.qwen, self.sam = backbones or load_backbones(cfg, self.acc.device)
         apply_lora(self.qwen, cfg.lora, quantized=cfg.model.quantization is not None,
                    gradient_checkpointing=cfg.model.gradient_checkpointing)
         self.head = DetectureHead(HeadConfig.for_backbones(self.qwen, self.sam, **cfg.model.head))
-        self.module = TrainModule(self.qwen, self.sam, self.head, cfg.loss).to(self.acc.device)
+        self.head.to(self.acc.device)  # backbones are placed by their loaders (a 4-bit Qwen must not be moved)
+        self.module = TrainModule(self.qwen, self.sam, self.head, cfg.loss)
         self.groups = param_groups(self.module, cfg.optim.weight_decay)
         self.optimizer = build_optimizer(self.groups, cfg.optim)
         frozen = sum(p.numel() for p in self.module.parameters() if not p.requires_grad)
         if self.main:
             print(parameter_table(self.groups, cfg.optim, frozen))
-        self.dataset = TextureDataset(data, cfg.data, cfg.train.seed, train=True)
-        self.val = TextureDataset(val_data, cfg.data, cfg.train.seed, train=False) if val_data else None
         self.sampler = EpochSampler(len(self.dataset), cfg.train.seed, self.acc.process_index, self.acc.num_processes)
         # Own generator: creating a DataLoader iterator must not draw from the global RNG (exact resume).
         self.loader = DataLoader(self.dataset, batch_size=cfg.optim.batch_size, sampler=self.sampler,
@@ -119,7 +127,11 @@ class Trainer:
         self.batches_per_epoch = math.ceil(len(self.sampler.indices()) / cfg.optim.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.optim.grad_accum)
         self.schedule = LRSchedule.from_config(cfg.optim, self.steps_per_epoch)
-        self.model = self.acc.prepare(self.module)
+        # The optimizer goes through prepare() too: FSDP / DeepSpeed re-map parameters at wrap time.
+        self.model, self.optimizer = self.acc.prepare(self.module, self.optimizer, device_placement=[False, False])
+        self.cache = None
+        if cfg.cache.enabled:
+            self.cache = FeatureCache(Path(cfg.cache.dir or self.out / "feature_cache"), cfg, self.dataset)
         self.state = ckpt.TrainerState(config=cfg.to_dict(), world_size=self.acc.num_processes)
         self.stage = 0
 
@@ -140,6 +152,7 @@ class Trainer:
             name = f"step-{self.state.optimizer_step:08d}"
             ckpt.save_checkpoint(self.checkpoints / name, self.module, self.optimizer, self.groups.names,
                                  self.state, rng)
+            ckpt.prune_checkpoints(self.checkpoints, self.cfg.train.keep_checkpoints)
         self.acc.wait_for_everyone()
 
     def restore(self, options: ResumeOptions) -> None:
@@ -161,6 +174,7 @@ class Trainer:
             raise CheckpointError(
                 f"{latest}: trained with {saved.steps_per_epoch} optimizer steps per epoch, this run has "
                 f"{self.steps_per_epoch}; dataset, batch size, grad_accum and process count must stay the same")
+        self.state.config = self.cfg.to_dict()  # e.g. --epochs extended: later checkpoints record the new run
         self.schedule = saved.with_epochs(self.cfg.optim.epochs)
         if options.lr_scale is not None:
             warmup = options.warmup_epochs if options.warmup_epochs is not None else self.cfg.optim.warmup_epochs
@@ -175,7 +189,7 @@ class Trainer:
     # -- stages and data ------------------------------------------------------------------------------------------
 
     def set_stage(self, stage: int) -> None:
-        """Stage 2 puts Qwen in train mode (so gradient checkpointing is active; its dropouts are 0) ."""
+        """Stage 2 puts Qwen in train mode, so gradient checkpointing is active (its dropouts are 0)."""
         if stage == self.stage:
             return
         self.stage = stage
@@ -188,7 +202,12 @@ class Trainer:
         log.info("stage %d from optimizer step %d", stage, self.state.optimizer_step)
 
     def epoch_batches(self, epoch: int, start: int):
-        """This rank's micro-batches of ``epoch`` from batch ``start`` on (live data, augmented)."""
+        """This rank's micro-batches of ``epoch`` from batch ``start`` on: from the feature cache in stage 1 when
+        enabled (built on first use), else live (decoded and augmented by the DataLoader)."""
+        if self.stage == 1 and self.cache is not None:
+            self.cache.build(self.module, self.acc)
+            yield from self.cache.epoch_batches(self.sampler, epoch, start, self.sam.dtype)
+            return
         self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch, start * self.cfg.optim.batch_size)
         for items in self.loader:
@@ -291,8 +310,15 @@ class Trainer:
     def _loop(self, monitor: Monitor) -> bool:
         """Train to the configured epoch count; returns True if stopped early by ``max_steps``."""
         cfg, state = self.cfg, self.state
+        sizes = accumulation_sizes(self.batches_per_epoch, cfg.optim.grad_accum)
+        with tqdm(total=cfg.optim.epochs * self.steps_per_epoch, initial=state.optimizer_step, desc="train",
+                  unit="step", disable=not self.main, dynamic_ncols=True) as progress:
+            return self._epochs(monitor, sizes, progress)
+
+    def _epochs(self, monitor: Monitor, sizes: list[int], progress: tqdm) -> bool:
+        """Micro-batch loop: accumulate (no DDP sync until a group's last micro-batch), step, log, checkpoint."""
+        cfg, state = self.cfg, self.state
         accum = cfg.optim.grad_accum
-        sizes = accumulation_sizes(self.batches_per_epoch, accum)
         for epoch in range(state.epoch, cfg.optim.epochs):
             self.set_stage(self.schedule.stage(epoch * self.steps_per_epoch))
             start = state.batch_in_epoch if epoch == state.epoch else 0
@@ -328,6 +354,8 @@ class Trainer:
                     self.acc.wait_for_everyone()
                 if state.optimizer_step % cfg.train.log_every == 0:
                     monitor.log_step(row)
+                progress.update(1)
+                progress.set_postfix(loss=f"{row['total']:.4f}", stage=self.stage, epoch=epoch + 1)
                 sums, loss_sum, samples, t0 = torch.zeros(len(LOSS_TERMS)), torch.zeros(()), 0, time.perf_counter()
                 if self.max_steps is not None and state.optimizer_step >= self.max_steps:
                     self.save()

@@ -18,7 +18,14 @@ from ..backbones.loading import attention_implementation
 from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone
 from ..bridge.head import DetectureHead
-from ..reencode import decoupled_attention_mask, line_ids, rope_positions, seg_states, suffix_hidden_states
+from ..reencode import (
+    decoupled_attention_mask,
+    line_ids,
+    line_local_positions,
+    rope_positions,
+    seg_states,
+    suffix_hidden_states,
+)
 from .config import LossConfig
 from .losses import NEG_INF, LossTerms, lm_loss, mask_loss, shifted_zero_weights, total_loss
 
@@ -66,7 +73,7 @@ def teacher_forced_pass(qwen: QwenVL, inputs) -> tuple[torch.Tensor, torch.Tenso
 
     Returns ``(logits (B, S + 1, V), hidden (B, S, H))``: ``logits[:, j]`` is computed at sequence position
     ``prefix_length - 1 + j`` and predicts token ``prefix_length + j``; ``hidden`` equals
-    :func:`detecture.reencode.suffix_hidden_states` with ``decoupled=True``.
+    :func:`detecture.reencode.suffix_hidden_states` with ``decoupled=True`` (same mask, same line-local positions).
     """
     p = int(inputs["prefix_length"])
     ids, am = inputs["input_ids"], inputs["attention_mask"]
@@ -86,7 +93,7 @@ def teacher_forced_pass(qwen: QwenVL, inputs) -> tuple[torch.Tensor, torch.Tenso
         out = qwen.core(
             input_ids=all_ids,
             attention_mask=mask,
-            position_ids=torch.cat([positions, positions[:, :, p:]], dim=2),
+            position_ids=torch.cat([positions, line_local_positions(positions[:, :, p:], lines)], dim=2),
             pixel_values=inputs["pixel_values"],
             image_grid_thw=inputs["image_grid_thw"],
             mm_token_type_ids=(all_ids == qwen.image_token_id).int(),

@@ -141,7 +141,8 @@ def plot_curves(out: Path) -> list[Path]:
         ax_loss.legend()
         for key in lr_keys:
             ax_lr.plot(*_column(rows, key), label=key[3:])
-        ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="lr by group", yscale="symlog")
+        ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="lr by group (0 = frozen, not drawn)")
+        ax_lr.set_yscale("log", nonpositive="mask")  # groups span 1e-4 .. 1e-8
         ax_lr.legend()
         fig.tight_layout()
         path = out / "loss_curves.png"

@@ -1,0 +1,288 @@
+"""End-to-end training runs on tiny backbones and real-texture mosaics: overfitting, exact kill-and-resume,
+2-process DDP (gloo), the stage-1 feature cache, and the NaN guard."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from train_fixture import write_mosaics
+
+from detecture.training.config import load_config
+from detecture.training.loop import NonFiniteLossError, Trainer
+
+TESTS = Path(__file__).parent
+FAST = {  # tiny backbones, no live evaluation, one checkpoint per optimizer step
+    "model.tiny": True, "train.eval_every_epochs": 0, "train.emission_every_steps": 0,
+    "train.save_every_steps": 1,
+}
+
+
+def losses(out: Path, key: str = "total") -> list[float]:
+    with (out / "train_log.csv").open() as f:
+        return [float(r[key]) if r[key] != "" else math.nan for r in csv.DictReader(f)]
+
+
+def cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "detecture", "train", "--tiny", *args]
+
+
+def sets(overrides: dict) -> list[str]:
+    out = []
+    for k, v in overrides.items():
+        out += ["--set", f"{k}={str(v).lower() if isinstance(v, bool) else v}"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    return write_mosaics(tmp_path_factory.mktemp("data"), n=6, size=64, bad=True)
+
+
+def test_overfitting_one_batch_halves_the_loss(data):
+    """Stage 1 on one fixed batch of real mosaics (features precomputed, as the stage-1 cache does)."""
+    cfg = load_config(None, {**FAST, "model.head": {"bridge_dropout": 0.0}})
+    trainer = Trainer(cfg, data, data.parent / "overfit")
+    module = trainer.module
+    from detecture.training.batching import make_batch
+
+    batch = make_batch([trainer.dataset.item(i, epoch=0) for i in range(2)], trainer.qwen, trainer.sam)
+    with torch.no_grad():
+        batch.seg_states = module.seg_states_frozen(batch.qwen_inputs, batch.counts)
+        batch.vision = module.sam3.vision_features(batch.pixel_values)
+    head_params = [p for n, p in module.named_parameters() if n.startswith("head.")]
+    optimizer = torch.optim.AdamW(head_params, lr=1e-2)
+    history = []
+    for _ in range(60):
+        terms = module(batch, stage=1)
+        optimizer.zero_grad()
+        terms.total.backward()
+        optimizer.step()
+        history.append(terms.total.item())
+    assert history[-1] <= 0.5 * history[0], history
+
+
+def seg_log_prob(trainer, batch) -> float:
+    """Mean log-probability of emitting <|seg|> where the response has one (the emission the LM must learn)."""
+    from detecture.training.model import teacher_forced_pass
+
+    inputs = batch.qwen_inputs
+    p = int(inputs["prefix_length"])
+    with torch.no_grad():
+        logits, _ = teacher_forced_pass(trainer.qwen, inputs)
+    targets = inputs["input_ids"][:, p:]
+    seg = trainer.qwen.seg_token_id
+    logp = logits[:, :-1].log_softmax(-1)[..., seg]
+    return logp[targets == seg].mean().item()
+
+
+def test_stage2_lowers_the_lm_loss_and_raises_seg_emission(data):
+    cfg = load_config(None, {**FAST, "model.head": {"bridge_dropout": 0.0}})
+    trainer = Trainer(cfg, data, data.parent / "lm")
+    from detecture.training.batching import make_batch
+
+    batch = make_batch([trainer.dataset.item(0, epoch=0)], trainer.qwen, trainer.sam)
+    params = [p for n, p in trainer.module.named_parameters() if "lora_" in n or "trainable_tokens" in n]
+    optimizer = torch.optim.AdamW(params, lr=1e-2)
+    trainer.set_stage(2)
+    before = seg_log_prob(trainer, batch)
+    lm = []
+    for _ in range(8):
+        terms = trainer.module(batch, stage=2)
+        optimizer.zero_grad()
+        terms.lm.backward()
+        optimizer.step()
+        lm.append(terms.lm.item())
+    assert lm == sorted(lm, reverse=True) and lm[-1] < 0.95 * lm[0], lm
+    assert seg_log_prob(trainer, batch) > before + 0.5
+
+
+@pytest.mark.slow
+def test_kill_and_resume_reproduces_the_uninterrupted_run(data, tmp_path):
+    """6 steps per epoch, stage 2 from epoch 2; the run is SIGKILLed in stage 2, mid-epoch, then resumed."""
+    overrides = {**FAST, "optim.batch_size": 1, "optim.grad_accum": 1, "optim.epochs": 2, "optim.stage1_epochs": 1,
+                 "optim.warmup_epochs": 0.5}
+    full, killed = tmp_path / "full", tmp_path / "killed"
+    done = subprocess.run(cli("--data", str(data), "--out", str(full), *sets(overrides)), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "bad samples skipped: 4" in done.stdout
+    reference = losses(full)
+    assert len(reference) == 12
+
+    proc = subprocess.Popen(cli("--data", str(data), "--out", str(killed), *sets(overrides)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    target = killed / "checkpoints" / "step-00000008"
+    deadline = time.time() + 240
+    while not target.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    kept = sorted((killed / "checkpoints").glob("step-*"))
+    assert len(kept) <= 3  # train.keep_checkpoints
+    latest = kept[-1]
+    state = json.loads((latest / "trainer_state.json").read_text())
+    assert 0 < state["batch_in_epoch"] < 6 and state["epoch"] == 1  # killed in stage 2, mid-epoch
+
+    resumed = subprocess.run(cli("--data", str(data), "--out", str(killed), "--resume", *sets(overrides)),
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    again = losses(killed)
+    assert len(again) == 12
+    for a, b in zip(again, reference):
+        assert abs(a - b) <= 1e-6 * max(1.0, abs(b)), (again, reference)
+    for term in ("lm", "lr_lora"):
+        assert losses(killed, term)[6:] == losses(full, term)[6:]
+
+
+@pytest.mark.slow
+def test_micro_warmup_restart_on_resume(data, tmp_path):
+    overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 1, "optim.stage1_epochs": 1,
+                 "optim.warmup_epochs": 0}
+    out = tmp_path / "run"
+    first = subprocess.run(cli("--data", str(data), "--out", str(out), *sets(overrides)), capture_output=True,
+                           text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = subprocess.run(cli("--data", str(data), "--out", str(out), *sets(overrides), "--resume", "--epochs", "3",
+                               "--resume-lr-scale", "0.15", "--resume-warmup-epochs", "1"),
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    lr = losses(out, "lr_head")
+    assert len(lr) == 9  # 3 steps per epoch, extended from 1 to 3 epochs
+    peak = 1e-4 * 0.1 * 0.15  # the added epochs are stage 2 (head × 0.1), restarted at × 0.15
+    assert lr[3] == pytest.approx(peak / 3) and lr[5] == pytest.approx(peak)  # 1-epoch warm-up to the scaled peak
+    assert 1e-6 <= lr[8] < lr[5]  # cosine towards the group's floor min(min_lr, peak)
+    assert losses(out, "lr_lora")[5] == pytest.approx(1e-4 * 0.01 * 0.15)
+
+
+def ddp_run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           str(TESTS / "train_ddp_worker.py"), str(data), str(out), *extra, "model.tiny=true",
+           "train.eval_every_epochs=0", "train.emission_every_steps=0", "train.save_every_steps=1",
+           "optim.batch_size=1", "optim.grad_accum=2", "optim.epochs=2", "optim.stage1_epochs=1",
+           "optim.warmup_epochs=0", "cache.enabled=true"]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
+    return done
+
+
+@pytest.mark.slow
+def test_two_process_ddp_gloo_run_keeps_ranks_identical_and_resumes(data, tmp_path):
+    """Stage 1 (from the feature cache, each rank building its share) then stage 2 with LoRA + SEG rows; a second
+    run stops after 3 steps (mid stage 2) and is resumed: per-rank RNG and data position make it identical."""
+    out, split = tmp_path / "ddp", tmp_path / "split"
+    done = ddp_run(data, out)
+    assert "rank 1 of 2 done" in done.stdout and "rank 0 of 2 done" in done.stdout
+    w0, w1 = (load_file(str(out / f"weights-rank{r}.safetensors")) for r in (0, 1))
+    assert w0.keys() == w1.keys() and len(w0) > 10
+    for name in w0:
+        assert torch.equal(w0[name], w1[name]), name
+    assert len(losses(out)) == 4  # 6 samples / 2 ranks / (1 × 2 accumulation) = 2 steps per epoch
+    assert (out / "final" / "model.safetensors").exists()
+    assert sorted(p.name for p in (out / "feature_cache").glob("index-rank*.json")) == ["index-rank0.json",
+                                                                                        "index-rank1.json"]
+    ddp_run(data, split, "--max-steps", "3")
+    ddp_run(data, split, "--resume")
+    assert losses(split) == losses(out)
+    resumed = load_file(str(split / "weights-rank1.safetensors"))
+    for name in w0:
+        assert torch.equal(resumed[name], w0[name]), name
+
+
+@pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+def test_cached_stage1_matches_uncached(data, tmp_path, dtype, tol):
+    """views = epochs, so cached epoch e holds exactly the augmentation the live path draws for epoch e."""
+    base = {**FAST, "optim.epochs": 2, "optim.stage1_epochs": 2, "optim.batch_size": 2, "optim.grad_accum": 1,
+            "cache.views": 2, "cache.dtype": dtype}
+    runs = {}
+    for cached in (False, True):
+        out = tmp_path / f"cached-{cached}"
+        Trainer(load_config(None, {**base, "cache.enabled": cached}), data, out).run()
+        runs[cached] = losses(out)
+    assert len(runs[True]) == 6
+    for a, b in zip(runs[True], runs[False]):
+        assert abs(a - b) <= tol * abs(b), runs
+    assert (tmp_path / "cached-True" / "feature_cache" / "complete.json").exists()
+
+
+def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
+    from detecture.training.model import TrainModule
+
+    forward = TrainModule.forward
+
+    def poisoned(self, batch, stage):
+        terms = forward(self, batch, stage)
+        terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(TrainModule, "forward", poisoned)
+    trainer = Trainer(load_config(None, {**FAST, "train.max_nonfinite_steps": 3, "optim.grad_accum": 1}), data,
+                      tmp_path / "nan")
+    before = {n: p.detach().clone() for n, p in trainer.module.named_parameters() if p.requires_grad}
+    with pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row"):
+        trainer.run()
+    assert trainer.state.nonfinite_total == 3
+    for n, p in trainer.module.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p, before[n]), n  # skipped steps change nothing
+    assert all(math.isnan(v) for v in losses(tmp_path / "nan"))
+
+
+def test_cli_help_and_refusing_to_overwrite(data, tmp_path):
+    from detecture.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "latest.json").write_text('{"checkpoint": "step-00000001"}')
+    (out / "checkpoints" / "step-00000001").mkdir()
+    (out / "checkpoints" / "step-00000001" / "trainer_state.json").write_text("{}")
+    assert main(["train", "--tiny", "--data", str(data), "--out", str(out)]) == 2  # needs --resume
+
+
+def test_live_evaluation_monitoring_and_exported_weights(data, tmp_path):
+    from detecture.backbones.qwen import QwenVL
+    from detecture.bridge.head import DetectureHead
+
+    val = write_mosaics(tmp_path / "val", n=2, size=64)
+    out = tmp_path / "run"
+    cfg = load_config(None, {**FAST, "optim.epochs": 1, "optim.stage1_epochs": 0, "optim.grad_accum": 1,
+                             "train.eval_every_epochs": 1, "train.emission_every_steps": 1,
+                             "train.emission_check_samples": 2, "train.eval_max_samples": 2,
+                             "train.max_new_tokens": 8})
+    trainer = Trainer(cfg, data, out, val_data=val)
+    result = trainer.run()
+    with (out / "eval_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["n"] == "2" and rows[0]["failures"] == "0"
+    for key in ("seg_emission", "k_accuracy", "miou", "panoptic_iou", "ari"):
+        assert 0.0 <= float(rows[0][key]) <= 1.0
+    emission = losses(out, "val_seg_emission")
+    assert len(emission) == 3 and all(0.0 <= e <= 1.0 for e in emission)
+    assert all(0.0 <= v <= 1.0 for v in losses(out, "val_miou_tf"))
+    assert all(v > 0 for v in losses(out, "lm"))  # stage 2 throughout: the LM term is trained and logged
+    for name in ("loss_curves.png", "eval_curves.png"):
+        assert (out / name).stat().st_size > 1000
+    assert list((out / "tensorboard").glob("events.*"))
+    # the exported head + adapter load the way `detecture segment --head` loads them
+    head = DetectureHead.from_pretrained(result.final_dir)
+    for name, tensor in head.state_dict().items():
+        assert torch.equal(tensor, trainer.head.state_dict()[name].cpu()), name
+    qwen = QwenVL.tiny(cfg.train.seed)
+    qwen.load_adapter(DetectureHead.adapter_path(result.final_dir))
+    seg = qwen.seg_token_id
+    trained = trainer.qwen.model.get_input_embeddings()(torch.tensor([[seg]]))
+    assert torch.equal(qwen.model.get_input_embeddings()(torch.tensor([[seg]])), trained)
