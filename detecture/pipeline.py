@@ -124,10 +124,8 @@ class DetecturePipeline:
             hidden = suffix_hidden_states(self.qwen, inputs, cache, decoupled=True, use_cache=True)
             states = seg_states(self.qwen, inputs, hidden, [regime.max_regions] * batch)
         with self.timer.stage("sam3"):
-            slots, live = self.head.slot_states(states)
-            prompts = self.head.prompts(slots[live], self.sam3.model.text_projection)
-            image_index = live.nonzero()[:, 0]
-            pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, image_index)
+            prompts, live = self.head.slot_prompts(states, self.sam3.model.text_projection)
+            pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, live.nonzero()[:, 0])
         with self.timer.stage("head"):
             logits = self.head.mask_head(prompts, pixels).float()
         per_image, start = [], 0

@@ -111,6 +111,15 @@ class DetectureHead(nn.Module):
         bridged = self.bridge(slot_states)
         return text_projection(bridged.to(text_projection.weight.dtype))
 
+    def slot_prompts(self, seg_states: list[torch.Tensor], text_projection: nn.Module
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """SAM3 prompts (N, D) of the live slots of all images, in slot order, and the live mask (B, S).
+
+        ``live.nonzero()[:, 0]`` gives the image of each prompt.
+        """
+        slots, live = self.slot_states(seg_states)
+        return self.prompts(slots[live], text_projection), live
+
     def save_pretrained(self, path: str | Path, adapter_dir: str | Path | None = None) -> Path:
         """Write ``config.json`` + ``model.safetensors`` atomically (and copy a PEFT adapter folder if given)."""
         import shutil

@@ -122,10 +122,8 @@ class TrainModule(nn.Module):
 
     def slot_logits(self, states: list[torch.Tensor], vision) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 7, h, w) slot logits [DUSTBIN, SEG_1..K, PAD] (dead slots at -1e4) and the live-slot mask (B, 7)."""
-        slots, live = self.head.slot_states(states)
-        prompts = self.head.prompts(slots[live], self.sam3.model.text_projection)
-        image_index = live.nonzero()[:, 0]
-        pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, image_index)
+        prompts, live = self.head.slot_prompts(states, self.sam3.model.text_projection)
+        pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, live.nonzero()[:, 0])
         flat = self.head.mask_head(prompts, pixels).float()
         logits = flat.new_full((*live.shape, *flat.shape[-2:]), NEG_INF)
         logits[live] = flat
