@@ -144,7 +144,7 @@ def main() -> None:
     stages, kept = stage_table(args.scenes, args.seed)
     print(f"Miner benchmark: {args.scenes} synthetic {W}x{H} scenes ({kept} kept), {os.cpu_count()} CPU cores, "
           f"{platform.machine()}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
-    print(f"\n| stage (1 core) | ms/scene | scenes/s |\n|---|---:|---:|")
+    print("\n| stage (1 core) | ms/scene | scenes/s |\n|---|---:|---:|")
     for name, sec in stages:
         print(f"| {name} | {sec * 1000:.2f} | {1 / sec:.0f} |")
     rows = end_to_end(args.scenes, args.seed, args.workers)

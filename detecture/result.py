@@ -17,7 +17,7 @@ ROW_CHUNK = 512
 
 
 def upsample_rows(lowres: torch.Tensor, size: tuple[int, int], rows: slice) -> torch.Tensor:
-    """Rows ``rows`` of ``F.interpolate(lowres[None], size, mode="bilinear", align_corners=False)[0]``, computed alone."""
+    """Rows ``rows`` of a bilinear ``F.interpolate(..., align_corners=False)`` to ``size``, computed on their own."""
     channels, h, w = lowres.shape
     out_h, out_w = size
     y = (torch.arange(rows.start, rows.stop, dtype=torch.float32) + 0.5) * (h / out_h) - 0.5

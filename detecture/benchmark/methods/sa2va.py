@@ -43,11 +43,12 @@ class Sa2VAMethod(Method):
         model_id = self.model_id("sa2va", DEFAULT_MODEL)
         device = torch_device(self.options)
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+        remote = self.options.trust_remote_code  # always true here: check() refuses to run without it
         self.loaded["model"] = load_from_hub(
             "Sa2VA model", model_id,
-            lambda: AutoModel.from_pretrained(model_id, dtype=dtype, trust_remote_code=True).to(device).eval())
+            lambda: AutoModel.from_pretrained(model_id, dtype=dtype, trust_remote_code=remote).to(device).eval())
         self.loaded["tokenizer"] = load_from_hub(
-            "Sa2VA tokenizer", model_id, lambda: AutoTokenizer.from_pretrained(model_id, trust_remote_code=True))
+            "Sa2VA tokenizer", model_id, lambda: AutoTokenizer.from_pretrained(model_id, trust_remote_code=remote))
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         k = regime.k if regime.mode == "given-k" else None
