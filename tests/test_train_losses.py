@@ -257,3 +257,16 @@ def test_dataset_skips_bad_samples_with_counts(tmp_path, caplog):
     assert len(orders) > 1  # region order is shuffled
     ranks = [EpochSampler(5, seed=1, rank=r, world_size=2) for r in range(2)]
     assert len(ranks[0]) == len(ranks[1]) == 3 and set(ranks[0].indices()) | set(ranks[1].indices()) == set(range(5))
+
+
+def test_sharded_launches_are_refused_with_a_clear_message():
+    from accelerate.utils import DistributedType
+
+    from detecture.errors import DetectureError
+    from detecture.training.loop import check_distributed_type
+
+    for sharded in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        with pytest.raises(DetectureError, match="ddp.yaml"):
+            check_distributed_type(sharded)
+    check_distributed_type(DistributedType.MULTI_GPU)
+    check_distributed_type(DistributedType.NO)

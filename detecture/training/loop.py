@@ -79,6 +79,19 @@ def load_backbones(cfg: Config, device: torch.device) -> tuple[QwenVL, Sam3Backb
     return qwen, Sam3Backbone.from_pretrained(m.sam3, device=device)
 
 
+def check_distributed_type(distributed_type) -> None:
+    """Refuse sharded launches: checkpoints are written from rank 0's parameters and AdamW state, which is exact for
+    single-process and DDP runs but would silently store only rank 0's shard under FSDP or DeepSpeed ZeRO."""
+    from accelerate.utils import DistributedType
+
+    if distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+        raise DetectureError(
+            f"training under {distributed_type.value} is not supported yet (checkpoints would hold only rank 0's "
+            "shard); launch with configs/accelerate/ddp.yaml: the trainable set is ~8M parameters, and "
+            "model.quantization: 4bit keeps the frozen 8B Qwen within a 24 GB GPU"
+        )
+
+
 def accumulation_sizes(n_batches: int, accum: int) -> list[int]:
     """Size of the accumulation group of every micro-batch (the last group of an epoch may be short)."""
     return [min(accum, n_batches - (b // accum) * accum) for b in range(n_batches)]
@@ -101,6 +114,7 @@ class Trainer:
         # cpu=True on CPU-only machines: several launched processes then form a gloo (MULTI_CPU) group.
         self.acc = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+        check_distributed_type(self.acc.distributed_type)
         set_seed(cfg.train.seed)
         self.main = self.acc.is_main_process
         # Data first: a bad dataset should fail before minutes of backbone loading.
