@@ -116,9 +116,6 @@ class DetecturePipeline:
         return inputs, cache
 
     def _bridge_logits(self, inputs, cache, vision, regime: Regime) -> tuple[list[torch.Tensor], list[int]]:
-        if self.head is None:
-            raise CheckpointError("bridge grounding needs a trained head (--head PATH); "
-                                  "use --grounding text for zero-shot results with the public weights")
         batch = inputs["input_ids"].shape[0]
         with self.timer.stage("reencode"):
             hidden = suffix_hidden_states(self.qwen, inputs, cache, decoupled=True, use_cache=True)

@@ -8,7 +8,6 @@ exactly as the processor does.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +24,7 @@ from transformers import (
 )
 
 from ..images import as_rgb_array
-from ..prompts import SYSTEM_PROMPT, Regime, user_prompt
+from ..prompts import SYSTEM_PROMPT
 from .loading import (
     bitsandbytes_config,
     default_attn_implementation,
@@ -34,8 +33,6 @@ from .loading import (
     load_from_hub,
 )
 from .tokens import add_seg_token
-
-logger = logging.getLogger(__name__)
 
 DEFAULT_QWEN = "Qwen/Qwen3-VL-8B-Instruct"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
@@ -181,9 +178,6 @@ class QwenVL:
             "image_grid_thw": vision["image_grid_thw"],
             "prefix_length": torch.tensor(prefix_length),
         })
-
-    def regime_prompts(self, regimes: Sequence[Regime]) -> list[str]:
-        return [user_prompt(r) for r in regimes]
 
     def decode(self, ids: torch.Tensor) -> str:
         """Text of generated ids, keeping ``<|seg|>`` but dropping end/padding tokens."""
