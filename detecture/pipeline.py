@@ -23,7 +23,7 @@ from .bridge.head import DetectureHead, HeadConfig
 from .errors import CheckpointError, InputError
 from .images import as_rgb_array
 from .prompts import Regime, parse_response, user_prompt
-from .reencode import crop_cache, seg_states, suffix_hidden_states
+from .reencode import crop_cache, encode_prefix, seg_states, suffix_hidden_states
 from .result import SegmentationResult
 from .timing import StageTimer
 
@@ -91,14 +91,16 @@ class DetecturePipeline:
 
     # -- stages -------------------------------------------------------------------------------------------------
 
-    def _language_inputs(self, images: list[np.ndarray], regime: Regime, forced: Sequence[str] | None):
+    def _language_inputs(self, images: list[np.ndarray], regime: Regime, forced: Sequence[str] | None,
+                         grounding: str):
         """Qwen inputs with the response as suffix: generated greedily, or the forced text when given."""
         qwen = self.qwen
         prompts = [user_prompt(regime)] * len(images)
         if forced is not None:
-            with self.timer.stage("generate"):
+            with self.timer.stage("generate"):  # the prompt pass stands in for generation (same KV cache)
                 inputs = qwen.build_inputs(images, prompts, list(forced)).to(qwen.device)
-            return inputs, None
+                cache = encode_prefix(qwen, inputs) if grounding == "bridge" else None
+            return inputs, cache
         with self.timer.stage("generate"):
             inputs = qwen.build_inputs(images, prompts).to(qwen.device)
             prefix_len = int(inputs["prefix_length"])
@@ -175,7 +177,7 @@ class DetecturePipeline:
         if not images:
             return []
         arrays = [as_rgb_array(im) for im in images]
-        inputs, cache = self._language_inputs(arrays, regime, forced_responses)
+        inputs, cache = self._language_inputs(arrays, regime, forced_responses, grounding)
         prefix_len = int(inputs["prefix_length"])
         responses = [self.qwen.decode(row) for row in inputs["input_ids"][:, prefix_len:]]
         with self.timer.stage("sam3"):
