@@ -38,6 +38,14 @@ def _generated_mask(suffix: torch.Tensor, end_token_id: int) -> torch.Tensor:
     return (torch.cumsum(is_end, dim=1) - is_end) == 0
 
 
+def _attach_head(qwen: QwenVL, head: DetectureHead, path: str | Path) -> None:
+    """Check the head fits this Qwen and apply the LoRA + ``<|seg|>`` adapter trained with it, if any."""
+    head.check_qwen_width(qwen.hidden_size, path)
+    adapter = DetectureHead.adapter_path(path)
+    if adapter is not None:
+        qwen.load_adapter(adapter)
+
+
 class DetecturePipeline:
     """Frozen Qwen3-VL + frozen SAM3 + (optionally) a trained head."""
 
@@ -65,29 +73,31 @@ class DetecturePipeline:
         max_new_tokens: int = 300,
     ) -> "DetecturePipeline":
         """Load both backbones (hub ids or local folders) and, if given, a trained head folder."""
-        head_module = None
-        if head is not None:
-            # Fail on a bad head before spending minutes loading backbones.
-            head_module = DetectureHead.from_pretrained(head)
+        # Fail on a bad head before spending minutes loading backbones.
+        head_module = DetectureHead.from_pretrained(head) if head is not None else None
         qwen_vl = QwenVL.from_pretrained(qwen, device=device, dtype=dtype, attn_implementation=attn_implementation,
                                          quantization=quantization, trust_remote_code=trust_remote_code)
         if head_module is not None:
-            head_module.check_qwen_width(qwen_vl.hidden_size, head)
-            adapter = DetectureHead.adapter_path(head)
-            if adapter is not None:
-                qwen_vl.load_adapter(adapter)
+            _attach_head(qwen_vl, head_module, head)
         sam = Sam3Backbone.from_pretrained(sam3, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
         return cls(qwen_vl, sam, head_module, max_new_tokens=max_new_tokens)
 
     @classmethod
-    def tiny(cls, seed: int = 0, with_head: bool = True, max_new_tokens: int = 24) -> "DetecturePipeline":
-        """Tiny random backbones (and head) of the real classes: runs anywhere, offline; outputs are meaningless."""
+    def tiny(cls, seed: int = 0, with_head: bool = True, max_new_tokens: int = 24,
+             head: str | Path | None = None) -> "DetecturePipeline":
+        """Tiny random backbones of the real classes: runs anywhere, offline; outputs are meaningless.
+
+        The head is random unless ``head`` names a checkpoint trained on tiny backbones (``detecture train --tiny``).
+        """
         qwen, sam = QwenVL.tiny(seed), Sam3Backbone.tiny(seed)
-        head = None
-        if with_head:
+        head_module = None
+        if head is not None:
+            head_module = DetectureHead.from_pretrained(head)
+            _attach_head(qwen, head_module, head)
+        elif with_head:
             torch.manual_seed(seed)
-            head = DetectureHead(HeadConfig.for_backbones(qwen, sam))
-        return cls(qwen, sam, head, max_new_tokens=max_new_tokens)
+            head_module = DetectureHead(HeadConfig.for_backbones(qwen, sam))
+        return cls(qwen, sam, head_module, max_new_tokens=max_new_tokens)
 
     # -- stages -------------------------------------------------------------------------------------------------
 

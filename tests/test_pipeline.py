@@ -82,3 +82,13 @@ def test_result_without_regions_is_all_dustbin():
     result = SegmentationResult([], "", torch.zeros(0, 4, 4), (10, 12))
     assert result.label_map.shape == (10, 12) and not result.label_map.any()
     assert result.masks.shape == (0, 10, 12)
+
+
+def test_tiny_pipeline_uses_a_given_head_checkpoint(tmp_path):
+    from detecture.pipeline import DetecturePipeline
+
+    trained = DetecturePipeline.tiny(seed=3).head
+    path = trained.save_pretrained(tmp_path / "head")
+    loaded = DetecturePipeline.tiny(seed=0, head=path).head
+    for (name, a), (_, b) in zip(trained.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name

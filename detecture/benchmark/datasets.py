@@ -15,20 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.metadata import (
-    METADATA_FILE,
-    LoadedSample,
-    SampleRecord,
-    TextureEntry,
-    datasets_root,
-    load_metadata,
-    load_sample,
-    resolve_within,
-)
+from ..data.layouts import read_records
+from ..data.metadata import METADATA_FILE, LoadedSample, SampleRecord, datasets_root, load_sample, resolve_within
 from ..errors import DatasetError
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
-RWTD_MASK_SUFFIXES = ("_mask_a.png", "_mask_b.png")
 
 
 @dataclass(frozen=True)
@@ -70,30 +60,10 @@ def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
     return matches[0]
 
 
-def rwtd_records(root: Path) -> list[SampleRecord]:
-    """Records for RWTD's native layout: ``images/<stem>.<ext>`` with ``textures_mask/<stem>_mask_a|b.png``."""
-    images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not images:
-        raise DatasetError(f"{root / 'images'}: no images found")
-    return [
-        SampleRecord(
-            id=p.stem,
-            image_path=f"images/{p.name}",
-            textures=tuple(TextureEntry("", f"textures_mask/{p.stem}{s}") for s in RWTD_MASK_SUFFIXES),
-        )
-        for p in images
-    ]
-
-
 def open_dataset(spec: str, data_root: str | os.PathLike | None = None) -> BenchDataset:
     """Open a dataset by name or path, validate its layout and every record's paths."""
     root = find_dataset(spec, data_root)
-    if (root / METADATA_FILE).exists():
-        records = load_metadata(root / METADATA_FILE)
-    elif (root / "images").is_dir() and (root / "textures_mask").is_dir():
-        records = rwtd_records(root)
-    else:
-        raise DatasetError(f"{root}: neither {METADATA_FILE} nor the RWTD layout (images/ + textures_mask/)")
+    records = read_records(root)
     if not records:
         raise DatasetError(f"{root}: dataset has no records")
     for record in records:

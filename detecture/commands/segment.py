@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     grounding = args.grounding if args.grounding != "auto" else ("bridge" if args.head or args.tiny else "text")
     if args.tiny:
         logger.warning(TINY_NOTE)
-        pipe = DetecturePipeline.tiny()
+        pipe = DetecturePipeline.tiny(head=args.head)
     else:
         pipe = DetecturePipeline.from_pretrained(
             args.qwen, args.sam3, args.head, device=args.device, dtype=args.dtype, quantization=args.quantization,

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ..data.metadata import LoadedSample, SampleRecord, load_metadata, load_sample, resolve_within
+from ..data.layouts import read_records
+from ..data.metadata import LoadedSample, SampleRecord, load_sample, resolve_within
 from ..errors import DatasetError
 from ..prompts import Regime
 from .augment import augment, sample_rng
@@ -101,7 +102,7 @@ class TextureDataset(Dataset):
         self.seed = seed
         self.train = train
         self.epoch = 0
-        self.report = scan(self.root, load_metadata(self.root), cfg.max_regions)
+        self.report = scan(self.root, read_records(self.root), cfg.max_regions)
         log.info("%s: %s", self.root, self.report.summary())
         if not self.report.kept:
             raise DatasetError(f"{self.root}: no usable samples ({self.report.summary()})")

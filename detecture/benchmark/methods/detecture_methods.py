@@ -29,10 +29,10 @@ class _DetectureMethod(Method):
     def load(self) -> None:
         from ...pipeline import DetecturePipeline
 
-        if self.options.tiny:
-            self.loaded["pipe"] = DetecturePipeline.tiny(seed=self.options.seed)
-            return
         head = self.options.head if self.grounding == "bridge" else None
+        if self.options.tiny:
+            self.loaded["pipe"] = DetecturePipeline.tiny(seed=self.options.seed, head=head)
+            return
         kwargs = {k: v for k, v in (("qwen", self.options.models.get("qwen")),
                                     ("sam3", self.options.models.get("sam3"))) if v}
         self.loaded["pipe"] = DetecturePipeline.from_pretrained(head=head, device=torch_device(self.options),
