@@ -25,7 +25,7 @@ from detecture.benchmark.regimes import (
     regime_for,
 )
 from detecture.benchmark.runner import BenchConfig, run_benchmark
-from detecture.errors import DatasetError, DetectureError, InputError, ModelAccessError
+from detecture.errors import DatasetError, DetectureError, InputError
 
 
 def test_dispatch_table_covers_every_method_and_regime():
@@ -108,11 +108,6 @@ def test_prerequisites_are_checked_before_any_method_runs(tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed")
-def test_box_prompt_methods_name_the_missing_torchvision():
-    with pytest.raises(ModelAccessError, match="torchvision"):
-        build_method("grounding-sam3", MethodOptions()).check()
-
-
 def test_predictions_method_reads_label_maps(tmp_path):
     labels = np.zeros((8, 10), np.uint8)
     labels[:, 4:] = 7

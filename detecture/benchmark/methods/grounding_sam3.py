@@ -18,6 +18,7 @@ No torchvision is needed (it cannot be installed beside every torch build):
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 from collections.abc import Iterator, Sequence
@@ -118,11 +119,11 @@ def roi_align(features: torch.Tensor, boxes: Sequence[torch.Tensor], output_size
 def roi_align_without_torchvision() -> Iterator[None]:
     """Let SAM3's box prompts run without torchvision: while active, the ``torchvision`` name SAM3's modeling module
     uses (only for ``ops.roi_align``) resolves to :func:`roi_align`. A no-op when torchvision is installed."""
-    from transformers.models.sam3 import modeling_sam3
-
     if importlib.util.find_spec("torchvision") is not None:
         yield
         return
+    # imported by path: attribute access on transformers' lazy ``models.sam3`` package refuses without torchvision
+    modeling_sam3 = importlib.import_module("transformers.models.sam3.modeling_sam3")
     missing = object()
     previous = getattr(modeling_sam3, "torchvision", missing)
     modeling_sam3.torchvision = SimpleNamespace(ops=SimpleNamespace(roi_align=roi_align))

@@ -107,11 +107,8 @@ class Sam2MaskGenerator:
     predicted IoU > ``pred_iou_thresh`` and stability score > ``stability_score_thresh``; binarise; box NMS.
     """
 
-    def __init__(self, model: Any, image_mean: tuple[float, ...] = IMAGENET_MEAN,
-                 image_std: tuple[float, ...] = IMAGENET_STD) -> None:
+    def __init__(self, model: Any) -> None:
         self.model = model.eval()
-        self.image_mean = image_mean
-        self.image_std = image_std
 
     @property
     def device(self) -> torch.device:
@@ -125,10 +122,10 @@ class Sam2MaskGenerator:
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """As ``Sam2ImageProcessor``: resize to the square input (bilinear, antialiased), /255, ImageNet normalise."""
         size = self.input_size
-        pixels = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
+        pixels = torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1)[None]
         pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-        mean = torch.tensor(self.image_mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.image_std).view(1, 3, 1, 1)
+        mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
         pixels = (pixels.clamp(0, 255) / 255.0 - mean) / std
         dtype = next(self.model.parameters()).dtype
         return pixels.to(self.device, dtype)
