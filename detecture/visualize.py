@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .plotting import pyplot, save_figure
+
 # Colour-blind-friendly qualitative palette (Okabe-Ito), one colour per region; the dustbin stays uncoloured.
 PALETTE = np.array([
     [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167],
@@ -44,14 +46,9 @@ def _downscale(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descriptions: Sequence[str],
                  title: str | None = None, note: str | None = None) -> Path:
     """Write a PNG: the image with its partition, and a legend mapping each colour to its description and area."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
-    from .atomic import atomic_path
-
+    plt = pyplot()
     image, labels = _downscale(image, labels)
     fractions = np.bincount(labels.ravel(), minlength=len(descriptions) + 1) / labels.size
     handles = [Patch(color=region_color(k) / 255.0,
@@ -74,7 +71,4 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descri
     if note:
         fig.text(0.5, 0.01, note, ha="center", fontsize=8, color="firebrick")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path, dpi=110)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import atomic
+from ..plotting import pyplot, save_figure
 from . import results
 from .metrics import gt_label_map
 from .runner import Cell
@@ -52,10 +52,7 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
     """One PNG for a dataset: rows = samples, columns = image, GT, then each method. Returns its path."""
     if not dataset_cells or n_samples <= 0:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     dataset = dataset_cells[0].dataset
     records = dataset_cells[0].records[:n_samples]
@@ -88,7 +85,5 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
     fig.suptitle(dataset.name, fontsize=10)
     fig.tight_layout()
     path = out / "gallery" / f"{results.safe_name(dataset.name)}.png"
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
     return path

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..plotting import pyplot, save_figure
 from .metrics import Aggregate, bootstrap_mean
 from .runner import Cell, cell_records, metric_values
 
@@ -139,10 +140,7 @@ def latex(summaries: list[CellSummary]) -> str:
 
 def bar_chart(summaries: list[CellSummary], metric: str, title: str, path: Path) -> None:
     """Grouped bars (datasets on the x axis, one bar per method) with the CI as error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import numpy as np
 
     datasets = list(dict.fromkeys(s.dataset for s in summaries))
@@ -165,9 +163,7 @@ def bar_chart(summaries: list[CellSummary], metric: str, title: str, path: Path)
     ax.set_title(title)
     ax.legend(fontsize=7, ncols=min(len(methods), 4), loc="upper center", bbox_to_anchor=(0.5, -0.12))
     fig.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def write_reports(summaries: list[CellSummary], out: Path) -> dict[str, Path]:

@@ -15,6 +15,7 @@ from PIL import Image
 from .. import atomic
 from ..data.metadata import SampleRecord, load_sample
 from ..errors import DatasetError
+from ..plotting import pyplot, save_figure
 from .config import MinerConfig
 from .overlay import draw_overlay
 
@@ -70,10 +71,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 def write_score_histogram(path: Path, scores: list[float], threshold: float) -> None:
     """PNG histogram of all scene scores with the keep-threshold marked."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.hist(scores, bins=HIST_BINS, color="#4c72b0", edgecolor="white")
@@ -83,9 +81,7 @@ def write_score_histogram(path: Path, scores: list[float], threshold: float) -> 
     ax.set_title(f"Miner scores ({len(scores)} scenes)")
     ax.legend()
     fig.tight_layout()
-    with atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 def write_contact_sheet(out: Path, records: list[SampleRecord], seed: int, n: int) -> Path:

@@ -20,11 +20,11 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 ORIGINAL = "original"
 
 
@@ -48,7 +48,7 @@ def _index_images(folder: Path) -> dict[str, Path]:
     with os.scandir(folder) as it:
         for entry in it:
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() in IMAGE_EXTENSIONS and not entry.name.startswith("."):
+            if ext.lower() in IMAGE_SUFFIXES and not entry.name.startswith("."):
                 out.setdefault(stem, Path(entry.path))
     return out
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -124,10 +125,7 @@ def _column(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[flo
 
 def plot_curves(out: Path) -> list[Path]:
     """Write ``loss_curves.png`` (loss terms, lr by group) and ``eval_curves.png`` (validation metrics) from the CSVs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     written = []
     rows = _read_rows(out / STEPS_CSV)
@@ -146,9 +144,7 @@ def plot_curves(out: Path) -> list[Path]:
         ax_lr.legend()
         fig.tight_layout()
         path = out / "loss_curves.png"
-        with atomic.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, path, dpi=100)
         written.append(path)
     evals = _read_rows(out / EVAL_CSV)
     if evals:
@@ -160,8 +156,6 @@ def plot_curves(out: Path) -> list[Path]:
         ax.legend()
         fig.tight_layout()
         path = out / "eval_curves.png"
-        with atomic.atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-        plt.close(fig)
+        save_figure(fig, path, dpi=100)
         written.append(path)
     return written
