@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,3 +271,26 @@ def test_sharded_launches_are_refused_with_a_clear_message():
             check_distributed_type(sharded)
     check_distributed_type(DistributedType.MULTI_GPU)
     check_distributed_type(DistributedType.NO)
+
+
+def test_pruning_killed_midway_leaves_no_half_checkpoint(tmp_path, monkeypatch):
+    """A kill during deletion must not leave a half-deleted ``step-*`` that looks like a real checkpoint."""
+    from detecture.training import checkpoint as ckpt
+
+    module = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW([{"name": "head", "params": list(module.parameters())}])
+    for step in range(1, 4):
+        ckpt.save_checkpoint(tmp_path / f"step-{step}", module, opt, {0: "weight", 1: "bias"},
+                             ckpt.TrainerState(optimizer_step=step), [ckpt.capture_rng()])
+
+    def killed(path, *args, **kwargs):
+        (Path(path) / "trainer_state.json").unlink()  # part of the folder is gone when the process dies
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(ckpt.shutil, "rmtree", killed)
+        with pytest.raises(KeyboardInterrupt):
+            ckpt.prune_checkpoints(tmp_path, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-2", "step-3"]
+    ckpt.prune_checkpoints(tmp_path, keep=2)  # the next prune clears the leftover
+    assert not list(tmp_path.glob(".step-*"))

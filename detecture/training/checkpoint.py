@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 from dataclasses import asdict, dataclass, field
@@ -165,11 +166,20 @@ def save_checkpoint(
 
 
 def prune_checkpoints(checkpoints: Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest ``step-*`` directories (never the one ``latest.json`` points to)."""
+    """Delete all but the ``keep`` newest ``step-*`` directories (never the one ``latest.json`` points to).
+
+    Each is first renamed to a hidden ``.step-*.deleting`` name (atomic), so a run killed mid-deletion never leaves a
+    half-deleted checkpoint that looks like a real one; leftovers of such a kill are removed on the next prune.
+    """
+    checkpoints = Path(checkpoints)
+    for leftover in checkpoints.glob(".step-*.deleting"):
+        shutil.rmtree(leftover)
     latest = latest_checkpoint(checkpoints)
-    for old in sorted(Path(checkpoints).glob("step-*"))[:-keep]:
+    for old in sorted(checkpoints.glob("step-*"))[:-keep]:
         if old != latest:
-            shutil.rmtree(old)
+            doomed = old.with_name(f".{old.name}.deleting")
+            os.replace(old, doomed)
+            shutil.rmtree(doomed)
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:
