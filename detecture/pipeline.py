@@ -197,7 +197,7 @@ class DetecturePipeline:
             descriptions = [parse_response(r)[:k] for r, k in zip(responses, counts)]
             descriptions = [d + [""] * (k - len(d)) for d, k in zip(descriptions, counts)]
         else:
-            descriptions = [parse_response(r)[: regime.max_regions] for r in responses]
+            descriptions = [parse_response(r, require_seg=False)[: regime.max_regions] for r in responses]
             logits = self._text_logits(descriptions, vision)
         results = []
         for arr, desc, resp, region_logits in zip(arrays, descriptions, responses, logits):

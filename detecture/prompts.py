@@ -89,16 +89,20 @@ def format_response(descriptions: list[str]) -> str:
     return "\n".join(f"TEXTURE_{k}: {' '.join(d.split())} {SEG_TOKEN}" for k, d in enumerate(descriptions, 1))
 
 
-def parse_response(text: str) -> list[str]:
-    """Descriptions of the lines that end in ``<|seg|>``, in order; other lines are ignored.
+def parse_response(text: str, require_seg: bool = True) -> list[str]:
+    """Descriptions of the texture lines, in order; other lines are ignored.
 
-    Only lines closed by a SEG token produce a region, matching how K is counted from the SEG tokens themselves.
+    With ``require_seg`` only lines closed by a SEG token count, matching how the Bridge counts K from the SEG tokens
+    themselves. Text grounding needs only the words, so it also accepts ``TEXTURE_k: ...`` lines without one: a
+    model whose ``<|seg|>`` rows were never trained may leave the token out.
     """
     descriptions = []
     for line in text.splitlines():
-        if SEG_TOKEN not in line:
-            continue
+        has_seg = SEG_TOKEN in line
         body = line.split(SEG_TOKEN, 1)[0]
         match = _LINE_RE.match(body)
-        descriptions.append(match.group(2) if match else body.strip())
+        if has_seg:
+            descriptions.append(match.group(2) if match else body.strip())
+        elif not require_seg and match and match.group(2):
+            descriptions.append(match.group(2))
     return descriptions

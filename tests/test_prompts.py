@@ -38,3 +38,9 @@ def test_prompts_state_the_count_regime():
     assert "between 1 and 6" in user_prompt(Regime.autonomous())
     assert "exactly 4" in user_prompt(Regime.oracle(4))
     assert '"the rough bark"' in user_prompt(Regime.query("the  rough bark"))
+
+
+def test_text_grounding_accepts_lines_without_seg():
+    text = f"TEXTURE_1: rough bark\nTEXTURE_2: smooth water {SEG_TOKEN}\nA remark."
+    assert parse_response(text) == ["smooth water"]
+    assert parse_response(text, require_seg=False) == ["rough bark", "smooth water"]
