@@ -8,9 +8,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..errors import InputError
+from ..yaml_files import read_yaml
 
 MAX_REGIONS_LIMIT = 6
 
@@ -125,13 +124,7 @@ def _validate(cfg: MinerConfig, where: str) -> None:
 def load_config(path: str | os.PathLike | None = None) -> MinerConfig:
     """Read and validate the miner config (default: ``configs/miner.yaml``); errors name the file and the key."""
     path = Path(path) if path is not None else configs_dir() / "miner.yaml"
-    if not path.is_file():
-        raise InputError(f"{path}: miner config not found (pass --config PATH)")
-    raw_bytes = path.read_bytes()
-    try:
-        data = yaml.safe_load(raw_bytes)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    data, raw_bytes = read_yaml(path, "miner config", " (pass --config PATH)")
     where = str(path)
     if not isinstance(data, dict):
         raise InputError(f"{where}: expected a mapping at the top level")

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..errors import InputError
+from ..yaml_files import read_yaml
 
 KINDS = ("texture", "object", "ambiguous")
 
@@ -46,13 +46,7 @@ class Vocabulary:
 def load_vocabulary(path: str | os.PathLike) -> Vocabulary:
     """Read a class vocabulary YAML; ids must be exactly ``1..N`` and every class needs a known kind."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: class vocabulary not found")
-    raw = path.read_bytes()
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    data, raw = read_yaml(path, "class vocabulary")
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or "version" not in data:
         raise InputError(f"{path}: expected a mapping with 'version' and a 'classes' list of {{id, name, kind}}")
     entries = data["classes"]

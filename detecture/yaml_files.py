@@ -1,0 +1,24 @@
+"""Reading the project's YAML files (configs, vocabularies) with errors that name the file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import InputError
+
+
+def read_yaml(path: str | os.PathLike, what: str, hint: str = "") -> tuple[Any, bytes]:
+    """Parsed YAML and the raw bytes (callers hash them to fingerprint runs); ``what`` names the file in errors,
+    ``hint`` says how to fix a missing one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: {what} not found{hint}")
+    raw = path.read_bytes()
+    try:
+        return yaml.safe_load(raw), raw
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML ({exc})") from None
