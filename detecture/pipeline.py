@@ -117,6 +117,9 @@ class DetecturePipeline:
             out = qwen.model.generate(
                 **{k: v for k, v in inputs.items() if k != "prefix_length"},
                 max_new_tokens=self.max_new_tokens, do_sample=False, return_dict_in_generate=True,
+                # Rank-local, also during FSDP training (weights gathered): transformers would otherwise step every
+                # rank in lockstep and wait for ranks that are not generating.
+                synced_gpus=False,
             )
         suffix = out.sequences[:, prefix_len:]
         valid = _generated_mask(suffix, qwen.end_token_id)

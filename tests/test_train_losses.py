@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from detecture.errors import CheckpointError
 from detecture.training.config import AugmentConfig, Config, load_config
 from detecture.training.losses import lm_loss, mask_loss, shifted_zero_weights
 from detecture.training.schedule import LRSchedule
@@ -150,6 +151,7 @@ def test_micro_warmup_restart_scales_peaks_and_clamps_min_per_group():
 
 def test_optimizer_and_rng_checkpoint_roundtrip(tmp_path):
     from detecture.training import checkpoint as ckpt
+    from detecture.training.sharding import optimizer_state, trainable_state
 
     torch.manual_seed(0)
     module = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
@@ -158,16 +160,16 @@ def test_optimizer_and_rng_checkpoint_roundtrip(tmp_path):
         module(torch.randn(5, 4)).square().sum().backward()
         opt.step()
         opt.zero_grad()
-    names = {i: n for i, (n, _) in enumerate(module.named_parameters())}
     state = ckpt.TrainerState(epoch=1, batch_in_epoch=4, optimizer_step=3)
-    ckpt.save_checkpoint(tmp_path / "ck" / "step-3", module, opt, names, state, [ckpt.capture_rng()])
+    ckpt.save_checkpoint(tmp_path / "ck" / "step-3", trainable_state(module), optimizer_state(module, opt), state,
+                         [ckpt.capture_rng()])
     expected_draw = torch.rand(3)
     assert not list((tmp_path / "ck").glob(".*"))  # no temporary left behind
 
     module2 = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
     opt2 = torch.optim.AdamW([{"name": "head", "params": list(module2.parameters())}], lr=0.1)
     latest = ckpt.latest_checkpoint(tmp_path / "ck")
-    loaded = ckpt.load_checkpoint(latest, module2, opt2, names, rank=0)
+    loaded = ckpt.load_checkpoint(latest, module2, opt2, rank=0)
     assert loaded.batch_in_epoch == 4 and loaded.optimizer_step == 3
     assert torch.equal(torch.rand(3), expected_draw)  # RNG restored to the save point
     for a, b in zip(module.parameters(), module2.parameters()):
@@ -175,16 +177,23 @@ def test_optimizer_and_rng_checkpoint_roundtrip(tmp_path):
         sa, sb = opt.state[a], opt2.state[b]
         assert torch.equal(sa["exp_avg"], sb["exp_avg"]) and torch.equal(sa["exp_avg_sq"], sb["exp_avg_sq"])
     assert not any(p.suffix in (".pt", ".bin", ".pkl") for p in latest.iterdir())
+    module3 = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 5))
+    opt3 = torch.optim.AdamW([{"name": "head", "params": list(module3.parameters())}], lr=0.1)
+    with pytest.raises(CheckpointError, match=r"step-3.*1\.weight has shape \(2, 3\), model \(5, 3\)"):
+        ckpt.load_checkpoint(latest, module3, opt3, rank=0)
+    opt4 = torch.optim.AdamW([{"name": "bridge", "params": list(module2.parameters())}], lr=0.1)
+    with pytest.raises(CheckpointError, match="optimizer parameter groups"):
+        ckpt.load_checkpoint(latest, module2, opt4, rank=0)
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     from detecture.training import checkpoint as ckpt
+    from detecture.training.sharding import optimizer_state, trainable_state
 
     module = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW([{"name": "head", "params": list(module.parameters())}])
-    names = {0: "weight", 1: "bias"}
-    ckpt.save_checkpoint(tmp_path / "step-1", module, opt, names, ckpt.TrainerState(optimizer_step=1),
-                         [ckpt.capture_rng()])
+    ckpt.save_checkpoint(tmp_path / "step-1", trainable_state(module), optimizer_state(module, opt),
+                         ckpt.TrainerState(optimizer_step=1), [ckpt.capture_rng()])
     before = sorted(p.name for p in (tmp_path / "step-1").iterdir())
 
     def boom(*a, **k):
@@ -192,8 +201,8 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(ckpt.atomic, "write_json", boom)
     with pytest.raises(OSError):
-        ckpt.save_checkpoint(tmp_path / "step-1", module, opt, names, ckpt.TrainerState(optimizer_step=2),
-                             [ckpt.capture_rng()])
+        ckpt.save_checkpoint(tmp_path / "step-1", trainable_state(module), optimizer_state(module, opt),
+                             ckpt.TrainerState(optimizer_step=2), [ckpt.capture_rng()])
     assert sorted(p.name for p in (tmp_path / "step-1").iterdir()) == before
     assert ckpt.latest_checkpoint(tmp_path).name == "step-1"
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
@@ -260,27 +269,37 @@ def test_dataset_skips_bad_samples_with_counts(tmp_path, caplog):
     assert len(ranks[0]) == len(ranks[1]) == 3 and set(ranks[0].indices()) | set(ranks[1].indices()) == set(range(5))
 
 
-def test_sharded_launches_are_refused_with_a_clear_message():
+def test_unsupported_launches_are_refused_with_a_clear_message():
+    from types import SimpleNamespace
+
     from accelerate.utils import DistributedType
 
     from detecture.errors import DetectureError
-    from detecture.training.loop import check_distributed_type
+    from detecture.training.loop import check_launch
 
-    for sharded in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        with pytest.raises(DetectureError, match="ddp.yaml"):
-            check_distributed_type(sharded)
-    check_distributed_type(DistributedType.MULTI_GPU)
-    check_distributed_type(DistributedType.NO)
+    def launch(kind, fsdp_version=2):
+        return SimpleNamespace(distributed_type=kind, fsdp_plugin=SimpleNamespace(fsdp_version=fsdp_version))
+
+    with pytest.raises(DetectureError, match="DeepSpeed.*ddp.yaml.*fsdp.yaml"):
+        check_launch(launch(DistributedType.DEEPSPEED), None)
+    with pytest.raises(DetectureError, match="fsdp_version: 2"):
+        check_launch(launch(DistributedType.FSDP, fsdp_version=1), None)
+    with pytest.raises(DetectureError, match="4bit cannot be combined with FSDP"):
+        check_launch(launch(DistributedType.FSDP), "4bit")
+    check_launch(launch(DistributedType.FSDP), None)
+    check_launch(launch(DistributedType.MULTI_GPU), "4bit")
+    check_launch(launch(DistributedType.NO), None)
 
 
 def test_pruning_killed_midway_leaves_no_half_checkpoint(tmp_path, monkeypatch):
     """A kill during deletion must not leave a half-deleted ``step-*`` that looks like a real checkpoint."""
     from detecture.training import checkpoint as ckpt
+    from detecture.training.sharding import optimizer_state, trainable_state
 
     module = torch.nn.Linear(2, 2)
     opt = torch.optim.AdamW([{"name": "head", "params": list(module.parameters())}])
     for step in range(1, 4):
-        ckpt.save_checkpoint(tmp_path / f"step-{step}", module, opt, {0: "weight", 1: "bias"},
+        ckpt.save_checkpoint(tmp_path / f"step-{step}", trainable_state(module), optimizer_state(module, opt),
                              ckpt.TrainerState(optimizer_step=step), [ckpt.capture_rng()])
 
     def killed(path, *args, **kwargs):

@@ -1,4 +1,5 @@
-"""Run by ``accelerate launch`` in test_train_loop.py: train with the tiny config, then every rank writes its weights.
+"""Run by ``accelerate launch`` in test_train_loop.py: train with the tiny config, then every rank writes its own copy
+of the weights.
 
 Usage: train_ddp_worker.py DATA OUT [--max-steps N] [--resume] [KEY=VALUE ...]
 """
@@ -11,7 +12,6 @@ from pathlib import Path
 import yaml
 from safetensors.torch import save_file
 
-from detecture.training.checkpoint import trainable_state
 from detecture.training.config import load_config
 from detecture.training.loop import ResumeOptions, Trainer
 
@@ -28,7 +28,8 @@ def main() -> None:
     trainer = Trainer(load_config(None, overrides), args.data, args.out, max_steps=args.max_steps)
     trainer.run(ResumeOptions(resume=args.resume))
     rank = trainer.acc.process_index
-    save_file(trainable_state(trainer.module), str(args.out / f"weights-rank{rank}.safetensors"))
+    own = {n: p.detach().cpu().contiguous() for n, p in trainer.module.named_parameters() if p.requires_grad}
+    save_file(own, str(args.out / f"weights-rank{rank}.safetensors"))
     print(f"rank {rank} of {trainer.acc.num_processes} done, {trainer.state.optimizer_step} steps")
 
 

@@ -120,14 +120,17 @@ class DetectureHead(nn.Module):
         slots, live = self.slot_states(seg_states)
         return self.prompts(slots[live], text_projection), live
 
-    def save_pretrained(self, path: str | Path, adapter_dir: str | Path | None = None) -> Path:
-        """Write ``config.json`` + ``model.safetensors`` atomically (and copy a PEFT adapter folder if given)."""
+    def save_pretrained(self, path: str | Path, adapter_dir: str | Path | None = None,
+                        state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+        """Write ``config.json`` + ``model.safetensors`` atomically (and copy a PEFT adapter folder if given).
+        ``state_dict`` replaces this module's own tensors, e.g. weights gathered from a sharded training run."""
         import shutil
 
         path = Path(path)
         with atomic_dir(path) as tmp:
             (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
-            tensors = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+            own = self.state_dict() if state_dict is None else state_dict
+            tensors = {k: v.detach().to("cpu").contiguous() for k, v in own.items()}
             save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
             if adapter_dir is not None:
                 shutil.copytree(adapter_dir, tmp / ADAPTER_DIR)

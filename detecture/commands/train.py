@@ -1,6 +1,6 @@
 """``detecture train``: train the Bridge, dustbin, mask head, Qwen LoRA and ``<|seg|>`` rows (DESIGN §2).
 
-Multi-GPU: ``accelerate launch [--config_file configs/accelerate/ddp.yaml] -m detecture train ...``.
+Multi-GPU: ``accelerate launch --config_file configs/accelerate/{ddp,fsdp}.yaml -m detecture train ...``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ examples:
   detecture train --tiny --data DIR --out /tmp/run --epochs 2 --set optim.stage1_epochs=1   (CPU smoke run, offline)
   accelerate launch --config_file configs/accelerate/ddp.yaml -m detecture train --config configs/train.yaml \
       --data DIR --out runs/bridge                               (DDP; set num_processes in the yaml)
+  accelerate launch --config_file configs/accelerate/fsdp.yaml -m detecture train ...
+                                              (FSDP2: shards the frozen bf16 backbones; not with 4-bit Qwen)
   detecture train --config configs/train.yaml --data DIR --out runs/bridge --resume          (exact continuation)
   detecture train ... --out runs/bridge --resume --epochs 30 --resume-lr-scale 0.15 --resume-warmup-epochs 2
                                               (micro-warm-up restart: extend 20 -> 30 epochs, keep AdamW moments)

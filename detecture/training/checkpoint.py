@@ -4,8 +4,8 @@ Layout of ``<out>/checkpoints/step-00001234/`` (written into a temporary directo
 moment leaves either the previous checkpoint or the complete new one; ``latest.json`` is replaced atomically last)::
 
     trainable.safetensors   every trainable parameter of the training module (Bridge, dustbin, mask head, LoRA,
-                            SEG rows), by name
-    optimizer.safetensors   AdamW moments, keyed "state.<param index>.<name>"
+                            SEG rows), in full, by unwrapped name (the same whether the run used DDP or FSDP)
+    optimizer.safetensors   AdamW moments and step counts, keyed "state.<param name>.<key>"
     optimizer.json          param groups (hyper-parameters, member names) and non-tensor state
     rng.safetensors         torch CPU / CUDA generator states of every rank
     rng.json                python ``random`` and numpy states of every rank
@@ -20,6 +20,7 @@ import logging
 import os
 import random
 import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from .. import atomic
 from ..errors import CheckpointError
+from . import sharding
 
 log = logging.getLogger(__name__)
 
@@ -50,63 +52,29 @@ class TrainerState:
     world_size: int = 1
 
 
-def trainable_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """Detached CPU copies of the parameters that require grad, by qualified name."""
-    return {n: p.detach().cpu().contiguous() for n, p in module.named_parameters() if p.requires_grad}
-
-
-def load_trainable_state(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy saved trainable parameters in place; a missing or unexpected name is a :class:`CheckpointError`."""
-    params = {n: p for n, p in module.named_parameters() if p.requires_grad}
-    missing, unexpected = sorted(set(params) - set(tensors)), sorted(set(tensors) - set(params))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{source}: trainable parameters differ from this model (missing {missing[:5]}, unexpected "
-            f"{unexpected[:5]}); was it trained with another config or backbone?"
-        )
-    with torch.no_grad():
-        for name, p in params.items():
-            if p.shape != tensors[name].shape:
-                raise CheckpointError(f"{source}: {name} has shape {tuple(tensors[name].shape)}, model {tuple(p.shape)}")
-            p.copy_(tensors[name].to(p.device, p.dtype))
-
-
-def _is_tensor(v: Any) -> bool:
-    return isinstance(v, torch.Tensor)
-
-
-def optimizer_to_files(optimizer: torch.optim.Optimizer, names: dict[int, str]) -> tuple[dict, dict]:
-    """Split an optimizer state dict into (tensors, JSON) parts; ``names`` maps param index → parameter name."""
-    sd = optimizer.state_dict()
+def optimizer_to_files(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Split a full, name-keyed optimizer state (:func:`detecture.training.sharding.optimizer_state`) into
+    safetensors (``"state.<param name>.<key>"``) and JSON (param groups, non-tensor state) parts."""
     tensors: dict[str, torch.Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
-    for idx, st in sd["state"].items():
-        for key, value in st.items():
-            if _is_tensor(value):
-                tensors[f"state.{idx}.{key}"] = value.detach().cpu().contiguous()
+    for name, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"state.{name}.{key}"] = value.detach().cpu().contiguous()
             else:
-                scalars.setdefault(str(idx), {})[key] = value
-    groups = [{**g, "param_names": [names[i] for i in g["params"]]} for g in sd["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
+                scalars.setdefault(name, {})[key] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def optimizer_from_files(
-    optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict, names: dict[int, str], source: str
-) -> None:
-    """Inverse of :func:`optimizer_to_files`; refuses a state whose parameter groups name other parameters."""
-    current = optimizer.state_dict()["param_groups"]
-    saved = meta["param_groups"]
-    for g_now, g_saved in zip(current, saved):
-        if [names[i] for i in g_now["params"]] != g_saved["param_names"] or len(current) != len(saved):
-            raise CheckpointError(f"{source}: optimizer parameter group {g_saved.get('name')!r} does not match this model")
-    state: dict[int, dict[str, Any]] = {}
+def optimizer_from_files(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`optimizer_to_files` (parameter names contain dots, state keys do not)."""
+    state: dict[str, dict[str, Any]] = {}
     for key, value in tensors.items():
-        _, idx, name = key.split(".", 2)
-        state.setdefault(int(idx), {})[name] = value
-    for idx, values in meta["scalars"].items():
-        state.setdefault(int(idx), {}).update(values)
-    groups = [{k: v for k, v in g.items() if k != "param_names"} for g in saved]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
+        name, field_name = key[len("state."):].rsplit(".", 1)
+        state.setdefault(name, {})[field_name] = value
+    for name, values in meta["scalars"].items():
+        state.setdefault(name, {}).update(values)
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def capture_rng() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -139,17 +107,17 @@ def _prefixed(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.
 
 def save_checkpoint(
     directory: Path,
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    param_names: dict[int, str],
+    trainable: dict[str, torch.Tensor],
+    optimizer: dict[str, Any],
     state: TrainerState,
     rng_per_rank: list[tuple[dict[str, torch.Tensor], dict[str, Any]]],
 ) -> Path:
-    """Write one complete checkpoint directory atomically and point ``latest.json`` at it. Main process only."""
+    """Write one complete checkpoint directory atomically and point ``latest.json`` at it. Main process only; the
+    trainable and optimizer states are the full ones gathered by :mod:`detecture.training.sharding`."""
     directory = Path(directory)
     with atomic.atomic_dir(directory) as tmp:
-        save_file(trainable_state(module), str(tmp / "trainable.safetensors"))
-        opt_tensors, opt_meta = optimizer_to_files(optimizer, param_names)
+        save_file(trainable, str(tmp / "trainable.safetensors"))
+        opt_tensors, opt_meta = optimizer_to_files(optimizer)
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         atomic.write_json(tmp / "optimizer.json", opt_meta)
         rng_tensors: dict[str, torch.Tensor] = {}
@@ -163,6 +131,22 @@ def save_checkpoint(
     atomic.write_json(directory.parent / LATEST, {"checkpoint": directory.name, "optimizer_step": state.optimizer_step})
     log.info("checkpoint written: %s", directory)
     return directory
+
+
+def export_trained(final: Path, module: torch.nn.Module, trainable: dict[str, torch.Tensor]) -> Path:
+    """Write ``final``: the head folder (config + safetensors) with the PEFT adapter inside, which
+    ``DetecturePipeline.from_pretrained(head=...)`` and ``detecture segment --head`` load. Main process only.
+
+    The tensors come from ``trainable`` (:func:`detecture.training.sharding.trainable_state`, keyed by the training
+    module's names), not from the modules, whose parameters may be shards.
+    """
+    final = Path(final)
+    peft_state = {k.removeprefix("qwen_model."): v for k, v in trainable.items() if k.startswith("qwen_model.")}
+    head_state = {k.removeprefix("head."): v for k, v in trainable.items() if k.startswith("head.")}
+    with tempfile.TemporaryDirectory(dir=final.parent) as adapter:
+        module.qwen_model.save_pretrained(adapter, state_dict=peft_state)
+        module.head.save_pretrained(final, adapter_dir=adapter, state_dict=head_state)
+    return final
 
 
 def prune_checkpoints(checkpoints: Path, keep: int) -> None:
@@ -211,24 +195,16 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
-def load_checkpoint(
-    directory: Path,
-    module: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-    param_names: dict[int, str],
-    rank: int,
-) -> TrainerState:
-    """Restore weights, optimizer and this rank's RNG in place; return the trainer state."""
+def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int
+                    ) -> TrainerState:
+    """Restore weights, optimizer and this rank's RNG in place; return the trainer state. Every rank calls it (each
+    reads the full files and keeps its own shard under FSDP)."""
     directory = Path(directory)
     state = TrainerState(**_read_json(directory / "trainer_state.json"))
-    load_trainable_state(module, _read_tensors(directory / "trainable.safetensors"), str(directory))
-    optimizer_from_files(
-        optimizer,
-        _read_tensors(directory / "optimizer.safetensors"),
-        _read_json(directory / "optimizer.json"),
-        param_names,
-        str(directory),
-    )
+    sharding.load_trainable_state(model, _read_tensors(directory / "trainable.safetensors"), str(directory))
+    saved = optimizer_from_files(_read_tensors(directory / "optimizer.safetensors"),
+                                 _read_json(directory / "optimizer.json"))
+    sharding.load_optimizer_state(model, optimizer, saved, str(directory))
     rng_meta = _read_json(directory / "rng.json")
     key = f"rank{rank}"
     if key not in rng_meta:

@@ -1,4 +1,5 @@
-"""The training loop on ``accelerate``: one code path for CPU, one GPU and N GPUs (DDP) via ``accelerate launch``.
+"""The training loop on ``accelerate``: one code path for CPU, one GPU and N GPUs (DDP or FSDP2) via
+``accelerate launch``.
 
 Accumulation, the NaN guard and checkpointing are explicit here rather than delegated to ``accelerator.accumulate``
 and ``save_state``: a skipped non-finite step must drop the whole accumulation group on every rank, and checkpoints
@@ -10,22 +11,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .. import atomic
+from ..backbones.loading import default_attn_implementation, default_dtype
 from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone
 from ..bridge.head import DetectureHead, HeadConfig
 from ..errors import CheckpointError, DetectureError
 from ..pipeline import DetecturePipeline
 from . import checkpoint as ckpt
+from . import sharding
 from .batching import make_batch
 from .config import GROUPS, Config
 from .dataset import EpochSampler, TextureDataset, collate_items
@@ -66,30 +69,46 @@ class TrainResult:
     final_dir: Path | None
 
 
-def load_backbones(cfg: Config, device: torch.device) -> tuple[QwenVL, Sam3Backbone]:
-    """Tiny random backbones (offline) or the configured hub ids / local folders; both frozen."""
+def load_backbones(cfg: Config, device: torch.device, sharded: bool = False) -> tuple[QwenVL, Sam3Backbone]:
+    """Tiny random backbones (offline) or the configured hub ids / local folders; both frozen.
+
+    ``sharded`` (FSDP) loads to CPU RAM in ``device``'s dtype and attention backend: sharding then moves each rank's
+    part to its GPU, so no GPU ever holds a whole backbone.
+    """
     m = cfg.model
     if m.tiny:
         qwen, sam = QwenVL.tiny(cfg.train.seed), Sam3Backbone.tiny(cfg.train.seed)
         qwen.model.to(device)
         sam.model.to(device)
         return qwen, sam
-    qwen = QwenVL.from_pretrained(m.qwen, device=device, attn_implementation=m.attn_implementation,
-                                  quantization=m.quantization)
-    return qwen, Sam3Backbone.from_pretrained(m.sam3, device=device)
+    place, dtype = (torch.device("cpu") if sharded else device), default_dtype(device)
+    qwen = QwenVL.from_pretrained(m.qwen, device=place, dtype=dtype, quantization=m.quantization,
+                                  attn_implementation=default_attn_implementation(device, m.attn_implementation))
+    return qwen, Sam3Backbone.from_pretrained(m.sam3, device=place, dtype=dtype)
 
 
-def check_distributed_type(distributed_type) -> None:
-    """Refuse sharded launches: checkpoints are written from rank 0's parameters and AdamW state, which is exact for
-    single-process and DDP runs but would silently store only rank 0's shard under FSDP or DeepSpeed ZeRO."""
+def check_launch(state, quantization: str | None) -> None:
+    """Refuse the launches this loop cannot run correctly, before any backbone is loaded.
+
+    DeepSpeed's engine takes over accumulation, clipping and the optimizer step, which the NaN guard and the per-step
+    schedule here need to own; its ZeRO-2 would only partition the AdamW state of ~8M trainable parameters, and
+    ZeRO-3 does what FSDP2 does. FSDP1 flattens parameters, so the per-unit unshard that rank-local evaluation needs
+    is FSDP2's. A 4-bit Qwen has integer weights that FSDP cannot shard.
+    """
     from accelerate.utils import DistributedType
 
-    if distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
+    if state.distributed_type == DistributedType.DEEPSPEED:
         raise DetectureError(
-            f"training under {distributed_type.value} is not supported yet (checkpoints would hold only rank 0's "
-            "shard); launch with configs/accelerate/ddp.yaml: the trainable set is ~8M parameters, and "
-            "model.quantization: 4bit keeps the frozen 8B Qwen within a 24 GB GPU"
-        )
+            "DeepSpeed launches are not supported: launch with configs/accelerate/ddp.yaml (optionally with "
+            "model.quantization: 4bit for 24 GB GPUs) or configs/accelerate/fsdp.yaml to shard the frozen backbones")
+    if state.distributed_type != DistributedType.FSDP:
+        return
+    if state.fsdp_plugin.fsdp_version != 2:
+        raise DetectureError("FSDP training needs fsdp_version: 2 in the accelerate config (see "
+                             "configs/accelerate/fsdp.yaml)")
+    if quantization is not None:
+        raise DetectureError(f"model.quantization: {quantization} cannot be combined with FSDP (4/8-bit weights "
+                             "cannot be sharded); use DDP with the quantized Qwen, or FSDP with a bf16 one")
 
 
 def accumulation_sizes(n_batches: int, accum: int) -> list[int]:
@@ -104,7 +123,7 @@ class Trainer:
                  max_steps: int | None = None, backbones: tuple[QwenVL, Sam3Backbone] | None = None) -> None:
         """``backbones`` replaces loading from ``cfg.model`` (e.g. random full-size architectures in benchmarks)."""
         from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, set_seed
+        from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 
         self.cfg, self.out, self.max_steps = cfg, Path(out), max_steps
         mixed = cfg.train.mixed_precision if torch.cuda.is_available() else "no"
@@ -114,7 +133,8 @@ class Trainer:
         # cpu=True on CPU-only machines: several launched processes then form a gloo (MULTI_CPU) group.
         self.acc = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
                                kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        check_distributed_type(self.acc.distributed_type)
+        check_launch(self.acc.state, cfg.model.quantization)
+        sharded = self.acc.distributed_type == DistributedType.FSDP
         set_seed(cfg.train.seed)
         self.main = self.acc.is_main_process
         # Data first: a bad dataset should fail before minutes of backbone loading.
@@ -122,7 +142,7 @@ class Trainer:
         self.val = TextureDataset(val_data, cfg.data, cfg.train.seed, train=False) if val_data else None
         if self.val is None and (cfg.train.eval_every_epochs or cfg.train.emission_every_steps):
             log.info("no --val-data: live evaluation and SEG-emission checks are off")
-        self.qwen, self.sam = backbones or load_backbones(cfg, self.acc.device)
+        self.qwen, self.sam = backbones or load_backbones(cfg, self.acc.device, sharded)
         apply_lora(self.qwen, cfg.lora, quantized=cfg.model.quantization is not None,
                    gradient_checkpointing=cfg.model.gradient_checkpointing)
         self.head = DetectureHead(HeadConfig.for_backbones(self.qwen, self.sam, **cfg.model.head))
@@ -141,7 +161,7 @@ class Trainer:
         self.batches_per_epoch = math.ceil(len(self.sampler.indices()) / cfg.optim.batch_size)
         self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.optim.grad_accum)
         self.schedule = LRSchedule.from_config(cfg.optim, self.steps_per_epoch)
-        # The optimizer goes through prepare() too: FSDP / DeepSpeed re-map parameters at wrap time.
+        # The optimizer goes through prepare() too: FSDP re-maps parameters to their shards at wrap time.
         self.model, self.optimizer = self.acc.prepare(self.module, self.optimizer, device_placement=[False, False])
         self.cache = None
         if cfg.cache.enabled:
@@ -156,16 +176,18 @@ class Trainer:
         return self.out / CHECKPOINTS
 
     def save(self) -> None:
+        """Every rank takes part (gathering sharded state and RNG states); the main process writes."""
         from accelerate.utils import gather_object
 
         self.state.schedule = self.schedule.state_dict()
         rng = [ckpt.capture_rng()]
         if self.acc.num_processes > 1:
             rng = gather_object(rng)
+        trainable = sharding.trainable_state(self.model)
+        optimizer = sharding.optimizer_state(self.model, self.optimizer)
         if self.main:
             name = f"step-{self.state.optimizer_step:08d}"
-            ckpt.save_checkpoint(self.checkpoints / name, self.module, self.optimizer, self.groups.names,
-                                 self.state, rng)
+            ckpt.save_checkpoint(self.checkpoints / name, trainable, optimizer, self.state, rng)
             ckpt.prune_checkpoints(self.checkpoints, self.cfg.train.keep_checkpoints)
         self.acc.wait_for_everyone()
 
@@ -181,8 +203,7 @@ class Trainer:
             return
         if latest is None:
             raise CheckpointError(f"{self.checkpoints}: no checkpoint to resume from")
-        self.state = ckpt.load_checkpoint(latest, self.module, self.optimizer, self.groups.names,
-                                          self.acc.process_index)
+        self.state = ckpt.load_checkpoint(latest, self.model, self.optimizer, self.acc.process_index)
         saved = LRSchedule.from_state_dict(self.state.schedule)
         if saved.steps_per_epoch != self.steps_per_epoch:
             raise CheckpointError(
@@ -219,7 +240,9 @@ class Trainer:
         """This rank's micro-batches of ``epoch`` from batch ``start`` on: from the feature cache in stage 1 when
         enabled (built on first use), else live (decoded and augmented by the DataLoader)."""
         if self.stage == 1 and self.cache is not None:
-            self.cache.build(self.module, self.acc)
+            if not self.cache.is_complete():
+                with sharding.gathered_weights(self.model):
+                    self.cache.build(self.module, self.acc)
             yield from self.cache.epoch_batches(self.sampler, epoch, start, self.sam.dtype)
             return
         self.dataset.set_epoch(epoch)
@@ -241,32 +264,38 @@ class Trainer:
 
     @contextlib.contextmanager
     def evaluating(self):
-        """Eval mode for head and Qwen (no Bridge dropout, no checkpointing during generation), restored after."""
+        """Eval mode for head and Qwen (no Bridge dropout, no checkpointing during generation), restored after; all
+        ranks enter (gathering FSDP shards), and the body runs on the main process only."""
         qwen_training = self.qwen.model.training
         self.head.eval()
         self.qwen.model.eval()
         try:
-            yield
+            with sharding.gathered_weights(self.model):
+                yield
         finally:
             self.head.train()
             self.qwen.model.train(qwen_training)
 
     def quick_validation(self) -> dict[str, float]:
         """SEG emission rate (live generation) and teacher-forced mIoU on a small validation batch (main only)."""
-        batch = self.validation_batch()
-        if batch is None or not self.main:
+        if self.val is None:
             return {}
         with self.evaluating():
+            if not self.main:
+                return {}
+            batch = self.validation_batch()
             tf = teacher_forced_scores(self.module, batch)
             indices = list(range(len(batch.ids)))
             live = live_evaluate(self.pipeline(), self.val, indices, self.cfg.train.eval_regime)
         return {"val_seg_emission": live.seg_emission, "val_miou_tf": sum(tf) / len(tf)}
 
     def full_evaluation(self, monitor: Monitor, epoch: int) -> None:
-        if self.val is None or not self.main:
+        if self.val is None:
             return
         n = min(len(self.val), self.cfg.train.eval_max_samples)
         with self.evaluating():
+            if not self.main:
+                return
             scores = live_evaluate(self.pipeline(), self.val, list(range(n)), self.cfg.train.eval_regime)
         row = {"step": self.state.optimizer_step, "epoch": epoch + 1, **scores.as_dict()}
         monitor.log_eval(row)
@@ -278,8 +307,10 @@ class Trainer:
     def optimizer_step(self, loss_sum: torch.Tensor) -> tuple[bool, float]:
         """Clip and step unless the loss or the gradient is non-finite on any rank; returns (stepped, grad norm)."""
         finite = self.acc.reduce(torch.isfinite(loss_sum).float().reshape(1), reduction="sum")
-        params = [p for p in self.module.parameters() if p.grad is not None]
-        norm = self.acc.clip_grad_norm_(params, self.cfg.optim.clip_norm) if params else torch.zeros(())
+        # All parameters, as FSDP clipping requires (frozen ones have no gradient); a sharded norm is a DTensor.
+        norm = self.acc.clip_grad_norm_(list(self.model.parameters()), self.cfg.optim.clip_norm)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
         ok = bool(finite.item() == self.acc.num_processes) and bool(torch.isfinite(norm))
         if ok:
             self.optimizer.step()
@@ -385,15 +416,13 @@ class Trainer:
         return False
 
     def export(self) -> Path | None:
-        """Write ``<out>/final``: the head folder (config + safetensors) with the PEFT adapter inside, which
-        ``DetecturePipeline.from_pretrained(head=...)`` and ``detecture segment --head`` load."""
-        if not self.main:
-            self.acc.wait_for_everyone()
-            return None
+        """Write ``<out>/final`` (see :func:`checkpoint.export_trained`); every rank takes part in the gathering."""
         final = self.out / FINAL
-        with tempfile.TemporaryDirectory(dir=self.out) as adapter:
-            self.qwen.model.save_pretrained(adapter)
-            self.head.save_pretrained(final, adapter_dir=adapter)
+        trainable = sharding.trainable_state(self.model)
+        if self.main:
+            ckpt.export_trained(final, self.module, trainable)
         self.acc.wait_for_everyone()
+        if not self.main:
+            return None
         log.info("trained head + adapter written to %s", final)
         return final

@@ -74,7 +74,6 @@ class ParamGroups:
     """Trainable parameters by schedule group, as AdamW parameter groups (each carrying ``"name"``)."""
 
     groups: list[dict]
-    names: dict[int, str]  # optimizer param index → parameter name (for checkpoints)
 
     @property
     def by_group(self) -> dict[str, list[nn.Parameter]]:
@@ -97,7 +96,7 @@ def param_groups(module: nn.Module, weight_decay: float) -> ParamGroups:
         if group is None:
             raise RuntimeError(f"parameter {name} is trainable but belongs to no training group")
         buckets.setdefault((group, _decays(name, p)), []).append((name, p))
-    groups, names, index = [], {}, 0
+    groups = []
     for group in GROUPS:
         for decay in (True, False):
             members = buckets.get((group, decay), [])
@@ -105,10 +104,7 @@ def param_groups(module: nn.Module, weight_decay: float) -> ParamGroups:
                 continue
             groups.append({"name": group, "params": [p for _, p in members],
                            "weight_decay": weight_decay if decay else 0.0})
-            for n, _ in members:
-                names[index] = n
-                index += 1
-    return ParamGroups(groups=groups, names=names)
+    return ParamGroups(groups=groups)
 
 
 def build_optimizer(groups: ParamGroups, optim: OptimConfig) -> torch.optim.AdamW:
