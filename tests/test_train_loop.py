@@ -165,17 +165,23 @@ def test_micro_warmup_restart_on_resume(data, tmp_path):
     assert losses(out, "lr_lora")[5] == pytest.approx(1e-4 * 0.01 * 0.15)
 
 
-def ddp_run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-           str(TESTS / "train_ddp_worker.py"), str(data), str(out), *extra, "model.tiny=true",
+def launched_run(launch: list[str], data: Path, out: Path, *extra: str, env: dict | None = None
+                 ) -> subprocess.CompletedProcess:
+    """``accelerate launch <launch> train_launch_worker.py`` with the tiny config (2 epochs, stage 2 from epoch 2)."""
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", *launch,
+           str(TESTS / "train_launch_worker.py"), str(data), str(out), *extra, "model.tiny=true",
            "train.eval_every_epochs=0", "train.emission_every_steps=0", "train.save_every_steps=1",
            "optim.batch_size=1", "optim.grad_accum=2", "optim.epochs=2", "optim.stage1_epochs=1",
            "optim.warmup_epochs=0", "cache.enabled=true"]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env={**os.environ, **(env or {})})
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     return done
+
+
+def ddp_run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    launch = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+              "--dynamo_backend", "no"]
+    return launched_run(launch, data, out, *extra, env={"CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"})
 
 
 @pytest.mark.slow
@@ -199,6 +205,21 @@ def test_two_process_ddp_gloo_run_keeps_ranks_identical_and_resumes(data, tmp_pa
     resumed = load_file(str(split / "weights-rank1.safetensors"))
     for name in w0:
         assert torch.equal(resumed[name], w0[name]), name
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="accelerate enables FSDP on GPUs only; test_train_sharding.py covers FSDP2 on CPU")
+def test_fsdp_launch_on_gpus_trains_exports_and_resumes(data, tmp_path):
+    """configs/accelerate/fsdp.yaml end to end on the GPUs present (one is enough to run accelerate's FSDP2 path)."""
+    launch = ["--config_file", str(TESTS.parent / "configs" / "accelerate" / "fsdp.yaml"),
+              "--num_processes", str(torch.cuda.device_count())]
+    out, split = tmp_path / "fsdp", tmp_path / "split"
+    done = launched_run(launch, data, out)
+    assert "rank 0 of" in done.stdout and (out / "final" / "model.safetensors").exists()
+    launched_run(launch, data, split, "--max-steps", "3")
+    launched_run(launch, data, split, "--resume")
+    assert losses(split) == pytest.approx(losses(out), rel=1e-3)  # bf16 on GPUs: equal up to kernel rounding
 
 
 @pytest.mark.parametrize("dtype,tol", [("float32", 1e-5), ("bfloat16", 2e-2)])

@@ -1,7 +1,7 @@
-"""Run by ``accelerate launch`` in test_train_loop.py: train with the tiny config, then every rank writes its own copy
-of the weights.
+"""Run by ``accelerate launch`` (DDP or FSDP) in test_train_loop.py: train with the tiny config, then every rank
+writes its copy of the weights (whole under FSDP too).
 
-Usage: train_ddp_worker.py DATA OUT [--max-steps N] [--resume] [KEY=VALUE ...]
+Usage: train_launch_worker.py DATA OUT [--max-steps N] [--resume] [KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 from safetensors.torch import save_file
+from torch.distributed.tensor import DTensor
 
 from detecture.training.config import load_config
 from detecture.training.loop import ResumeOptions, Trainer
@@ -28,7 +29,8 @@ def main() -> None:
     trainer = Trainer(load_config(None, overrides), args.data, args.out, max_steps=args.max_steps)
     trainer.run(ResumeOptions(resume=args.resume))
     rank = trainer.acc.process_index
-    own = {n: p.detach().cpu().contiguous() for n, p in trainer.module.named_parameters() if p.requires_grad}
+    own = {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu().contiguous()  # FSDP: collective
+           for n, p in trainer.module.named_parameters() if p.requires_grad}
     save_file(own, str(args.out / f"weights-rank{rank}.safetensors"))
     print(f"rank {rank} of {trainer.acc.num_processes} done, {trainer.state.optimizer_step} steps")
 
