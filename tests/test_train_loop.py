@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from train_fixture import write_mosaics
 
 from detecture.training.config import load_config
-from detecture.training.loop import NonFiniteLossError, Trainer
+from detecture.training.loop import NonFiniteLossError, ResumeOptions, Trainer
 
 TESTS = Path(__file__).parent
 FAST = {  # tiny backbones, no live evaluation, one checkpoint per optimizer step
@@ -146,6 +146,18 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(data, tmp_path):
 
 
 @pytest.mark.slow
+def test_resume_from_a_stage1_checkpoint_into_stage2_is_exact(data, tmp_path):
+    """The checkpoint at the end of stage 1 holds no AdamW state for LoRA / SEG rows; stage 2 must start them fresh
+    after a resume exactly as in an uninterrupted run."""
+    overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 2, "optim.stage1_epochs": 1,
+                 "optim.warmup_epochs": 0}
+    full, split = tmp_path / "full", tmp_path / "split"
+    Trainer(load_config(None, overrides), data, full).run()
+    Trainer(load_config(None, overrides), data, split, max_steps=3).run()  # 3 steps per epoch: all of stage 1
+    Trainer(load_config(None, overrides), data, split).run(ResumeOptions(resume=True))
+    assert len(losses(full)) == 6 and losses(split) == losses(full)
+
+
 def test_micro_warmup_restart_on_resume(data, tmp_path):
     overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 1, "optim.stage1_epochs": 1,
                  "optim.warmup_epochs": 0}

@@ -186,6 +186,33 @@ def test_optimizer_and_rng_checkpoint_roundtrip(tmp_path):
         ckpt.load_checkpoint(latest, module2, opt4, rank=0)
 
 
+def test_optimizer_state_of_untrained_parameters_stays_absent():
+    """Stage 1 trains only the head: a checkpoint must not give LoRA / SEG rows AdamW state (step 1, zero moments),
+    which would change their first stage-2 update after a resume."""
+    from detecture.training.sharding import load_optimizer_state, optimizer_state
+
+    def build():
+        module = torch.nn.ModuleDict({"head": torch.nn.Linear(3, 3), "lora": torch.nn.Linear(3, 2)})
+        opt = torch.optim.AdamW([{"name": "head", "params": list(module["head"].parameters())},
+                                 {"name": "lora", "params": list(module["lora"].parameters())}], lr=0.1)
+        return module, opt
+
+    module, opt = build()
+    assert optimizer_state(module, opt)["state"] == {} and not opt.state  # saving a fresh optimizer creates nothing
+    module["head"](torch.randn(2, 3)).sum().backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    saved = optimizer_state(module, opt)
+    assert sorted(saved["state"]) == ["head.bias", "head.weight"]
+    assert not any(opt.state.get(p) for p in module["lora"].parameters())
+    module2, opt2 = build()
+    load_optimizer_state(module2, opt2, saved, "ck")
+    assert not any(opt2.state.get(p) for p in module2["lora"].parameters())
+    for a, b in zip(module["head"].parameters(), module2["head"].parameters()):
+        assert torch.equal(opt.state[a]["exp_avg_sq"], opt2.state[b]["exp_avg_sq"])
+        assert torch.equal(opt.state[a]["step"], opt2.state[b]["step"])
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     from detecture.training import checkpoint as ckpt
     from detecture.training.sharding import optimizer_state, trainable_state

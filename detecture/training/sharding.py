@@ -56,11 +56,29 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     """Full optimizer state keyed by parameter name (``{"state": {name: {...}}, "param_groups": [...]}``) on rank 0,
     empty elsewhere. Collective: call on every rank."""
+    stateful = _stateful_names(model, optimizer)
     state = get_optimizer_state_dict(model, optimizer, options=GATHER)
+    _forget_state(model, optimizer, keep=stateful)
     if state:  # copies, as in trainable_state
         state["state"] = {name: {k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in values.items()}
-                          for name, values in state["state"].items()}
+                          for name, values in state["state"].items() if name in stateful}
     return state
+
+
+def _stateful_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> set[str]:
+    return {n for n, p in unwrapped(model).named_parameters() if optimizer.state.get(p)}
+
+
+def _forget_state(model: nn.Module, optimizer: torch.optim.Optimizer, keep: set[str]) -> None:
+    """Drop the AdamW state of every parameter not in ``keep``.
+
+    DCP fills in missing optimizer state with a zero-lr step, so parameters that have not been trained yet (LoRA and
+    the SEG rows in stage 1) would enter stage 2 with a step count of 1 and bias corrections unlike an uninterrupted
+    run's; removing that state keeps save and resume exact.
+    """
+    for name, p in unwrapped(model).named_parameters():
+        if name not in keep:
+            optimizer.state.pop(p, None)
 
 
 def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
@@ -89,6 +107,7 @@ def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, sta
         raise CheckpointError(f"{source}: optimizer parameter groups {[n for n, _ in saved]} do not match this "
                               f"model's {[n for n, _ in now]} (another config or backbone?)")
     set_optimizer_state_dict(model, optimizer, state, options=SCATTER)
+    _forget_state(model, optimizer, keep=set(state["state"]))
 
 
 @contextlib.contextmanager
