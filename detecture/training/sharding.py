@@ -100,8 +100,8 @@ def load_trainable_state(model: nn.Module, tensors: dict[str, torch.Tensor], sou
 def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
                          source: str) -> None:
     """Load a full optimizer state; refuses one whose parameter groups name other parameters."""
-    current = get_optimizer_state_dict(model, optimizer, options=StateDictOptions(full_state_dict=False))
-    now = [(g.get("name"), list(g["params"])) for g in current["param_groups"]]
+    names = {id(p): n for n, p in unwrapped(model).named_parameters()}
+    now = [(g.get("name"), [names[id(p)] for p in g["params"]]) for g in optimizer.param_groups]
     saved = [(g.get("name"), list(g["params"])) for g in state["param_groups"]]
     if now != saved:
         raise CheckpointError(f"{source}: optimizer parameter groups {[n for n, _ in saved]} do not match this "
