@@ -340,3 +340,5 @@ def test_pruning_killed_midway_leaves_no_half_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-2", "step-3"]
     ckpt.prune_checkpoints(tmp_path, keep=2)  # the next prune clears the leftover
     assert not list(tmp_path.glob(".step-*"))
+    ckpt.prune_checkpoints(tmp_path, keep=0)  # room for a new checkpoint: only the latest stays
+    assert [p.name for p in tmp_path.glob("step-*")] == ["step-3"]

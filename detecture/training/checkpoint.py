@@ -150,7 +150,8 @@ def export_trained(final: Path, module: torch.nn.Module, trainable: dict[str, to
 
 
 def prune_checkpoints(checkpoints: Path, keep: int) -> None:
-    """Delete all but the ``keep`` newest ``step-*`` directories (never the one ``latest.json`` points to).
+    """Delete all but the ``keep`` newest ``step-*`` directories (never the one ``latest.json`` points to; ``keep``
+    may be 0 to make room before a new checkpoint is written).
 
     Each is first renamed to a hidden ``.step-*.deleting`` name (atomic), so a run killed mid-deletion never leaves a
     half-deleted checkpoint that looks like a real one; leftovers of such a kill are removed on the next prune.
@@ -159,7 +160,8 @@ def prune_checkpoints(checkpoints: Path, keep: int) -> None:
     for leftover in checkpoints.glob(".step-*.deleting"):
         shutil.rmtree(leftover)
     latest = latest_checkpoint(checkpoints)
-    for old in sorted(checkpoints.glob("step-*"))[:-keep]:
+    existing = sorted(checkpoints.glob("step-*"))
+    for old in existing[: max(len(existing) - keep, 0)]:
         if old != latest:
             doomed = old.with_name(f".{old.name}.deleting")
             os.replace(old, doomed)

@@ -186,9 +186,14 @@ class Trainer:
         trainable = sharding.trainable_state(self.model)
         optimizer = sharding.optimizer_state(self.model, self.optimizer)
         if self.main:
-            name = f"step-{self.state.optimizer_step:08d}"
-            ckpt.save_checkpoint(self.checkpoints / name, trainable, optimizer, self.state, rng)
-            ckpt.prune_checkpoints(self.checkpoints, self.cfg.train.keep_checkpoints)
+            keep = self.cfg.train.keep_checkpoints
+            target = self.checkpoints / f"step-{self.state.optimizer_step:08d}"
+            if not target.exists():
+                # Room first, so a kill mid-save never leaves more than keep_checkpoints (2 or more) on disk. The prune
+                # after the write only acts when keep_checkpoints is 1: the latest cannot go before its successor.
+                ckpt.prune_checkpoints(self.checkpoints, keep - 1)
+            ckpt.save_checkpoint(target, trainable, optimizer, self.state, rng)
+            ckpt.prune_checkpoints(self.checkpoints, keep)
         self.acc.wait_for_everyone()
 
     def restore(self, options: ResumeOptions) -> None:
