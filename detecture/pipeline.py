@@ -25,7 +25,7 @@ from .images import as_rgb_array
 from .prompts import Regime, parse_response, user_prompt
 from .reencode import crop_cache, encode_prefix, seg_states, suffix_hidden_states
 from .result import SegmentationResult
-from .timing import StageTimer
+from .utils.timing import StageTimer
 
 logger = logging.getLogger(__name__)
 

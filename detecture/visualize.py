@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .plotting import pyplot, save_figure
+from .utils.plotting import pyplot, save_figure
 
 # Colour-blind-friendly qualitative palette (Okabe-Ito), one colour per region; the dustbin stays uncoloured.
 PALETTE = np.array([

@@ -1,6 +1,6 @@
 import numpy as np
 
-from detecture import rle
+from detecture.utils import rle
 
 
 def test_hand_worked_column_major_runs():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detecture import rle
+from detecture.utils import rle
 from detecture.cli import main
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ..plotting import pyplot, save_figure
+from ..utils.plotting import pyplot, save_figure
 from . import results
 from .metrics import gt_label_map
 from .runner import Cell

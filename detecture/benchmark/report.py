@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
-from ..plotting import pyplot, save_figure
+from ..utils import atomic
+from ..utils.plotting import pyplot, save_figure
 from .metrics import Aggregate, bootstrap_mean
 from .runner import Cell, cell_records, metric_values
 

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image
 
-from .. import atomic
+from ..utils import atomic
 
 log = logging.getLogger(__name__)
 

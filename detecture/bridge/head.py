@@ -19,7 +19,7 @@ import torch.nn as nn
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..atomic import atomic_dir
+from ..utils.atomic import atomic_dir
 from ..errors import CheckpointError
 from ..prompts import MAX_TEXTURES
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic, rle
+from ..utils import atomic, rle
 from ..prompts import Regime, format_response
 from ..result import SegmentationResult
 from ..visualize import save_overlay

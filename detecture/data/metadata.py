@@ -21,7 +21,7 @@ from typing import Any, Iterable
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from .. import atomic
+from ..utils import atomic
 from ..errors import DatasetError
 
 DATASETS_ROOT_ENV = "DETECTURE_DATASETS_ROOT"

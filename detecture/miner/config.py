@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..yaml_files import read_yaml
+from ..utils.yaml_files import read_yaml
 
 MAX_REGIONS_LIMIT = 6
 

@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .. import atomic
+from ..utils import atomic
 from ..data.metadata import SampleRecord, load_sample
 from ..errors import DatasetError
-from ..plotting import pyplot, save_figure
+from ..utils.plotting import pyplot, save_figure
 from .config import MinerConfig
 from .overlay import draw_overlay
 

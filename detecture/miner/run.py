@@ -21,7 +21,7 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm import tqdm
 
-from .. import atomic
+from ..utils import atomic
 from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_metadata
 from ..errors import DetectureError, InputError
 from ..images import load_image

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
-from ..yaml_files import read_yaml
+from ..utils.yaml_files import read_yaml
 
 KINDS = ("texture", "object", "ambiguous")
 

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from .. import atomic
+from ..utils import atomic
 from ..errors import CheckpointError
 from . import sharding
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
-from ..yaml_files import read_yaml
+from ..utils.yaml_files import read_yaml
 
 GROUPS = ("head", "lora", "seg_rows")
 

@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
-from .. import atomic
+from ..utils import atomic
 from .batching import make_batch
 from .config import Config
 from .dataset import EpochSampler, TextureDataset

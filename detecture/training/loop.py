@@ -20,7 +20,7 @@ from torch.distributed.tensor import DTensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .. import atomic
+from ..utils import atomic
 from ..backbones.loading import default_attn_implementation, default_dtype
 from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone

@@ -12,8 +12,8 @@ import math
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
-from ..plotting import pyplot, save_figure
+from ..utils import atomic
+from ..utils.plotting import pyplot, save_figure
 
 log = logging.getLogger(__name__)
 

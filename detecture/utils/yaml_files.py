@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from .errors import InputError
+from ..errors import InputError
 
 
 def read_yaml(path: str | os.PathLike, what: str, hint: str = "") -> tuple[Any, bytes]:

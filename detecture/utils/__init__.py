@@ -1,0 +1,1 @@
+"""Small shared helpers: atomic writes, YAML reading, headless plotting, stage timing, COCO RLE."""
