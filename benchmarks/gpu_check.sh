@@ -54,8 +54,8 @@ BUDGET=${GPU_CHECK_BUDGET_S:-470}
 if [ "$DRY" = 1 ]; then
   MODE="dry run (CPU, test-sized random models; the numbers mean nothing)"
   SIZE=tiny
-  SEGMENT_ARGS=(--k 2 --batch 1 2 --size 64 --new-tokens 2 --repeats 1)
-  TRAIN_ARGS=(--image-size 64 --steps 1 --samples 2 --batch-size 1 --repeats 1 --same-process)
+  SEGMENT_ARGS=(--k 2 --batch 1 2 --size 96 --new-tokens 2 --repeats 1)
+  TRAIN_ARGS=(--image-size 160 --steps 1 --samples 2 --batch-size 1 --repeats 1 --same-process)
   SUITE_ARGS=(tests/test_rle.py)  # the full suite is the lead's CI run; this checks the pytest plumbing
   CAP_DEFAULT=600
 else

@@ -24,7 +24,12 @@ TINTS = {"brick": (1.0, 0.65, 0.5), "grass": (0.5, 1.0, 0.45), "gravel": (0.9, 0
 
 
 def photo(name: str, size: int, offset: int) -> np.ndarray:
-    gray = getattr(data, name)()[offset : offset + 4 * size : 4, offset : offset + 4 * size : 4].astype(np.float32)
+    """The photo at a quarter of its resolution from ``offset``, tiled when ``size`` needs more than one copy (the
+    full-size benchmarks write 1008 px mosaics; the 512 px photos cover 128 px at this stride)."""
+    full = getattr(data, name)()
+    reps = -(-(offset + 4 * size) // min(full.shape))
+    gray = np.tile(full, (reps, reps))[offset : offset + 4 * size : 4, offset : offset + 4 * size : 4]
+    gray = gray.astype(np.float32)
     return np.clip(gray[..., None] * np.array(TINTS[name], np.float32), 0, 255).astype(np.uint8)
 
 
