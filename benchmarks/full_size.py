@@ -8,6 +8,7 @@ code path at test size, so a GPU script can be dry-run on a CPU before its one c
 from __future__ import annotations
 
 import gc
+import os
 from pathlib import Path
 
 import torch
@@ -90,7 +91,13 @@ def random_sam3(device: torch.device, dtype: torch.dtype, size: str = "8b") -> S
 
 
 def build_device() -> tuple[torch.device, torch.dtype]:
-    """The benchmark device: the GPU in bf16 when there is one, else the CPU in float32."""
+    """The benchmark device: the GPU in bf16 when there is one, else the CPU in float32.
+
+    ``DETECTURE_BENCH_DTYPE=bfloat16`` forces bf16 backbones on the CPU too, so a dry run takes the GPU's dtype path.
+    """
+    forced = os.environ.get("DETECTURE_BENCH_DTYPE")
+    if forced is not None and forced not in ("bfloat16", "float32"):
+        raise ValueError(f"DETECTURE_BENCH_DTYPE must be bfloat16 or float32, got {forced!r}")
     if torch.cuda.is_available():
-        return torch.device("cuda"), torch.bfloat16
-    return torch.device("cpu"), torch.float32
+        return torch.device("cuda"), getattr(torch, forced or "bfloat16")
+    return torch.device("cpu"), getattr(torch, forced or "float32")

@@ -52,7 +52,8 @@ START=$(date +%s)
 BUDGET=${GPU_CHECK_BUDGET_S:-470}
 
 if [ "$DRY" = 1 ]; then
-  MODE="dry run (CPU, test-sized random models; the numbers mean nothing)"
+  MODE="dry run (CPU, test-sized random models in bf16 as on the GPU; the numbers mean nothing)"
+  export DETECTURE_BENCH_DTYPE=bfloat16
   SIZE=tiny
   SEGMENT_ARGS=(--k 2 --batch 1 2 --size 96 --new-tokens 2 --repeats 1)
   TRAIN_ARGS=(--image-size 160 --steps 1 --samples 2 --batch-size 1 --repeats 1 --same-process)
