@@ -105,13 +105,14 @@ class _Found:
     """One image file of a textured folder: a variant (``degree`` set) or a plain copy of the scene image."""
 
     scene: str
-    path: Path
+    path: str  # a Path only once used: building 222k Path objects would be most of the indexing time
     degree: str | None = None
     strength: float | None = None
 
 
-def _reject(kind: str, path: Path, reason: str) -> dict[str, str]:
-    return {"id": path.stem, "path": str(path), "reason": f"{path}: {reason}", "kind": kind}
+def _reject(kind: str, path: str, reason: str) -> dict[str, str]:
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return {"id": stem, "path": path, "reason": f"{path}: {reason}", "kind": kind}
 
 
 def _is_image(name: str) -> bool:
@@ -175,7 +176,7 @@ class TexturedVariants(SceneSource):
         with_variants = {f.scene for f in found if f.degree is not None}
         base_image: dict[str, Path] = {}
         variants: dict[str, dict[str, Variant]] = {}
-        first_path: dict[tuple[str, str], Path] = {}
+        first_path: dict[tuple[str, str], str] = {}
         strengths_found: set[float] = set()
         for f in found:
             if f.scene not in known:
@@ -192,7 +193,7 @@ class TexturedVariants(SceneSource):
                 if f.scene in by_id or f.scene in base_image:
                     counts["base_copies"] += 1
                 else:
-                    base_image[f.scene] = f.path
+                    base_image[f.scene] = Path(f.path)
                     counts["base_images_from_textured"] += 1
             elif self.degrees is not None and f.strength not in self.degrees:
                 counts["not_selected"] += 1
@@ -203,7 +204,7 @@ class TexturedVariants(SceneSource):
                                                            f"degree {f.degree}); the first --textured-root wins"))
             else:
                 first_path[key] = f.path
-                variants.setdefault(f.scene, {})[f.degree] = Variant(f.degree, f.path)
+                variants.setdefault(f.scene, {})[f.degree] = Variant(f.degree, Path(f.path))
                 if f.strength is not None:
                     strengths_found.add(f.strength)
         self._check_selection(strengths_found)
@@ -227,7 +228,7 @@ class TexturedVariants(SceneSource):
             "rejected": dict(sorted(Counter(r["kind"] for r in rejected).items())),
         }
         if self.mapping:
-            listed = {f.path.name for f in found}
+            listed = {os.path.basename(f.path) for f in found}
             summary["mapping_entries_without_file"] = sum(1 for name in self.mapping if name not in listed)
         return SourceIndex(scenes, sorted(rejected, key=lambda r: (r["id"], r["path"])), summary)
 
@@ -257,7 +258,7 @@ class TexturedVariants(SceneSource):
                 yield found
 
     def _flat_entry(self, entry: os.DirEntry, counts: Counter[str], rejected: list) -> _Found | None:
-        name, path = entry.name, Path(entry.path)
+        name, path = entry.name, entry.path
         stem, ext = os.path.splitext(name)
         if name.startswith("."):
             counts["hidden"] += 1
@@ -265,7 +266,7 @@ class TexturedVariants(SceneSource):
             rejected.append(_reject(UNSUPPORTED, path, "a folder inside a flat Textured-ADE20K folder"))
         elif ext.lower() == ".json" and name not in self.mapping:
             counts["json"] += 1
-        elif not _is_image(name):
+        elif ext.lower() not in IMAGE_SUFFIXES:
             rejected.append(_reject(UNSUPPORTED, path, "not an image"))
         elif name in self.mapping:
             scene, strength = self.mapping[name]
@@ -299,6 +300,6 @@ class TexturedVariants(SceneSource):
                     if entry.name.startswith("."):
                         counts["hidden"] += 1
                     elif _is_image(entry.name):
-                        yield _Found(os.path.splitext(entry.name)[0], Path(entry.path), d.name, strength)
+                        yield _Found(os.path.splitext(entry.name)[0], entry.path, d.name, strength)
                     else:
-                        rejected.append(_reject(UNSUPPORTED, Path(entry.path), "not an image"))
+                        rejected.append(_reject(UNSUPPORTED, entry.path, "not an image"))
