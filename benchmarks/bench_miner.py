@@ -111,9 +111,10 @@ def strengths(n: int) -> list[str]:
     return [f"{k / max(n - 1, 1):.1f}" for k in range(n)]
 
 
-def index_flat(n_scenes: int, n_strengths: int, repeats: int = 3) -> tuple[int, float, float, int]:
-    """(names, seconds to create the empty files, best seconds to index, variants found) for a synthetic flat
-    all-strengths folder next to an ADE20K root of empty image / annotation files (indexing reads names only)."""
+def index_flat(n_scenes: int, n_strengths: int, repeats: int = 3) -> tuple[int, float, float, float, int]:
+    """(names, seconds to create the empty files, best wall and CPU seconds to index, variants found) for a
+    synthetic flat all-strengths folder next to an ADE20K root of empty image / annotation files (indexing reads
+    names only). CPU time is reported too: on a shared machine the wall time mostly measures the other jobs."""
     with tempfile.TemporaryDirectory() as tmp:
         ade, flat = Path(tmp) / "ADEChallengeData2016", Path(tmp) / "ADE20K_textured_images"
         for folder in (ade / "images" / "training", ade / "annotations" / "training", flat):
@@ -125,13 +126,13 @@ def index_flat(n_scenes: int, n_strengths: int, repeats: int = 3) -> tuple[int, 
             for eta in strengths(n_strengths):
                 (flat / f"ADE_train_{i:08d}_textured_degree{eta}.jpg").touch()
         created = time.perf_counter() - start
-        best, variants = float("inf"), 0
+        best, best_cpu, variants = float("inf"), float("inf"), 0
         for _ in range(repeats):
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             index = open_source("ade20k", ade, textured_roots=[flat]).index()
-            best = min(best, time.perf_counter() - start)
+            best, best_cpu = min(best, time.perf_counter() - start), min(best_cpu, time.process_time() - start_cpu)
             variants = index.counts["variants"]
-    return n_scenes * n_strengths, created, best, variants
+    return n_scenes * n_strengths, created, best, best_cpu, variants
 
 
 def write_ade(root: Path, n: int, seed: int) -> None:
@@ -209,10 +210,10 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     for w, scenes_s, samples_s, samples in textured_rows:
         print(f"| {w} worker(s) | {scenes_s:.1f} | {samples_s:.1f} | {samples} |")
-    names, created, seconds, variants = index_flat(args.index_scenes, args.strengths)
+    names, created, seconds, cpu, variants = index_flat(args.index_scenes, args.strengths)
     print(f"\nFlat index: {names} names ({args.index_scenes} scenes x {args.strengths} strengths), "
           f"created in {created:.1f} s; indexed (listing, name parsing, scene assembly; best of 3) in "
-          f"{seconds:.2f} s = {names / seconds:,.0f} names/s; {variants} variants found")
+          f"{seconds:.2f} s wall, {cpu:.2f} s CPU = {names / cpu:,.0f} names per CPU-second; {variants} variants")
 
 
 if __name__ == "__main__":

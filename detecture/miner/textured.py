@@ -30,9 +30,9 @@ import math
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -100,8 +100,7 @@ def load_mapping(path: str | os.PathLike) -> dict[str, tuple[str, float]]:
     return out
 
 
-@dataclass(frozen=True)
-class _Found:
+class _Found(NamedTuple):
     """One image file of a textured folder: a variant (``degree`` set) or a plain copy of the scene image."""
 
     scene: str
@@ -164,51 +163,10 @@ class TexturedVariants(SceneSource):
     def index(self) -> SourceIndex:
         base = self.base.index()
         by_id = {s.id: s for s in base.scenes}
-        labelled = self.base.label_ids()
         counts: Counter[str] = Counter()
         rejected = list(base.rejected)
-        found: list[_Found] = []
-        for root in self.roots:
-            found.extend(self._list_folder(root, counts, rejected))
-
-        known = by_id.keys() | labelled
-        copies = {f.scene for f in found if f.degree is None}
-        with_variants = {f.scene for f in found if f.degree is not None}
-        base_image: dict[str, Path] = {}
-        variants: dict[str, dict[str, Variant]] = {}
-        first_path: dict[tuple[str, str], str] = {}
-        strengths_found: set[float] = set()
-        for f in found:
-            if f.scene not in known:
-                if f.degree is None and f.scene not in with_variants:
-                    rejected.append(_reject(UNPARSABLE, f.path, f"name is neither <scene>_textured_degree<strength> "
-                                                                f"nor an image of a --root scene"))
-                elif f.scene in copies:
-                    rejected.append(_reject(NO_ANNOTATION, f.path, f"scene {f.scene} has an image but no annotation "
-                                                                   f"{self.base.label_path(f.scene)}"))
-                else:
-                    rejected.append(_reject(NO_SCENE, f.path, f"matches no scene of --root (no image or "
-                                                              f"annotation named {f.scene})"))
-            elif f.degree is None:
-                if f.scene in by_id or f.scene in base_image:
-                    counts["base_copies"] += 1
-                else:
-                    base_image[f.scene] = Path(f.path)
-                    counts["base_images_from_textured"] += 1
-            elif self.degrees is not None and f.strength not in self.degrees:
-                counts["not_selected"] += 1
-                if f.strength is not None:
-                    strengths_found.add(f.strength)
-            elif (key := (f.scene, f.degree)) in first_path:
-                rejected.append(_reject(DUPLICATE, f.path, f"duplicate of {first_path[key]} (scene {f.scene}, "
-                                                           f"degree {f.degree}); the first --textured-root wins"))
-            else:
-                first_path[key] = f.path
-                variants.setdefault(f.scene, {})[f.degree] = Variant(f.degree, Path(f.path))
-                if f.strength is not None:
-                    strengths_found.add(f.strength)
-        self._check_selection(strengths_found)
-
+        found = [f for root in self.roots for f in self._list_folder(root, counts, rejected)]
+        base_image, variants = self._resolve(found, by_id, counts, rejected)
         scenes = []
         for sid in sorted(by_id.keys() | base_image.keys() | variants.keys()):
             own = tuple(v for _, v in sorted(variants.get(sid, {}).items()))
@@ -231,6 +189,47 @@ class TexturedVariants(SceneSource):
             listed = {os.path.basename(f.path) for f in found}
             summary["mapping_entries_without_file"] = sum(1 for name in self.mapping if name not in listed)
         return SourceIndex(scenes, sorted(rejected, key=lambda r: (r["id"], r["path"])), summary)
+
+    def _resolve(self, found: list[_Found], by_id: dict[str, Scene], counts: Counter[str], rejected: list
+                 ) -> tuple[dict[str, Path], dict[str, dict[str, Variant]]]:
+        """Match the files found to scenes: (base images taken from textured copies, scene -> degree -> variant)."""
+        known = by_id.keys() | self.base.label_ids()
+        copies = {f.scene for f in found if f.degree is None}
+        with_variants = {f.scene for f in found if f.degree is not None}
+        base_image: dict[str, Path] = {}
+        variants: dict[str, dict[str, Variant]] = {}
+        first_path: dict[tuple[str, str], str] = {}
+        strengths: set[float] = set()
+        for f in found:
+            if f.scene not in known:
+                if f.degree is None and f.scene not in with_variants:
+                    rejected.append(_reject(UNPARSABLE, f.path, "name is neither <scene>_textured_degree<strength> "
+                                                                "nor an image of a --root scene"))
+                elif f.scene in copies:
+                    rejected.append(_reject(NO_ANNOTATION, f.path, f"scene {f.scene} has an image but no annotation "
+                                                                   f"{self.base.label_path(f.scene)}"))
+                else:
+                    rejected.append(_reject(NO_SCENE, f.path, f"matches no scene of --root (no image or "
+                                                              f"annotation named {f.scene})"))
+                continue
+            if f.strength is not None:
+                strengths.add(f.strength)
+            if f.degree is None:
+                if f.scene in by_id or f.scene in base_image:
+                    counts["base_copies"] += 1
+                else:
+                    base_image[f.scene] = Path(f.path)
+                    counts["base_images_from_textured"] += 1
+            elif self.degrees is not None and f.strength not in self.degrees:
+                counts["not_selected"] += 1
+            elif (key := (f.scene, f.degree)) in first_path:
+                rejected.append(_reject(DUPLICATE, f.path, f"duplicate of {first_path[key]} (scene {f.scene}, "
+                                                           f"degree {f.degree}); the first --textured-root wins"))
+            else:
+                first_path[key] = f.path
+                variants.setdefault(f.scene, {})[f.degree] = Variant(f.degree, Path(f.path))
+        self._check_selection(strengths)
+        return base_image, variants
 
     def _check_selection(self, strengths: set[float]) -> None:
         missing = [d for d in self.degrees or () if d not in strengths]
