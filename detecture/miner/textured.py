@@ -126,7 +126,6 @@ class TexturedVariants(SceneSource):
         self.base, self.roots, self.subset = base, [Path(r) for r in roots], subset
         self.name = f"textured-{base.name}"  # type: ignore[misc]
         self.vocabulary_file = base.vocabulary_file  # type: ignore[misc]
-        self.label_dir = base.label_dir
         for root in self.roots:
             if not root.is_dir():
                 raise DatasetError(f"{root}: Textured-ADE20K folder not found; expected {EXPECTED}")
