@@ -24,12 +24,14 @@ folders hold the same (scene, degree), the first folder given wins and the other
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
 import os
 import re
 from collections import Counter
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator, NamedTuple, Sequence
@@ -100,6 +102,22 @@ def load_mapping(path: str | os.PathLike) -> dict[str, tuple[str, float]]:
     return out
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a million small objects are built for a 222k-file index.
+
+    None of them is garbage, yet each allocation burst triggers collections that rescan all of them: about a third
+    of the indexing time. Reference counting still frees everything as usual.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 class _Found(NamedTuple):
     """One image file of a textured folder: a variant (``degree`` set) or a plain copy of the scene image."""
 
@@ -160,6 +178,10 @@ class TexturedVariants(SceneSource):
     # -- indexing ----------------------------------------------------------------------------------------------
 
     def index(self) -> SourceIndex:
+        with _gc_paused():
+            return self._index()
+
+    def _index(self) -> SourceIndex:
         base = self.base.index()
         by_id = {s.id: s for s in base.scenes}
         counts: Counter[str] = Counter()
