@@ -14,10 +14,13 @@ Scenes (128x96, label maps drawn here with real ADE20K class ids):
 
 Textured copy: ``<textured>/eta_0.3/images/training/`` (colour-jittered) and ``<textured>/degree_1/images/training/``
 (textures swapped: brick <-> gravel), for every scene; ``degree_1``'s clean3 image has the wrong size (rejected).
+:func:`build_flat` writes the same kind of variants in TextureSAM's flat release naming instead.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +141,82 @@ def build(root: Path, with_textured: bool = True) -> tuple[Path, Path | None]:
     Image.fromarray(bad, mode="L").save(annotations / "ADE_train_badclass.png")
     Image.fromarray(clean_img).save(images / "ADE_train_nolabel.jpg")
     return ade, textured
+
+
+@dataclass
+class FlatRelease:
+    """Two flat Textured-ADE20K folders named as TextureSAM releases them, and what a correct reader finds there.
+
+    ``variants`` (scene -> degree labels) and ``rejected`` (file name -> kind) are written down while the files
+    are made, independently of the code under test.
+    """
+
+    release: Path  # ADE20K_0.3: ..._textured_degree0_1.jpg, .json beside each image, plain copies
+    full: Path  # ADE20K_textured_images, flattened: ..._textured_degree0.1.jpg ... 1.0.jpg
+    mapping: Path  # {file name: {"base_ade20k_id", "degree"}} for a file whose name says neither
+    variants: dict[str, set[str]] = field(default_factory=dict)
+    rejected: dict[str, str] = field(default_factory=dict)
+    json_files: int = 0
+
+
+COPY_ONLY = "ADE_train_copyonly"  # annotated in ADE20K, its image only as a copy inside ADE20K_0.3
+MAPPED_FILE = "texture_mix_0005.jpg"
+
+
+def build_flat(root: Path, ade: Path) -> FlatRelease:
+    """Write the flat folders under ``root`` for the ADE20K fixture ``ade`` (from ``build(..., with_textured=False)``).
+
+    ADE20K_0.3 holds degrees 0_1 and 0_3 of four scenes, each image with a SAM-format ``.json`` beside it and a
+    plain copy of the scene image; a scene without annotation (nolabel, whose variant the miner rejects with the
+    scene); a copy-only scene (annotation in ADE20K, image only here); an image + variant of a scene that has no
+    annotation anywhere (ghost); an orphan variant; a name with an unreadable strength. ADE20K_textured_images
+    repeats degrees 0.1 and 0.3 of three scenes (duplicates: the first folder wins) and adds 1.0.
+    """
+    valid = scenes()
+    out = FlatRelease(root / "ADE20K_0.3", root / "ADE20K_textured_images", root / "image_mapping.json")
+    out.release.mkdir(parents=True)
+    out.full.mkdir(parents=True)
+
+    def save(folder: Path, name: str, image: np.ndarray, with_json: bool = False) -> None:
+        Image.fromarray(image).save(folder / name, quality=92)
+        if with_json:
+            (folder / name).with_suffix(".json").write_text('{"annotations": []}')
+            out.json_files += 1
+
+    def variant(sid: str, strength: float, flip: bool = False) -> np.ndarray:
+        img, lab = valid[sid]
+        jitter, swapped = degree_images(img, lab).values()
+        return swapped if flip else np.clip(jitter.astype(np.int16) + int(40 * strength), 0, 255).astype(np.uint8)
+
+    release_scenes = ["ADE_train_clean2", "ADE_train_clean3", "ADE_train_fragment", "ADE_train_astronaut"]
+    for sid in release_scenes:
+        save(out.release, f"{sid}.jpg", valid[sid][0], with_json=True)
+        for spec, label in (("0_1", "0.1"), ("0_3", "0.3")):
+            save(out.release, f"{sid}_textured_degree{spec}.jpg", variant(sid, float(label)), with_json=True)
+            out.variants.setdefault(sid, set()).add(label)
+    for sid in release_scenes[:3]:
+        for spec in ("0.1", "0.3"):
+            save(out.full, f"{sid}_textured_degree{spec}.jpg", variant(sid, float(spec)))
+            out.rejected[f"{sid}_textured_degree{spec}.jpg"] = "duplicate"
+        save(out.full, f"{sid}_textured_degree1.0.jpg", variant(sid, 1.0, flip=True))
+        out.variants[sid].add("1.0")
+
+    clean_img, clean_lab = valid["ADE_train_clean2"]
+    Image.fromarray(clean_lab, mode="L").save(ade / "annotations" / "training" / f"{COPY_ONLY}.png")
+    save(out.release, f"{COPY_ONLY}.jpg", clean_img, with_json=True)
+    save(out.release, f"{COPY_ONLY}_textured_degree0_3.jpg", variant("ADE_train_clean2", 0.3), with_json=True)
+    out.variants[COPY_ONLY] = {"0.3"}
+    save(out.release, "ADE_train_nolabel_textured_degree0_3.jpg", clean_img)
+    out.variants["ADE_train_nolabel"] = {"0.3"}
+    for name, kind in (("ADE_train_ghost.jpg", "no_annotation"), ("ADE_train_ghost_textured_degree0_1.jpg",
+                        "no_annotation"), ("ADE_train_99999999_textured_degree0_1.jpg", "no_scene"),
+                       ("ADE_train_clean2_textured_degree_high.jpg", "unparsable_name")):
+        save(out.release, name, clean_img)
+        out.rejected[name] = kind
+    save(out.full, MAPPED_FILE, variant("ADE_train_clean2", 0.5))  # unparsable unless the mapping names it
+    out.rejected[MAPPED_FILE] = "unparsable_name"
+    out.mapping.write_text(json.dumps({
+        MAPPED_FILE: {"base_ade20k_id": "ADE_train_clean2", "degree": 0.5},
+        "ADE_train_00000001_textured_degree0.5.jpg": {"base_ade20k_id": "ADE_train_00000001", "degree": 0.5},
+    }))
+    return out

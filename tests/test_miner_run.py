@@ -34,7 +34,7 @@ def dataset(tmp_path_factory):
 def mined(dataset, tmp_path_factory):
     ade, textured = dataset
     out = tmp_path_factory.mktemp("mined") / "out"
-    summary = mine(MineOptions(source="ade20k", root=ade, textured_root=textured, out=out, workers=1, arrow=True))
+    summary = mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1, arrow=True))
     return out, summary
 
 
@@ -193,7 +193,7 @@ def test_changed_settings_refuse_to_resume(dataset, mined):
     out, _ = mined
     ade, textured = dataset
     with pytest.raises(InputError, match="different settings.*threshold"):
-        mine(MineOptions(source="ade20k", root=ade, textured_root=textured, out=out, workers=1, threshold=50))
+        mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1, threshold=50))
 
 
 def test_cli_errors_are_one_line(tmp_path):

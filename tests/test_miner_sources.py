@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from detecture.errors import DatasetError
-from detecture.miner.sources import ADE20KSource, FolderSource, TexturedVariants, open_source, read_label_png
+from detecture.miner.sources import ADE20KSource, FolderSource, open_source, read_label_png
+from detecture.miner.textured import TexturedVariants
 
 import miner_fixture as fx
 
@@ -63,18 +64,17 @@ def test_bad_layouts_say_what_was_expected(tmp_path):
 
 def test_textured_degrees(dataset, tmp_path):
     ade, textured = dataset
-    src = open_source("ade20k", ade, textured_root=textured)
+    src = open_source("ade20k", ade, textured_roots=[textured])
     assert isinstance(src, TexturedVariants)
-    assert src.describe()["degrees"] == ["degree_1", "eta_0.3"]
     scene = next(s for s in src.scenes() if s.id == "ADE_train_clean2")
     assert [v.degree for v in scene.variants] == ["degree_1", "eta_0.3"]
     assert scene.variants[1].image == textured / "eta_0.3" / "images" / "training" / "ADE_train_clean2.jpg"
     with pytest.raises(DatasetError, match="no degree folders"):
-        TexturedVariants(ADE20KSource(ade), tmp_path)
-    flat = tmp_path / "flat" / "0.5" / "images"  # flat layout, numeric degree name
-    flat.mkdir(parents=True)
-    Image.new("RGB", (fx.W, fx.H)).save(flat / "ADE_train_clean2.jpg")
-    scenes = TexturedVariants(ADE20KSource(ade), tmp_path / "flat").scenes()
+        TexturedVariants(ADE20KSource(ade), [tmp_path]).scenes()
+    nested = tmp_path / "nested" / "0.5" / "images"  # images/ without a subset folder, numeric degree name
+    nested.mkdir(parents=True)
+    Image.new("RGB", (fx.W, fx.H)).save(nested / "ADE_train_clean2.jpg")
+    scenes = TexturedVariants(ADE20KSource(ade), [tmp_path / "nested"]).scenes()
     assert [v.degree for s in scenes for v in s.variants] == ["0.5"]
 
 

@@ -8,8 +8,8 @@ from pathlib import Path
 EPILOG = """\
 examples:
   detecture mine --source ade20k --root data/ADEChallengeData2016 --out datasets/mined
-  detecture mine --source ade20k --root data/ADEChallengeData2016 --textured-root data/Textured-ADE20K \\
-      --out datasets/mined --describer qwen --limit 100
+  detecture mine --source ade20k --root data/ADEChallengeData2016 --textured-root data/ADE20K_0.3 \\
+      --textured-root data/ADE20K_textured_images --degrees 0.1,0.3,1.0 --out datasets/mined --describer qwen
 
 A killed run resumes where it stopped when re-run with the same arguments. Output: <out>/metadata.json
 (+ metadata_train.json / metadata_val.json), images/, masks/, rejected.jsonl, summary.json,
@@ -34,8 +34,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--source", choices=SOURCE_NAMES, default="ade20k", help="dataset layout (default: ade20k)")
     p.add_argument("--root", type=Path, required=True, help="dataset root, e.g. .../ADEChallengeData2016")
     p.add_argument("--out", type=Path, required=True, help="output dataset folder (created; resumable)")
-    p.add_argument("--textured-root", type=Path, help="Textured-ADE20K root (<root>/<degree>/images/...): "
-                   "adds one sample per degree to every kept scene")
+    p.add_argument("--textured-root", type=Path, action="append", default=[],
+                   help="Textured-ADE20K folder: TextureSAM's flat release (<scene>_textured_degree0_3.jpg ...) or "
+                   "<root>/<degree>/images/...; adds one sample per degree to every kept scene. Repeat to merge "
+                   "folders (the first one given wins on duplicates)")
+    p.add_argument("--degrees", help="texture strengths to use, e.g. 0.1,0.3,1.0 (default: all found)")
+    p.add_argument("--textured-mapping", type=Path, metavar="FILE",
+                   help='JSON {"<file name>": {"base_ade20k_id": ..., "degree": ...}} naming the scene and strength '
+                   "of flat files")
     p.add_argument("--subset", default="training", help="ADE20K subset folder (default: training)")
     p.add_argument("--describer", choices=DESCRIBER_NAMES, default="template",
                    help="region describer: template (offline, no model) or qwen (local Qwen3-VL; default: template)")
@@ -55,13 +61,15 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..miner.report import format_summary
     from ..miner.run import MineOptions, mine
+    from ..miner.textured import parse_degrees
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.limit is not None and args.limit < 1:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     summary = mine(MineOptions(
-        source=args.source, root=args.root, out=args.out, textured_root=args.textured_root, subset=args.subset,
+        source=args.source, root=args.root, out=args.out, subset=args.subset, textured_roots=tuple(args.textured_root),
+        degrees=parse_degrees(args.degrees) if args.degrees else None, textured_mapping=args.textured_mapping,
         describer=args.describer, workers=args.workers, seed=args.seed, limit=args.limit, config=args.config,
         vocabulary=args.vocabulary, threshold=args.threshold, device=args.device, arrow=args.arrow,
         push_to_hub=args.push_to_hub,

@@ -18,6 +18,7 @@ from ..errors import DatasetError
 from ..utils.plotting import pyplot, save_figure
 from .config import MinerConfig
 from .overlay import draw_overlay
+from .sources import SourceIndex
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ HIST_BINS = list(range(0, 101, 5))
 THUMB_WIDTH = 320
 
 
-def build_summary(states: list[dict[str, Any]], records: list[SampleRecord], cfg: MinerConfig) -> dict[str, Any]:
-    """Counts by status, split and K, region class frequencies and the score histogram (5-point bins)."""
+def build_summary(states: list[dict[str, Any]], records: list[SampleRecord], cfg: MinerConfig,
+                  index: SourceIndex | None = None) -> dict[str, Any]:
+    """Counts by status, split and K, region class frequencies, the score histogram (5-point bins), and what
+    indexing the source found (``source_index``: Textured-ADE20K variants by degree, files ignored or rejected)."""
     kept = [st for st in states if st["status"] == "kept"]
     scores = [st["score"] for st in states if "score" in st]
     counts, _ = np.histogram(scores, bins=HIST_BINS)
@@ -37,12 +40,14 @@ def build_summary(states: list[dict[str, Any]], records: list[SampleRecord], cfg
         "status": dict(sorted(Counter(st["status"] for st in states).items())),
         "samples": len(records),
         "rejected_samples": sum(len(st.get("rejected", [])) for st in states),
+        "rejected_files": len(index.rejected) if index else 0,
         "split_samples": dict(sorted(Counter(r.extra["split"] for r in records).items())),
         "split_scenes": dict(sorted(Counter(group[0].extra["split"] for group in _by_scene(records)).items())),
         "scenes_by_k": {str(k): n for k, n in sorted(Counter(len(st["regions"]) for st in kept).items())},
         "mean_regions": round(float(np.mean([len(st["regions"]) for st in kept])), 3) if kept else 0.0,
         "class_frequencies": dict(sorted(classes.items(), key=lambda kv: (-kv[1], kv[0]))),
         "score_histogram": {"bins": HIST_BINS, "counts": counts.tolist()},
+        "source_index": index.counts if index else {},
     }
 
 
@@ -61,6 +66,9 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("samples written", summary["samples"]),
         *((f"  {k}", v) for k, v in summary["split_samples"].items()),
         ("samples rejected", summary["rejected_samples"]),
+        ("files rejected on indexing", summary["rejected_files"]),
+        *((f"  {k}", v) for k, v in summary["source_index"].get("rejected", {}).items()),
+        *((f"textured variants {k}", v) for k, v in summary["source_index"].get("variants_by_degree", {}).items()),
         *((f"kept scenes with K={k}", v) for k, v in summary["scenes_by_k"].items()),
         ("mean regions per kept scene", summary["mean_regions"]),
         ("top classes", ", ".join(f"{k} {v}" for k, v in list(summary["class_frequencies"].items())[:8]) or "-"),

@@ -16,7 +16,7 @@ import multiprocessing
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -44,7 +44,9 @@ class MineOptions:
     source: str
     root: Path
     out: Path
-    textured_root: Path | None = None
+    textured_roots: tuple[Path, ...] = ()  # Textured-ADE20K folders, merged; the first wins on duplicates
+    degrees: tuple[float, ...] | None = None  # texture strengths to use (None: all)
+    textured_mapping: Path | None = None  # optional {file name: {"base_ade20k_id", "degree"}} JSON
     subset: str = "training"
     describer: str = "template"
     workers: int | None = None  # None: all CPU cores
@@ -78,7 +80,8 @@ class SceneMiner:
         except Exception as exc:  # one bad scene must not end a 25k-scene run: record it and go on
             log.exception("scene %s failed", scene.id)
             state = {"scene": scene.id, "status": REJECTED,
-                     "rejected": [{"id": scene.id, "path": str(scene.image), "reason": f"{type(exc).__name__}: {exc}"}]}
+                     "rejected": [{"id": scene.id, "path": str(scene.image or scene.label),
+                                   "reason": f"{type(exc).__name__}: {exc}"}]}
         write_state(self.state_path(scene.id), state)
         return state
 
@@ -91,6 +94,9 @@ class SceneMiner:
         except DetectureError as exc:
             reason = str(exc) if str(scene.label) in str(exc) else f"{scene.label}: {exc}"
             rejected = [{"id": scene.id, "path": str(scene.label), "reason": reason}]
+            rejected += [{"id": f"{scene.id}__{v.degree}", "path": str(v.image),
+                          "reason": f"{v.image}: variant of scene {scene.id}, whose label map is unusable ({reason})"}
+                         for v in scene.variants]
             return {**state, "status": REJECTED, "rejected": rejected}
         score = score_scene(stats, self.vocab, self.cfg.scoring)
         state.update(score=score.total, components=score.components)
@@ -100,7 +106,7 @@ class SceneMiner:
         if not regions:
             return {**state, "status": TOO_FEW}
         rmap = region_map(label, regions, self.vocab.n_classes)
-        candidates = [(scene.id, ORIGINAL, scene.image)]
+        candidates = [(scene.id, ORIGINAL, scene.image)] if scene.image is not None else []
         candidates += [(f"{scene.id}__{v.degree}", v.degree, v.image) for v in scene.variants]
         samples, rejected = [], []
         for sample_id, degree, path in candidates:
@@ -220,13 +226,18 @@ def records_from_states(states: list[dict[str, Any]], seed: int, val_fraction: f
     return sorted(records, key=lambda r: r.id)
 
 
-def assemble(out: Path, states: list[dict[str, Any]], cfg: MinerConfig, seed: int) -> list[SampleRecord]:
-    """Write metadata.json, metadata_{train,val}.json and rejected.jsonl deterministically from the result files."""
+def assemble(out: Path, states: list[dict[str, Any]], cfg: MinerConfig, seed: int,
+             unusable_files: Sequence[dict[str, str]] = ()) -> list[SampleRecord]:
+    """Write metadata.json, metadata_{train,val}.json and rejected.jsonl deterministically from the result files.
+
+    ``unusable_files`` are the source index's rejections (files that belong to no scene), listed with the rest.
+    """
     records = records_from_states(states, seed, cfg.split.val_fraction)
     save_metadata(out / "metadata.json", records)
     for split in ("train", "val"):
         save_metadata(out / f"metadata_{split}.json", [r for r in records if r.extra["split"] == split])
-    rejected = sorted((r for st in states for r in st.get("rejected", [])), key=lambda r: r["id"])
+    rejected = [r for st in states for r in st.get("rejected", [])] + list(unusable_files)
+    rejected.sort(key=lambda r: (r["id"], r["path"]))
     atomic.write_text(out / "rejected.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rejected))
     return records
 
@@ -243,12 +254,13 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
         if not 0 <= opts.threshold <= 100:
             raise InputError(f"--threshold must be in [0, 100], got {opts.threshold}")
         cfg = replace(cfg, threshold=float(opts.threshold))
-    source = open_source(opts.source, opts.root, opts.subset, opts.textured_root)
+    source = open_source(opts.source, opts.root, opts.subset, opts.textured_roots, opts.degrees, opts.textured_mapping)
     vocab = load_vocabulary(opts.vocabulary or configs_dir() / source.vocabulary_file).with_names(source.class_names())
+    index = source.index()  # before the describer: a bad --degrees must fail before any model loads
     if describer is None:
         kwargs = {"device": opts.device} if opts.describer == "qwen" else {}
         describer = build_describer(opts.describer, cfg.describer, **kwargs)
-    scenes = source.scenes()
+    scenes = index.scenes
     if opts.limit is not None:
         scenes = scenes[: opts.limit]
     out = Path(opts.out)
@@ -267,8 +279,8 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
             states[state["scene"]] = state
             progress.update()
     ordered = [states[s.id] for s in scenes]
-    records = assemble(out, ordered, cfg, opts.seed)
-    summary = build_summary(ordered, records, cfg)
+    records = assemble(out, ordered, cfg, opts.seed, index.rejected)
+    summary = build_summary(ordered, records, cfg, index)
     atomic.write_json(out / "summary.json", summary)
     write_score_histogram(out / "score_histogram.png", [st["score"] for st in ordered if "score" in st], cfg.threshold)
     write_contact_sheet(out, records, opts.seed, cfg.report.contact_sheet_samples)

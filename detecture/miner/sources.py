@@ -1,29 +1,26 @@
 """Source adapters: every dataset the miner reads is a :class:`SceneSource` yielding :class:`Scene` objects.
 
 A scene is one image with its class-index label map, plus optional *variants* (the same scene re-rendered, e.g.
-the Textured-ADE20K degrees) that share the label map. Supporting a new dataset (COCO-panoptic, ...) means writing
-one subclass with :meth:`SceneSource.scenes` (and :meth:`SceneSource.read_label` if its labels are not single-channel
-class-index PNGs) and registering it in :data:`SOURCES`.
+the Textured-ADE20K degrees added by :mod:`.textured`) that share the label map. Supporting a new dataset
+(COCO-panoptic, ...) means writing one subclass with :meth:`SceneSource.scenes` (and :meth:`SceneSource.read_label`
+if its labels are not single-channel class-index PNGs) and registering it in :data:`SOURCES`.
 """
 
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import re
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..data.layouts import IMAGE_SUFFIXES
-from ..errors import DatasetError
-
-log = logging.getLogger(__name__)
+from ..errors import DatasetError, InputError
 
 ORIGINAL = "original"
 
@@ -36,10 +33,25 @@ class Variant:
 
 @dataclass(frozen=True)
 class Scene:
+    """``image`` is None when only re-rendered variants of the scene exist (no original image anywhere)."""
+
     id: str
-    image: Path
+    image: Path | None
     label: Path
     variants: tuple[Variant, ...] = ()
+
+
+@dataclass(frozen=True)
+class SourceIndex:
+    """What indexing a source found: the scenes, plus files it could not use and counts for ``summary.json``.
+
+    ``rejected`` holds ``{"id", "path", "reason", "kind"}`` records (written to ``rejected.jsonl`` with the
+    per-scene rejections), so a file that is not mined is always listed with the reason.
+    """
+
+    scenes: list[Scene]
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    counts: dict[str, Any] = field(default_factory=dict)
 
 
 def _index_images(folder: Path) -> dict[str, Path]:
@@ -72,10 +84,23 @@ class SceneSource(ABC):
 
     name: ClassVar[str]
     vocabulary_file: ClassVar[str] = "ade20k_classes.yaml"  # under configs/, unless --vocabulary overrides it
+    label_dir: Path  # where ``<scene id>.png`` label maps live (sources with other label files override label_*)
 
     @abstractmethod
     def scenes(self) -> list[Scene]:
         """All scenes, sorted by id (ids must be unique and usable as file names)."""
+
+    def index(self) -> SourceIndex:
+        """The scenes with anything found but not usable; a plain source has nothing of the latter."""
+        return SourceIndex(self.scenes())
+
+    def label_path(self, scene_id: str) -> Path:
+        return self.label_dir / f"{scene_id}.png"
+
+    def label_ids(self) -> set[str]:
+        """Ids of all scenes that have a label map (one directory listing, no per-file stat)."""
+        with os.scandir(self.label_dir) as it:
+            return {e.name[:-4] for e in it if e.name.endswith(".png") and not e.name.startswith(".")}
 
     def class_names(self) -> dict[int, str]:
         """Class names shipped with the dataset (id -> name); empty means "use the vocabulary's names"."""
@@ -118,7 +143,7 @@ class ADE20KSource(SceneSource):
         images = _index_images(self.image_dir)
         if not images:
             raise DatasetError(f"{self.image_dir}: no images found; expected {self.EXPECTED}")
-        return [Scene(stem, images[stem], self.label_dir / f"{stem}.png") for stem in sorted(images)]
+        return [Scene(stem, images[stem], self.label_path(stem)) for stem in sorted(images)]
 
     def class_names(self) -> dict[int, str]:
         for fname in ("objectInfo150.csv", "objectInfo150.txt"):
@@ -168,6 +193,7 @@ class FolderSource(SceneSource):
     def __init__(self, root: str | os.PathLike, subset: str = "") -> None:
         """``subset`` is accepted for a uniform constructor and ignored: a plain folder has no subsets."""
         self.root = Path(root)
+        self.label_dir = self.root / "labels"
         for sub in ("images", "labels"):
             if not (self.root / sub).is_dir():
                 raise DatasetError(f"{self.root}: no folder {sub}/; expected {self.EXPECTED}")
@@ -176,75 +202,30 @@ class FolderSource(SceneSource):
         images = _index_images(self.root / "images")
         if not images:
             raise DatasetError(f"{self.root / 'images'}: no images found; expected {self.EXPECTED}")
-        return [Scene(stem, images[stem], self.root / "labels" / f"{stem}.png") for stem in sorted(images)]
-
-
-DEGREE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-
-
-class TexturedVariants(SceneSource):
-    """TextureSAM's Textured-ADE20K: the base source's scenes re-textured at several strengths (eta, "degrees").
-
-    Layout (one sibling image set per degree; annotations are the base dataset's)::
-
-        <textured_root>/<degree>/images/<subset>/<same file stem as the base image>.<jpg|png>
-        <textured_root>/<degree>/images/<same file stem>.<jpg|png>          (flat, also accepted)
-
-    Any sub-folder of ``textured_root`` that has an ``images/`` folder is a degree, whatever its name
-    (``eta_0.3``, ``degree_1``, ``0.5`` ...); degrees are ordered by name. Each base scene gains one variant per
-    degree that has an image with its stem; a degree missing an image is simply not a variant of that scene.
-    """
-
-    EXPECTED = "<textured_root>/<degree>/images/[<subset>/]<image stem>.jpg, e.g. eta_0.3/images/training/x.jpg"
-
-    def __init__(self, base: SceneSource, textured_root: str | os.PathLike, subset: str = "training") -> None:
-        self.base, self.root = base, Path(textured_root)
-        self.name = f"textured-{base.name}"  # type: ignore[misc]
-        if not self.root.is_dir():
-            raise DatasetError(f"{self.root}: Textured-ADE20K root not found; expected {self.EXPECTED}")
-        degrees = sorted(p for p in self.root.iterdir() if (p / "images").is_dir())
-        if not degrees:
-            raise DatasetError(f"{self.root}: no degree folders (sub-folders with images/); expected {self.EXPECTED}")
-        self.degree_dirs: dict[str, Path] = {}
-        for d in degrees:
-            if not DEGREE_NAME.match(d.name):
-                raise DatasetError(f"{d}: degree folder names may use only letters, digits, '.', '_' and '-'")
-            nested = d / "images" / subset
-            self.degree_dirs[d.name] = nested if subset and nested.is_dir() else d / "images"
-        if ORIGINAL in self.degree_dirs:
-            raise DatasetError(f"{self.root}: a degree may not be called '{ORIGINAL}' (reserved for the base images)")
-        self.vocabulary_file = base.vocabulary_file  # type: ignore[misc]
-
-    def scenes(self) -> list[Scene]:
-        indexes = {name: _index_images(folder) for name, folder in self.degree_dirs.items()}
-        out = []
-        for scene in self.base.scenes():
-            found = [Variant(name, idx[scene.id]) for name, idx in indexes.items() if scene.id in idx]
-            out.append(replace(scene, variants=tuple(found)))
-        if not any(s.variants for s in out):
-            log.warning("%s: no degree image matches any base image name", self.root)
-        return out
-
-    def class_names(self) -> dict[int, str]:
-        return self.base.class_names()
-
-    def read_label(self, scene: Scene) -> np.ndarray:
-        return self.base.read_label(scene)
-
-    def describe(self) -> dict[str, object]:
-        return {**self.base.describe(), "degrees": sorted(self.degree_dirs)}
+        return [Scene(stem, images[stem], self.label_path(stem)) for stem in sorted(images)]
 
 
 SOURCES: dict[str, type[SceneSource]] = {cls.name: cls for cls in (ADE20KSource, FolderSource)}
 
 
 def open_source(name: str, root: str | os.PathLike, subset: str = "training",
-                textured_root: str | os.PathLike | None = None) -> SceneSource:
-    """Build the named source, wrapped with Textured-ADE20K degrees when ``textured_root`` is given."""
+                textured_roots: Sequence[str | os.PathLike] = (), degrees: Sequence[float] | None = None,
+                mapping: str | os.PathLike | None = None) -> SceneSource:
+    """Build the named source, wrapped with Textured-ADE20K variants when ``textured_roots`` are given.
+
+    ``degrees`` selects texture strengths and ``mapping`` is the optional flat-file mapping JSON; both only make
+    sense with textured roots (see :class:`~detecture.miner.textured.TexturedVariants`).
+    """
+    from .textured import TexturedVariants  # it builds on this module's classes
+
     if name not in SOURCES:
         raise DatasetError(f"unknown source {name!r}; available: {sorted(SOURCES)}")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset root not found")
     source = SOURCES[name](root, subset)
-    return TexturedVariants(source, textured_root, subset) if textured_root else source
+    if not textured_roots:
+        if degrees is not None or mapping is not None:
+            raise InputError("--degrees and --textured-mapping need --textured-root")
+        return source
+    return TexturedVariants(source, textured_roots, subset, degrees=degrees, mapping=mapping)
