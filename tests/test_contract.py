@@ -179,3 +179,20 @@ def test_embedding_shrink_scales_every_row_but_seg():
     assert torch.allclose(qwen.model.get_input_embeddings().weight[others], 0.5 * embed[others])
     assert torch.allclose(qwen.model.get_output_embeddings().weight[others], 0.5 * head[others])
     assert torch.equal(qwen.model.get_input_embeddings().weight[seg], embed[seg])
+
+
+def test_segment_prints_the_contract_and_writes_it_to_json(backbones, tmp_path, capsys):
+    from PIL import Image
+
+    from detecture.cli import main
+
+    qwen, sam = backbones
+    DetectureHead(HeadConfig.for_backbones(qwen, sam, contract=published_contract())).save_pretrained(tmp_path / "h")
+    image = tmp_path / "brick.png"
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
+    args = ["segment", str(image), "--tiny", "--head", str(tmp_path / "h"), "--k", "2", "--out", str(tmp_path / "o")]
+    assert main(args + ["-v"]) == 0
+    printed = capsys.readouterr().out
+    assert "published-neurips2026" in printed and "global positions" in printed and "square 1008x1008" in printed
+    record = json.loads((tmp_path / "o" / "brick.json").read_text())
+    assert InferenceContract.from_dict(record["contract"], "json") == published_contract()

@@ -139,8 +139,24 @@ class QwenVL:
             weight[self.seg_token_id] = seg_row
 
     def load_adapter(self, path: str | Path) -> None:
-        """Apply a trained PEFT adapter (LoRA + ``<|seg|>`` rows) saved by ``detecture train``."""
+        """Apply a trained PEFT adapter (LoRA + ``<|seg|>`` rows) saved by ``detecture train`` or ``convert``.
+
+        The adapter's trainable-token rows must be this tokenizer's ``<|seg|>`` id: a different id would silently
+        train-free some other token's row and leave ``<|seg|>`` untrained.
+        """
+        import json
+
         from peft import PeftModel
+
+        from ..errors import CheckpointError
+
+        config_file = Path(path) / "adapter_config.json"
+        if config_file.is_file():
+            rows = json.loads(config_file.read_text()).get("trainable_token_indices") or {}
+            wrong = {name: ids for name, ids in rows.items() if list(ids) != [self.seg_token_id]}
+            if wrong:
+                raise CheckpointError(f"{path}: adapter trains token rows {wrong}, but this tokenizer's <|seg|> id is "
+                                      f"{self.seg_token_id}; the adapter was made for another tokenizer")
 
         self.model = PeftModel.from_pretrained(self.model, str(path)).eval().requires_grad_(False)
 
