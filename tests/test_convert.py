@@ -176,3 +176,14 @@ def test_not_a_checkpoint(tmp_path, capsys):
     path.write_bytes(np.arange(100, dtype=np.uint8).tobytes())
     assert main(["convert", "published", str(path), "--out", str(tmp_path / "h")]) == 2
     assert "not a readable torch checkpoint" in capsys.readouterr().err
+
+
+def test_bench_runs_the_converted_head(converted, tmp_path, capsys):
+    from bench_fixture import make_rwtd
+
+    make_rwtd(tmp_path / "data" / "rwtd", 2)
+    out = tmp_path / "out"
+    assert main(["bench", "--datasets", "rwtd", "--methods", "detecture", "--tiny", "--head",
+                 str(converted[0] / "head"), "--data-root", str(tmp_path / "data"), "--out", str(out)]) == 0
+    records = [json.loads(line) for line in (out / "cells" / "rwtd" / "detecture" / "samples.jsonl").open()]
+    assert len(records) == 2 and all(r["status"] == "ok" and r["k_pred"] == 2 for r in records)
