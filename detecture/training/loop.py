@@ -37,7 +37,7 @@ from .feature_cache import FeatureCache
 from .model import Batch, TrainModule
 from .monitor import EVAL_CSV, STEPS_CSV, Monitor, plot_curves, truncate_after
 from .schedule import LRSchedule
-from .trainable import apply_lora, build_optimizer, param_groups, parameter_table
+from .trainable import apply_lora, build_optimizer, load_adapter_weights, param_groups, parameter_table
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +120,11 @@ class Trainer:
     """Builds everything from a :class:`Config` and runs (or resumes) training into ``out``."""
 
     def __init__(self, cfg: Config, data: Path, out: Path, val_data: Path | None = None,
-                 max_steps: int | None = None, backbones: tuple[QwenVL, Sam3Backbone] | None = None) -> None:
-        """``backbones`` replaces loading from ``cfg.model`` (e.g. random full-size architectures in benchmarks)."""
+                 max_steps: int | None = None, backbones: tuple[QwenVL, Sam3Backbone] | None = None,
+                 init: Path | None = None) -> None:
+        """``backbones`` replaces loading from ``cfg.model`` (e.g. random full-size architectures in benchmarks).
+        ``init`` is a head folder (``detecture train`` output or ``detecture convert``): training starts from its
+        head and adapter and runs under its inference contract (prompts, positions, Qwen image, logit scale)."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 
@@ -142,10 +145,18 @@ class Trainer:
         self.val = TextureDataset(val_data, cfg.data, cfg.train.seed, train=False) if val_data else None
         if self.val is None and (cfg.train.eval_every_epochs or cfg.train.emission_every_steps):
             log.info("no --val-data: live evaluation and SEG-emission checks are off")
+        init_head = DetectureHead.from_pretrained(init) if init is not None else None  # fail before backbones load
         self.qwen, self.sam = backbones or load_backbones(cfg, self.acc.device, sharded)
+        if init_head is not None:
+            init_head.check_qwen_width(self.qwen.hidden_size, init)
+            init_head.config.contract = init_head.config.effective_contract  # the run writes what it trained under
+        self.head = init_head or DetectureHead(HeadConfig.for_backbones(self.qwen, self.sam, **cfg.model.head))
+        self.qwen.apply_contract(self.head.config.effective_contract)
         apply_lora(self.qwen, cfg.lora, quantized=cfg.model.quantization is not None,
                    gradient_checkpointing=cfg.model.gradient_checkpointing)
-        self.head = DetectureHead(HeadConfig.for_backbones(self.qwen, self.sam, **cfg.model.head))
+        adapter = DetectureHead.adapter_path(init) if init is not None else None
+        if adapter is not None:
+            load_adapter_weights(self.qwen, adapter, cfg.lora)
         self.head.to(self.acc.device)  # backbones are placed by their loaders (a 4-bit Qwen must not be moved)
         self.module = TrainModule(self.qwen, self.sam, self.head, cfg.loss)
         self.groups = param_groups(self.module, cfg.optim.weight_decay)
