@@ -15,7 +15,7 @@ from detecture.bridge.head import DetectureHead
 from detecture.bridge.published import convert
 from detecture.errors import CheckpointError
 from detecture.training.config import load_config
-from detecture.training.loop import Trainer
+from detecture.training.loop import ResumeOptions, Trainer
 
 FAST = {"model.tiny": True, "train.eval_every_epochs": 0, "train.emission_every_steps": 0, "optim.epochs": 1,
         "optim.stage1_epochs": 0, "optim.grad_accum": 1, "optim.batch_size": 3}
@@ -45,6 +45,8 @@ def test_training_starts_from_the_converted_weights_under_their_contract(head_di
     assert torch.equal(lora[key], tensors[f"{Q}layers.1.self_attn.v_proj.lora_B.default.weight"].float())
     result = trainer.run()
     assert DetectureHead.from_pretrained(result.final_dir).config.contract == published_contract()
+    with pytest.raises(CheckpointError, match="same --init"):  # resuming must keep the contract
+        Trainer(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
 
 
 def test_init_with_another_lora_rank_is_one_clear_error(head_dir, tmp_path):
