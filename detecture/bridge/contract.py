@@ -11,7 +11,7 @@ exactly the behaviour such heads were trained and evaluated with.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import CheckpointError
@@ -96,9 +96,6 @@ class InferenceContract:
                 raise CheckpointError(f"{where}: qwen_image must be a mapping of mode, max_pixels, size")
             values["qwen_image"] = ImagePolicy(**image)
         return cls(**values)
-
-    def with_(self, **changes) -> "InferenceContract":
-        return replace(self, **changes)
 
     def summary(self) -> str:
         """One line per term, for ``detecture segment -v``."""

@@ -15,7 +15,6 @@ the tokenizer's own ``<|seg|>`` id.
 
 from __future__ import annotations
 
-import logging
 import pickle
 import re
 import tempfile
@@ -29,8 +28,6 @@ from safetensors.torch import save_file
 from ..errors import InputError
 from .contract import published_contract
 from .head import DetectureHead, HeadConfig
-
-log = logging.getLogger(__name__)
 
 TOP_LEVEL = ("model_trainable", "dustbin_embed")
 METADATA = ("epoch", "phase", "val_iou", "optimizer")
