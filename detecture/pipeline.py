@@ -19,10 +19,11 @@ from PIL import Image
 
 from .backbones.qwen import DEFAULT_QWEN, QwenVL
 from .backbones.sam3 import DEFAULT_SAM3, Sam3Backbone
+from .bridge.contract import InferenceContract
 from .bridge.head import DetectureHead, HeadConfig
 from .errors import CheckpointError, InputError
 from .images import as_rgb_array
-from .prompts import Regime, parse_response, user_prompt
+from .prompts import MAX_TEXTURES, SEG_TOKEN, Regime, format_response, parse_response, user_prompt
 from .reencode import crop_cache, encode_prefix, seg_states, suffix_hidden_states
 from .result import SegmentationResult
 from .utils.timing import StageTimer
@@ -39,11 +40,26 @@ def _generated_mask(suffix: torch.Tensor, end_token_id: int) -> torch.Tensor:
 
 
 def _attach_head(qwen: QwenVL, head: DetectureHead, path: str | Path) -> None:
-    """Check the head fits this Qwen and apply the LoRA + ``<|seg|>`` adapter trained with it, if any."""
+    """Check the head fits this Qwen, put Qwen under the head's contract and apply the LoRA + ``<|seg|>`` adapter
+    trained with it, if any."""
     head.check_qwen_width(qwen.hidden_size, path)
+    qwen.apply_contract(head.config.effective_contract)
     adapter = DetectureHead.adapter_path(path)
     if adapter is not None:
         qwen.load_adapter(adapter)
+
+
+def fallback_response(response: str, truncated: bool) -> str | None:
+    """The response with ``<|seg|>`` closing each ``TEXTURE_k:`` line, for a response that has texture lines but
+    no ``<|seg|>`` at all (published rule: descriptions under 3 words and a truncated last line are left out);
+    None when there is nothing to ground."""
+    if SEG_TOKEN in response:
+        return None
+    lines = response.strip().splitlines()
+    if truncated and lines:
+        lines = lines[:-1]
+    descriptions = [d for d in parse_response("\n".join(lines), require_seg=False) if len(d.split()) >= 3]
+    return format_response(descriptions[:MAX_TEXTURES]) if descriptions else None
 
 
 class DetecturePipeline:
@@ -55,6 +71,8 @@ class DetecturePipeline:
         self.max_new_tokens = max_new_tokens
         self.timer = StageTimer()
         self.tiny = qwen.name == "tiny"
+        self.contract = head.config.effective_contract if head is not None else InferenceContract()
+        qwen.apply_contract(self.contract)
         if head is not None:
             head.eval().to(sam3.device)
 
@@ -105,14 +123,15 @@ class DetecturePipeline:
                          grounding: str):
         """Qwen inputs with the response as suffix: generated greedily, or the forced text when given."""
         qwen = self.qwen
-        prompts = [user_prompt(regime)] * len(images)
+        prompts = [user_prompt(regime, qwen.prompts)] * len(images)
+        system = qwen.prompts.system
         if forced is not None:
             with self.timer.stage("generate"):  # the prompt pass stands in for generation (same KV cache)
-                inputs = qwen.build_inputs(images, prompts, list(forced)).to(qwen.device)
+                inputs = qwen.build_inputs(images, prompts, list(forced), system=system).to(qwen.device)
                 cache = encode_prefix(qwen, inputs) if grounding == "bridge" else None
             return inputs, cache
         with self.timer.stage("generate"):
-            inputs = qwen.build_inputs(images, prompts).to(qwen.device)
+            inputs = qwen.build_inputs(images, prompts, system=system).to(qwen.device)
             prefix_len = int(inputs["prefix_length"])
             out = qwen.model.generate(
                 **{k: v for k, v in inputs.items() if k != "prefix_length"},
@@ -130,23 +149,49 @@ class DetecturePipeline:
         crop_cache(cache, prefix_len)
         return inputs, cache
 
-    def _bridge_logits(self, inputs, cache, vision, regime: Regime) -> tuple[list[torch.Tensor], list[int]]:
+    def _max_regions(self, regime: Regime) -> int:
+        """Regions kept per image: the regime's count, or up to 6 under a contract without the oracle-K cap."""
+        if self.contract.oracle_k == "none" and regime.kind == "oracle":
+            return MAX_TEXTURES
+        return regime.max_regions
+
+    def _seg_states(self, inputs, cache, regime: Regime) -> list[torch.Tensor]:
         batch = inputs["input_ids"].shape[0]
         with self.timer.stage("reencode"):
-            hidden = suffix_hidden_states(self.qwen, inputs, cache, decoupled=True, use_cache=True)
-            states = seg_states(self.qwen, inputs, hidden, [regime.max_regions] * batch)
+            hidden = suffix_hidden_states(self.qwen, inputs, cache, decoupled=True, use_cache=True,
+                                          positions_mode=self.contract.positions)
+            return seg_states(self.qwen, inputs, hidden, [self._max_regions(regime)] * batch)
+
+    def _fallback_states(self, arrays: list[np.ndarray], responses: list[str], truncated: list[bool],
+                         states: list[torch.Tensor], regime: Regime) -> list[str]:
+        """Under a ``texture_lines`` contract, ground each image whose response has texture lines but no ``<|seg|>``
+        by re-encoding it with ``<|seg|>`` closing each line (only those images; ``states`` updated in place).
+        Returns the responses the states belong to."""
+        repaired = {b: fallback_response(r, t) for b, (r, t, s) in enumerate(zip(responses, truncated, states))
+                    if s.shape[0] == 0}
+        repaired = {b: r for b, r in repaired.items() if r is not None}
+        if not repaired:
+            return responses
+        order = sorted(repaired)
+        inputs, cache = self._language_inputs([arrays[b] for b in order], regime, [repaired[b] for b in order],
+                                              "bridge")
+        for b, s in zip(order, self._seg_states(inputs, cache, regime)):
+            states[b] = s
+        return [repaired.get(b, r) for b, r in enumerate(responses)]
+
+    def _bridge_logits(self, states: list[torch.Tensor], vision) -> list[torch.Tensor]:
         with self.timer.stage("sam3"):
             prompts, live = self.head.slot_prompts(states, self.sam3.model.text_projection)
             pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, live.nonzero()[:, 0])
         with self.timer.stage("head"):
             logits = self.head.mask_head(prompts, pixels).float()
         per_image, start = [], 0
-        for b in range(batch):
+        for b in range(len(states)):
             k = int(live[b].sum())
             slot_logits = logits[start:start + k]
             per_image.append(slot_logits[1:] - slot_logits[:1])
             start += k
-        return per_image, [s.shape[0] for s in states]
+        return per_image
 
     def _text_logits(self, descriptions: list[list[str]], vision) -> list[torch.Tensor]:
         texts = [d for per_image in descriptions for d in per_image]
@@ -196,8 +241,16 @@ class DetecturePipeline:
         with self.timer.stage("sam3"):
             vision = self.sam3.vision_features(self.sam3.preprocess(arrays))
         if grounding == "bridge":
-            logits, counts = self._bridge_logits(inputs, cache, vision, regime)
-            descriptions = [parse_response(r)[:k] for r, k in zip(responses, counts)]
+            states = self._seg_states(inputs, cache, regime)
+            if self.contract.fallback == "texture_lines" and forced_responses is None:
+                suffix = inputs["input_ids"][:, prefix_len:]
+                truncated = [not bool((row == self.qwen.end_token_id).any()) for row in suffix]
+                grounded = self._fallback_states(arrays, responses, truncated, states, regime)
+            else:
+                grounded = responses
+            logits = self._bridge_logits(states, vision)
+            counts = [s.shape[0] for s in states]
+            descriptions = [parse_response(r)[:k] for r, k in zip(grounded, counts)]
             descriptions = [d + [""] * (k - len(d)) for d, k in zip(descriptions, counts)]
         else:
             descriptions = [parse_response(r, require_seg=False)[: regime.max_regions] for r in responses]
@@ -207,5 +260,6 @@ class DetecturePipeline:
             if not desc:
                 logger.warning("the model produced no <|seg|> line for an image; returning no regions")
             results.append(SegmentationResult(descriptions=desc, response=resp, region_logits=region_logits.cpu(),
-                                              image_size=arr.shape[:2], meta={"grounding": grounding}))
+                                              image_size=arr.shape[:2],
+                                              meta={"grounding": grounding, "contract": self.contract.to_dict()}))
         return results

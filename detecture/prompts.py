@@ -10,22 +10,13 @@ import re
 from dataclasses import dataclass
 
 from .errors import InputError
+from .prompt_sets import DEFAULT_PROMPT_SET, PromptSet, prompt_set
 
 SEG_TOKEN = "<|seg|>"
 MAX_TEXTURES = 6
 
-SYSTEM_PROMPT = (
-    "You are an expert in surface textures. You analyse the distinct texture regions of an image and answer only "
-    "in the requested format, one line per region."
-)
-
-_LINE_FORMAT = f"TEXTURE_<k>: Texture of <material or pattern>, <visual features>, <position> {SEG_TOKEN}"
-
-_DESCRIBE = (
-    "Describe each region as a whole surface in one phrase of about 10 to 15 words giving (1) the common name of the "
-    "material or pattern, (2) the visual features that contrast it with the other regions, and (3) its rough "
-    f"position in the image. Write one line per region in the form: {_LINE_FORMAT}"
-)
+# Detecture's own prompts live in detecture/prompt_sets/detecture.yaml; a head may carry another set (its contract).
+SYSTEM_PROMPT = prompt_set(DEFAULT_PROMPT_SET).system
 
 _LINE_RE = re.compile(r"^\s*TEXTURE_(\d+)\s*:\s*(.*?)\s*$")
 
@@ -70,16 +61,11 @@ class Regime:
         return {"autonomous": MAX_TEXTURES, "oracle": self.count, "query": 1}[self.kind]
 
 
-def user_prompt(regime: Regime) -> str:
-    """The user turn's text for a regime (the image is attached separately by the processor)."""
-    if regime.kind == "autonomous":
-        ask = f"This image contains between 1 and {MAX_TEXTURES} distinct texture regions. Find them."
-    elif regime.kind == "oracle":
-        ask = f"This image contains exactly {regime.count} distinct texture region{'s' if regime.count > 1 else ''}."
-        ask += " Find them."
-    else:
-        ask = f"Find the one texture region that matches this description: \"{regime.text}\"."
-    return f"{ask} {_DESCRIBE}"
+def user_prompt(regime: Regime, prompts: PromptSet | None = None) -> str:
+    """The user turn's text for a regime in a prompt set (default: Detecture's own; the image is attached
+    separately by the processor)."""
+    prompts = prompts or prompt_set(DEFAULT_PROMPT_SET)
+    return prompts.user_prompt(regime.kind, regime.count, regime.text)
 
 
 def format_response(descriptions: list[str]) -> str:

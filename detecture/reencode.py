@@ -7,9 +7,10 @@ assistant header) visible to all. Only the generated *suffix* is re-encoded: the
 depend on the suffix, so its KV cache (from generation, or one prefix pass) is reused.
 
 Qwen3-VL uses multimodal rotary positions; with a custom 4-D mask they must be computed from the full sequence
-(``get_rope_index`` with the 2-D padding mask) and passed in explicitly, or results are silently wrong. Suffix
-positions restart at each line (:func:`line_local_positions`), so a SEG state depends on the prompt and its own line
-only, not even on the length of the lines before it.
+(``get_rope_index`` with the 2-D padding mask) and passed in explicitly, or results are silently wrong. With
+``positions="line_local"`` (Detecture's heads) suffix positions restart at each line (:func:`line_local_positions`),
+so a SEG state depends on the prompt and its own line only, not even on the length of the lines before it;
+``"global"`` keeps the sequence's own positions (the published heads were trained so).
 """
 
 from __future__ import annotations
@@ -109,22 +110,24 @@ def suffix_hidden_states(
     *,
     decoupled: bool = True,
     use_cache: bool = True,
+    positions_mode: str = "line_local",
 ) -> torch.Tensor:
     """Last-layer hidden states (B, S, H) of the suffix ``inputs["input_ids"][:, prefix_length:]``.
 
     ``decoupled`` selects the block-diagonal mask (else plain causal). With ``use_cache`` the suffix is encoded over
     the prefix KV cache (computed here if not given; it is cropped back to the prefix afterwards so it can be
     reused); without it the whole sequence is re-encoded, which is the reference the cached path must equal.
+    ``positions_mode`` is the head contract's re-encode position mode (``line_local`` or ``global``).
     """
     prefix_len = int(inputs["prefix_length"])
     input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]
     suffix_ids = input_ids[:, prefix_len:]
     positions = rope_positions(qwen, input_ids, attention_mask, inputs["image_grid_thw"])
     lines = line_ids(suffix_ids, qwen.seg_token_id)
-    if decoupled:
+    if decoupled and positions_mode == "line_local":
         positions = torch.cat([positions[:, :, :prefix_len],
                                line_local_positions(positions[:, :, prefix_len:], lines)], dim=2)
-    else:
+    elif not decoupled:
         lines = torch.zeros_like(lines)
     with attention_implementation(qwen.model, "sdpa"):
         if use_cache:

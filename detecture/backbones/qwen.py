@@ -8,7 +8,7 @@ exactly as the processor does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -23,6 +23,8 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
 )
 
+from ..bridge.contract import ImagePolicy, InferenceContract
+from ..prompt_sets import DEFAULT_PROMPT_SET, PromptSet, prompt_set
 from ..images import as_rgb_array
 from ..prompts import SYSTEM_PROMPT
 from .loading import (
@@ -44,14 +46,30 @@ def chat_prompt(user: str, system: str | None = SYSTEM_PROMPT) -> str:
     return f"{head}<|im_start|>user\n{IMAGE_PLACEHOLDER}{user}<|im_end|>\n<|im_start|>assistant\n"
 
 
+def fit_image(image: np.ndarray, policy: ImagePolicy) -> np.ndarray:
+    """The image as Qwen must see it under ``policy`` (bilinear resize; unchanged when it already fits)."""
+    size = policy.target_size(*image.shape[:2])
+    if size is None:
+        return image
+    return np.asarray(Image.fromarray(image).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
 @dataclass
 class QwenVL:
-    """Qwen3-VL model + tokenizer + image processor, with the ``<|seg|>`` token installed."""
+    """Qwen3-VL model + tokenizer + image processor, with the ``<|seg|>`` token installed.
+
+    ``image_policy`` bounds what every caller (inference, training, mining, benchmark) feeds Qwen: by default at most
+    SAM3's pixel count, so a phone photo does not become ~12k visual tokens. ``prompts`` is the conversation texture
+    lines are asked for in. Both come from a head's contract (:meth:`apply_contract`) when one is attached.
+    """
 
     model: Qwen3VLForConditionalGeneration
     tokenizer: PreTrainedTokenizerBase
     image_processor: object
     name: str = "qwen3-vl"
+    image_policy: ImagePolicy = field(default_factory=ImagePolicy)
+    prompts: PromptSet = field(default_factory=lambda: prompt_set(DEFAULT_PROMPT_SET))
+    embedding_shrink: float = 1.0
 
     def __post_init__(self) -> None:
         self.seg_token_id = add_seg_token(self.model, self.tokenizer)
@@ -101,9 +119,44 @@ class QwenVL:
         model = tiny_qwen_model(tokenizer, seed=seed).requires_grad_(False)
         return cls(model=model, tokenizer=tokenizer, image_processor=tiny_qwen_image_processor(), name="tiny")
 
+    def apply_contract(self, contract: InferenceContract) -> None:
+        """Run under a head's contract: its prompts, its Qwen image, and its embedding shrink (applied once)."""
+        self.image_policy, self.prompts = contract.qwen_image, contract.prompts
+        if contract.embedding_shrink != self.embedding_shrink:
+            self._scale_embeddings(contract.embedding_shrink / self.embedding_shrink)
+            self.embedding_shrink = contract.embedding_shrink
+
+    @torch.no_grad()
+    def _scale_embeddings(self, factor: float) -> None:
+        """Multiply every row but ``<|seg|>``'s of the input embedding and LM head (once if tied): reproduces weights
+        a training run's weight decay shrank, from the base model's rows."""
+        embed = self.model.get_input_embeddings().weight
+        out = self.model.get_output_embeddings()
+        matrices = [embed] + ([out.weight] if out is not None and out.weight.data_ptr() != embed.data_ptr() else [])
+        for weight in matrices:
+            seg_row = weight[self.seg_token_id].clone()
+            weight.mul_(factor)
+            weight[self.seg_token_id] = seg_row
+
     def load_adapter(self, path: str | Path) -> None:
-        """Apply a trained PEFT adapter (LoRA + ``<|seg|>`` rows) saved by ``detecture train``."""
+        """Apply a trained PEFT adapter (LoRA + ``<|seg|>`` rows) saved by ``detecture train`` or ``convert``.
+
+        The adapter's trainable-token rows must be this tokenizer's ``<|seg|>`` id: a different id would silently
+        train-free some other token's row and leave ``<|seg|>`` untrained.
+        """
+        import json
+
         from peft import PeftModel
+
+        from ..errors import CheckpointError
+
+        config_file = Path(path) / "adapter_config.json"
+        if config_file.is_file():
+            rows = json.loads(config_file.read_text()).get("trainable_token_indices") or {}
+            wrong = {name: ids for name, ids in rows.items() if list(ids) != [self.seg_token_id]}
+            if wrong:
+                raise CheckpointError(f"{path}: adapter trains token rows {wrong}, but this tokenizer's <|seg|> id is "
+                                      f"{self.seg_token_id}; the adapter was made for another tokenizer")
 
         self.model = PeftModel.from_pretrained(self.model, str(path)).eval().requires_grad_(False)
 
@@ -129,7 +182,7 @@ class QwenVL:
         return self.core.get_rope_index(**kwargs)
 
     def _image_features(self, images: Sequence[Image.Image | np.ndarray]) -> BatchFeature:
-        arrays = [as_rgb_array(im) for im in images]
+        arrays = [fit_image(as_rgb_array(im), self.image_policy) for im in images]
         return self.image_processor(images=arrays, return_tensors="pt")
 
     def build_inputs(

@@ -190,16 +190,24 @@ class SampleScore:
         }
 
 
-def score_labels(gt: np.ndarray, pred: np.ndarray) -> SampleScore:
+def score_labels(gt: np.ndarray, pred: np.ndarray, emitted: int | None = None) -> SampleScore:
     """Score a predicted label map (0 = unassigned) against a GT label map (0 = uncovered).
 
-    Regions are the labels actually present (an emitted channel that wins no pixel is not a predicted region, and an
-    empty GT mask is not a GT region). Hungarian matching minimises Σ (1 − IoU); matched-mean IoU averages the
-    matched pairs only (the published "mIoU"), panoptic IoU divides their sum by max(K_pred, K_gt).
+    GT regions are the labels present (an empty GT mask is not a region). Predicted regions are the labels present,
+    or, with ``emitted``, every channel 1..emitted the method emitted, including one that wins no pixel: the
+    published definition, under which such a channel is Hungarian-matched like any other (IoU 0) and counts in
+    K_pred. Matching minimises Σ (1 − IoU); matched-mean IoU averages the matched pairs only (the published
+    "mIoU"), panoptic IoU divides their sum by max(K_pred, K_gt).
     """
     table = contingency(gt, pred)
     gt_ids = np.flatnonzero(table[1:, :].sum(axis=1)) + 1
-    pred_ids = np.flatnonzero(table[:, 1:].sum(axis=0)) + 1
+    if emitted is None:
+        pred_ids = np.flatnonzero(table[:, 1:].sum(axis=0)) + 1
+    else:
+        if emitted < table.shape[1] - 1:
+            raise ValueError(f"the label map has label {table.shape[1] - 1} but only {emitted} channels were emitted")
+        table = np.pad(table, ((0, 0), (0, emitted + 1 - table.shape[1])))
+        pred_ids = np.arange(1, emitted + 1)
     k_gt, k_pred = len(gt_ids), len(pred_ids)
     ious = iou_matrix(table)[np.ix_(gt_ids - 1, pred_ids - 1)]
     matches: list[tuple[int, int, float]] = []
@@ -221,10 +229,20 @@ def score_labels(gt: np.ndarray, pred: np.ndarray) -> SampleScore:
     )
 
 
+def emitted_channels(logits: np.ndarray) -> int:
+    """Channels a method emitted: all but trailing padding channels (entirely at the missing-channel logit)."""
+    logits = np.asarray(logits)
+    k = logits.shape[0]
+    while k and bool((logits[k - 1] <= MISSING_LOGIT).all()):
+        k -= 1
+    return k
+
+
 def score_logits(logits: np.ndarray, gt_masks: np.ndarray) -> tuple[SampleScore, np.ndarray]:
-    """Partition ``logits`` with the static dustbin and score it against ``gt_masks``; returns (score, label map)."""
+    """Partition ``logits`` with the static dustbin and score it against ``gt_masks``, every emitted channel a
+    predicted region (published protocol); returns (score, label map)."""
     pred = partition(logits)
-    return score_labels(gt_label_map(gt_masks), pred), pred
+    return score_labels(gt_label_map(gt_masks), pred, emitted=emitted_channels(logits)), pred
 
 
 @dataclass(frozen=True)

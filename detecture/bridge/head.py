@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from ..utils.atomic import atomic_dir
 from ..errors import CheckpointError
 from ..prompts import MAX_TEXTURES
+from .contract import InferenceContract, legacy_contract
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -42,13 +43,20 @@ class HeadConfig:
     qwen_model: str = ""
     sam3_model: str = ""
     extra: dict = field(default_factory=dict)
+    # How the head must be run (prompts, positions, image, ...); None in heads saved before contracts existed.
+    contract: InferenceContract | None = None
 
     @classmethod
     def for_backbones(cls, qwen, sam3, **overrides) -> "HeadConfig":
         return cls(qwen_hidden_size=qwen.hidden_size, sam_text_hidden_size=sam3.text_hidden_size,
                    prompt_dim=sam3.prompt_dim, pixel_dim=sam3.pixel_dim,
                    mask_hidden_size=overrides.pop("mask_hidden_size", sam3.prompt_dim),
-                   qwen_model=qwen.name, sam3_model=sam3.name, **overrides)
+                   qwen_model=qwen.name, sam3_model=sam3.name,
+                   contract=overrides.pop("contract", InferenceContract()), **overrides)
+
+    @property
+    def effective_contract(self) -> InferenceContract:
+        return self.contract if self.contract is not None else legacy_contract()
 
 
 class Bridge(nn.Module):
@@ -66,14 +74,16 @@ class Bridge(nn.Module):
 
 
 class MaskHead(nn.Module):
-    """Logit map per slot: (query MLP of the slot's prompt) . (1x1 conv of its pixel embedding), scaled by 1/sqrt(d)."""
+    """Logit map per slot: (query MLP of the slot's prompt) . (1x1 conv of its pixel embedding), times the contract's
+    logit scale (Detecture's default 1/sqrt(d) keeps initial logits O(1); the published head has none)."""
 
     def __init__(self, config: HeadConfig):
         super().__init__()
         d = config.mask_hidden_size
         self.query_mlp = nn.Sequential(nn.Linear(config.prompt_dim, d), nn.GELU(), nn.Linear(d, d))
         self.pixel_proj = nn.Conv2d(config.pixel_dim, d, kernel_size=1)
-        self.scale = 1.0 / math.sqrt(d)
+        scale = config.effective_contract.logit_scale
+        self.scale = 1.0 / math.sqrt(d) if scale is None else float(scale)
 
     def forward(self, prompts: torch.Tensor, pixel_embeddings: torch.Tensor) -> torch.Tensor:
         """prompts (N, D), pixel_embeddings (N, C, h, w) -> logits (N, h, w)."""
@@ -148,8 +158,11 @@ class DetectureHead(nn.Module):
         try:
             raw = json.loads(config_file.read_text())
             known = {f.name for f in fields(HeadConfig)}
-            config = HeadConfig(**{k: v for k, v in raw.items() if k in known})
-        except (json.JSONDecodeError, TypeError) as exc:
+            values = {k: v for k, v in raw.items() if k in known}
+            if values.get("contract") is not None:
+                values["contract"] = InferenceContract.from_dict(values["contract"], str(config_file))
+            config = HeadConfig(**values)
+        except (json.JSONDecodeError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"{config_file}: malformed head config ({exc})") from None
         head = cls(config)
         if qwen_hidden_size is not None:

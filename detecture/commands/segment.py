@@ -40,6 +40,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
     p.add_argument("--tiny", action="store_true",
                    help="use tiny random backbones (offline, any machine); output is meaningless")
+    p.add_argument("-v", "--verbose", dest="show_contract", action="store_true",
+                   help="print the inference contract the head is run under (prompts, positions, image, ...)")
     p.set_defaults(func=run)
 
 
@@ -63,6 +65,9 @@ def run(args: argparse.Namespace) -> int:
         pipe = DetecturePipeline.from_pretrained(
             args.qwen, args.sam3, args.head, device=args.device, dtype=args.dtype, quantization=args.quantization,
             trust_remote_code=args.trust_remote_code, max_new_tokens=args.max_new_tokens)
+    if args.show_contract or getattr(args, "verbose", 0):
+        print(f"inference contract ({'head ' + str(args.head) if args.head else 'no head: defaults'}):")
+        print(pipe.contract.summary())
     args.out.mkdir(parents=True, exist_ok=True)
     rows, failures = [], []
     progress = tqdm(total=len(args.images), desc="segment", unit="img")

@@ -46,6 +46,7 @@ def write_outputs(out: Path, path: Path, image: np.ndarray, result: Segmentation
         "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text},
         "grounding": result.meta.get("grounding"), "response": result.response,
         "unassigned_fraction": float(counts[0] / total), "regions": regions,
+        "contract": result.meta.get("contract"),
     }
     if note:
         record["note"] = note

@@ -17,6 +17,8 @@ examples:
   accelerate launch --config_file configs/accelerate/fsdp.yaml -m detecture train ...
                                               (FSDP2: shards the frozen bf16 backbones; not with 4-bit Qwen)
   detecture train --config configs/train.yaml --data DIR --out runs/bridge --resume          (exact continuation)
+  detecture train --init checkpoints/detecture-neurips2026 --data my_set --out runs/finetune
+                                              (fine-tune a converted or trained head + adapter, under its contract)
   detecture train ... --out runs/bridge --resume --epochs 30 --resume-lr-scale 0.15 --resume-warmup-epochs 2
                                               (micro-warm-up restart: extend 20 -> 30 epochs, keep AdamW moments)
 outputs in --out: train_log.csv, eval_log.csv, tensorboard/, loss_curves.png, eval_curves.png, config.json,
@@ -40,6 +42,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="with --resume: micro-warm-up restart, every group's peak lr x S (published 0.15)")
     p.add_argument("--resume-warmup-epochs", type=float, metavar="E",
                    help="with --resume-lr-scale: warm-up epochs of the restart (published 2; default optim.warmup_epochs)")
+    p.add_argument("--init", type=Path, metavar="HEAD",
+                   help="start from a trained or converted head folder (head + adapter) and train under its "
+                        "inference contract, e.g. checkpoints/detecture-neurips2026 (fine-tuning)")
     p.add_argument("--tiny", action="store_true", help="tiny random backbones (offline smoke runs and tests)")
     p.add_argument("--epochs", type=int, help="override optim.epochs (e.g. extend a run when resuming)")
     p.add_argument("--max-steps", type=int, metavar="N", help="stop (with a checkpoint) after N optimizer steps")
@@ -72,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         overrides["optim.epochs"] = args.epochs
     cfg = load_config(args.config, overrides)
-    trainer = Trainer(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps)
+    trainer = Trainer(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps, init=args.init)
     result = trainer.run(ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs))
     if trainer.main:
         print(f"trained {result.steps} optimizer steps ({result.epochs_done} epochs done); "

@@ -24,12 +24,14 @@ def resize_masks(masks: np.ndarray, size: int) -> torch.Tensor:
 
 
 def teacher_forced_inputs(qwen: QwenVL, items: list[TrainItem]):
-    """Qwen inputs with the assistant target ``TEXTURE_k: <description> <|seg|>`` lines and a closing ``<|im_end|>``."""
+    """Qwen inputs with the assistant target ``TEXTURE_k: <description> <|seg|>`` lines and a closing ``<|im_end|>``,
+    in the conversation of the contract the head trains under (``qwen.prompts``)."""
     return qwen.build_inputs(
         [it.image for it in items],
-        [user_prompt(it.regime) for it in items],
+        [user_prompt(it.regime, qwen.prompts) for it in items],
         [format_response(it.descriptions) for it in items],
         end_response=True,
+        system=qwen.prompts.system,
     )
 
 

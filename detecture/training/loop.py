@@ -9,6 +9,7 @@ must be safetensors + JSON (``save_state`` pickles the optimizer and RNG states)
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -37,11 +38,12 @@ from .feature_cache import FeatureCache
 from .model import Batch, TrainModule
 from .monitor import EVAL_CSV, STEPS_CSV, Monitor, plot_curves, truncate_after
 from .schedule import LRSchedule
-from .trainable import apply_lora, build_optimizer, param_groups, parameter_table
+from .trainable import apply_lora, build_optimizer, load_adapter_weights, param_groups, parameter_table
 
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+RUN_CONTRACT = "contract.json"  # the inference contract the run trains under (checked on --resume)
 FINAL = "final"
 LOSS_TERMS = ("total", "mask_ce", "mask_dice", "lm")
 STEP_FIELDS = ["step", "epoch", "stage", *LOSS_TERMS, "grad_norm", *(f"lr_{g}" for g in GROUPS), "skipped",
@@ -120,8 +122,11 @@ class Trainer:
     """Builds everything from a :class:`Config` and runs (or resumes) training into ``out``."""
 
     def __init__(self, cfg: Config, data: Path, out: Path, val_data: Path | None = None,
-                 max_steps: int | None = None, backbones: tuple[QwenVL, Sam3Backbone] | None = None) -> None:
-        """``backbones`` replaces loading from ``cfg.model`` (e.g. random full-size architectures in benchmarks)."""
+                 max_steps: int | None = None, backbones: tuple[QwenVL, Sam3Backbone] | None = None,
+                 init: Path | None = None) -> None:
+        """``backbones`` replaces loading from ``cfg.model`` (e.g. random full-size architectures in benchmarks).
+        ``init`` is a head folder (``detecture train`` output or ``detecture convert``): training starts from its
+        head and adapter and runs under its inference contract (prompts, positions, Qwen image, logit scale)."""
         from accelerate import Accelerator
         from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
 
@@ -142,10 +147,19 @@ class Trainer:
         self.val = TextureDataset(val_data, cfg.data, cfg.train.seed, train=False) if val_data else None
         if self.val is None and (cfg.train.eval_every_epochs or cfg.train.emission_every_steps):
             log.info("no --val-data: live evaluation and SEG-emission checks are off")
+        self.init = init
+        init_head = DetectureHead.from_pretrained(init) if init is not None else None  # fail before backbones load
         self.qwen, self.sam = backbones or load_backbones(cfg, self.acc.device, sharded)
+        if init_head is not None:
+            init_head.check_qwen_width(self.qwen.hidden_size, init)
+            init_head.config.contract = init_head.config.effective_contract  # the run writes what it trained under
+        self.head = init_head or DetectureHead(HeadConfig.for_backbones(self.qwen, self.sam, **cfg.model.head))
+        self.qwen.apply_contract(self.head.config.effective_contract)
         apply_lora(self.qwen, cfg.lora, quantized=cfg.model.quantization is not None,
                    gradient_checkpointing=cfg.model.gradient_checkpointing)
-        self.head = DetectureHead(HeadConfig.for_backbones(self.qwen, self.sam, **cfg.model.head))
+        adapter = DetectureHead.adapter_path(init) if init is not None else None
+        if adapter is not None:
+            load_adapter_weights(self.qwen, adapter, cfg.lora)
         self.head.to(self.acc.device)  # backbones are placed by their loaders (a 4-bit Qwen must not be moved)
         self.module = TrainModule(self.qwen, self.sam, self.head, cfg.loss)
         self.groups = param_groups(self.module, cfg.optim.weight_decay)
@@ -205,9 +219,18 @@ class Trainer:
                                       "pass --resume to continue it or choose another --out")
             if options.lr_scale is not None:
                 raise CheckpointError("--resume-lr-scale only applies together with --resume")
+            if self.main:
+                self.out.mkdir(parents=True, exist_ok=True)
+                atomic.write_json(self.out / RUN_CONTRACT, self._run_contract())
             return
         if latest is None:
             raise CheckpointError(f"{self.checkpoints}: no checkpoint to resume from")
+        recorded = self.out / RUN_CONTRACT
+        if recorded.is_file() and json.loads(recorded.read_text())["contract"] != self._run_contract()["contract"]:
+            started = json.loads(recorded.read_text()).get("init")
+            raise CheckpointError(f"{self.out}: this run trains under another inference contract (started "
+                                  f"{'with --init ' + started if started else 'without --init'}); resume it with "
+                                  "the same --init")
         self.state = ckpt.load_checkpoint(latest, self.model, self.optimizer, self.acc.process_index)
         saved = LRSchedule.from_state_dict(self.state.schedule)
         if saved.steps_per_epoch != self.steps_per_epoch:
@@ -225,6 +248,11 @@ class Trainer:
                 truncate_after(self.out / name, self.state.optimizer_step)
         log.info("resumed from %s: epoch %d, batch %d, step %d", latest.name, self.state.epoch,
                  self.state.batch_in_epoch, self.state.optimizer_step)
+
+    def _run_contract(self) -> dict:
+        """What a resume must match: the contract the head trains under, and the --init it came from."""
+        return {"init": str(self.init) if self.init is not None else None,
+                "contract": self.head.config.effective_contract.to_dict()}
 
     # -- stages and data ------------------------------------------------------------------------------------------
 

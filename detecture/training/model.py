@@ -68,12 +68,12 @@ def _move_vision(vision, device: torch.device):
     )
 
 
-def teacher_forced_pass(qwen: QwenVL, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+def teacher_forced_pass(qwen: QwenVL, inputs, positions_mode: str = "line_local") -> tuple[torch.Tensor, torch.Tensor]:
     """LM logits for the suffix and decoupled last-layer suffix hidden states, from one Qwen pass.
 
     Returns ``(logits (B, S + 1, V), hidden (B, S, H))``: ``logits[:, j]`` is computed at sequence position
     ``prefix_length - 1 + j`` and predicts token ``prefix_length + j``; ``hidden`` equals
-    :func:`detecture.reencode.suffix_hidden_states` with ``decoupled=True`` (same mask, same line-local positions).
+    :func:`detecture.reencode.suffix_hidden_states` with ``decoupled=True`` (same mask, same positions mode).
     """
     p = int(inputs["prefix_length"])
     ids, am = inputs["input_ids"], inputs["attention_mask"]
@@ -89,11 +89,13 @@ def teacher_forced_pass(qwen: QwenVL, inputs) -> tuple[torch.Tensor, torch.Tenso
     mask[:, :, p + s :, :p] = decoupled[..., :p]
     mask[:, :, p + s :, p + s :] = decoupled[..., p:]
     all_ids = torch.cat([ids, suffix], dim=1)
+    copy_positions = (line_local_positions(positions[:, :, p:], lines) if positions_mode == "line_local"
+                      else positions[:, :, p:])
     with attention_implementation(qwen.model, "sdpa"):
         out = qwen.core(
             input_ids=all_ids,
             attention_mask=mask,
-            position_ids=torch.cat([positions, line_local_positions(positions[:, :, p:], lines)], dim=2),
+            position_ids=torch.cat([positions, copy_positions], dim=2),
             pixel_values=inputs["pixel_values"],
             image_grid_thw=inputs["image_grid_thw"],
             mm_token_type_ids=(all_ids == qwen.image_token_id).int(),
@@ -113,11 +115,13 @@ class TrainModule(nn.Module):
         self.sam_model = sam3.model
         self.head = head
         self.qwen, self.sam3, self.loss_cfg = qwen, sam3, loss
+        self.positions_mode = head.config.effective_contract.positions
 
     def seg_states_frozen(self, inputs, counts: list[int]) -> list[torch.Tensor]:
         """SEG states with Qwen frozen: the inference re-encode (prefix KV cache + decoupled suffix)."""
         with torch.no_grad():
-            hidden = suffix_hidden_states(self.qwen, inputs, decoupled=True, use_cache=True)
+            hidden = suffix_hidden_states(self.qwen, inputs, decoupled=True, use_cache=True,
+                                          positions_mode=self.positions_mode)
             return [s.detach() for s in seg_states(self.qwen, inputs, hidden, counts)]
 
     def slot_logits(self, states: list[torch.Tensor], vision) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,7 +141,7 @@ class TrainModule(nn.Module):
             states = self.seg_states_frozen(batch.qwen_inputs, batch.counts)
         else:
             inputs = batch.qwen_inputs
-            logits, hidden = teacher_forced_pass(self.qwen, inputs)
+            logits, hidden = teacher_forced_pass(self.qwen, inputs, self.positions_mode)
             states = seg_states(self.qwen, inputs, hidden, batch.counts)
             p = int(inputs["prefix_length"])
             weights = shifted_zero_weights(

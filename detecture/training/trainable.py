@@ -9,8 +9,10 @@ warm-started from ``<|im_end|>`` by :func:`detecture.backbones.tokens.add_seg_to
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -51,6 +53,35 @@ def apply_lora(qwen: QwenVL, cfg: LoraConfig, quantized: bool = False, gradient_
         trainable_token_indices=rows,
     )
     qwen.model = get_peft_model(model, peft_cfg)
+
+
+def load_adapter_weights(qwen: QwenVL, adapter: Path, cfg: LoraConfig) -> None:
+    """Start the PEFT-wrapped Qwen from a saved adapter (``detecture train --init``): its LoRA and ``<|seg|>`` rows.
+
+    The adapter must have the configured rank and alpha and train this tokenizer's ``<|seg|>`` row; every tensor
+    must land on a parameter (an unmatched key would silently start that part from scratch).
+    """
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    from ..errors import CheckpointError
+
+    config_file, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
+    if not config_file.is_file() or not weights.is_file():
+        raise CheckpointError(f"{adapter}: not a PEFT adapter folder (expected adapter_config.json and "
+                              "adapter_model.safetensors)")
+    saved = json.loads(config_file.read_text())
+    if (saved.get("r"), saved.get("lora_alpha")) != (cfg.r, cfg.alpha):
+        raise CheckpointError(f"{adapter}: adapter has LoRA r={saved.get('r')}, alpha={saved.get('lora_alpha')} but "
+                              f"training is configured for r={cfg.r}, alpha={cfg.alpha}; pass "
+                              f"--set lora.r={saved.get('r')} --set lora.alpha={saved.get('lora_alpha')}")
+    rows = saved.get("trainable_token_indices") or {}
+    if any(list(ids) != [qwen.seg_token_id] for ids in rows.values()):
+        raise CheckpointError(f"{adapter}: adapter trains token rows {rows}, but this tokenizer's <|seg|> id is "
+                              f"{qwen.seg_token_id}")
+    result = set_peft_model_state_dict(qwen.model, load_file(str(weights)))
+    if result.unexpected_keys:
+        raise CheckpointError(f"{adapter}: adapter tensors that match no parameter: {sorted(result.unexpected_keys)}")
 
 
 def group_of(name: str) -> str | None:

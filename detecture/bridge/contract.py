@@ -1,0 +1,129 @@
+"""The inference contract: everything that must match between how a head was trained and how it is run.
+
+A head's weights only mean something under the conversation, positions and image they were trained with: different
+prompt wording, RoPE positions or image size give different ``<|seg|>`` states and silently worse masks. So the
+contract travels inside the head's ``config.json`` (prompt texts in full, so a head is self-contained) and
+:class:`detecture.pipeline.DetecturePipeline`, the benchmark, training's live evaluation and ``detecture segment``
+all run a head under its own contract. A head saved before contracts existed gets :func:`legacy_contract`, which is
+exactly the behaviour such heads were trained and evaluated with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from ..errors import CheckpointError
+from ..prompt_sets import DEFAULT_PROMPT_SET, PUBLISHED_PROMPT_SET, PromptSet, prompt_set
+
+POSITION_MODES = ("line_local", "global")
+IMAGE_MODES = ("native", "square")
+ORACLE_K_POLICIES = ("cap", "none")
+FALLBACKS = ("none", "texture_lines")
+# The side SAM3 sees images at; Qwen gets the same pixel count by default, so a 12-MP photo costs ~1k visual tokens
+# instead of ~12k, and training, inference, mining and the benchmark all feed Qwen the same amount of detail.
+DEFAULT_QWEN_PIXELS = 1008 * 1008
+
+
+@dataclass(frozen=True)
+class ImagePolicy:
+    """The image Qwen sees: ``native`` aspect, downscaled to at most ``max_pixels`` (None: only the hub
+    preprocessor's own limits), or ``square``: resized to ``size`` x ``size`` whatever the aspect (published)."""
+
+    mode: str = "native"
+    max_pixels: int | None = DEFAULT_QWEN_PIXELS
+    size: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in IMAGE_MODES:
+            raise CheckpointError(f"image mode must be one of {', '.join(IMAGE_MODES)}, got {self.mode!r}")
+        if self.mode == "square" and not (isinstance(self.size, int) and self.size > 0):
+            raise CheckpointError(f"a square image policy needs a positive size, got {self.size!r}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise CheckpointError(f"max_pixels must be positive, got {self.max_pixels}")
+
+    def target_size(self, height: int, width: int) -> tuple[int, int] | None:
+        """(height, width) to resize to, or None to keep the image as it is."""
+        if self.mode == "square":
+            return None if (height, width) == (self.size, self.size) else (self.size, self.size)
+        if self.max_pixels is None or height * width <= self.max_pixels:
+            return None
+        scale = math.sqrt(self.max_pixels / (height * width))
+        return max(1, int(height * scale)), max(1, int(width * scale))
+
+
+@dataclass(frozen=True)
+class InferenceContract:
+    """How a head must be run. ``logit_scale`` None means 1/sqrt(mask width) (Detecture's head); the published head
+    has none (1.0). ``embedding_shrink`` multiplies every non-``<|seg|>`` row of the input embedding and LM head:
+    the factor by which a training run's weight decay shrank them (1.0: untouched)."""
+
+    prompts: PromptSet = field(default_factory=lambda: prompt_set(DEFAULT_PROMPT_SET))
+    positions: str = "line_local"
+    qwen_image: ImagePolicy = field(default_factory=ImagePolicy)
+    logit_scale: float | None = None
+    oracle_k: str = "cap"
+    fallback: str = "none"
+    embedding_shrink: float = 1.0
+
+    def __post_init__(self) -> None:
+        for value, allowed, what in ((self.positions, POSITION_MODES, "positions"),
+                                     (self.oracle_k, ORACLE_K_POLICIES, "oracle_k"),
+                                     (self.fallback, FALLBACKS, "fallback")):
+            if value not in allowed:
+                raise CheckpointError(f"contract {what} must be one of {', '.join(allowed)}, got {value!r}")
+        if not self.embedding_shrink > 0:
+            raise CheckpointError(f"contract embedding_shrink must be positive, got {self.embedding_shrink}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: Any, where: str) -> "InferenceContract":
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{where}: the inference contract must be a mapping")
+        known = {"prompts", "positions", "qwen_image", "logit_scale", "oracle_k", "fallback", "embedding_shrink"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise CheckpointError(f"{where}: unknown inference-contract keys {unknown} (a newer Detecture wrote it?)")
+        values = dict(raw)
+        if "prompts" in values:
+            values["prompts"] = PromptSet.from_dict(values["prompts"], where)
+        if "qwen_image" in values:
+            image = values["qwen_image"]
+            if not isinstance(image, dict) or set(image) - {"mode", "max_pixels", "size"}:
+                raise CheckpointError(f"{where}: qwen_image must be a mapping of mode, max_pixels, size")
+            values["qwen_image"] = ImagePolicy(**image)
+        return cls(**values)
+
+    def summary(self) -> str:
+        """One line per term, for ``detecture segment -v``."""
+        image = self.qwen_image
+        seen = (f"square {image.size}x{image.size}" if image.mode == "square"
+                else f"native, at most {image.max_pixels} pixels" if image.max_pixels else "native (hub limits)")
+        scale = "1/sqrt(mask width)" if self.logit_scale is None else f"{self.logit_scale:g}"
+        return "\n".join([
+            f"prompt set:        {self.prompts.name} ({self.prompts.source})",
+            f"re-encode:         {self.positions} positions",
+            f"qwen image:        {seen}",
+            f"mask logit scale:  {scale}",
+            f"oracle K:          {'capped at N' if self.oracle_k == 'cap' else 'not capped (up to 6 lines kept)'}",
+            f"no-<|seg|> lines:  {'grounded from TEXTURE_k text' if self.fallback == 'texture_lines' else 'dropped'}",
+            f"embedding shrink:  {self.embedding_shrink:g}",
+        ])
+
+
+def legacy_contract() -> InferenceContract:
+    """What a head saved without a contract was trained and run with: our prompts, line-local positions, the image
+    through the hub preprocessor's limits only."""
+    return InferenceContract(qwen_image=ImagePolicy(max_pixels=None))
+
+
+def published_contract(embedding_shrink: float = 1.0) -> InferenceContract:
+    """The published NeurIPS 2026 checkpoint's inference (DESIGN §7)."""
+    return InferenceContract(
+        prompts=prompt_set(PUBLISHED_PROMPT_SET), positions="global",
+        qwen_image=ImagePolicy(mode="square", max_pixels=None, size=1008), logit_scale=1.0, oracle_k="none",
+        fallback="texture_lines", embedding_shrink=embedding_shrink,
+    )

@@ -1,0 +1,227 @@
+"""Import the published NeurIPS 2026 checkpoint (``best.pt``) as a Detecture head folder + PEFT adapter.
+
+The published file is one ``torch.save`` dict (DESIGN §7): ``model_trainable`` holds the LoRA tensors, the *full*
+input-embedding and LM-head matrices (only their ``<|seg|>`` row was trained), and the head; ``optimizer`` holds
+AdamW moments for all of it. Nearly all of its 7.5 GB is the two matrices and their moments, so it is opened with
+``mmap=True``: only the tensors actually read (LoRA, head, two rows) are paged in and peak memory stays a small
+fraction of the file. ``weights_only=True`` means a file holding anything but tensors and builtins is refused,
+never executed. Every key must be known: a missing key or an unknown one is an error listing both, because a
+silently skipped key (as the published loader does) is a silently different model.
+
+The ``<|seg|>`` index is the last row of the published matrices (the published code grew them to
+``len(tokenizer)`` when it added the token); it is written into the adapter config and checked at load time against
+the tokenizer's own ``<|seg|>`` id.
+"""
+
+from __future__ import annotations
+
+import pickle
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save_file
+
+from ..errors import InputError
+from .contract import published_contract
+from .head import DetectureHead, HeadConfig
+
+TOP_LEVEL = ("model_trainable", "dustbin_embed")
+METADATA = ("epoch", "phase", "val_iou", "optimizer")
+QWEN = "qwen.base_model.model."
+EMBED = QWEN + "model.language_model.embed_tokens.weight"
+LM_HEAD = QWEN + "lm_head.weight"
+LORA_RE = re.compile(r"^qwen\.base_model\.model\.model\.language_model\.layers\.(\d+)\.self_attn\."
+                     r"(q_proj|v_proj)\.lora_(A|B)\.default\.weight$")
+# Published head key -> Detecture head key (published models/bridge.py, models/qwen2sam_detecture.py).
+HEAD_KEYS = {
+    "bridge.proj.0.weight": "bridge.proj.weight", "bridge.proj.0.bias": "bridge.proj.bias",
+    "bridge.proj.1.weight": "bridge.norm.weight", "bridge.proj.1.bias": "bridge.norm.bias",
+    "mask_head.query_mlp.0.weight": "mask_head.query_mlp.0.weight",
+    "mask_head.query_mlp.0.bias": "mask_head.query_mlp.0.bias",
+    "mask_head.query_mlp.2.weight": "mask_head.query_mlp.2.weight",
+    "mask_head.query_mlp.2.bias": "mask_head.query_mlp.2.bias",
+    "mask_head.pixel_head.weight": "mask_head.pixel_proj.weight",
+    "mask_head.pixel_head.bias": "mask_head.pixel_proj.bias",
+}
+OPTIONAL = ("dustbin_embed",)  # the published trainer also lists the dustbin among the trainable parameters
+LORA_ALPHA = 16  # published configs/detecture.yaml lora_alpha (not stored in best.pt)
+LORA_TARGETS = ("q_proj", "v_proj")
+PUBLISHED_QWEN = "Qwen/Qwen3-VL-8B-Instruct"
+PUBLISHED_SAM3 = "facebook/sam3"
+
+
+@dataclass
+class Published:
+    """The parts of a validated ``best.pt`` that conversion needs (tensors may be memory-mapped)."""
+
+    path: Path
+    trainable: dict[str, torch.Tensor]
+    dustbin: torch.Tensor
+    metadata: dict[str, Any]
+    layers: int
+    rank: int
+
+    @property
+    def seg_index(self) -> int:
+        return self.trainable[EMBED].shape[0] - 1
+
+    @property
+    def hidden_size(self) -> int:
+        return self.trainable[EMBED].shape[1]
+
+
+def load_published(path: str | Path) -> Published:
+    """Open ``best.pt`` safely (weights_only, mmap) and check its structure; raises one :class:`InputError`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file (download it with: hf download "
+                         "anon-detecture-neurips-2026/Detecture-NeurIPS best.pt)")
+    try:
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise InputError(f"{path}: holds pickled Python objects{what}, not only tensors and builtins; refusing to "
+                         "load it (it could run code). Is this the published best.pt?") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise InputError(f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0]})") from None
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}: expected a dict checkpoint, found {type(raw).__name__}")
+    missing = [k for k in TOP_LEVEL if k not in raw]
+    unknown = sorted(str(k) for k in raw if k not in TOP_LEVEL + METADATA)
+    if missing or unknown:
+        raise InputError(f"{path}: not the published checkpoint layout; missing keys {missing}, unknown keys {unknown}")
+    trainable = raw["model_trainable"]
+    if not isinstance(trainable, dict) or not all(isinstance(v, torch.Tensor) for v in trainable.values()):
+        raise InputError(f"{path}: 'model_trainable' must map parameter names to tensors")
+    layers, rank = _check_keys(path, trainable)
+    published = Published(path, trainable, raw["dustbin_embed"], {k: raw[k] for k in METADATA if k in raw and
+                                                                  k != "optimizer"}, layers, rank)
+    _check_shapes(published)
+    return published
+
+
+def _check_keys(path: Path, trainable: dict[str, torch.Tensor]) -> tuple[int, int]:
+    """Every expected key present, none unknown; returns (LoRA layers, LoRA rank)."""
+    lora = [LORA_RE.match(k) for k in trainable]
+    indices = [int(m.group(1)) for m in lora if m]
+    layers = max(indices) + 1 if indices else 0
+    expected = {EMBED, LM_HEAD, *HEAD_KEYS}
+    expected |= {f"{QWEN}model.language_model.layers.{i}.self_attn.{t}.lora_{ab}.default.weight"
+                 for i in range(layers) for t in LORA_TARGETS for ab in "AB"}
+    missing = sorted(expected - set(trainable))
+    if layers == 0:
+        missing.append(f"{QWEN}model.language_model.layers.<i>.self_attn.<q|v>_proj.lora_<A|B>.default.weight")
+    unknown = sorted(set(trainable) - expected - set(OPTIONAL))
+    if missing or unknown:
+        raise InputError(f"{path}: model_trainable does not match the published model; missing keys "
+                         f"{_short(missing)}, unknown keys {_short(unknown)}")
+    return layers, int(trainable[f"{QWEN}model.language_model.layers.0.self_attn.q_proj.lora_A.default.weight"].shape[0])
+
+
+def _short(keys: list[str], limit: int = 8) -> str:
+    return str(keys) if len(keys) <= limit else f"{keys[:limit]} and {len(keys) - limit} more"
+
+
+def _check_shapes(p: Published) -> None:
+    """Shapes follow from four widths read off the file; any tensor that disagrees is named."""
+    t = p.trainable
+    hidden, vocab = p.hidden_size, t[EMBED].shape[0]
+    text = t["bridge.proj.0.weight"].shape[0]
+    prompt = t["mask_head.query_mlp.0.weight"].shape[1]
+    mask = t["mask_head.query_mlp.2.weight"].shape[0]
+    pixel = t["mask_head.pixel_head.weight"].shape[1]
+    expected = {
+        EMBED: (vocab, hidden), LM_HEAD: (vocab, hidden),
+        "bridge.proj.0.weight": (text, hidden), "bridge.proj.0.bias": (text,),
+        "bridge.proj.1.weight": (text,), "bridge.proj.1.bias": (text,),
+        "mask_head.query_mlp.0.weight": (prompt, prompt), "mask_head.query_mlp.0.bias": (prompt,),
+        "mask_head.query_mlp.2.weight": (mask, prompt), "mask_head.query_mlp.2.bias": (mask,),
+        "mask_head.pixel_head.weight": (mask, pixel, 1, 1), "mask_head.pixel_head.bias": (mask,),
+    }
+    if "dustbin_embed" in t:
+        expected["dustbin_embed"] = (1, 1, hidden)
+    for i in range(p.layers):
+        base = f"{QWEN}model.language_model.layers.{i}.self_attn."
+        expected[base + "q_proj.lora_A.default.weight"] = (p.rank, hidden)
+        expected[base + "v_proj.lora_A.default.weight"] = (p.rank, hidden)
+        expected[base + "q_proj.lora_B.default.weight"] = (t[base + "q_proj.lora_B.default.weight"].shape[0], p.rank)
+        expected[base + "v_proj.lora_B.default.weight"] = (t[base + "v_proj.lora_B.default.weight"].shape[0], p.rank)
+    for key, shape in expected.items():
+        if tuple(t[key].shape) != shape:
+            raise InputError(f"{p.path}: {key} has shape {tuple(t[key].shape)}, expected {shape}")
+    if tuple(p.dustbin.shape) != (1, 1, hidden):
+        raise InputError(f"{p.path}: dustbin_embed has shape {tuple(p.dustbin.shape)}, expected (1, 1, {hidden})")
+
+
+def head_state(p: Published) -> tuple[HeadConfig, dict[str, torch.Tensor]]:
+    """Detecture head config + state dict (published keys renamed, dustbin (1, 1, H) -> (H,)); logit scale 1.0 is
+    recorded in the contract rather than folded into the weights, so the tensors stay the published ones."""
+    t = p.trainable
+    state = {ours: t[theirs].clone() for theirs, ours in HEAD_KEYS.items()}
+    state["dustbin"] = p.dustbin.reshape(-1).clone()
+    config = HeadConfig(
+        qwen_hidden_size=p.hidden_size, sam_text_hidden_size=t["bridge.proj.0.weight"].shape[0],
+        prompt_dim=t["mask_head.query_mlp.0.weight"].shape[1], pixel_dim=t["mask_head.pixel_head.weight"].shape[1],
+        mask_hidden_size=t["mask_head.query_mlp.2.weight"].shape[0], bridge_dropout=0.4,
+        qwen_model=PUBLISHED_QWEN, sam3_model=PUBLISHED_SAM3,
+    )
+    return config, state
+
+
+def adapter_tensors(p: Published) -> dict[str, torch.Tensor]:
+    """LoRA + ``<|seg|>`` rows under the names PEFT's ``save_pretrained`` uses for Detecture's own adapters."""
+    out = {}
+    for key, value in p.trainable.items():
+        if LORA_RE.match(key):
+            out[key.removeprefix("qwen.").replace(".default.weight", ".weight")] = value.clone()
+    seg = p.seg_index
+    out["base_model.model.model.language_model.embed_tokens.token_adapter.trainable_tokens_delta"] = \
+        p.trainable[EMBED][seg:seg + 1].clone()
+    out["base_model.model.lm_head.token_adapter.trainable_tokens_delta"] = p.trainable[LM_HEAD][seg:seg + 1].clone()
+    return out
+
+
+def write_adapter(p: Published, folder: Path) -> None:
+    from peft import LoraConfig
+
+    config = LoraConfig(
+        r=p.rank, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
+        target_modules=rf".*language_model.*\.({'|'.join(LORA_TARGETS)})",
+        trainable_token_indices={"embed_tokens": [p.seg_index], "lm_head": [p.seg_index]},
+        base_model_name_or_path=PUBLISHED_QWEN,
+    )
+    config.save_pretrained(str(folder))
+    save_file(adapter_tensors(p), str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+
+
+def convert(src: str | Path, out: str | Path, base: str | None = None) -> tuple[Path, float | None]:
+    """Convert ``src`` (published ``best.pt``) into the head folder ``out``; returns (out, shrink factor or None)."""
+    src, out = Path(src), Path(out)
+    if out.resolve() == src.resolve() or src.resolve().is_relative_to(out.resolve()):
+        raise InputError(f"{out}: --out would overwrite the input {src}; choose another folder")
+    if out.exists():
+        raise InputError(f"{out}: already exists; choose a new --out folder (nothing is overwritten)")
+    p = load_published(src)
+    shrink = None
+    if base is not None:
+        from .shrink import estimate_shrink
+
+        shrink = estimate_shrink(base, p.trainable[EMBED], p.trainable[LM_HEAD], p.seg_index)
+    config, state = head_state(p)
+    config.contract = published_contract(embedding_shrink=shrink if shrink is not None else 1.0)
+    config.extra = {"converted_from": {"file": src.name, "bytes": src.stat().st_size, "seg_index": p.seg_index,
+                                       **{k: v for k, v in p.metadata.items() if isinstance(v, (int, float, str))}}}
+    head = DetectureHead(config)
+    head.load_state_dict({k: v.float() for k, v in state.items()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        adapter = Path(tmp) / "adapter"
+        adapter.mkdir()
+        write_adapter(p, adapter)
+        head.save_pretrained(out, adapter_dir=adapter)
+    return out, shrink

@@ -1,0 +1,44 @@
+"""``detecture convert published best.pt --out DIR``: import the published checkpoint as a Detecture head folder."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  hf download anon-detecture-neurips-2026/Detecture-NeurIPS best.pt --local-dir .
+  detecture convert published best.pt --out checkpoints/detecture-neurips2026
+  detecture convert published best.pt --out checkpoints/detecture-neurips2026 --base Qwen/Qwen3-VL-8B-Instruct
+                                 (also measure how much weight decay shrank the frozen embedding rows)
+The folder holds config.json (with the published inference contract), model.safetensors (head) and adapter/
+(LoRA + <|seg|> rows, a PEFT adapter); use it with 'detecture segment --head' or 'detecture bench --head'.
+"""
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "convert", help="import the published checkpoint (best.pt) as a Detecture head folder",
+        description="Convert a checkpoint of another layout into a Detecture head folder + PEFT adapter. The file "
+                    "is read with torch.load(weights_only=True, mmap=True): nothing in it is executed and the "
+                    "7.5 GB file is never loaded whole.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("layout", choices=("published",), help="layout of the input: 'published' (NeurIPS 2026 best.pt)")
+    p.add_argument("checkpoint", type=Path, help="the input file (never modified)")
+    p.add_argument("--out", type=Path, required=True, help="new head folder to write (must not exist)")
+    p.add_argument("--base", metavar="QWEN",
+                   help="base Qwen3-VL (folder or hub id) to measure the embedding shrink factor against; "
+                        "recorded in the contract and applied at inference")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..bridge.published import convert
+
+    out, shrink = convert(args.checkpoint, args.out, base=args.base)
+    print(f"converted {args.checkpoint} -> {out}")
+    if shrink is not None:
+        print(f"embedding shrink factor (non-<|seg|> rows vs base): {shrink:.6f}; recorded in the contract")
+    print(f"use it with: detecture segment IMAGE --head {out}")
+    return 0

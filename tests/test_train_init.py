@@ -1,0 +1,55 @@
+"""``detecture train --init HEAD``: fine-tuning starts from a converted head + adapter, under that head's contract,
+and the exported head carries the contract it was trained under."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from published_fixture import Q, write_published
+from train_fixture import write_mosaics
+
+from detecture.backbones.qwen import QwenVL
+from detecture.backbones.sam3 import Sam3Backbone
+from detecture.bridge.contract import published_contract
+from detecture.bridge.head import DetectureHead
+from detecture.bridge.published import convert
+from detecture.errors import CheckpointError
+from detecture.training.config import load_config
+from detecture.training.loop import ResumeOptions, Trainer
+
+FAST = {"model.tiny": True, "train.eval_every_epochs": 0, "train.emission_every_steps": 0, "optim.epochs": 1,
+        "optim.stage1_epochs": 0, "optim.grad_accum": 1, "optim.batch_size": 3}
+
+
+@pytest.fixture(scope="module")
+def head_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("init")
+    state = write_published(root / "best.pt", QwenVL.tiny(0), Sam3Backbone.tiny(0))
+    convert(root / "best.pt", root / "head")
+    return root / "head", state["model_trainable"]
+
+
+def test_training_starts_from_the_converted_weights_under_their_contract(head_dir, tmp_path):
+    head, tensors = head_dir
+    data = write_mosaics(tmp_path / "data", n=3, size=64)
+    trainer = Trainer(load_config(None, FAST), data, tmp_path / "run", init=head)
+    start = DetectureHead.from_pretrained(head)
+    for name, tensor in start.state_dict().items():
+        assert torch.equal(trainer.head.state_dict()[name], tensor), name
+    qwen = trainer.qwen
+    assert qwen.prompts.name == "published-neurips2026" and qwen.image_policy.mode == "square"
+    seg = torch.tensor([[qwen.seg_token_id]])
+    assert torch.equal(qwen.model.get_input_embeddings()(seg)[0, 0], tensors[f"{Q}embed_tokens.weight"][-1].float())
+    lora = dict(qwen.model.named_parameters())
+    key = "base_model.model.model.language_model.layers.1.self_attn.v_proj.lora_B.default.weight"
+    assert torch.equal(lora[key], tensors[f"{Q}layers.1.self_attn.v_proj.lora_B.default.weight"].float())
+    result = trainer.run()
+    assert DetectureHead.from_pretrained(result.final_dir).config.contract == published_contract()
+    with pytest.raises(CheckpointError, match="same --init"):  # resuming must keep the contract
+        Trainer(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
+
+
+def test_init_with_another_lora_rank_is_one_clear_error(head_dir, tmp_path):
+    data = write_mosaics(tmp_path / "data", n=3, size=64)
+    with pytest.raises(CheckpointError, match="--set lora.r=8"):
+        Trainer(load_config(None, {**FAST, "lora.r": 4}), data, tmp_path / "run", init=head_dir[0])
