@@ -101,5 +101,5 @@ class SegmentationResult:
 
         labels = self.label_map
         return [{"label": description, "score": score,
-                 "mask": Image.fromarray(np.where(labels == k, 255, 0).astype(np.uint8), mode="L")}
+                 "mask": Image.fromarray(np.where(labels == k, 255, 0).astype(np.uint8))}
                 for k, (description, score) in enumerate(zip(self.descriptions, self.region_scores()), 1)]
