@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import DetectureError, InputError
 from ..utils import atomic
-from ..visualize import PALETTE
+from ..visualize import PALETTE, region_color
 from .uploads import ANALYSIS_SIDE, load_upload
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ BRIDGE = "detecture (bridge grounding)"
 K_CHOICES = ("auto", "1", "2", "3", "4", "5", "6")
 KEEP_REQUESTS = 50
 TABLE_HEADERS = ["region", "description", "area %", "score"]
+MASK_OPACITY = 0.55  # the annotated view draws a mask with alpha = its value: keep the texture visible beneath
 
 
 def _warm_up_classical() -> None:
@@ -50,6 +51,7 @@ class DemoResponse:
 
     image: np.ndarray
     annotations: list[tuple[np.ndarray, str]]
+    colors: dict[str, str]
     table: list[list[Any]]
     files: list[str]
     status: str
@@ -126,7 +128,7 @@ class DemoEngine:
         for region, score in zip(record["regions"], scores):
             k, share = region["index"], region["area_fraction"]
             table.append([k, region["description"], round(100 * share, 1), round(score, 3)])
-            annotations.append(((labels == k).astype(np.float32), f"{k}. {region['description']}"))
+            annotations.append(((labels == k) * MASK_OPACITY, f"{k}. {region['description']}"))
         folder = self._request_folder()
         stem = folder / name.stem
         atomic.write_json(stem.with_suffix(".json"), record)
@@ -139,7 +141,8 @@ class DemoEngine:
                   f"{elapsed:.2f} s; image {original[1]}x{original[0]}{scaled}.")
         if self.note:
             status += f" {self.note}"
-        return DemoResponse(image, annotations, table,
+        colors = {label: "#{:02x}{:02x}{:02x}".format(*region_color(k)) for k, (_, label) in enumerate(annotations, 1)}
+        return DemoResponse(image, annotations, colors, table,
                             [str(stem.with_suffix(".json")), str(stem.parent / f"{stem.name}_labels.png")], status)
 
     def _request_folder(self) -> Path:
