@@ -30,8 +30,7 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
         except MemoryError:
             raise gr.Error("not enough memory for this image; try a smaller one", print_exception=False) from None
         table = pd.DataFrame(response.table, columns=TABLE_HEADERS)
-        regions = gr.AnnotatedImage(value=(response.image, response.annotations), color_map=response.colors)
-        return regions, table, response.files, response.status
+        return (response.image, response.annotations), table, response.files, response.status
 
     with gr.Blocks(title="Detecture demo", analytics_enabled=False) as app:
         gr.Markdown(INTRO + (f"\n\n*{engine.note}*" if engine.note else ""))

@@ -22,7 +22,7 @@ from threadpoolctl import threadpool_limits
 
 from ..errors import DetectureError, InputError
 from ..utils import atomic
-from ..visualize import PALETTE, region_color
+from ..visualize import PALETTE
 from .uploads import ANALYSIS_SIDE, load_upload
 
 logger = logging.getLogger(__name__)
@@ -51,7 +51,6 @@ class DemoResponse:
 
     image: np.ndarray
     annotations: list[tuple[np.ndarray, str]]
-    colors: dict[str, str]
     table: list[list[Any]]
     files: list[str]
     status: str
@@ -141,8 +140,7 @@ class DemoEngine:
                   f"{elapsed:.2f} s; image {original[1]}x{original[0]}{scaled}.")
         if self.note:
             status += f" {self.note}"
-        colors = {label: "#{:02x}{:02x}{:02x}".format(*region_color(k)) for k, (_, label) in enumerate(annotations, 1)}
-        return DemoResponse(image, annotations, colors, table,
+        return DemoResponse(image, annotations, table,
                             [str(stem.with_suffix(".json")), str(stem.parent / f"{stem.name}_labels.png")], status)
 
     def _request_folder(self) -> Path:
