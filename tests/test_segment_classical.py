@@ -61,26 +61,23 @@ def test_disc_mosaic_is_found(tmp_path):
     assert iou > 0.7
 
 
-def test_parallel_workers_match_one_worker_and_glob(photo_dir, tmp_path, capsys):
-    one, two = tmp_path / "one", tmp_path / "two"
-    pattern = str(photo_dir / "*.jpg")
-    assert main(["segment", pattern, str(photo_dir / "disc.png"), "--method", "classical", "--k", "2",
-                 "--out", str(one), "--workers", "1"]) == 0
-    assert main(["segment", pattern, str(photo_dir / "disc.png"), "--method", "classical", "--k", "2",
-                 "--out", str(two), "--workers", "2"]) == 0
-    for name in ("coffee.json", "disc.json"):
-        a, b = (json.loads((d / name).read_text()) for d in (one, two))
-        assert [r["rle"] for r in a["regions"]] == [r["rle"] for r in b["regions"]]
+def test_parallel_workers_glob_and_repeated_names(photo_dir, tmp_path, texture_photos):
+    """Two worker processes: a glob, and the same file name in two folders, each matching an in-process run."""
+    import detecture
 
-
-def test_same_name_in_two_folders_gets_two_outputs(tmp_path):
-    for sub in ("a", "b"):
+    images = {"a": texture_photos["brick"][:96, :160], "b": texture_photos["grass"][:96, :160]}
+    for sub, image in images.items():
         (tmp_path / sub).mkdir()
-        Image.fromarray(np.full((32, 32, 3), 100 if sub == "a" else 200, np.uint8)).save(tmp_path / sub / "x.png")
+        Image.fromarray(image).save(tmp_path / sub / "x.png")
     out = tmp_path / "out"
-    assert main(["segment", str(tmp_path / "a"), str(tmp_path / "b"), "--method", "classical", "--out", str(out),
-                 "--workers", "2"]) == 0
-    assert {p.name for p in out.glob("*.json")} == {"x.json", "x_2.json"}
+    assert main(["segment", str(tmp_path / "a"), str(tmp_path / "b"), str(photo_dir / "*.jpg"), "--method",
+                 "classical", "--k", "2", "--out", str(out), "--workers", "2"]) == 0
+    assert {p.name for p in out.glob("*.json")} == {"x.json", "x_2.json", "coffee.json"}
+    for name, image in (("x.json", images["a"]), ("x_2.json", images["b"])):
+        labels = detecture.segment(image, k=2).label_map
+        record = json.loads((out / name).read_text())
+        for region in record["regions"]:
+            assert np.array_equal(rle.decode(region["rle"]), labels == region["index"])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -2,7 +2,8 @@
 
 Per-image problems are small (the features are computed at 256 px), so parallelism belongs across images: each worker
 runs single-threaded BLAS / OpenMP (threads spinning against each other on a shared CPU made k-means ~10x slower in
-the benchmark's measurements) and writes its own outputs, under a name the parent chose up front.
+the benchmark's measurements) and writes its own outputs, under a name the parent chose up front. Workers fork from
+a forkserver that imported the numerical stack once (:mod:`.classical_worker`), so N workers do not pay N imports.
 """
 
 from __future__ import annotations
@@ -14,20 +15,25 @@ from pathlib import Path
 from ..errors import DetectureError
 from ..prompts import Regime
 
-SINGLE_THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+WORKER_MODULE = "detecture.commands.classical_worker"
 
 
 def _init_worker() -> None:
-    """Single-threaded numerics in a worker: env vars first (libraries read them on load), then threadpoolctl."""
-    for name in SINGLE_THREAD_ENV:
-        os.environ[name] = "1"
-    import torch
-    from threadpoolctl import threadpool_limits
+    """Single-threaded numerics in each worker (already set up if the forkserver preloaded the worker module)."""
+    import importlib
 
-    from .. import api  # noqa: F401  (loads scikit-learn / scipy / scikit-image before the limit is applied)
+    importlib.import_module(WORKER_MODULE).single_threaded()
 
-    torch.set_num_threads(1)
-    threadpool_limits(limits=1)
+
+def _context():
+    """forkserver where the platform has it (cheap workers, no inherited thread pools), else spawn."""
+    import multiprocessing
+
+    if "forkserver" in multiprocessing.get_all_start_methods():
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([WORKER_MODULE])
+        return context
+    return multiprocessing.get_context("spawn")
 
 
 def segment_one(path: Path, stem: Path, regime: Regime, out: Path) -> tuple[dict | None, str | None]:
@@ -50,8 +56,6 @@ def segment_one(path: Path, stem: Path, regime: Regime, out: Path) -> tuple[dict
 
 def run_classical(images: list[Path], regime: Regime, out: Path, workers: int) -> tuple[list[dict], list]:
     """Segment ``images`` with ``workers`` processes (in-process for one); rows keep the input order."""
-    import multiprocessing
-
     from tqdm import tqdm
 
     from .segment_output import plan_stems
@@ -66,9 +70,8 @@ def run_classical(images: list[Path], regime: Regime, out: Path, workers: int) -
                 outcomes[i] = segment_one(path, stem, regime, out)
                 progress.update(1)
         else:
-            # spawn, not fork: the parent may already hold torch / OpenMP thread pools, which fork does not copy.
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+            # Not a plain fork: the parent may already hold torch / OpenMP thread pools, which fork does not copy.
+            with ProcessPoolExecutor(workers, mp_context=_context(), initializer=_init_worker) as pool:
                 futures = {pool.submit(segment_one, path, stem, regime, out): i
                            for i, (path, stem) in enumerate(zip(images, stems))}
                 for future in as_completed(futures):
