@@ -24,7 +24,7 @@ def demo_server():
     from detecture.demo.engine import DemoEngine
 
     engine = DemoEngine.create()
-    app = launch(engine, port=free_port(), block=False)
+    app = launch(engine, port=free_port(), block=False, warm_up=False)
     try:
         yield engine, app.local_url
     finally:

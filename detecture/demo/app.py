@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import logging
 
 import gradio as gr
 import pandas as pd
@@ -10,6 +10,8 @@ import pandas as pd
 from ..errors import DetectureError
 from .engine import CLASSICAL, K_CHOICES, TABLE_HEADERS, DemoEngine
 from .examples import write_examples
+
+logger = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = "200mb"
 INTRO = ("# Detecture: texture regions\n"
@@ -55,13 +57,32 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
 
 
 def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-           block: bool = True) -> gr.Blocks:
-    """Serve the app; ``block=False`` returns at once (tests, benchmarks) and the caller calls ``app.close()``."""
+           block: bool = True, warm_up: bool = True) -> gr.Blocks:
+    """Serve the app; ``block=False`` returns at once (tests, benchmarks) and the caller calls ``app.close()``.
+
+    ``warm_up`` sends one example through the app's own endpoint before serving users: the first request otherwise
+    pays several seconds of one-off imports and initialisation in the web stack and the segmenter.
+    """
     app = build_app(engine)
     app.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-        allowed_paths=[str(engine.workdir)], prevent_thread_lock=not block, quiet=not block)
+        allowed_paths=[str(engine.workdir)], prevent_thread_lock=True, quiet=not block)
+    if warm_up:
+        _warm_up(app, engine)
+    if block:
+        app.block_thread()
     return app
+
+
+def _warm_up(app: gr.Blocks, engine: DemoEngine) -> None:
+    from gradio_client import Client, handle_file
+
+    example = engine.workdir / "examples" / "brick-grass-gravel.png"
+    try:
+        Client(app.local_url, verbose=False).predict(handle_file(str(example)), CLASSICAL, "auto", "",
+                                                     api_name="/segment")
+    except Exception as exc:  # the page still works without it; only the first request is slower
+        logger.warning("demo warm-up request failed: %s", exc)
 
 
 def demo_url(app: gr.Blocks) -> str:

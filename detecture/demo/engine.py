@@ -33,21 +33,25 @@ BRIDGE = "detecture (bridge grounding)"
 K_CHOICES = ("auto", "1", "2", "3", "4", "5", "6")
 KEEP_REQUESTS = 50
 TABLE_HEADERS = ["region", "description", "area %", "score"]
+DISPLAY_SIDE = 640  # the page shows ~700 px; drawing 1-MP masks there cost the web server ~0.5 s per request
 MASK_OPACITY = 0.55  # the annotated view draws a mask with alpha = its value: keep the texture visible beneath
 
 
-def _warm_up_classical() -> None:
-    """Import and run the classical segmenter once on a small image, so the first request pays no start-up cost."""
-    from .. import api
-    from .examples import mosaic_two
-
-    with threadpool_limits(limits=1):
-        api.segment_classical(mosaic_two(64)[0], api.regime_for(2))
+def _display_size(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image (Lanczos) and labels (nearest) at most :data:`DISPLAY_SIDE` px on the longer side, for the page."""
+    h, w = labels.shape
+    scale = DISPLAY_SIDE / max(h, w)
+    if scale >= 1:
+        return image, labels
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    shown = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    return shown, np.asarray(Image.fromarray(labels).resize(size, Image.Resampling.NEAREST))
 
 
 @dataclass
 class DemoResponse:
-    """Everything one request shows: the annotated image, the region table, download files and a status line."""
+    """Everything one request shows: the annotated image (display size), the region table (areas measured at analysis
+    size), download files and a status line."""
 
     image: np.ndarray
     annotations: list[tuple[np.ndarray, str]]
@@ -69,7 +73,6 @@ class DemoEngine:
     @classmethod
     def create(cls, tiny: bool = False, load_models: bool = False, **load_kwargs: Any) -> "DemoEngine":
         """Load the VLM pipeline if asked; if it cannot load, the demo still serves ``classical`` and says why."""
-        _warm_up_classical()
         if not (tiny or load_models):
             return cls()
         from ..api import load_pipeline
@@ -123,11 +126,12 @@ class DemoEngine:
         record = result_record(name, result, regime, labels, note=self.note or None)
         record.update(method=method, original_size=list(original))
         scores = result.region_scores()
+        shown_image, shown_labels = _display_size(image, labels)
         table, annotations = [], []
         for region, score in zip(record["regions"], scores):
             k, share = region["index"], region["area_fraction"]
             table.append([k, region["description"], round(100 * share, 1), round(score, 3)])
-            annotations.append(((labels == k) * MASK_OPACITY, f"{k}. {region['description']}"))
+            annotations.append(((shown_labels == k) * MASK_OPACITY, f"{k}. {region['description']}"))
         folder = self._request_folder()
         stem = folder / name.stem
         atomic.write_json(stem.with_suffix(".json"), record)
@@ -140,7 +144,7 @@ class DemoEngine:
                   f"{elapsed:.2f} s; image {original[1]}x{original[0]}{scaled}.")
         if self.note:
             status += f" {self.note}"
-        return DemoResponse(image, annotations, table,
+        return DemoResponse(shown_image, annotations, table,
                             [str(stem.with_suffix(".json")), str(stem.parent / f"{stem.name}_labels.png")], status)
 
     def _request_folder(self) -> Path:
