@@ -156,3 +156,21 @@ def test_import_detecture_stays_cheap():
     code = "import sys, detecture; print(sorted(m for m in ('torch', 'sklearn', 'gradio') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_model_load_failure_names_the_offline_method(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    code = main(["segment", str(image), "--qwen", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-model" in err and "--method classical" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_demo_command_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--host", "--port", "--share", "--tiny", "--vlm", "--head"):
+        assert option in text
+    assert "127.0.0.1" in text
