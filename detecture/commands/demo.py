@@ -49,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
                                    device=args.device, dtype=args.dtype, quantization=args.quantization)
     else:
         engine = DemoEngine.create()
-    logger.warning("serving the demo on http://%s:%d (Ctrl+C stops it)", args.host, args.port)
+    logger.info("starting the demo on %s:%d", args.host, args.port)
     launch(engine, host=args.host, port=args.port, share=args.share)
     return 0

@@ -66,10 +66,12 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None,
     app = build_app(engine)
     app.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
-        allowed_paths=[str(engine.workdir)], prevent_thread_lock=True, quiet=not block)
+        allowed_paths=[str(engine.workdir)], prevent_thread_lock=True, quiet=True)
     if warm_up:
         _warm_up(app, engine)
     if block:
+        print(f"Detecture demo ready on {app.local_url}" + (f" and {app.share_url}" if app.share_url else "")
+              + " (Ctrl+C stops it)", flush=True)
         app.block_thread()
     return app
 
