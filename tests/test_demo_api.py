@@ -97,3 +97,19 @@ def test_engine_refuses_a_method_that_is_not_loaded(tmp_path):
     Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path)
     with pytest.raises(InputError, match="not available"):
         DemoEngine().run(path, TEXT)
+
+
+def test_engine_runs_the_vlm_methods_with_tiny_backbones(tiny_pipeline, tmp_path):
+    from detecture.demo.engine import BRIDGE, TEXT, DemoEngine
+    from detecture.demo.examples import mosaic_two
+
+    path = tmp_path / "disc.png"
+    Image.fromarray(mosaic_two(96)[0]).save(path)
+    engine = DemoEngine(pipeline=tiny_pipeline, note="tiny")
+    assert engine.methods[1:] == [TEXT, BRIDGE]
+    response = engine.run(path, BRIDGE, k="2")
+    assert len(response.table) == 2 and response.image.shape == (96, 96, 3)
+    response = engine.run(path, TEXT, query="the rough bark")
+    assert len(response.table) == 1 and "tiny" in response.status
+    record = json.loads(open(response.files[0]).read())
+    assert record["regime"]["query"] == "the rough bark" and record["method"] == TEXT

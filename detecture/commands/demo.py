@@ -50,5 +50,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         engine = DemoEngine.create()
     logger.info("starting the demo on %s:%d", args.host, args.port)
+    if getattr(args, "verbose", 0) < 2:  # one line per HTTP request (the warm-up's too) is debug detail
+        logging.getLogger("httpx").setLevel(logging.WARNING)
     launch(engine, host=args.host, port=args.port, share=args.share)
     return 0
