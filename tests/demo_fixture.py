@@ -29,6 +29,7 @@ def demo_server():
         yield engine, app.local_url
     finally:
         app.close()
+        engine.close()
 
 
 @pytest.fixture()

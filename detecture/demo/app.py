@@ -72,7 +72,10 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None,
     if block:
         print(f"Detecture demo ready on {app.local_url}" + (f" and {app.share_url}" if app.share_url else "")
               + " (Ctrl+C stops it)", flush=True)
-        app.block_thread()
+        try:
+            app.block_thread()  # returns after Ctrl+C, once the server is closed
+        finally:
+            engine.close()
     return app
 
 

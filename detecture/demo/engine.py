@@ -85,6 +85,10 @@ class DemoEngine:
         note = "Tiny random backbones: detecture outputs are meaningless (plumbing only)." if tiny else ""
         return cls(pipeline=pipeline, note=note)
 
+    def close(self) -> None:
+        """Remove the examples and downloads written under :attr:`workdir`."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
     @property
     def methods(self) -> list[str]:
         if self.pipeline is None:
