@@ -115,10 +115,16 @@ class DemoEngine:
             with threadpool_limits(limits=1):  # BLAS/OpenMP threads fighting over a shared CPU slow k-means ~10x
                 result = api.segment_classical(image, regime)
         else:
-            with self._gpu_lock:
-                result = api.segment(image, "detecture", grounding="bridge" if method == BRIDGE else "text",
-                                     pipeline=self.pipeline, k=regime.count if regime.kind == "oracle" else None,
-                                     query=query)
+            import torch
+
+            try:
+                with self._gpu_lock:
+                    result = api.segment(image, "detecture", grounding="bridge" if method == BRIDGE else "text",
+                                         pipeline=self.pipeline, k=regime.count if regime.kind == "oracle" else None,
+                                         query=query)
+            except torch.OutOfMemoryError:
+                raise InputError(f"{name}: out of GPU memory for this image; try a smaller image or the classical "
+                                 "method") from None
         elapsed = time.perf_counter() - start
         labels = result.label_map
         return self._response(Path(name), image, original, result, regime, labels, method, elapsed)
