@@ -6,3 +6,13 @@ partition of the image. Heavy modules (torch, transformers) are imported lazily 
 """
 
 __version__ = "0.1.0"
+
+
+def segment(image, method: str = "classical", k=None, query=None, **options):
+    """Segment one image (path, PIL image or array) into texture regions; see :func:`detecture.api.segment`.
+
+    Defined here with a deferred import so ``import detecture`` stays cheap (no torch, no scikit-learn).
+    """
+    from .api import segment as _segment
+
+    return _segment(image, method=method, k=k, query=query, **options)

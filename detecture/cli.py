@@ -15,7 +15,7 @@ import sys
 from . import __version__
 from .errors import DetectureError
 
-COMMANDS = ("segment", "train", "mine", "bench", "convert")
+COMMANDS = ("segment", "train", "mine", "bench", "convert", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

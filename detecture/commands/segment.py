@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
+import os
 from pathlib import Path
 
-from ..errors import DetectureError
+from ..errors import DetectureError, InputError, ModelAccessError
 
 logger = logging.getLogger(__name__)
 
 TINY_NOTE = "tiny random backbones: this output is meaningless (it only shows the pipeline runs)"
+OFFLINE_HINT = "to segment without models, use --method classical (CPU, no weights)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +24,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "<name>.png (coloured regions + legend) and <name>.json (descriptions, areas, RLE masks).",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("images", nargs="+", type=Path, help="image files (any format Pillow reads)")
+    p.add_argument("images", nargs="+", help="image files, folders (their images, sorted) or glob patterns")
+    p.add_argument("--method", choices=("detecture", "classical"), default="detecture",
+                   help="detecture: Qwen3-VL + SAM3 (weights, GPU advised); classical: Gabor + k-means on CPU, no "
+                        "weights (regions and measured descriptions; no --query)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="parallel processes for --method classical (default: all CPU cores)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--k", default="auto", help="number of regions: 'auto' (1 to 6) or exactly 1..6")
     which.add_argument("--query", help="find the one region matching this phrase, e.g. 'the rough bark'")
@@ -45,34 +53,110 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
-    from ..errors import InputError
-    from ..images import as_rgb_array, load_image
-    from ..pipeline import DetecturePipeline
+
+def gather_images(paths: list[str]) -> tuple[list[Path], int]:
+    """Expand files, folders and glob patterns into the images to segment, and count the non-images skipped.
+
+    A file named explicitly is always kept (if it is not a readable image, its own error line says so); inside a
+    folder or a glob only files with an image extension Pillow knows are taken, sorted, and the rest are counted.
+    Folders are not searched recursively, so an output folder inside an input folder is never read back.
+    """
+    from PIL import Image
+
+    Image.init()
+    extensions = {ext.lower() for ext in Image.registered_extensions()}
+    images: list[Path] = []
+    skipped = 0
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            candidates = sorted(p for p in path.iterdir() if p.is_file())
+        elif not path.exists() and glob.has_magic(raw):
+            candidates = sorted(Path(p) for p in glob.glob(raw, recursive=True) if Path(p).is_file())
+            if not candidates:
+                raise InputError(f"{raw}: no file matches this pattern")
+        else:
+            images.append(path)
+            continue
+        kept = [p for p in candidates if p.suffix.lower() in extensions]
+        skipped += len(candidates) - len(kept)
+        images.extend(kept)
+    if not images:
+        raise InputError(f"no images found in {', '.join(paths)} ({skipped} non-image file(s) skipped)")
+    return images, skipped
+
+
+def run(args: argparse.Namespace) -> int:
     from ..prompts import Regime
-    from .segment_output import forced_tiny_responses, print_table, write_outputs
 
     regime = Regime.query(args.query) if args.query is not None else Regime.parse(args.k)
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    grounding = args.grounding if args.grounding != "auto" else ("bridge" if args.head or args.tiny else "text")
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers must be at least 1")
+    if args.method == "classical" and regime.kind == "query":
+        raise InputError("--query needs --method detecture: the classical segmenter finds regions, it cannot read "
+                         "a phrase")
+    images, skipped = gather_images(args.images)
+    if args.method == "classical":
+        from .segment_classical import run_classical
+
+        rows, failures = run_classical(images, regime, args.out, args.workers or _cpu_count())
+    else:
+        rows, failures = _run_detecture(args, images, regime)
+    return _summarise(rows, failures, skipped, args.out)
+
+
+def _summarise(rows: list[dict], failures: list[tuple[Path, str]], skipped: int, out: Path) -> int:
+    from .segment_output import print_table
+
+    print_table(rows)
+    for path, message in failures:
+        print(f"error: {message}" if str(path) in message else f"error: {path}: {message}")
+    extra = f", {skipped} non-image file(s) skipped" if skipped else ""
+    print(f"{len(rows)} image(s) segmented, {len(failures)} failed{extra}; outputs in {out}")
+    return 1 if failures else 0
+
+
+def _load_pipeline(args: argparse.Namespace):
+    """Load the VLM pipeline; a failure names the offline method, which needs none of what just failed."""
+    import torch
+
+    from ..pipeline import DetecturePipeline
+
     if args.tiny:
         logger.warning(TINY_NOTE)
-        pipe = DetecturePipeline.tiny(head=args.head)
-    else:
-        pipe = DetecturePipeline.from_pretrained(
+        return DetecturePipeline.tiny(head=args.head)
+    try:
+        return DetecturePipeline.from_pretrained(
             args.qwen, args.sam3, args.head, device=args.device, dtype=args.dtype, quantization=args.quantization,
             trust_remote_code=args.trust_remote_code, max_new_tokens=args.max_new_tokens)
+    except ModelAccessError as exc:
+        raise ModelAccessError(f"{exc}; {OFFLINE_HINT}") from None
+    except torch.OutOfMemoryError:
+        raise ModelAccessError("not enough memory to load Qwen3-VL + SAM3 (try --quantization 4bit, a smaller "
+                               f"--qwen, or another --device); {OFFLINE_HINT}") from None
+
+
+def _run_detecture(args: argparse.Namespace, images: list[Path], regime) -> tuple[list[dict], list]:
+    from tqdm import tqdm
+
+    from ..images import as_rgb_array, load_image
+    from .segment_output import forced_tiny_responses, write_outputs
+
+    grounding = args.grounding if args.grounding != "auto" else ("bridge" if args.head or args.tiny else "text")
+    pipe = _load_pipeline(args)
     if args.show_contract or getattr(args, "verbose", 0):
         print(f"inference contract ({'head ' + str(args.head) if args.head else 'no head: defaults'}):")
         print(pipe.contract.summary())
     args.out.mkdir(parents=True, exist_ok=True)
     rows, failures = [], []
-    progress = tqdm(total=len(args.images), desc="segment", unit="img")
-    for start in range(0, len(args.images), args.batch_size):
-        batch_paths = args.images[start:start + args.batch_size]
+    progress = tqdm(total=len(images), desc="segment", unit="img")
+    for start in range(0, len(images), args.batch_size):
+        batch_paths = images[start:start + args.batch_size]
         loaded = []
         for path in batch_paths:
             try:
@@ -93,8 +177,4 @@ def run(args: argparse.Namespace) -> int:
             rows.append(write_outputs(args.out, path, image, result, regime, note=TINY_NOTE if args.tiny else None))
             progress.update(1)
     progress.close()
-    print_table(rows)
-    for path, message in failures:
-        print(f"error: {message}" if str(path) in message else f"error: {path}: {message}")
-    print(f"{len(rows)} image(s) segmented, {len(failures)} failed; outputs in {args.out}")
-    return 1 if failures else 0
+    return rows, failures

@@ -1,0 +1,56 @@
+"""``detecture demo``: a local web page to try the segmenters (needs the optional extra: pip install -e .[demo])."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import logging
+from pathlib import Path
+
+from ..errors import InputError
+
+logger = logging.getLogger(__name__)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="web demo in the browser (Gradio; pip install -e .[demo])",
+        description="Serve a local web page: upload an image, choose classical or detecture, see the regions with "
+                    "their descriptions, a table and downloads. Binds 127.0.0.1 unless --host says otherwise.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves the local network)")
+    p.add_argument("--port", type=int, default=7860, help="port to serve on")
+    p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
+    p.add_argument("--vlm", action="store_true", help="load Qwen3-VL + SAM3 at start for the detecture methods")
+    p.add_argument("--tiny", action="store_true", help="tiny random backbones for the detecture methods (plumbing)")
+    p.add_argument("--head", type=Path, help="trained head folder: adds bridge grounding")
+    p.add_argument("--qwen", default="Qwen/Qwen3-VL-8B-Instruct", help="Qwen3-VL hub id or local folder")
+    p.add_argument("--sam3", default="facebook/sam3", help="SAM3 hub id or local folder (gated: needs a token)")
+    p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--quantization", choices=("4bit", "8bit"), help="load Qwen quantized (bitsandbytes, GPU)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if importlib.util.find_spec("gradio") is None:
+        raise InputError("the demo needs Gradio: pip install -e '.[demo]' (or pip install gradio)")
+    if not 0 < args.port < 65536:
+        raise InputError(f"--port must be 1..65535, got {args.port}")
+    from ..demo.app import launch
+    from ..demo.engine import DemoEngine
+
+    if args.tiny:
+        engine = DemoEngine.create(tiny=True, **({"head": args.head} if args.head else {}))
+    elif args.vlm or args.head:
+        engine = DemoEngine.create(load_models=True, qwen=args.qwen, sam3=args.sam3, head=args.head,
+                                   device=args.device, dtype=args.dtype, quantization=args.quantization)
+    else:
+        engine = DemoEngine.create()
+    logger.info("starting the demo on %s:%d", args.host, args.port)
+    if getattr(args, "verbose", 0) < 2:  # one line per HTTP request (the warm-up's too) is debug detail
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    launch(engine, host=args.host, port=args.port, share=args.share)
+    return 0

@@ -1,0 +1,95 @@
+"""The demo page: upload or pick an image, choose a method and K (or a query), see regions, a table and downloads."""
+
+from __future__ import annotations
+
+import logging
+
+import gradio as gr
+import pandas as pd
+
+from ..errors import DetectureError
+from .engine import CLASSICAL, K_CHOICES, TABLE_HEADERS, DemoEngine
+from .examples import write_examples
+
+logger = logging.getLogger(__name__)
+
+MAX_FILE_SIZE = "200mb"
+INTRO = ("# Detecture: texture regions\n"
+         "Upload an image (or pick an example), choose a method and the number of regions, and press **Segment**. "
+         "`classical` runs on the CPU without any model; the detecture methods appear when the models were loaded "
+         "at start (`detecture demo --vlm`).")
+
+
+def build_app(engine: DemoEngine) -> gr.Blocks:
+    """The Gradio Blocks app over ``engine``; the segment call is also the API endpoint ``/segment``."""
+    examples = write_examples(engine.workdir / "examples")
+
+    def segment(path: str | None, method: str, k: str, query: str):
+        try:
+            response = engine.run(path, method, k, query)
+        except DetectureError as exc:
+            raise gr.Error(str(exc), print_exception=False) from None
+        except MemoryError:
+            raise gr.Error("not enough memory for this image; try a smaller one", print_exception=False) from None
+        table = pd.DataFrame(response.table, columns=TABLE_HEADERS)
+        return (response.image, response.annotations), table, response.files, response.status
+
+    with gr.Blocks(title="Detecture demo", analytics_enabled=False) as app:
+        gr.Markdown(INTRO + (f"\n\n*{engine.note}*" if engine.note else ""))
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Image", file_types=["image"], type="filepath", elem_id="upload")
+                method = gr.Radio(engine.methods, value=CLASSICAL, label="Method", elem_id="method")
+                k = gr.Dropdown(list(K_CHOICES), value="auto", label="Regions (K)", elem_id="k")
+                query = gr.Textbox(label="Query (detecture methods; replaces K)", placeholder="the rough bark",
+                                   visible=engine.pipeline is not None, elem_id="query")
+                run = gr.Button("Segment", variant="primary", elem_id="run")
+                gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Examples")
+            with gr.Column(scale=2):
+                annotated = gr.AnnotatedImage(label="Regions", elem_id="regions")
+                status = gr.Markdown(elem_id="status")
+                table = gr.Dataframe(headers=TABLE_HEADERS, label="Region table", interactive=False, elem_id="table")
+                files = gr.File(label="Downloads: JSON record, PNG label map", file_count="multiple",
+                                elem_id="downloads")
+        run.click(segment, [upload, method, k, query], [annotated, table, files, status], api_name="segment",
+                  concurrency_limit=1)
+    return app
+
+
+def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           block: bool = True, warm_up: bool = True) -> gr.Blocks:
+    """Serve the app; ``block=False`` returns at once (tests, benchmarks) and the caller calls ``app.close()``.
+
+    ``warm_up`` sends one example through the app's own endpoint before serving users: the first request otherwise
+    pays several seconds of one-off imports and initialisation in the web stack and the segmenter.
+    """
+    app = build_app(engine)
+    app.queue(default_concurrency_limit=1).launch(
+        server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
+        allowed_paths=[str(engine.workdir)], prevent_thread_lock=True, quiet=True)
+    if warm_up:
+        _warm_up(app, engine)
+    if block:
+        print(f"Detecture demo ready on {app.local_url}" + (f" and {app.share_url}" if app.share_url else "")
+              + " (Ctrl+C stops it)", flush=True)
+        try:
+            app.block_thread()  # returns after Ctrl+C, once the server is closed
+        finally:
+            engine.close()
+    return app
+
+
+def _warm_up(app: gr.Blocks, engine: DemoEngine) -> None:
+    from gradio_client import Client, handle_file
+
+    example = engine.workdir / "examples" / "brick-grass-gravel.png"
+    try:
+        Client(app.local_url, verbose=False).predict(handle_file(str(example)), CLASSICAL, "auto", "",
+                                                     api_name="/segment")
+    except Exception as exc:  # the page still works without it; only the first request is slower
+        logger.warning("demo warm-up request failed: %s", exc)
+
+
+def demo_url(app: gr.Blocks) -> str:
+    """The local URL a launched app serves on."""
+    return str(app.local_url)

@@ -1,0 +1,166 @@
+"""What the demo does per request, without Gradio: load the upload, segment it, and build what the page shows.
+
+Models are loaded once (in :func:`DemoEngine.create`); calls to the VLM pipeline hold a lock, so GPU work runs one
+request at a time even if the web server runs handlers concurrently. Downloads are written into a per-request
+folder under one temporary root; only the most recent :data:`KEEP_REQUESTS` folders are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from threadpoolctl import threadpool_limits
+
+from ..errors import DetectureError, InputError
+from ..utils import atomic
+from ..visualize import PALETTE
+from .uploads import ANALYSIS_SIDE, load_upload
+
+logger = logging.getLogger(__name__)
+
+CLASSICAL = "classical"
+TEXT = "detecture (text grounding)"
+BRIDGE = "detecture (bridge grounding)"
+K_CHOICES = ("auto", "1", "2", "3", "4", "5", "6")
+KEEP_REQUESTS = 50
+TABLE_HEADERS = ["region", "description", "area %", "score"]
+DISPLAY_SIDE = 640  # the page shows ~700 px; drawing 1-MP masks there cost the web server ~0.5 s per request
+MASK_OPACITY = 0.55  # the annotated view draws a mask with alpha = its value: keep the texture visible beneath
+
+
+def _display_size(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The image (Lanczos) and labels (nearest) at most :data:`DISPLAY_SIDE` px on the longer side, for the page."""
+    h, w = labels.shape
+    scale = DISPLAY_SIDE / max(h, w)
+    if scale >= 1:
+        return image, labels
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    shown = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    return shown, np.asarray(Image.fromarray(labels).resize(size, Image.Resampling.NEAREST))
+
+
+@dataclass
+class DemoResponse:
+    """Everything one request shows: the annotated image (display size), the region table (areas measured at analysis
+    size), download files and a status line."""
+
+    image: np.ndarray
+    annotations: list[tuple[np.ndarray, str]]
+    table: list[list[Any]]
+    files: list[str]
+    status: str
+
+
+@dataclass
+class DemoEngine:
+    """The segmenters the demo offers, loaded once."""
+
+    pipeline: Any = None
+    note: str = ""
+    max_side: int = ANALYSIS_SIDE
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="detecture-demo-")))
+    _gpu_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @classmethod
+    def create(cls, tiny: bool = False, load_models: bool = False, **load_kwargs: Any) -> "DemoEngine":
+        """Load the VLM pipeline if asked; if it cannot load, the demo still serves ``classical`` and says why."""
+        if not (tiny or load_models):
+            return cls()
+        from ..api import load_pipeline
+
+        try:
+            pipeline = load_pipeline(tiny=tiny, **load_kwargs)
+        except DetectureError as exc:
+            logger.warning("detecture models unavailable, serving classical only: %s", exc)
+            return cls(note=f"Detecture models could not be loaded ({exc}); the classical method works offline.")
+        note = "Tiny random backbones: detecture outputs are meaningless (plumbing only)." if tiny else ""
+        return cls(pipeline=pipeline, note=note)
+
+    def close(self) -> None:
+        """Remove the examples and downloads written under :attr:`workdir`."""
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    @property
+    def methods(self) -> list[str]:
+        if self.pipeline is None:
+            return [CLASSICAL]
+        return [CLASSICAL, TEXT] + ([BRIDGE] if self.pipeline.head is not None else [])
+
+    def run(self, path: str | Path | None, method: str, k: str = "auto", query: str = "",
+            name: str | None = None) -> DemoResponse:
+        """Segment the uploaded file at ``path``; user mistakes raise :class:`InputError` with a readable message."""
+        from .. import api
+
+        if path is None:
+            raise InputError("upload an image or pick an example first")
+        if method not in self.methods:
+            raise InputError(f"method {method!r} is not available here (available: {', '.join(self.methods)})")
+        query = (query or "").strip() or None
+        if query is not None and method == CLASSICAL:
+            raise InputError("a query needs a detecture method: the classical segmenter cannot read a phrase")
+        name = name or Path(path).name
+        regime = api.regime_for(None if k == "auto" else k, query)
+        image, original = load_upload(path, name, self.max_side)
+        start = time.perf_counter()
+        if method == CLASSICAL:
+            with threadpool_limits(limits=1):  # BLAS/OpenMP threads fighting over a shared CPU slow k-means ~10x
+                result = api.segment_classical(image, regime)
+        else:
+            import torch
+
+            try:
+                with self._gpu_lock:
+                    result = api.segment(image, "detecture", grounding="bridge" if method == BRIDGE else "text",
+                                         pipeline=self.pipeline, k=regime.count if regime.kind == "oracle" else None,
+                                         query=query)
+            except torch.OutOfMemoryError:
+                raise InputError(f"{name}: out of GPU memory for this image; try a smaller image or the classical "
+                                 "method") from None
+        elapsed = time.perf_counter() - start
+        labels = result.label_map
+        return self._response(Path(name), image, original, result, regime, labels, method, elapsed)
+
+    def _response(self, name: Path, image: np.ndarray, original: tuple[int, int], result, regime, labels: np.ndarray,
+                  method: str, elapsed: float) -> DemoResponse:
+        from ..commands.segment_output import result_record
+
+        record = result_record(name, result, regime, labels, note=self.note or None)
+        record.update(method=method, original_size=list(original))
+        scores = result.region_scores()
+        shown_image, shown_labels = _display_size(image, labels)
+        table, annotations = [], []
+        for region, score in zip(record["regions"], scores):
+            k, share = region["index"], region["area_fraction"]
+            table.append([k, region["description"], round(100 * share, 1), round(score, 3)])
+            annotations.append(((shown_labels == k) * MASK_OPACITY, f"{k}. {region['description']}"))
+        folder = self._request_folder()
+        stem = folder / name.stem
+        atomic.write_json(stem.with_suffix(".json"), record)
+        label_png = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
+        label_png.putpalette([0, 0, 0] + PALETTE.ravel().tolist())  # index k = region k, shown in its overlay colour
+        label_png.save(stem.parent / f"{stem.name}_labels.png")
+        h, w = labels.shape
+        scaled = f" (analysed at {w}x{h})" if (h, w) != original else ""
+        status = (f"{result.num_regions} region{'s' if result.num_regions != 1 else ''} found by {method} in "
+                  f"{elapsed:.2f} s; image {original[1]}x{original[0]}{scaled}.")
+        if self.note:
+            status += f" {self.note}"
+        return DemoResponse(shown_image, annotations, table,
+                            [str(stem.with_suffix(".json")), str(stem.parent / f"{stem.name}_labels.png")], status)
+
+    def _request_folder(self) -> Path:
+        root = self.workdir / "requests"
+        root.mkdir(parents=True, exist_ok=True)
+        old = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime)
+        for stale in old[:max(0, len(old) - KEEP_REQUESTS + 1)]:
+            shutil.rmtree(stale, ignore_errors=True)
+        return Path(tempfile.mkdtemp(dir=root))

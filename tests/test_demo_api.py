@@ -1,0 +1,115 @@
+"""The demo without a browser: its API endpoint through ``gradio_client``, and the bounded-memory upload reader."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from demo_fixture import corrupt_png, demo_server  # noqa: F401  (fixtures)
+from detecture.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def client(demo_server):  # noqa: F811
+    gradio_client = pytest.importorskip("gradio_client")
+    return gradio_client.Client(demo_server[1], verbose=False)
+
+
+def test_api_segments_a_mosaic_and_outputs_agree(client, tmp_path):
+    from gradio_client import handle_file
+
+    from detecture.demo.examples import mosaic_two
+    from detecture.utils import rle
+
+    path = tmp_path / "disc.png"
+    Image.fromarray(mosaic_two(256)[0]).save(path)
+    regions, table, files, status = client.predict(handle_file(str(path)), "classical", "2", "",
+                                                   api_name="/segment")
+    assert len(regions["annotations"]) == 2 and status.startswith("2 regions found by classical")
+    assert [row[0] for row in table["data"]] == [1, 2]
+    record_path = next(f for f in files if f.endswith(".json"))
+    labels_path = next(f for f in files if f.endswith("_labels.png"))
+    record = json.loads(open(record_path).read())
+    with Image.open(labels_path) as im:
+        assert im.mode == "P"
+        labels = np.asarray(im)
+    assert labels.shape == (256, 256) and record["size"] == [256, 256] and record["method"] == "classical"
+    for region, row in zip(record["regions"], table["data"]):
+        mask = rle.decode(region["rle"])
+        assert np.array_equal(mask, labels == region["index"])  # JSON masks and the PNG label map agree
+        assert row[2] == pytest.approx(100 * mask.mean(), abs=0.05)  # the table's area % is the mask's share
+
+
+def test_api_error_is_readable_and_server_keeps_serving(client, corrupt_png, tmp_path):  # noqa: F811
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="corrupt.png: not a readable image"):
+        client.predict(handle_file(str(corrupt_png)), "classical", "auto", "", api_name="/segment")
+    with pytest.raises(AppError, match="query needs a detecture method"):
+        client.predict(handle_file(str(corrupt_png)), "classical", "auto", "rough bark", api_name="/segment")
+    good = tmp_path / "flat.png"
+    Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8)).save(good)
+    regions, table, files, status = client.predict(handle_file(str(good)), "classical", "auto", "",
+                                                   api_name="/segment")
+    assert len(table["data"]) == 1  # a textureless image is one region
+
+
+def test_huge_upload_is_refused_before_decoding(tmp_path):
+    from detecture.demo.uploads import MAX_UPLOAD_PIXELS, load_upload
+
+    side = int(MAX_UPLOAD_PIXELS ** 0.5) + 100
+    path = tmp_path / "bomb.png"
+    Image.new("1", (side, side)).save(path)  # tiny file, > 100 MP once decoded
+    with pytest.raises(InputError, match="bomb.png: .* MP; the demo accepts up to"):
+        load_upload(path)
+
+
+def test_40_megapixel_upload_is_analysed_downscaled(tmp_path):
+    from detecture.demo.uploads import load_upload
+
+    path = tmp_path / "big.jpg"
+    Image.new("L", (7300, 5480), 128).save(path, quality=50)
+    image, original = load_upload(path, max_side=1024)
+    assert original == (5480, 7300)
+    assert max(image.shape[:2]) == 1024 and image.shape[2] == 3
+    assert image.shape[0] == pytest.approx(1024 * 5480 / 7300, abs=1)
+
+
+def test_exif_rotation_reports_the_upright_size(tmp_path):
+    from detecture.demo.uploads import load_upload
+
+    path = tmp_path / "rotated.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown rotated by 90°
+    Image.new("RGB", (300, 200), (10, 20, 30)).save(path, exif=exif)
+    image, original = load_upload(path)
+    assert original == (300, 200) and image.shape[:2] == (300, 200)
+
+
+def test_engine_refuses_a_method_that_is_not_loaded(tmp_path):
+    from detecture.demo.engine import TEXT, DemoEngine
+
+    path = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(path)
+    with pytest.raises(InputError, match="not available"):
+        DemoEngine().run(path, TEXT)
+
+
+def test_engine_runs_the_vlm_methods_with_tiny_backbones(tiny_pipeline, tmp_path):
+    from detecture.demo.engine import BRIDGE, TEXT, DemoEngine
+    from detecture.demo.examples import mosaic_two
+
+    path = tmp_path / "disc.png"
+    Image.fromarray(mosaic_two(96)[0]).save(path)
+    engine = DemoEngine(pipeline=tiny_pipeline, note="tiny")
+    assert engine.methods[1:] == [TEXT, BRIDGE]
+    response = engine.run(path, BRIDGE, k="2")
+    assert len(response.table) == 2 and response.image.shape == (96, 96, 3)
+    response = engine.run(path, TEXT, query="the rough bark")
+    assert len(response.table) == 1 and "tiny" in response.status
+    record = json.loads(open(response.files[0]).read())
+    assert record["regime"]["query"] == "the rough bark" and record["method"] == TEXT

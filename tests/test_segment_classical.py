@@ -1,0 +1,176 @@
+"""``segment --method classical`` end to end on real photos, folders and globs; ``to_hf()``; ``detecture.segment``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from detecture.cli import main
+from detecture.utils import rle
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory):
+    """A folder of real photos (skimage.data), one corrupt image, and a non-image file."""
+    from skimage import data
+
+    from detecture.demo.examples import mosaic_two
+
+    folder = tmp_path_factory.mktemp("photos")
+    Image.fromarray(data.coffee()[::2, ::2]).save(folder / "coffee.jpg")
+    Image.fromarray(mosaic_two(192)[0]).save(folder / "disc.png")
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_folder_with_a_corrupt_file(photo_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    code = main(["segment", str(photo_dir), "--method", "classical", "--k", "2", "--out", str(out), "--workers", "1"])
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "error:" in printed and "broken.png" in printed
+    assert "2 image(s) segmented, 1 failed, 1 non-image file(s) skipped" in printed
+    assert sorted(p.name for p in out.iterdir()) == ["coffee.json", "coffee.png", "disc.json", "disc.png"]
+    record = json.loads((out / "coffee.json").read_text())
+    assert record["method"] == "classical" and record["size"] == [200, 300] and len(record["regions"]) == 2
+    masks = np.stack([rle.decode(r["rle"]) for r in record["regions"]])
+    assert masks.sum(0).max() == 1  # a partition: every pixel in exactly one region (the margins never tie at 0)
+    assert all(r["description"] for r in record["regions"])
+    with Image.open(out / "disc.png") as overlay:
+        assert overlay.format == "PNG"
+
+
+def test_disc_mosaic_is_found(tmp_path):
+    """A brick disc on grass: the region covering the disc centre should be about the disc (independent GT)."""
+    from detecture.demo.examples import mosaic_two
+
+    image, truth = mosaic_two(192)
+    path = tmp_path / "disc.png"
+    Image.fromarray(image).save(path)
+    assert main(["segment", str(path), "--method", "classical", "--k", "2", "--out", str(tmp_path / "o")]) == 0
+    record = json.loads((tmp_path / "o" / "disc.json").read_text())
+    masks = [rle.decode(r["rle"]) for r in record["regions"]]
+    centre = next(m for m in masks if m[96, 96])
+    iou = (centre & (truth == 2)).sum() / (centre | (truth == 2)).sum()
+    assert iou > 0.7
+
+
+def test_parallel_workers_glob_and_repeated_names(photo_dir, tmp_path, texture_photos):
+    """Two worker processes: a glob, and the same file name in two folders, each matching an in-process run."""
+    import detecture
+
+    images = {"a": texture_photos["brick"][:96, :160], "b": texture_photos["grass"][:96, :160]}
+    for sub, image in images.items():
+        (tmp_path / sub).mkdir()
+        Image.fromarray(image).save(tmp_path / sub / "x.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "a"), str(tmp_path / "b"), str(photo_dir / "*.jpg"), "--method",
+                 "classical", "--k", "2", "--out", str(out), "--workers", "2"]) == 0
+    assert {p.name for p in out.glob("*.json")} == {"x.json", "x_2.json", "coffee.json"}
+    for name, image in (("x.json", images["a"]), ("x_2.json", images["b"])):
+        labels = detecture.segment(image, k=2).label_map
+        record = json.loads((out / name).read_text())
+        for region in record["regions"]:
+            assert np.array_equal(rle.decode(region["rle"]), labels == region["index"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--query", "bark"], "--query needs --method detecture"),
+    (["--workers", "0"], "--workers must be at least 1"),
+])
+def test_bad_options_for_classical(photo_dir, tmp_path, capsys, args, message):
+    code = main(["segment", str(photo_dir / "disc.png"), "--method", "classical", "--out", str(tmp_path), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.startswith("error:")
+
+
+def test_glob_matching_nothing_and_folder_without_images(tmp_path, capsys):
+    assert main(["segment", str(tmp_path / "*.jpg"), "--method", "classical"]) == 2
+    assert "no file matches" in capsys.readouterr().err
+    (tmp_path / "readme.txt").write_text("x")
+    assert main(["segment", str(tmp_path), "--method", "classical"]) == 2
+    assert "no images found" in capsys.readouterr().err
+
+
+def test_to_hf_round_trip(texture_photos):
+    import detecture
+
+    image = np.concatenate([texture_photos["brick"][:128, :128], texture_photos["gravel"][:128, :128]], axis=1)
+    result = detecture.segment(image, k=2)
+    hf = result.to_hf()
+    labels = result.label_map
+    assert [entry["label"] for entry in hf] == result.descriptions
+    for k, entry in enumerate(hf, 1):
+        assert entry["mask"].mode == "L" and entry["mask"].size == (256, 128)
+        mask = np.asarray(entry["mask"])
+        assert set(np.unique(mask)) <= {0, 255}
+        assert np.array_equal(mask == 255, labels == k)
+        assert 0.0 <= entry["score"] <= 1.0
+
+
+def test_region_scores_are_softmax_confidences():
+    """Reference: per pixel, softmax over [0, logits] at the winning channel, averaged over the region."""
+    import torch
+
+    from detecture.result import SegmentationResult
+
+    logits = torch.tensor([[[2.0, -1.0], [0.5, -3.0]], [[-2.0, 1.0], [0.1, -1.0]]])
+    result = SegmentationResult(["a", "b"], "", logits, (2, 2))
+    probs = torch.softmax(torch.cat([torch.zeros(1, 2, 2), logits]), dim=0)
+    expected_a = (probs[1, 0, 0] + probs[1, 1, 0]) / 2  # region a wins (0,0) and (1,0); (1,1) is unassigned
+    expected_b = probs[2, 0, 1]
+    assert result.region_scores() == pytest.approx([float(expected_a), float(expected_b)], rel=1e-5)
+    assert result.label_map.tolist() == [[1, 2], [1, 0]]
+
+
+def test_segment_convenience_accepts_path_pil_and_array(tmp_path):
+    import detecture
+    from detecture.demo.examples import mosaic_two
+
+    image = mosaic_two(96)[0]
+    path = tmp_path / "m.png"
+    Image.fromarray(image).save(path)
+    results = [detecture.segment(x, method="classical", k=2) for x in (str(path), Image.fromarray(image), image)]
+    assert all(r.num_regions == 2 and r.image_size == (96, 96) for r in results)
+    assert all(np.array_equal(r.label_map, results[0].label_map) for r in results)
+    with pytest.raises(detecture.errors.InputError, match="query"):
+        detecture.segment(image, method="classical", query="bark")
+    with pytest.raises(detecture.errors.InputError, match="unknown method"):
+        detecture.segment(image, method="sam")
+
+
+def test_segment_convenience_runs_the_vlm_pipeline(tiny_pipeline, texture_photos):
+    import detecture
+
+    result = detecture.segment(texture_photos["brick"][:64, :64], method="detecture", k=2, pipeline=tiny_pipeline)
+    assert result.num_regions == 2 and result.label_map.shape == (64, 64)
+
+
+def test_import_detecture_stays_cheap():
+    code = "import sys, detecture; print(sorted(m for m in ('torch', 'sklearn', 'gradio') if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "[]"
+
+
+def test_model_load_failure_names_the_offline_method(tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(image)
+    code = main(["segment", str(image), "--qwen", str(tmp_path / "no-such-model"), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no-such-model" in err and "--method classical" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_demo_command_options(capsys):
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = capsys.readouterr().out
+    for option in ("--host", "--port", "--share", "--tiny", "--vlm", "--head"):
+        assert option in text
+    assert "127.0.0.1" in text
