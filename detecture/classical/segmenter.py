@@ -102,7 +102,7 @@ def _smoothed_scores(reduced: np.ndarray, centers: np.ndarray, shape: tuple[int,
     return np.stack([ndimage.gaussian_filter(s, SCORE_SMOOTH_SIGMA, mode="reflect") for s in scores])
 
 
-def segment_texture(image: np.ndarray, k: int | None, seed: int = 0) -> np.ndarray:
+def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: bool = True) -> np.ndarray:
     """(K, H, W) margin logits for an image; ``k=None`` chooses K by silhouette; a textureless image gives K = 1."""
     h, w = image.shape[:2]
     feats = texture_features(image)
