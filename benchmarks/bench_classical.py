@@ -6,7 +6,7 @@
 ``quality`` scores ``segment_texture`` with the benchmark's own metric code (:mod:`detecture.benchmark.metrics`) on
 Outex in the oracle (K = 5) and autonomous (K not given) regimes, reporting the tuning quarter (sorted ids, every
 fourth: the only images settings were chosen on) and the other three quarters separately, and on mosaics of real
-``skimage.data`` photos with smooth curved boundaries built here. ``--baseline`` scores the unrefined partition
+``skimage.data`` photos with smooth curved boundaries built here. ``--unrefined`` scores the pass-1 partition
 (features at 256 px, bilinearly upsampled logits) for before/after comparisons.
 
 ``speed`` measures images/s at 512² and 4000×3000 with 1 and 2 worker processes (one BLAS/OpenMP thread each), and
@@ -106,11 +106,11 @@ def summary_row(name: str, rows: list[dict]) -> str:
 
 
 def quality(args: argparse.Namespace) -> None:
-    options = {"refine": False} if args.baseline else {}
+    options = {"refine": False} if args.unrefined else {}
     outex = outex_samples(Path(args.outex))
     tune, held = outex[::4], [s for i, s in enumerate(outex) if i % 4]
     photos = photo_mosaics()
-    print(f"# bench_classical quality ({'baseline, unrefined' if args.baseline else 'refined'})")
+    print(f"# bench_classical quality ({'pass 1 only' if args.unrefined else 'two passes'})")
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} workers, {datetime.date.today()}")
     print("| set | n | matched mIoU | boundary F | ARI | K acc. | CPU s/image |")
     print("|---|---:|---:|---:|---:|---:|---:|")
@@ -179,7 +179,7 @@ def main() -> None:
     q = sub.add_parser("quality")
     q.add_argument("--outex", default=str(OUTEX))
     q.add_argument("--workers", type=int, default=2)
-    q.add_argument("--baseline", action="store_true", help="score the unrefined partition (before/after)")
+    q.add_argument("--unrefined", action="store_true", help="skip pass 2 (boundary placement), for comparison")
     q.add_argument("--tune-only", action="store_true", help="only the tuning quarter of Outex")
     s = sub.add_parser("speed")
     s.add_argument("--images", type=int, default=8, help="512² images per worker")

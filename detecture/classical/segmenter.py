@@ -7,8 +7,8 @@ side is at most :data:`WORK_SIDE` px:
 1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of two wavelengths, plus local mean /
    standard deviation of luminance (down-weighted) and of the CIE-Lab chroma channels. Features are standardised,
    reduced by PCA and clustered with k-means (several restarts, on a pixel subsample). In the autonomous regime
-   K ∈ 1..6 is chosen by the silhouette score on a subsample, with K = 1 when no split reaches
-   :data:`MIN_SILHOUETTE`. Wide windows make the clusters clean but put the boundaries where the blurred features
+   K ∈ 1..6 is chosen by the silhouette score on a subsample of the PCA features smoothed over
+   :data:`K_SELECT_SIGMA` px, with K = 1 when no split reaches :data:`MIN_SILHOUETTE`. Wide windows make the clusters clean but put the boundaries where the blurred features
    cross, pixels to tens of pixels away from the true edge.
 2. **Place the boundaries.** The same filter responses smoothed over a *narrow* window (:data:`FINE_WINDOW`
    wavelengths) localise well but are noisy; a linear discriminant (shared covariance, so noise is modelled, not
@@ -39,7 +39,7 @@ FREQUENCIES = (0.06, 0.12, 0.24, 0.4)  # cycles per pixel at the working resolut
 N_ORIENTATIONS = 8
 BANDWIDTH = 0.2  # Gaussian pass-band sigma, relative to the centre frequency
 ENERGY_WINDOW = 2.0  # pass 1: smoothing sigma of the Gabor energy, in wavelengths
-FINE_WINDOW = 0.75  # pass 2: the same, narrow
+FINE_WINDOW = 1.25  # pass 2: the same, narrow
 MIN_SIGMA = 1.5
 STAT_SIGMA = 6.0
 FINE_STAT_SIGMA = 3.0
@@ -52,6 +52,8 @@ FINE_SMOOTH_SIGMA = 1.0
 BAND = 12  # pass 2 may move a boundary by at most this many working pixels
 INTERIOR = 6  # pass-2 training pixels lie at least this far inside a pass-1 region
 MIN_SILHOUETTE = 0.25
+SILHOUETTE_PIXELS = 2000
+K_SELECT_SIGMA = 6.0  # K is chosen on spatially smoothed features: less pixel noise, clearer clusters
 MAX_K = 6
 
 
@@ -212,11 +214,13 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     if not np.any(flat.std(axis=0) > 1e-6):  # a textureless image is one region, whatever K was asked for
         return np.ones((1, h, w), dtype=np.float32)
     rng = np.random.default_rng(seed)
-    fit = flat[rng.choice(flat.shape[0], size=min(FIT_PIXELS, flat.shape[0]), replace=False)]
-    pca = PCA(n_components=min(PCA_COMPONENTS, d), random_state=seed).fit(fit)
-    reduced, fit_reduced = pca.transform(flat), pca.transform(fit)
+    fit_idx = rng.choice(flat.shape[0], size=min(FIT_PIXELS, flat.shape[0]), replace=False)
+    pca = PCA(n_components=min(PCA_COMPONENTS, d), random_state=seed).fit(flat[fit_idx])
+    reduced = pca.transform(flat)
+    fit_reduced = reduced[fit_idx]
     if k is None:
-        k = _choose_k(fit_reduced[:2000], seed)
+        smooth = _smooth_maps(reduced.T.reshape(-1, fh, fw), K_SELECT_SIGMA).reshape(reduced.shape[1], -1).T
+        k = _choose_k(smooth[fit_idx[:SILHOUETTE_PIXELS]], seed)
     if k == 1:
         return np.ones((1, h, w), dtype=np.float32)
     centers = KMeans(k, n_init=8, random_state=seed).fit(fit_reduced).cluster_centers_
