@@ -120,3 +120,10 @@ def test_large_image_is_measured_on_a_bounded_working_copy():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError, match="label map"):
         measure_regions(grating(XX, 6), WHOLE[:10])
+
+
+def test_contrast_of_a_large_photo_is_read_from_its_own_pixels_not_an_average():
+    """Black/white pixel noise at 2048²: any averaging down to a working size would make it a flat grey."""
+    noise = np.random.default_rng(1).integers(0, 2, (2048, 2048), dtype=np.uint8) * 255
+    props = only(np.repeat(noise[..., None], 3, axis=2), np.ones((2048, 2048), np.int32))
+    assert props.contrast == "high"

@@ -13,7 +13,10 @@ Each region 1..K of a label map is described in the ``Texture of <...>, <feature
 
 The spectrum of each region is taken from its own bounding box with the pixels outside the region set to the
 region's mean and a Hann taper applied, so neighbouring regions and the boundary between them add no energy.
-Everything is measured on a bounded working copy (long side ≤ :data:`WORK_SIDE`), so a 12 MP image costs little.
+Everything is measured on bounded copies, so a 12 MP image costs little: the spectrum on a box-filtered copy (long
+side ≤ :data:`WORK_SIDE`, anti-aliased so fine texture cannot alias into coarse), colour and contrast on a strided
+sample of the original pixels (long side ≈ :data:`SAMPLE_SIDE`; averaging would wash out the contrast of a large
+photo's fine texture).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
 WORK_SIDE = 256
+SAMPLE_SIDE = 512  # colour and contrast are read from a strided (not averaged) sample of about this size
 # Named colours (sRGB); the nearest in CIEDE2000 names a region's mean colour.
 NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
     "black": (15, 15, 15),
@@ -90,17 +94,19 @@ def measure_regions(image: np.ndarray, label_map: np.ndarray) -> list[RegionProp
     k = int(labels.max()) if labels.size else 0
     rgb, small_labels = _working_copy(image, labels)
     lab = rgb2lab(rgb)
+    stride = -(-max(labels.shape) // SAMPLE_SIDE)  # colour and contrast from unaveraged pixels, as a viewer sees them
+    sample_lab, sample_labels = rgb2lab(image[::stride, ::stride]), labels[::stride, ::stride]
     out: list[RegionProperties | None] = []
     for region in range(1, k + 1):
-        mask = small_labels == region
-        if not mask.any():
+        mask, sample = small_labels == region, sample_labels == region
+        if not mask.any() or not sample.any():
             out.append(None)
             continue
-        l_std = float(lab[..., 0][mask].std())
+        l_std = float(sample_lab[..., 0][sample].std())
         cycles, anisotropy, angle = _spectral_summary(lab[..., 0], mask, max(rgb.shape[:2]))
         flat = l_std < FLAT_L_STD
         out.append(RegionProperties(
-            colour=colour_name(lab[mask].mean(axis=0)),
+            colour=colour_name(sample_lab[sample].mean(axis=0)),
             scale="uniform" if flat else scale_name(cycles),
             orientation="no dominant direction" if flat else orientation_name(anisotropy, angle),
             contrast=contrast_name(l_std),
