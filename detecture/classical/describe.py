@@ -1,11 +1,223 @@
-"""Region descriptions for the classical segmenter, measured from the pixels (no material names it cannot know)."""
+"""Region descriptions for the classical segmenter, measured from the pixels (no material names it cannot know).
+
+Each region 1..K of a label map is described in the ``Texture of <...>, <features>, <where>`` shape the VLM writes:
+
+- colour: the region's mean CIE-Lab colour, named by the nearest entry (CIEDE2000) of a small named-colour table;
+- scale: the energy-weighted mean frequency of a Gabor filter bank (constant relative bandwidth, so a natural
+  1/f-spectrum texture weighs every octave alike and lands in the middle), in cycles per image side: a pattern
+  whose wavelength is a small fraction of the image is "fine" — scale is relative to the picture, as a viewer sees it;
+- orientation: the doubled-angle resultant of the Gabor energies over orientations (0 for isotropic texture, near 1
+  for a grating); strong enough, its angle names the stripes, which run perpendicular to the frequency vector;
+- contrast: the RMS of the CIE L* lightness inside the region;
+- position: the region's extent and centroid ("left half", "top band", "centre", "whole image", ...).
+
+The spectrum of each region is taken from its own bounding box with the pixels outside the region set to the
+region's mean and a Hann taper applied, so neighbouring regions and the boundary between them add no energy.
+Everything is measured on bounded copies, so a 12 MP image costs little: the spectrum on a box-filtered copy (long
+side ≤ :data:`WORK_SIDE`, anti-aliased so fine texture cannot alias into coarse), colour and contrast on a strided
+sample of the original pixels (long side ≈ :data:`SAMPLE_SIDE`; averaging would wash out the contrast of a large
+photo's fine texture).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+from PIL import Image
+from skimage.color import deltaE_ciede2000, rgb2lab
+
+WORK_SIDE = 256
+SAMPLE_SIDE = 512  # colour and contrast are read from a strided (not averaged) sample of about this size
+# Named colours (sRGB); the nearest in CIEDE2000 names a region's mean colour.
+NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
+    "black": (15, 15, 15),
+    "dark grey": (70, 70, 70),
+    "grey": (128, 128, 128),
+    "light grey": (190, 190, 190),
+    "white": (245, 245, 245),
+    "red": (200, 30, 30),
+    "dark red": (110, 20, 20),
+    "orange": (235, 130, 30),
+    "yellow": (235, 215, 50),
+    "olive": (120, 120, 30),
+    "green": (50, 160, 50),
+    "dark green": (25, 80, 30),
+    "teal": (20, 125, 125),
+    "light blue": (130, 180, 230),
+    "blue": (40, 70, 200),
+    "navy": (20, 30, 90),
+    "purple": (120, 50, 150),
+    "pink": (235, 150, 185),
+    "brown": (115, 75, 40),
+    "beige": (210, 185, 145),
+}
+# Gabor bank: centre frequencies in cycles per image long side (ratio 1.5), 8 orientations, σ = 0.2 f.
+BAND_CYCLES = tuple(4.0 * 1.5**i for i in range(10))
+N_ORIENTATIONS = 8
+BANDWIDTH = 0.2
+FINE_CYCLES = 32.0  # wavelength < 1/32 of the long side: fine
+COARSE_CYCLES = 12.0  # wavelength > 1/12 of the long side: coarse
+MIN_ANISOTROPY = 0.35  # doubled-angle resultant above which a direction dominates
+FLAT_L_STD = 1.5  # L* RMS below which a region shows no pattern at all
+CONTRAST_LEVELS = ((8.0, "low"), (20.0, "medium"))  # L* RMS thresholds; above the last: high
+
+
+@dataclass(frozen=True)
+class RegionProperties:
+    """What was measured for one region; :func:`describe_regions` turns it into a sentence."""
+
+    colour: str
+    scale: str  # "fine" / "medium" / "coarse", or "uniform" when there is no pattern
+    orientation: str  # "vertical streaks", "horizontal stripes", "diagonal stripes ...", "no dominant direction"
+    contrast: str  # "low" / "medium" / "high"
+    position: str  # "left half", "top band", "centre", "whole image", ...
+    area_fraction: float
+
+    def sentence(self) -> str:
+        where = "across the whole image" if self.position == "whole image" else f"in the {self.position}"
+        if self.scale == "uniform":
+            return f"Texture of uniform {self.colour}, no visible pattern, {where}"
+        return (f"Texture of {self.colour} {self.scale} grain, {self.orientation}, {self.contrast} contrast, {where}")
 
 
 def describe_regions(image: np.ndarray, label_map: np.ndarray) -> list[str]:
     """One description per region 1..K of ``label_map`` (0 = unassigned) of the (H, W, 3) uint8 ``image``."""
-    k = int(label_map.max())
-    return [f"Texture region {i}" for i in range(1, k + 1)]
+    return [p.sentence() if p else "Empty region" for p in measure_regions(image, label_map)]
+
+
+def measure_regions(image: np.ndarray, label_map: np.ndarray) -> list[RegionProperties | None]:
+    """Measured properties of regions 1..K (``None`` for a label with no pixels)."""
+    image, labels = np.asarray(image), np.asarray(label_map)
+    if image.ndim != 3 or image.shape[2] != 3 or labels.shape != image.shape[:2]:
+        raise ValueError(f"need an (H, W, 3) image and an (H, W) label map, got {image.shape} and {labels.shape}")
+    k = int(labels.max()) if labels.size else 0
+    rgb, small_labels = _working_copy(image, labels)
+    lab = rgb2lab(rgb)
+    stride = -(-max(labels.shape) // SAMPLE_SIDE)  # colour and contrast from unaveraged pixels, as a viewer sees them
+    sample_lab, sample_labels = rgb2lab(image[::stride, ::stride]), labels[::stride, ::stride]
+    out: list[RegionProperties | None] = []
+    for region in range(1, k + 1):
+        mask, sample = small_labels == region, sample_labels == region
+        if not mask.any() or not sample.any():
+            out.append(None)
+            continue
+        l_std = float(sample_lab[..., 0][sample].std())
+        cycles, anisotropy, angle = _spectral_summary(lab[..., 0], mask, max(rgb.shape[:2]))
+        flat = l_std < FLAT_L_STD
+        out.append(RegionProperties(
+            colour=colour_name(sample_lab[sample].mean(axis=0)),
+            scale="uniform" if flat else scale_name(cycles),
+            orientation="no dominant direction" if flat else orientation_name(anisotropy, angle),
+            contrast=contrast_name(l_std),
+            position=position_name(mask),
+            area_fraction=float(mask.mean()),
+        ))
+    return out
+
+
+def _working_copy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Box-filtered (anti-aliased) RGB and nearest-neighbour labels at long side ≤ :data:`WORK_SIDE`."""
+    h, w = labels.shape
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    if scale == 1.0:
+        return image.astype(np.uint8, copy=False), labels
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    rgb = np.asarray(Image.fromarray(image.astype(np.uint8, copy=False)).resize(size, Image.Resampling.BOX))
+    rows = np.minimum(((np.arange(size[1]) + 0.5) / scale).astype(int), h - 1)
+    cols = np.minimum(((np.arange(size[0]) + 0.5) / scale).astype(int), w - 1)
+    return rgb, labels[np.ix_(rows, cols)]
+
+
+def colour_name(lab: np.ndarray) -> str:
+    """Nearest named colour (CIEDE2000) to a CIE-Lab colour."""
+    names = list(NAMED_COLOURS)
+    table = rgb2lab(np.array([[NAMED_COLOURS[n] for n in names]], dtype=np.uint8))[0]
+    distances = deltaE_ciede2000(np.broadcast_to(np.asarray(lab, dtype=np.float64), table.shape), table)
+    return names[int(np.argmin(distances))]
+
+
+def _spectral_summary(lightness: np.ndarray, mask: np.ndarray, side: int) -> tuple[float, float, float]:
+    """(energy-weighted mean frequency in cycles per long side, anisotropy 0..1, dominant frequency angle in rad).
+
+    The angle is that of the frequency vector (x right, y down): 0 means intensity varies along x.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    values, inside = lightness[box], mask[box]
+    patch = np.where(inside, values - values[inside].mean(), 0.0)
+    patch *= np.outer(np.hanning(patch.shape[0] + 2)[1:-1], np.hanning(patch.shape[1] + 2)[1:-1])
+    power = np.abs(np.fft.fft2(patch)) ** 2
+    fy = np.fft.fftfreq(patch.shape[0])[:, None] * side
+    fx = np.fft.fftfreq(patch.shape[1])[None, :] * side
+    nyquist = side / 2
+    energy = np.zeros((len(BAND_CYCLES), N_ORIENTATIONS))
+    for i, f in enumerate(BAND_CYCLES):
+        if f > 0.9 * nyquist:
+            break
+        sigma = BANDWIDTH * f
+        for j in range(N_ORIENTATIONS):
+            theta = np.pi * j / N_ORIENTATIONS
+            u, v = f * np.cos(theta), f * np.sin(theta)
+            band = np.exp(-((fx - u) ** 2 + (fy - v) ** 2) / (2 * sigma**2))
+            band += np.exp(-((fx + u) ** 2 + (fy + v) ** 2) / (2 * sigma**2))  # the mirrored half of a real signal
+            energy[i, j] = float((power * band**2).sum())
+    total = energy.sum()
+    if total <= 0:
+        return 0.0, 0.0, 0.0
+    per_band = energy.sum(axis=1)
+    cycles = float(np.exp((per_band * np.log(BAND_CYCLES)).sum() / total))
+    per_orientation = energy.sum(axis=0)
+    doubled = (per_orientation * np.exp(2j * np.pi * np.arange(N_ORIENTATIONS) / N_ORIENTATIONS)).sum() / total
+    return cycles, float(abs(doubled)), float(np.angle(doubled) / 2) % np.pi
+
+
+def scale_name(cycles_per_side: float) -> str:
+    if cycles_per_side > FINE_CYCLES:
+        return "fine"
+    return "coarse" if cycles_per_side < COARSE_CYCLES else "medium"
+
+
+def orientation_name(anisotropy: float, angle: float) -> str:
+    """Name the stripes, which run perpendicular to the dominant frequency vector at ``angle`` (x right, y down)."""
+    if anisotropy < MIN_ANISOTROPY:
+        return "no dominant direction"
+    sector = int(np.round(angle / (np.pi / 4))) % 4
+    return ("vertical streaks", "diagonal stripes rising to the right", "horizontal stripes",
+            "diagonal stripes falling to the right")[sector]
+
+
+def contrast_name(l_std: float) -> str:
+    for limit, name in CONTRAST_LEVELS:
+        if l_std < limit:
+            return name
+    return "high"
+
+
+def position_name(mask: np.ndarray) -> str:
+    """Where a region lies, from its extent (bounding box, area) and centroid, in the image's own thirds."""
+    h, w = mask.shape
+    area = float(mask.mean())
+    if area >= 0.9:
+        return "whole image"
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    top, bottom = rows[0] / h, (rows[-1] + 1) / h
+    left, right = cols[0] / w, (cols[-1] + 1) / w
+    yy, xx = np.nonzero(mask)
+    cy, cx = (yy.mean() + 0.5) / h, (xx.mean() + 0.5) / w
+    if right - left >= 0.9 and bottom - top < 0.9:  # spans the width: a half or a band
+        return _half_or_band(top, bottom, area, ("top", "middle", "bottom"), cy)
+    if bottom - top >= 0.9 and right - left < 0.9:  # spans the height
+        return _half_or_band(left, right, area, ("left", "middle", "right"), cx)
+    row = ("top", "middle", "bottom")[min(int(cy * 3), 2)]
+    col = ("left", "centre", "right")[min(int(cx * 3), 2)]
+    if row == "middle" and col == "centre":
+        return "centre"
+    return f"{row}-{col} corner" if row != "middle" and col != "centre" else f"{row} {col}"
+
+
+def _half_or_band(start: float, end: float, area: float, names: tuple[str, str, str], centre: float) -> str:
+    """A region spanning the image one way: a "half" if it fills about half from one edge, else a band."""
+    if 0.35 <= area <= 0.65 and (start <= 0.05) != (end >= 0.95):
+        return f"{names[0] if start <= 0.05 else names[2]} half"
+    return f"{names[min(int(centre * 3), 2)]} band"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from ...classical import segment_texture
-from ..metrics import pad_logits
+from ...classical import describe_regions, segment_texture
+from ..metrics import pad_logits, partition
 from ..regimes import SampleRegime
 from .base import Method, MethodOutput
 
@@ -22,4 +22,5 @@ class ClassicalMethod(Method):
         # other work on a shared CPU made it ~10x slower in measurements; parallelism belongs across samples.
         with threadpool_limits(limits=1):
             logits = pad_logits(segment_texture(image, k, seed=self.options.seed), k or 1)
-        return MethodOutput(logits, [f"cluster {i + 1}" for i in range(logits.shape[0])])
+            descriptions = describe_regions(image, partition(logits))
+        return MethodOutput(logits, descriptions)

@@ -1,0 +1,65 @@
+"""The classical segmenter on real textures (``skimage.data``): boundaries where the photos meet, K, odd inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage import data
+
+from detecture.benchmark.metrics import boundary_f, partition, score_labels
+from detecture.classical import segment_texture
+
+SIZE = 160
+
+
+@pytest.fixture(scope="module")
+def two_textures() -> tuple[np.ndarray, np.ndarray]:
+    """Brick left of a curved (sinusoidal) border, grass right of it; ground-truth labels 1 / 2."""
+    yy, xx = np.mgrid[:SIZE, :SIZE]
+    gt = np.where(xx > SIZE / 2 + 12 * np.sin(2 * np.pi * yy / SIZE), 2, 1).astype(np.uint8)
+    image = np.where(gt == 1, data.brick()[:SIZE, :SIZE], data.grass()[:SIZE, :SIZE])
+    return np.repeat(image[..., None], 3, axis=2).astype(np.uint8), gt
+
+
+@pytest.fixture(scope="module")
+def two_region_logits(two_textures) -> np.ndarray:
+    return segment_texture(two_textures[0], 2, seed=0)
+
+
+def test_finds_the_split_of_two_real_textures(two_textures, two_region_logits):
+    image, gt = two_textures
+    logits = two_region_logits
+    assert logits.shape == (2, SIZE, SIZE) and logits.dtype == np.float32
+    assert score_labels(gt, partition(logits)).miou > 0.85
+
+
+def test_pass_two_keeps_boundaries_at_least_as_close_to_the_true_edge(two_textures, two_region_logits):
+    """Boundary F of the two-pass partition is at least that of pass 1 alone on a curved real-texture border."""
+    image, gt = two_textures
+    refined = boundary_f(gt, partition(two_region_logits), tolerance=3)
+    coarse = boundary_f(gt, partition(segment_texture(image, 2, seed=0, refine=False)), tolerance=3)
+    assert refined >= coarse - 0.02
+
+
+def test_autonomous_k_separates_two_textures_and_keeps_one(two_textures):
+    image, gt = two_textures
+    assert segment_texture(image, None, seed=0).shape[0] == 2
+    flat = np.full((64, 64, 3), 90, np.uint8)
+    assert segment_texture(flat, None).shape == (1, 64, 64)
+    assert segment_texture(flat, 3).shape == (1, 64, 64)  # a textureless image is one region whatever K is asked
+
+
+def test_margin_logits_let_every_pixel_win_a_region(two_textures):
+    """Margins: the winner is positive, so the benchmark's static dustbin (logit 0) never takes a pixel."""
+    image, _ = two_textures
+    labels = partition(segment_texture(image, 3, seed=0))
+    assert labels.min() >= 1
+
+
+def test_seeded_runs_are_identical_and_odd_sizes_work(two_textures, two_region_logits):
+    image, _ = two_textures
+    assert np.array_equal(segment_texture(image, 2, seed=0), two_region_logits)
+    wide = np.ascontiguousarray(np.concatenate([image] * 3, axis=1)[:40])  # 40 × 480: resized and padded
+    assert segment_texture(wide, 2).shape == (2, 40, 480)
+    tiny = image[:12, :20]
+    assert segment_texture(tiny, 2).shape[1:] == (12, 20)
