@@ -49,17 +49,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    import yaml
+    from ..utils.typed_config import parse_override
 
-    from ..errors import InputError
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return dict(parse_override(pair) for pair in pairs)
 
 
 def run(args: argparse.Namespace) -> int:
