@@ -55,8 +55,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun samples recorded as failed (e.g. after fixing a file or freeing GPU memory)")
-    p.add_argument("--regime", help="K regime for datasets not in the regime table: autonomous | oracle | oracle:N "
-                   "(default: oracle with each sample's K_gt)")
+    p.add_argument("--regime", help="K regime for every dataset: autonomous | oracle | oracle:N (default: the "
+                   "dataset's protocol from the regime table, else oracle with each sample's K_gt)")
     p.add_argument("--predictions", type=_key_value, action="append", default=[], metavar="NAME=FOLDER",
                    help="score precomputed label maps from FOLDER as method NAME (repeatable)")
     p.add_argument("--predictions-pattern",
