@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DetectureError
+
+if TYPE_CHECKING:
+    from ..utils.paths import InputSet
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +22,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "segment",
         help="segment images into texture regions (with descriptions)",
         description="Find the texture regions of each image, or the one matching --query. Writes, per image, "
-                    "<name>.png (coloured regions + legend) and <name>.json (descriptions, areas, RLE masks).",
+                    "<name>.detecture.png (coloured regions + legend) and <name>.detecture.json (descriptions, areas, "
+                    "RLE masks); an input is never overwritten.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("images", nargs="+", type=Path, help="image files (any format Pillow reads)")
@@ -43,18 +48,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_inputs(args: argparse.Namespace) -> "InputSet":
+    """Everything checkable without a model: options, image paths, the head folder, the output folder."""
+    from ..bridge.head import read_head_config
+    from ..errors import InputError
+    from ..utils.paths import InputSet, require_file
+
+    if args.batch_size < 1:
+        raise InputError("--batch-size must be at least 1")
+    if args.max_new_tokens < 1:
+        raise InputError("--max-new-tokens must be at least 1")
+    for path in args.images:
+        require_file(path, "image")
+    if args.head is not None:
+        read_head_config(args.head)
+    inputs = InputSet([*args.images, args.head])
+    inputs.check_output_dir(args.out)
+    return inputs
+
+
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ..errors import InputError
     from ..images import as_rgb_array, load_image
     from ..pipeline import DetecturePipeline
     from ..prompts import Regime
     from .segment_output import forced_tiny_responses, print_table, write_outputs
 
     regime = Regime.query(args.query) if args.query is not None else Regime.parse(args.k)
-    if args.batch_size < 1:
-        raise InputError("--batch-size must be at least 1")
+    inputs = check_inputs(args)
     grounding = args.grounding if args.grounding != "auto" else ("bridge" if args.head or args.tiny else "text")
     if args.tiny:
         logger.warning(TINY_NOTE)
@@ -85,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
             progress.update(len(loaded))
             continue
         for (path, image), result in zip(loaded, results):
-            rows.append(write_outputs(args.out, path, image, result, regime, note=TINY_NOTE if args.tiny else None))
+            rows.append(write_outputs(args.out, path, image, result, regime, note=TINY_NOTE if args.tiny else None,
+                                      inputs=inputs))
             progress.update(1)
     progress.close()
     print_table(rows)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import atomic, rle
+from ..utils.paths import InputSet
 from ..prompts import Regime, format_response
 from ..result import SegmentationResult
 from ..visualize import save_overlay
@@ -22,17 +23,23 @@ def forced_tiny_responses(regime: Regime, count: int) -> list[str]:
     return [format_response(descriptions)] * count
 
 
-def _output_stem(out: Path, path: Path) -> Path:
-    """``out/<stem>``, made unique when two inputs share a file name."""
-    stem, candidate, n = path.stem, out / path.stem, 1
-    while candidate.with_suffix(".json").exists() and n < 10_000:
+OUTPUT_TAG = ".detecture"
+
+
+def output_paths(out: Path, path: Path, inputs: InputSet) -> tuple[Path, Path]:
+    """``out/<stem>.detecture.png`` and ``.json``: the tag keeps them apart from the user's images; a number is
+    added when two inputs share a file name or a candidate is itself an input (``segment out/*.png --out out``)."""
+    n = 1
+    while True:
+        name = path.stem + (f"_{n}" if n > 1 else "") + OUTPUT_TAG
+        png, json_path = out / f"{name}.png", out / f"{name}.json"
+        if not json_path.exists() and png not in inputs and json_path not in inputs:
+            return inputs.check_output(png), inputs.check_output(json_path)
         n += 1
-        candidate = out / f"{stem}_{n}"
-    return candidate
 
 
 def write_outputs(out: Path, path: Path, image: np.ndarray, result: SegmentationResult, regime: Regime,
-                  note: str | None = None) -> dict:
+                  note: str | None = None, inputs: InputSet | None = None) -> dict:
     labels = result.label_map
     total = labels.size
     counts = np.bincount(labels.ravel(), minlength=result.num_regions + 1)
@@ -49,10 +56,10 @@ def write_outputs(out: Path, path: Path, image: np.ndarray, result: Segmentation
     }
     if note:
         record["note"] = note
-    stem = _output_stem(out, path)
-    save_overlay(stem.with_suffix(".png"), image, labels, result.descriptions, title=path.name, note=note)
-    atomic.write_json(stem.with_suffix(".json"), record)
-    return {"image": path.name, "regions": regions, "json": stem.with_suffix(".json")}
+    png, json_path = output_paths(out, path, inputs if inputs is not None else InputSet([path]))
+    save_overlay(png, image, labels, result.descriptions, title=path.name, note=note)
+    atomic.write_json(json_path, record)
+    return {"image": path.name, "regions": regions, "json": json_path}
 
 
 def print_table(rows: list[dict]) -> None:
