@@ -56,7 +56,8 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 def run(args: argparse.Namespace) -> int:
     from ..training.config import load_config
-    from ..training.loop import ResumeOptions, Trainer
+    from ..training.loop import ResumeOptions, Trainer, check_resume
+    from ..utils.paths import InputSet, require_dir
 
     overrides = parse_overrides(args.set)
     if args.tiny:
@@ -64,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
     if args.epochs is not None:
         overrides["optim.epochs"] = args.epochs
     cfg = load_config(args.config, overrides)
+    require_dir(args.data, "training dataset")
+    if args.val_data is not None:
+        require_dir(args.val_data, "validation dataset")
+    InputSet([args.data, args.val_data, args.config]).check_output_dir(args.out)
+    resume = ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs)
+    check_resume(args.out, resume)
     trainer = Trainer(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps)
-    result = trainer.run(ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs))
+    result = trainer.run(resume)
     if trainer.main:
         print(f"trained {result.steps} optimizer steps ({result.epochs_done} epochs done); "
               f"non-finite steps skipped: {result.skipped_steps}; bad samples skipped: {result.skipped_samples}")
