@@ -103,9 +103,10 @@ class QwenVL:
 
     def load_adapter(self, path: str | Path) -> None:
         """Apply a trained PEFT adapter (LoRA + ``<|seg|>`` rows) saved by ``detecture train``."""
-        from peft import PeftModel
+        from ..utils.optional import peft_for
 
-        self.model = PeftModel.from_pretrained(self.model, str(path)).eval().requires_grad_(False)
+        with peft_for(getattr(self.model, "hf_quantizer", None) is not None) as peft:
+            self.model = peft.PeftModel.from_pretrained(self.model, str(path)).eval().requires_grad_(False)
 
     @property
     def hidden_size(self) -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DetectureError
+from .help_format import DefaultsHelpFormatter
 
 if TYPE_CHECKING:
     from ..utils.paths import InputSet
@@ -24,7 +25,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Find the texture regions of each image, or the one matching --query. Writes, per image, "
                     "<name>.detecture.png (coloured regions + legend) and <name>.detecture.json (descriptions, areas, "
                     "RLE masks); an input is never overwritten.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("images", nargs="+", type=Path, help="image files (any format Pillow reads)")
     which = p.add_mutually_exclusive_group()

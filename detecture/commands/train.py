@@ -12,7 +12,7 @@ EPILOG = """\
 examples:
   detecture train --config configs/train.yaml --data datasets/mined --val-data datasets/RWTD --out runs/bridge
   detecture train --tiny --data DIR --out /tmp/run --epochs 2 --set optim.stage1_epochs=1   (CPU smoke run, offline)
-  accelerate launch --config_file configs/accelerate/ddp.yaml -m detecture train --config configs/train.yaml \
+  accelerate launch --config_file configs/accelerate/ddp.yaml -m detecture train --config configs/train.yaml \\
       --data DIR --out runs/bridge                               (DDP; set num_processes in the yaml)
   accelerate launch --config_file configs/accelerate/fsdp.yaml -m detecture train ...
                                               (FSDP2: shards the frozen bf16 backbones; not with 4-bit Qwen)
