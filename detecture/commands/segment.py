@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DetectureError
+from .exit_status import for_failures
 from .help_format import DefaultsHelpFormatter
 
 if TYPE_CHECKING:
@@ -116,4 +117,4 @@ def run(args: argparse.Namespace) -> int:
     for path, message in failures:
         print(f"error: {message}" if str(path) in message else f"error: {path}: {message}")
     print(f"{len(rows)} image(s) segmented, {len(failures)} failed; outputs in {args.out}")
-    return 1 if failures else 0
+    return for_failures(len(failures))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .exit_status import for_failures
+
 EPILOG = """\
 examples:
   detecture train --config configs/train.yaml --data datasets/mined --val-data datasets/RWTD --out runs/bridge
@@ -75,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     result = trainer.run(resume)
     if trainer.main:
         print(f"trained {result.steps} optimizer steps ({result.epochs_done} epochs done); "
-              f"non-finite steps skipped: {result.skipped_steps}; bad samples skipped: {result.skipped_samples}")
+              f"non-finite steps skipped: {result.skipped_steps}")
         if result.final_dir is not None:
             print(f"final head + adapter: {result.final_dir}")
-    return 0
+        print(f"data: {trainer.dataset.report.summary()}; {trainer.dataset.report.unreadable} unreadable")
+    return for_failures(trainer.dataset.report.unreadable)
