@@ -14,17 +14,6 @@ def _last_line(capsys) -> str:
     return capsys.readouterr().out.strip().splitlines()[-1]
 
 
-def test_bench_with_failed_samples_exits_1_with_the_count(tmp_path, capsys):
-    root = make_unified(tmp_path / "mosaics", 3)
-    (root / "images" / "m1.png").write_bytes(b"\x89PNG broken")
-    argv = ["bench", "--datasets", str(root), "--methods", "classical", "--out", str(tmp_path / "out"), "--gallery", "0"]
-    assert main(argv) == PARTIAL_FAILURE
-    assert _last_line(capsys) == "2 of 3 sample(s) scored, 1 failed"
-    make_unified(root, 3)  # repaired: --retry-failed reruns the failure, and the run is complete
-    assert main([*argv, "--retry-failed"]) == OK
-    assert _last_line(capsys) == "3 of 3 sample(s) scored, 0 failed"
-
-
 def test_segment_partial_failure_and_usage_error(tmp_path, capsys):
     from PIL import Image
 
