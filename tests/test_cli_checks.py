@@ -86,3 +86,17 @@ def test_train_checks_before_loading(tmp_path, capsys, no_models, case):
     expected = {"missing_data": "not found", "data_is_file": "is a file, expected a folder",
                 "out_is_data": "input folder", "existing_run": "--resume"}[case]
     assert expected in err
+
+
+def test_input_set_compares_resolved_paths(tmp_path):
+    from detecture.errors import InputError
+    from detecture.utils.paths import InputSet
+
+    (tmp_path / "a").mkdir()
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"x")
+    (tmp_path / "link.png").symlink_to(photo)
+    inputs = InputSet([tmp_path / "a" / ".." / "photo.png"])
+    assert photo in inputs and tmp_path / "link.png" in inputs and tmp_path / "other.png" not in inputs
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        inputs.check_output(tmp_path / "link.png")

@@ -105,3 +105,16 @@ def test_every_key_has_a_declared_type(tmp_path, source, load):
         with pytest.raises(InputError, match=rf"{path}: {section or 'zzz_unknown'}"):
             load(path)
     assert checked >= 20
+
+
+def test_documented_set_example_gets_past_the_config(tmp_path, capsys):
+    """`train --set optim.lr=5e-5` (the --help example) used to end in a TypeError; now the config is accepted and
+    the next check (the dataset folder) is what fails here."""
+    from detecture.cli import main
+
+    code = main(["train", "--config", str(CONFIGS / "train.yaml"), "--data", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "o"), "--set", "optim.lr=5e-5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "training dataset not found" in err
+    code = main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--set", "optim.lr=fast"])
+    assert code == 2 and capsys.readouterr().err == "error: --set optim.lr: expected a number, got 'fast'\n"
