@@ -1,13 +1,15 @@
 """The exit statuses every ``detecture`` command uses (the README's "Exit status" table says the same).
 
 * 0: everything asked for was done.
-* 1: the command ran to the end but some items failed (images, benchmark samples, unreadable training samples);
+* 1: the command ran to the end but some items it was asked for failed (``segment`` images, ``bench`` samples):
   their results are missing, each failure was reported, and the last line of output gives the count.
 * 2: nothing was done: a usage or input error found before work started (one ``error:`` line; argparse uses 2 too).
 * 130: interrupted (Ctrl-C).
 
-What a command exists to filter out is data, not failure: ``mine``'s rejected scenes and samples (low score,
-corrupt image, invalid description) are listed in ``rejected.jsonl`` and the run exits 0.
+Samples a command filters out of a dataset are data, not failures: ``mine``'s rejected scenes and samples (low
+score, corrupt image, invalid description, listed in ``rejected.jsonl``) and the samples ``train``'s up-front scan
+skips (missing or mis-sized files, too many regions; each logged, the count printed) leave the exit status 0, since
+every output the command promises is complete.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .exit_status import for_failures
+from .exit_status import OK
 
 EPILOG = """\
 examples:
@@ -77,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
     result = trainer.run(resume)
     if trainer.main:
         print(f"trained {result.steps} optimizer steps ({result.epochs_done} epochs done); "
-              f"non-finite steps skipped: {result.skipped_steps}")
+              f"non-finite steps skipped: {result.skipped_steps}; bad samples skipped: {result.skipped_samples}")
         if result.final_dir is not None:
             print(f"final head + adapter: {result.final_dir}")
-        print(f"data: {trainer.dataset.report.summary()}; {trainer.dataset.report.unreadable} unreadable")
-    return for_failures(trainer.dataset.report.unreadable)
+    return OK  # samples the up-front scan skips are filtered data (see exit_status), each one logged

@@ -29,21 +29,12 @@ from .config import DataConfig
 log = logging.getLogger(__name__)
 
 
-UNREADABLE = ("missing file", "unreadable or unsafe file", "size mismatch")
-
-
 @dataclass
 class ScanReport:
     """Outcome of the up-front scan: kept records and skipped ones by reason."""
 
     kept: list[SampleRecord]
     skipped: Counter = field(default_factory=Counter)
-
-    @property
-    def unreadable(self) -> int:
-        """Skipped because a file is missing, unreadable or mis-sized: failures (exit status 1), unlike samples the
-        config filters out by design (no regions, more than ``max_regions``, an empty mask)."""
-        return sum(self.skipped[reason] for reason in UNREADABLE)
 
     def summary(self) -> str:
         total = sum(self.skipped.values())
