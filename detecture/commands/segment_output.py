@@ -34,7 +34,7 @@ def output_paths(out: Path, path: Path, inputs: InputSet) -> tuple[Path, Path]:
         name = path.stem + (f"_{n}" if n > 1 else "") + OUTPUT_TAG
         png, json_path = out / f"{name}.png", out / f"{name}.json"
         if not json_path.exists() and png not in inputs and json_path not in inputs:
-            return inputs.check_output(png), inputs.check_output(json_path)
+            return png, json_path
         n += 1
 
 

@@ -80,7 +80,7 @@ class InputSet:
         return resolved(path) in self.paths
 
     def check_output(self, path: PathLike) -> Path:
-        """``path`` unless it is one of the inputs (then an error naming it)."""
+        """``path`` unless it is one of the inputs (then an error naming it): for an output file the user names."""
         if path in self:
             raise InputError(f"{path}: is an input of this command; refusing to overwrite it (choose another --out)")
         return Path(path)
