@@ -57,10 +57,17 @@ def parse_overrides(pairs: list[str]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..errors import InputError
     from ..training.config import load_config
     from ..training.loop import ResumeOptions, Trainer, check_resume
     from ..utils.paths import InputSet, require_dir
 
+    for option, value, low in (("--max-steps", args.max_steps, 1), ("--epochs", args.epochs, 1),
+                               ("--resume-warmup-epochs", args.resume_warmup_epochs, 0)):
+        if value is not None and value < low:
+            raise InputError(f"{option} must be at least {low}, got {value}")
+    if args.resume_lr_scale is not None and args.resume_lr_scale <= 0:
+        raise InputError(f"--resume-lr-scale must be positive, got {args.resume_lr_scale}")
     overrides = parse_overrides(args.set)
     if args.tiny:
         overrides["model.tiny"] = True
