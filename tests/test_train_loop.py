@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 from train_fixture import write_mosaics
 
+from detecture.cli import main
 from detecture.training.config import load_config
 from detecture.training.loop import NonFiniteLossError, ResumeOptions, Trainer
 
@@ -162,13 +163,9 @@ def test_micro_warmup_restart_on_resume(data, tmp_path):
     overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 1, "optim.stage1_epochs": 1,
                  "optim.warmup_epochs": 0}
     out = tmp_path / "run"
-    first = subprocess.run(cli("--data", str(data), "--out", str(out), *sets(overrides)), capture_output=True,
-                           text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-3000:]
-    again = subprocess.run(cli("--data", str(data), "--out", str(out), *sets(overrides), "--resume", "--epochs", "3",
-                               "--resume-lr-scale", "0.15", "--resume-warmup-epochs", "1"),
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
+    args = cli("--data", str(data), "--out", str(out), *sets(overrides))[3:]  # the CLI, in-process
+    assert main(args) == 0
+    assert main([*args, "--resume", "--epochs", "3", "--resume-lr-scale", "0.15", "--resume-warmup-epochs", "1"]) == 0
     lr = losses(out, "lr_head")
     assert len(lr) == 9  # 3 steps per epoch, extended from 1 to 3 epochs
     peak = 1e-4 * 0.1 * 0.15  # the added epochs are stage 2 (head × 0.1), restarted at × 0.15
@@ -274,7 +271,6 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
 
 
 def test_cli_help_and_refusing_to_overwrite(data, tmp_path):
-    from detecture.cli import main
 
     with pytest.raises(SystemExit):
         main(["train", "--help"])
