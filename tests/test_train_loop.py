@@ -271,7 +271,6 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
 
 
 def test_cli_help_and_refusing_to_overwrite(data, tmp_path):
-
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = tmp_path / "run"
