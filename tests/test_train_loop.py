@@ -64,12 +64,14 @@ def test_overfitting_one_batch_halves_the_loss(data):
     head_params = [p for n, p in module.named_parameters() if n.startswith("head.")]
     optimizer = torch.optim.AdamW(head_params, lr=1e-2)
     history = []
-    for _ in range(60):
+    for _ in range(60):  # at most 60 steps; stop as soon as the loss has halved
         terms = module(batch, stage=1)
         optimizer.zero_grad()
         terms.total.backward()
         optimizer.step()
         history.append(terms.total.item())
+        if history[-1] <= 0.5 * history[0]:
+            break
     assert history[-1] <= 0.5 * history[0], history
 
 
