@@ -1,18 +1,13 @@
-"""What a user reads: every command's --help, and no noise from backends a run does not use."""
+"""What a user reads: every command's --help (that a train run imports no bitsandbytes, whose import logs a warning
+on some CPUs, is checked on a real run in tests/test_train_loop.py)."""
 
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import pytest
 
 from detecture.cli import build_parser
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _subparsers():
@@ -39,15 +34,3 @@ def test_help_examples_have_no_stray_spaces(name, parser):
     for line in (parser.epilog or "").splitlines():
         assert not re.search(r"\S {2,}-", line), line
 
-
-def test_unquantized_training_does_not_import_bitsandbytes():
-    script = textwrap.dedent("""
-        import sys
-        from detecture.backbones.qwen import QwenVL
-        from detecture.training.config import LoraConfig
-        from detecture.training.trainable import apply_lora
-        apply_lora(QwenVL.tiny(), LoraConfig(), quantized=False, gradient_checkpointing=False)
-        assert "peft" in sys.modules and "bitsandbytes" not in sys.modules, "bitsandbytes imported"
-    """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]

@@ -1,7 +1,8 @@
 """Every fenced code block of the README runs as written, so the README cannot drift from the code.
 
 Convention (stated in the README): bash and Python blocks run offline, in a temporary folder that holds a
-``photo.jpg``; a block that needs hub weights, a GPU, a download or a dataset is preceded by the line
+``photo.jpg`` (a block of plain ``detecture ...`` lines runs through the same CLI entry point in-process, any other
+bash block in a bash subprocess with this checkout's ``detecture`` first on PATH); a block that needs hub weights, a GPU, a download or a dataset is preceded by the line
 ``<!-- readme-test: skip (reason) -->``. The ``detecture`` command lines of a skipped bash block are still parsed by
 the real CLI parser, so options cannot drift either; a ``...`` placeholder stands for omitted arguments, and
 ``[--opt X]`` marks an optional part. Blocks in other languages (yaml, text) are not run.
@@ -96,6 +97,15 @@ def test_block_runs(block: Block, workdir: Path, monkeypatch):
     if block.lang in PYTHONS:
         monkeypatch.chdir(workdir)
         exec(compile(block.code, f"README.md:{block.line}", "exec"), {"__name__": "__readme__"})
+        return
+    commands = _commands(block.code)
+    if all(c[0] == "detecture" for c in commands) and "$" not in block.code:
+        # Plain `detecture ...` lines: the same entry point in-process, sparing a Python start-up per block.
+        from detecture.cli import main
+
+        monkeypatch.chdir(workdir)
+        for command in commands:
+            assert main(command[1:]) == 0, f"README.md:{block.line}: {' '.join(command)} failed"
         return
     env = {**os.environ, "PATH": f"{workdir / '.bin'}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
