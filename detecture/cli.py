@@ -2,7 +2,8 @@
 
 Each sub-command lives in ``detecture/commands/<name>.py`` and exposes ``add_parser(subparsers)``; heavy libraries are
 imported inside the command, so ``detecture --help`` stays fast. A :class:`DetectureError` becomes one clear
-``error:`` line and exit status 2 instead of a traceback.
+``error:`` line and exit status 2 instead of a traceback; the statuses are defined in
+:mod:`detecture.commands.exit_status`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import sys
 
 from . import __version__
+from .commands.exit_status import INTERRUPTED, USAGE_ERROR
 from .errors import DetectureError
 
 COMMANDS = ("segment", "train", "mine", "bench", "convert", "demo")
@@ -41,10 +43,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except DetectureError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return USAGE_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from detecture.benchmark.regimes import (
     parse_regime,
     regime_for,
 )
-from detecture.benchmark.runner import BenchConfig, run_benchmark
+from detecture.benchmark.runner import BenchConfig, build_plan, run_benchmark
 from detecture.errors import DatasetError, DetectureError, InputError
 
 
@@ -47,9 +47,20 @@ def test_regime_option_parsing():
     assert parse_regime("autonomous") == RegimeSpec(AUTONOMOUS)
     with pytest.raises(InputError):
         parse_regime("oracle:9")
-    assert regime_for("RWTD", RegimeSpec(AUTONOMOUS)) == RegimeSpec(ORACLE, 2)  # the table wins for known sets
+    assert regime_for("RWTD") == RegimeSpec(ORACLE, 2)  # the table's protocol for a known set
+    assert regime_for("outex", RegimeSpec(AUTONOMOUS)) == RegimeSpec(AUTONOMOUS)  # an explicit --regime wins
     assert regime_for("my_set", RegimeSpec(AUTONOMOUS)) == RegimeSpec(AUTONOMOUS)
     assert regime_for("my_set") == RegimeSpec(ORACLE, None)  # default: oracle K_gt
+
+
+def test_explicit_regime_wins_over_the_table_in_the_plan(tmp_path):
+    """`bench --datasets outex --regime autonomous` runs Outex autonomously (the table says oracle K = 5)."""
+    outex = make_unified(tmp_path / "outex", 1)
+    plan = lambda regime: build_plan(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(outex)],
+                                                 regime=regime))[2]
+    assert [c.regime for c in plan(None)] == [RegimeSpec(ORACLE, 5)]
+    cells = plan(RegimeSpec(AUTONOMOUS))
+    assert [(c.regime, c.mode) for c in cells] == [(RegimeSpec(AUTONOMOUS), "open-k")]
 
 
 def test_sam3_instances_to_logits_per_mode():

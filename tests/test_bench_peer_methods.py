@@ -303,8 +303,8 @@ def test_box_nms_masks_to_boxes_and_stability():
     torch.testing.assert_close(tsam.stability_scores(logits, 0.0, 1.0), torch.tensor([1 / 3]))
 
 
-def _run(tmp_path, method: str, models: dict[str, str], regime: RegimeSpec) -> list[dict]:
-    root = make_unified(tmp_path / "set", 2, size=48)
+def _run(tmp_path, method: str, models: dict[str, str], regime: RegimeSpec, n: int = 2) -> list[dict]:
+    root = make_unified(tmp_path / "set", n, size=48)
     out = tmp_path / f"out-{method}-{regime.label()}"
     config = BenchConfig(out=out, methods=[method], datasets=[str(root)], regime=regime, gallery=0,
                          options=MethodOptions(device="cpu", models=models))
@@ -314,8 +314,9 @@ def _run(tmp_path, method: str, models: dict[str, str], regime: RegimeSpec) -> l
 
 @pytest.mark.parametrize("regime", [RegimeSpec(ORACLE, 2), RegimeSpec(AUTONOMOUS)], ids=["oracle2", "autonomous"])
 def test_texturesam_runs_through_the_benchmark(tmp_path, texturesam_checkpoint, regime):
-    records = _run(tmp_path, "texturesam", {"texturesam": texturesam_checkpoint}, regime)
-    assert [r["status"] for r in records] == ["ok", "ok"], records
+    # One sample per regime: each runs SAM-2 on all 64² grid points, and the regime plumbing is what is tested here.
+    records = _run(tmp_path, "texturesam", {"texturesam": texturesam_checkpoint}, regime, n=1)
+    assert [r["status"] for r in records] == ["ok"], records
     for r in records:
         assert 0.0 <= r["miou"] <= 1.0 and 0.0 <= r["panoptic_iou"] <= 1.0 and r["k_gt"] == 2
         if regime.kind == ORACLE:

@@ -244,3 +244,15 @@ def test_a_failing_scene_is_recorded_and_the_run_goes_on(dataset, tmp_path):
     assert rejected["ADE_train_fragment"]["reason"] == "RuntimeError: describer exploded"
     assert {r.extra["scene"] for r in load_metadata(out)} == KEPT - {"ADE_train_fragment"}
     assert summary["status"]["kept"] == 2
+
+
+def test_rejections_are_data_not_failures(dataset, mined, capsys):
+    """Exit status 0 with corrupt inputs rejected (they are what the miner filters); the count is on the last line.
+    Re-running on the finished output only re-assembles it, so this costs no mining."""
+    from detecture.cli import main
+
+    out, summary = mined
+    assert summary["rejected_samples"] > 0
+    assert main(mine_args(dataset, out, "--workers", "1")) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"{summary['samples']} sample(s) kept, {summary['rejected_samples']} rejected")

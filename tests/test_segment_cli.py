@@ -1,6 +1,7 @@
 """``detecture segment`` as a user runs it: outputs per image, a table, and one error line per bad input."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def test_segment_writes_overlay_and_json(photos, tmp_path, capsys):
     assert main(["segment", str(photos["coffee"]), str(photos["brick"]), "--tiny", "--k", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "coffee.jpg" in printed and "2 image(s) segmented, 0 failed" in printed
-    record = json.loads((out / "coffee.json").read_text())
+    record = json.loads((out / "coffee.detecture.json").read_text())
     assert record["size"] == [400, 600] and len(record["regions"]) == 3 and "meaningless" in record["note"]
     masks = np.stack([rle.decode(r["rle"]) for r in record["regions"]])
     assert masks.shape == (3, 400, 600) and masks.sum(0).max() <= 1
@@ -35,14 +36,14 @@ def test_segment_writes_overlay_and_json(photos, tmp_path, capsys):
     assert abs(total - 1.0) < 1e-9
     for region, mask in zip(record["regions"], masks):
         assert region["pixels"] == int(mask.sum())
-    with Image.open(out / "coffee.png") as overlay:
+    with Image.open(out / "coffee.detecture.png") as overlay:
         assert overlay.format == "PNG" and overlay.width > 400
 
 
 def test_query_mode_returns_one_region(photos, tmp_path):
     out = tmp_path / "out"
     assert main(["segment", str(photos["brick"]), "--tiny", "--query", "the rough bark", "--out", str(out)]) == 0
-    record = json.loads((out / "brick.json").read_text())
+    record = json.loads((out / "brick.detecture.json").read_text())
     assert len(record["regions"]) == 1 and record["regime"]["query"] == "the rough bark"
 
 
@@ -54,7 +55,7 @@ def test_bad_image_is_reported_and_others_finish(photos, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert code == 1
     assert "broken.jpg" in printed and "1 image(s) segmented, 1 failed" in printed
-    assert (out / "brick.json").exists() and not (out / "broken.json").exists()
+    assert (out / "brick.detecture.json").exists() and not (out / "broken.detecture.json").exists()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -75,7 +76,7 @@ def test_real_loading_code_on_local_folders(tiny_model_dirs, photos, tmp_path, c
     out = tmp_path / "out"
     code = main(["segment", str(photos["brick"]), "--qwen", str(qwen_dir), "--sam3", str(sam3_dir),
                  "--grounding", "text", "--max-new-tokens", "8", "--out", str(out), "--device", "cpu"])
-    assert code == 0 and (out / "brick.json").exists()
+    assert code == 0 and (out / "brick.detecture.json").exists()
 
 
 def test_head_for_another_qwen_width(tiny_model_dirs, photos, tmp_path, capsys):
@@ -110,3 +111,55 @@ def test_load_errors_fit_on_one_line(photos, tmp_path, capsys):
     main(["segment", str(photos["brick"]), "--qwen", str(tmp_path / "missing"), "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_outputs_never_overwrite_inputs(photos, tmp_path):
+    """`segment photo.png --out .` used to replace photo.png with the overlay; re-segmenting an output folder's own
+    overlays into that folder must not overwrite them either."""
+    folder = photos["brick"].parent
+    original = photos["brick"].read_bytes()
+    assert main(["segment", str(photos["brick"]), "--tiny", "--k", "2", "--out", str(folder)]) == 0
+    assert photos["brick"].read_bytes() == original
+    overlay = folder / "brick.detecture.png"
+    overlay_bytes = overlay.read_bytes()
+    assert main(["segment", str(overlay), "--tiny", "--k", "2", "--out", str(folder)]) == 0
+    assert overlay.read_bytes() == overlay_bytes and (folder / "brick.detecture.detecture.json").exists()
+
+
+def test_output_names_skip_inputs(tmp_path):
+    from detecture.commands.segment_output import output_paths
+    from detecture.utils.paths import InputSet
+
+    photo = tmp_path / "photo.png"
+    taken = tmp_path / "photo.detecture.png"
+    png, json_path = output_paths(tmp_path, photo, InputSet([photo, taken]))
+    assert (png.name, json_path.name) == ("photo_2.detecture.png", "photo_2.detecture.json")
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "unwritable_out", "out_is_file", "head_is_file"])
+def test_cheap_checks_fail_before_any_model_loads(photos, tmp_path, capsys, monkeypatch, case):
+    from detecture.pipeline import DetecturePipeline
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded before the inputs were checked")
+
+    monkeypatch.setattr(DetecturePipeline, "from_pretrained", classmethod(no_models))
+    monkeypatch.setattr(DetecturePipeline, "tiny", classmethod(no_models))
+    image, out, extra = str(photos["brick"]), tmp_path / "o", []
+    if case == "missing":
+        image = str(tmp_path / "nope.png")
+    elif case == "folder":
+        image = str(tmp_path)
+    elif case == "unwritable_out":
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        out = locked / "o"
+    elif case == "out_is_file":
+        out = photos["coffee"]
+    elif case == "head_is_file":
+        extra = ["--head", str(photos["coffee"])]
+    if case == "unwritable_out" and os.access(tmp_path / "locked", os.W_OK):
+        pytest.skip("running as a user who can write anywhere (root)")
+    code = main(["segment", image, "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1

@@ -7,6 +7,7 @@ import csv
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ import torch
 from safetensors.torch import load_file
 from train_fixture import write_mosaics
 
+from detecture.cli import main
 from detecture.training.config import load_config
 from detecture.training.loop import NonFiniteLossError, ResumeOptions, Trainer
 
@@ -63,12 +65,14 @@ def test_overfitting_one_batch_halves_the_loss(data):
     head_params = [p for n, p in module.named_parameters() if n.startswith("head.")]
     optimizer = torch.optim.AdamW(head_params, lr=1e-2)
     history = []
-    for _ in range(60):
+    for _ in range(60):  # at most 60 steps; stop as soon as the loss has halved
         terms = module(batch, stage=1)
         optimizer.zero_grad()
         terms.total.backward()
         optimizer.step()
         history.append(terms.total.item())
+        if history[-1] <= 0.5 * history[0]:
+            break
     assert history[-1] <= 0.5 * history[0], history
 
 
@@ -113,10 +117,14 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(data, tmp_path):
     overrides = {**FAST, "optim.batch_size": 1, "optim.grad_accum": 1, "optim.epochs": 2, "optim.stage1_epochs": 1,
                  "optim.warmup_epochs": 0.5}
     full, killed = tmp_path / "full", tmp_path / "killed"
-    done = subprocess.run(cli("--data", str(data), "--out", str(full), *sets(overrides)), capture_output=True,
-                          text=True, timeout=300)
+    done = subprocess.run([sys.executable, "-X", "importtime", *cli("--data", str(data), "--out", str(full),
+                                                                   *sets(overrides))[1:]],
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "bad samples skipped: 4" in done.stdout
+    # Optional backends are imported only by runs that use them: bitsandbytes, whose import logs a warning on some
+    # CPUs, never loads (-X importtime lists every module loaded; a blocked attempt shows as the bare name only).
+    assert not re.search(r"\|\s*bitsandbytes\.", done.stderr)
     reference = losses(full)
     assert len(reference) == 12
 
@@ -162,13 +170,9 @@ def test_micro_warmup_restart_on_resume(data, tmp_path):
     overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 1, "optim.stage1_epochs": 1,
                  "optim.warmup_epochs": 0}
     out = tmp_path / "run"
-    first = subprocess.run(cli("--data", str(data), "--out", str(out), *sets(overrides)), capture_output=True,
-                           text=True, timeout=300)
-    assert first.returncode == 0, first.stderr[-3000:]
-    again = subprocess.run(cli("--data", str(data), "--out", str(out), *sets(overrides), "--resume", "--epochs", "3",
-                               "--resume-lr-scale", "0.15", "--resume-warmup-epochs", "1"),
-                           capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr[-3000:]
+    args = cli("--data", str(data), "--out", str(out), *sets(overrides))[3:]  # the CLI, in-process
+    assert main(args) == 0
+    assert main([*args, "--resume", "--epochs", "3", "--resume-lr-scale", "0.15", "--resume-warmup-epochs", "1"]) == 0
     lr = losses(out, "lr_head")
     assert len(lr) == 9  # 3 steps per epoch, extended from 1 to 3 epochs
     peak = 1e-4 * 0.1 * 0.15  # the added epochs are stage 2 (head × 0.1), restarted at × 0.15
@@ -274,8 +278,6 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
 
 
 def test_cli_help_and_refusing_to_overwrite(data, tmp_path):
-    from detecture.cli import main
-
     with pytest.raises(SystemExit):
         main(["train", "--help"])
     out = tmp_path / "run"

@@ -146,9 +146,8 @@ class QwenVL:
         """
         import json
 
-        from peft import PeftModel
-
         from ..errors import CheckpointError
+        from ..utils.optional import peft_for
 
         config_file = Path(path) / "adapter_config.json"
         if config_file.is_file():
@@ -158,7 +157,8 @@ class QwenVL:
                 raise CheckpointError(f"{path}: adapter trains token rows {wrong}, but this tokenizer's <|seg|> id is "
                                       f"{self.seg_token_id}; the adapter was made for another tokenizer")
 
-        self.model = PeftModel.from_pretrained(self.model, str(path)).eval().requires_grad_(False)
+        with peft_for(getattr(self.model, "hf_quantizer", None) is not None) as peft:
+            self.model = peft.PeftModel.from_pretrained(self.model, str(path)).eval().requires_grad_(False)
 
     @property
     def hidden_size(self) -> int:

@@ -80,10 +80,10 @@ DISPATCH: dict[tuple[str, str], str] = {
 }
 
 
-def regime_for(dataset: str, unknown: RegimeSpec | None = None) -> RegimeSpec:
-    """The regime of a dataset by canonical name; a dataset missing from the table gets ``unknown`` (the
-    ``--regime`` option), else oracle K_gt. The table wins for known datasets: their protocol is fixed."""
-    return REGIMES.get(dataset.lower()) or unknown or DEFAULT_REGIME
+def regime_for(dataset: str, explicit: RegimeSpec | None = None) -> RegimeSpec:
+    """The regime of a dataset: an ``explicit`` choice (the ``--regime`` option) always wins, since the user asked
+    for it and the report shows it; otherwise the table's protocol for a known dataset, else oracle K_gt."""
+    return explicit or REGIMES.get(dataset.lower()) or DEFAULT_REGIME
 
 
 def parse_regime(text: str) -> RegimeSpec:

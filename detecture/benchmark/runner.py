@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..data.metadata import SampleRecord
 from ..errors import DatasetError, DetectureError, InputError
+from ..utils.paths import InputSet
 from . import results
 from .datasets import BenchDataset, gt_count, image_stem, open_dataset
 from .methods import Method, MethodOptions, build_method
@@ -70,6 +71,8 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
     if not config.datasets:
         raise InputError("no datasets selected")
     datasets = [open_dataset(spec, config.data_root) for spec in config.datasets]
+    inputs = [d.root for d in datasets] + [folder for _, folder in config.predictions] + [config.options.head]
+    InputSet(inputs).check_output_dir(config.out)
     methods: list[Method] = [build_method(name, config.options) for name in config.methods]
     methods += [
         PredictionsMethod(config.options, name, folder, config.predictions_pattern)

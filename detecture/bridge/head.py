@@ -59,6 +59,28 @@ class HeadConfig:
         return self.contract if self.contract is not None else legacy_contract()
 
 
+def read_head_config(path: str | Path) -> HeadConfig:
+    """The config of a head checkpoint folder, without its weights: commands call it before any model loads, so a
+    wrong ``--head`` fails in milliseconds."""
+    path = Path(path)
+    config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
+    if not path.exists():
+        raise CheckpointError(f"{path}: head checkpoint not found")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: is a file, expected a head checkpoint folder")
+    if not config_file.is_file() or not weights_file.is_file():
+        raise CheckpointError(f"{path}: not a head checkpoint (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        raw = json.loads(config_file.read_text())
+        known = {f.name for f in fields(HeadConfig)}
+        values = {k: v for k, v in raw.items() if k in known}
+        if values.get("contract") is not None:
+            values["contract"] = InferenceContract.from_dict(values["contract"], str(config_file))
+        return HeadConfig(**values)
+    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{config_file}: malformed head config ({exc})") from None
+
+
 class Bridge(nn.Module):
     """Qwen hidden state -> SAM3 text-encoder width (before SAM3's frozen ``text_projection``)."""
 
@@ -150,21 +172,8 @@ class DetectureHead(nn.Module):
     def from_pretrained(cls, path: str | Path, *, qwen_hidden_size: int | None = None) -> "DetectureHead":
         """Load a head folder; ``qwen_hidden_size`` (of the loaded Qwen) is checked against the checkpoint."""
         path = Path(path)
-        config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
-        if not path.exists():
-            raise CheckpointError(f"{path}: head checkpoint not found")
-        if not config_file.is_file() or not weights_file.is_file():
-            raise CheckpointError(f"{path}: not a head checkpoint (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
-        try:
-            raw = json.loads(config_file.read_text())
-            known = {f.name for f in fields(HeadConfig)}
-            values = {k: v for k, v in raw.items() if k in known}
-            if values.get("contract") is not None:
-                values["contract"] = InferenceContract.from_dict(values["contract"], str(config_file))
-            config = HeadConfig(**values)
-        except (json.JSONDecodeError, TypeError, AttributeError) as exc:
-            raise CheckpointError(f"{config_file}: malformed head config ({exc})") from None
-        head = cls(config)
+        weights_file = path / WEIGHTS_FILE
+        head = cls(read_head_config(path))
         if qwen_hidden_size is not None:
             head.check_qwen_width(qwen_hidden_size, path)
         try:

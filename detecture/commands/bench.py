@@ -9,6 +9,7 @@ import argparse
 from pathlib import Path
 
 from ..errors import InputError
+from .exit_status import OK, for_failures
 
 EPILOG = """\
 datasets: names of folders under the datasets root (case-insensitive: rwtd, stld, ade20k_detecture, caid, outex)
@@ -55,8 +56,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun samples recorded as failed (e.g. after fixing a file or freeing GPU memory)")
-    p.add_argument("--regime", help="K regime for datasets not in the regime table: autonomous | oracle | oracle:N "
-                   "(default: oracle with each sample's K_gt)")
+    p.add_argument("--regime", help="K regime for every dataset: autonomous | oracle | oracle:N (default: the "
+                   "dataset's protocol from the regime table, else oracle with each sample's K_gt)")
     p.add_argument("--predictions", type=_key_value, action="append", default=[], metavar="NAME=FOLDER",
                    help="score precomputed label maps from FOLDER as method NAME (repeatable)")
     p.add_argument("--predictions-pattern",
@@ -105,7 +106,11 @@ def run(args: argparse.Namespace) -> int:
                               seed=args.seed),
     )
     outcome = run_bench(config)
-    if outcome is not None:
-        print(outcome.files["markdown"].read_text(encoding="utf-8"), end="")
-        print(f"reports: {args.out}")
-    return 0
+    if outcome is None:  # a non-main process of a sharded run: the main process reports
+        return OK
+    print(outcome.files["markdown"].read_text(encoding="utf-8"), end="")
+    failed = sum(s.failed for s in outcome.summaries)
+    requested = sum(s.requested for s in outcome.summaries)
+    print(f"reports: {args.out}")
+    print(f"{requested - failed} of {requested} sample(s) scored, {failed} failed")
+    return for_failures(failed)

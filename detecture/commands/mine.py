@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .exit_status import OK
+
 EPILOG = """\
 examples:
   detecture mine --source ade20k --root data/ADEChallengeData2016 --out datasets/mined
@@ -76,4 +78,7 @@ def run(args: argparse.Namespace) -> int:
     ))
     print(format_summary(summary))
     print(f"\nwrote {args.out / 'metadata.json'}")
-    return 0
+    # Rejections are the miner's job (listed in rejected.jsonl), not failures: see exit_status.
+    print(f"{summary['samples']} sample(s) kept, {summary['rejected_samples']} rejected (reasons in "
+          f"{args.out / 'rejected.jsonl'})")
+    return OK

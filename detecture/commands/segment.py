@@ -7,8 +7,15 @@ import glob
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import DetectureError, InputError, ModelAccessError
+from .exit_status import for_failures
+from .help_format import DefaultsHelpFormatter
+
+if TYPE_CHECKING:
+    from ..prompts import Regime
+    from ..utils.paths import InputSet
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +28,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "segment",
         help="segment images into texture regions (with descriptions)",
         description="Find the texture regions of each image, or the one matching --query. Writes, per image, "
-                    "<name>.png (coloured regions + legend) and <name>.json (descriptions, areas, RLE masks).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                    "<name>.detecture.png (coloured regions + legend) and <name>.detecture.json (descriptions, areas, "
+                    "RLE masks); an input is never overwritten.",
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("images", nargs="+", help="image files, folders (their images, sorted) or glob patterns")
     p.add_argument("--method", choices=("detecture", "classical"), default="detecture",
@@ -89,24 +97,41 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int]:
     return images, skipped
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..prompts import Regime
+def check_inputs(args: argparse.Namespace, regime: "Regime") -> tuple[list[Path], int, "InputSet"]:
+    """Everything checkable without a model: options, image paths, the head folder, the output folder."""
+    from ..bridge.head import read_head_config
+    from ..utils.paths import InputSet, require_file
 
-    regime = Regime.query(args.query) if args.query is not None else Regime.parse(args.k)
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
+    if args.max_new_tokens < 1:
+        raise InputError("--max-new-tokens must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
     if args.method == "classical" and regime.kind == "query":
         raise InputError("--query needs --method detecture: the classical segmenter finds regions, it cannot read "
                          "a phrase")
     images, skipped = gather_images(args.images)
+    for path in images:
+        require_file(path, "image")
+    if args.head is not None:
+        read_head_config(args.head)
+    inputs = InputSet([*images, args.head])
+    inputs.check_output_dir(args.out)
+    return images, skipped, inputs
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..prompts import Regime
+
+    regime = Regime.query(args.query) if args.query is not None else Regime.parse(args.k)
+    images, skipped, inputs = check_inputs(args, regime)
     if args.method == "classical":
         from .segment_classical import run_classical
 
-        rows, failures = run_classical(images, regime, args.out, args.workers or _cpu_count())
+        rows, failures = run_classical(images, regime, args.out, args.workers or _cpu_count(), inputs)
     else:
-        rows, failures = _run_detecture(args, images, regime)
+        rows, failures = _run_detecture(args, images, regime, inputs)
     return _summarise(rows, failures, skipped, args.out)
 
 
@@ -118,7 +143,7 @@ def _summarise(rows: list[dict], failures: list[tuple[Path, str]], skipped: int,
         print(f"error: {message}" if str(path) in message else f"error: {path}: {message}")
     extra = f", {skipped} non-image file(s) skipped" if skipped else ""
     print(f"{len(rows)} image(s) segmented, {len(failures)} failed{extra}; outputs in {out}")
-    return 1 if failures else 0
+    return for_failures(len(failures))
 
 
 def _load_pipeline(args: argparse.Namespace):
@@ -141,11 +166,12 @@ def _load_pipeline(args: argparse.Namespace):
                                f"--qwen, or another --device); {OFFLINE_HINT}") from None
 
 
-def _run_detecture(args: argparse.Namespace, images: list[Path], regime) -> tuple[list[dict], list]:
+def _run_detecture(args: argparse.Namespace, images: list[Path], regime: "Regime",
+                   inputs: "InputSet") -> tuple[list[dict], list]:
     from tqdm import tqdm
 
     from ..images import as_rgb_array, load_image
-    from .segment_output import forced_tiny_responses, write_outputs
+    from .segment_output import forced_tiny_responses, plan_outputs, write_outputs
 
     grounding = args.grounding if args.grounding != "auto" else ("bridge" if args.head or args.tiny else "text")
     pipe = _load_pipeline(args)
@@ -153,6 +179,7 @@ def _run_detecture(args: argparse.Namespace, images: list[Path], regime) -> tupl
         print(f"inference contract ({'head ' + str(args.head) if args.head else 'no head: defaults'}):")
         print(pipe.contract.summary())
     args.out.mkdir(parents=True, exist_ok=True)
+    stems = dict(zip(images, plan_outputs(args.out, images, inputs)))
     rows, failures = [], []
     progress = tqdm(total=len(images), desc="segment", unit="img")
     for start in range(0, len(images), args.batch_size):
@@ -174,7 +201,8 @@ def _run_detecture(args: argparse.Namespace, images: list[Path], regime) -> tupl
             progress.update(len(loaded))
             continue
         for (path, image), result in zip(loaded, results):
-            rows.append(write_outputs(args.out, path, image, result, regime, note=TINY_NOTE if args.tiny else None))
+            rows.append(write_outputs(stems[path], path, image, result, regime,
+                                      note=TINY_NOTE if args.tiny else None))
             progress.update(1)
     progress.close()
     return rows, failures

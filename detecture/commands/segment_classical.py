@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..errors import DetectureError
 from ..prompts import Regime
+from ..utils.paths import InputSet
 
 WORKER_MODULE = "detecture.commands.classical_worker"
 
@@ -36,7 +37,7 @@ def _context():
     return multiprocessing.get_context("spawn")
 
 
-def segment_one(path: Path, stem: Path, regime: Regime, out: Path) -> tuple[dict | None, str | None]:
+def segment_one(path: Path, stem: Path, regime: Regime) -> tuple[dict | None, str | None]:
     """Segment one image and write its outputs; return (table row, None) or (None, error message)."""
     from threadpoolctl import threadpool_limits
 
@@ -47,32 +48,33 @@ def segment_one(path: Path, stem: Path, regime: Regime, out: Path) -> tuple[dict
         image = as_image_array(path)
         with threadpool_limits(limits=1):
             result = segment_classical(image, regime)
-        return write_outputs(out, path, image, result, regime, stem=stem), None
+        return write_outputs(stem, path, image, result, regime), None
     except DetectureError as exc:
         return None, str(exc)
     except MemoryError:
         return None, f"{path}: not enough memory to segment this image"
 
 
-def run_classical(images: list[Path], regime: Regime, out: Path, workers: int) -> tuple[list[dict], list]:
+def run_classical(images: list[Path], regime: Regime, out: Path, workers: int,
+                  inputs: InputSet) -> tuple[list[dict], list]:
     """Segment ``images`` with ``workers`` processes (in-process for one); rows keep the input order."""
     from tqdm import tqdm
 
-    from .segment_output import plan_stems
+    from .segment_output import plan_outputs
 
     out.mkdir(parents=True, exist_ok=True)
-    stems = plan_stems(out, images)
+    stems = plan_outputs(out, images, inputs)
     workers = max(1, min(workers, len(images)))
     outcomes: dict[int, tuple[dict | None, str | None]] = {}
     with tqdm(total=len(images), desc="segment (classical)", unit="img") as progress:
         if workers == 1:
             for i, (path, stem) in enumerate(zip(images, stems)):
-                outcomes[i] = segment_one(path, stem, regime, out)
+                outcomes[i] = segment_one(path, stem, regime)
                 progress.update(1)
         else:
             # Not a plain fork: the parent may already hold torch / OpenMP thread pools, which fork does not copy.
             with ProcessPoolExecutor(workers, mp_context=_context(), initializer=_init_worker) as pool:
-                futures = {pool.submit(segment_one, path, stem, regime, out): i
+                futures = {pool.submit(segment_one, path, stem, regime): i
                            for i, (path, stem) in enumerate(zip(images, stems))}
                 for future in as_completed(futures):
                     outcomes[futures[future]] = future.result()

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..utils import atomic, rle
+from ..utils.paths import InputSet
 from ..prompts import Regime, format_response
 from ..result import SegmentationResult
 from ..visualize import save_overlay
@@ -22,20 +23,28 @@ def forced_tiny_responses(regime: Regime, count: int) -> list[str]:
     return [format_response(descriptions)] * count
 
 
-def _output_stem(out: Path, path: Path, taken: frozenset[Path] | set[Path] = frozenset()) -> Path:
-    """``out/<stem>``, made unique when two inputs share a file name (``taken``: stems already given out)."""
-    stem, candidate, n = path.stem, out / path.stem, 1
-    while (candidate.with_suffix(".json").exists() or candidate in taken) and n < 10_000:
-        n += 1
-        candidate = out / f"{stem}_{n}"
-    return candidate
+OUTPUT_TAG = ".detecture"
 
 
-def plan_stems(out: Path, paths: list[Path]) -> list[Path]:
-    """Unique output stems for a batch, decided up front so parallel workers never race for the same name."""
+def _output_paths(stem: Path) -> tuple[Path, Path]:
+    return stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.json"
+
+
+def plan_outputs(out: Path, paths: list[Path], inputs: InputSet) -> list[Path]:
+    """One output stem per image, ``out/<name>.detecture`` (+ ``.png`` / ``.json``), decided up front so parallel
+    workers never race for a name. The tag keeps outputs apart from the user's images; a number is added when two
+    inputs share a file name, a candidate is itself an input (``segment out/*.png --out out``) or holds an earlier
+    result."""
     stems: list[Path] = []
     for path in paths:
-        stems.append(_output_stem(out, path, set(stems)))
+        n = 1
+        while True:
+            stem = out / (path.stem + (f"_{n}" if n > 1 else "") + OUTPUT_TAG)
+            png, json_path = _output_paths(stem)
+            if stem not in stems and not json_path.exists() and png not in inputs and json_path not in inputs:
+                break
+            n += 1
+        stems.append(stem)
     return stems
 
 
@@ -61,15 +70,16 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
     return record
 
 
-def write_outputs(out: Path, path: Path, image: np.ndarray, result: SegmentationResult, regime: Regime,
-                  note: str | None = None, stem: Path | None = None) -> dict:
-    """Write ``<stem>.png`` (overlay + legend) and ``<stem>.json``; return the row the summary table prints."""
+def write_outputs(stem: Path, path: Path, image: np.ndarray, result: SegmentationResult, regime: Regime,
+                  note: str | None = None) -> dict:
+    """Write ``<stem>.png`` (overlay + legend) and ``<stem>.json`` (a stem from :func:`plan_outputs`); return the
+    row the summary table prints."""
     labels = result.label_map
     record = result_record(path, result, regime, labels, note)
-    stem = stem or _output_stem(out, path)
-    save_overlay(stem.with_suffix(".png"), image, labels, result.descriptions, title=path.name, note=note)
-    atomic.write_json(stem.with_suffix(".json"), record)
-    return {"image": path.name, "regions": record["regions"], "json": stem.with_suffix(".json")}
+    png, json_path = _output_paths(stem)
+    save_overlay(png, image, labels, result.descriptions, title=path.name, note=note)
+    atomic.write_json(json_path, record)
+    return {"image": path.name, "regions": record["regions"], "json": json_path}
 
 
 def print_table(rows: list[dict]) -> None:

@@ -8,11 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .exit_status import OK
+
 EPILOG = """\
 examples:
   detecture train --config configs/train.yaml --data datasets/mined --val-data datasets/RWTD --out runs/bridge
   detecture train --tiny --data DIR --out /tmp/run --epochs 2 --set optim.stage1_epochs=1   (CPU smoke run, offline)
-  accelerate launch --config_file configs/accelerate/ddp.yaml -m detecture train --config configs/train.yaml \
+  accelerate launch --config_file configs/accelerate/ddp.yaml -m detecture train --config configs/train.yaml \\
       --data DIR --out runs/bridge                               (DDP; set num_processes in the yaml)
   accelerate launch --config_file configs/accelerate/fsdp.yaml -m detecture train ...
                                               (FSDP2: shards the frozen bf16 backbones; not with 4-bit Qwen)
@@ -54,34 +56,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def parse_overrides(pairs: list[str]) -> dict:
-    import yaml
+    from ..utils.typed_config import parse_override
 
-    from ..errors import InputError
-
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise InputError(f"--set expects KEY=VALUE, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+    return dict(parse_override(pair) for pair in pairs)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..bridge.head import read_head_config
+    from ..errors import InputError
     from ..training.config import load_config
-    from ..training.loop import ResumeOptions, Trainer
+    from ..training.loop import ResumeOptions, Trainer, check_resume
+    from ..utils.paths import InputSet, require_dir
 
+    for option, value, low in (("--max-steps", args.max_steps, 1), ("--epochs", args.epochs, 1),
+                               ("--resume-warmup-epochs", args.resume_warmup_epochs, 0)):
+        if value is not None and value < low:
+            raise InputError(f"{option} must be at least {low}, got {value}")
+    if args.resume_lr_scale is not None and args.resume_lr_scale <= 0:
+        raise InputError(f"--resume-lr-scale must be positive, got {args.resume_lr_scale}")
     overrides = parse_overrides(args.set)
     if args.tiny:
         overrides["model.tiny"] = True
     if args.epochs is not None:
         overrides["optim.epochs"] = args.epochs
     cfg = load_config(args.config, overrides)
+    require_dir(args.data, "training dataset")
+    if args.val_data is not None:
+        require_dir(args.val_data, "validation dataset")
+    if args.init is not None:
+        read_head_config(args.init)
+    InputSet([args.data, args.val_data, args.config, args.init]).check_output_dir(args.out)
+    resume = ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs)
+    check_resume(args.out, resume)
     trainer = Trainer(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps, init=args.init)
-    result = trainer.run(ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs))
+    result = trainer.run(resume)
     if trainer.main:
         print(f"trained {result.steps} optimizer steps ({result.epochs_done} epochs done); "
               f"non-finite steps skipped: {result.skipped_steps}; bad samples skipped: {result.skipped_samples}")
         if result.final_dir is not None:
             print(f"final head + adapter: {result.final_dir}")
-    return 0
+    return OK  # samples the up-front scan skips are filtered data (see exit_status), each one logged

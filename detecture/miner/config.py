@@ -1,4 +1,8 @@
-"""Miner settings from ``configs/miner.yaml``, validated once so a typo fails at start-up, not 20k scenes later."""
+"""Miner settings from ``configs/miner.yaml``, validated once so a typo fails at start-up, not 20k scenes later.
+
+Every key is required (the file is the single place the miner's behaviour is spelt out) and typed through
+:mod:`detecture.utils.typed_config`; the checks below are the cross-key ones types cannot express.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ import hashlib
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
 
 from ..errors import InputError
+from ..utils.typed_config import Integer, Number, config_class, parse_config
 from ..utils.yaml_files import read_yaml
 
 MAX_REGIONS_LIMIT = 6
@@ -19,79 +23,68 @@ def configs_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "configs"
 
 
-@dataclass(frozen=True)
+@config_class(frozen=True)
 class ScoringConfig:
-    large_region_min_area: float
-    ideal_region_count: tuple[int, int]
-    boundary_length: tuple[float, float, float]
-    coverage: tuple[float, float]
-    clutter_area_max: float
-    clutter_classes_max: int
-    clutter_min_area: float
-    ambiguous_area_max: float
-    weights: dict[str, float]
-    penalties: dict[str, float]
+    large_region_min_area: Number
+    ideal_region_count: tuple[Integer, Integer]
+    boundary_length: tuple[Number, Number, Number]
+    coverage: tuple[Number, Number]
+    clutter_area_max: Number
+    clutter_classes_max: Integer
+    clutter_min_area: Number
+    ambiguous_area_max: Number
+    weights: dict[str, Number]
+    penalties: dict[str, Number]
 
 
-@dataclass(frozen=True)
+@config_class(frozen=True)
 class RegionConfig:
-    min_regions: int
-    max_regions: int
-    min_area: float
+    min_regions: Integer
+    max_regions: Integer
+    min_area: Number
 
 
-@dataclass(frozen=True)
+@config_class(frozen=True)
 class DescriberConfig:
-    min_words: int
-    max_words: int
+    min_words: Integer
+    max_words: Integer
     qwen_model: str
-    max_new_tokens: int
+    max_new_tokens: Integer
 
 
-@dataclass(frozen=True)
+@config_class(frozen=True)
 class SplitConfig:
-    val_fraction: float
+    val_fraction: Number
 
 
-@dataclass(frozen=True)
+@config_class(frozen=True)
 class ReportConfig:
-    contact_sheet_samples: int
+    contact_sheet_samples: Integer
 
 
-@dataclass(frozen=True)
-class MinerConfig:
-    version: int
-    threshold: float
+@config_class(frozen=True)
+class MinerSettings:
+    """The YAML file's keys; a new section is one more field here."""
+
+    version: Integer
+    threshold: Number
     scoring: ScoringConfig
     regions: RegionConfig
     describer: DescriberConfig
     split: SplitConfig
     report: ReportConfig
+
+
+@dataclass(frozen=True)
+class MinerConfig(MinerSettings):
+    """The settings plus where they came from."""
+
     path: Path
     digest: str  # sha256 of the file: an output folder remembers it to refuse resuming under other settings
 
 
 WEIGHT_KEYS = ("region_count", "balance", "boundary_length", "boundary_straightness", "coverage")
 PENALTY_KEYS = ("clutter", "ambiguous")
-
-
-def _build(cls: type, data: Any, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = [f.name for f in fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    missing = [n for n in names if n not in data]
-    if unknown:
-        raise InputError(f"{where}: unknown key(s) {unknown}; expected {names}")
-    if missing:
-        raise InputError(f"{where}: missing key(s) {missing}")
-    values = {}
-    for f in fields(cls):
-        value = data[f.name]
-        if isinstance(value, list):
-            value = tuple(value)
-        values[f.name] = value
-    return cls(**values)
 
 
 def _check(cond: bool, where: str, message: str) -> None:
@@ -126,27 +119,8 @@ def load_config(path: str | os.PathLike | None = None) -> MinerConfig:
     path = Path(path) if path is not None else configs_dir() / "miner.yaml"
     data, raw_bytes = read_yaml(path, "miner config", " (pass --config PATH)")
     where = str(path)
-    if not isinstance(data, dict):
-        raise InputError(f"{where}: expected a mapping at the top level")
-    sections = {
-        "scoring": ScoringConfig,
-        "regions": RegionConfig,
-        "describer": DescriberConfig,
-        "split": SplitConfig,
-        "report": ReportConfig,
-    }
-    expected = {"version", "threshold", *sections}
-    unknown = sorted(set(data) - expected)
-    _check(not unknown, where, f"unknown top-level key(s) {unknown}; expected {sorted(expected)}")
-    for key in expected:
-        _check(key in data, where, f"missing key '{key}'")
-    built = {name: _build(cls, data[name], f"{where}: {name}") for name, cls in sections.items()}
-    cfg = MinerConfig(
-        version=int(data["version"]),
-        threshold=float(data["threshold"]),
-        path=path,
-        digest=hashlib.sha256(raw_bytes).hexdigest(),
-        **built,
-    )
+    settings = parse_config(MinerSettings, data, where)
+    cfg = MinerConfig(**{f.name: getattr(settings, f.name) for f in fields(settings)}, path=path,
+                      digest=hashlib.sha256(raw_bytes).hexdigest())
     _validate(cfg, where)
     return cfg

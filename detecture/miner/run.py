@@ -24,6 +24,7 @@ from tqdm import tqdm
 from ..utils import atomic
 from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_metadata
 from ..errors import DetectureError, InputError
+from ..utils.paths import InputSet, require_dir
 from ..images import load_image
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
@@ -249,6 +250,10 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
     """
     from .report import build_summary, write_contact_sheet, write_score_histogram
 
+    require_dir(opts.root, "dataset root")
+    if opts.textured_root is not None:
+        require_dir(opts.textured_root, "Textured-ADE20K root")
+    InputSet([opts.root, opts.textured_root, opts.config, opts.vocabulary]).check_output_dir(opts.out)
     cfg = load_config(opts.config)
     if opts.threshold is not None:
         if not 0 <= opts.threshold <= 100:

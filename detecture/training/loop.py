@@ -62,6 +62,23 @@ class ResumeOptions:
     warmup_epochs: float | None = None
 
 
+def check_resume(out: Path, options: ResumeOptions) -> Path | None:
+    """The checkpoint to resume from (``None`` for a fresh run); refuses to overwrite an existing run without
+    ``--resume`` and a ``--resume`` with nothing to resume. Cheap: ``detecture train`` calls it before loading models."""
+    checkpoints = Path(out) / CHECKPOINTS
+    latest = ckpt.latest_checkpoint(checkpoints)
+    if not options.resume:
+        if latest is not None:
+            raise CheckpointError(f"{out}: already holds a training run ({latest.name}); "
+                                  "pass --resume to continue it or choose another --out")
+        if options.lr_scale is not None:
+            raise CheckpointError("--resume-lr-scale only applies together with --resume")
+        return None
+    if latest is None:
+        raise CheckpointError(f"{checkpoints}: no checkpoint to resume from")
+    return latest
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -212,19 +229,12 @@ class Trainer:
 
     def restore(self, options: ResumeOptions) -> None:
         """Load the latest checkpoint (``--resume``), or refuse to overwrite an existing run without it."""
-        latest = ckpt.latest_checkpoint(self.checkpoints)
-        if not options.resume:
-            if latest is not None:
-                raise CheckpointError(f"{self.out}: already holds a training run ({latest.name}); "
-                                      "pass --resume to continue it or choose another --out")
-            if options.lr_scale is not None:
-                raise CheckpointError("--resume-lr-scale only applies together with --resume")
+        latest = check_resume(self.out, options)
+        if latest is None:
             if self.main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 atomic.write_json(self.out / RUN_CONTRACT, self._run_contract())
             return
-        if latest is None:
-            raise CheckpointError(f"{self.checkpoints}: no checkpoint to resume from")
         recorded = self.out / RUN_CONTRACT
         if recorded.is_file() and json.loads(recorded.read_text())["contract"] != self._run_contract()["contract"]:
             started = json.loads(recorded.read_text()).get("init")

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from ..backbones.qwen import QwenVL
+from ..utils.optional import peft_for
 from .config import GROUPS, LoraConfig, OptimConfig
 
 log = logging.getLogger(__name__)
@@ -35,24 +36,22 @@ def apply_lora(qwen: QwenVL, cfg: LoraConfig, quantized: bool = False, gradient_
     The target regex is anchored to ``language_model`` so a vision-tower module with the same short name can never be
     adapted by accident. For a quantised base, PEFT's k-bit preparation (fp32 norms, input grads) is applied first.
     """
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model, prepare_model_for_kbit_training
-
     model = qwen.model
-    if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
-    rows = {"embed_tokens": [qwen.seg_token_id]}
-    if not embeddings_tied(model):
-        rows["lm_head"] = [qwen.seg_token_id]
-    targets = "|".join(cfg.target_modules)
-    peft_cfg = PeftLoraConfig(
-        r=cfg.r,
-        lora_alpha=cfg.alpha,
-        lora_dropout=cfg.dropout,
-        target_modules=rf".*language_model.*\.({targets})",
-        trainable_token_indices=rows,
-    )
-    qwen.model = get_peft_model(model, peft_cfg)
+    with peft_for(quantized) as peft:
+        if quantized:
+            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        rows = {"embed_tokens": [qwen.seg_token_id]}
+        if not embeddings_tied(model):
+            rows["lm_head"] = [qwen.seg_token_id]
+        targets = "|".join(cfg.target_modules)
+        peft_cfg = peft.LoraConfig(
+            r=cfg.r,
+            lora_alpha=cfg.alpha,
+            lora_dropout=cfg.dropout,
+            target_modules=rf".*language_model.*\.({targets})",
+            trainable_token_indices=rows,
+        )
+        qwen.model = peft.get_peft_model(model, peft_cfg)
 
 
 def load_adapter_weights(qwen: QwenVL, adapter: Path, cfg: LoraConfig) -> None:

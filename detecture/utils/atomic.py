@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temporary sibling, then ``os.replace``.
 
 A killed process must never leave a half-written checkpoint, metadata file or result line behind; readers either see
-the old file or the complete new one.
+the old file or the complete new one. ``mkstemp`` / ``mkdtemp`` create private (0600 / 0700) entries; the result gets
+the mode a plain ``open(path, "w")`` / ``mkdir`` would have given it (an existing file keeps its mode, a new one gets
+0666 / 0777 minus the umask), so datasets, reports and checkpoints stay readable by whoever the umask allows.
 """
 
 from __future__ import annotations
@@ -9,10 +11,34 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
+
+
+def current_umask() -> int:
+    """The process umask. Linux reports it in /proc (no window where another thread sees umask 0); elsewhere it is
+    read by setting and restoring it."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _plain_mode(path: Path, base: int) -> int:
+    """What a plain write would leave: the existing entry's permission bits, else ``base`` minus the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return base & ~current_umask()
 
 
 @contextmanager
@@ -25,6 +51,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, _plain_mode(path, 0o666))
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -55,6 +82,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _plain_mode(path, 0o777))
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():

@@ -10,6 +10,9 @@ import yaml
 
 from ..errors import InputError
 
+# libyaml's loader when PyYAML was built with it: same YAML 1.1 rules, ~10x faster than the pure-Python one.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 
 def read_yaml(path: str | os.PathLike, what: str, hint: str = "") -> tuple[Any, bytes]:
     """Parsed YAML and the raw bytes (callers hash them to fingerprint runs); ``what`` names the file in errors,
@@ -19,6 +22,6 @@ def read_yaml(path: str | os.PathLike, what: str, hint: str = "") -> tuple[Any, 
         raise InputError(f"{path}: {what} not found{hint}")
     raw = path.read_bytes()
     try:
-        return yaml.safe_load(raw), raw
+        return yaml.load(raw, Loader=_LOADER), raw
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: not valid YAML ({exc})") from None

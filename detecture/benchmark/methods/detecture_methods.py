@@ -25,6 +25,10 @@ class _DetectureMethod(Method):
         if self.grounding == "bridge" and not self.options.tiny and self.options.head is None:
             raise CheckpointError("method 'detecture' needs a trained head: pass --head PATH "
                                   "(or benchmark 'detecture-text', which needs no trained weights)")
+        if self.grounding == "bridge" and self.options.head is not None:
+            from ...bridge.head import read_head_config
+
+            read_head_config(self.options.head)
 
     def load(self) -> None:
         from ...pipeline import DetecturePipeline

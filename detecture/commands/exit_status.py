@@ -1,0 +1,25 @@
+"""The exit statuses every ``detecture`` command uses (the README's "Exit status" table says the same).
+
+* 0: everything asked for was done.
+* 1: the command ran to the end but some items it was asked for failed (``segment`` images, ``bench`` samples):
+  their results are missing, each failure was reported, and the last line of output gives the count.
+* 2: nothing was done: a usage or input error found before work started (one ``error:`` line; argparse uses 2 too).
+* 130: interrupted (Ctrl-C).
+
+Samples a command filters out of a dataset are data, not failures: ``mine``'s rejected scenes and samples (low
+score, corrupt image, invalid description, listed in ``rejected.jsonl``) and the samples ``train``'s up-front scan
+skips (missing or mis-sized files, too many regions; each logged, the count printed) leave the exit status 0, since
+every output the command promises is complete.
+"""
+
+from __future__ import annotations
+
+OK = 0
+PARTIAL_FAILURE = 1
+USAGE_ERROR = 2
+INTERRUPTED = 130
+
+
+def for_failures(failed: int) -> int:
+    """The status of a run that finished with ``failed`` failed items."""
+    return PARTIAL_FAILURE if failed else OK

@@ -1,0 +1,97 @@
+"""Checks on what a command reads and writes, run before any model loads.
+
+Two rules every command follows through these helpers:
+
+* cheap things fail first: a missing or unreadable input, a file where a folder is expected, an output folder that
+  cannot be created; each is one ``error:`` line naming the path, seconds after start, not after an 8B model load;
+* no command writes over its inputs: file outputs are compared with the resolved input paths (:class:`InputSet`), and
+  an output folder may neither be an input folder nor contain one (commands also delete inside their output folder:
+  ``bench --force``, checkpoint rotation).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterable
+
+from ..errors import InputError
+
+PathLike = str | os.PathLike
+
+
+def resolved(path: PathLike) -> Path:
+    """Absolute path with symlinks and ``..`` resolved, so two spellings of one file compare equal."""
+    return Path(path).expanduser().resolve()
+
+
+def require_file(path: PathLike, what: str = "file") -> Path:
+    """An existing, readable file (``what`` names it in the error)."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, expected a {what}")
+    if not os.access(path, os.R_OK):
+        raise InputError(f"{path}: {what} is not readable (permission denied)")
+    return path
+
+
+def require_dir(path: PathLike, what: str = "folder") -> Path:
+    """An existing, listable folder: a file there says so instead of "not found"."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found")
+    if not path.is_dir():
+        raise InputError(f"{path}: is a file, expected a folder ({what})")
+    if not os.access(path, os.R_OK | os.X_OK):
+        raise InputError(f"{path}: {what} is not readable (permission denied)")
+    return path
+
+
+def require_writable_dir(path: PathLike, option: str = "--out") -> Path:
+    """A folder that exists and is writable, or can be created (its nearest existing parent is a writable folder)."""
+    path = Path(path)
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir():
+        where = "is a file" if probe == path else f"cannot be created: {probe} is a file"
+        raise InputError(f"{option} {path}: {where}, expected a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        where = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
+        raise InputError(f"{option} {path}: {where}")
+    return path
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+class InputSet:
+    """The resolved inputs of one command run: the files and folders it reads and must never write over."""
+
+    def __init__(self, paths: Iterable[PathLike | None] = ()) -> None:
+        self.paths = {resolved(p) for p in paths if p is not None}
+
+    def __contains__(self, path: PathLike) -> bool:
+        return resolved(path) in self.paths
+
+    def check_output(self, path: PathLike) -> Path:
+        """``path`` unless it is one of the inputs (then an error naming it): for an output file the user names."""
+        if path in self:
+            raise InputError(f"{path}: is an input of this command; refusing to overwrite it (choose another --out)")
+        return Path(path)
+
+    def check_output_dir(self, out: PathLike, option: str = "--out") -> Path:
+        """A writable output folder that is not an input folder and holds no input folder."""
+        out = require_writable_dir(out, option)
+        target = resolved(out)
+        for path in sorted(self.paths):
+            if path.is_dir() and _inside(path, target):
+                relation = "is" if path == target else "contains"
+                raise InputError(f"{option} {out}: {relation} the input folder {path}; choose a separate output "
+                                 "folder (a command never writes over its inputs)")
+        return out

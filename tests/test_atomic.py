@@ -1,0 +1,42 @@
+"""Atomic writes leave the permission bits a plain write would (umask respected, an existing file keeps its mode)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+from detecture.utils import atomic
+
+
+def _mode(path) -> int:
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_writes_match_plain_writes(tmp_path, umask):
+    old = os.umask(umask)
+    try:
+        plain_file = tmp_path / "plain.txt"
+        plain_file.write_text("x")  # the reference: what open(path, "w") gives under this umask
+        plain_dir = tmp_path / "plain_dir"
+        plain_dir.mkdir()
+        atomic.write_json(tmp_path / "new.json", {"a": 1})
+        with atomic.atomic_dir(tmp_path / "ckpt") as tmp:
+            (tmp / "weights.bin").write_bytes(b"0")
+        assert atomic.current_umask() == umask
+    finally:
+        os.umask(old)
+    assert _mode(tmp_path / "new.json") == _mode(plain_file) == 0o666 & ~umask
+    assert _mode(tmp_path / "ckpt") == _mode(plain_dir) == 0o777 & ~umask
+    assert (tmp_path / "ckpt" / "weights.bin").read_bytes() == b"0"
+
+
+def test_rewriting_a_file_keeps_its_mode(tmp_path):
+    path = tmp_path / "report.md"
+    path.write_text("old")
+    os.chmod(path, 0o640)
+    atomic.write_text(path, "new")
+    assert path.read_text() == "new"
+    assert _mode(path) == 0o640

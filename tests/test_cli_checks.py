@@ -1,0 +1,103 @@
+"""Every command checks the cheap things first (paths, options, output folder) and never writes over its inputs.
+
+Model loaders are replaced by functions that fail the test if called: these errors must come before any model loads.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from bench_fixture import make_unified
+from detecture.cli import main
+
+
+def _no_models(*args, **kwargs):
+    raise AssertionError("a model was loaded before the cheap checks")
+
+
+@pytest.fixture()
+def no_models(monkeypatch):
+    import detecture.miner.run as miner_run
+    import detecture.training.loop as loop
+    from detecture.benchmark.methods.classical import ClassicalMethod
+    from detecture.pipeline import DetecturePipeline
+
+    monkeypatch.setattr(DetecturePipeline, "from_pretrained", classmethod(_no_models))
+    monkeypatch.setattr(DetecturePipeline, "tiny", classmethod(_no_models))
+    monkeypatch.setattr(loop, "load_backbones", _no_models)
+    monkeypatch.setattr(miner_run, "build_describer", _no_models)
+    monkeypatch.setattr(ClassicalMethod, "load", _no_models)
+
+
+def _one_error_line(capsys, argv: list[str]) -> str:
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2, err
+    assert err.startswith("error:") and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_mine_root_that_is_a_file(tmp_path, capsys, no_models):
+    root = tmp_path / "ade.zip"
+    root.write_bytes(b"zip")
+    err = _one_error_line(capsys, ["mine", "--root", str(root), "--out", str(tmp_path / "o")])
+    assert "is a file, expected a folder" in err and "ade.zip" in err
+
+
+def test_mine_output_folder_cannot_be_its_input(tmp_path, capsys, no_models):
+    root = tmp_path / "ade"
+    root.mkdir()
+    err = _one_error_line(capsys, ["mine", "--root", str(root), "--out", str(root)])
+    assert "input folder" in err
+    err = _one_error_line(capsys, ["mine", "--root", str(root), "--out", str(tmp_path)])
+    assert "contains the input folder" in err
+
+
+def test_bench_output_folder_cannot_be_a_dataset(tmp_path, capsys, no_models):
+    root = make_unified(tmp_path / "mosaics", 1)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    err = _one_error_line(capsys, ["bench", "--datasets", str(root), "--methods", "classical", "--out", str(root)])
+    assert "input folder" in err
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_bench_bad_head_fails_before_loading(tmp_path, capsys, no_models):
+    root = make_unified(tmp_path / "mosaics", 1)
+    err = _one_error_line(capsys, ["bench", "--datasets", str(root), "--methods", "detecture", "--head",
+                                   str(tmp_path / "no-head"), "--out", str(tmp_path / "o")])
+    assert "no-head" in err and "not found" in err
+
+
+@pytest.mark.parametrize("case", ["missing_data", "data_is_file", "out_is_data", "existing_run", "bad_option"])
+def test_train_checks_before_loading(tmp_path, capsys, no_models, case):
+    data = make_unified(tmp_path / "data", 1)
+    out = tmp_path / "run"
+    if case == "missing_data":
+        data = tmp_path / "nothing"
+    elif case == "data_is_file":
+        data = data / "metadata.json"
+    elif case == "out_is_data":
+        out = data
+    elif case == "existing_run":
+        (out / "checkpoints" / "step-00000001").mkdir(parents=True)
+        (out / "checkpoints" / "step-00000001" / "trainer_state.json").write_text("{}")
+        (out / "checkpoints" / "latest.json").write_text('{"checkpoint": "step-00000001", "optimizer_step": 1}')
+    extra = ["--max-steps", "0"] if case == "bad_option" else []
+    err = _one_error_line(capsys, ["train", "--tiny", "--data", str(data), "--out", str(out), *extra])
+    expected = {"missing_data": "not found", "data_is_file": "is a file, expected a folder",
+                "out_is_data": "input folder", "existing_run": "--resume", "bad_option": "--max-steps"}[case]
+    assert expected in err
+
+
+def test_input_set_compares_resolved_paths(tmp_path):
+    from detecture.errors import InputError
+    from detecture.utils.paths import InputSet
+
+    (tmp_path / "a").mkdir()
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"x")
+    (tmp_path / "link.png").symlink_to(photo)
+    inputs = InputSet([tmp_path / "a" / ".." / "photo.png"])
+    assert photo in inputs and tmp_path / "link.png" in inputs and tmp_path / "other.png" not in inputs
+    with pytest.raises(InputError, match="refusing to overwrite"):
+        inputs.check_output(tmp_path / "link.png")

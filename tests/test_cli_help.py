@@ -1,0 +1,36 @@
+"""What a user reads: every command's --help (that a train run imports no bitsandbytes, whose import logs a warning
+on some CPUs, is checked on a real run in tests/test_train_loop.py)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from detecture.cli import build_parser
+
+
+def _subparsers():
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.choices and isinstance(a.choices, dict))
+    return action.choices.items()
+
+
+@pytest.mark.parametrize(("name", "parser"), list(_subparsers()))
+def test_help_states_each_default_once(name, parser):
+    text = parser.format_help()
+    assert "(default: None)" not in text
+    formatter = parser._get_formatter()
+    for action in parser._actions:
+        if action.help:
+            shown = formatter._expand_help(action)
+            assert len(re.findall(r"\bdefault\b", shown)) <= 1, shown
+
+
+@pytest.mark.parametrize(("name", "parser"), list(_subparsers()))
+def test_help_examples_have_no_stray_spaces(name, parser):
+    """A continued example line keeps its break (a lone backslash in a Python string would swallow it and leave a
+    run of spaces inside the command)."""
+    for line in (parser.epilog or "").splitlines():
+        assert not re.search(r"\S {2,}-", line), line
+

@@ -1,0 +1,120 @@
+"""Typed configs: every key of configs/train.yaml and configs/miner.yaml has a declared type; bad values are one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from detecture.errors import InputError
+from detecture.miner.config import configs_dir
+from detecture.miner.config import load_config as load_miner_config
+from detecture.training.config import load_config as load_train_config
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def _leaves(node: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        out += _leaves(value, path + ".") if isinstance(value, dict) and value else [(path, value)]
+    return out
+
+
+def _write_with(tmp_path: Path, source: Path, dotted: str, value: object) -> Path:
+    data = yaml.load(source.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    node = data
+    *parents, leaf = dotted.split(".")
+    for key in parents:
+        node = node[key]
+    node[leaf] = value
+    path = tmp_path / source.name
+    path.write_text(yaml.dump(data, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper)))
+    return path
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    """YAML 1.1 reads 5e-5 / 1e-2 as strings: they must still be the numbers they spell."""
+    train_yaml = tmp_path / "train.yaml"
+    train_yaml.write_text("optim:\n  lr: 5e-5\n  min_lr: 1e-7\n")
+    assert yaml.safe_load(train_yaml.read_text())["optim"]["lr"] == "5e-5"  # the trap being tested
+    cfg = load_train_config(train_yaml, {"optim.weight_decay": yaml.safe_load("1e-3")})
+    assert (cfg.optim.lr, cfg.optim.min_lr, cfg.optim.weight_decay) == (5e-5, 1e-7, 1e-3)
+    assert isinstance(cfg.optim.lr, float)
+    miner_yaml = tmp_path / "miner.yaml"
+    miner_yaml.write_text((configs_dir() / "miner.yaml").read_text().replace("min_area: 0.01", "min_area: 1e-2"))
+    assert load_miner_config(miner_yaml).regions.min_area == 0.01
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        ("optim.lr", "fast", "optim.lr: expected a number, got 'fast'"),
+        ("optim.epochs", "twenty", "optim.epochs: expected an integer, got 'twenty'"),
+        ("optim.epochs", 9.5, "optim.epochs: expected an integer, got 9.5"),
+        ("model.tiny", 1, "model.tiny: expected true or false, got 1"),
+        ("loss.ce_weight", True, "loss.ce_weight: expected a number, got True"),
+        ("optim.betas", [0.9], "optim.betas[1]: missing value"),
+        ("optim.betas", [0.9, 0.99, 0.999], "optim.betas: expected 2 value(s), got [0.9, 0.99, 0.999]"),
+        ("train.eval_regime", "sometimes", "train.eval_regime: expected 'autonomous' or 'oracle', got 'sometimes'"),
+        ("optim.stage2_scales.head", "high", "optim.stage2_scales.head: expected a number, got 'high'"),
+    ],
+)
+def test_train_config_errors_are_one_line_naming_file_and_key(tmp_path, dotted, value, expected):
+    path = _write_with(tmp_path, CONFIGS / "train.yaml", dotted, value)
+    with pytest.raises(InputError) as info:
+        load_train_config(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
+def test_override_errors_name_the_override():
+    with pytest.raises(InputError) as info:
+        load_train_config(CONFIGS / "train.yaml", {"optim.lr": "fast"})
+    assert str(info.value) == "--set optim.lr: expected a number, got 'fast'"
+    with pytest.raises(InputError, match=r"^--set optim\.lrr: unknown key \(known: lr, "):
+        load_train_config(None, {"optim.lrr": 1})
+
+
+def test_miner_config_errors_are_one_line(tmp_path):
+    path = _write_with(tmp_path, configs_dir() / "miner.yaml", "threshold", "high")
+    with pytest.raises(InputError) as info:
+        load_miner_config(path)
+    assert str(info.value) == f"{path}: threshold: expected a number, got 'high'"
+    path = _write_with(tmp_path, configs_dir() / "miner.yaml", "regions.max_regions", 4.5)
+    with pytest.raises(InputError, match=r"regions\.max_regions: expected an integer, got 4\.5$"):
+        load_miner_config(path)
+
+
+@pytest.mark.parametrize(("source", "load"), [(CONFIGS / "train.yaml", load_train_config),
+                                               (CONFIGS / "miner.yaml", load_miner_config)])
+def test_every_key_has_a_declared_type(tmp_path, source, load):
+    """Every number / flag / section in the shipped file rejects a value of the wrong type, naming its key; every key
+    of a section is checked, and an unknown key next to it is an error too."""
+    leaves = _leaves(yaml.safe_load(source.read_text()))
+    checked = 0
+    for dotted, value in leaves:
+        if isinstance(value, (bool, int, float)):
+            path = _write_with(tmp_path, source, dotted, "not-a-value")
+            with pytest.raises(InputError, match=rf"^{path}: {dotted}: expected "):
+                load(path)
+            checked += 1
+        section = dotted.rsplit(".", 1)[0] if "." in dotted else None
+        path = _write_with(tmp_path, source, f"{section}.zzz_unknown" if section else "zzz_unknown", 1)
+        with pytest.raises(InputError, match=rf"{path}: {section or 'zzz_unknown'}"):
+            load(path)
+    assert checked >= 20
+
+
+def test_documented_set_example_gets_past_the_config(tmp_path, capsys):
+    """`train --set optim.lr=5e-5` (the --help example) used to end in a TypeError; now the config is accepted and
+    the next check (the dataset folder) is what fails here."""
+    from detecture.cli import main
+
+    code = main(["train", "--config", str(CONFIGS / "train.yaml"), "--data", str(tmp_path / "none"),
+                 "--out", str(tmp_path / "o"), "--set", "optim.lr=5e-5"])
+    err = capsys.readouterr().err
+    assert code == 2 and "training dataset not found" in err
+    code = main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--set", "optim.lr=fast"])
+    assert code == 2 and capsys.readouterr().err == "error: --set optim.lr: expected a number, got 'fast'\n"
