@@ -194,5 +194,5 @@ def test_segment_prints_the_contract_and_writes_it_to_json(backbones, tmp_path, 
     assert main(args + ["-v"]) == 0
     printed = capsys.readouterr().out
     assert "published-neurips2026" in printed and "global positions" in printed and "square 1008x1008" in printed
-    record = json.loads((tmp_path / "o" / "brick.json").read_text())
+    record = json.loads((tmp_path / "o" / "brick.detecture.json").read_text())
     assert InferenceContract.from_dict(record["contract"], "json") == published_contract()

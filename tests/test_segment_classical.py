@@ -36,13 +36,13 @@ def test_folder_with_a_corrupt_file(photo_dir, tmp_path, capsys):
     assert code == 1
     assert "error:" in printed and "broken.png" in printed
     assert "2 image(s) segmented, 1 failed, 1 non-image file(s) skipped" in printed
-    assert sorted(p.name for p in out.iterdir()) == ["coffee.json", "coffee.png", "disc.json", "disc.png"]
-    record = json.loads((out / "coffee.json").read_text())
+    assert sorted(p.name for p in out.iterdir()) == ["coffee.detecture.json", "coffee.detecture.png", "disc.detecture.json", "disc.detecture.png"]
+    record = json.loads((out / "coffee.detecture.json").read_text())
     assert record["method"] == "classical" and record["size"] == [200, 300] and len(record["regions"]) == 2
     masks = np.stack([rle.decode(r["rle"]) for r in record["regions"]])
     assert masks.sum(0).max() == 1  # a partition: every pixel in exactly one region (the margins never tie at 0)
     assert all(r["description"] for r in record["regions"])
-    with Image.open(out / "disc.png") as overlay:
+    with Image.open(out / "disc.detecture.png") as overlay:
         assert overlay.format == "PNG"
 
 
@@ -54,7 +54,7 @@ def test_disc_mosaic_is_found(tmp_path):
     path = tmp_path / "disc.png"
     Image.fromarray(image).save(path)
     assert main(["segment", str(path), "--method", "classical", "--k", "2", "--out", str(tmp_path / "o")]) == 0
-    record = json.loads((tmp_path / "o" / "disc.json").read_text())
+    record = json.loads((tmp_path / "o" / "disc.detecture.json").read_text())
     masks = [rle.decode(r["rle"]) for r in record["regions"]]
     centre = next(m for m in masks if m[96, 96])
     iou = (centre & (truth == 2)).sum() / (centre | (truth == 2)).sum()
@@ -72,8 +72,8 @@ def test_parallel_workers_glob_and_repeated_names(photo_dir, tmp_path, texture_p
     out = tmp_path / "out"
     assert main(["segment", str(tmp_path / "a"), str(tmp_path / "b"), str(photo_dir / "*.jpg"), "--method",
                  "classical", "--k", "2", "--out", str(out), "--workers", "2"]) == 0
-    assert {p.name for p in out.glob("*.json")} == {"x.json", "x_2.json", "coffee.json"}
-    for name, image in (("x.json", images["a"]), ("x_2.json", images["b"])):
+    assert {p.name for p in out.glob("*.json")} == {"x.detecture.json", "x_2.detecture.json", "coffee.detecture.json"}
+    for name, image in (("x.detecture.json", images["a"]), ("x_2.detecture.json", images["b"])):
         labels = detecture.segment(image, k=2).label_map
         record = json.loads((out / name).read_text())
         for region in record["regions"]:

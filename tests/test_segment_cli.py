@@ -126,14 +126,14 @@ def test_outputs_never_overwrite_inputs(photos, tmp_path):
     assert overlay.read_bytes() == overlay_bytes and (folder / "brick.detecture.detecture.json").exists()
 
 
-def test_output_names_skip_inputs(tmp_path):
-    from detecture.commands.segment_output import output_paths
+def test_output_names_skip_inputs_and_each_other(tmp_path):
+    from detecture.commands.segment_output import plan_outputs
     from detecture.utils.paths import InputSet
 
-    photo = tmp_path / "photo.png"
+    photo, other = tmp_path / "photo.png", tmp_path / "sub" / "photo.jpg"
     taken = tmp_path / "photo.detecture.png"
-    png, json_path = output_paths(tmp_path, photo, InputSet([photo, taken]))
-    assert (png.name, json_path.name) == ("photo_2.detecture.png", "photo_2.detecture.json")
+    stems = plan_outputs(tmp_path, [photo, other], InputSet([photo, other, taken]))
+    assert [s.name for s in stems] == ["photo_2.detecture", "photo_3.detecture"]
 
 
 @pytest.mark.parametrize("case", ["missing", "folder", "unwritable_out", "out_is_file", "head_is_file"])
@@ -148,8 +148,9 @@ def test_cheap_checks_fail_before_any_model_loads(photos, tmp_path, capsys, monk
     image, out, extra = str(photos["brick"]), tmp_path / "o", []
     if case == "missing":
         image = str(tmp_path / "nope.png")
-    elif case == "folder":
-        image = str(tmp_path)
+    elif case == "folder":  # a folder is searched for images; one with none is an input error
+        (tmp_path / "empty").mkdir()
+        image = str(tmp_path / "empty")
     elif case == "unwritable_out":
         locked = tmp_path / "locked"
         locked.mkdir(mode=0o500)

@@ -39,15 +39,12 @@ def _context():
 
 def segment_one(path: Path, stem: Path, regime: Regime) -> tuple[dict | None, str | None]:
     """Segment one image and write its outputs; return (table row, None) or (None, error message)."""
-    from threadpoolctl import threadpool_limits
-
     from ..api import as_image_array, segment_classical
     from .segment_output import write_outputs
 
     try:
         image = as_image_array(path)
-        with threadpool_limits(limits=1):
-            result = segment_classical(image, regime)
+        result = segment_classical(image, regime)  # one BLAS thread per worker: the API sets it
         return write_outputs(stem, path, image, result, regime), None
     except DetectureError as exc:
         return None, str(exc)

@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from threadpoolctl import threadpool_limits
 
 from ..errors import DetectureError, InputError
 from ..utils import atomic
@@ -112,8 +111,7 @@ class DemoEngine:
         image, original = load_upload(path, name, self.max_side)
         start = time.perf_counter()
         if method == CLASSICAL:
-            with threadpool_limits(limits=1):  # BLAS/OpenMP threads fighting over a shared CPU slow k-means ~10x
-                result = api.segment_classical(image, regime)
+            result = api.segment_classical(image, regime)
         else:
             import torch
 
