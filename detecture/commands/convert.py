@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .help_format import DefaultsHelpFormatter
+
 EPILOG = """\
 examples:
   hf download anon-detecture-neurips-2026/Detecture-NeurIPS best.pt --local-dir .
@@ -22,7 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         description="Convert a checkpoint of another layout into a Detecture head folder + PEFT adapter. The file "
                     "is read with torch.load(weights_only=True, mmap=True): nothing in it is executed and the "
                     "7.5 GB file is never loaded whole.",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("layout", choices=("published",), help="layout of the input: 'published' (NeurIPS 2026 best.pt)")
     p.add_argument("checkpoint", type=Path, help="the input file (never modified)")

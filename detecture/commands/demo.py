@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 from ..errors import InputError
+from .help_format import DefaultsHelpFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="web demo in the browser (Gradio; pip install -e .[demo])",
         description="Serve a local web page: upload an image, choose classical or detecture, see the regions with "
                     "their descriptions, a table and downloads. Binds 127.0.0.1 unless --host says otherwise.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves the local network)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")

@@ -21,11 +21,11 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from ..utils import atomic
 from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_metadata
 from ..errors import DetectureError, InputError
-from ..utils.paths import InputSet, require_dir
 from ..images import load_image
+from ..utils import atomic
+from ..utils.paths import InputSet, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
 from .regions import Region, extract_regions, region_map
@@ -251,9 +251,12 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
     from .report import build_summary, write_contact_sheet, write_score_histogram
 
     require_dir(opts.root, "dataset root")
-    if opts.textured_root is not None:
-        require_dir(opts.textured_root, "Textured-ADE20K root")
-    InputSet([opts.root, opts.textured_root, opts.config, opts.vocabulary]).check_output_dir(opts.out)
+    for textured_root in opts.textured_roots:
+        require_dir(textured_root, "Textured-ADE20K root")
+    if opts.textured_mapping is not None:
+        require_file(opts.textured_mapping, "Textured-ADE20K mapping")
+    InputSet([opts.root, *opts.textured_roots, opts.textured_mapping, opts.config,
+              opts.vocabulary]).check_output_dir(opts.out)
     cfg = load_config(opts.config)
     if opts.threshold is not None:
         if not 0 <= opts.threshold <= 100:
