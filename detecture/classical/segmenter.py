@@ -211,7 +211,7 @@ def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int) -> np.ndar
 
 
 def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: bool = True) -> np.ndarray:
-    """(K, H, W) margin logits for an image; ``k=None`` chooses K by Calinski–Harabasz; a textureless image gives K = 1.
+    """(K, H, W) margin logits for an image; ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
 
     ``refine=False`` skips pass 2 (boundaries where the wide-window features cross), for comparisons.
     """
