@@ -8,6 +8,7 @@ from skimage import data
 
 from detecture.benchmark.metrics import boundary_f, partition, score_labels
 from detecture.classical import segment_texture
+from detecture.classical.segmenter import _choose_k
 
 SIZE = 160
 
@@ -63,3 +64,21 @@ def test_seeded_runs_are_identical_and_odd_sizes_work(two_textures, two_region_l
     assert segment_texture(wide, 2).shape == (2, 40, 480)
     tiny = image[:12, :20]
     assert segment_texture(tiny, 2).shape[1:] == (12, 20)
+
+
+def test_autonomous_k_calls_one_real_texture_one_region():
+    grass = np.repeat(data.grass()[:256, :256, None], 3, axis=2)
+    assert segment_texture(grass, None, seed=0).shape[0] == 1
+
+
+def test_k_selection_counts_nested_clusters():
+    """Five compact blobs in two far-apart groups (2 + 3): the model selection counts five, not the two groups.
+
+    Blobs within a group are 8 standard deviations apart, the groups 20: every blob is a cluster, but the top-level
+    split dominates a silhouette maximum (the Outex failure mode: 4, 5 and 6 textures nearly tied)."""
+    rng = np.random.default_rng(0)
+    centres = np.zeros((5, 10))
+    centres[:, :2] = [[0, 0], [8, 0], [20, 0], [20, 8], [28, 0]]
+    blobs = np.concatenate([c + rng.normal(size=(300, 10)) for c in centres])
+    assert _choose_k(blobs, seed=0) == 5
+    assert _choose_k(rng.normal(size=(1500, 10)), seed=0) == 1

@@ -7,8 +7,9 @@ side is at most :data:`WORK_SIDE` px:
 1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of two wavelengths, plus local mean /
    standard deviation of luminance (down-weighted) and of the CIE-Lab chroma channels. Features are standardised,
    reduced by PCA and clustered with k-means (several restarts, on a pixel subsample). In the autonomous regime
-   K ∈ 1..6 is chosen by the silhouette score on a subsample of the PCA features smoothed over
-   :data:`K_SELECT_SIGMA` px, with K = 1 when no split reaches :data:`MIN_SILHOUETTE`. Wide windows make the clusters clean but put the boundaries where the blurred features
+   K ∈ 1..6 is chosen by the Calinski–Harabasz index on a subsample of the PCA features smoothed over
+   :data:`K_SELECT_SIGMA` px, with K = 1 when the chosen split's silhouette is below :data:`MIN_SILHOUETTE`.
+   Wide windows make the clusters clean but put the boundaries where the blurred features
    cross, pixels to tens of pixels away from the true edge.
 2. **Place the boundaries.** The same filter responses smoothed over a *narrow* window (:data:`FINE_WINDOW`
    wavelengths) localise well but are noisy; a linear discriminant (shared covariance, so noise is modelled, not
@@ -31,7 +32,7 @@ from skimage.color import rgb2lab
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.metrics import silhouette_score
+from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
 WORK_SIDE = 256
 PAD = 32  # reflect padding so Fourier-domain filtering does not wrap one side's texture onto the other
@@ -52,7 +53,7 @@ FINE_SMOOTH_SIGMA = 1.0
 BAND = 12  # pass 2 may move a boundary by at most this many working pixels
 INTERIOR = 6  # pass-2 training pixels lie at least this far inside a pass-1 region
 MIN_SILHOUETTE = 0.25
-SILHOUETTE_PIXELS = 2000
+K_SELECT_PIXELS = 2000
 K_SELECT_SIGMA = 6.0  # K is chosen on spatially smoothed features: less pixel noise, clearer clusters
 MAX_K = 6
 
@@ -151,15 +152,23 @@ def texture_features(image: np.ndarray) -> np.ndarray:
 
 
 def _choose_k(sample: np.ndarray, seed: int) -> int:
-    """Silhouette model selection over K = 2..6; K = 1 when no split is convincing."""
-    best_k, best_score = 1, MIN_SILHOUETTE
+    """Calinski–Harabasz model selection over K = 2..6; K = 1 when the chosen split's silhouette is unconvincing.
+
+    The silhouette's maximum over K was tie-prone on Outex (4, 5 and 6 clusters within a few thousandths, so the
+    winner flipped with the pixel subsample); the Calinski–Harabasz ratio of between- to within-cluster dispersion
+    separated the true K more clearly on the tuning quarter. The silhouette still decides whether there is any
+    split at all, which the ratio cannot say (it is undefined for K = 1).
+    """
+    best_k, best_score, best_labels = 1, -np.inf, None
     for k in range(2, MAX_K + 1):
         labels = KMeans(k, n_init=3, random_state=seed).fit_predict(sample)
         if len(np.unique(labels)) < 2:
             continue
-        score = silhouette_score(sample, labels, random_state=seed)
+        score = calinski_harabasz_score(sample, labels)
         if score > best_score:
-            best_k, best_score = k, score
+            best_k, best_score, best_labels = k, score, labels
+    if best_labels is None or silhouette_score(sample, best_labels) < MIN_SILHOUETTE:
+        return 1
     return best_k
 
 
@@ -202,7 +211,7 @@ def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int) -> np.ndar
 
 
 def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: bool = True) -> np.ndarray:
-    """(K, H, W) margin logits for an image; ``k=None`` chooses K by silhouette; a textureless image gives K = 1.
+    """(K, H, W) margin logits for an image; ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
 
     ``refine=False`` skips pass 2 (boundaries where the wide-window features cross), for comparisons.
     """
@@ -220,7 +229,7 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     fit_reduced = reduced[fit_idx]
     if k is None:
         smooth = _smooth_maps(reduced.T.reshape(-1, fh, fw), K_SELECT_SIGMA).reshape(reduced.shape[1], -1).T
-        k = _choose_k(smooth[fit_idx[:SILHOUETTE_PIXELS]], seed)
+        k = _choose_k(smooth[fit_idx[:K_SELECT_PIXELS]], seed)
     if k == 1:
         return np.ones((1, h, w), dtype=np.float32)
     centers = KMeans(k, n_init=8, random_state=seed).fit(fit_reduced).cluster_centers_
