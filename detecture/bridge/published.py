@@ -19,39 +19,33 @@ import pickle
 import re
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors.torch import save_file
 
 from ..errors import InputError
 from .contract import published_contract
 from .head import DetectureHead, HeadConfig
 
-TOP_LEVEL = ("model_trainable", "dustbin_embed")
-METADATA = ("epoch", "phase", "val_iou", "optimizer")
-QWEN = "qwen.base_model.model."
-EMBED = QWEN + "model.language_model.embed_tokens.weight"
-LM_HEAD = QWEN + "lm_head.weight"
-LORA_RE = re.compile(r"^qwen\.base_model\.model\.model\.language_model\.layers\.(\d+)\.self_attn\."
-                     r"(q_proj|v_proj)\.lora_(A|B)\.default\.weight$")
-# Published head key -> Detecture head key (published models/bridge.py, models/qwen2sam_detecture.py).
-HEAD_KEYS = {
-    "bridge.proj.0.weight": "bridge.proj.weight", "bridge.proj.0.bias": "bridge.proj.bias",
-    "bridge.proj.1.weight": "bridge.norm.weight", "bridge.proj.1.bias": "bridge.norm.bias",
-    "mask_head.query_mlp.0.weight": "mask_head.query_mlp.0.weight",
-    "mask_head.query_mlp.0.bias": "mask_head.query_mlp.0.bias",
-    "mask_head.query_mlp.2.weight": "mask_head.query_mlp.2.weight",
-    "mask_head.query_mlp.2.bias": "mask_head.query_mlp.2.bias",
-    "mask_head.pixel_head.weight": "mask_head.pixel_proj.weight",
-    "mask_head.pixel_head.bias": "mask_head.pixel_proj.bias",
-}
-OPTIONAL = ("dustbin_embed",)  # the published trainer also lists the dustbin among the trainable parameters
-LORA_ALPHA = 16  # published configs/detecture.yaml lora_alpha (not stored in best.pt)
-LORA_TARGETS = ("q_proj", "v_proj")
-PUBLISHED_QWEN = "Qwen/Qwen3-VL-8B-Instruct"
-PUBLISHED_SAM3 = "facebook/sam3"
+LAYOUT = yaml.safe_load(resources.files(__package__).joinpath("published_layout.yaml").read_text(encoding="utf-8"))
+TOP_LEVEL, METADATA = tuple(LAYOUT["top_level"]), tuple(LAYOUT["metadata"])
+OPTIONAL = tuple(LAYOUT["optional_trainable"])
+EMBED, LM_HEAD, LORA_KEY = LAYOUT["embed_tokens"], LAYOUT["lm_head"], LAYOUT["lora"]
+LORA_TARGETS, LORA_ALPHA = tuple(LAYOUT["lora_targets"]), int(LAYOUT["lora_alpha"])
+HEAD_KEYS: dict[str, str] = LAYOUT["head"]  # published name -> Detecture name
+THEIRS = {ours: theirs for theirs, ours in HEAD_KEYS.items()}  # Detecture name -> published name
+LORA_RE = re.compile("^" + re.escape(LORA_KEY).replace(re.escape("{layer}"), r"(\d+)")
+                     .replace(re.escape("{target}"), "(" + "|".join(LORA_TARGETS) + ")")
+                     .replace(re.escape("{ab}"), "(A|B)") + "$")
+
+
+def lora_key(layer: int | str, target: str, ab: str) -> str:
+    """The published name of one LoRA matrix (``ab``: "A" or "B")."""
+    return LORA_KEY.format(layer=layer, target=target, ab=ab)
 
 
 @dataclass
@@ -111,16 +105,15 @@ def _check_keys(path: Path, trainable: dict[str, torch.Tensor]) -> tuple[int, in
     indices = [int(m.group(1)) for m in lora if m]
     layers = max(indices) + 1 if indices else 0
     expected = {EMBED, LM_HEAD, *HEAD_KEYS}
-    expected |= {f"{QWEN}model.language_model.layers.{i}.self_attn.{t}.lora_{ab}.default.weight"
-                 for i in range(layers) for t in LORA_TARGETS for ab in "AB"}
+    expected |= {lora_key(i, t, ab) for i in range(layers) for t in LORA_TARGETS for ab in "AB"}
     missing = sorted(expected - set(trainable))
     if layers == 0:
-        missing.append(f"{QWEN}model.language_model.layers.<i>.self_attn.<q|v>_proj.lora_<A|B>.default.weight")
+        missing.append(lora_key("<i>", "<" + "|".join(LORA_TARGETS) + ">", "<A|B>"))
     unknown = sorted(set(trainable) - expected - set(OPTIONAL))
     if missing or unknown:
         raise InputError(f"{path}: model_trainable does not match the published model; missing keys "
                          f"{_short(missing)}, unknown keys {_short(unknown)}")
-    return layers, int(trainable[f"{QWEN}model.language_model.layers.0.self_attn.q_proj.lora_A.default.weight"].shape[0])
+    return layers, int(trainable[lora_key(0, LORA_TARGETS[0], "A")].shape[0])
 
 
 def _short(keys: list[str], limit: int = 8) -> str:
@@ -131,31 +124,34 @@ def _check_shapes(p: Published) -> None:
     """Shapes follow from four widths read off the file; any tensor that disagrees is named."""
     t = p.trainable
     hidden, vocab = p.hidden_size, t[EMBED].shape[0]
-    text = t["bridge.proj.0.weight"].shape[0]
-    prompt = t["mask_head.query_mlp.0.weight"].shape[1]
-    mask = t["mask_head.query_mlp.2.weight"].shape[0]
-    pixel = t["mask_head.pixel_head.weight"].shape[1]
-    expected = {
-        EMBED: (vocab, hidden), LM_HEAD: (vocab, hidden),
-        "bridge.proj.0.weight": (text, hidden), "bridge.proj.0.bias": (text,),
-        "bridge.proj.1.weight": (text,), "bridge.proj.1.bias": (text,),
+    text, prompt, mask, pixel = _widths(p)
+    ours = {
+        "bridge.proj.weight": (text, hidden), "bridge.proj.bias": (text,),
+        "bridge.norm.weight": (text,), "bridge.norm.bias": (text,),
         "mask_head.query_mlp.0.weight": (prompt, prompt), "mask_head.query_mlp.0.bias": (prompt,),
         "mask_head.query_mlp.2.weight": (mask, prompt), "mask_head.query_mlp.2.bias": (mask,),
-        "mask_head.pixel_head.weight": (mask, pixel, 1, 1), "mask_head.pixel_head.bias": (mask,),
+        "mask_head.pixel_proj.weight": (mask, pixel, 1, 1), "mask_head.pixel_proj.bias": (mask,),
     }
-    if "dustbin_embed" in t:
-        expected["dustbin_embed"] = (1, 1, hidden)
+    expected = {EMBED: (vocab, hidden), LM_HEAD: (vocab, hidden), **{THEIRS[k]: v for k, v in ours.items()}}
+    for name in OPTIONAL:
+        if name in t:
+            expected[name] = (1, 1, hidden)
     for i in range(p.layers):
-        base = f"{QWEN}model.language_model.layers.{i}.self_attn."
-        expected[base + "q_proj.lora_A.default.weight"] = (p.rank, hidden)
-        expected[base + "v_proj.lora_A.default.weight"] = (p.rank, hidden)
-        expected[base + "q_proj.lora_B.default.weight"] = (t[base + "q_proj.lora_B.default.weight"].shape[0], p.rank)
-        expected[base + "v_proj.lora_B.default.weight"] = (t[base + "v_proj.lora_B.default.weight"].shape[0], p.rank)
+        for target in LORA_TARGETS:
+            expected[lora_key(i, target, "A")] = (p.rank, hidden)
+            expected[lora_key(i, target, "B")] = (t[lora_key(i, target, "B")].shape[0], p.rank)
     for key, shape in expected.items():
         if tuple(t[key].shape) != shape:
             raise InputError(f"{p.path}: {key} has shape {tuple(t[key].shape)}, expected {shape}")
     if tuple(p.dustbin.shape) != (1, 1, hidden):
         raise InputError(f"{p.path}: dustbin_embed has shape {tuple(p.dustbin.shape)}, expected (1, 1, {hidden})")
+
+
+def _widths(p: Published) -> tuple[int, int, int, int]:
+    """(SAM3 text width, prompt width, mask width, pixel width), read off the head tensors."""
+    t = p.trainable
+    return (t[THEIRS["bridge.proj.weight"]].shape[0], t[THEIRS["mask_head.query_mlp.0.weight"]].shape[1],
+            t[THEIRS["mask_head.query_mlp.2.weight"]].shape[0], t[THEIRS["mask_head.pixel_proj.weight"]].shape[1])
 
 
 def head_state(p: Published) -> tuple[HeadConfig, dict[str, torch.Tensor]]:
@@ -164,11 +160,11 @@ def head_state(p: Published) -> tuple[HeadConfig, dict[str, torch.Tensor]]:
     t = p.trainable
     state = {ours: t[theirs].clone() for theirs, ours in HEAD_KEYS.items()}
     state["dustbin"] = p.dustbin.reshape(-1).clone()
+    text, prompt, mask, pixel = _widths(p)
     config = HeadConfig(
-        qwen_hidden_size=p.hidden_size, sam_text_hidden_size=t["bridge.proj.0.weight"].shape[0],
-        prompt_dim=t["mask_head.query_mlp.0.weight"].shape[1], pixel_dim=t["mask_head.pixel_head.weight"].shape[1],
-        mask_hidden_size=t["mask_head.query_mlp.2.weight"].shape[0], bridge_dropout=0.4,
-        qwen_model=PUBLISHED_QWEN, sam3_model=PUBLISHED_SAM3,
+        qwen_hidden_size=p.hidden_size, sam_text_hidden_size=text, prompt_dim=prompt, pixel_dim=pixel,
+        mask_hidden_size=mask, bridge_dropout=float(LAYOUT["bridge_dropout"]),
+        qwen_model=LAYOUT["qwen_model"], sam3_model=LAYOUT["sam3_model"],
     )
     return config, state
 
@@ -193,7 +189,7 @@ def write_adapter(p: Published, folder: Path) -> None:
         r=p.rank, lora_alpha=LORA_ALPHA, lora_dropout=0.0,
         target_modules=rf".*language_model.*\.({'|'.join(LORA_TARGETS)})",
         trainable_token_indices={"embed_tokens": [p.seg_index], "lm_head": [p.seg_index]},
-        base_model_name_or_path=PUBLISHED_QWEN,
+        base_model_name_or_path=LAYOUT["qwen_model"],
     )
     config.save_pretrained(str(folder))
     save_file(adapter_tensors(p), str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
