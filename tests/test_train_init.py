@@ -53,3 +53,14 @@ def test_init_with_another_lora_rank_is_one_clear_error(head_dir, tmp_path):
     data = write_mosaics(tmp_path / "data", n=3, size=64)
     with pytest.raises(CheckpointError, match="--set lora.r=8"):
         Trainer(load_config(None, {**FAST, "lora.r": 4}), data, tmp_path / "run", init=head_dir[0])
+
+
+def test_feature_cache_of_another_contract_is_not_reused(head_dir, tmp_path):
+    """Cached SEG states depend on the prompts, positions, Qwen image and adapter: a run under another --init must
+    rebuild the stage-1 cache, not read one built under a different contract."""
+    head, _ = head_dir
+    data = write_mosaics(tmp_path / "data", n=3, size=64)
+    cfg = load_config(None, {**FAST, "cache.enabled": True})
+    plain = Trainer(cfg, data, tmp_path / "plain")
+    converted = Trainer(cfg, data, tmp_path / "converted", init=head)
+    assert plain.cache.key != converted.cache.key

@@ -34,9 +34,11 @@ log = logging.getLogger(__name__)
 COMPLETE = "complete.json"
 
 
-def fingerprint(cfg: Config, dataset: TextureDataset) -> str:
-    """Hash of what cached features depend on: backbones, data, augmentation, seed, views, dtype, vision flag."""
+def fingerprint(cfg: Config, dataset: TextureDataset, run_contract: dict | None = None) -> str:
+    """Hash of what cached features depend on: backbones, data, augmentation, seed, views, dtype, vision flag, and the
+    run's contract and ``--init`` head (prompts, positions, Qwen image and the adapter all change the SEG states)."""
     relevant = {
+        "run_contract": run_contract,
         "model": [cfg.model.qwen, cfg.model.sam3, cfg.model.tiny, cfg.model.quantization],
         "data": cfg.to_dict()["data"],
         "seed": cfg.train.seed,
@@ -49,12 +51,12 @@ def fingerprint(cfg: Config, dataset: TextureDataset) -> str:
 class FeatureCache:
     """Build (once) and read the stage-1 cache in ``directory``."""
 
-    def __init__(self, directory: Path, cfg: Config, dataset: TextureDataset) -> None:
+    def __init__(self, directory: Path, cfg: Config, dataset: TextureDataset, run_contract: dict | None = None) -> None:
         self.dir = Path(directory)
         self.cfg = cfg
         self.dataset = dataset
         self.dtype = getattr(torch, cfg.cache.dtype)
-        self.key = fingerprint(cfg, dataset)
+        self.key = fingerprint(cfg, dataset, run_contract)
         self._index: dict[str, str] | None = None
         self._handles: dict[str, object] = {}
 

@@ -196,7 +196,8 @@ class Trainer:
         self.model, self.optimizer = self.acc.prepare(self.module, self.optimizer, device_placement=[False, False])
         self.cache = None
         if cfg.cache.enabled:
-            self.cache = FeatureCache(Path(cfg.cache.dir or self.out / "feature_cache"), cfg, self.dataset)
+            self.cache = FeatureCache(Path(cfg.cache.dir or self.out / "feature_cache"), cfg, self.dataset,
+                                      self._run_contract())
         self.state = ckpt.TrainerState(config=cfg.to_dict(), world_size=self.acc.num_processes)
         self.stage = 0
 
