@@ -69,13 +69,12 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int]:
     """Expand files, folders and glob patterns into the images to segment, and count the non-images skipped.
 
     A file named explicitly is always kept (if it is not a readable image, its own error line says so); inside a
-    folder or a glob only files with an image extension Pillow knows are taken, sorted, and the rest are counted.
+    folder or a glob only files with one of the project's image suffixes are taken, sorted, and the rest are counted
+    (Pillow's own list also names save-only formats such as PDF, which would each fail as a "corrupt image").
     Folders are not searched recursively, so an output folder inside an input folder is never read back.
     """
-    from PIL import Image
+    from ..data.layouts import IMAGE_SUFFIXES
 
-    Image.init()
-    extensions = {ext.lower() for ext in Image.registered_extensions()}
     images: list[Path] = []
     skipped = 0
     for raw in paths:
@@ -89,7 +88,7 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int]:
         else:
             images.append(path)
             continue
-        kept = [p for p in candidates if p.suffix.lower() in extensions]
+        kept = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
         skipped += len(candidates) - len(kept)
         images.extend(kept)
     if not images:
