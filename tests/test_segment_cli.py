@@ -113,6 +113,14 @@ def test_load_errors_fit_on_one_line(photos, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
+def test_an_image_named_twice_gets_two_outputs(photos, tmp_path):
+    """Outputs are planned per position in the batch, so a repeated path never writes twice into one name."""
+    out = tmp_path / "o"
+    image = str(photos["brick"])
+    assert main(["segment", image, image, "--tiny", "--k", "2", "--out", str(out), "--batch-size", "2"]) == 0
+    assert sorted(p.name for p in out.glob("*.json")) == ["brick.detecture.json", "brick_2.detecture.json"]
+
+
 def test_outputs_never_overwrite_inputs(photos, tmp_path):
     """`segment photo.png --out .` used to replace photo.png with the overlay; re-segmenting an output folder's own
     overlays into that folder must not overwrite them either."""

@@ -178,15 +178,15 @@ def _run_detecture(args: argparse.Namespace, images: list[Path], regime: "Regime
         print(f"inference contract ({'head ' + str(args.head) if args.head else 'no head: defaults'}):")
         print(pipe.contract.summary())
     args.out.mkdir(parents=True, exist_ok=True)
-    stems = dict(zip(images, plan_outputs(args.out, images, inputs)))
+    # Paired by position, not keyed by path: an image named twice gets two outputs, as with --method classical.
+    planned = list(zip(images, plan_outputs(args.out, images, inputs)))
     rows, failures = [], []
     progress = tqdm(total=len(images), desc="segment", unit="img")
-    for start in range(0, len(images), args.batch_size):
-        batch_paths = images[start:start + args.batch_size]
+    for start in range(0, len(planned), args.batch_size):
         loaded = []
-        for path in batch_paths:
+        for path, stem in planned[start:start + args.batch_size]:
             try:
-                loaded.append((path, as_rgb_array(load_image(path))))
+                loaded.append((path, stem, as_rgb_array(load_image(path))))
             except DetectureError as exc:
                 failures.append((path, str(exc)))
                 progress.update(1)
@@ -194,13 +194,13 @@ def _run_detecture(args: argparse.Namespace, images: list[Path], regime: "Regime
             continue
         forced = forced_tiny_responses(regime, len(loaded)) if args.tiny else None
         try:
-            results = pipe.segment([im for _, im in loaded], regime, grounding, forced)
+            results = pipe.segment([im for _, _, im in loaded], regime, grounding, forced)
         except (RuntimeError, ValueError) as exc:  # e.g. out of memory on one batch: record it, go on
-            failures.extend((path, f"segmentation failed: {exc}") for path, _ in loaded)
+            failures.extend((path, f"segmentation failed: {exc}") for path, _, _ in loaded)
             progress.update(len(loaded))
             continue
-        for (path, image), result in zip(loaded, results):
-            rows.append(write_outputs(stems[path], path, image, result, regime,
+        for (path, stem, image), result in zip(loaded, results):
+            rows.append(write_outputs(stem, path, image, result, regime,
                                       note=TINY_NOTE if args.tiny else None))
             progress.update(1)
     progress.close()
