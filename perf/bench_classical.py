@@ -1,7 +1,7 @@
 """The classical segmenter: quality on Outex and on real-photo mosaics, throughput and peak memory.
 
-    python benchmarks/bench_classical.py quality [--outex ../shared/data/outex] [--workers 2]
-    python benchmarks/bench_classical.py speed [--images 8] [--large-images 2]
+    python perf/bench_classical.py quality [--outex ../shared/data/outex] [--workers 2]
+    python perf/bench_classical.py speed [--images 8] [--large-images 2]
 
 ``quality`` scores ``segment_texture`` with the benchmark's own metric code (:mod:`detecture.benchmark.metrics`) on
 Outex in the oracle (K = 5) and autonomous (K not given) regimes, reporting the tuning quarter (sorted ids, every
@@ -151,7 +151,7 @@ def peak_rss_12mp() -> float:
     """Peak RSS (GiB) of a fresh process segmenting one 4000×3000 image."""
     code = (
         "import resource, sys; sys.path.insert(0, sys.argv[1]); "
-        "from benchmarks.bench_classical import speed_image; from detecture.classical import segment_texture; "
+        "from perf.bench_classical import speed_image; from detecture.classical import segment_texture; "
         "img = speed_image(3000, 4000); segment_texture(img, 5, seed=0); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )

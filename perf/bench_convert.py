@@ -8,7 +8,7 @@ The fixture is written and the conversion run (the real CLI) by two separate chi
 that never imports torch, and the conversion's peak RSS is that child's own ``wait4`` usage: a child started from a
 large parent would inherit the parent's high-water mark in ``ru_maxrss``.
 
-    python benchmarks/bench_convert.py [--dir /tmp] [--keep]
+    python perf/bench_convert.py [--dir /tmp] [--keep]
 
 Goal: peak RSS <= 1.5 GB (far below the file size). Needs ~16 GB free disk in ``--dir`` (fixture + scratch);
 everything is deleted afterwards unless ``--keep``.

@@ -1,6 +1,6 @@
 """First-response latency of ``detecture demo`` for ``classical`` on a 1-MP image (goal: <= 2 s).
 
-    python benchmarks/bench_demo.py [--side 1000] [--repeats 5] [--k auto]
+    python perf/bench_demo.py [--side 1000] [--repeats 5] [--k auto]
 
 Runs the real command (``python -m detecture demo``) in a subprocess on a free port, waits for its ready line
 (start-up includes its warm-up request), then times requests through ``gradio_client`` (upload, queue,

@@ -1,6 +1,6 @@
 """Benchmark-metric speed vs. a straightforward K×M mask-loop implementation, and ``classical`` throughput on CPU.
 
-    python benchmarks/bench_metrics.py [--repeats 7] [--classical-images 10]
+    python perf/bench_metrics.py [--repeats 7] [--classical-images 10]
 
 Per-sample metric time covers everything the runner does per sample after the method returns: static-dustbin
 partition of (K, H, W) logits, contingency, Hungarian matching, matched / panoptic IoU, ARI, boundary F. The ground

@@ -11,7 +11,7 @@ Part 3 is Textured-ADE20K as TextureSAM releases it: indexing a synthetic flat a
 (20,210 scenes x 11 strengths = 222,310 names, ``<scene>_textured_degree<eta>.jpg``), then ``detecture mine`` on
 the part-2 scenes with 11 flat variants each (every kept scene writes 12 samples from one scoring pass).
 
-    python benchmarks/bench_miner.py [--scenes 200] [--workers 1 2] [--index-scenes 20210] [--strengths 11]
+    python perf/bench_miner.py [--scenes 200] [--workers 1 2] [--index-scenes 20210] [--strengths 11]
 
 The goal is >= 50 scenes/s per core for scoring + extraction (25k ADE20K scenes in < 5 min on 2 cores).
 """

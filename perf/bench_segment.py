@@ -1,8 +1,8 @@
 """Inference throughput of ``DetecturePipeline``: images/s, per-stage time, peak memory, re-encode cost.
 
-    python benchmarks/bench_segment.py                                  # tiny backbones, CPU (CI-sized)
-    python benchmarks/bench_segment.py --full-size 8b                   # Qwen3-VL-8B + SAM3 architectures, random bf16
-    python benchmarks/bench_segment.py --full-size 8b --k 6 2 --batch 1 4   # one row per (K, batch), one model build
+    python perf/bench_segment.py                                  # tiny backbones, CPU (CI-sized)
+    python perf/bench_segment.py --full-size 8b                   # Qwen3-VL-8B + SAM3 architectures, random bf16
+    python perf/bench_segment.py --full-size 8b --k 6 2 --batch 1 4   # one row per (K, batch), one model build
 
 Generation is timed on its own (random weights never stop early, so exactly ``--new-tokens`` tokens are generated,
 about what K texture lines take); the grounding stages are timed with a forced response of K lines. The re-encode

@@ -1,7 +1,7 @@
 """Training throughput: samples/s and peak memory per stage, stage 1 cached vs. uncached.
 
-    python benchmarks/bench_train.py                          # tiny backbones, CPU (CI-sized)
-    python benchmarks/bench_train.py --full-size 8b --image-size 1008   # Qwen3-VL-8B + SAM3, random weights (GPU)
+    python perf/bench_train.py                          # tiny backbones, CPU (CI-sized)
+    python perf/bench_train.py --full-size 8b --image-size 1008   # Qwen3-VL-8B + SAM3, random weights (GPU)
 
 Each mode runs in its own process (so peak memory is that mode's own): it builds the real ``Trainer`` on a mosaic
 dataset of ``skimage.data`` textures, warms up, then times ``--steps`` optimizer steps (forward, backward, AdamW) of

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Fill benchmarks/gpu_wheels/ (git-ignored) with the wheels the GPU machine lacks or holds in another version, for its
-# python3 (CPython 3.12, x86_64 Linux), so that benchmarks/gpu_check.sh can install them there with no network.
+# Fill perf/gpu_wheels/ (git-ignored) with the wheels the GPU machine lacks or holds in another version, for its
+# python3 (CPython 3.12, x86_64 Linux), so that perf/gpu_check.sh can install them there with no network.
 # The machine's own torch (CUDA build), accelerate, tokenizers, huggingface_hub, safetensors, pyarrow, ... are used.
 #
-#   bash benchmarks/fetch_gpu_wheels.sh     # here, where PyPI is reachable; then carry benchmarks/gpu_wheels
+#   bash perf/fetch_gpu_wheels.sh     # here, where PyPI is reachable; then carry perf/gpu_wheels
 #
 # Why each wheel: transformers is pinned (the machine has 5.17); bitsandbytes is the version the CPU tests ran (the
 # machine has none; its one wheel holds every CUDA build, cuda130 included); peft is pinned; regex because
@@ -12,7 +12,7 @@
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-DEST=benchmarks/gpu_wheels
+DEST=perf/gpu_wheels
 PY=${PYTHON:-python3}
 WHEELS=(transformers==5.18.0 bitsandbytes==0.50.2 peft==0.21.2 regex==2026.11.19 datasets==5.2.0 dill==0.4.1
   multiprocess==0.70.19)

@@ -3,17 +3,17 @@
 # and the whole test suite on one CUDA GPU (H100/H200), in about 8 minutes. Each part has its own time limit, so one
 # failure or hang does not lose the others; each part's Markdown goes to $OUT as it finishes.
 #
-#   bash benchmarks/gpu_check.sh                      # on the GPU machine
-#   bash benchmarks/gpu_check.sh --dry-run            # every part on the CPU at test sizes (run before any GPU run)
-#   bash benchmarks/gpu_check.sh --parts train,suite  # a subset, e.g. a rerun after a fix
+#   bash perf/gpu_check.sh                      # on the GPU machine
+#   bash perf/gpu_check.sh --dry-run            # every part on the CPU at test sizes (run before any GPU run)
+#   bash perf/gpu_check.sh --parts train,suite  # a subset, e.g. a rerun after a fix
 #
 # Parts: segment (bench_segment.py, K = 6 and 2, batch 1 and 4), train (bench_train.py: stage 1 uncached and cached,
 # stage 2 bf16 and 4-bit, peak GPU memory), fsdp (tests/test_train_loop.py -k fsdp), suite (all other tests).
 # Files in $OUT (default ./gpu_check_out): machine.md, segment.md, train.md, fsdp.md, suite.md, gpu_check.md (all of
 # them together) and logs.txt (every part's raw output).
 #
-# Environment: OUT; PYTHON (default python3); GPU_CHECK_WHEELS (default benchmarks/gpu_wheels: wheels installed
-# first into a private folder put ahead on PYTHONPATH, filled by benchmarks/fetch_gpu_wheels.sh); GPU_CHECK_BUDGET_S
+# Environment: OUT; PYTHON (default python3); GPU_CHECK_WHEELS (default perf/gpu_wheels: wheels installed
+# first into a private folder put ahead on PYTHONPATH, filled by perf/fetch_gpu_wheels.sh); GPU_CHECK_BUDGET_S
 # (seconds for all parts, default 470: a part gets at most what is left, at least 60 s); GPU_CHECK_T_SEGMENT /
 # _TRAIN / _FSDP / _SUITE (one part's cap in seconds; on the GPU 90, 200, 90 and 300, in the dry run 600 each).
 # The suite runs serially (the distributed tests share a port); cut short, its table still lists what ran.
@@ -70,7 +70,7 @@ else
 fi
 
 # --- wheels the machine lacks or has in another version (pinned transformers, bitsandbytes, ...) ----------------------
-WHEELS=${GPU_CHECK_WHEELS:-benchmarks/gpu_wheels}
+WHEELS=${GPU_CHECK_WHEELS:-perf/gpu_wheels}
 SETUP="no wheels installed (the machine's own packages)"
 if [ "$DRY" = 0 ]; then
   if compgen -G "$WHEELS/*.whl" >/dev/null; then
@@ -83,7 +83,7 @@ if [ "$DRY" = 0 ]; then
       SETUP="wheel install FAILED (see logs.txt): the machine's own packages are used"
     fi
   else
-    SETUP="WARNING: no wheels in $WHEELS (run benchmarks/fetch_gpu_wheels.sh here first): the machine's own packages are used"
+    SETUP="WARNING: no wheels in $WHEELS (run perf/fetch_gpu_wheels.sh here first): the machine's own packages are used"
   fi
 fi
 
@@ -98,7 +98,7 @@ fi
   echo
   echo "Date: $(date -u +%Y-%m-%dT%H:%MZ). Mode: $MODE. Setup: $SETUP."
   echo
-  "$PY" benchmarks/gpu_check_report.py facts "$SMI" 2>>"$LOG" || echo "(facts failed: see logs.txt)"
+  "$PY" perf/gpu_check_report.py facts "$SMI" 2>>"$LOG" || echo "(facts failed: see logs.txt)"
   echo
 } >"$OUT/machine.md"
 cat "$OUT/machine.md"
@@ -139,7 +139,7 @@ run_part() {
     echo "Result: $result, ${secs} s."
     echo
     if [ "$kind" = pytest ]; then
-      "$PY" benchmarks/gpu_check_report.py pytest "$WORK/$name.xml" "$WORK/$name.out" 2>>"$LOG" ||
+      "$PY" perf/gpu_check_report.py pytest "$WORK/$name.xml" "$WORK/$name.out" 2>>"$LOG" ||
         echo "(no pytest table: see logs.txt)"
     else
       cat "$WORK/$name.out"
@@ -173,10 +173,10 @@ for part in $PARTS; do
   case "$part" in
     segment)
       run_part segment "Segment: bench_segment.py --full-size $SIZE" "$(cap SEGMENT 90)" bench \
-        "$PY" benchmarks/bench_segment.py --full-size "$SIZE" "${SEGMENT_ARGS[@]}" ;;
+        "$PY" perf/bench_segment.py --full-size "$SIZE" "${SEGMENT_ARGS[@]}" ;;
     train)
       run_part train "Train: bench_train.py --full-size $SIZE" "$(cap TRAIN 200)" bench \
-        "$PY" benchmarks/bench_train.py --full-size "$SIZE" \
+        "$PY" perf/bench_train.py --full-size "$SIZE" \
         --modes "stage 1" "stage 1 cached" "stage 2" "stage 2 4-bit" "${TRAIN_ARGS[@]}" ;;
     fsdp)
       run_part fsdp "FSDP launch test (tests/test_train_loop.py -k fsdp)" "$(cap FSDP 90)" pytest \

@@ -1,7 +1,7 @@
-"""Markdown pieces for ``benchmarks/gpu_check.sh``: machine facts and a pytest run as tables.
+"""Markdown pieces for ``perf/gpu_check.sh``: machine facts and a pytest run as tables.
 
-    python benchmarks/gpu_check_report.py facts [NVIDIA_SMI_CSV]
-    python benchmarks/gpu_check_report.py pytest JUNIT_XML PYTEST_LOG
+    python perf/gpu_check_report.py facts [NVIDIA_SMI_CSV]
+    python perf/gpu_check_report.py pytest JUNIT_XML PYTEST_LOG
 
 Kept out of the shell script so the parsing is plain Python that the CPU dry-run test exercises. Package versions
 come from installed metadata, not imports, so the facts stay cheap and are written even when a package is broken.

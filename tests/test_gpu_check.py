@@ -1,4 +1,4 @@
-"""benchmarks/gpu_check.sh: its CPU dry run writes every part's table, in the shape the device tool brings back.
+"""perf/gpu_check.sh: its CPU dry run writes every part's table, in the shape the device tool brings back.
 
 A GPU machine is lent rarely and briefly, so the script must not fail there on a typo: the dry run runs every part
 (the same scripts and code paths, test-sized random models) and this test checks what lands in ``$OUT``.
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
-sys.path.insert(0, str(REPO / "benchmarks"))
+SCRIPT = REPO / "perf" / "gpu_check.sh"
+sys.path.insert(0, str(REPO / "perf"))
 
 from gpu_check_report import log_results, pytest_table  # noqa: E402
 

@@ -4,7 +4,7 @@ Every method hands in K logit maps. A static dustbin plane at logit 0 is appende
 "unassigned" (label 0) unless some region logit is > 0; softmax is monotone, so the argmax of the softmax equals the
 argmax of the logits and the softmax itself is never materialised. All region statistics come from one contingency
 table of the (ground-truth label, predicted label) pairs built with ``np.bincount`` — never from K×M mask loops — which
-keeps a 1008² map with K ≤ 6 under 20 ms on one core (``benchmarks/bench_metrics.py``).
+keeps a 1008² map with K ≤ 6 under 20 ms on one core (``perf/bench_metrics.py``).
 """
 
 from __future__ import annotations
