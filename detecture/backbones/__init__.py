@@ -3,3 +3,7 @@
 Both load from a hub id or a local folder with ``from_pretrained``; :mod:`.tiny` builds the *same classes* from tiny
 random configs with an offline tokenizer, for tests and for ``--tiny`` runs on machines without the weights.
 """
+
+# The public checkpoints every entry point and the training config default to (decided here, once).
+DEFAULT_QWEN = "Qwen/Qwen3-VL-8B-Instruct"
+DEFAULT_SAM3 = "facebook/sam3"

@@ -24,6 +24,7 @@ from transformers import (
 )
 
 from ..bridge.contract import ImagePolicy, InferenceContract
+from . import DEFAULT_QWEN
 from ..prompt_sets import DEFAULT_PROMPT_SET, PromptSet, prompt_set
 from ..images import as_rgb_array
 from ..prompts import SYSTEM_PROMPT
@@ -36,7 +37,6 @@ from .loading import (
 )
 from .tokens import add_seg_token
 
-DEFAULT_QWEN = "Qwen/Qwen3-VL-8B-Instruct"
 IMAGE_PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 

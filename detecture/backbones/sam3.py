@@ -18,9 +18,9 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Sam3Model
 
 from ..images import as_rgb_array
+from . import DEFAULT_SAM3
 from .loading import default_device, default_dtype, load_from_hub
 
-DEFAULT_SAM3 = "facebook/sam3"
 TEXT_PROMPT_LENGTH = 32  # what Sam3Processor pads text prompts to
 
 

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
 from ..errors import DetectureError, InputError, ModelAccessError
 from .exit_status import for_failures
 from .help_format import DefaultsHelpFormatter
@@ -45,8 +46,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="bridge: trained head grounds the <|seg|> states; text: SAM3's text encoder grounds each "
                         "description (no training needed); auto: bridge when --head is given, else text")
     p.add_argument("--head", type=Path, help="trained head checkpoint folder (from 'detecture train')")
-    p.add_argument("--qwen", default="Qwen/Qwen3-VL-8B-Instruct", help="Qwen3-VL hub id or local folder")
-    p.add_argument("--sam3", default="facebook/sam3", help="SAM3 hub id or local folder (gated: needs a token)")
+    p.add_argument("--qwen", default=DEFAULT_QWEN, help="Qwen3-VL hub id or local folder")
+    p.add_argument("--sam3", default=DEFAULT_SAM3, help="SAM3 hub id or local folder (gated: needs a token)")
     p.add_argument("--out", type=Path, default=Path("detecture_out"), help="output folder")
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")

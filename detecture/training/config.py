@@ -12,6 +12,7 @@ from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
 from ..errors import InputError
 from ..utils.typed_config import Flag, Integer, Number, config_class, parse_config
 from ..utils.yaml_files import read_yaml
@@ -25,8 +26,8 @@ STAGE2_SCALES = {"head": 0.1, "lora": 0.01, "seg_rows": 0.1}
 class ModelConfig:
     """Backbones. ``tiny`` builds random tiny Qwen3-VL / SAM3 (tests, CPU smoke runs; nothing is downloaded)."""
 
-    qwen: str = "Qwen/Qwen3-VL-8B-Instruct"
-    sam3: str = "facebook/sam3"
+    qwen: str = DEFAULT_QWEN
+    sam3: str = DEFAULT_SAM3
     tiny: Flag = False
     quantization: Literal["4bit", "8bit"] | None = None  # QLoRA-style frozen base; needs bitsandbytes
     attn_implementation: str | None = None

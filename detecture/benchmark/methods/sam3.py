@@ -16,11 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ...backbones import DEFAULT_SAM3
 from ..metrics import inverse_mask_logits, mask_logits, pad_logits
 from ..regimes import SampleRegime
 from .base import Method, MethodOutput
 
-DEFAULT_MODEL = "facebook/sam3"
+DEFAULT_MODEL = DEFAULT_SAM3
 DEFAULT_PROMPT = "texture"
 
 
