@@ -53,7 +53,7 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
     import torch
     from threadpoolctl import threadpool_limits
 
-    from .benchmark.metrics import partition
+    from .utils.image_ops import partition
     from .classical import segment_texture
     from .classical.describe import describe_regions
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .benchmark.metrics import partition
+from .utils.image_ops import partition
 
 ROW_CHUNK = 512
 

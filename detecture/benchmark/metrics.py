@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from ..utils.image_ops import label_boundaries, partition
+
 MASK_LOGIT = 5.0
 MISSING_LOGIT = -1e4
 BOUNDARY_TOLERANCE_PX = 2
@@ -42,33 +44,6 @@ def pad_logits(logits: np.ndarray, k: int) -> np.ndarray:
         return logits
     pad = np.full((k - logits.shape[0], *logits.shape[1:]), MISSING_LOGIT, dtype=np.float32)
     return np.concatenate([logits, pad])
-
-
-def partition(logits: np.ndarray) -> np.ndarray:
-    """Static-dustbin argmax: (K, H, W) logits → (H, W) uint8 labels, 0 = unassigned, k = channel k − 1.
-
-    A running tournament starting from the dustbin (logit 0): channel k takes a pixel only where its logit is
-    *strictly* greater than the best so far, so the dustbin wins ties at 0 and earlier channels win ties between
-    channels. Labels are updated with uint8 arithmetic instead of masked assignment, which vectorises; this is 1.5-3×
-    faster than ``np.argmax`` over axis 0 and independent of how noisy the logits are.
-    """
-    logits = np.asarray(logits)
-    if logits.ndim != 3 or logits.shape[0] > 254:
-        raise ValueError(f"logits must be (K, H, W) with K < 255, got shape {logits.shape}")
-    shape = logits.shape[1:]
-    best = np.zeros(shape, dtype=np.float32)
-    labels = np.zeros(shape, dtype=np.uint8)
-    won = np.empty(shape, dtype=bool)
-    scratch = np.empty(shape, dtype=np.uint8)
-    won_u8 = won.view(np.uint8)
-    for k in range(logits.shape[0]):
-        np.greater(logits[k], best, out=won)
-        np.maximum(best, logits[k], out=best, casting="unsafe")
-        # labels += won · (k + 1 − labels), in wrapping uint8 arithmetic: k + 1 where won, unchanged elsewhere
-        np.subtract(np.uint8(k + 1), labels, out=scratch)
-        np.multiply(scratch, won_u8, out=scratch)
-        np.add(labels, scratch, out=labels)
-    return labels
 
 
 def gt_label_map(masks: np.ndarray) -> np.ndarray:
@@ -123,14 +98,6 @@ def ari_from_table(table: np.ndarray) -> float:
     return 2.0 * (tp * tn - fn * fp) / ((tp + fn) * (fn + tn) + (tp + fp) * (fp + tn))
 
 
-def _boundaries(labels: np.ndarray) -> np.ndarray:
-    """Pixels whose right or lower neighbour carries a different label."""
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    return edge
-
-
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     """Dilation by ``radius`` steps of the 3×3 cross, i.e. city-block distance ≤ radius (for radius 2 exactly the
     Euclidean disk), as in-place shifted ORs — cheaper than a generic morphology call."""
@@ -150,7 +117,7 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
 def boundary_f(gt: np.ndarray, pred: np.ndarray, tolerance: int = BOUNDARY_TOLERANCE_PX) -> float:
     """Boundary F-score: a boundary pixel counts as hit if the other map has a boundary within ``tolerance`` px
     (city-block distance, which at the default 2 px is the same neighbourhood as the Euclidean disk)."""
-    b_gt, b_pred = _boundaries(gt), _boundaries(pred)
+    b_gt, b_pred = label_boundaries(gt), label_boundaries(pred)
     n_gt, n_pred = np.count_nonzero(b_gt), np.count_nonzero(b_pred)
     if n_gt == 0 and n_pred == 0:
         return 1.0
