@@ -8,19 +8,15 @@ from typing import Sequence
 
 import numpy as np
 
+from .utils.image_ops import REGION_COLOURS, fit_to_side, label_boundaries
 from .utils.plotting import pyplot, save_figure
 
-# Colour-blind-friendly qualitative palette (Okabe-Ito), one colour per region; the dustbin stays uncoloured.
-PALETTE = np.array([
-    [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167],
-    [120, 120, 120],
-], dtype=np.uint8)
 MAX_DISPLAY_SIDE = 1600
 
 
 def region_color(k: int) -> np.ndarray:
     """RGB colour of region k (1-based)."""
-    return PALETTE[(k - 1) % len(PALETTE)]
+    return REGION_COLOURS[(k - 1) % len(REGION_COLOURS)]
 
 
 def colorize(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.ndarray:
@@ -31,16 +27,8 @@ def colorize(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nd
             continue
         sel = labels == k
         out[sel] = (1 - alpha) * out[sel] + alpha * region_color(int(k))
-    edges = np.zeros(labels.shape, dtype=bool)
-    edges[:-1] |= labels[:-1] != labels[1:]
-    edges[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    out[edges] = 255
+    out[label_boundaries(labels)] = 255
     return out.round().astype(np.uint8)
-
-
-def _downscale(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    step = int(np.ceil(max(image.shape[:2]) / MAX_DISPLAY_SIDE))
-    return (image[::step, ::step], labels[::step, ::step]) if step > 1 else (image, labels)
 
 
 def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descriptions: Sequence[str],
@@ -49,7 +37,7 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descri
     from matplotlib.patches import Patch
 
     plt = pyplot()
-    image, labels = _downscale(image, labels)
+    image, labels = fit_to_side(image, labels, MAX_DISPLAY_SIDE)
     fractions = np.bincount(labels.ravel(), minlength=len(descriptions) + 1) / labels.size
     handles = [Patch(color=region_color(k) / 255.0,
                      label=f"{k}. " + "\n    ".join(textwrap.wrap(f"{d or '(no description)'} ({fractions[k]:.0%})",

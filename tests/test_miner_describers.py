@@ -14,7 +14,8 @@ from detecture.miner.describers import (
     parse_reply,
     validate_description,
 )
-from detecture.miner.overlay import PALETTE, draw_overlay, legend_swatch_box, region_contours
+from detecture.miner.overlay import LEGEND_ROW, SWATCH, draw_overlay
+from detecture.utils.image_ops import NAMED_REGION_COLOURS, label_boundaries
 from detecture.miner.regions import extract_regions, region_map
 from detecture.miner.scoring import label_stats
 from detecture.miner.vocabulary import load_vocabulary
@@ -76,11 +77,11 @@ def test_overlay_legend_matches_drawn_colours(scene):
     image, rmap, regions = scene
     sheet = np.asarray(draw_overlay(image, rmap, [r.name for r in regions]))
     h = rmap.shape[0]
-    outline = region_contours(rmap)
+    outline = label_boundaries(rmap)
     for k in range(1, len(regions) + 1):
-        colour = PALETTE[k - 1][1]
-        left, top, right, bottom = legend_swatch_box(k - 1, h)
-        assert (sheet[top : bottom + 1, left : right + 1] == colour).all()
+        colour = NAMED_REGION_COLOURS[k - 1][1]
+        row = sheet[h + (k - 1) * LEGEND_ROW : h + k * LEGEND_ROW]
+        assert ((row == colour).all(axis=-1)).sum() >= SWATCH * SWATCH  # the legend's swatch is the drawn colour
         assert (sheet[:h][outline & (rmap == k)] == colour).all()
 
 
@@ -106,5 +107,5 @@ def test_qwen_describer_prompt_and_parsing(scene, cfg):
     assert len(images) == 1 and images[0].width > image.width  # photo beside the overlay
     assert max_tokens == cfg.describer.max_new_tokens and system
     for k, region in enumerate(regions, start=1):
-        assert f"REGION_{k}: outlined in {PALETTE[k - 1][0]}, dataset label '{region.name}'" in prompt
+        assert f"REGION_{k}: outlined in {NAMED_REGION_COLOURS[k - 1][0]}, dataset label '{region.name}'" in prompt
     assert prompt == build_prompt(regions, cfg.describer.min_words, cfg.describer.max_words)

@@ -14,19 +14,13 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.image_ops import LABEL_COLOURS
 from ..utils.plotting import pyplot, save_figure
 from . import results
 from .metrics import gt_label_map
 from .runner import Cell
 
 log = logging.getLogger(__name__)
-
-PALETTE = np.array(
-    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
-     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [170, 110, 40]],
-    dtype=np.uint8,
-)
-
 
 def colourise(labels: np.ndarray, mapping: dict[int, int] | None = None, n_gt: int = 0) -> np.ndarray:
     """(H, W) labels → RGB; ``mapping`` renames predicted labels to their matched GT label first, and unmatched
@@ -38,8 +32,8 @@ def colourise(labels: np.ndarray, mapping: dict[int, int] | None = None, n_gt: i
         for lab in range(1, len(lut)):
             lut[lab] = mapping.get(lab) or next(spare)
         labels = lut[labels]
-    wrapped = np.where(labels == 0, 0, (labels - 1) % (len(PALETTE) - 1) + 1)
-    return PALETTE[wrapped]
+    wrapped = np.where(labels == 0, 0, (labels - 1) % (len(LABEL_COLOURS) - 1) + 1)
+    return LABEL_COLOURS[wrapped]
 
 
 def _matches(record: dict[str, Any] | None) -> dict[int, int]:

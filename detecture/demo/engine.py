@@ -21,7 +21,7 @@ from PIL import Image
 
 from ..errors import DetectureError, InputError
 from ..utils import atomic
-from ..visualize import PALETTE
+from ..utils.image_ops import REGION_COLOURS, fit_to_side
 from .uploads import ANALYSIS_SIDE, load_upload
 
 logger = logging.getLogger(__name__)
@@ -34,17 +34,6 @@ KEEP_REQUESTS = 50
 TABLE_HEADERS = ["region", "description", "area %", "score"]
 DISPLAY_SIDE = 640  # the page shows ~700 px; drawing 1-MP masks there cost the web server ~0.5 s per request
 MASK_OPACITY = 0.55  # the annotated view draws a mask with alpha = its value: keep the texture visible beneath
-
-
-def _display_size(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The image (Lanczos) and labels (nearest) at most :data:`DISPLAY_SIDE` px on the longer side, for the page."""
-    h, w = labels.shape
-    scale = DISPLAY_SIDE / max(h, w)
-    if scale >= 1:
-        return image, labels
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    shown = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-    return shown, np.asarray(Image.fromarray(labels).resize(size, Image.Resampling.NEAREST))
 
 
 @dataclass
@@ -134,7 +123,7 @@ class DemoEngine:
         record = result_record(name, result, regime, labels, note=self.note or None)
         record.update(method=method, original_size=list(original))
         scores = result.region_scores()
-        shown_image, shown_labels = _display_size(image, labels)
+        shown_image, shown_labels = fit_to_side(image, labels, DISPLAY_SIDE)
         table, annotations = [], []
         for region, score in zip(record["regions"], scores):
             k, share = region["index"], region["area_fraction"]
@@ -144,7 +133,7 @@ class DemoEngine:
         stem = folder / name.stem
         atomic.write_json(stem.with_suffix(".json"), record)
         label_png = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
-        label_png.putpalette([0, 0, 0] + PALETTE.ravel().tolist())  # index k = region k, shown in its overlay colour
+        label_png.putpalette([0, 0, 0] + REGION_COLOURS.ravel().tolist())  # index k = region k, shown in its overlay colour
         label_png.save(stem.parent / f"{stem.name}_labels.png")
         h, w = labels.shape
         scaled = f" (analysed at {w}x{h})" if (h, w) != original else ""

@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
+from ..utils.image_ops import NAMED_REGION_COLOURS
 from .config import DescriberConfig
-from .overlay import PALETTE, draw_overlay
+from .overlay import draw_overlay
 from .regions import Region
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ LINE = re.compile(r"^\s*(?:REGION|TEXTURE)?[\s_#-]*(\d+)\s*[:.)\]-]\s*(.+?)\s*$"
 def build_prompt(regions: list[Region], min_words: int, max_words: int) -> str:
     """The user prompt: what the overlay's colours mean and the exact output format."""
     legend = "\n".join(
-        f"- REGION_{k}: outlined in {PALETTE[k - 1][0]}, dataset label '{r.name}'"
+        f"- REGION_{k}: outlined in {NAMED_REGION_COLOURS[k - 1][0]}, dataset label '{r.name}'"
         for k, r in enumerate(regions, start=1)
     )
     return (

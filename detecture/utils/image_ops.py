@@ -1,13 +1,38 @@
 """The image operations every stage shares: logits to labels, label boundaries, fitting to a side, region colours.
 
 One home so that the scorer, the overlays, the miner's review sheets and the demo draw and count the same thing:
-a boundary the metric scores is the boundary the overlay draws. Pure numpy, so importing it costs nothing in worker
-processes.
+a boundary the metric scores is the boundary the overlay draws. Pure numpy (plus Pillow for resampling), so
+importing it costs nothing in worker processes.
 """
 
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
+
+# Colour-blind-friendly qualitative palette (Okabe-Ito), one colour per region (1-based: region k is row k - 1).
+REGION_COLOURS = np.array([
+    [230, 159, 0], [86, 180, 233], [0, 158, 115], [240, 228, 66], [0, 114, 178], [213, 94, 0], [204, 121, 167],
+    [120, 120, 120],
+], dtype=np.uint8)
+
+# (name, RGB) for pictures a VLM is told about ("region 2 = green"): plain, well-separated colour words.
+NAMED_REGION_COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("red", (230, 25, 75)),
+    ("green", (60, 180, 75)),
+    ("blue", (0, 110, 230)),
+    ("yellow", (255, 225, 25)),
+    ("magenta", (240, 50, 230)),
+    ("cyan", (70, 240, 240)),
+)
+
+# Label-indexed (row 0 = unassigned, black) with many distinct colours, for galleries that compare GT and
+# predictions with more than six regions between them.
+LABEL_COLOURS = np.array(
+    [[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0, 130, 200], [245, 130, 48], [145, 30, 180],
+     [70, 240, 240], [240, 50, 230], [210, 245, 60], [250, 190, 212], [0, 128, 128], [170, 110, 40]],
+    dtype=np.uint8,
+)
 
 
 def partition(logits: np.ndarray) -> np.ndarray:
@@ -43,3 +68,17 @@ def label_boundaries(labels: np.ndarray) -> np.ndarray:
     edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
     edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
     return edge
+
+
+def fit_to_side(image: np.ndarray, labels: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image (Lanczos) and its labels (nearest) at most ``max_side`` px on the longer side; unchanged if smaller.
+
+    Labels are resampled by nearest neighbour so no pixel gets a label that is a blend of two regions.
+    """
+    h, w = labels.shape
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return image, labels
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    shown = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
+    return shown, np.asarray(Image.fromarray(labels).resize(size, Image.Resampling.NEAREST))
