@@ -124,7 +124,7 @@ def segment(
         grounding = "bridge" if pipe.head is not None else "text"
     forced = None
     if pipe.tiny:
-        from .commands.segment_output import forced_tiny_responses
+        from .output import forced_tiny_responses
 
         forced = forced_tiny_responses(regime, 1)
     return pipe.segment([array], regime, grounding, forced)[0]

@@ -135,7 +135,7 @@ def test_outputs_never_overwrite_inputs(photos, tmp_path):
 
 
 def test_output_names_skip_inputs_and_each_other(tmp_path):
-    from detecture.commands.segment_output import plan_outputs
+    from detecture.output import plan_outputs
     from detecture.utils.paths import InputSet
 
     photo, other = tmp_path / "photo.png", tmp_path / "sub" / "photo.jpg"

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 from .. import api  # noqa: E402,F401  (scikit-learn, scipy, scikit-image)
 from ..classical import describe  # noqa: E402,F401
 from ..utils.plotting import pyplot  # noqa: E402
-from . import segment_output  # noqa: E402,F401
+from .. import output  # noqa: E402,F401
 
 
 def single_threaded() -> None:

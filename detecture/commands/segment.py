@@ -136,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summarise(rows: list[dict], failures: list[tuple[Path, str]], skipped: int, out: Path) -> int:
-    from .segment_output import print_table
+    from ..output import print_table
 
     print_table(rows)
     for path, message in failures:
@@ -171,7 +171,7 @@ def _run_detecture(args: argparse.Namespace, images: list[Path], regime: "Regime
     from tqdm import tqdm
 
     from ..images import as_rgb_array, load_image
-    from .segment_output import forced_tiny_responses, plan_outputs, write_outputs
+    from ..output import forced_tiny_responses, plan_outputs, write_outputs
 
     grounding = args.grounding if args.grounding != "auto" else ("bridge" if args.head or args.tiny else "text")
     pipe = _load_pipeline(args)

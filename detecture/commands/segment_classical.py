@@ -40,7 +40,7 @@ def _context():
 def segment_one(path: Path, stem: Path, regime: Regime) -> tuple[dict | None, str | None]:
     """Segment one image and write its outputs; return (table row, None) or (None, error message)."""
     from ..api import as_image_array, segment_classical
-    from .segment_output import write_outputs
+    from ..output import write_outputs
 
     try:
         image = as_image_array(path)
@@ -57,7 +57,7 @@ def run_classical(images: list[Path], regime: Regime, out: Path, workers: int,
     """Segment ``images`` with ``workers`` processes (in-process for one); rows keep the input order."""
     from tqdm import tqdm
 
-    from .segment_output import plan_outputs
+    from ..output import plan_outputs
 
     out.mkdir(parents=True, exist_ok=True)
     stems = plan_outputs(out, images, inputs)

@@ -118,7 +118,7 @@ class DemoEngine:
 
     def _response(self, name: Path, image: np.ndarray, original: tuple[int, int], result, regime, labels: np.ndarray,
                   method: str, elapsed: float) -> DemoResponse:
-        from ..commands.segment_output import result_record
+        from ..output import result_record
 
         record = result_record(name, result, regime, labels, note=self.note or None)
         record.update(method=method, original_size=list(original))

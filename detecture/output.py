@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..utils import atomic, rle
-from ..utils.paths import InputSet
-from ..prompts import Regime, format_response
-from ..result import SegmentationResult
-from ..visualize import save_overlay
+from .utils import atomic, rle
+from .utils.paths import InputSet
+from .prompts import Regime, format_response
+from .result import SegmentationResult
+from .visualize import save_overlay
 
 
 def forced_tiny_responses(regime: Regime, count: int) -> list[str]:
