@@ -60,7 +60,7 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
     if regime.kind == "query":
         raise InputError("a query needs --method detecture: the classical segmenter finds regions, it cannot read "
                          "a phrase")
-    k = regime.count if regime.kind == "oracle" else None
+    k = regime.exact_k
     # One BLAS/OpenMP thread, as in the CLI's workers and the benchmark: the float32 reductions then sum in one order,
     # so a notebook, the demo and `segment --workers N` give the same partition (and the small per-image problems
     # run faster without threads spinning against each other).

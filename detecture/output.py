@@ -8,17 +8,17 @@ import numpy as np
 
 from .utils import atomic, rle
 from .utils.paths import InputSet
-from .prompts import Regime, format_response
+from .prompts import Regime, RegimeKind, format_response
 from .result import SegmentationResult
 from .visualize import save_overlay
 
 
 def forced_tiny_responses(regime: Regime, count: int) -> list[str]:
     """Teacher-forced texture lines for tiny random backbones, whose own generations contain none."""
-    if regime.kind == "query":
+    if regime.kind is RegimeKind.QUERY:
         descriptions = [f"Texture matching '{regime.text}' (tiny model placeholder)"]
     else:
-        k = regime.count if regime.kind == "oracle" else 3
+        k = regime.exact_k or 3
         descriptions = [f"Texture of region {i} (tiny model placeholder)" for i in range(1, k + 1)]
     return [format_response(descriptions)] * count
 

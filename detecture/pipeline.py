@@ -23,7 +23,7 @@ from .bridge.contract import InferenceContract
 from .bridge.head import DetectureHead, HeadConfig
 from .errors import CheckpointError, InputError
 from .images import as_rgb_array
-from .prompts import MAX_TEXTURES, SEG_TOKEN, Regime, format_response, parse_response, user_prompt
+from .prompts import MAX_TEXTURES, SEG_TOKEN, Regime, RegimeKind, format_response, parse_response, user_prompt
 from .reencode import crop_cache, encode_prefix, seg_states, suffix_hidden_states
 from .result import SegmentationResult
 from .utils.timing import StageTimer
@@ -151,7 +151,7 @@ class DetecturePipeline:
 
     def _max_regions(self, regime: Regime) -> int:
         """Regions kept per image: the regime's count, or up to 6 under a contract without the oracle-K cap."""
-        if self.contract.oracle_k == "none" and regime.kind == "oracle":
+        if self.contract.oracle_k == "none" and regime.kind is RegimeKind.ORACLE:
             return MAX_TEXTURES
         return regime.max_regions
 

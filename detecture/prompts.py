@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 
 from .errors import InputError
 from .prompt_sets import DEFAULT_PROMPT_SET, PromptSet, prompt_set
@@ -21,29 +22,40 @@ SYSTEM_PROMPT = prompt_set(DEFAULT_PROMPT_SET).system
 _LINE_RE = re.compile(r"^\s*TEXTURE_(\d+)\s*:\s*(.*?)\s*$")
 
 
+class RegimeKind(StrEnum):
+    """The three ways of saying how many regions to find; the one vocabulary of the model, the CLI and the benchmark.
+
+    A ``StrEnum`` so a kind is written to JSON and compared with prompt-set keys as its plain word.
+    """
+
+    AUTONOMOUS = "autonomous"  # the method decides K (1..6); the CLI's ``--k auto``
+    ORACLE = "oracle"  # the method is told K
+    QUERY = "query"  # the one region matching a phrase
+
+
 @dataclass(frozen=True)
 class Regime:
     """How many regions the model is asked for: autonomous (1..6), oracle (exactly N), or a user query (1)."""
 
-    kind: str
+    kind: RegimeKind
     count: int | None = None
     text: str | None = None
 
     @staticmethod
     def autonomous() -> "Regime":
-        return Regime("autonomous")
+        return Regime(RegimeKind.AUTONOMOUS)
 
     @staticmethod
     def oracle(count: int) -> "Regime":
         if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_TEXTURES:
             raise InputError(f"K must be an integer from 1 to {MAX_TEXTURES}, got {count!r}")
-        return Regime("oracle", count=count)
+        return Regime(RegimeKind.ORACLE, count=count)
 
     @staticmethod
     def query(text: str) -> "Regime":
         if not isinstance(text, str) or not text.strip():
             raise InputError("the query is empty; describe the texture to find, e.g. --query 'the rough bark'")
-        return Regime("query", text=" ".join(text.split()))
+        return Regime(RegimeKind.QUERY, text=" ".join(text.split()))
 
     @staticmethod
     def parse(value: str) -> "Regime":
@@ -57,8 +69,13 @@ class Regime:
         return Regime.oracle(count)
 
     @property
+    def exact_k(self) -> int | None:
+        """The K a method is told to find exactly; ``None`` when it decides K itself (autonomous, query)."""
+        return self.count if self.kind is RegimeKind.ORACLE else None
+
+    @property
     def max_regions(self) -> int:
-        return {"autonomous": MAX_TEXTURES, "oracle": self.count, "query": 1}[self.kind]
+        return {RegimeKind.AUTONOMOUS: MAX_TEXTURES, RegimeKind.ORACLE: self.count, RegimeKind.QUERY: 1}[self.kind]
 
 
 def user_prompt(regime: Regime, prompts: PromptSet | None = None) -> str:

@@ -10,16 +10,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import InputError
+from ..prompts import MAX_TEXTURES, Regime, RegimeKind
 
-ORACLE = "oracle"
-AUTONOMOUS = "autonomous"
+ORACLE = RegimeKind.ORACLE
+AUTONOMOUS = RegimeKind.AUTONOMOUS
+GIVEN_K = "given-k"
 
 
 @dataclass(frozen=True)
 class RegimeSpec:
     """A dataset's K regime; ``k`` is the fixed K an oracle regime announces (``None`` = each sample's K_gt)."""
 
-    kind: str
+    kind: RegimeKind
     k: int | None = None
 
     def label(self) -> str:
@@ -33,11 +35,20 @@ class SampleRegime:
     """What one method call is told: the regime kind, the K it may use (``None`` when autonomous), the dispatch mode,
     and K_gt (which only a method whose dispatch mode is a documented concession may read)."""
 
-    kind: str
+    kind: RegimeKind
     k: int | None
     k_gt: int
     mode: str
     sample_id: str = ""
+
+    @property
+    def exact_k(self) -> int | None:
+        """The K a method asks for exactly (its dispatch mode is ``given-k``); ``None`` when it decides K itself."""
+        return self.k if self.mode == GIVEN_K else None
+
+    def as_regime(self) -> Regime:
+        """The same request as the pipeline's :class:`~detecture.prompts.Regime` (what a VLM method is prompted)."""
+        return Regime.oracle(self.exact_k) if self.exact_k is not None else Regime.autonomous()
 
 
 # Dataset (lower-case canonical name) → regime (DESIGN §4; Outex is K = 5 throughout).
@@ -61,9 +72,9 @@ DEFAULT_REGIME = RegimeSpec(ORACLE, None)
 #   all-masks        automatic mask generation, keep up to 6 masks (largest first)
 #   precomputed      read a stored label map
 DISPATCH: dict[tuple[str, str], str] = {
-    ("detecture", ORACLE): "given-k",
+    ("detecture", ORACLE): GIVEN_K,
     ("detecture", AUTONOMOUS): "open-k",
-    ("detecture-text", ORACLE): "given-k",
+    ("detecture-text", ORACLE): GIVEN_K,
     ("detecture-text", AUTONOMOUS): "open-k",
     ("sam3", ORACLE): "single-prompt",
     ("sam3", AUTONOMOUS): "top-k-gt",
@@ -71,9 +82,9 @@ DISPATCH: dict[tuple[str, str], str] = {
     ("grounding-sam3", AUTONOMOUS): "detector-boxes",
     ("texturesam", ORACLE): "largest-k",
     ("texturesam", AUTONOMOUS): "all-masks",
-    ("sa2va", ORACLE): "given-k",
+    ("sa2va", ORACLE): GIVEN_K,
     ("sa2va", AUTONOMOUS): "open-k",
-    ("classical", ORACLE): "given-k",
+    ("classical", ORACLE): GIVEN_K,
     ("classical", AUTONOMOUS): "open-k",
     ("predictions", ORACLE): "precomputed",
     ("predictions", AUTONOMOUS): "precomputed",
@@ -98,8 +109,8 @@ def parse_regime(text: str) -> RegimeSpec:
             k = int(text.split(":", 1)[1])
         except ValueError:
             k = 0
-        if not 1 <= k <= 6:
-            raise InputError(f"--regime {text!r}: K must be an integer from 1 to 6")
+        if not 1 <= k <= MAX_TEXTURES:
+            raise InputError(f"--regime {text!r}: K must be an integer from 1 to {MAX_TEXTURES}")
         return RegimeSpec(ORACLE, k)
     raise InputError(f"--regime {text!r}: expected 'autonomous', 'oracle' or 'oracle:N'")
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..benchmark.metrics import score_logits
 from ..errors import DetectureError
 from ..pipeline import DetecturePipeline
-from ..prompts import Regime
+from ..prompts import Regime, RegimeKind
 from .dataset import TextureDataset
 from .model import Batch, TrainModule
 
@@ -62,7 +62,7 @@ def teacher_forced_scores(module: TrainModule, batch: Batch) -> list[float]:
 
 
 def regime_for(kind: str, k: int) -> Regime:
-    return Regime.oracle(k) if kind == "oracle" else Regime.autonomous()
+    return Regime.oracle(k) if kind == RegimeKind.ORACLE else Regime.autonomous()
 
 
 @torch.no_grad()

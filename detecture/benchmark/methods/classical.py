@@ -17,7 +17,7 @@ class ClassicalMethod(Method):
     kind = "classical"
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
-        k = regime.k if regime.mode == "given-k" else None
+        k = regime.exact_k
         # One BLAS/OpenMP thread: the per-image problems are small, and k-means' OpenMP threads spinning against
         # other work on a shared CPU made it ~10x slower in measurements; parallelism belongs across samples.
         with threadpool_limits(limits=1):

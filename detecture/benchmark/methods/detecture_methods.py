@@ -43,14 +43,13 @@ class _DetectureMethod(Method):
                                                                 **kwargs)
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
-        from ...prompts import Regime, format_response
+        from ...prompts import format_response
 
-        ask = Regime.oracle(regime.k) if regime.mode == "given-k" else Regime.autonomous()
         forced = None
         if self.options.tiny:
             n = regime.k if regime.k is not None else max(regime.k_gt, 1)
             forced = [format_response([f"Texture of region {i + 1}, tiny model check" for i in range(n)])]
-        result = self.loaded["pipe"].segment([image], ask, grounding=self.grounding, forced_responses=forced)[0]
+        result = self.loaded["pipe"].segment([image], regime.as_regime(), grounding=self.grounding, forced_responses=forced)[0]
         return MethodOutput(result.logits.float().numpy(), list(result.descriptions))
 
 

@@ -51,7 +51,7 @@ class Sa2VAMethod(Method):
             "Sa2VA tokenizer", model_id, lambda: AutoTokenizer.from_pretrained(model_id, trust_remote_code=remote))
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
-        k = regime.k if regime.mode == "given-k" else None
+        k = regime.exact_k
         result = self.loaded["model"].predict_forward(
             image=Image.fromarray(image), text=sa2va_prompt(k), tokenizer=self.loaded["tokenizer"])
         masks = [np.asarray(m)[0] if np.asarray(m).ndim == 3 else np.asarray(m)
