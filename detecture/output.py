@@ -1,4 +1,5 @@
-"""What ``detecture segment`` writes and prints for each image."""
+"""What a segmentation writes and prints per image: the JSON record, the overlay PNG, their names and the summary
+table (the CLI writes them; the demo shows the same record)."""
 
 from __future__ import annotations
 
@@ -6,22 +7,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .prompts import Regime
+from .result import SegmentationResult
 from .utils import atomic, rle
 from .utils.paths import InputSet
-from .prompts import Regime, RegimeKind, format_response
-from .result import SegmentationResult
 from .visualize import save_overlay
-
-
-def forced_tiny_responses(regime: Regime, count: int) -> list[str]:
-    """Teacher-forced texture lines for tiny random backbones, whose own generations contain none."""
-    if regime.kind is RegimeKind.QUERY:
-        descriptions = [f"Texture matching '{regime.text}' (tiny model placeholder)"]
-    else:
-        k = regime.exact_k or 3
-        descriptions = [f"Texture of region {i} (tiny model placeholder)" for i in range(1, k + 1)]
-    return [format_response(descriptions)] * count
-
 
 OUTPUT_TAG = ".detecture"
 

@@ -49,7 +49,7 @@ def test_api_error_is_readable_and_server_keeps_serving(client, corrupt_png, tmp
 
     with pytest.raises(AppError, match="corrupt.png: not a readable image"):
         client.predict(handle_file(str(corrupt_png)), "classical", "auto", "", api_name="/segment")
-    with pytest.raises(AppError, match="query needs a detecture method"):
+    with pytest.raises(AppError, match="query needs the detecture method"):
         client.predict(handle_file(str(corrupt_png)), "classical", "auto", "rough bark", api_name="/segment")
     good = tmp_path / "flat.png"
     Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8)).save(good)

@@ -81,7 +81,7 @@ def test_parallel_workers_glob_and_repeated_names(photo_dir, tmp_path, texture_p
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--query", "bark"], "--query needs --method detecture"),
+    (["--query", "bark"], "a query needs the detecture method"),
     (["--workers", "0"], "--workers must be at least 1"),
 ])
 def test_bad_options_for_classical(photo_dir, tmp_path, capsys, args, message):

@@ -14,7 +14,7 @@ for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import torch  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from .. import api  # noqa: E402,F401  (scikit-learn, scipy, scikit-image)
+from .. import result, service  # noqa: E402,F401
 from ..classical import describe  # noqa: E402,F401
 from ..utils.plotting import pyplot  # noqa: E402
 from .. import output  # noqa: E402,F401

@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import argparse
 import glob
-import logging
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
-from ..errors import DetectureError, InputError, ModelAccessError
+from ..errors import DetectureError, InputError
 from .exit_status import for_failures
 from .help_format import DefaultsHelpFormatter
 
 if TYPE_CHECKING:
-    from ..prompts import Regime
+    from ..service import SegmentRequest
     from ..utils.paths import InputSet
-
-logger = logging.getLogger(__name__)
-
-TINY_NOTE = "tiny random backbones: this output is meaningless (it only shows the pipeline runs)"
-OFFLINE_HINT = "to segment without models, use --method classical (CPU, no weights)"
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -97,7 +91,20 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int]:
     return images, skipped
 
 
-def check_inputs(args: argparse.Namespace, regime: "Regime") -> tuple[list[Path], int, "InputSet"]:
+def build_request(args: argparse.Namespace) -> "SegmentRequest":
+    """The service request the options describe (model options only for the method that loads models); the
+    service refuses what cannot run."""
+    from ..service import SegmentRequest
+
+    model = {}
+    if args.method == "detecture":
+        model = dict(head=args.head, qwen=args.qwen, sam3=args.sam3, device=args.device, dtype=args.dtype,
+                     quantization=args.quantization, trust_remote_code=args.trust_remote_code,
+                     max_new_tokens=args.max_new_tokens, tiny=args.tiny)
+    return SegmentRequest(method=args.method, k=args.k, query=args.query, grounding=args.grounding, **model)
+
+
+def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]:
     """Everything checkable without a model: options, image paths, the head folder, the output folder."""
     from ..bridge.head import read_head_config
     from ..utils.paths import InputSet, require_file
@@ -108,9 +115,6 @@ def check_inputs(args: argparse.Namespace, regime: "Regime") -> tuple[list[Path]
         raise InputError("--max-new-tokens must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
-    if args.method == "classical" and regime.kind == "query":
-        raise InputError("--query needs --method detecture: the classical segmenter finds regions, it cannot read "
-                         "a phrase")
     images, skipped = gather_images(args.images)
     for path in images:
         require_file(path, "image")
@@ -122,16 +126,14 @@ def check_inputs(args: argparse.Namespace, regime: "Regime") -> tuple[list[Path]
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..prompts import Regime
-
-    regime = Regime.query(args.query) if args.query is not None else Regime.parse(args.k)
-    images, skipped, inputs = check_inputs(args, regime)
+    request = build_request(args)
+    images, skipped, inputs = check_inputs(args)
     if args.method == "classical":
         from .segment_classical import run_classical
 
-        rows, failures = run_classical(images, regime, args.out, args.workers or _cpu_count(), inputs)
+        rows, failures = run_classical(images, request.regime, args.out, args.workers or _cpu_count(), inputs)
     else:
-        rows, failures = _run_detecture(args, images, regime, inputs)
+        rows, failures = _run_detecture(args, images, request, inputs)
     return _summarise(rows, failures, skipped, args.out)
 
 
@@ -146,35 +148,16 @@ def _summarise(rows: list[dict], failures: list[tuple[Path, str]], skipped: int,
     return for_failures(len(failures))
 
 
-def _load_pipeline(args: argparse.Namespace):
-    """Load the VLM pipeline; a failure names the offline method, which needs none of what just failed."""
-    import torch
-
-    from ..pipeline import DetecturePipeline
-
-    if args.tiny:
-        logger.warning(TINY_NOTE)
-        return DetecturePipeline.tiny(head=args.head)
-    try:
-        return DetecturePipeline.from_pretrained(
-            args.qwen, args.sam3, args.head, device=args.device, dtype=args.dtype, quantization=args.quantization,
-            trust_remote_code=args.trust_remote_code, max_new_tokens=args.max_new_tokens)
-    except ModelAccessError as exc:
-        raise ModelAccessError(f"{exc}; {OFFLINE_HINT}") from None
-    except torch.OutOfMemoryError:
-        raise ModelAccessError("not enough memory to load Qwen3-VL + SAM3 (try --quantization 4bit, a smaller "
-                               f"--qwen, or another --device); {OFFLINE_HINT}") from None
-
-
-def _run_detecture(args: argparse.Namespace, images: list[Path], regime: "Regime",
+def _run_detecture(args: argparse.Namespace, images: list[Path], request: "SegmentRequest",
                    inputs: "InputSet") -> tuple[list[dict], list]:
     from tqdm import tqdm
 
+    from .. import service
     from ..images import as_rgb_array, load_image
-    from ..output import forced_tiny_responses, plan_outputs, write_outputs
+    from ..output import plan_outputs, write_outputs
 
-    grounding = args.grounding if args.grounding != "auto" else ("bridge" if args.head or args.tiny else "text")
-    pipe = _load_pipeline(args)
+    regime = request.regime
+    pipe = service.load_pipeline(request)
     if args.show_contract or getattr(args, "verbose", 0):
         print(f"inference contract ({'head ' + str(args.head) if args.head else 'no head: defaults'}):")
         print(pipe.contract.summary())
@@ -193,16 +176,15 @@ def _run_detecture(args: argparse.Namespace, images: list[Path], regime: "Regime
                 progress.update(1)
         if not loaded:
             continue
-        forced = forced_tiny_responses(regime, len(loaded)) if args.tiny else None
         try:
-            results = pipe.segment([im for _, _, im in loaded], regime, grounding, forced)
+            results = service.segment([im for _, _, im in loaded], request, pipe)
         except (RuntimeError, ValueError) as exc:  # e.g. out of memory on one batch: record it, go on
             failures.extend((path, f"segmentation failed: {exc}") for path, _, _ in loaded)
             progress.update(len(loaded))
             continue
         for (path, stem, image), result in zip(loaded, results):
             rows.append(write_outputs(stem, path, image, result, regime,
-                                      note=TINY_NOTE if args.tiny else None))
+                                      note=service.TINY_NOTE if args.tiny else None))
             progress.update(1)
     progress.close()
     return rows, failures

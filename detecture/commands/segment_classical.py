@@ -39,7 +39,7 @@ def _context():
 
 def segment_one(path: Path, stem: Path, regime: Regime) -> tuple[dict | None, str | None]:
     """Segment one image and write its outputs; return (table row, None) or (None, error message)."""
-    from ..api import as_image_array, segment_classical
+    from ..service import as_image_array, segment_classical
     from ..output import write_outputs
 
     try:

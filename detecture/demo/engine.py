@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
@@ -23,6 +23,9 @@ from ..errors import DetectureError, InputError
 from ..utils import atomic
 from ..utils.image_ops import REGION_COLOURS, fit_to_side
 from .uploads import ANALYSIS_SIDE, load_upload
+
+if TYPE_CHECKING:
+    from ..service import SegmentRequest
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +66,10 @@ class DemoEngine:
         """Load the VLM pipeline if asked; if it cannot load, the demo still serves ``classical`` and says why."""
         if not (tiny or load_models):
             return cls()
-        from ..api import load_pipeline
+        from ..service import SegmentRequest, load_pipeline
 
         try:
-            pipeline = load_pipeline(tiny=tiny, **load_kwargs)
+            pipeline = load_pipeline(SegmentRequest("detecture", tiny=tiny, **load_kwargs))
         except DetectureError as exc:
             logger.warning("detecture models unavailable, serving classical only: %s", exc)
             return cls(note=f"Detecture models could not be loaded ({exc}); the classical method works offline.")
@@ -86,35 +89,41 @@ class DemoEngine:
     def run(self, path: str | Path | None, method: str, k: str = "auto", query: str = "",
             name: str | None = None) -> DemoResponse:
         """Segment the uploaded file at ``path``; user mistakes raise :class:`InputError` with a readable message."""
-        from .. import api
+        from .. import service
 
         if path is None:
             raise InputError("upload an image or pick an example first")
         if method not in self.methods:
             raise InputError(f"method {method!r} is not available here (available: {', '.join(self.methods)})")
-        query = (query or "").strip() or None
-        if query is not None and method == CLASSICAL:
-            raise InputError("a query needs a detecture method: the classical segmenter cannot read a phrase")
+        request = self.request(method, k, query)
         name = name or Path(path).name
-        regime = api.regime_for(None if k == "auto" else k, query)
         image, original = load_upload(path, name, self.max_side)
         start = time.perf_counter()
         if method == CLASSICAL:
-            result = api.segment_classical(image, regime)
+            result = service.segment([image], request)[0]
         else:
             import torch
 
             try:
                 with self._gpu_lock:
-                    result = api.segment(image, "detecture", grounding="bridge" if method == BRIDGE else "text",
-                                         pipeline=self.pipeline, k=regime.count if regime.kind == "oracle" else None,
-                                         query=query)
+                    result = service.segment([image], request, self.pipeline)[0]
             except torch.OutOfMemoryError:
                 raise InputError(f"{name}: out of GPU memory for this image; try a smaller image or the classical "
                                  "method") from None
         elapsed = time.perf_counter() - start
         labels = result.label_map
-        return self._response(Path(name), image, original, result, regime, labels, method, elapsed)
+        return self._response(Path(name), image, original, result, request.regime, labels, method, elapsed)
+
+    @staticmethod
+    def request(method: str, k: str = "auto", query: str = "") -> "SegmentRequest":
+        """The service request a page choice makes: a method label names the method and its grounding; an empty
+        query box means no query."""
+        from ..service import SegmentRequest
+
+        query = (query or "").strip() or None
+        if method == CLASSICAL:
+            return SegmentRequest("classical", k=k, query=query)
+        return SegmentRequest("detecture", k=k, query=query, grounding="bridge" if method == BRIDGE else "text")
 
     def _response(self, name: Path, image: np.ndarray, original: tuple[int, int], result, regime, labels: np.ndarray,
                   method: str, elapsed: float) -> DemoResponse:

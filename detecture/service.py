@@ -1,0 +1,222 @@
+"""The one segmentation service behind every entry point: a typed request in, one ``SegmentationResult`` per image out.
+
+The CLI (``detecture segment``), the Python API (``detecture.segment``) and the demo only turn their user's input
+into a :class:`SegmentRequest` and draw or write what comes back. Every rule about *what* to run is decided here,
+once: which methods exist, how ``k`` / ``query`` become a :class:`~detecture.prompts.Regime`, that a query needs the
+VLM, which options belong to which method, the default hub ids, the default grounding, the teacher-forced responses
+of tiny backbones, and how a failed model load is explained. So the three entry points give identical results for
+the same request (``tests/test_service.py`` checks it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any, Literal, Sequence
+
+import numpy as np
+
+from .backbones import DEFAULT_QWEN, DEFAULT_SAM3
+from .errors import InputError, ModelAccessError
+from .prompts import Regime, RegimeKind, format_response
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from .pipeline import DetecturePipeline
+    from .result import SegmentationResult
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("classical", "detecture")
+GROUNDINGS = ("auto", "bridge", "text")
+CLASSICAL_SEED = 0
+TINY_NOTE = "tiny random backbones: this output is meaningless (it only shows the pipeline runs)"
+OFFLINE_HINT = "to segment without models, use --method classical (CPU, no weights)"
+QUERY_NEEDS_VLM = ("a query needs the detecture method: the classical segmenter finds regions, it cannot read a "
+                   "phrase")
+
+# Options that choose and load the VLM pipeline; the classical method refuses them rather than ignore them.
+MODEL_OPTIONS = ("head", "qwen", "sam3", "device", "dtype", "quantization", "attn_implementation",
+                 "trust_remote_code", "max_new_tokens", "tiny")
+
+_PIPELINES: dict[tuple, "DetecturePipeline"] = {}
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """What to segment with and how; every field has the meaning it has on the command line.
+
+    ``k`` is the number of regions: an integer 1..6 (or its text), or ``None`` / ``"auto"`` to let the method choose.
+    ``query`` asks for the one region matching a phrase (detecture only; excludes ``k``). ``grounding`` is ``auto``
+    (bridge when a head is loaded, else text), ``bridge`` or ``text``. Model options left at ``None`` take the
+    defaults (``qwen`` = :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3`` = :data:`~detecture.backbones.DEFAULT_SAM3`).
+    """
+
+    method: Literal["classical", "detecture"]
+    k: int | str | None = None
+    query: str | None = None
+    grounding: Literal["auto", "bridge", "text"] = "auto"
+    seed: int = CLASSICAL_SEED
+    head: str | os.PathLike | None = None
+    qwen: str | os.PathLike | None = None
+    sam3: str | os.PathLike | None = None
+    device: str | None = None
+    dtype: str | None = None
+    quantization: str | None = None
+    attn_implementation: str | None = None
+    trust_remote_code: bool = False
+    max_new_tokens: int | None = None
+    tiny: bool = False
+
+    def __post_init__(self) -> None:
+        """Refuse a request that cannot run, before any image is read or any model loads."""
+        if self.method not in METHODS:
+            raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.grounding not in GROUNDINGS:
+            raise InputError(f"grounding must be one of {', '.join(GROUNDINGS)}, got {self.grounding!r}")
+        if self.max_new_tokens is not None and self.max_new_tokens < 1:
+            raise InputError("--max-new-tokens must be at least 1")
+        regime = self.regime  # k / query are checked here, once
+        if self.method == "classical":
+            if regime.kind is RegimeKind.QUERY:
+                raise InputError(QUERY_NEEDS_VLM)
+            given = [name for name in MODEL_OPTIONS if getattr(self, name) not in (None, False)]
+            if given:
+                raise InputError(f"model options ({', '.join(given)}) apply to method 'detecture' only")
+
+    @property
+    def regime(self) -> Regime:
+        """The regime ``k`` and ``query`` ask for: a query, exactly k regions, or 1 to 6 for ``None`` / ``auto``."""
+        if self.query is not None:
+            if self.k not in (None, "auto"):
+                raise InputError("give either k or query, not both")
+            return Regime.query(self.query)
+        if self.k is None:
+            return Regime.autonomous()
+        return Regime.parse(str(self.k))
+
+    def load_options(self) -> dict[str, Any]:
+        """Keyword arguments for :meth:`DetecturePipeline.from_pretrained` (defaults filled in here, once)."""
+        options = {"qwen": self.qwen or DEFAULT_QWEN, "sam3": self.sam3 or DEFAULT_SAM3, "head": self.head,
+                   "device": self.device, "dtype": self.dtype, "quantization": self.quantization,
+                   "attn_implementation": self.attn_implementation, "trust_remote_code": self.trust_remote_code}
+        if self.max_new_tokens is not None:
+            options["max_new_tokens"] = self.max_new_tokens
+        return options
+
+    @classmethod
+    def from_options(cls, method: str, **options: Any) -> "SegmentRequest":
+        """A request from keyword options, naming any unknown one (``detecture.segment(..., qwn=...)``)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'method'}))}")
+        return cls(method=method, **options)
+
+
+def as_image_array(image: "str | os.PathLike | Image.Image | np.ndarray") -> np.ndarray:
+    """(H, W, 3) uint8 from a path, a PIL image or an array (the forms notebooks hold images in)."""
+    from .images import as_rgb_array, load_image
+
+    if isinstance(image, (str, os.PathLike)):
+        image = load_image(image)
+    return as_rgb_array(image)
+
+
+def forced_tiny_responses(regime: Regime, count: int) -> list[str]:
+    """Teacher-forced texture lines for tiny random backbones, whose own generations contain none (3 regions when
+    the method decides K)."""
+    if regime.kind is RegimeKind.QUERY:
+        descriptions = [f"Texture matching '{regime.text}' (tiny model placeholder)"]
+    else:
+        descriptions = [f"Texture of region {i} (tiny model placeholder)" for i in range(1, (regime.exact_k or 3) + 1)]
+    return [format_response(descriptions)] * count
+
+
+def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_SEED) -> "SegmentationResult":
+    """Classical segmentation of an (H, W, 3) uint8 array as a :class:`SegmentationResult` with measured descriptions.
+
+    The margin logits are kept at the resolution the segmenter returns; the result's static dustbin at 0 partitions
+    them exactly as the benchmark scores them.
+    """
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from .classical import segment_texture
+    from .classical.describe import describe_regions
+    from .result import SegmentationResult
+    from .utils.image_ops import partition
+
+    if regime.kind is RegimeKind.QUERY:
+        raise InputError(QUERY_NEEDS_VLM)
+    # One BLAS/OpenMP thread, as in the CLI's workers and the benchmark: the float32 reductions then sum in one order,
+    # so a notebook, the demo and `segment --workers N` give the same partition (and the small per-image problems
+    # run faster without threads spinning against each other).
+    with threadpool_limits(limits=1):
+        logits = np.ascontiguousarray(segment_texture(image, regime.exact_k, seed=seed), dtype=np.float32)
+    descriptions = list(describe_regions(image, partition(logits)))
+    # A channel that wins no pixel gets no description from the describer; it stays, so K matches what was asked.
+    descriptions += [f"Empty region {i}" for i in range(len(descriptions) + 1, logits.shape[0] + 1)]
+    return SegmentationResult(descriptions=descriptions, response=format_response(descriptions),
+                              region_logits=torch.from_numpy(logits),
+                              image_size=(int(image.shape[0]), int(image.shape[1])),
+                              meta={"method": "classical", "grounding": None})
+
+
+def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
+    """The VLM pipeline a request names, loaded once per distinct set of loading options and kept for later calls
+    (reloading an 8B model per image would dominate a session). A failed load names the offline method."""
+    import torch
+
+    from .pipeline import DetecturePipeline
+
+    options = request.load_options()
+    key = (request.tiny, tuple(sorted((name, str(value)) for name, value in options.items())))
+    if key in _PIPELINES:
+        return _PIPELINES[key]
+    if request.tiny:
+        logger.warning(TINY_NOTE)
+        pipeline = DetecturePipeline.tiny(head=request.head)
+    else:
+        try:
+            pipeline = DetecturePipeline.from_pretrained(**options)
+        except ModelAccessError as exc:
+            raise ModelAccessError(f"{exc}; {OFFLINE_HINT}") from None
+        except torch.OutOfMemoryError:
+            raise ModelAccessError("not enough memory to load Qwen3-VL + SAM3 (try --quantization 4bit, a smaller "
+                                   f"--qwen, or another --device); {OFFLINE_HINT}") from None
+    _PIPELINES[key] = pipeline
+    return pipeline
+
+
+def grounding_for(request: SegmentRequest, pipeline: "DetecturePipeline") -> str:
+    """``auto`` grounds through the Bridge when a head is loaded (tiny backbones always carry one), else by text."""
+    if request.grounding != "auto":
+        return request.grounding
+    return "bridge" if pipeline.head is not None else "text"
+
+
+def segment(images: Sequence[np.ndarray], request: SegmentRequest,
+            pipeline: "DetecturePipeline | None" = None) -> list["SegmentationResult"]:
+    """Segment (H, W, 3) uint8 arrays as the request says; one result per image, in order.
+
+    ``pipeline`` is an already loaded VLM pipeline to use (the demo and the CLI load it once up front); without it
+    the request's own is loaded (and cached). The classical method takes no pipeline.
+    """
+    regime = request.regime
+    if request.method == "classical":
+        if pipeline is not None:
+            raise InputError("a loaded pipeline applies to method 'detecture' only")
+        return [segment_classical(image, regime, seed=request.seed) for image in images]
+    pipe = pipeline if pipeline is not None else load_pipeline(request)
+    forced = forced_tiny_responses(regime, len(images)) if pipe.tiny else None
+    return pipe.segment(list(images), regime, grounding_for(request, pipe), forced)
+
+
+def segment_one(image: "str | os.PathLike | Image.Image | np.ndarray", request: SegmentRequest,
+                pipeline: "DetecturePipeline | None" = None) -> "SegmentationResult":
+    """:func:`segment` for one image in any form :func:`as_image_array` reads."""
+    return segment([as_image_array(image)], request, pipeline)[0]
+
