@@ -173,7 +173,8 @@ def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
     from .pipeline import DetecturePipeline
 
     options = request.load_options()
-    key = (request.tiny, tuple(sorted((name, str(value)) for name, value in options.items())))
+    # Tiny backbones are built from a fixed seed whatever the hub options say: only the head tells two apart.
+    key = ("tiny", str(request.head)) if request.tiny else tuple(sorted((n, str(v)) for n, v in options.items()))
     if key in _PIPELINES:
         return _PIPELINES[key]
     if request.tiny:

@@ -1,0 +1,95 @@
+"""The one segmentation service: the CLI, the Python API and the demo give identical results for the same request,
+and the request's rules (K, query, options per method) are decided once, before anything loads."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import detecture
+from detecture.cli import main
+from detecture.errors import InputError
+from detecture.prompts import Regime, RegimeKind
+from detecture.service import SegmentRequest
+from detecture.utils import rle
+
+
+@pytest.fixture(scope="module")
+def mosaic(tmp_path_factory):
+    """A 96 x 128 two-texture mosaic (brick | grass) saved as PNG."""
+    from skimage import data
+
+    image = np.concatenate([np.stack([data.brick()[:96, :64]] * 3, -1), data.grass()[:96, :64, None].repeat(3, -1)],
+                           axis=1).astype(np.uint8)
+    path = tmp_path_factory.mktemp("service") / "mosaic.png"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def _cli(path, out, *options):
+    assert main(["segment", str(path), "--out", str(out), *options]) == 0
+    record = json.loads((out / f"{path.stem}.detecture.json").read_text())
+    return record
+
+
+def _masks(record):
+    return np.stack([rle.decode(region["rle"]) for region in record["regions"]])
+
+
+def _demo(path, method, k):
+    from detecture.demo.engine import CLASSICAL, DemoEngine
+
+    engine = DemoEngine.create(tiny=method != CLASSICAL)
+    try:
+        response = engine.run(path, method, k=k)
+        return json.loads(open(response.files[0]).read())
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("method", ["classical", "detecture"])
+def test_cli_api_and_demo_agree(mosaic, tmp_path, method):
+    pytest.importorskip("gradio", reason="the demo extra is not installed")
+    from detecture.demo.engine import BRIDGE, CLASSICAL
+
+    if method == "classical":
+        cli = _cli(mosaic, tmp_path / "cli", "--method", "classical", "--k", "2", "--workers", "1")
+        api = detecture.segment(mosaic, "classical", k=2)
+        demo = _demo(mosaic, CLASSICAL, "2")
+    else:  # tiny random backbones: the same request must reach the same pipeline the same way
+        cli = _cli(mosaic, tmp_path / "cli", "--tiny", "--k", "2")
+        api = detecture.segment(mosaic, "detecture", k=2, tiny=True)
+        demo = _demo(mosaic, BRIDGE, "2")  # a tiny pipeline carries a head: auto grounding is the bridge
+    assert api.num_regions == len(cli["regions"]) == len(demo["regions"]) == 2
+    assert [r["description"] for r in cli["regions"]] == api.descriptions == [r["description"] for r in
+                                                                               demo["regions"]]
+    assert cli["grounding"] == api.meta["grounding"] == demo["grounding"]
+    assert np.array_equal(_masks(cli), api.masks) and np.array_equal(_masks(demo), api.masks)
+
+
+def test_request_decides_k_and_query_once():
+    assert SegmentRequest("classical").regime == Regime.autonomous()
+    assert SegmentRequest("classical", k="auto").regime.exact_k is None
+    assert SegmentRequest("classical", k="3").regime.exact_k == SegmentRequest("classical", k=3).regime.exact_k == 3
+    query = SegmentRequest("detecture", k="auto", query="  the   rough bark ").regime
+    assert query.kind is RegimeKind.QUERY and query.text == "the rough bark" and query.exact_k is None
+    assert query.kind == "query"  # the kind is its plain word in JSON and prompt sets
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(method="classical", query="bark"), "query needs the detecture method"),
+    (dict(method="classical", head="h"), "model options \\(head\\) apply to method 'detecture' only"),
+    (dict(method="detecture", k=2, query="bark"), "either k or query"),
+    (dict(method="detecture", k=7), "from 1 to 6"),
+    (dict(method="sam", k=2), "unknown method"),
+    (dict(method="detecture", grounding="pixels"), "grounding must be one of"),
+])
+def test_bad_requests_are_refused_before_loading(options, message):
+    with pytest.raises(InputError, match=message):
+        SegmentRequest(**options)
+
+
+def test_api_names_an_unknown_option(mosaic):
+    with pytest.raises(InputError, match="unknown option.*qwn"):
+        detecture.segment(mosaic, "detecture", qwn="Qwen/Qwen3-VL-2B-Instruct")
