@@ -35,7 +35,8 @@ from detecture.miner.regions import extract_regions, region_map
 from detecture.miner import run
 from detecture.miner.run import MineOptions, mine
 from detecture.miner.scoring import label_stats, score_scene
-from detecture.miner.sources import open_source, read_label_png
+from detecture.miner.sources import read_label_png
+from detecture.miner.textured import open_source
 from detecture.miner.vocabulary import load_vocabulary
 
 H, W = 768, 1024

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from detecture.errors import DatasetError
-from detecture.miner.sources import ADE20KSource, FolderSource, open_source, read_label_png
+from detecture.miner.sources import ADE20KSource, FolderSource, read_label_png
+from detecture.miner.textured import open_source
 from detecture.miner.textured import TexturedVariants
 
 import miner_fixture as fx

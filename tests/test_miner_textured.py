@@ -14,8 +14,7 @@ from PIL import Image
 
 from detecture.data.metadata import load_metadata, load_sample
 from detecture.errors import InputError
-from detecture.miner.sources import open_source
-from detecture.miner.textured import degree_label, load_mapping, parse_degrees, parse_strength
+from detecture.miner.textured import degree_label, load_mapping, open_source, parse_degrees, parse_strength
 
 import miner_fixture as fx
 

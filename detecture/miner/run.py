@@ -30,7 +30,8 @@ from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
 from .regions import Region, extract_regions, region_map
 from .scoring import label_stats, score_scene
-from .sources import ORIGINAL, Scene, SceneSource, open_source
+from .sources import ORIGINAL, Scene, SceneSource
+from .textured import open_source
 from .split import scene_split
 from .vocabulary import Vocabulary, load_vocabulary
 

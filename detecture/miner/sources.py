@@ -14,13 +14,13 @@ import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..data.layouts import IMAGE_SUFFIXES
-from ..errors import DatasetError, InputError
+from ..errors import DatasetError
 
 ORIGINAL = "original"
 
@@ -207,25 +207,3 @@ class FolderSource(SceneSource):
 
 SOURCES: dict[str, type[SceneSource]] = {cls.name: cls for cls in (ADE20KSource, FolderSource)}
 
-
-def open_source(name: str, root: str | os.PathLike, subset: str = "training",
-                textured_roots: Sequence[str | os.PathLike] = (), degrees: Sequence[float] | None = None,
-                mapping: str | os.PathLike | None = None) -> SceneSource:
-    """Build the named source, wrapped with Textured-ADE20K variants when ``textured_roots`` are given.
-
-    ``degrees`` selects texture strengths and ``mapping`` is the optional flat-file mapping JSON; both only make
-    sense with textured roots (see :class:`~detecture.miner.textured.TexturedVariants`).
-    """
-    from .textured import TexturedVariants  # it builds on this module's classes
-
-    if name not in SOURCES:
-        raise DatasetError(f"unknown source {name!r}; available: {sorted(SOURCES)}")
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: dataset root not found")
-    source = SOURCES[name](root, subset)
-    if not textured_roots:
-        if degrees is not None or mapping is not None:
-            raise InputError("--degrees and --textured-mapping need --textured-root")
-        return source
-    return TexturedVariants(source, textured_roots, subset, degrees=degrees, mapping=mapping)

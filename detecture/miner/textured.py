@@ -40,7 +40,7 @@ import numpy as np
 
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError, InputError
-from .sources import ORIGINAL, Scene, SceneSource, SourceIndex, Variant
+from .sources import ORIGINAL, SOURCES, Scene, SceneSource, SourceIndex, Variant
 
 TEXTURED_NAME = re.compile(r"^(?P<scene>.+?)_textured_degree(?P<spec>.*)$")
 STRENGTH = re.compile(r"^\d+(?:[._]\d+)?$")
@@ -323,3 +323,24 @@ class TexturedVariants(SceneSource):
                         yield _Found(os.path.splitext(entry.name)[0], entry.path, d.name, strength)
                     else:
                         rejected.append(_reject(UNSUPPORTED, entry.path, "not an image"))
+
+
+def open_source(name: str, root: str | os.PathLike, subset: str = "training",
+                textured_roots: Sequence[str | os.PathLike] = (), degrees: Sequence[float] | None = None,
+                mapping: str | os.PathLike | None = None) -> SceneSource:
+    """Build the named source, wrapped with Textured-ADE20K variants when ``textured_roots`` are given.
+
+    ``degrees`` selects texture strengths and ``mapping`` is the optional flat-file mapping JSON; both only make
+    sense with textured roots (see :class:`TexturedVariants`).
+    """
+    if name not in SOURCES:
+        raise DatasetError(f"unknown source {name!r}; available: {sorted(SOURCES)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: dataset root not found")
+    source = SOURCES[name](root, subset)
+    if not textured_roots:
+        if degrees is not None or mapping is not None:
+            raise InputError("--degrees and --textured-mapping need --textured-root")
+        return source
+    return TexturedVariants(source, textured_roots, subset, degrees=degrees, mapping=mapping)
