@@ -1,12 +1,12 @@
 """Conversion cost: wall time and peak RSS of ``detecture convert published`` on a synthetic file of the real shapes.
 
-The synthetic ``best.pt`` has the published structure at full size (DESIGN §7): Qwen3-VL-8B's width 4096 and 36
-layers of q/v LoRA (r 8), the full 151,670 x 4096 bf16 embedding and LM-head matrices plus their AdamW moments
-(together ~7.5 GB, like the real file), the head and the (1, 1, 4096) dustbin. The big tensors are built on
-file-backed memory (``torch.from_file`` on sparse files), so writing the fixture does not need 7.5 GB of RAM either.
-The fixture is written and the conversion run (the real CLI) by two separate child processes of a small parent
-that never imports torch, and the conversion's peak RSS is that child's own ``wait4`` usage: a child started from a
-large parent would inherit the parent's high-water mark in ``ru_maxrss``.
+The synthetic ``best.pt`` has the published structure at full size (docs/ARCHITECTURE.md, The published checkpoint):
+Qwen3-VL-8B's width 4096 and 36 layers of q/v LoRA (r 8), the full 151,670 x 4096 bf16 embedding and LM-head
+matrices plus their AdamW moments (together ~7.5 GB, like the real file), the head and the (1, 1, 4096) dustbin. The
+big tensors are built on file-backed memory (``torch.from_file`` on sparse files), so writing the fixture does not
+need 7.5 GB of RAM either. The fixture is written and the conversion run (the real CLI) by two separate child
+processes of a small parent that never imports torch, and the conversion's peak RSS is that child's own ``wait4``
+usage: a child started from a large parent would inherit the parent's high-water mark in ``ru_maxrss``.
 
     python perf/bench_convert.py [--dir /tmp] [--keep]
 

@@ -1,8 +1,9 @@
 """Full-size Qwen3-VL / SAM3 *architectures* with random weights, for benchmarks on machines without the weights.
 
-Timings and memory depend on the architecture, not on the weight values, so these configs (DESIGN §5: 2B/4B/8B
-widths, 8.77B parameters for 8B; SAM3 840M) give representative numbers with no download. ``tiny`` runs the same
-code path at test size, so a GPU script can be dry-run on a CPU before its one chance on the GPU.
+Timings and memory depend on the architecture, not on the weight values, so these configs (docs/ARCHITECTURE.md,
+Backbones: 2B/4B/8B widths, 8.77B parameters for 8B; SAM3 840M) give representative numbers with no download.
+``tiny`` runs the same code path at test size, so a GPU script can be dry-run on a CPU before its one chance on the
+GPU.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""A ``best.pt`` with the published checkpoint's structure at tiny width (DESIGN §7), for conversion tests.
+"""A ``best.pt`` with the published checkpoint's structure at tiny width, for conversion tests.
+
+The structure is described in docs/ARCHITECTURE.md, The published checkpoint.
 
 Keys, dtypes (bf16), the full embedding / LM-head matrices with ``<|seg|>`` as their last row, the (1, 1, H) dustbin
 and an AdamW ``state_dict`` with named parameter groups, as the published trainer saves them with ``torch.save``.

@@ -1,5 +1,5 @@
 """Benchmark metrics against independent references: scikit-learn's ARI, brute-force matching, hand-worked maps,
-and the published scores of three Outex peer methods (DESIGN §6)."""
+and the published scores of three Outex peer methods (docs/ARCHITECTURE.md, Reference data)."""
 
 from __future__ import annotations
 
@@ -190,7 +190,8 @@ def test_bootstrap_interval():
     ("pca-ms", (0.846, 0.827, 0.817)),
 ])
 def test_outex_peer_predictions_match_published_scores(method, published):
-    """DESIGN §6: an independent implementation's matched mIoU / panoptic IoU / ARI for three published methods."""
+    """An independent implementation's matched mIoU / panoptic IoU / ARI for three published methods
+    (docs/ARCHITECTURE.md, Reference data)."""
     masks = np.stack([np.asarray(Image.open(OUTEX / "masks" / f"region_{k}.png")) > 127 for k in range(1, 6)])
     scores = []
     for path in sorted((OUTEX / "peer_predictions" / method).glob("seg*.png")):

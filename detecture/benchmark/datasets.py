@@ -1,4 +1,6 @@
-"""Benchmark datasets: the unified metadata layout (DESIGN §3) and RWTD's native layout, as one list of records.
+"""Benchmark datasets: the unified metadata layout and RWTD's native layout, as one list of records.
+
+The layouts are described in docs/ARCHITECTURE.md, Data.
 
 A dataset is named on the command line either by a folder name under the datasets root (``--data-root`` or
 ``$DETECTURE_DATASETS_ROOT``; matched case-insensitively, so ``rwtd`` finds ``RWTD/``) or by a path. Every record's

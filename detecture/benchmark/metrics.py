@@ -1,4 +1,4 @@
-"""The one scoring code path for every method (DESIGN §4).
+"""The one scoring code path for every method (docs/ARCHITECTURE.md, Benchmark protocol).
 
 Every method hands in K logit maps. A static dustbin plane at logit 0 is appended and the argmax taken, so a pixel is
 "unassigned" (label 0) unless some region logit is > 0; softmax is monotone, so the argmax of the softmax equals the

@@ -51,7 +51,7 @@ class SampleRegime:
         return Regime.oracle(self.exact_k) if self.exact_k is not None else Regime.autonomous()
 
 
-# Dataset (lower-case canonical name) → regime (DESIGN §4; Outex is K = 5 throughout).
+# Dataset (lower-case canonical name) → regime (docs/ARCHITECTURE.md, Benchmark protocol; Outex is K = 5 throughout).
 REGIMES: dict[str, RegimeSpec] = {
     "rwtd": RegimeSpec(ORACLE, 2),
     "stld": RegimeSpec(ORACLE, 2),

@@ -121,7 +121,7 @@ def legacy_contract() -> InferenceContract:
 
 
 def published_contract(embedding_shrink: float = 1.0) -> InferenceContract:
-    """The published NeurIPS 2026 checkpoint's inference (DESIGN §7)."""
+    """The published NeurIPS 2026 checkpoint's inference (docs/ARCHITECTURE.md, The published checkpoint)."""
     return InferenceContract(
         prompts=prompt_set(PUBLISHED_PROMPT_SET), positions="global",
         qwen_image=ImagePolicy(mode="square", max_pixels=None, size=1008), logit_scale=1.0, oracle_k="none",

@@ -1,12 +1,12 @@
 """Import the published NeurIPS 2026 checkpoint (``best.pt``) as a Detecture head folder + PEFT adapter.
 
-The published file is one ``torch.save`` dict (DESIGN §7): ``model_trainable`` holds the LoRA tensors, the *full*
-input-embedding and LM-head matrices (only their ``<|seg|>`` row was trained), and the head; ``optimizer`` holds
-AdamW moments for all of it. Nearly all of its 7.5 GB is the two matrices and their moments, so it is opened with
-``mmap=True``: only the tensors actually read (LoRA, head, two rows) are paged in and peak memory stays a small
-fraction of the file. ``weights_only=True`` means a file holding anything but tensors and builtins is refused,
-never executed. Every key must be known: a missing key or an unknown one is an error listing both, because a
-silently skipped key (as the published loader does) is a silently different model.
+The published file (docs/ARCHITECTURE.md, The published checkpoint) is one ``torch.save`` dict: ``model_trainable``
+holds the LoRA tensors, the *full* input-embedding and LM-head matrices (only their ``<|seg|>`` row was trained),
+and the head; ``optimizer`` holds AdamW moments for all of it. Nearly all of its 7.5 GB is the two matrices and
+their moments, so it is opened with ``mmap=True``: only the tensors actually read (LoRA, head, two rows) are paged
+in and peak memory stays a small fraction of the file. ``weights_only=True`` means a file holding anything but
+tensors and builtins is refused, never executed. Every key must be known: a missing key or an unknown one is an
+error listing both, because a silently skipped key (as the published loader does) is a silently different model.
 
 The ``<|seg|>`` index is the last row of the published matrices (the published code grew them to
 ``len(tokenizer)`` when it added the token); it is written into the adapter config and checked at load time against

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="build a multi-texture training set from ADE20K / Textured-ADE20K",
         description="Score every scene of a semantic-segmentation dataset from its label map, keep the clean "
         "multi-texture ones, merge their texture classes into 2-5 region masks, describe each region, and write "
-        "the unified metadata format (DESIGN §3) with a train/val split by scene.",
+        "the unified metadata format (docs/ARCHITECTURE.md, Data) with a train/val split by scene.",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,4 +1,6 @@
-"""``detecture train``: train the Bridge, dustbin, mask head, Qwen LoRA and ``<|seg|>`` rows (DESIGN §2).
+"""``detecture train``: train the Bridge, dustbin, mask head, Qwen LoRA and ``<|seg|>`` rows.
+
+The losses and the schedule are described in docs/ARCHITECTURE.md, Training.
 
 Multi-GPU: ``accelerate launch --config_file configs/accelerate/{ddp,fsdp}.yaml -m detecture train ...``.
 """

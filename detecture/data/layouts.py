@@ -1,4 +1,6 @@
-"""Dataset folder layouts read as unified records: ``metadata.json`` (DESIGN §3) or RWTD's native layout.
+"""Dataset folder layouts read as unified records: ``metadata.json`` or RWTD's native layout.
+
+The unified format is described in docs/ARCHITECTURE.md, Data.
 
 Training, benchmarking and anything else that reads labelled texture data go through :func:`read_records`, so a
 folder that one of them accepts, every one of them accepts.

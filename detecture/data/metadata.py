@@ -1,4 +1,4 @@
-"""The unified metadata format shared by training, the miner and the benchmark (DESIGN §3).
+"""The unified metadata format shared by training, the miner and the benchmark (docs/ARCHITECTURE.md, Data).
 
 A dataset is a folder with a ``metadata.json`` holding a JSON list of records::
 

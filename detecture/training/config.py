@@ -56,7 +56,7 @@ class DataConfig:
 
 @config_class
 class LossConfig:
-    """DESIGN §2: total = ce_weight·CE + dice_weight·Dice + lm_weight·LM (Shifted-Zero weighted)."""
+    """total = ce_weight·CE + dice_weight·Dice + lm_weight·LM, Shifted-Zero (docs/ARCHITECTURE.md, Training)."""
 
     lm_weight: Number = 0.1
     shifted_zero_alpha: Number = 2.0
@@ -74,7 +74,8 @@ class LoraConfig:
 
 @config_class
 class OptimConfig:
-    """AdamW + linear warm-up + cosine; per-group lr = lr × stage scale (DESIGN §2 published schedule)."""
+    """AdamW + linear warm-up + cosine; per-group lr = lr × stage scale (the published schedule; see
+    docs/ARCHITECTURE.md, Training)."""
 
     lr: Number = 1e-4
     min_lr: Number = 1e-6

@@ -1,4 +1,4 @@
-"""Training dataset over the unified metadata (DESIGN §3).
+"""Training dataset over the unified metadata (docs/ARCHITECTURE.md, Data).
 
 Bad samples (missing or unreadable file, mask size mismatch, empty mask, more regions than the head has slots, no
 region at all) are found by one scan when the dataset is opened, logged one line each, counted by reason, and

@@ -1,4 +1,4 @@
-"""Training losses (DESIGN §2): Shifted-Zero weighted LM loss and the Hungarian-matched mask loss.
+"""Training losses (docs/ARCHITECTURE.md, Training): Shifted-Zero weighted LM loss and the Hungarian-matched mask loss.
 
 Each term is a small function of plain tensors so it can be tested on hand-built inputs, independent of the models.
 """
@@ -162,5 +162,5 @@ def mask_loss(
 
 
 def total_loss(mask_ce: torch.Tensor, mask_dice: torch.Tensor, lm: torch.Tensor, lm_weight: float) -> LossTerms:
-    """total = (weighted CE + weighted Dice) + lm_weight × LM (DESIGN §2)."""
+    """total = (weighted CE + weighted Dice) + lm_weight × LM (docs/ARCHITECTURE.md, Training)."""
     return LossTerms(total=mask_ce + mask_dice + lm_weight * lm, mask_ce=mask_ce, mask_dice=mask_dice, lm=lm)

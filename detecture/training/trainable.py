@@ -1,4 +1,6 @@
-"""The trainable surface (DESIGN §2): Bridge + dustbin + mask head, Qwen LoRA, and the ``<|seg|>`` rows.
+"""The trainable surface: Bridge + dustbin + mask head, Qwen LoRA, and the ``<|seg|>`` rows.
+
+What each stage trains and why is described in docs/ARCHITECTURE.md, Training.
 
 The ``<|seg|>`` input-embedding and lm_head rows are trained through PEFT's trainable-token support: PEFT keeps a
 (1, H) delta parameter per matrix and writes it into the row at forward time, so AdamW state exists for two rows
