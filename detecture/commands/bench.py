@@ -82,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark.methods.base import MethodOptions
     from ..benchmark.methods.predictions import DEFAULT_PATTERN
     from ..benchmark.regimes import parse_regime
-    from ..benchmark.run import run as run_bench
+    from ..benchmark.suite import run as run_bench
     from ..benchmark.runner import BenchConfig
 
     if args.limit is not None and args.limit < 1:
