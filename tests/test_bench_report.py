@@ -12,7 +12,7 @@ import pytest
 from bench_fixture import make_rwtd
 from detecture.benchmark.gallery import colourise
 from detecture.utils.image_ops import LABEL_COLOURS
-from detecture.benchmark.report import csv_text, latex, markdown, summarise
+from detecture.benchmark.tables import csv_text, latex, markdown, summarise
 from detecture.benchmark.runner import BenchConfig, build_plan
 
 

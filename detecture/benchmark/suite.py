@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .gallery import write_gallery
-from .report import CellSummary, summarise, write_reports
+from .tables import CellSummary, summarise, write_reports
 from .runner import BenchConfig, run_benchmark
 
 log = logging.getLogger(__name__)

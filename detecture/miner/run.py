@@ -249,7 +249,7 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
 
     ``describer`` overrides the one named in ``opts`` (tests pass a describer wrapping a tiny model).
     """
-    from .report import build_summary, write_contact_sheet, write_score_histogram
+    from .review import build_summary, write_contact_sheet, write_score_histogram
 
     require_dir(opts.root, "dataset root")
     for textured_root in opts.textured_roots:
