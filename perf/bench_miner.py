@@ -32,8 +32,8 @@ from PIL import Image
 from detecture.miner.config import configs_dir, load_config
 from detecture.miner.describers import TemplateDescriber
 from detecture.miner.regions import extract_regions, region_map
-from detecture.miner import run
-from detecture.miner.run import MineOptions, mine
+from detecture.miner import orchestrate as run
+from detecture.miner.orchestrate import MineOptions, mine
 from detecture.miner.scoring import label_stats, score_scene
 from detecture.miner.sources import read_label_png
 from detecture.miner.textured import open_source

@@ -17,7 +17,7 @@ def _no_models(*args, **kwargs):
 
 @pytest.fixture()
 def no_models(monkeypatch):
-    import detecture.miner.run as miner_run
+    import detecture.miner.orchestrate as miner_run
     import detecture.training.loop as loop
     from detecture.benchmark.methods.classical import ClassicalMethod
     from detecture.pipeline import DetecturePipeline

@@ -16,7 +16,7 @@ from detecture.data.metadata import load_metadata, load_sample
 from detecture.errors import InputError
 from detecture.miner.config import load_config
 from detecture.miner.describers import QwenDescriber, validate_description
-from detecture.miner.run import MineOptions, mine
+from detecture.miner.orchestrate import MineOptions, mine
 from detecture.miner.split import scene_split
 
 import miner_fixture as fx
@@ -160,7 +160,7 @@ def test_kill_resume_and_rerun_are_byte_identical(dataset, mined, tmp_path):
     out = tmp_path / "out"
     killer = textwrap.dedent(f"""
         import os, signal, sys
-        from detecture.miner import run
+        from detecture.miner import orchestrate as run
         real, calls = run.write_state, []
         def write_state(path, state):
             calls.append(path)

@@ -62,7 +62,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..miner.review import format_summary
-    from ..miner.run import MineOptions, mine
+    from ..miner.orchestrate import MineOptions, mine
     from ..miner.textured import parse_degrees
 
     if args.workers is not None and args.workers < 1:
