@@ -78,7 +78,7 @@ class SceneMiner:
 
     def __call__(self, scene: Scene) -> dict[str, Any]:
         try:
-            state = self.mine(scene)
+            state = self.mine_scene(scene)
         except Exception as exc:  # one bad scene must not end a 25k-scene run: record it and go on
             log.exception("scene %s failed", scene.id)
             state = {"scene": scene.id, "status": REJECTED,
@@ -87,7 +87,7 @@ class SceneMiner:
         write_state(self.state_path(scene.id), state)
         return state
 
-    def mine(self, scene: Scene) -> dict[str, Any]:
+    def mine_scene(self, scene: Scene) -> dict[str, Any]:
         """Score, extract, describe and write one scene; returns its result record (see module docstring)."""
         state: dict[str, Any] = {"scene": scene.id}
         try:
