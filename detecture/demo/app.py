@@ -89,7 +89,3 @@ def _warm_up(app: gr.Blocks, engine: DemoEngine) -> None:
     except Exception as exc:  # the page still works without it; only the first request is slower
         logger.warning("demo warm-up request failed: %s", exc)
 
-
-def demo_url(app: gr.Blocks) -> str:
-    """The local URL a launched app serves on."""
-    return str(app.local_url)
