@@ -173,9 +173,7 @@ class DetecturePipeline:
         if not repaired:
             return responses
         order = sorted(repaired)
-        inputs, cache = self._language_inputs([arrays[b] for b in order], regime, [repaired[b] for b in order],
-                                              "bridge")
-        for b, s in zip(order, self._seg_states(inputs, cache, regime)):
+        for b, s in zip(order, self.seg_states([arrays[b] for b in order], regime, [repaired[b] for b in order])):
             states[b] = s
         return [repaired.get(b, r) for b, r in enumerate(responses)]
 
@@ -210,6 +208,16 @@ class DetecturePipeline:
         return per_image
 
     # -- public API ---------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def seg_states(self, images: Sequence[Image.Image | np.ndarray], regime: Regime,
+                   responses: Sequence[str]) -> list[torch.Tensor]:
+        """What the Bridge grounds for the given responses: per image, the (K, H) hidden states at its ``<|seg|>``
+        tokens from the decoupled re-encode pass, under this pipeline's contract (positions, image, K policy)."""
+        if len(responses) != len(images):
+            raise InputError(f"{len(responses)} responses for {len(images)} images")
+        inputs, cache = self._language_inputs([as_rgb_array(im) for im in images], regime, list(responses), "bridge")
+        return self._seg_states(inputs, cache, regime)
 
     @torch.no_grad()
     def segment(

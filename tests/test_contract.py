@@ -120,19 +120,14 @@ def test_bad_contract_in_config_is_one_clear_error(backbones, tmp_path):
         DetectureHead.from_pretrained(tmp_path / "h")
 
 
-def _seg_states(pipe: DetecturePipeline, image, response: str, regime: Regime) -> list[torch.Tensor]:
-    inputs, cache = pipe._language_inputs([image], regime, [response], "bridge")
-    return pipe._seg_states(inputs, cache, regime)
-
-
 def test_position_mode_decides_whether_a_line_sees_earlier_line_lengths(backbones, texture_photos):
     image = texture_photos["brick"][:64, :64]
     short = format_response(["Texture of brick", LINES[1]])
     long = format_response([LINES[0] + " with many more words in it", LINES[1]])
     for mode, same in (("line_local", True), ("global", False)):
         pipe = _pipeline(backbones, InferenceContract(positions=mode))
-        a = _seg_states(pipe, image, short, Regime.oracle(2))[0][1]
-        b = _seg_states(pipe, image, long, Regime.oracle(2))[0][1]
+        a = pipe.seg_states([image], Regime.oracle(2), [short])[0][1]
+        b = pipe.seg_states([image], Regime.oracle(2), [long])[0][1]
         assert torch.allclose(a, b, atol=1e-5) == same, mode
 
 
@@ -157,14 +152,13 @@ def test_fallback_grounds_texture_lines_only_for_images_without_seg(backbones, t
     assert fallback_response(cut, truncated=True) == format_response([LINES[0]])  # a cut-off last line is dropped
     assert fallback_response(with_seg, truncated=False) is None
     regime = Regime.autonomous()
-    inputs, cache = pipe._language_inputs(images, regime, [with_seg, with_seg], "bridge")
-    states = pipe._seg_states(inputs, cache, regime)
+    states = pipe.seg_states(images, regime, [with_seg, with_seg])
     kept = states[0].clone()
     states[1] = states[1][:0]  # image 1 emitted no <|seg|>
     grounded = pipe._fallback_states(images, [with_seg, without], [False, False], states, regime)
     assert grounded == [with_seg, repaired]
     assert torch.equal(states[0], kept)  # an image with <|seg|> lines is never switched to the fallback
-    alone = _seg_states(pipe, images[1], repaired, regime)[0]
+    alone = pipe.seg_states([images[1]], regime, [repaired])[0]
     assert torch.allclose(states[1], alone, atol=1e-5)
 
 
