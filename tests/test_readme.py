@@ -1,6 +1,6 @@
-"""Every fenced code block of the README runs as written, so the README cannot drift from the code.
+"""Every fenced code block of the README and of ``docs/*.md`` runs as written, so the docs cannot drift from the code.
 
-Convention (stated in the README): bash and Python blocks run offline, in a temporary folder that holds a
+Convention (stated in docs/conventions.md): bash and Python blocks run offline, in a temporary folder that holds a
 ``photo.jpg`` (a block of plain ``detecture ...`` lines runs through the same CLI entry point in-process, any other
 bash block in a bash subprocess with this checkout's ``detecture`` first on PATH); a block that needs hub weights, a GPU, a download or a dataset is preceded by the line
 ``<!-- readme-test: skip (reason) -->``. The ``detecture`` command lines of a skipped bash block are still parsed by
@@ -24,6 +24,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
+DOCUMENTS = [README, *sorted((REPO / "docs").glob("*.md"))]
 FENCE = re.compile(r"^\s*```\s*([\w+-]*)\s*$")
 SKIP = re.compile(r"^\s*<!--\s*readme-test:\s*skip\s*\((?P<reason>[^)]*\S[^)]*)\)\s*-->\s*$")
 MARKER = re.compile(r"readme-test")
@@ -34,6 +35,7 @@ OPERATORS = {"&&", "||", ";", "|", "&"}
 
 @dataclass(frozen=True)
 class Block:
+    source: str  # the document, relative to the repository root
     line: int  # 1-based line of the opening fence
     lang: str
     code: str
@@ -41,10 +43,10 @@ class Block:
 
     @property
     def id(self) -> str:
-        return f"README.md:{self.line}:{self.lang}" + (":skip" if self.skip else "")
+        return f"{self.source}:{self.line}:{self.lang}" + (":skip" if self.skip else "")
 
 
-def readme_blocks(text: str) -> list[Block]:
+def readme_blocks(text: str, source: str = "README.md") -> list[Block]:
     """Fenced blocks with their language and skip marker (the nearest non-blank line before the fence)."""
     lines = text.splitlines()
     blocks, i = [], 0
@@ -57,14 +59,15 @@ def readme_blocks(text: str) -> list[Block]:
         before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         marker = SKIP.match(before)
         if MARKER.search(before) and not marker:
-            raise AssertionError(f"README.md:{i}: malformed marker {before!r}; use <!-- readme-test: skip (reason) -->")
-        blocks.append(Block(i + 1, match.group(1).lower(), "\n".join(lines[i + 1:end]) + "\n",
+            raise AssertionError(f"{source}:{i}: malformed marker {before!r}; use <!-- readme-test: skip (reason) -->")
+        blocks.append(Block(source, i + 1, match.group(1).lower(), "\n".join(lines[i + 1:end]) + "\n",
                             marker.group("reason").strip() if marker else None))
         i = end + 1
     return blocks
 
 
-BLOCKS = readme_blocks(README.read_text(encoding="utf-8"))
+BLOCKS = [block for doc in DOCUMENTS
+          for block in readme_blocks(doc.read_text(encoding="utf-8"), str(doc.relative_to(REPO)))]
 RUN = [b for b in BLOCKS if b.lang in SHELLS | PYTHONS and not b.skip]
 SHELL_BLOCKS = [b for b in BLOCKS if b.lang in SHELLS]
 PYTHON_SKIPPED = [b for b in BLOCKS if b.lang in PYTHONS and b.skip]
@@ -96,7 +99,7 @@ def test_readme_has_runnable_blocks():
 def test_block_runs(block: Block, workdir: Path, monkeypatch):
     if block.lang in PYTHONS:
         monkeypatch.chdir(workdir)
-        exec(compile(block.code, f"README.md:{block.line}", "exec"), {"__name__": "__readme__"})
+        exec(compile(block.code, f"{block.source}:{block.line}", "exec"), {"__name__": "__readme__"})
         return
     commands = _commands(block.code)
     if all(c[0] == "detecture" for c in commands) and "$" not in block.code:
@@ -105,19 +108,19 @@ def test_block_runs(block: Block, workdir: Path, monkeypatch):
 
         monkeypatch.chdir(workdir)
         for command in commands:
-            assert main(command[1:]) == 0, f"README.md:{block.line}: {' '.join(command)} failed"
+            assert main(command[1:]) == 0, f"{block.source}:{block.line}: {' '.join(command)} failed"
         return
     env = {**os.environ, "PATH": f"{workdir / '.bin'}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
            "HF_HUB_OFFLINE": "1"}
     done = subprocess.run(["bash", "-euo", "pipefail", "-c", block.code], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=600)
-    assert done.returncode == 0, f"README.md:{block.line} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, f"{block.source}:{block.line} failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
 
 
 @pytest.mark.parametrize("block", PYTHON_SKIPPED, ids=lambda b: b.id)
 def test_skipped_python_block_compiles(block: Block):
-    compile(block.code, f"README.md:{block.line}", "exec")
+    compile(block.code, f"{block.source}:{block.line}", "exec")
 
 
 def _commands(code: str) -> list[list[str]]:
@@ -174,7 +177,20 @@ def test_detecture_command_lines_parse(block: Block, monkeypatch):
             build_parser().parse_args(args)
         except _ParseError as exc:
             if not (elided and str(exc).startswith("the following arguments are required")):
-                raise AssertionError(f"README.md:{block.line}: detecture {' '.join(args)}: {exc}") from None
+                raise AssertionError(f"{block.source}:{block.line}: detecture {' '.join(args)}: {exc}") from None
+
+
+@pytest.mark.parametrize("doc", DOCUMENTS, ids=lambda d: str(d.relative_to(REPO)))
+def test_relative_links_and_pictures_exist(doc: Path):
+    """Every relative link and image of a document points at a file of the repository (the README's picture too)."""
+    missing = [target for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text(encoding="utf-8"))
+               if "://" not in target and not (doc.parent / target).exists()]
+    assert not missing, f"{doc.name}: links to missing files: {missing}"
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    text = README.read_text(encoding="utf-8")
+    assert [d.name for d in DOCUMENTS[1:] if f"docs/{d.name}" not in text] == []
 
 
 def test_marker_parsing():
