@@ -78,7 +78,7 @@ def worker(mode: str, args: argparse.Namespace) -> dict:
             backbones = (qwen, random_sam3(device, dtype, args.full_size))
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()  # drop load-time transients; the weights stay counted
-        trainer = Trainer(load_config(None, overrides), data, Path(tmp) / "out", backbones=backbones)
+        trainer = Trainer.from_config(load_config(None, overrides), data, Path(tmp) / "out", backbones=backbones)
         trainer.set_stage(stage)
         build_s = 0.0
         if trainer.cache is not None:

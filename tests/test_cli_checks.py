@@ -18,13 +18,13 @@ def _no_models(*args, **kwargs):
 @pytest.fixture()
 def no_models(monkeypatch):
     import detecture.miner.orchestrate as miner_run
-    import detecture.training.loop as loop
+    import detecture.training.factory as factory
     from detecture.benchmark.methods.classical import ClassicalMethod
     from detecture.pipeline import DetecturePipeline
 
     monkeypatch.setattr(DetecturePipeline, "from_pretrained", classmethod(_no_models))
     monkeypatch.setattr(DetecturePipeline, "tiny", classmethod(_no_models))
-    monkeypatch.setattr(loop, "load_backbones", _no_models)
+    monkeypatch.setattr(factory, "load_backbones", _no_models)
     monkeypatch.setattr(miner_run, "build_describer", _no_models)
     monkeypatch.setattr(ClassicalMethod, "load", _no_models)
 

@@ -32,7 +32,7 @@ def head_dir(tmp_path_factory):
 def test_training_starts_from_the_converted_weights_under_their_contract(head_dir, tmp_path):
     head, tensors = head_dir
     data = write_mosaics(tmp_path / "data", n=3, size=64)
-    trainer = Trainer(load_config(None, FAST), data, tmp_path / "run", init=head)
+    trainer = Trainer.from_config(load_config(None, FAST), data, tmp_path / "run", init=head)
     start = DetectureHead.from_pretrained(head)
     for name, tensor in start.state_dict().items():
         assert torch.equal(trainer.head.state_dict()[name], tensor), name
@@ -46,13 +46,13 @@ def test_training_starts_from_the_converted_weights_under_their_contract(head_di
     result = trainer.run()
     assert DetectureHead.from_pretrained(result.final_dir).config.contract == published_contract()
     with pytest.raises(CheckpointError, match="same --init"):  # resuming must keep the contract
-        Trainer(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
+        Trainer.from_config(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
 
 
 def test_init_with_another_lora_rank_is_one_clear_error(head_dir, tmp_path):
     data = write_mosaics(tmp_path / "data", n=3, size=64)
     with pytest.raises(CheckpointError, match="--set lora.r=8"):
-        Trainer(load_config(None, {**FAST, "lora.r": 4}), data, tmp_path / "run", init=head_dir[0])
+        Trainer.from_config(load_config(None, {**FAST, "lora.r": 4}), data, tmp_path / "run", init=head_dir[0])
 
 
 def test_feature_cache_of_another_contract_is_not_reused(head_dir, tmp_path):
@@ -61,6 +61,6 @@ def test_feature_cache_of_another_contract_is_not_reused(head_dir, tmp_path):
     head, _ = head_dir
     data = write_mosaics(tmp_path / "data", n=3, size=64)
     cfg = load_config(None, {**FAST, "cache.enabled": True})
-    plain = Trainer(cfg, data, tmp_path / "plain")
-    converted = Trainer(cfg, data, tmp_path / "converted", init=head)
+    plain = Trainer.from_config(cfg, data, tmp_path / "plain")
+    converted = Trainer.from_config(cfg, data, tmp_path / "converted", init=head)
     assert plain.cache.key != converted.cache.key

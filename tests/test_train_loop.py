@@ -54,7 +54,7 @@ def data(tmp_path_factory) -> Path:
 def test_overfitting_one_batch_halves_the_loss(data):
     """Stage 1 on one fixed batch of real mosaics (features precomputed, as the stage-1 cache does)."""
     cfg = load_config(None, {**FAST, "model.head": {"bridge_dropout": 0.0}})
-    trainer = Trainer(cfg, data, data.parent / "overfit")
+    trainer = Trainer.from_config(cfg, data, data.parent / "overfit")
     module = trainer.module
     from detecture.training.batching import make_batch
 
@@ -92,7 +92,7 @@ def seg_log_prob(trainer, batch) -> float:
 
 def test_stage2_lowers_the_lm_loss_and_raises_seg_emission(data):
     cfg = load_config(None, {**FAST, "model.head": {"bridge_dropout": 0.0}})
-    trainer = Trainer(cfg, data, data.parent / "lm")
+    trainer = Trainer.from_config(cfg, data, data.parent / "lm")
     from detecture.training.batching import make_batch
 
     batch = make_batch([trainer.dataset.item(0, epoch=0)], trainer.qwen, trainer.sam)
@@ -160,9 +160,10 @@ def test_resume_from_a_stage1_checkpoint_into_stage2_is_exact(data, tmp_path):
     overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 2, "optim.stage1_epochs": 1,
                  "optim.warmup_epochs": 0}
     full, split = tmp_path / "full", tmp_path / "split"
-    Trainer(load_config(None, overrides), data, full).run()
-    Trainer(load_config(None, overrides), data, split, max_steps=3).run()  # 3 steps per epoch: all of stage 1
-    Trainer(load_config(None, overrides), data, split).run(ResumeOptions(resume=True))
+    Trainer.from_config(load_config(None, overrides), data, full).run()
+    # 3 steps per epoch: the split run stops after all of stage 1, then resumes
+    Trainer.from_config(load_config(None, overrides), data, split, max_steps=3).run()
+    Trainer.from_config(load_config(None, overrides), data, split).run(ResumeOptions(resume=True))
     assert len(losses(full)) == 6 and losses(split) == losses(full)
 
 
@@ -246,7 +247,7 @@ def test_cached_stage1_matches_uncached(data, tmp_path, dtype, tol):
     runs = {}
     for cached in (False, True):
         out = tmp_path / f"cached-{cached}"
-        Trainer(load_config(None, {**base, "cache.enabled": cached}), data, out).run()
+        Trainer.from_config(load_config(None, {**base, "cache.enabled": cached}), data, out).run()
         runs[cached] = losses(out)
     assert len(runs[True]) == 6
     for a, b in zip(runs[True], runs[False]):
@@ -265,8 +266,8 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
         return terms
 
     monkeypatch.setattr(TrainModule, "forward", poisoned)
-    trainer = Trainer(load_config(None, {**FAST, "train.max_nonfinite_steps": 3, "optim.grad_accum": 1}), data,
-                      tmp_path / "nan")
+    cfg = load_config(None, {**FAST, "train.max_nonfinite_steps": 3, "optim.grad_accum": 1})
+    trainer = Trainer.from_config(cfg, data, tmp_path / "nan")
     before = {n: p.detach().clone() for n, p in trainer.module.named_parameters() if p.requires_grad}
     with pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row"):
         trainer.run()
@@ -298,7 +299,7 @@ def test_live_evaluation_monitoring_and_exported_weights(data, tmp_path):
                              "train.eval_every_epochs": 1, "train.emission_every_steps": 1,
                              "train.emission_check_samples": 2, "train.eval_max_samples": 2,
                              "train.max_new_tokens": 8})
-    trainer = Trainer(cfg, data, out, val_data=val)
+    trainer = Trainer.from_config(cfg, data, out, val_data=val)
     result = trainer.run()
     with (out / "eval_log.csv").open() as f:
         rows = list(csv.DictReader(f))

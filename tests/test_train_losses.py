@@ -302,7 +302,7 @@ def test_unsupported_launches_are_refused_with_a_clear_message():
     from accelerate.utils import DistributedType
 
     from detecture.errors import DetectureError
-    from detecture.training.loop import check_launch
+    from detecture.training.factory import check_launch
 
     def launch(kind, fsdp_version=2):
         return SimpleNamespace(distributed_type=kind, fsdp_plugin=SimpleNamespace(fsdp_version=fsdp_version))

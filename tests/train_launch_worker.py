@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_intermixed_args()
     overrides = {k: yaml.safe_load(v) for k, v in (p.split("=", 1) for p in args.overrides)}
-    trainer = Trainer(load_config(None, overrides), args.data, args.out, max_steps=args.max_steps)
+    trainer = Trainer.from_config(load_config(None, overrides), args.data, args.out, max_steps=args.max_steps)
     trainer.run(ResumeOptions(resume=args.resume))
     rank = trainer.acc.process_index
     own = {n: (p.full_tensor() if isinstance(p, DTensor) else p).detach().cpu().contiguous()  # FSDP: collective

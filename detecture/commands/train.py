@@ -90,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
     InputSet([args.data, args.val_data, args.config, args.init]).check_output_dir(args.out)
     resume = ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs)
     check_resume(args.out, resume)
-    trainer = Trainer(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps, init=args.init)
+    trainer = Trainer.from_config(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps,
+                                  init=args.init)
     result = trainer.run(resume)
     if trainer.main:
         print(f"trained {result.steps} optimizer steps ({result.epochs_done} epochs done); "

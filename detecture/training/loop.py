@@ -11,34 +11,28 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch.distributed.tensor import DTensor
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ..utils import atomic
-from ..backbones.loading import default_attn_implementation, default_dtype
 from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone
-from ..bridge.head import DetectureHead, HeadConfig
 from ..errors import CheckpointError, DetectureError
 from ..pipeline import DetecturePipeline
+from ..utils import atomic
 from . import checkpoint as ckpt
 from . import sharding
 from .batching import make_batch
 from .config import GROUPS, Config
-from .dataset import EpochSampler, TextureDataset, collate_items
 from .evaluate import live_evaluate, teacher_forced_scores
-from .feature_cache import FeatureCache
-from .model import Batch, TrainModule
+from .factory import TRACKER_RUN, TrainingParts, build_parts, run_contract
+from .model import Batch
 from .monitor import EVAL_CSV, STEPS_CSV, Monitor, plot_curves, truncate_after
 from .schedule import LRSchedule
-from .trainable import apply_lora, build_optimizer, load_adapter_weights, param_groups, parameter_table
 
 log = logging.getLogger(__name__)
 
@@ -88,46 +82,14 @@ class TrainResult:
     final_dir: Path | None
 
 
-def load_backbones(cfg: Config, device: torch.device, sharded: bool = False) -> tuple[QwenVL, Sam3Backbone]:
-    """Tiny random backbones (offline) or the configured hub ids / local folders; both frozen.
+@dataclass
+class Accumulation:
+    """One accumulation group's running loss terms (already divided by the group size), loss sum and sample count."""
 
-    ``sharded`` (FSDP) loads to CPU RAM in ``device``'s dtype and attention backend: sharding then moves each rank's
-    part to its GPU, so no GPU ever holds a whole backbone.
-    """
-    m = cfg.model
-    if m.tiny:
-        qwen, sam = QwenVL.tiny(cfg.train.seed), Sam3Backbone.tiny(cfg.train.seed)
-        qwen.model.to(device)
-        sam.model.to(device)
-        return qwen, sam
-    place, dtype = (torch.device("cpu") if sharded else device), default_dtype(device)
-    qwen = QwenVL.from_pretrained(m.qwen, device=place, dtype=dtype, quantization=m.quantization,
-                                  attn_implementation=default_attn_implementation(device, m.attn_implementation))
-    return qwen, Sam3Backbone.from_pretrained(m.sam3, device=place, dtype=dtype)
-
-
-def check_launch(state, quantization: str | None) -> None:
-    """Refuse the launches this loop cannot run correctly, before any backbone is loaded.
-
-    DeepSpeed's engine takes over accumulation, clipping and the optimizer step, which the NaN guard and the per-step
-    schedule here need to own; its ZeRO-2 would only partition the AdamW state of ~8M trainable parameters, and
-    ZeRO-3 does what FSDP2 does. FSDP1 flattens parameters, so the per-unit unshard that rank-local evaluation needs
-    is FSDP2's. A 4-bit Qwen has integer weights that FSDP cannot shard.
-    """
-    from accelerate.utils import DistributedType
-
-    if state.distributed_type == DistributedType.DEEPSPEED:
-        raise DetectureError(
-            "DeepSpeed launches are not supported: launch with configs/accelerate/ddp.yaml (optionally with "
-            "model.quantization: 4bit for 24 GB GPUs) or configs/accelerate/fsdp.yaml to shard the frozen backbones")
-    if state.distributed_type != DistributedType.FSDP:
-        return
-    if state.fsdp_plugin.fsdp_version != 2:
-        raise DetectureError("FSDP training needs fsdp_version: 2 in the accelerate config (see "
-                             "configs/accelerate/fsdp.yaml)")
-    if quantization is not None:
-        raise DetectureError(f"model.quantization: {quantization} cannot be combined with FSDP (4/8-bit weights "
-                             "cannot be sharded); use DDP with the quantized Qwen, or FSDP with a bf16 one")
+    sums: torch.Tensor = field(default_factory=lambda: torch.zeros(len(LOSS_TERMS)))
+    loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
+    samples: int = 0
+    started: float = field(default_factory=time.perf_counter)
 
 
 def accumulation_sizes(n_batches: int, accum: int) -> list[int]:
@@ -138,68 +100,25 @@ def accumulation_sizes(n_batches: int, accum: int) -> list[int]:
 class Trainer:
     """Builds everything from a :class:`Config` and runs (or resumes) training into ``out``."""
 
-    def __init__(self, cfg: Config, data: Path, out: Path, val_data: Path | None = None,
-                 max_steps: int | None = None, backbones: tuple[QwenVL, Sam3Backbone] | None = None,
-                 init: Path | None = None) -> None:
-        """``backbones`` replaces loading from ``cfg.model`` (e.g. random full-size architectures in benchmarks).
-        ``init`` is a head folder (``detecture train`` output or ``detecture convert``): training starts from its
-        head and adapter and runs under its inference contract (prompts, positions, Qwen image, logit scale)."""
-        from accelerate import Accelerator
-        from accelerate.utils import DistributedDataParallelKwargs, DistributedType, set_seed
-
+    def __init__(self, cfg: Config, parts: TrainingParts, out: Path, max_steps: int | None = None) -> None:
+        """Train the built ``parts`` under ``cfg`` into ``out``; :meth:`from_config` builds them."""
         self.cfg, self.out, self.max_steps = cfg, Path(out), max_steps
-        mixed = cfg.train.mixed_precision if torch.cuda.is_available() else "no"
-        if mixed != cfg.train.mixed_precision:
-            log.info("no CUDA device: training in fp32 (bf16 autocast on CPU is slower, not faster)")
-        # LoRA / SEG rows take no part in stage-1 forwards, so DDP must tolerate unused parameters.
-        # cpu=True on CPU-only machines: several launched processes then form a gloo (MULTI_CPU) group.
-        self.acc = Accelerator(mixed_precision=mixed, cpu=not torch.cuda.is_available(),
-                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
-        check_launch(self.acc.state, cfg.model.quantization)
-        sharded = self.acc.distributed_type == DistributedType.FSDP
-        set_seed(cfg.train.seed)
+        self.acc, self.init = parts.accelerator, parts.init
+        self.dataset, self.val, self.sampler, self.loader = parts.dataset, parts.val, parts.sampler, parts.loader
+        self.qwen, self.sam, self.head, self.module = parts.qwen, parts.sam, parts.head, parts.module
+        self.model, self.optimizer, self.schedule = parts.model, parts.optimizer, parts.schedule
+        self.batches_per_epoch, self.steps_per_epoch = parts.batches_per_epoch, parts.steps_per_epoch
+        self.cache = parts.cache
         self.main = self.acc.is_main_process
-        # Data first: a bad dataset should fail before minutes of backbone loading.
-        self.dataset = TextureDataset(data, cfg.data, cfg.train.seed, train=True)
-        self.val = TextureDataset(val_data, cfg.data, cfg.train.seed, train=False) if val_data else None
-        if self.val is None and (cfg.train.eval_every_epochs or cfg.train.emission_every_steps):
-            log.info("no --val-data: live evaluation and SEG-emission checks are off")
-        self.init = init
-        init_head = DetectureHead.from_pretrained(init) if init is not None else None  # fail before backbones load
-        self.qwen, self.sam = backbones or load_backbones(cfg, self.acc.device, sharded)
-        if init_head is not None:
-            init_head.check_qwen_width(self.qwen.hidden_size, init)
-            init_head.config.contract = init_head.config.effective_contract  # the run writes what it trained under
-        self.head = init_head or DetectureHead(HeadConfig.for_backbones(self.qwen, self.sam, **cfg.model.head))
-        self.qwen.apply_contract(self.head.config.effective_contract)
-        apply_lora(self.qwen, cfg.lora, quantized=cfg.model.quantization is not None,
-                   gradient_checkpointing=cfg.model.gradient_checkpointing)
-        adapter = DetectureHead.adapter_path(init) if init is not None else None
-        if adapter is not None:
-            load_adapter_weights(self.qwen, adapter, cfg.lora)
-        self.head.to(self.acc.device)  # backbones are placed by their loaders (a 4-bit Qwen must not be moved)
-        self.module = TrainModule(self.qwen, self.sam, self.head, cfg.loss)
-        self.groups = param_groups(self.module, cfg.optim.weight_decay)
-        self.optimizer = build_optimizer(self.groups, cfg.optim)
-        frozen = sum(p.numel() for p in self.module.parameters() if not p.requires_grad)
-        if self.main:
-            print(parameter_table(self.groups, cfg.optim, frozen))
-        self.sampler = EpochSampler(len(self.dataset), cfg.train.seed, self.acc.process_index, self.acc.num_processes)
-        # Own generator: creating a DataLoader iterator must not draw from the global RNG (exact resume).
-        self.loader = DataLoader(self.dataset, batch_size=cfg.optim.batch_size, sampler=self.sampler,
-                                 collate_fn=collate_items, num_workers=cfg.data.num_workers,
-                                 generator=torch.Generator().manual_seed(cfg.train.seed))
-        self.batches_per_epoch = math.ceil(len(self.sampler.indices()) / cfg.optim.batch_size)
-        self.steps_per_epoch = math.ceil(self.batches_per_epoch / cfg.optim.grad_accum)
-        self.schedule = LRSchedule.from_config(cfg.optim, self.steps_per_epoch)
-        # The optimizer goes through prepare() too: FSDP re-maps parameters to their shards at wrap time.
-        self.model, self.optimizer = self.acc.prepare(self.module, self.optimizer, device_placement=[False, False])
-        self.cache = None
-        if cfg.cache.enabled:
-            self.cache = FeatureCache(Path(cfg.cache.dir or self.out / "feature_cache"), cfg, self.dataset,
-                                      self._run_contract())
         self.state = ckpt.TrainerState(config=cfg.to_dict(), world_size=self.acc.num_processes)
         self.stage = 0
+
+    @classmethod
+    def from_config(cls, cfg: Config, data: Path, out: Path, val_data: Path | None = None,
+                    max_steps: int | None = None, backbones: tuple[QwenVL, Sam3Backbone] | None = None,
+                    init: Path | None = None) -> "Trainer":
+        """Build every part from ``cfg`` (see :func:`~detecture.training.factory.build_parts`) and a trainer on it."""
+        return cls(cfg, build_parts(cfg, data, out, val_data, backbones, init), out, max_steps)
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
 
@@ -261,9 +180,7 @@ class Trainer:
                  self.state.batch_in_epoch, self.state.optimizer_step)
 
     def _run_contract(self) -> dict:
-        """What a resume must match: the contract the head trains under, and the --init it came from."""
-        return {"init": str(self.init) if self.init is not None else None,
-                "contract": self.head.config.effective_contract.to_dict()}
+        return run_contract(self.head, self.init)
 
     # -- stages and data ------------------------------------------------------------------------------------------
 
@@ -378,7 +295,7 @@ class Trainer:
     def run(self, options: ResumeOptions | None = None) -> TrainResult:
         options = options or ResumeOptions()
         self.restore(options)
-        monitor = Monitor(self.out, STEP_FIELDS, EVAL_FIELDS, enabled=self.main)
+        monitor = Monitor(self.out, STEP_FIELDS, EVAL_FIELDS, self.acc, TRACKER_RUN)
         if self.main:
             atomic.write_json(self.out / "config.json", self.cfg.to_dict())
         try:
@@ -405,59 +322,82 @@ class Trainer:
             return self._epochs(monitor, sizes, progress)
 
     def _epochs(self, monitor: Monitor, sizes: list[int], progress: tqdm) -> bool:
-        """Micro-batch loop: accumulate (no DDP sync until a group's last micro-batch), step, log, checkpoint."""
-        cfg, state = self.cfg, self.state
-        accum = cfg.optim.grad_accum
-        for epoch in range(state.epoch, cfg.optim.epochs):
+        """Epoch after epoch: set the stage, train the epoch, then evaluate and checkpoint at its end."""
+        for epoch in range(self.state.epoch, self.cfg.optim.epochs):
             self.set_stage(self.schedule.stage(epoch * self.steps_per_epoch))
-            start = state.batch_in_epoch if epoch == state.epoch else 0
-            sums, loss_sum, samples, t0 = torch.zeros(len(LOSS_TERMS)), torch.zeros(()), 0, time.perf_counter()
-            for b, batch in enumerate(self.epoch_batches(epoch, start), start=start):
-                last = (b + 1) % accum == 0 or b + 1 == self.batches_per_epoch
-                sync = contextlib.nullcontext() if last else self.acc.no_sync(self.model)
-                with sync:
-                    with self.acc.autocast():
-                        terms = self.model(batch.to(self.acc.device), self.stage)
-                    self.acc.backward(terms.total / sizes[b])
-                values = terms.as_floats()
-                sums += torch.tensor([values[k] for k in LOSS_TERMS]) / sizes[b]
-                loss_sum = loss_sum + terms.total.detach().float().cpu()
-                samples += len(batch.ids)
-                if not last:
-                    continue
-                lrs = self.schedule.apply(self.optimizer, state.optimizer_step)
-                ok, norm = self.optimizer_step(loss_sum)
-                self.check_nonfinite(ok)
-                state.optimizer_step += 1
-                state.batch_in_epoch = b + 1
-                means = self.acc.reduce(sums.to(self.acc.device), reduction="mean").cpu().tolist()
-                row = {"step": state.optimizer_step, "epoch": epoch + 1, "stage": self.stage,
-                       **dict(zip(LOSS_TERMS, means)), "grad_norm": norm, "skipped": int(not ok),
-                       **{f"lr_{g}": v for g, v in lrs.items()},
-                       "samples_per_s": samples * self.acc.num_processes / (time.perf_counter() - t0)}
-                if self.stage == 1:
-                    row["lm"] = ""  # not computed: nothing the LM loss could train is active in stage 1
-                every = cfg.train.emission_every_steps
-                if every and state.optimizer_step % every == 0:
-                    row.update(self.quick_validation())
-                    self.acc.wait_for_everyone()
-                if state.optimizer_step % cfg.train.log_every == 0:
-                    monitor.log_step(row)
-                progress.update(1)
-                progress.set_postfix(loss=f"{row['total']:.4f}", stage=self.stage, epoch=epoch + 1)
-                sums, loss_sum, samples, t0 = torch.zeros(len(LOSS_TERMS)), torch.zeros(()), 0, time.perf_counter()
-                if self.max_steps is not None and state.optimizer_step >= self.max_steps:
-                    self.save()
-                    log.info("stopped after --max-steps %d", self.max_steps)
-                    return True
-                if cfg.train.save_every_steps and state.optimizer_step % cfg.train.save_every_steps == 0:
-                    self.save()
-            state.epoch, state.batch_in_epoch = epoch + 1, 0
-            if cfg.train.eval_every_epochs and (epoch + 1) % cfg.train.eval_every_epochs == 0:
-                self.full_evaluation(monitor, epoch)
-                self.acc.wait_for_everyone()
-            self.save()
+            if self.train_epoch(epoch, monitor, sizes, progress):
+                return True
+            self.end_epoch(epoch, monitor)
         return False
+
+    def train_epoch(self, epoch: int, monitor: Monitor, sizes: list[int], progress: tqdm) -> bool:
+        """Accumulate micro-batches and take one optimizer step per group; True when ``max_steps`` stopped the run."""
+        cfg, state = self.cfg, self.state
+        start = state.batch_in_epoch if epoch == state.epoch else 0
+        group = Accumulation()
+        for b, batch in enumerate(self.epoch_batches(epoch, start), start=start):
+            last = (b + 1) % cfg.optim.grad_accum == 0 or b + 1 == self.batches_per_epoch
+            self.accumulate(batch, sizes[b], last, group)
+            if not last:
+                continue
+            row = self.step(epoch, b, group)
+            self.log_step(row, monitor, progress)
+            group = Accumulation()
+            if self.max_steps is not None and state.optimizer_step >= self.max_steps:
+                self.save()
+                log.info("stopped after --max-steps %d", self.max_steps)
+                return True
+            if cfg.train.save_every_steps and state.optimizer_step % cfg.train.save_every_steps == 0:
+                self.save()
+        return False
+
+    def accumulate(self, batch: Batch, group_size: int, last: bool, group: "Accumulation") -> None:
+        """Forward and backward one micro-batch, its loss divided by its group's size; DDP syncs gradients only on
+        the group's last micro-batch."""
+        with contextlib.nullcontext() if last else self.acc.no_sync(self.model):
+            with self.acc.autocast():
+                terms = self.model(batch.to(self.acc.device), self.stage)
+            self.acc.backward(terms.total / group_size)
+        values = terms.as_floats()
+        group.sums += torch.tensor([values[k] for k in LOSS_TERMS]) / group_size
+        group.loss_sum = group.loss_sum + terms.total.detach().float().cpu()
+        group.samples += len(batch.ids)
+
+    def step(self, epoch: int, batch_index: int, group: "Accumulation") -> dict:
+        """Set the learning rates, step (or skip a non-finite group), and return the step's log row."""
+        state = self.state
+        lrs = self.schedule.apply(self.optimizer, state.optimizer_step)
+        ok, norm = self.optimizer_step(group.loss_sum)
+        self.check_nonfinite(ok)
+        state.optimizer_step += 1
+        state.batch_in_epoch = batch_index + 1
+        means = self.acc.reduce(group.sums.to(self.acc.device), reduction="mean").cpu().tolist()
+        row = {"step": state.optimizer_step, "epoch": epoch + 1, "stage": self.stage,
+               **dict(zip(LOSS_TERMS, means)), "grad_norm": norm, "skipped": int(not ok),
+               **{f"lr_{g}": v for g, v in lrs.items()},
+               "samples_per_s": group.samples * self.acc.num_processes / (time.perf_counter() - group.started)}
+        if self.stage == 1:
+            row["lm"] = ""  # not computed: nothing the LM loss could train is active in stage 1
+        return row
+
+    def log_step(self, row: dict, monitor: Monitor, progress: tqdm) -> None:
+        """Add the periodic SEG-emission check to the row, log it, and advance the progress bar."""
+        every = self.cfg.train.emission_every_steps
+        if every and self.state.optimizer_step % every == 0:
+            row.update(self.quick_validation())
+            self.acc.wait_for_everyone()
+        if self.state.optimizer_step % self.cfg.train.log_every == 0:
+            monitor.log_step(row)
+        progress.update(1)
+        progress.set_postfix(loss=f"{row['total']:.4f}", stage=self.stage, epoch=row["epoch"])
+
+    def end_epoch(self, epoch: int, monitor: Monitor) -> None:
+        """Mark the epoch done, run live evaluation when due, and checkpoint."""
+        self.state.epoch, self.state.batch_in_epoch = epoch + 1, 0
+        if self.cfg.train.eval_every_epochs and (epoch + 1) % self.cfg.train.eval_every_epochs == 0:
+            self.full_evaluation(monitor, epoch)
+            self.acc.wait_for_everyone()
+        self.save()
 
     def export(self) -> Path | None:
         """Write ``<out>/final`` (see :func:`checkpoint.export_trained`); every rank takes part in the gathering."""

@@ -1,4 +1,5 @@
-"""Training monitoring: a per-step CSV (the record of truth), TensorBoard scalars, and loss-curve PNGs at the end.
+"""Training monitoring: a per-step CSV (the record of truth), the accelerator's trackers (TensorBoard), and
+loss-curve PNGs at the end.
 
 The CSV is append-only and flushed every row, so a killed run keeps its history; on resume rows past the checkpoint
 step are dropped first, so the file reads as one uninterrupted run.
@@ -7,15 +8,12 @@ step are dropped first, so the file reads as one uninterrupted run.
 from __future__ import annotations
 
 import csv
-import logging
 import math
 from pathlib import Path
 from typing import Any
 
 from ..utils import atomic
 from ..utils.plotting import pyplot, save_figure
-
-log = logging.getLogger(__name__)
 
 STEPS_CSV = "train_log.csv"
 EVAL_CSV = "eval_log.csv"
@@ -64,50 +62,50 @@ class CsvLog:
 
 
 class Monitor:
-    """Fan-out of metrics to CSV and TensorBoard (main process only; other ranks get a disabled monitor)."""
+    """Fan-out of metrics to the CSV logs (main process only) and to the accelerator's trackers (``accelerator.log``,
+    which runs on the main process only, as ``accelerate``'s examples do)."""
 
-    def __init__(self, out: Path, step_fields: list[str], eval_fields: list[str], enabled: bool = True) -> None:
+    def __init__(self, out: Path, step_fields: list[str], eval_fields: list[str], accelerator: Any,
+                 tracker_run: str) -> None:
         self.out = Path(out)
-        self.enabled = enabled
+        self.acc = accelerator
+        self.enabled = accelerator.is_main_process
         self.steps: CsvLog | None = None
         self.evals: CsvLog | None = None
-        self.tb = None
-        if not enabled:
+        if not self.enabled:
             return
         self.steps = CsvLog(self.out / STEPS_CSV, step_fields)
         self.evals = CsvLog(self.out / EVAL_CSV, eval_fields)
-        try:
-            from torch.utils.tensorboard import SummaryWriter
+        accelerator.init_trackers(tracker_run)
 
-            self.tb = SummaryWriter(log_dir=str(self.out / "tensorboard"))
-        except ImportError:  # tensorboard is a declared dependency, but a CSV log is enough to train
-            log.warning("tensorboard is not installed; logging to CSV only")
+    def _track(self, prefix: str, row: dict[str, Any], skip: tuple[str, ...]) -> None:
+        values = {f"{prefix}/{key}": value for key, value in row.items()
+                  if key not in skip and isinstance(value, (int, float)) and math.isfinite(value)}
+        self.acc.log(values, step=row["step"])
 
     def log_step(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self.steps.write(row)
-        if self.tb is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.tb.add_scalar(f"train/{key}", value, row["step"])
+        self._track("train", row, ("step",))
 
     def log_eval(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self.evals.write(row)
-        if self.tb is not None:
-            for key, value in row.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)) and math.isfinite(value):
-                    self.tb.add_scalar(f"eval/{key}", value, row["step"])
+        self._track("eval", row, ("step", "epoch"))
 
     def close(self) -> None:
+        """Close the CSV files and finish the trackers (not ``end_training``: that would also end the process
+        group, which the export after training still uses)."""
         if not self.enabled:
             return
         self.steps.close()
         self.evals.close()
-        if self.tb is not None:
-            self.tb.close()
+        for tracker in self.acc.trackers:
+            tracker.finish()
+        self.acc.trackers.clear()
+
 
 
 def _column(rows: list[dict[str, str]], key: str) -> tuple[list[float], list[float]]:
