@@ -51,7 +51,7 @@ class SegmentRequest:
     ``k`` is the number of regions: an integer 1..6 (or its text), or ``None`` / ``"auto"`` to let the method choose.
     ``query`` asks for the one region matching a phrase (detecture only; excludes ``k``). ``grounding`` is ``auto``
     (bridge when a head is loaded, else text), ``bridge`` or ``text``. Model options left at ``None`` take the
-    defaults (``qwen`` = :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3`` = :data:`~detecture.backbones.DEFAULT_SAM3`).
+    defaults (``qwen``: :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3``: :data:`~detecture.backbones.DEFAULT_SAM3`).
     """
 
     method: Literal["classical", "detecture"]

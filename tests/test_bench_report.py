@@ -47,4 +47,4 @@ def test_report_from_hand_written_records(tmp_path):
 def test_gallery_colours_follow_the_matching():
     pred = np.array([[0, 1, 2, 3]])
     rgb = colourise(pred, {2: 1, 1: 2}, n_gt=2)  # pred 2 matched GT 1, pred 1 matched GT 2, pred 3 unmatched
-    assert rgb[0].tolist() == [LABEL_COLOURS[0].tolist(), LABEL_COLOURS[2].tolist(), LABEL_COLOURS[1].tolist(), LABEL_COLOURS[3].tolist()]
+    assert rgb[0].tolist() == [LABEL_COLOURS[k].tolist() for k in (0, 2, 1, 3)]

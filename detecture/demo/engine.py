@@ -142,7 +142,8 @@ class DemoEngine:
         stem = folder / name.stem
         atomic.write_json(stem.with_suffix(".json"), record)
         label_png = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
-        label_png.putpalette([0, 0, 0] + REGION_COLOURS.ravel().tolist())  # index k = region k, shown in its overlay colour
+        # index k = region k, shown in its overlay colour
+        label_png.putpalette([0, 0, 0] + REGION_COLOURS.ravel().tolist())
         label_png.save(stem.parent / f"{stem.name}_labels.png")
         h, w = labels.shape
         scaled = f" (analysed at {w}x{h})" if (h, w) != original else ""

@@ -16,7 +16,8 @@ SWATCH = 12
 
 
 def draw_overlay(image: Image.Image, region_map: np.ndarray, labels: list[str], alpha: float = 0.45) -> Image.Image:
-    """Tint region ``k`` (1-based in ``region_map``) with ``NAMED_REGION_COLOURS[k-1]``, outline it, and add a legend strip.
+    """Tint region ``k`` (1-based in ``region_map``) with ``NAMED_REGION_COLOURS[k-1]``, outline it, and add a
+    legend strip.
 
     Outline pixels and legend swatches use the exact palette colour; the legend lists ``k colour: label``.
     """

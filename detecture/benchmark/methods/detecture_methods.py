@@ -49,7 +49,8 @@ class _DetectureMethod(Method):
         if self.options.tiny:
             n = regime.k if regime.k is not None else max(regime.k_gt, 1)
             forced = [format_response([f"Texture of region {i + 1}, tiny model check" for i in range(n)])]
-        result = self.loaded["pipe"].segment([image], regime.as_regime(), grounding=self.grounding, forced_responses=forced)[0]
+        result = self.loaded["pipe"].segment([image], regime.as_regime(), grounding=self.grounding,
+                                              forced_responses=forced)[0]
         return MethodOutput(result.logits.float().numpy(), list(result.descriptions))
 
 
