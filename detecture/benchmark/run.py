@@ -20,11 +20,19 @@ class BenchOutcome:
 
 
 def run(config: BenchConfig) -> BenchOutcome | None:
-    """Run all cells and write the reports; returns ``None`` on non-main processes of a sharded run."""
-    from accelerate import PartialState
+    """Run all cells and write the reports; returns ``None`` where this process reports nothing (a ``--shard`` run,
+    or a launched process other than the main one)."""
+    from ..utils.parallel import Ranks, stopped
 
-    cells = run_benchmark(config)
-    if not PartialState().is_main_process:
+    try:
+        return _run(config, Ranks())
+    except (OSError, MemoryError) as exc:
+        raise stopped(exc, "bench") from None
+
+
+def _run(config: BenchConfig, ranks) -> BenchOutcome | None:
+    cells = run_benchmark(config, ranks)
+    if not ranks.is_main or not config.shard.whole:
         return None
     out = Path(config.out)
     summaries = summarise(cells, out)
