@@ -19,7 +19,6 @@ process takes a disjoint, deterministic share of the items (:func:`share`).
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import signal
@@ -31,8 +30,6 @@ from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from ..errors import DetectureError, InputError
-
-log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -82,11 +79,11 @@ def limit_thread_variables() -> None:
 
 
 def single_threaded() -> None:
-    """One thread for torch and for every BLAS / OpenMP pool already loaded."""
-    import torch
+    """One thread for every BLAS / OpenMP pool already loaded, and for torch if it is (never imported for this)."""
     from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     threadpool_limits(limits=1)
 
 
@@ -223,17 +220,6 @@ class Ranks:
         """Barrier: return once every process got here."""
         if self._state is not None:
             self._state.wait_for_everyone()
-
-    def all_ok(self, ok: bool) -> bool:
-        """Barrier that also tells whether every process finished its share (a failed rank stops the merge)."""
-        if self._state is None:
-            return ok
-        import torch
-        import torch.distributed as dist
-
-        flag = torch.tensor([0 if ok else 1], device=self._state.device)
-        dist.all_reduce(flag)
-        return int(flag.item()) == 0
 
     def shard(self, shard: Shard) -> Shard:
         """The share of this process: shard ``shard`` of a job array, split again among the launched processes."""
