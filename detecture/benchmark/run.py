@@ -22,11 +22,13 @@ class BenchOutcome:
 def run(config: BenchConfig) -> BenchOutcome | None:
     """Run all cells and write the reports; returns ``None`` where this process reports nothing (a ``--shard`` run,
     or a launched process other than the main one)."""
-    from ..utils.parallel import Ranks, stopped
+    from ..utils.parallel import Ranks, is_environment_error, stopped
 
     try:
         return _run(config, Ranks())
-    except (OSError, MemoryError) as exc:
+    except Exception as exc:
+        if not is_environment_error(exc):
+            raise
         raise stopped(exc, "bench") from None
 
 

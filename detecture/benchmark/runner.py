@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -151,6 +151,8 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     if config.force and not config.shard.whole:
         raise InputError("--force with --shard would delete the other shards' results: run with --force once "
                          "without --shard, or use a new --out")
+    if config.options.device is None and ranks.device is not None:
+        config = replace(config, options=replace(config.options, device=ranks.device))  # one GPU per process
     methods, _, cells = build_plan(config)
     out = Path(config.out)
     if config.force and ranks.is_main:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import DetectureError, InputError, ModelAccessError
-from ..utils.parallel import stopped
+from ..utils.parallel import is_environment_error, stopped
 from .exit_status import for_failures
 from .help_format import DefaultsHelpFormatter
 
@@ -163,8 +163,10 @@ def run(args: argparse.Namespace) -> int:
             _run_classical(args, regime, settings, work)
         else:
             _run_detecture(args, regime, settings, work, ranks)
-    except (OSError, MemoryError) as exc:
-        _summarise(work, skipped, args.out)
+    except Exception as exc:
+        if not is_environment_error(exc):
+            raise
+        _summarise(work, skipped, args.out)  # what did finish, and its per-image lines
         raise stopped(exc, "segment") from None
     finally:
         work.release_unfinished()

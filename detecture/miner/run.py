@@ -32,7 +32,8 @@ from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_m
 from ..errors import DetectureError, InputError
 from ..images import load_image
 from ..utils import atomic
-from ..utils.parallel import Ranks, RunStopped, Shard, default_workers, share, stopped, unordered_map
+from ..utils.parallel import (Ranks, RunStopped, Shard, default_workers, is_environment_error, share, stopped,
+                              unordered_map)
 from ..utils.paths import InputSet, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
@@ -259,7 +260,9 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
     """
     try:
         return _mine(opts, describer)
-    except (OSError, MemoryError) as exc:
+    except Exception as exc:
+        if not is_environment_error(exc):
+            raise
         raise stopped(exc, "mine") from None
 
 

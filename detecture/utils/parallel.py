@@ -4,8 +4,9 @@ Failure policy (every batch command, ``segment``, ``mine`` and ``bench``, follow
 
 * a **data error** — a :class:`~detecture.errors.DetectureError` (unreadable or corrupt image, bad label map, invalid
   description...) — is a per-item result: the item is reported or recorded as failed and the run goes on;
-* an **environment error** — :class:`OSError` (disk full, permission, I/O), :class:`MemoryError`, an interrupt — stops
-  the run unfinished: nothing is recorded for the item, so a re-run, once the cause is gone, finishes it;
+* an **environment error** — :class:`OSError` (disk full, permission, I/O), :class:`MemoryError` or torch's
+  out-of-memory, an interrupt — stops the run unfinished with one line naming the path and the cause (:func:`stopped`):
+  nothing is recorded for the item, so a re-run, once the cause is gone, finishes it;
 * anything else is a **programming error** and propagates with its traceback.
 
 Worker processes start from a forkserver (spawn where there is none): the parent may already hold torch / OpenMP
@@ -35,12 +36,18 @@ T = TypeVar("T")
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DATA_ERRORS: tuple[type[BaseException], ...] = (DetectureError,)
-ENVIRONMENT_ERRORS: tuple[type[BaseException], ...] = (OSError, MemoryError, KeyboardInterrupt)
 PARENT_POLL_SECONDS = 0.5
 
 
 class RunStopped(DetectureError):
     """An environment error stopped the run unfinished; the message names the path and the cause."""
+
+
+def is_environment_error(exc: BaseException) -> bool:
+    """Disk, I/O, permission (``OSError``) or memory (``MemoryError``, torch's out-of-memory); interrupts are the
+    CLI's to report."""
+    torch = sys.modules.get("torch")
+    return isinstance(exc, (OSError, MemoryError)) or (torch is not None and isinstance(exc, torch.OutOfMemoryError))
 
 
 def stopped(exc: BaseException, what: str = "the run") -> RunStopped:
@@ -49,7 +56,9 @@ def stopped(exc: BaseException, what: str = "the run") -> RunStopped:
         cause = exc.strerror or str(exc) or type(exc).__name__
         where = f"{exc.filename}: " if exc.filename else ""
     else:
-        cause, where = ("not enough memory" if isinstance(exc, MemoryError) else str(exc) or type(exc).__name__), ""
+        cause, where = "not enough memory", ""
+        if str(exc):
+            cause += f" ({str(exc).splitlines()[0]})"
     return RunStopped(f"{where}{cause}; {what} stopped unfinished (re-run the same command to finish it)")
 
 
