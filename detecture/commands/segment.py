@@ -29,7 +29,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment images into texture regions (with descriptions)",
         description="Find the texture regions of each image, or the one matching --query. Writes, per image, "
                     "<name>.detecture.png (coloured regions + legend) and <name>.detecture.json (descriptions, areas, "
-                    "RLE masks); an input is never overwritten.",
+                    "RLE masks); an input is never overwritten. A re-run into the same --out skips images whose outputs "
+                    "are complete for the same input and settings (--force redoes them); under 'accelerate launch' "
+                    "or with --shard each process takes its own share of the images.",
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("images", nargs="+", help="image files, folders (their images, sorted) or glob patterns")
