@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils.parallel import Ranks
 from .gallery import write_gallery
 from .report import CellSummary, summarise, write_reports
 from .runner import BenchConfig, run_benchmark
@@ -22,7 +23,7 @@ class BenchOutcome:
 def run(config: BenchConfig) -> BenchOutcome | None:
     """Run all cells and write the reports; returns ``None`` where this process reports nothing (a ``--shard`` run,
     or a launched process other than the main one)."""
-    from ..utils.parallel import Ranks, is_environment_error, stopped
+    from ..utils.parallel import is_environment_error, stopped
 
     try:
         return _run(config, Ranks())
@@ -32,7 +33,7 @@ def run(config: BenchConfig) -> BenchOutcome | None:
         raise stopped(exc, "bench") from None
 
 
-def _run(config: BenchConfig, ranks) -> BenchOutcome | None:
+def _run(config: BenchConfig, ranks: Ranks) -> BenchOutcome | None:
     cells = run_benchmark(config, ranks)
     if not ranks.is_main or not config.shard.whole:
         return None

@@ -15,7 +15,9 @@ from .help_format import DefaultsHelpFormatter
 
 if TYPE_CHECKING:
     from ..prompts import Regime
+    from ..utils.parallel import Ranks
     from ..utils.paths import InputSet
+    from .segment_output import Claims, OutputFolder
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
 class BatchWork:
     """The images of one run with their claimed output names, and what became of each."""
 
-    def __init__(self, images: list[Path], claims, folder) -> None:
+    def __init__(self, images: list[Path], claims: "Claims", folder: "OutputFolder") -> None:
         self.images, self.claims, self.folder = images, claims, folder
         self.rows: dict[int, dict] = {}
         self.failures: dict[int, str] = {}
@@ -250,7 +252,8 @@ def _load_pipeline(args: argparse.Namespace):
                                f"--qwen, or another --device); {OFFLINE_HINT}") from None
 
 
-def _run_detecture(args: argparse.Namespace, regime: "Regime", settings: dict, work: BatchWork, ranks) -> None:
+def _run_detecture(args: argparse.Namespace, regime: "Regime", settings: dict, work: BatchWork,
+                   ranks: "Ranks") -> None:
     from tqdm import tqdm
 
     from ..images import as_rgb_array, load_image
