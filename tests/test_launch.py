@@ -150,3 +150,14 @@ def test_bad_shard_is_one_error_line(text, tmp_path, capsys):
     assert main(["segment", str(tmp_path), "--method", "classical", "--shard", text]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"error: --shard {text}:") and len(err.splitlines()) == 1
+
+
+def test_shares_are_disjoint_contiguous_and_cover_every_item():
+    from detecture.utils.parallel import Shard, share
+
+    for n in (0, 1, 5, 16, 17):
+        for k in (1, 2, 3, 8):
+            blocks = [share(list(range(n)), Shard(i, k)) for i in range(k)]
+            assert sum(blocks, []) == list(range(n))
+            assert max(map(len, blocks)) - min(map(len, blocks)) <= 1
+    assert Shard.parse("2/4") == Shard(1, 4) and Shard.parse(None).whole
