@@ -4,7 +4,9 @@ Part 1 runs ``bench`` (classical), ``mine`` (template describer) and ``segment``
 plain process, then ``accelerate launch --multi_gpu --num_processes N`` on CPU (gloo), every process with one worker
 and one BLAS thread, so N processes use N cores. Each command runs twice per process count, on ``--small`` and on
 the full item count: the difference removes the fixed cost (imports, process-group start, reports) and gives the
-per-item cost and the speed-up of the work itself; the whole-command speed-up is printed beside it.
+per-item cost and the speed-up of the work itself; the whole-command speed-up is printed beside it. The CPU seconds
+of the work (all processes together) are printed too: on a machine shared with other jobs the wall-clock speed-up
+depends on the others' load, while equal CPU seconds for 1 and N processes show that splitting adds no work.
 
 Part 2 times the merge step of ``mine`` (rank 0 reading every scene's result file and writing metadata, rejections
 and summary) on ``--merge-scenes`` synthetic result files, and of ``bench`` (merging part files into one cell).
@@ -23,6 +25,7 @@ import datetime
 import json
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
@@ -51,8 +54,13 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def run_command(argv: list[str], processes: int) -> float:
-    """Wall seconds of ``detecture <argv>`` on ``processes`` processes (a plain process for one)."""
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def run_command(argv: list[str], processes: int) -> tuple[float, float]:
+    """Wall and CPU seconds of ``detecture <argv>`` on ``processes`` processes (a plain process for one)."""
     if processes == 1:
         cmd = [sys.executable, "-m", "detecture", *argv]
     else:
@@ -61,12 +69,12 @@ def run_command(argv: list[str], processes: int) -> float:
                "--main_process_port", str(_port()), "-m", "detecture", *argv]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "PYTHONPATH": str(REPO)}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv[:1])} on {processes} process(es) failed:\n{done.stderr[-3000:]}")
-    return seconds
+    return seconds, _children_cpu() - cpu
 
 
 def commands(tmp: Path, data: Path, n_images: int, n_scenes: int) -> dict:
@@ -90,11 +98,13 @@ def scaling(tmp: Path, data: Path, processes: list[int], n_images: int, n_scenes
     for name, argv in argvs.items():
         row = {"command": name, "items": sizes[name]}
         for p in processes:
-            fixed = run_command(argv(tmp / f"{name}-{p}-small".replace(" ", "_"), small), p)
-            total = run_command(argv(tmp / f"{name}-{p}".replace(" ", "_"), sizes[name]), p)
-            work = (total - fixed) * sizes[name] / (sizes[name] - small) if total > fixed else None
-            row[p] = {"total": total, "work": work}
-            print(f"  {name}, {p} process(es): {total:.1f} s whole command, {_s(work)} s of work", flush=True)
+            fixed, fixed_cpu = run_command(argv(tmp / f"{name}-{p}-small".replace(" ", "_"), small), p)
+            total, total_cpu = run_command(argv(tmp / f"{name}-{p}".replace(" ", "_"), sizes[name]), p)
+            scale = sizes[name] / (sizes[name] - small)
+            work = (total - fixed) * scale if total > fixed else None
+            row[p] = {"total": total, "work": work, "cpu": (total_cpu - fixed_cpu) * scale}
+            print(f"  {name}, {p} process(es): {total:.1f} s whole command, {_s(work)} s of work, "
+                  f"{row[p]['cpu']:.1f} CPU s of work", flush=True)
         rows.append(row)
     return rows
 
@@ -150,9 +160,9 @@ def merge_bench(tmp: Path, n: int, parts: int = 8) -> float:
 
 
 def planning(rows: list[dict]) -> list[tuple[str, str, str]]:
-    """Hours on ``PLAN_PROCESSES`` processes from one process's measured per-item cost (perfect scaling assumed:
-    the items are independent; the measured 2-process speed-up says how close it comes)."""
-    per_item = {r["command"]: r[1]["work"] / r["items"] for r in rows if r.get(1, {}).get("work")}
+    """Hours on ``PLAN_PROCESSES`` processes from one process's measured per-item CPU cost (perfect scaling assumed:
+    the items are independent; the measured 2-process speed-up and CPU seconds say how close it comes)."""
+    per_item = {r["command"]: r[1]["cpu"] / r["items"] for r in rows if r.get(1, {}).get("cpu")}
     plan = []
     mine_s = per_item.get("mine (template)")
     if mine_s is not None:
@@ -186,11 +196,11 @@ def main() -> None:
         bench_merge = merge_bench(tmp, args.merge_scenes)
     base = args.processes[0]
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end\n")
-    print("| command | items | " + " | ".join(f"{p} proc. work s (whole s)" for p in args.processes)
+    print("| command | items | " + " | ".join(f"{p} proc.: work s (whole s) [work CPU s]" for p in args.processes)
           + " | speed-up, work (whole) |")
     print("|---|---|" + "---|" * len(args.processes) + "---|")
     for r in rows:
-        cells = " | ".join(f"{_s(r[p]['work'])} ({r[p]['total']:.1f})" for p in args.processes)
+        cells = " | ".join(f"{_s(r[p]['work'])} ({r[p]['total']:.1f}) [{r[p]['cpu']:.1f}]" for p in args.processes)
         last = args.processes[-1]
         speed = f"{_ratio(r[base]['work'], r[last]['work'])} ({_ratio(r[base]['total'], r[last]['total'])})"
         print(f"| {r['command']} | {r['items']} | {cells} | {speed} |")

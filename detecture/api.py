@@ -51,20 +51,17 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
     them exactly as the benchmark scores them.
     """
     import torch
-    from threadpoolctl import threadpool_limits
 
     from .benchmark.metrics import partition
     from .classical import segment_texture
     from .classical.describe import describe_regions
+    from .utils.parallel import one_thread
 
     if regime.kind == "query":
         raise InputError("a query needs --method detecture: the classical segmenter finds regions, it cannot read "
                          "a phrase")
     k = regime.count if regime.kind == "oracle" else None
-    # One BLAS/OpenMP thread, as in the CLI's workers and the benchmark: the float32 reductions then sum in one order,
-    # so a notebook, the demo and `segment --workers N` give the same partition (and the small per-image problems
-    # run faster without threads spinning against each other).
-    with threadpool_limits(limits=1):
+    with one_thread():  # the same partition in a notebook, the demo and `segment --workers N`
         logits = np.ascontiguousarray(segment_texture(image, k, seed=seed), dtype=np.float32)
     descriptions = list(describe_regions(image, partition(logits)))
     # A channel that wins no pixel gets no description from the describer; it stays, so K matches what was asked.

@@ -96,6 +96,17 @@ def single_threaded() -> None:
     threadpool_limits(limits=1)
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """One BLAS / OpenMP thread inside the block, for one item's numerics: the float32 reductions then sum in one
+    order (a notebook, the demo and N workers give the same result), and k-means' threads no longer spin against
+    other work (~10x slower on a shared CPU in the classical benchmark). Parallelism belongs across items."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1):
+        yield
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """Exit when ``parent_pid`` is gone: ``PR_SET_PDEATHSIG`` covers the direct parent on Linux, and a watch thread
     covers the command's process when a forkserver stands between them (and other platforms)."""
