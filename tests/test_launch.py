@@ -77,21 +77,25 @@ def runs(tmp_path_factory):
     argv = {
         "segment": lambda out: ["segment", str(photos), "--method", "classical", "--k", "2", "--workers", "1",
                                 "--out", str(root / out)],
+        "segment-tiny": lambda out: ["segment", str(photos / "m0.png"), str(photos / "m1.png"), "--tiny", "--k", "2",
+                                     "--out", str(root / out)],
         "mine": lambda out: ["mine", "--root", str(ade), "--out", str(root / out), "--workers", "1"],
         "bench": lambda out: ["bench", "--datasets", str(rwtd), "--methods", "classical", "--gallery", "0",
                               "--out", str(root / out)],
     }
-    first = _launch([["segment", argv["segment"]("segment2"), None], ["mine", argv["mine"]("mine2"), None],
+    first = _launch([["segment", argv["segment"]("segment2"), None],
+                     ["segment-tiny", argv["segment-tiny"]("segment-tiny2"), None],
+                     ["mine", argv["mine"]("mine2"), None],
                      ["bench", argv["bench"]("bench2"), None],
                      ["segment-full", argv["segment"]("segment-full"), ["full", 2]],
                      ["mine-kill", argv["mine"]("mine-kill"), ["kill", 2]]], root / "first.log")
     second = _launch([["bench-kill", argv["bench"]("bench-kill"), ["kill", 2]]], root / "second.log")
-    for name in ("segment", "mine", "bench"):  # the one-process references
+    for name in argv:  # the one-process references
         assert main(argv[name](name + "1")) == 0
     return root, argv, first, second
 
 
-@pytest.mark.parametrize("name", ["segment", "mine", "bench"])
+@pytest.mark.parametrize("name", ["segment", "segment-tiny", "mine", "bench"])
 def test_two_processes_take_disjoint_shares_and_write_the_one_process_outputs(runs, name):
     root, _, (done, items), _ = runs
     assert items[name][("EXIT", 0)] == ["0"] and items[name][("EXIT", 1)] == ["0"], done.stderr[-3000:]
@@ -99,8 +103,8 @@ def test_two_processes_take_disjoint_shares_and_write_the_one_process_outputs(ru
     assert share0 and share1 and not share0 & share1
     assert len(share0) + len(share1) == len(items[name][("ITEM", 0)]) + len(items[name][("ITEM", 1)])
     one, two = root / f"{name}1", root / f"{name}2"
-    if name == "segment":
-        assert share0 | share1 == {f"m{i}.png" for i in range(4)}
+    if name.startswith("segment"):
+        assert share0 | share1 == {f"m{i}.png" for i in range(4 if name == "segment" else 2)}
         assert _files(two) == _files(one)
     elif name == "mine":
         assert share0 | share1 == {p.stem for p in (one / "mine_state" / "scenes").iterdir()}
