@@ -21,3 +21,7 @@ class CheckpointError(DetectureError):
 
 class ModelAccessError(DetectureError):
     """A backbone could not be loaded from the hub or disk (gated model, no token, offline, wrong id)."""
+
+
+class MethodError(DetectureError):
+    """A method's output for one sample is unusable (wrong shape, NaN): that sample's failure, not the run's."""

@@ -51,6 +51,8 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     except UnidentifiedImageError:
         raise InputError(f"{path}: not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError) as exc:
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise  # the system failed to read the file (I/O error, permission): an environment error, not bad data
         raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
     if image.width < 2 or image.height < 2:
         raise InputError(f"{path}: image is {image.width}x{image.height}; at least 2x2 pixels are needed")

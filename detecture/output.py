@@ -3,6 +3,11 @@ table (the CLI writes them; the demo shows the same record)."""
 
 from __future__ import annotations
 
+import json
+import os
+import socket
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +15,13 @@ import numpy as np
 from .prompts import Regime
 from .result import SegmentationResult
 from .utils import atomic, rle
-from .utils.paths import InputSet
+from .utils.paths import InputSet, resolved
 from .visualize import save_overlay
+
+try:
+    import fcntl
+except ImportError:  # Windows: no folder lock; claims still never overwrite a finished output of another input
+    fcntl = None
 
 OUTPUT_TAG = ".detecture"
 
@@ -20,26 +30,126 @@ def _output_paths(stem: Path) -> tuple[Path, Path]:
     return stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.json"
 
 
-def plan_outputs(out: Path, paths: list[Path], inputs: InputSet) -> list[Path]:
-    """One output stem per image, ``out/<name>.detecture`` (+ ``.png`` / ``.json``), decided up front so parallel
-    workers never race for a name. The tag keeps outputs apart from the user's images; a number is added when two
-    inputs share a file name, a candidate is itself an input (``segment out/*.png --out out``) or holds an earlier
-    result."""
-    stems: list[Path] = []
-    for path in paths:
-        n = 1
-        while True:
-            stem = out / (path.stem + (f"_{n}" if n > 1 else "") + OUTPUT_TAG)
-            png, json_path = _output_paths(stem)
-            if stem not in stems and not json_path.exists() and png not in inputs and json_path not in inputs:
-                break
-            n += 1
-        stems.append(stem)
-    return stems
+def input_identity(path: Path) -> dict:
+    """Which input made an output: its resolved path, size and modification time (a changed file is redone)."""
+    st = path.stat()
+    return {"path": str(resolved(path)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+@dataclass
+class Claims:
+    """The outcome of :meth:`OutputFolder.claim`: output stems this run now owns, and the images it skips."""
+
+    stems: dict[int, Path] = field(default_factory=dict)
+    done: list[int] = field(default_factory=list)  # complete outputs from the same input and settings
+    busy: list[int] = field(default_factory=list)  # claimed by another live run in this folder
+
+
+class OutputFolder:
+    """Output names in one ``--out`` folder, shared safely by re-runs, concurrent runs and the ranks of one run.
+
+    Image ``photo.jpg`` writes ``photo.detecture.png`` + ``.json`` (the tag keeps outputs apart from the user's
+    images). The JSON is written last and names the input (:func:`input_identity`) and the settings that made it, so
+    a re-run of the same command skips complete outputs and ``--force`` redoes them in place. A number is added
+    (``photo_2``) only for a different input of the same name, or where the name is itself an input.
+
+    Before work starts, each name is claimed under an exclusive lock on the folder by writing a claim record in
+    place of the JSON; the finished record replaces it. Another run (or rank) thus never takes a name in use, and a
+    claim left by a dead process (same host, process gone; or another host, whose process cannot be checked) is
+    taken over by the next run.
+    """
+
+    def __init__(self, out: Path, inputs: InputSet, settings: dict, force: bool = False) -> None:
+        self.out, self.inputs, self.settings, self.force = out, inputs, settings, force
+        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
+
+    @contextmanager
+    def _locked(self):
+        """An exclusive lock on the folder itself (no lock file among the outputs), released even by ``kill -9``."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(self.out, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def claim(self, images: list[Path], todo: list[int]) -> Claims:
+        """Claim an output name for each image index in ``todo`` (indices into ``images``, the run's whole list:
+        the n-th image named ``photo`` prefers ``photo_n``, whichever process claims it)."""
+        order: dict[str, int] = {}
+        preferred = []
+        for path in images:
+            order[path.stem] = order.get(path.stem, 0) + 1
+            preferred.append(order[path.stem])
+        claims, taken = Claims(), set()
+        with self._locked():
+            for i in todo:
+                identity = input_identity(images[i])
+                n = preferred[i]
+                while True:
+                    stem = self.out / (images[i].stem + (f"_{n}" if n > 1 else "") + OUTPUT_TAG)
+                    verdict = self._verdict(stem, identity, taken)
+                    if verdict != "other":
+                        break
+                    n += 1
+                if verdict == "done":
+                    claims.done.append(i)
+                elif verdict == "busy":
+                    claims.busy.append(i)
+                else:
+                    atomic.write_json(_output_paths(stem)[1], {"input": identity, "settings": self.settings,
+                                                                "claim": self.owner})
+                    claims.stems[i] = stem
+                    taken.add(stem)
+        return claims
+
+    def _verdict(self, stem: Path, identity: dict, taken: set[Path]) -> str:
+        """``free``, ``done``, ``busy`` (another live run's claim for this input) or ``other`` (try the next name)."""
+        png, json_path = _output_paths(stem)
+        if stem in taken or png in self.inputs or json_path in self.inputs:
+            return "other"
+        try:
+            record = json.loads(json_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return "free"
+        except (OSError, ValueError):
+            return "other"
+        made_from = record.get("input") or {}
+        if made_from.get("path") != identity["path"]:
+            return "other"
+        if "claim" in record:
+            return "busy" if record["claim"] != self.owner and _alive(record["claim"]) else "free"
+        same = made_from == identity and record.get("settings") == self.settings
+        return "done" if same and not self.force else "free"
+
+    def release(self, stem: Path) -> None:
+        """Drop this run's claim on ``stem`` (its image failed or the run stopped), leaving finished outputs alone."""
+        json_path = _output_paths(stem)[1]
+        try:
+            if "claim" in json.loads(json_path.read_text(encoding="utf-8")):
+                json_path.unlink()
+        except (OSError, ValueError):
+            pass
+
+
+def _alive(owner: dict) -> bool:
+    if owner.get("host") != socket.gethostname():
+        return False
+    try:
+        os.kill(int(owner["pid"]), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, KeyError, TypeError, ValueError):
+        return True
+    return True
 
 
 def result_record(path: Path, result: SegmentationResult, regime: Regime, labels: np.ndarray,
-                  note: str | None = None) -> dict:
+                  note: str | None = None, made_by: dict | None = None) -> dict:
     """The JSON record of one image: the response, and per region its description, area and RLE mask."""
     total = labels.size
     counts = np.bincount(labels.ravel(), minlength=result.num_regions + 1)
@@ -57,15 +167,18 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
     }
     if note:
         record["note"] = note
+    if made_by:
+        record.update(made_by)  # "input" and "settings": what a re-run compares to skip finished work
     return record
 
 
 def write_outputs(stem: Path, path: Path, image: np.ndarray, result: SegmentationResult, regime: Regime,
-                  note: str | None = None) -> dict:
-    """Write ``<stem>.png`` (overlay + legend) and ``<stem>.json`` (a stem from :func:`plan_outputs`); return the
-    row the summary table prints."""
+                  note: str | None = None, settings: dict | None = None) -> dict:
+    """Write ``<stem>.png`` (overlay + legend), then ``<stem>.json`` (a stem claimed with :class:`OutputFolder`),
+    which marks the pair complete; return the row the summary table prints."""
     labels = result.label_map
-    record = result_record(path, result, regime, labels, note)
+    made_by = {"input": input_identity(path), "settings": settings} if settings is not None else None
+    record = result_record(path, result, regime, labels, note, made_by)
     png, json_path = _output_paths(stem)
     save_overlay(png, image, labels, result.descriptions, title=path.name, note=note)
     atomic.write_json(json_path, record)

@@ -142,19 +142,16 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
     them exactly as the benchmark scores them.
     """
     import torch
-    from threadpoolctl import threadpool_limits
 
     from .classical import segment_texture
     from .classical.describe import describe_regions
     from .result import SegmentationResult
     from .utils.image_ops import partition
+    from .utils.parallel import one_thread
 
     if regime.kind is RegimeKind.QUERY:
         raise InputError(QUERY_NEEDS_VLM)
-    # One BLAS/OpenMP thread, as in the CLI's workers and the benchmark: the float32 reductions then sum in one order,
-    # so a notebook, the demo and `segment --workers N` give the same partition (and the small per-image problems
-    # run faster without threads spinning against each other).
-    with threadpool_limits(limits=1):
+    with one_thread():  # the same partition in a notebook, the demo and `segment --workers N`
         logits = np.ascontiguousarray(segment_texture(image, regime.exact_k, seed=seed), dtype=np.float32)
     descriptions = list(describe_regions(image, partition(logits)))
     # A channel that wins no pixel gets no description from the describer; it stays, so K matches what was asked.

@@ -118,23 +118,3 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     assert _without_timing(got) == _without_timing(_samples(tmp_path / "straight", "rwtd", "classical"))
     for name in ("report.md", "report.csv", "report.tex"):
         assert (killed / name).read_text() == (tmp_path / "straight" / name).read_text()
-
-
-def test_sharded_run_with_accelerate_launch_merges_shards(tmp_path):
-    """Two CPU processes split the samples (``split_between_processes``); the merged cell equals a one-process run."""
-    data = tmp_path / "data"
-    make_rwtd(data / "rwtd", 5)
-    args = ["--datasets", "rwtd", "--methods", "classical", "--data-root", str(data), "--gallery", "2"]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
-              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    sharded = subprocess.run([*launch, "-m", "detecture", "bench", *args, "--out", str(tmp_path / "sharded")],
-                             env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-    assert sharded.returncode == 0, sharded.stderr[-2000:]
-    assert main(["bench", *args, "--out", str(tmp_path / "single")]) == 0
-    cell = tmp_path / "sharded" / "cells" / "rwtd" / "classical"
-    assert sorted(p.name for p in cell.iterdir()) == ["samples.jsonl"]  # shards merged and removed
-    assert _without_timing(_samples(tmp_path / "sharded", "rwtd", "classical")) == _without_timing(
-        _samples(tmp_path / "single", "rwtd", "classical"))
-    assert (tmp_path / "sharded" / "report.csv").read_text() == (tmp_path / "single" / "report.csv").read_text()
-    assert (tmp_path / "sharded" / "gallery" / "rwtd.png").exists()

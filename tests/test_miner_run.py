@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -221,29 +222,53 @@ def test_invalid_descriptions_are_recorded_not_written(dataset, tmp_path):
     assert not (out / "images").exists() and not (out / "masks").exists()
 
 
-def test_a_failing_scene_is_recorded_and_the_run_goes_on(dataset, tmp_path):
-    class Flaky:
-        """Template describer that crashes on one scene (as a bug or odd data would)."""
+class Flaky:
+    """Template describer that raises ``error`` on the one scene with sky (ADE_train_fragment), once."""
 
-        name, in_worker = "template", True
+    name, in_worker = "template", True
 
-        def __init__(self):
-            from detecture.miner.describers import TemplateDescriber
+    def __init__(self, error: BaseException):
+        from detecture.miner.describers import TemplateDescriber
 
-            self.inner = TemplateDescriber(load_config().describer)
+        self.inner, self.error = TemplateDescriber(load_config().describer), error
 
-        def describe(self, image, rmap, regions):
-            if any(r.name == "sky" for r in regions):  # only ADE_train_fragment has sky
-                raise RuntimeError("describer exploded")
-            return self.inner.describe(image, rmap, regions)
+    def describe(self, image, rmap, regions):
+        if self.error is not None and any(r.name == "sky" for r in regions):
+            error, self.error = self.error, None
+            raise error
+        return self.inner.describe(image, rmap, regions)
 
+
+def test_a_scene_with_a_data_error_is_recorded_and_the_run_goes_on(dataset, tmp_path):
     ade, _ = dataset
     out = tmp_path / "flaky"
-    summary = mine(MineOptions(source="ade20k", root=ade, out=out, workers=1), describer=Flaky())
+    summary = mine(MineOptions(source="ade20k", root=ade, out=out, workers=1),
+                   describer=Flaky(InputError("odd region layout")))
     rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
-    assert rejected["ADE_train_fragment"]["reason"] == "RuntimeError: describer exploded"
+    assert rejected["ADE_train_fragment"]["reason"] == "odd region layout"
     assert {r.extra["scene"] for r in load_metadata(out)} == KEPT - {"ADE_train_fragment"}
     assert summary["status"]["kept"] == 2
+
+
+@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device", "images/x.jpg"),
+                                   RuntimeError("describer bug")], ids=["disk-full", "bug"])
+def test_an_environment_or_programming_error_stops_the_run_and_a_rerun_finishes_it(dataset, mined, tmp_path, error):
+    """Disk full (or a bug) on one scene: the run stops, the scene is not recorded as rejected, and the re-run mines
+    it, giving the same dataset as an uninterrupted run."""
+    from detecture.utils.parallel import RunStopped
+
+    reference, _ = mined
+    ade, textured = dataset
+    out = tmp_path / "out"
+    opts = MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1, arrow=True)
+    expected = (RunStopped, "images/x.jpg: No space left on device; mine stopped unfinished") \
+        if isinstance(error, OSError) else (RuntimeError, "describer bug")
+    with pytest.raises(expected[0], match=expected[1]):
+        mine(opts, describer=Flaky(error))
+    assert not (out / "mine_state" / "scenes" / "ADE_train_fragment.json").exists()
+    assert not (out / "metadata.json").exists()
+    mine(opts)
+    assert outputs(out) == outputs(reference)
 
 
 def test_rejections_are_data_not_failures(dataset, mined, capsys):

@@ -135,13 +135,16 @@ def test_outputs_never_overwrite_inputs(photos, tmp_path):
 
 
 def test_output_names_skip_inputs_and_each_other(tmp_path):
-    from detecture.output import plan_outputs
+    from detecture.output import OutputFolder
     from detecture.utils.paths import InputSet
 
     photo, other = tmp_path / "photo.png", tmp_path / "sub" / "photo.jpg"
     taken = tmp_path / "photo.detecture.png"
-    stems = plan_outputs(tmp_path, [photo, other], InputSet([photo, other, taken]))
-    assert [s.name for s in stems] == ["photo_2.detecture", "photo_3.detecture"]
+    for path in (photo, other, taken):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"x")
+    claims = OutputFolder(tmp_path, InputSet([photo, other, taken]), {}).claim([photo, other], [0, 1])
+    assert [claims.stems[i].name for i in (0, 1)] == ["photo_2.detecture", "photo_3.detecture"]
 
 
 @pytest.mark.parametrize("case", ["missing", "folder", "unwritable_out", "out_is_file", "head_is_file"])

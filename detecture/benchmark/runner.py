@@ -3,8 +3,12 @@
 Order is method-major: a method is loaded once, runs every dataset that still has pending samples, and is released
 before the next method loads. Every finished sample — including one that raised — is appended to its cell's JSONL
 shard at once, so a killed run continues where it stopped; a complete cell is skipped unless ``force``. Under
-``accelerate launch`` each process takes its slice of the pending samples (``split_between_processes``) and the main
-process merges the shards once everyone is done.
+``accelerate launch`` each process takes its share of the pending samples and the main process merges the shards
+once everyone is done; with ``--shard I/N`` (job arrays) a run scores share I of every cell and merges nothing: the
+same command without ``--shard`` then finds every sample done and merges and reports (:mod:`detecture.utils.parallel`).
+
+A sample fails (recorded, the run goes on) on a data error only: an unreadable sample, a method output that cannot be
+scored. An environment error (disk full, out of memory) or a bug stops the run with nothing recorded for the sample.
 """
 
 from __future__ import annotations
@@ -12,8 +16,7 @@ from __future__ import annotations
 import logging
 import shutil
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +24,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.metadata import SampleRecord
-from ..errors import DatasetError, DetectureError, InputError
+from ..errors import DatasetError, DetectureError, InputError, MethodError
+from ..utils.parallel import Ranks, Shard, share
 from ..utils.paths import InputSet
 from . import results
 from .datasets import BenchDataset, gt_count, image_stem, open_dataset
@@ -49,6 +53,7 @@ class BenchConfig:
     regime: RegimeSpec | None = None
     gallery: int = 4
     options: MethodOptions = field(default_factory=MethodOptions)
+    shard: Shard = field(default_factory=Shard)
 
 
 @dataclass
@@ -105,7 +110,7 @@ def _sample_regime(cell: Cell, k_gt: int, sample_id: str) -> SampleRegime:
 
 
 def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool) -> dict[str, Any]:
-    """Segment and score one sample; any exception becomes a recorded failure, never a vanished sample."""
+    """Segment and score one sample; a data error becomes a recorded failure, never a vanished sample."""
     start = time.perf_counter()
     base: dict[str, Any] = {"id": record.id}
     try:
@@ -115,7 +120,7 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
         k_gt = gt_count(sample.masks)
         output = cell.method.segment(sample.image, _sample_regime(cell, k_gt, record.id))
         if output.logits.shape[1:] != sample.image.shape[:2]:
-            raise ValueError(
+            raise MethodError(
                 f"logits are {output.logits.shape[2]}x{output.logits.shape[1]} but the image is "
                 f"{sample.image.shape[1]}x{sample.image.shape[0]}"
             )
@@ -124,38 +129,39 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
             results.save_partition(results.partition_path(out, *cell.directory_parts, record.id), labels)
         base.update(status="ok", **score.as_dict(), k_out=int(output.logits.shape[0]),
                     descriptions=output.descriptions, warnings=warnings)
-    except Exception as exc:  # noqa: BLE001 — a failing sample is recorded and the run goes on
-        message = str(exc) if isinstance(exc, DetectureError) else f"{type(exc).__name__}: {exc}"
-        log.warning("%s × %s, sample %s failed: %s", cell.method.name, cell.dataset.name, record.id, message)
-        log.debug("%s", traceback.format_exc())
-        base.update(status="failed", error=message)
+    except DetectureError as exc:  # a failing sample is recorded and the run goes on
+        log.warning("%s × %s, sample %s failed: %s", cell.method.name, cell.dataset.name, record.id, exc)
+        base.update(status="failed", error=str(exc))
     base["seconds"] = round(time.perf_counter() - start, 4)
     return base
 
 
-def _pending(cell: Cell, out: Path, retry_failed: bool) -> list[SampleRecord]:
-    """Samples without a recorded result (with ``retry_failed``, also those recorded as failures: the new record,
-    appended later, replaces the old one when the cell is read)."""
+def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard) -> list[SampleRecord]:
+    """This shard's samples without a recorded result (with ``retry_failed``, also those recorded as failures: the
+    new record, appended later, replaces the old one when the cell is read)."""
     done = results.read_cell(results.cell_dir(out, *cell.directory_parts))
     if retry_failed:
         done = {i: r for i, r in done.items() if r.get("status") == "ok"}
-    return [r for r in cell.records if r.id not in done]
+    return [r for r in share(cell.records, shard) if r.id not in done]
 
 
-def run_benchmark(config: BenchConfig) -> list[Cell]:
-    """Run every pending sample of every cell; returns the cells (for the report)."""
-    from accelerate import PartialState
-
-    state = PartialState()
+def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]:
+    """Run every pending sample of every cell (of this shard); returns the cells (for the report)."""
+    ranks = ranks or Ranks()
+    if config.force and not config.shard.whole:
+        raise InputError("--force with --shard would delete the other shards' results: run with --force once "
+                         "without --shard, or use a new --out")
+    if config.options.device is None and ranks.device is not None:
+        config = replace(config, options=replace(config.options, device=ranks.device))  # one GPU per process
     methods, _, cells = build_plan(config)
     out = Path(config.out)
-    if config.force and state.is_main_process:
+    if config.force and ranks.is_main:
         for cell in cells:
             shutil.rmtree(results.cell_dir(out, *cell.directory_parts), ignore_errors=True)
-    state.wait_for_everyone()
+    ranks.wait()
     for method in methods:
         mine = [c for c in cells if c.method is method]
-        todo = [(c, _pending(c, out, config.retry_failed)) for c in mine]
+        todo = [(c, _pending(c, out, config.retry_failed, config.shard)) for c in mine]
         todo = [(c, p) for c, p in todo if p]
         for c in mine:
             if not any(c is t for t, _ in todo):
@@ -165,28 +171,29 @@ def run_benchmark(config: BenchConfig) -> list[Cell]:
             method.load()
             try:
                 for cell, pending in todo:
-                    _run_cell(cell, pending, out, config.gallery, state)
+                    _run_cell(cell, pending, out, config.gallery, ranks, config.shard)
             finally:
                 method.close()
-        if state.is_main_process:
+        if ranks.is_main and config.shard.whole:
             for c in mine:
                 results.merge_cell(results.cell_dir(out, *c.directory_parts), [r.id for r in c.dataset.records])
-        state.wait_for_everyone()
+        ranks.wait()
     return cells
 
 
-def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, state: Any) -> None:
+def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, ranks: Ranks, shard: Shard) -> None:
+    """This process's share of ``pending`` (every process computed the same list), appended to its own part file,
+    numbered by its place among all shards and processes so that concurrent job-array tasks never share one."""
     gallery_ids = {r.id for r in cell.records[:gallery]}
-    with state.split_between_processes(pending) as share:
-        writer = results.ShardWriter(results.cell_dir(out, *cell.directory_parts), state.process_index)
-        try:
-            bar = tqdm(share, desc=f"{cell.method.name} × {cell.dataset.name}", unit="img",
-                       disable=not state.is_local_main_process, leave=False)
-            for record in bar:
-                writer.write(run_sample(cell, record, out, record.id in gallery_ids))
-        finally:
-            writer.close()
-    state.wait_for_everyone()
+    writer = results.ShardWriter(results.cell_dir(out, *cell.directory_parts), ranks.shard(shard).index)
+    try:
+        bar = tqdm(share(pending, Shard(ranks.index, ranks.count)), leave=False, unit="img",
+                   desc=f"{cell.method.name} × {cell.dataset.name}", disable=not ranks.is_main)
+        for record in bar:
+            writer.write(run_sample(cell, record, out, record.id in gallery_ids))
+    finally:
+        writer.close()
+    ranks.wait()
 
 
 def cell_records(cell: Cell, out: Path) -> list[dict[str, Any]]:

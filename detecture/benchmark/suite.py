@@ -6,6 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..utils.parallel import Ranks
 from .gallery import write_gallery
 from .tables import CellSummary, summarise, write_reports
 from .runner import BenchConfig, run_benchmark
@@ -20,11 +21,21 @@ class BenchOutcome:
 
 
 def run(config: BenchConfig) -> BenchOutcome | None:
-    """Run all cells and write the reports; returns ``None`` on non-main processes of a sharded run."""
-    from accelerate import PartialState
+    """Run all cells and write the reports; returns ``None`` where this process reports nothing (a ``--shard`` run,
+    or a launched process other than the main one)."""
+    from ..utils.parallel import is_environment_error, stopped
 
-    cells = run_benchmark(config)
-    if not PartialState().is_main_process:
+    try:
+        return _run(config, Ranks())
+    except Exception as exc:
+        if not is_environment_error(exc):
+            raise
+        raise stopped(exc, "bench") from None
+
+
+def _run(config: BenchConfig, ranks: Ranks) -> BenchOutcome | None:
+    cells = run_benchmark(config, ranks)
+    if not ranks.is_main or not config.shard.whole:
         return None
     out = Path(config.out)
     summaries = summarise(cells, out)

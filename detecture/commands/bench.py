@@ -75,6 +75,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="allow Sa2VA's custom model code from the hub (required by the 'sa2va' method)")
     p.add_argument("--gallery", type=int, default=4, help="samples per dataset in the gallery PNG (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="score only share I of N of every cell and write no report (one job-array task each); then "
+                        "run the same command without --shard: it finds every sample done, merges and reports")
     p.set_defaults(func=run)
 
 
@@ -84,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark.regimes import parse_regime
     from ..benchmark.suite import run as run_bench
     from ..benchmark.runner import BenchConfig
+    from ..utils.parallel import Shard
 
     if args.limit is not None and args.limit < 1:
         raise InputError("--limit must be at least 1")
@@ -101,12 +105,16 @@ def run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         regime=parse_regime(args.regime) if args.regime else None,
         gallery=args.gallery,
+        shard=Shard.parse(args.shard),
         options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,
                               models=dict(args.model), head=args.head, prompt=args.prompt,
                               seed=args.seed),
     )
     outcome = run_bench(config)
-    if outcome is None:  # a non-main process of a sharded run: the main process reports
+    if outcome is None:  # a --shard run, or a launched process other than the main one: no report here
+        if args.shard:
+            print(f"share {args.shard} scored into {args.out}; once every share is done, run the same command "
+                  "without --shard to merge and report")
         return OK
     print(outcome.files["markdown"].read_text(encoding="utf-8"), end="")
     failed = sum(s.failed for s in outcome.summaries)

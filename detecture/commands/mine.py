@@ -48,7 +48,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--describer", choices=DESCRIBER_NAMES, default="template",
                    help="region describer: template (offline, no model) or qwen (local Qwen3-VL; default: template)")
     p.add_argument("--device", help="device for the qwen describer (default: cuda if available)")
-    p.add_argument("--workers", type=int, help="parallel processes (default: all CPU cores; qwen uses 1)")
+    p.add_argument("--workers", type=int, help="parallel processes (default: all CPU cores, shared by the processes "
+                                               "of an 'accelerate launch'; qwen uses 1)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="mine only share I of N of the scenes and write no metadata (one job-array task each); "
+                        "then run the same command without --shard: it finds every scene done and writes the merged "
+                        "dataset")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split and the review sample (default: 0)")
     p.add_argument("--limit", type=int, help="mine only the first N scenes (sorted by name)")
     p.add_argument("--threshold", type=float, help="keep scenes scoring at least this (default: from the config, 65)")
@@ -64,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..miner.review import format_summary
     from ..miner.orchestrate import MineOptions, mine
     from ..miner.textured import parse_degrees
+    from ..utils.parallel import Shard
 
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
@@ -74,8 +80,13 @@ def run(args: argparse.Namespace) -> int:
         degrees=parse_degrees(args.degrees) if args.degrees else None, textured_mapping=args.textured_mapping,
         describer=args.describer, workers=args.workers, seed=args.seed, limit=args.limit, config=args.config,
         vocabulary=args.vocabulary, threshold=args.threshold, device=args.device, arrow=args.arrow,
-        push_to_hub=args.push_to_hub,
+        push_to_hub=args.push_to_hub, shard=Shard.parse(args.shard),
     ))
+    if summary is None:
+        if args.shard:
+            print(f"share {args.shard} mined into {args.out}; once every share is done, run the same command "
+                  "without --shard to write the merged dataset")
+        return OK
     print(format_summary(summary))
     print(f"\nwrote {args.out / 'metadata.json'}")
     # Rejections are the miner's job (listed in rejected.jsonl), not failures: see exit_status.

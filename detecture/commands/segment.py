@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import argparse
 import glob
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
 from ..errors import DetectureError, InputError
+from ..utils.parallel import is_environment_error, stopped
 from .exit_status import for_failures
 from .help_format import DefaultsHelpFormatter
 
 if TYPE_CHECKING:
+    from ..output import Claims, OutputFolder
+    from ..prompts import Regime
     from ..service import SegmentRequest
+    from ..utils.parallel import Ranks
     from ..utils.paths import InputSet
 
 
@@ -24,7 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="segment images into texture regions (with descriptions)",
         description="Find the texture regions of each image, or the one matching --query. Writes, per image, "
                     "<name>.detecture.png (coloured regions + legend) and <name>.detecture.json (descriptions, areas, "
-                    "RLE masks); an input is never overwritten.",
+                    "RLE masks); an input is never overwritten. A re-run into the same --out skips images whose outputs "
+                    "are complete for the same input and settings (--force redoes them); under 'accelerate launch' "
+                    "or with --shard each process takes its own share of the images.",
         formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("images", nargs="+", help="image files, folders (their images, sorted) or glob patterns")
@@ -32,7 +37,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="detecture: Qwen3-VL + SAM3 (weights, GPU advised); classical: Gabor + k-means on CPU, no "
                         "weights (regions and measured descriptions; no --query)")
     p.add_argument("--workers", type=int, default=None,
-                   help="parallel processes for --method classical (default: all CPU cores)")
+                   help="parallel processes for --method classical (default: the CPU cores, shared by the processes "
+                        "of an 'accelerate launch')")
+    p.add_argument("--force", action="store_true",
+                   help="redo images whose outputs in --out are complete for the same input and settings (skipped "
+                        "by default)")
+    p.add_argument("--shard", metavar="I/N",
+                   help="segment only share I of N of the images (e.g. one job-array task each; shares are disjoint "
+                        "and together cover all images)")
     which = p.add_mutually_exclusive_group()
     which.add_argument("--k", default="auto", help="number of regions: 'auto' (1 to 6) or exactly 1..6")
     which.add_argument("--query", help="find the one region matching this phrase, e.g. 'the rough bark'")
@@ -56,21 +68,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _cpu_count() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def gather_images(paths: list[str]) -> tuple[list[Path], int]:
+def gather_images(paths: list[str]) -> tuple[list[Path], int, list[Path]]:
     """Expand files, folders and glob patterns into the images to segment, and count the non-images skipped.
 
     A file named explicitly is always kept (if it is not a readable image, its own error line says so); inside a
     folder or a glob only files with one of the project's image suffixes are taken, sorted, and the rest are counted
     (Pillow's own list also names save-only formats such as PDF, which would each fail as a "corrupt image").
-    Folders are not searched recursively, so an output folder inside an input folder is never read back.
+    Folders are not searched recursively, so an output folder inside an input folder is never read back. Returns
+    the images, the count skipped, and the folders they were gathered from (an output folder must not be one).
     """
     from ..data.layouts import IMAGE_SUFFIXES
 
     images: list[Path] = []
+    folders: list[Path] = []
     skipped = 0
     for raw in paths:
         path = Path(raw)
@@ -86,9 +96,10 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int]:
         kept = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
         skipped += len(candidates) - len(kept)
         images.extend(kept)
+        folders.extend(dict.fromkeys([path] if path.is_dir() else [p.parent for p in kept]))
     if not images:
         raise InputError(f"no images found in {', '.join(paths)} ({skipped} non-image file(s) skipped)")
-    return images, skipped
+    return images, skipped, folders
 
 
 def build_request(args: argparse.Namespace) -> "SegmentRequest":
@@ -115,76 +126,158 @@ def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]
         raise InputError("--max-new-tokens must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
-    images, skipped = gather_images(args.images)
+    images, skipped, folders = gather_images(args.images)
     for path in images:
         require_file(path, "image")
     if args.head is not None:
         read_head_config(args.head)
     inputs = InputSet([*images, args.head])
+    InputSet(folders).check_output_dir(args.out)  # `segment rx --out rx` would read its overlays back next time
     inputs.check_output_dir(args.out)
     return images, skipped, inputs
 
 
+def settings_of(args: argparse.Namespace, regime: "Regime") -> dict:
+    """The options that shape an output (recorded in it, so a re-run with other settings redoes the image)."""
+    from ..utils.paths import resolved
+
+    settings = {"method": args.method, "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text}}
+    if args.method == "detecture":
+        head = resolved(args.head) if args.head is not None else None
+        settings.update(grounding=args.grounding, head=str(head) if head else None,
+                        head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=args.qwen, sam3=args.sam3,
+                        dtype=args.dtype, quantization=args.quantization, max_new_tokens=args.max_new_tokens,
+                        tiny=args.tiny)
+    return settings
+
+
 def run(args: argparse.Namespace) -> int:
+    from ..output import OutputFolder
+    from ..utils.parallel import Ranks, Shard, share
+
     request = build_request(args)
+    regime = request.regime
+    shard = Shard.parse(args.shard)
     images, skipped, inputs = check_inputs(args)
-    if args.method == "classical":
-        from .segment_classical import run_classical
+    ranks = Ranks()
+    mine = ranks.shard(shard)
+    settings = settings_of(args, regime)
+    folder = OutputFolder(args.out, inputs, settings, args.force)
+    claims = folder.claim(images, share(range(len(images)), mine))
+    if not mine.whole:
+        print(f"share {mine.label()}: {len(claims.stems) + len(claims.done) + len(claims.busy)} of "
+              f"{len(images)} image(s)")
+    work = BatchWork(images, claims, folder)
+    try:
+        if args.method == "classical":
+            _run_classical(args, regime, settings, work)
+        else:
+            _run_detecture(args, request, settings, work, ranks)
+    except Exception as exc:
+        if not is_environment_error(exc):
+            raise
+        _summarise(work, skipped, args.out)  # what did finish, and its per-image lines
+        raise stopped(exc, "segment") from None
+    finally:
+        work.release_unfinished()
+    return _summarise(work, skipped, args.out)
 
-        rows, failures = run_classical(images, request.regime, args.out, args.workers or _cpu_count(), inputs)
-    else:
-        rows, failures = _run_detecture(args, images, request, inputs)
-    return _summarise(rows, failures, skipped, args.out)
+
+class BatchWork:
+    """The images of one run with their claimed output names, and what became of each."""
+
+    def __init__(self, images: list[Path], claims: "Claims", folder: "OutputFolder") -> None:
+        self.images, self.claims, self.folder = images, claims, folder
+        self.rows: dict[int, dict] = {}
+        self.failures: dict[int, str] = {}
+
+    @property
+    def planned(self) -> list[tuple[int, Path, Path]]:
+        return [(i, self.images[i], stem) for i, stem in sorted(self.claims.stems.items())]
+
+    def finished(self, index: int, row: dict | None, error: str | None) -> None:
+        if row is not None:
+            self.rows[index] = row
+        else:
+            self.failures[index] = error or "failed"
+            self.folder.release(self.claims.stems[index])
+
+    def release_unfinished(self) -> None:
+        for i, stem in self.claims.stems.items():
+            if i not in self.rows and i not in self.failures:
+                self.folder.release(stem)
 
 
-def _summarise(rows: list[dict], failures: list[tuple[Path, str]], skipped: int, out: Path) -> int:
+def _run_classical(args: argparse.Namespace, regime: "Regime", settings: dict, work: BatchWork) -> None:
+    from tqdm import tqdm
+
+    from ..utils.parallel import default_workers
+    from .segment_classical import ClassicalJob, run_classical
+
+    jobs = [ClassicalJob(i, path, stem, regime, settings) for i, path, stem in work.planned]
+    with tqdm(total=len(jobs), desc="segment (classical)", unit="img") as progress:
+        for index, row, error in run_classical(jobs, args.workers or default_workers()):
+            work.finished(index, row, error)
+            progress.update(1)
+
+
+def _summarise(work: BatchWork, skipped: int, out: Path) -> int:
     from ..output import print_table
 
-    print_table(rows)
-    for path, message in failures:
+    print_table([work.rows[i] for i in sorted(work.rows)])
+    for i in sorted(work.failures):
+        path, message = work.images[i], work.failures[i]
         print(f"error: {message}" if str(path) in message else f"error: {path}: {message}")
     extra = f", {skipped} non-image file(s) skipped" if skipped else ""
-    print(f"{len(rows)} image(s) segmented, {len(failures)} failed{extra}; outputs in {out}")
-    return for_failures(len(failures))
+    done, busy = len(work.claims.done), len(work.claims.busy)
+    if done:
+        extra += f", {done} already done with the same settings (skipped; --force redoes them)"
+    if busy:
+        extra += f", {busy} being segmented by another run in this folder (skipped)"
+    print(f"{len(work.rows)} image(s) segmented, {len(work.failures)} failed{extra}; outputs in {out}")
+    return for_failures(len(work.failures))
 
 
-def _run_detecture(args: argparse.Namespace, images: list[Path], request: "SegmentRequest",
-                   inputs: "InputSet") -> tuple[list[dict], list]:
+def _run_detecture(args: argparse.Namespace, request: "SegmentRequest", settings: dict, work: BatchWork,
+                   ranks: "Ranks") -> None:
+    from dataclasses import replace
+
     from tqdm import tqdm
 
     from .. import service
     from ..images import as_rgb_array, load_image
-    from ..output import plan_outputs, write_outputs
+    from ..output import write_outputs
 
+    if not work.planned:
+        return
+    if request.device is None and ranks.device is not None:
+        request = replace(request, device=ranks.device)  # one GPU per launched process
     regime = request.regime
     pipe = service.load_pipeline(request)
     if args.show_contract or getattr(args, "verbose", 0):
         print(f"inference contract ({'head ' + str(args.head) if args.head else 'no head: defaults'}):")
         print(pipe.contract.summary())
-    args.out.mkdir(parents=True, exist_ok=True)
-    # Paired by position, not keyed by path: an image named twice gets two outputs, as with --method classical.
-    planned = list(zip(images, plan_outputs(args.out, images, inputs)))
-    rows, failures = [], []
-    progress = tqdm(total=len(images), desc="segment", unit="img")
+    planned = work.planned
+    progress = tqdm(total=len(planned), desc="segment", unit="img")
     for start in range(0, len(planned), args.batch_size):
         loaded = []
-        for path, stem in planned[start:start + args.batch_size]:
+        for index, path, stem in planned[start:start + args.batch_size]:
             try:
-                loaded.append((path, stem, as_rgb_array(load_image(path))))
+                loaded.append((index, path, stem, as_rgb_array(load_image(path))))
             except DetectureError as exc:
-                failures.append((path, str(exc)))
+                work.finished(index, None, str(exc))
                 progress.update(1)
         if not loaded:
             continue
         try:
-            results = service.segment([im for _, _, im in loaded], request, pipe)
-        except (RuntimeError, ValueError) as exc:  # e.g. out of memory on one batch: record it, go on
-            failures.extend((path, f"segmentation failed: {exc}") for path, _, _ in loaded)
+            results = service.segment([im for *_, im in loaded], request, pipe)
+        except DetectureError as exc:  # a data problem of this batch: record it, go on
+            for index, *_ in loaded:
+                work.finished(index, None, f"segmentation failed: {exc}")
             progress.update(len(loaded))
             continue
-        for (path, stem, image), result in zip(loaded, results):
-            rows.append(write_outputs(stem, path, image, result, regime,
-                                      note=service.TINY_NOTE if args.tiny else None))
+        for (index, path, stem, image), result in zip(loaded, results):
+            work.finished(index, write_outputs(stem, path, image, result, regime,
+                                               note=service.TINY_NOTE if args.tiny else None, settings=settings), None)
             progress.update(1)
     progress.close()
-    return rows, failures

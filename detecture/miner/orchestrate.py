@@ -6,14 +6,21 @@ A killed run loses at most the scenes in flight; a re-run skips every scene with
 rest. ``metadata.json``, ``rejected.jsonl`` and the split files are rebuilt from all result files, sorted by id, so
 an interrupted-and-resumed run and an uninterrupted one write byte-identical metadata. ``mine_state/run.json``
 records the settings that shape per-scene results; resuming under different settings is refused.
+
+Failures follow :mod:`detecture.utils.parallel`: only a data problem (unreadable label map or image, invalid
+description) rejects a scene or sample; an environment error (disk full, out of memory, interrupt) writes no result
+file and stops the run, so a re-run mines the scene.
+
+Past one process: under ``accelerate launch`` every process takes a share of the pending scenes and the main process
+assembles the outputs once all are done; with ``--shard I/N`` a process mines share I of the scenes and writes no
+metadata — the same command without ``--shard``, run once every shard finished, finds every scene done and only
+assembles (the merge step). Either way the outputs are byte-identical to one process's.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -25,6 +32,8 @@ from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_m
 from ..errors import DetectureError, InputError
 from ..images import load_image
 from ..utils import atomic
+from ..utils.parallel import (Ranks, RunStopped, Shard, default_workers, is_environment_error, share, stopped,
+                              unordered_map)
 from ..utils.paths import InputSet, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
@@ -51,7 +60,8 @@ class MineOptions:
     textured_mapping: Path | None = None  # optional {file name: {"base_ade20k_id", "degree"}} JSON
     subset: str = "training"
     describer: str = "template"
-    workers: int | None = None  # None: all CPU cores
+    workers: int | None = None  # None: the CPU cores (shared by the processes a launcher started on this machine)
+    shard: Shard = Shard()  # --shard I/N: mine only this share, assemble nothing
     seed: int = 0
     limit: int | None = None
     config: Path | None = None
@@ -77,13 +87,14 @@ class SceneMiner:
         return self.out / STATE_DIR / "scenes" / f"{scene_id}.json"
 
     def __call__(self, scene: Scene) -> dict[str, Any]:
+        """Mine one scene and write its result file. A data problem rejects the scene (recorded: one bad scene must
+        not end a 25k-scene run); any other error propagates with no result file, so the scene stays to do."""
         try:
             state = self.mine_scene(scene)
-        except Exception as exc:  # one bad scene must not end a 25k-scene run: record it and go on
-            log.exception("scene %s failed", scene.id)
+        except DetectureError as exc:
+            log.warning("scene %s rejected: %s", scene.id, exc)
             state = {"scene": scene.id, "status": REJECTED,
-                     "rejected": [{"id": scene.id, "path": str(scene.image or scene.label),
-                                   "reason": f"{type(exc).__name__}: {exc}"}]}
+                     "rejected": [{"id": scene.id, "path": str(scene.image or scene.label), "reason": str(exc)}]}
         write_state(self.state_path(scene.id), state)
         return state
 
@@ -168,13 +179,11 @@ def _work(scene: Scene) -> dict[str, Any]:
 
 
 def _run_scenes(miner: SceneMiner, pending: list[Scene], workers: int) -> Iterator[dict[str, Any]]:
-    """Mine ``pending`` in this process (1 worker) or in a spawned pool, yielding results as they finish."""
+    """Mine ``pending`` in this process (1 worker) or in worker processes, yielding results as they finish."""
     if workers == 1 or len(pending) <= 1:
-        yield from map(miner, pending)
-        return
-    chunksize = max(1, min(16, len(pending) // (workers * 8)))
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(miner,)) as pool:
-        yield from pool.imap_unordered(_work, pending, chunksize=chunksize)
+        return map(miner, pending)
+    return unordered_map(_work, pending, workers, initializer=_init_worker, initargs=(miner,),
+                         preload=[__name__])
 
 
 def _fingerprint(cfg: MinerConfig, vocab: Vocabulary, source: SceneSource, describer: str) -> dict[str, Any]:
@@ -244,13 +253,21 @@ def assemble(out: Path, states: list[dict[str, Any]], cfg: MinerConfig, seed: in
     return records
 
 
-def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any]:
-    """Run the whole miner; returns the summary (also written to ``<out>/summary.json``).
+def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any] | None:
+    """Run the whole miner; returns the summary (also written to ``<out>/summary.json``), or ``None`` where this
+    process assembles nothing (a ``--shard`` run, or a launched process other than the main one).
 
     ``describer`` overrides the one named in ``opts`` (tests pass a describer wrapping a tiny model).
     """
-    from .review import build_summary, write_contact_sheet, write_score_histogram
+    try:
+        return _mine(opts, describer)
+    except Exception as exc:
+        if not is_environment_error(exc):
+            raise
+        raise stopped(exc, "mine") from None
 
+
+def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | None:
     require_dir(opts.root, "dataset root")
     for textured_root in opts.textured_roots:
         require_dir(textured_root, "Textured-ADE20K root")
@@ -266,8 +283,9 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
     source = open_source(opts.source, opts.root, opts.subset, opts.textured_roots, opts.degrees, opts.textured_mapping)
     vocab = load_vocabulary(opts.vocabulary or configs_dir() / source.vocabulary_file).with_names(source.class_names())
     index = source.index()  # before the describer: a bad --degrees must fail before any model loads
+    ranks = Ranks()
     if describer is None:
-        kwargs = {"device": opts.device} if opts.describer == "qwen" else {}
+        kwargs = {"device": opts.device or ranks.device} if opts.describer == "qwen" else {}
         describer = build_describer(opts.describer, cfg.describer, **kwargs)
     scenes = index.scenes
     if opts.limit is not None:
@@ -276,17 +294,35 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
     out.mkdir(parents=True, exist_ok=True)
     _check_fingerprint(out, _fingerprint(cfg, vocab, source, describer.name))
     miner = SceneMiner(source, vocab, cfg, describer, out)
-    states = _load_done(miner, scenes)
-    pending = [s for s in scenes if s.id not in states]
-    workers = max(1, opts.workers or os.cpu_count() or 1)
+    mine_here = share(scenes, opts.shard)  # job arrays: a fixed share of all scenes, whatever is done already
+    states = _load_done(miner, mine_here)
+    ranks.wait()  # every launched process sees the same finished scenes before any writes one
+    pending = share([s for s in mine_here if s.id not in states], Shard(ranks.index, ranks.count))
+    workers = max(1, opts.workers or default_workers())
     if not describer.in_worker and workers > 1:
         log.info("the %s describer runs in the main process: using 1 worker", describer.name)
         workers = 1
-    log.info("%d scenes, %d already mined, %d to do with %d worker(s)", len(scenes), len(states), len(pending), workers)
+    log.info("%d scenes, %d already mined, %d to do here with %d worker(s)", len(mine_here), len(states),
+             len(pending), workers)
     with tqdm(total=len(pending), unit="scene", desc="mining", disable=None) as progress:
-        for state in _run_scenes(miner, pending, workers):
-            states[state["scene"]] = state
+        for _ in _run_scenes(miner, pending, workers):
             progress.update()
+    ranks.wait()
+    if not opts.shard.whole or not ranks.is_main:
+        return None
+    return _assemble_all(opts, out, miner, scenes, cfg, index)
+
+
+def _assemble_all(opts: MineOptions, out: Path, miner: SceneMiner, scenes: list[Scene], cfg: MinerConfig,
+                  index) -> dict[str, Any]:
+    """The merge step: metadata, rejections, summary and pictures from every scene's result file."""
+    from .review import build_summary, write_contact_sheet, write_score_histogram
+
+    states = _load_done(miner, scenes)
+    missing = [s.id for s in scenes if s.id not in states]
+    if missing:  # another process stopped unfinished
+        raise RunStopped(f"{out}: {len(missing)} scene(s) have no result yet (e.g. {missing[0]}); re-run the same "
+                         "command to mine them")
     ordered = [states[s.id] for s in scenes]
     records = assemble(out, ordered, cfg, opts.seed, index.rejected)
     summary = build_summary(ordered, records, cfg, index)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InputError
+from ...errors import InputError, MethodError
 from ..regimes import SampleRegime
 
 
@@ -28,9 +28,9 @@ class MethodOutput:
     def __post_init__(self) -> None:
         self.logits = np.asarray(self.logits, dtype=np.float32)
         if self.logits.ndim != 3:
-            raise ValueError(f"method returned logits of shape {self.logits.shape}; expected (K, H, W)")
+            raise MethodError(f"method returned logits of shape {self.logits.shape}; expected (K, H, W)")
         if np.isnan(self.logits).any():  # NaN never wins a comparison: it would pass silently as "unassigned"
-            raise ValueError("method returned NaN logits")
+            raise MethodError("method returned NaN logits")
         if len(self.descriptions) < self.logits.shape[0]:
             self.descriptions = list(self.descriptions) + [""] * (self.logits.shape[0] - len(self.descriptions))
 

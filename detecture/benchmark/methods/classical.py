@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from threadpoolctl import threadpool_limits
 
 from ...classical import describe_regions, segment_texture
+from ...utils.parallel import one_thread
 from ..metrics import pad_logits, partition
 from ..regimes import SampleRegime
 from .base import Method, MethodOutput
@@ -18,9 +18,7 @@ class ClassicalMethod(Method):
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         k = regime.exact_k
-        # One BLAS/OpenMP thread: the per-image problems are small, and k-means' OpenMP threads spinning against
-        # other work on a shared CPU made it ~10x slower in measurements; parallelism belongs across samples.
-        with threadpool_limits(limits=1):
+        with one_thread():
             logits = pad_logits(segment_texture(image, k, seed=self.options.seed), k or 1)
             descriptions = describe_regions(image, partition(logits))
         return MethodOutput(logits, descriptions)

@@ -1,0 +1,184 @@
+"""``segment`` under faults: re-runs skip finished images, runs sharing ``--out`` never overwrite each other, an
+output folder equal to an input folder is refused, disk full stops the run cleanly, and workers die with the parent.
+
+Classical method on small mosaics (1 worker in process unless a test needs the pool), so each test takes seconds.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from PIL import Image
+
+from detecture.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def mosaics(tmp_path):
+    from detecture.demo.examples import mosaic_two
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i, side in enumerate((96, 104, 112)):
+        Image.fromarray(mosaic_two(side)[0]).save(folder / f"m{i}.png")
+    return folder
+
+
+def _segment(folder: Path, out: Path, *extra: str) -> int:
+    return main(["segment", str(folder), "--method", "classical", "--k", "2", "--workers", "1", "--out", str(out),
+                 *extra])
+
+
+def _records(out: Path) -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(out.glob("*.json"))}
+
+
+def test_rerun_skips_finished_images_force_redoes_them_and_a_changed_input_is_redone(mosaics, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _segment(mosaics, out) == 0
+    first = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert sorted(first) == [f"m{i}.detecture.{ext}" for i in range(3) for ext in ("json", "png")]
+    capsys.readouterr()
+
+    assert _segment(mosaics, out) == 0
+    assert "0 image(s) segmented, 0 failed, 3 already done" in capsys.readouterr().out
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == first  # nothing redone, no copies
+
+    assert _segment(mosaics, out, "--force") == 0
+    assert "3 image(s) segmented" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(first)  # redone in place, no photo_2
+
+    Image.open(mosaics / "m1.png").transpose(Image.Transpose.ROTATE_90).save(mosaics / "m1.png")
+    assert _segment(mosaics, out, "--k", "2") == 0
+    assert "1 image(s) segmented, 0 failed, 2 already done" in capsys.readouterr().out
+    other = tmp_path / "other"  # a different input of the same name gets a fresh name
+    other.mkdir()
+    (other / "m0.png").write_bytes((mosaics / "m2.png").read_bytes())
+    assert _segment(other, out) == 0
+    records = _records(out)
+    assert records["m0_2.detecture.json"]["input"]["path"] == str((other / "m0.png").resolve())
+    assert records["m0.detecture.json"]["input"]["path"] == str((mosaics / "m0.png").resolve())
+    assert all("claim" not in r and r["settings"]["method"] == "classical" for r in records.values())
+
+
+def test_a_name_claimed_by_another_live_run_is_left_to_it_and_a_dead_runs_claim_is_taken_over(mosaics, tmp_path,
+                                                                                               capsys):
+    from detecture.output import input_identity
+
+    out = tmp_path / "out"
+    out.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        import socket
+
+        for name, pid in (("m0", other.pid), ("m1", 2 ** 22 + 7)):  # a live run's claim, a dead run's claim
+            claim = {"input": input_identity(mosaics / f"{name}.png"), "settings": {},
+                     "claim": {"host": socket.gethostname(), "pid": pid}}
+            (out / f"{name}.detecture.json").write_text(json.dumps(claim))
+        assert _segment(mosaics, out) == 0
+    finally:
+        other.kill()
+        other.wait()
+    printed = capsys.readouterr().out
+    assert "2 image(s) segmented, 0 failed, 1 being segmented by another run in this folder (skipped)" in printed
+    assert sorted(p.name for p in out.glob("*.json")) == [f"m{i}.detecture.json" for i in range(3)]
+    assert "claim" in _records(out)["m0.detecture.json"]  # untouched: the other run will write it
+
+
+@pytest.mark.parametrize("spelling", ["folder", "glob", "dot"])
+def test_out_equal_to_an_input_folder_is_refused(mosaics, capsys, monkeypatch, spelling):
+    monkeypatch.chdir(mosaics)
+    source, out = {"folder": (str(mosaics), str(mosaics)), "glob": (f"{mosaics}/*.png", "."),
+                   "dot": (".", str(mosaics))}[spelling]
+    assert main(["segment", source, "--method", "classical", "--out", out]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --out") and "input folder" in err and len(err.splitlines()) == 1
+    assert sorted(p.name for p in mosaics.iterdir()) == ["m0.png", "m1.png", "m2.png"]
+
+
+def test_disk_full_stops_with_one_line_keeps_finished_images_and_leaks_no_figure(mosaics, tmp_path, capsys,
+                                                                                   monkeypatch):
+    from detecture.utils import plotting
+    from detecture.utils.plotting import pyplot
+
+    real, calls = plotting.atomic_path, []
+
+    def full_disk(path):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path)
+
+    out = tmp_path / "out"
+    monkeypatch.setattr(plotting, "atomic_path", full_disk)
+    assert main(["segment", str(mosaics), "--method", "classical", "--k", "2", "--workers", "1",
+                 "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == (f"error: {out / 'm1.detecture.png'}: No space left on device; segment stopped "
+                                    "unfinished (re-run the same command to finish it)")
+    assert "m0.png" in captured.out and "1 image(s) segmented, 0 failed" in captured.out
+    assert pyplot().get_fignums() == []
+    assert sorted(p.name for p in out.iterdir()) == ["m0.detecture.json", "m0.detecture.png"]  # no claim left
+
+    monkeypatch.setattr(plotting, "atomic_path", real)
+    assert _segment(mosaics, out) == 0
+    assert "2 image(s) segmented, 0 failed, 1 already done" in capsys.readouterr().out
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    return psutil.Process(pid).children(recursive=True)
+
+
+def _start(mosaics: Path, out: Path) -> subprocess.Popen:
+    images = [str(p) for p in sorted(mosaics.iterdir())] * 4  # 12 images: still busy when signalled
+    return subprocess.Popen([sys.executable, "-m", "detecture", "segment", *images, "--method", "classical",
+                             "--workers", "2", "--out", str(out)], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)},
+                            start_new_session=True)
+
+
+def _wait_for(condition, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def _all_gone(procs: list[psutil.Process], timeout: float = 10) -> bool:
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_workers_stop_at_ctrl_c_and_die_with_a_killed_parent(mosaics, tmp_path):
+    # Ctrl+C while the workers start: exit 130 with one line, and no worker goes on
+    proc = _start(mosaics, tmp_path / "a")
+    _wait_for(lambda: len(_descendants(proc.pid)) >= 2)
+    family = _descendants(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)  # the terminal sends it to the whole process group
+    assert proc.wait(60) == 130
+    assert proc.stderr.read().strip().splitlines()[-1] == "interrupted"
+    assert _all_gone(family)
+
+    # kill -9 of the parent once workers write: the forkserver and the workers follow it
+    out = tmp_path / "b"
+    proc = _start(mosaics, out)
+    _wait_for(lambda: any(out.glob("*.png")))
+    family = _descendants(proc.pid)
+    assert len(family) >= 3  # forkserver + 2 workers (+ resource tracker)
+    proc.kill()
+    proc.wait()
+    assert _all_gone(family)
+    pngs = len(list(out.glob("*.png")))
+    time.sleep(1)
+    assert len(list(out.glob("*.png"))) == pngs
