@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import socket
 from pathlib import Path
 
 from ..errors import InputError
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("the demo needs Gradio: pip install -e '.[demo]' (or pip install gradio)")
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be 1..65535, got {args.port}")
+    require_free_port(args.host, args.port)
     from ..demo.app import launch
     from ..demo.engine import DemoEngine
 
@@ -55,3 +57,19 @@ def run(args: argparse.Namespace) -> int:
         logging.getLogger("httpx").setLevel(logging.WARNING)
     launch(engine, host=args.host, port=args.port, share=args.share)
     return 0
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Refuse a port another server holds before any model loads (Gradio's own error is a traceback that advises a
+    ``launch()`` argument the command line does not have)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(f"--port {port}: cannot serve on {host}:{port} ({exc.strerror}); another program "
+                             "(another demo?) uses it: choose another --port") from None

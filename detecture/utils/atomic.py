@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -43,6 +44,23 @@ def _plain_mode(path: Path, base: int) -> int:
         return base & ~current_umask()
 
 
+_OS_ERROR_IN_MESSAGE = re.compile(r"os error (\d+)")
+
+
+def _failed_write(exc: Exception, path: Path, tmp: Path) -> OSError | None:
+    """The error to report when writing ``path`` through the temporary ``tmp`` failed for a reason of the system
+    (disk full, permissions): an ``OSError`` naming ``path`` rather than a hidden temporary or nothing; safetensors'
+    writer reports such errors as text ("... (os error 28)"). None for other errors, which propagate unchanged."""
+    if isinstance(exc, OSError):
+        if exc.filename is not None and not str(exc.filename).startswith(str(tmp)):
+            return None
+        code = exc.errno
+    else:
+        match = _OS_ERROR_IN_MESSAGE.search(str(exc))
+        code = int(match.group(1)) if match else None
+    return None if code is None else OSError(code, os.strerror(code), str(path))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
@@ -55,6 +73,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, _plain_mode(path, 0o666))
         os.replace(tmp_path, path)
+    except Exception as exc:
+        failure = _failed_write(exc, path, tmp_path)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -112,6 +135,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
+    except Exception as exc:
+        failure = _failed_write(exc, path, tmp)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
