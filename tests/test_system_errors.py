@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 import socket
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -90,3 +93,29 @@ def test_demo_on_a_taken_port_is_one_line(capsys):
         assert main(["demo", "--port", str(port)]) == USAGE_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: --port {port}:") and "server_port" not in err[0], err
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_demo_stopped_by_a_signal_leaves_no_temporary_folder(signum, status, tmp_path, monkeypatch, capsys):
+    """Ctrl+C exits 130 and SIGTERM 143, each after removing the demo's folder and Gradio's upload cache."""
+    pytest.importorskip("gradio")
+    import tempfile
+
+    from demo_fixture import free_port
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    port = free_port()
+
+    def stop_when_serving() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "ready on" not in capsys.readouterr().out:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=stop_when_serving, daemon=True).start()
+    try:
+        code = main(["demo", "--port", str(port)])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == status
+    assert not list(tmp_path.glob("detecture-demo-*")) and not list(tmp_path.glob("gradio*"))

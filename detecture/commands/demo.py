@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import signal
 import socket
 from pathlib import Path
 
@@ -42,6 +43,19 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be 1..65535, got {args.port}")
     require_free_port(args.host, args.port)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _serve(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (a service manager, ``kill``) unwinds like Ctrl+C, so the temporary folders are removed."""
+    raise SystemExit(128 + signum)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from ..demo.app import launch
     from ..demo.engine import DemoEngine
 
@@ -55,7 +69,10 @@ def run(args: argparse.Namespace) -> int:
     logger.info("starting the demo on %s:%d", args.host, args.port)
     if getattr(args, "verbose", 0) < 2:  # one line per HTTP request (the warm-up's too) is debug detail
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    launch(engine, host=args.host, port=args.port, share=args.share)
+    try:
+        launch(engine, host=args.host, port=args.port, share=args.share)
+    finally:
+        engine.close()
     return 0
 
 
