@@ -2,22 +2,39 @@
 
 Each sub-command lives in ``detecture/commands/<name>.py`` and exposes ``add_parser(subparsers)``; heavy libraries are
 imported inside the command, so ``detecture --help`` stays fast. A :class:`DetectureError` becomes one clear
-``error:`` line and exit status 2 instead of a traceback; the statuses are defined in
+``error:`` line and exit status 2 instead of a traceback, and an ``OSError`` escaping any command (disk full,
+unwritable output) one line naming the path and the cause with status 3; the statuses are defined in
 :mod:`detecture.commands.exit_status`.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import logging
 import sys
 
 from . import __version__
-from .commands.exit_status import INTERRUPTED, USAGE_ERROR
+from .commands.exit_status import INTERRUPTED, SYSTEM_ERROR, USAGE_ERROR
 from .errors import DetectureError
 
 COMMANDS = ("segment", "train", "mine", "bench", "convert", "demo")
+
+log = logging.getLogger(__name__)
+
+# Loggers whose warnings concern nothing Detecture does; shown with -vv.
+_QUIET_LOGGERS = (
+    "bitsandbytes.backends.cpu.ops",  # optional CPU kernels for 4-bit matmuls; Detecture quantizes on GPUs only
+)
+
+_HINTS = {
+    errno.ENOSPC: "the disk is full",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "permission denied",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
+    for command in sub.choices.values():  # -v means the same after the command name as before it
+        command.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS,
+                             help="more log output (-vv for debug)")
     return parser
 
 
@@ -39,14 +59,32 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose + 1, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.verbose < 2:
+        for name in _QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
     except DetectureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
+    except OSError as exc:
+        log.debug("stopped by a system error", exc_info=True)
+        print(f"error: {describe_system_error(exc)}", file=sys.stderr)
+        return SYSTEM_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+
+
+def describe_system_error(exc: OSError) -> str:
+    """One line for an environment fault: the path, the system's words for the cause, and what to do."""
+    where = " -> ".join(str(name) for name in (exc.filename, exc.filename2) if name is not None)
+    cause = exc.strerror or str(exc)
+    hint = _HINTS.get(exc.errno)
+    if hint and hint.lower() != cause.lower():
+        cause = f"{cause} ({hint})"
+    return (f"{where + ': ' if where else ''}{cause}; the run stopped unfinished, keeping what was complete; fix this "
+            "and run the same command again to finish it (train: add --resume)")
 
 
 if __name__ == "__main__":

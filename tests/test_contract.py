@@ -185,7 +185,7 @@ def test_segment_prints_the_contract_and_writes_it_to_json(backbones, tmp_path, 
     image = tmp_path / "brick.png"
     Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(image)
     args = ["segment", str(image), "--tiny", "--head", str(tmp_path / "h"), "--k", "2", "--out", str(tmp_path / "o")]
-    assert main(args + ["-v"]) == 0
+    assert main(args + ["--show-contract"]) == 0
     printed = capsys.readouterr().out
     assert "published-neurips2026" in printed and "global positions" in printed and "square 1008x1008" in printed
     record = json.loads((tmp_path / "o" / "brick.detecture.json").read_text())

@@ -113,3 +113,27 @@ def test_engine_runs_the_vlm_methods_with_tiny_backbones(tiny_pipeline, tmp_path
     assert len(response.table) == 1 and "tiny" in response.status
     record = json.loads(open(response.files[0]).read())
     assert record["regime"]["query"] == "the rough bark" and record["method"] == TEXT
+
+
+def test_a_full_disk_on_the_server_is_one_readable_error(client, demo_server, tmp_path, monkeypatch):  # noqa: F811
+    import errno
+    import os
+    from pathlib import Path
+
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    good = tmp_path / "flat.png"
+    Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8)).save(good)
+    requests = demo_server[0].workdir / "requests"
+    real = os.replace
+
+    def full(src, dst, *args, **kwargs):
+        if Path(dst).is_relative_to(requests):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", full)
+    with pytest.raises(AppError, match=r"could not write the results \(No space left on device\)"):
+        client.predict(handle_file(str(good)), "classical", "auto", "", api_name="/segment")
+    assert not [p for p in requests.rglob("*") if p.name.startswith(".")]  # no half-written download left

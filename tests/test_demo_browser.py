@@ -35,8 +35,13 @@ def _segment(page, image: Path, k: str) -> None:
     clear = page.locator("#upload button[aria-label=Clear]")
     if clear.count():  # a file is shown: the upload area comes back once it is cleared
         clear.click()
-    page.locator("#upload input[type=file]").set_input_files(str(image))
-    page.locator("#upload").get_by_text(image.name).wait_for()
+    # Gradio's upload area first renders a file input without `accept`, then replaces it with one accepting images;
+    # its change handler reads whichever input is current, so files set on the first one would be dropped.
+    page.locator("#upload input[type=file][accept]").set_input_files(str(image))
+    # The uploaded file's row: it shows the name as two spans ("mosaic" ".png"), so the name is matched by the row's
+    # aria-label. (Matching the text "mosaic.png" only ever found the progress line shown *while* uploading, and
+    # missed it whenever the upload finished between two polls.)
+    page.locator("#upload").get_by_label(image.name, exact=True).wait_for()
     page.locator("#k input").click()
     page.get_by_role("option", name=k, exact=True).click()
     page.locator("#run").click()

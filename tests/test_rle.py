@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from detecture.utils import rle
 
@@ -15,3 +16,14 @@ def test_random_masks_round_trip():
     for shape in [(1, 1), (7, 3), (64, 65)]:
         mask = rng.random(shape) > 0.5
         assert np.array_equal(rle.decode(rle.encode(mask)), mask)
+
+
+def test_pycocotools_decodes_the_json_masks():
+    mask_api = pytest.importorskip("pycocotools.mask")
+    rng = np.random.default_rng(1)
+    for shape in [(1, 1), (7, 3), (64, 65)]:
+        mask = rng.random(shape) > 0.5
+        mask[0, 0] = True  # a leading zero-length run
+        coco = rle.encode(mask)
+        decoded = mask_api.decode(mask_api.frPyObjects(coco, *coco["size"]))
+        assert decoded.shape == shape and np.array_equal(decoded.astype(bool), mask)

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import logging
+import os
+import socket
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable, Iterator, TypeVar
+from urllib.parse import urlparse
 
 import torch
 
 from ..errors import ModelAccessError
 
 T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+HUB_PROBE_TIMEOUT = 3.0  # seconds; the hub client's own retries take a minute to give up
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -55,10 +66,47 @@ def attention_implementation(model: torch.nn.Module, implementation: str) -> Ite
         model.set_attn_implementation(current)
 
 
+@functools.cache
+def _endpoint_reachable(endpoint: str) -> bool:
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_TIMEOUT).close()
+    except OSError:
+        return False
+    return True
+
+
+def use_cache_only_if_hub_unreachable(repo: str) -> None:
+    """Before a hub id is loaded: if the hub cannot be reached, switch the hub client to offline mode for this
+    process, so cached models load at once and missing ones fail at once, instead of after a minute of retries with
+    one warning per attempt. ``HF_HUB_OFFLINE=1`` skips the check; behind a proxy it is not made (the proxy decides)."""
+    from huggingface_hub import constants
+
+    if constants.is_offline_mode() or Path(repo).expanduser().exists() or any(map(os.environ.get, PROXY_VARIABLES)):
+        return
+    if not _endpoint_reachable(constants.ENDPOINT):
+        log.warning("the model hub (%s) cannot be reached; using the local cache only (HF_HUB_OFFLINE=1 skips this "
+                    "check)", constants.ENDPOINT)
+        constants.HF_HUB_OFFLINE = True
+
+
+def _print_hub_warnings_once() -> None:
+    """The hub client adds its own stderr handler and also passes records on to the root logger the CLI configures,
+    so each of its warnings would be printed twice; when the root logger prints, the client's handler goes."""
+    from huggingface_hub.utils import logging as hub_logging
+
+    hub = hub_logging.get_logger()
+    if logging.getLogger().handlers and hub.propagate:
+        hub.handlers.clear()
+
+
 def load_from_hub(what: str, repo: str, loader: Callable[[], T]) -> T:
     """Run a ``from_pretrained`` call, turning hub/disk failures into one actionable message."""
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
+    _print_hub_warnings_once()
+    use_cache_only_if_hub_unreachable(repo)
     try:
         return loader()
     except GatedRepoError:

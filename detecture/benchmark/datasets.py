@@ -45,20 +45,26 @@ class BenchDataset:
 
 def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
     """A dataset folder: a spec with a path separator (or starting with ``.`` / ``~``) is a path, anything else a
-    folder name under the datasets root — so ``rwtd`` never silently picks up a stray ``./rwtd``."""
+    folder name under the datasets root. A folder of that name in the current directory is never used silently: it
+    is named in the error when the root has no such dataset, and when both exist the user is asked to choose."""
     if "/" in spec or os.sep in spec or spec.startswith((".", "~")):
         as_path = Path(spec).expanduser()
         if not as_path.is_dir():
             raise DatasetError(f"dataset {spec!r}: folder not found")
         return as_path
+    local = Path(spec) if Path(spec).is_dir() else None
+    here = f"; ./{spec} is a folder here: write ./{spec} to use it" if local else ""
     root = Path(data_root).expanduser() if data_root else datasets_root()  # an explicit --data-root beats the env
     if not root.is_dir():
         raise DatasetError(
-            f"dataset {spec!r}: datasets root {root} does not exist (use --data-root or $DETECTURE_DATASETS_ROOT)"
+            f"dataset {spec!r}: datasets root {root} does not exist (use --data-root or $DETECTURE_DATASETS_ROOT){here}"
         )
     matches = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() == spec.lower()]
     if not matches:
-        raise DatasetError(f"dataset {spec!r}: no folder of that name under {root}")
+        raise DatasetError(f"dataset {spec!r}: no folder of that name under {root}{here}")
+    if local is not None and local.resolve() != matches[0].resolve():
+        raise DatasetError(f"dataset {spec!r}: both {matches[0]} (datasets root) and ./{spec} exist; write "
+                           f"{matches[0]} or ./{spec} to say which")
     return matches[0]
 
 

@@ -71,6 +71,8 @@ class Published:
 def load_published(path: str | Path) -> Published:
     """Open ``best.pt`` safely (weights_only, mmap) and check its structure; raises one :class:`InputError`."""
     path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; give the checkpoint file inside it (e.g. {path / 'best.pt'})")
     if not path.is_file():
         raise InputError(f"{path}: no such file (download it with: hf download "
                          "anon-detecture-neurips-2026/Detecture-NeurIPS best.pt)")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import logging
+import signal
+import socket
 from pathlib import Path
 
 from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
@@ -41,6 +43,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("the demo needs Gradio: pip install -e '.[demo]' (or pip install gradio)")
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be 1..65535, got {args.port}")
+    require_free_port(args.host, args.port)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _serve(args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_sigterm(signum: int, frame) -> None:
+    """SIGTERM (a service manager, ``kill``) unwinds like Ctrl+C, so the temporary folders are removed."""
+    raise SystemExit(128 + signum)
+
+
+def _serve(args: argparse.Namespace) -> int:
     from ..demo.app import launch
     from ..demo.engine import DemoEngine
 
@@ -54,5 +70,24 @@ def run(args: argparse.Namespace) -> int:
     logger.info("starting the demo on %s:%d", args.host, args.port)
     if getattr(args, "verbose", 0) < 2:  # one line per HTTP request (the warm-up's too) is debug detail
         logging.getLogger("httpx").setLevel(logging.WARNING)
-    launch(engine, host=args.host, port=args.port, share=args.share)
+    try:
+        launch(engine, host=args.host, port=args.port, share=args.share)
+    finally:
+        engine.close()
     return 0
+
+
+def require_free_port(host: str, port: int) -> None:
+    """Refuse a port another server holds before any model loads (Gradio's own error is a traceback that advises a
+    ``launch()`` argument the command line does not have)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as exc:
+        raise InputError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does: TIME_WAIT is no conflict
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise InputError(f"--port {port}: cannot serve on {host}:{port} ({exc.strerror}); another program "
+                             "(another demo?) uses it: choose another --port") from None

@@ -3,7 +3,11 @@
 * 0: everything asked for was done.
 * 1: the command ran to the end but some items it was asked for failed (``segment`` images, ``bench`` samples):
   their results are missing, each failure was reported, and the last line of output gives the count.
-* 2: nothing was done: a usage or input error found before work started (one ``error:`` line; argparse uses 2 too).
+* 2: nothing was done: a usage or input error found before work started, such as an output folder that cannot be
+  created or a port in use (one ``error:`` line; argparse uses 2 too).
+* 3: stopped unfinished by the system: disk full, an output path that became unwritable or vanished (one
+  ``error:`` line naming the path and the cause). Whatever was finished is kept and nothing half-written is left; the
+  same command run again after the cause is fixed completes the run (``train`` with ``--resume``).
 * 130: interrupted (Ctrl-C).
 
 Samples a command filters out of a dataset are data, not failures: ``mine``'s rejected scenes and samples (low
@@ -17,6 +21,7 @@ from __future__ import annotations
 OK = 0
 PARTIAL_FAILURE = 1
 USAGE_ERROR = 2
+SYSTEM_ERROR = 3
 INTERRUPTED = 130
 
 

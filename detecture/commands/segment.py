@@ -63,7 +63,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
     p.add_argument("--tiny", action="store_true",
                    help="use tiny random backbones (offline, any machine); output is meaningless")
-    p.add_argument("-v", "--verbose", dest="show_contract", action="store_true",
+    p.add_argument("--show-contract", action="store_true",
                    help="print the inference contract the head is run under (prompts, positions, image, ...)")
     p.set_defaults(func=run)
 
@@ -254,7 +254,7 @@ def _run_detecture(args: argparse.Namespace, request: "SegmentRequest", settings
         request = replace(request, device=ranks.device)  # one GPU per launched process
     regime = request.regime
     pipe = service.load_pipeline(request)
-    if args.show_contract or getattr(args, "verbose", 0):
+    if args.show_contract:
         print(f"inference contract ({'head ' + str(args.head) if args.head else 'no head: defaults'}):")
         print(pipe.contract.summary())
     planned = work.planned

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 import gradio as gr
 import pandas as pd
@@ -14,6 +16,10 @@ from .examples import write_examples
 logger = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = "200mb"
+# Gradio keeps a copy of every upload and output in its cache: every minute, those older than 10 minutes go.
+DELETE_CACHE = (60, 600)
+# A GRADIO_TEMP_DIR the user set is theirs; otherwise Gradio's cache lives in the engine's folder, removed at exit.
+USER_CACHE = os.environ.get("GRADIO_TEMP_DIR")
 INTRO = ("# Detecture: texture regions\n"
          "Upload an image (or pick an example), choose a method and the number of regions, and press **Segment**. "
          "`classical` runs on the CPU without any model; the detecture methods appear when the models were loaded "
@@ -23,6 +29,8 @@ INTRO = ("# Detecture: texture regions\n"
 def build_app(engine: DemoEngine) -> gr.Blocks:
     """The Gradio Blocks app over ``engine``; the segment call is also the API endpoint ``/segment``."""
     examples = write_examples(engine.workdir / "examples")
+    if USER_CACHE is None:
+        os.environ["GRADIO_TEMP_DIR"] = str(engine.workdir / "gradio")  # read when the Blocks and server are made
 
     def segment(path: str | None, method: str, k: str, query: str):
         try:
@@ -31,10 +39,14 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
             raise gr.Error(str(exc), print_exception=False) from None
         except MemoryError:
             raise gr.Error("not enough memory for this image; try a smaller one", print_exception=False) from None
+        except OSError as exc:  # the server's disk, not the user's image
+            logger.error("request failed: %s", exc)
+            raise gr.Error(f"the server could not write the results ({exc.strerror or exc}); try again later",
+                           print_exception=False) from None
         table = pd.DataFrame(response.table, columns=TABLE_HEADERS)
         return (response.image, response.annotations), table, response.files, response.status
 
-    with gr.Blocks(title="Detecture demo", analytics_enabled=False) as app:
+    with gr.Blocks(title="Detecture demo", analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
         gr.Markdown(INTRO + (f"\n\n*{engine.note}*" if engine.note else ""))
         with gr.Row():
             with gr.Column(scale=1):
@@ -59,6 +71,8 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
 def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            block: bool = True, warm_up: bool = True) -> gr.Blocks:
     """Serve the app; ``block=False`` returns at once (tests, benchmarks) and the caller calls ``app.close()``.
+    With ``block=True`` it serves until interrupted, then closes the server and removes the engine's folder (its
+    downloads and Gradio's cache) and lets the ``KeyboardInterrupt`` go on, so the command exits with status 130.
 
     ``warm_up`` sends one example through the app's own endpoint before serving users: the first request otherwise
     pays several seconds of one-off imports and initialisation in the web stack and the segmenter.
@@ -73,8 +87,10 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None,
         print(f"Detecture demo ready on {app.local_url}" + (f" and {app.share_url}" if app.share_url else "")
               + " (Ctrl+C stops it)", flush=True)
         try:
-            app.block_thread()  # returns after Ctrl+C, once the server is closed
+            while app.is_running:  # Gradio's block_thread() would swallow the interrupt
+                time.sleep(0.1)
         finally:
+            app.close()
             engine.close()
     return app
 

@@ -144,7 +144,8 @@ class DemoEngine:
         label_png = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
         # index k = region k, shown in its overlay colour
         label_png.putpalette([0, 0, 0] + REGION_COLOURS.ravel().tolist())
-        label_png.save(stem.parent / f"{stem.name}_labels.png")
+        with atomic.atomic_path(stem.parent / f"{stem.name}_labels.png") as tmp:
+            label_png.save(tmp, format="PNG")
         h, w = labels.shape
         scaled = f" (analysed at {w}x{h})" if (h, w) != original else ""
         status = (f"{result.num_regions} region{'s' if result.num_regions != 1 else ''} found by {method} in "

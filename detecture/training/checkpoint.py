@@ -1,7 +1,9 @@
 """Training checkpoints: safetensors for every tensor, JSON for everything else, never pickle.
 
 Layout of ``<out>/checkpoints/step-00001234/`` (written into a temporary directory and renamed, so a kill at any
-moment leaves either the previous checkpoint or the complete new one; ``latest.json`` is replaced atomically last)::
+moment leaves either the previous checkpoint or the complete new one; ``latest.json`` is replaced atomically last;
+re-saving a step moves the old folder aside only once the new one is complete, and :func:`latest_checkpoint` puts it
+back if a kill came between the two renames)::
 
     trainable.safetensors   every trainable parameter of the training module (Bridge, dustbin, mask head, LoRA,
                             SEG rows), in full, by unwrapped name (the same whether the run used DDP or FSDP)
@@ -154,12 +156,16 @@ def prune_checkpoints(checkpoints: Path, keep: int) -> None:
     may be 0 to make room before a new checkpoint is written).
 
     Each is first renamed to a hidden ``.step-*.deleting`` name (atomic), so a run killed mid-deletion never leaves a
-    half-deleted checkpoint that looks like a real one; leftovers of such a kill are removed on the next prune.
+    half-deleted checkpoint that looks like a real one; leftovers of such a kill, and the temporaries of a save or
+    ``latest.json`` write a kill interrupted, are removed on the next prune.
     """
     checkpoints = Path(checkpoints)
+    latest = latest_checkpoint(checkpoints)
     for leftover in checkpoints.glob(".step-*.deleting"):
         shutil.rmtree(leftover)
-    latest = latest_checkpoint(checkpoints)
+    for name in ("step-*", LATEST):
+        for leftover in atomic.remove_temporaries(checkpoints, name):
+            log.info("removed %s, left behind by an interrupted checkpoint write", leftover)
     existing = sorted(checkpoints.glob("step-*"))
     for old in existing[: max(len(existing) - keep, 0)]:
         if old != latest:
@@ -169,11 +175,13 @@ def prune_checkpoints(checkpoints: Path, keep: int) -> None:
 
 
 def latest_checkpoint(checkpoints: Path) -> Path | None:
-    """The directory ``latest.json`` points to, or None when no checkpoint was ever completed."""
+    """The directory ``latest.json`` points to, or None when no checkpoint was ever completed. A kill while that
+    step was being saved again may have left it moved aside (see :func:`atomic.atomic_dir`); it is put back."""
     pointer = Path(checkpoints) / LATEST
     if not pointer.exists():
         return None
     path = Path(checkpoints) / json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+    atomic.restore_moved_aside(path)
     if not (path / "trainer_state.json").exists():
         raise CheckpointError(f"{pointer}: points to {path}, which is not a complete checkpoint")
     return path

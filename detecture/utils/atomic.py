@@ -3,13 +3,16 @@
 A killed process must never leave a half-written checkpoint, metadata file or result line behind; readers either see
 the old file or the complete new one. ``mkstemp`` / ``mkdtemp`` create private (0600 / 0700) entries; the result gets
 the mode a plain ``open(path, "w")`` / ``mkdir`` would have given it (an existing file keeps its mode, a new one gets
-0666 / 0777 minus the umask), so datasets, reports and checkpoints stay readable by whoever the umask allows.
+0666 / 0777 minus the umask), so datasets, reports and checkpoints stay readable by whoever the umask allows. The
+same holds for everything written inside an :func:`atomic_dir`, whatever library wrote it (safetensors' writer
+creates its files 0600).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -41,6 +44,23 @@ def _plain_mode(path: Path, base: int) -> int:
         return base & ~current_umask()
 
 
+_OS_ERROR_IN_MESSAGE = re.compile(r"os error (\d+)")
+
+
+def _failed_write(exc: Exception, path: Path, tmp: Path) -> OSError | None:
+    """The error to report when writing ``path`` through the temporary ``tmp`` failed for a reason of the system
+    (disk full, permissions): an ``OSError`` naming ``path`` rather than a hidden temporary or nothing; safetensors'
+    writer reports such errors as text ("... (os error 28)"). None for other errors, which propagate unchanged."""
+    if isinstance(exc, OSError):
+        if exc.filename is not None and not str(exc.filename).startswith(str(tmp)):
+            return None
+        code = exc.errno
+    else:
+        match = _OS_ERROR_IN_MESSAGE.search(str(exc))
+        code = int(match.group(1)) if match else None
+    return None if code is None else OSError(code, os.strerror(code), str(path))
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
@@ -53,6 +73,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         os.chmod(tmp_path, _plain_mode(path, 0o666))
         os.replace(tmp_path, path)
+    except Exception as exc:
+        failure = _failed_write(exc, path, tmp_path)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -71,20 +96,38 @@ def write_json(path: str | os.PathLike, obj: Any, indent: int | None = 1) -> Non
     write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
 
 
+def moved_aside(path: Path) -> Path:
+    """Where :func:`atomic_dir` keeps the previous ``path`` while the new one is renamed in."""
+    return path.with_name(f".{path.name}.old")
+
+
+def _give_plain_modes(tree: Path) -> None:
+    """Give every file and folder below ``tree`` the mode a plain write under the current umask would."""
+    umask = current_umask()
+    for root, dirs, files in os.walk(tree):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~umask)
+
+
 @contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory that replaces ``path`` (a directory) once the block succeeds.
 
-    Used for multi-file checkpoints: the old checkpoint stays intact until the new one is complete.
+    Used for multi-file checkpoints: the old checkpoint stays intact until the new one is complete. Replacing an
+    existing ``path`` takes two renames (old aside to :func:`moved_aside`, new in); a kill between them leaves only
+    the complete old one under the hidden name, which :func:`restore_moved_aside` puts back.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _give_plain_modes(tmp)
         os.chmod(tmp, _plain_mode(path, 0o777))
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
+            old = moved_aside(path)
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
@@ -92,6 +135,39 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
+    except Exception as exc:
+        failure = _failed_write(exc, path, tmp)
+        if failure is None:
+            raise
+        raise failure from exc
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def restore_moved_aside(path: str | os.PathLike) -> bool:
+    """Undo a kill between :func:`atomic_dir`'s two renames: when ``path`` is missing but its moved-aside copy is
+    there, rename it back. Safe to call from several processes at once. Returns whether ``path`` exists."""
+    path = Path(path)
+    old = moved_aside(path)
+    if not path.exists() and old.is_dir():
+        try:
+            os.replace(old, path)
+        except FileNotFoundError:  # another process restored it first
+            pass
+    return path.exists()
+
+
+def remove_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[Path]:
+    """Delete what killed atomic writes of entries named ``name_glob`` in ``folder`` left behind: ``.<name>.*.tmp``
+    files and folders, and moved-aside ``.<name>.old`` copies whose ``<name>`` exists again. Call it only while no
+    write into ``folder`` is in progress, and after :func:`restore_moved_aside` for anything still needed."""
+    folder = Path(folder)
+    stale = list(folder.glob(f".{name_glob}.*.tmp"))
+    stale += [old for old in folder.glob(f".{name_glob}.old") if (folder / old.name[1:-len(".old")]).exists()]
+    for entry in stale:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    return stale

@@ -12,6 +12,7 @@ Two rules every command follows through these helpers:
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Iterable
 
@@ -63,7 +64,24 @@ def require_writable_dir(path: PathLike, option: str = "--out") -> Path:
     if not os.access(probe, os.W_OK | os.X_OK):
         where = "is not writable" if probe == path else f"cannot be created: {probe} is not writable"
         raise InputError(f"{option} {path}: {where}")
+    _try_writing(path, probe, option)
     return path
+
+
+def _try_writing(path: Path, probe: Path, option: str) -> None:
+    """Permission bits do not tell everything (``/proc``, read-only mounts, root's access): create and remove a
+    temporary file in ``path``, or the first missing folder on the way to it, and report what the system said."""
+    try:
+        if probe == path:
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        else:
+            first = probe / path.relative_to(probe).parts[0]
+            first.mkdir()
+            first.rmdir()
+    except OSError as exc:
+        where = "is not writable" if probe == path else "cannot be created"
+        raise InputError(f"{option} {path}: {where} ({exc.strerror or exc})") from None
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -1,6 +1,8 @@
 """COCO-style uncompressed run-length encoding of binary masks (column-major, runs start with zeros).
 
-The layout matches ``pycocotools`` so users can decode Detecture's JSON masks with the tools they already have.
+The layout is COCO's uncompressed RLE (``iscrowd`` annotations store masks this way), so users decode Detecture's
+JSON masks with the tools they already have: ``pycocotools.mask.decode`` reads the compressed form, which
+``pycocotools.mask.frPyObjects(rle, *rle["size"])`` makes from this one (tests/test_rle.py checks the round trip).
 """
 
 from __future__ import annotations

@@ -1,0 +1,121 @@
+"""Environment faults (disk full, unwritable output, a taken port) are one ``error:`` line naming the path and the
+cause, with the documented exit status, and leave no half-written file.
+
+A full disk is simulated by failing every rename into the output folder with ENOSPC and no file name, as a
+``write()`` on a full disk fails: each command writes its files through a temporary that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from detecture.cli import main
+from detecture.commands.exit_status import SYSTEM_ERROR, USAGE_ERROR
+
+
+def _disk_full_in(out: Path, monkeypatch) -> None:
+    real = os.replace
+
+    def replace(src, dst, *args, **kwargs):
+        if Path(dst).resolve().is_relative_to(out.resolve()):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+def _bench(tmp_path: Path) -> list[str]:
+    from bench_fixture import make_rwtd
+
+    return ["bench", "--datasets", str(make_rwtd(tmp_path / "rwtd", 1)), "--methods", "classical", "--gallery", "0"]
+
+
+def _mine(tmp_path: Path) -> list[str]:
+    import miner_fixture
+
+    ade, _ = miner_fixture.build(tmp_path / "ade", with_textured=False)
+    return ["mine", "--root", str(ade), "--workers", "1"]
+
+
+def _train(tmp_path: Path) -> list[str]:
+    from train_fixture import write_mosaics
+
+    return ["train", "--tiny", "--data", str(write_mosaics(tmp_path / "data", n=2, size=32)), "--max-steps", "1",
+            "--epochs", "2", "--set", "optim.stage1_epochs=1", "--set", "train.eval_every_epochs=0"]
+
+
+def _convert(tmp_path: Path) -> list[str]:
+    from published_fixture import write_published
+
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+
+    write_published(tmp_path / "best.pt", QwenVL.tiny(0), Sam3Backbone.tiny(0))
+    return ["convert", "published", str(tmp_path / "best.pt")]
+
+
+@pytest.mark.parametrize("command", [_bench, _mine, _train, _convert], ids=lambda c: c.__name__[1:])
+def test_disk_full_is_one_line_with_status_3_and_no_half_written_file(command, tmp_path, monkeypatch, capsys):
+    argv = command(tmp_path)
+    out = tmp_path / "out"
+    capsys.readouterr()
+    _disk_full_in(out, monkeypatch)
+    assert main([*argv, "--out", str(out)]) == SYSTEM_ERROR
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {out}") and "No space left on device" in last, last
+    written = [p for p in out.rglob("*")] if out.exists() else []
+    assert not [p for p in written if p.name.startswith(".")], written  # no temporary left behind
+
+
+def test_an_output_folder_that_cannot_be_created_is_a_usage_error(tmp_path, capsys):
+    if not Path("/proc/self").exists():
+        pytest.skip("needs /proc")
+    argv = _bench(tmp_path)
+    assert main([*argv, "--out", "/proc/x"]) == USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --out /proc/x: cannot be created (No such file or directory)"]
+
+
+def test_demo_on_a_taken_port_is_one_line(capsys):
+    pytest.importorskip("gradio")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["demo", "--port", str(port)]) == USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --port {port}:") and "server_port" not in err[0], err
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_demo_stopped_by_a_signal_leaves_no_temporary_folder(signum, status, tmp_path, monkeypatch, capsys):
+    """Ctrl+C exits 130 and SIGTERM 143, each after removing the demo's folder and Gradio's upload cache."""
+    pytest.importorskip("gradio")
+    import tempfile
+
+    from demo_fixture import free_port
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    port = free_port()
+
+    def stop_when_serving() -> None:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and "ready on" not in capsys.readouterr().out:
+            time.sleep(0.1)
+        os.kill(os.getpid(), signum)
+
+    threading.Thread(target=stop_when_serving, daemon=True).start()
+    try:
+        code = main(["demo", "--port", str(port)])
+    except SystemExit as exc:
+        code = exc.code
+    assert code == status
+    assert not list(tmp_path.glob("detecture-demo-*")) and not list(tmp_path.glob("gradio*"))
