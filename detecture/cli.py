@@ -3,7 +3,8 @@
 Each sub-command lives in ``detecture/commands/<name>.py`` and exposes ``add_parser(subparsers)``; heavy libraries are
 imported inside the command, so ``detecture --help`` stays fast. A :class:`DetectureError` becomes one clear
 ``error:`` line and exit status 2 instead of a traceback, and an ``OSError`` escaping any command (disk full,
-unwritable output) one line naming the path and the cause with status 3; the statuses are defined in
+unwritable output), or a batch run it stopped (:class:`~detecture.errors.RunStopped`), one line naming the path and
+the cause with status 3; the statuses are defined in
 :mod:`detecture.commands.exit_status`.
 """
 
@@ -17,7 +18,7 @@ import sys
 
 from . import __version__
 from .commands.exit_status import INTERRUPTED, SYSTEM_ERROR, USAGE_ERROR
-from .errors import DetectureError
+from .errors import DetectureError, RunStopped
 
 COMMANDS = ("segment", "train", "mine", "bench", "convert", "demo")
 
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return int(args.func(args) or 0)
+    except RunStopped as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return SYSTEM_ERROR
     except DetectureError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR

@@ -23,5 +23,10 @@ class ModelAccessError(DetectureError):
     """A backbone could not be loaded from the hub or disk (gated model, no token, offline, wrong id)."""
 
 
+class RunStopped(DetectureError):
+    """An environment fault (disk full, unwritable output, out of memory) stopped a run unfinished; the message names
+    the path and the cause. Nothing half-done was recorded, so the same command run again finishes the work."""
+
+
 class MethodError(DetectureError):
     """A method's output for one sample is unusable (wrong shape, NaN): that sample's failure, not the run's."""

@@ -255,7 +255,7 @@ def test_a_scene_with_a_data_error_is_recorded_and_the_run_goes_on(dataset, tmp_
 def test_an_environment_or_programming_error_stops_the_run_and_a_rerun_finishes_it(dataset, mined, tmp_path, error):
     """Disk full (or a bug) on one scene: the run stops, the scene is not recorded as rejected, and the re-run mines
     it, giving the same dataset as an uninterrupted run."""
-    from detecture.utils.parallel import RunStopped
+    from detecture.errors import RunStopped
 
     reference, _ = mined
     ade, textured = dataset

@@ -123,7 +123,7 @@ def test_disk_full_stops_with_one_line_keeps_finished_images_and_leaks_no_figure
     out = tmp_path / "out"
     monkeypatch.setattr(plotting, "atomic_path", full_disk)
     assert main(["segment", str(mosaics), "--method", "classical", "--k", "2", "--workers", "1",
-                 "--out", str(out)]) == 2
+                 "--out", str(out)]) == 3
     captured = capsys.readouterr()
     assert captured.err.strip().splitlines()[-1] == (f"error: {out / 'm1.detecture.png'}: No space left on device; segment stopped "
                                     "unfinished (re-run the same command to finish it)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -227,7 +228,7 @@ def _summarise(work: BatchWork, skipped: int, out: Path) -> int:
     print_table([work.rows[i] for i in sorted(work.rows)])
     for i in sorted(work.failures):
         path, message = work.images[i], work.failures[i]
-        print(f"error: {message}" if str(path) in message else f"error: {path}: {message}")
+        print(f"error: {message}" if str(path) in message else f"error: {path}: {message}", file=sys.stderr)
     extra = f", {skipped} non-image file(s) skipped" if skipped else ""
     done, busy = len(work.claims.done), len(work.claims.busy)
     if done:

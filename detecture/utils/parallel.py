@@ -30,17 +30,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from ..errors import DetectureError, InputError
+from ..errors import DetectureError, InputError, RunStopped
 
 T = TypeVar("T")
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DATA_ERRORS: tuple[type[BaseException], ...] = (DetectureError,)
 PARENT_POLL_SECONDS = 0.5
-
-
-class RunStopped(DetectureError):
-    """An environment error stopped the run unfinished; the message names the path and the cause."""
 
 
 def is_environment_error(exc: BaseException) -> bool:
@@ -66,6 +62,8 @@ def item_outcome(fn: Callable[..., T], *args: Any) -> tuple[T | None, str | None
     """``(fn(*args), None)``, or ``(None, message)`` for a data error; other errors propagate (module docstring)."""
     try:
         return fn(*args), None
+    except RunStopped:
+        raise
     except DATA_ERRORS as exc:
         return None, str(exc)
 
