@@ -24,6 +24,8 @@ examples:
       --predictions pca-ms=/data/outex/peer_predictions/pca-ms --predictions-pattern 'seg{stem}.png' --out runs/outex
   accelerate launch -m detecture bench --datasets rwtd --methods detecture --head ckpt/ --out runs/bench
       (one shard of the samples per GPU process; results merged)
+  detecture bench --datasets rwtd --methods detecture --head checkpoints/detecture-neurips2026 \
+      --protocol published --out runs/paper        (the paper's evaluator, for comparison with its table)
 """
 
 
@@ -75,6 +77,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="allow Sa2VA's custom model code from the hub (required by the 'sa2va' method)")
     p.add_argument("--gallery", type=int, default=4, help="samples per dataset in the gallery PNG (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
+    p.add_argument("--protocol", choices=("ours", "published"), default="ours",
+                   help="scoring: ours (default) or published, the paper's evaluator reproduced exactly, artefacts "
+                        "included (1008x1008, last GT mask wins overlaps, empty GT masks counted, NaN border)")
     p.set_defaults(func=run)
 
 
@@ -101,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
         retry_failed=args.retry_failed,
         regime=parse_regime(args.regime) if args.regime else None,
         gallery=args.gallery,
+        protocol=args.protocol,
         options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,
                               models=dict(args.model), head=args.head, prompt=args.prompt,
                               seed=args.seed),
