@@ -24,8 +24,8 @@ examples:
       --predictions pca-ms=/data/outex/peer_predictions/pca-ms --predictions-pattern 'seg{stem}.png' --out runs/outex
   accelerate launch -m detecture bench --datasets rwtd --methods detecture --head ckpt/ --out runs/bench
       (one shard of the samples per GPU process; results merged)
-  detecture bench --datasets rwtd --methods detecture --head checkpoints/detecture-neurips2026 \
-      --protocol published --out runs/paper        (the paper's evaluator, for comparison with its table)
+  detecture bench --datasets rwtd --methods detecture --head ckpt/ --protocol published --out runs/paper
+      (scored by the paper's evaluator, for comparison with its table)
 """
 
 
