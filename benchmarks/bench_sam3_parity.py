@@ -57,12 +57,6 @@ def build_meta(seed: int):
                                       load_from_HF=False, enable_segmentation=True, enable_inst_interactivity=False)
 
 
-def set_vit_eps(backbone: Sam3Backbone, eps: float) -> None:
-    for module in backbone.model.vision_encoder.backbone.modules():
-        if isinstance(module, torch.nn.LayerNorm):
-            module.eps = eps
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -95,7 +89,7 @@ def main() -> None:
     backbone = Sam3Backbone(model=model, name="converted")
     results = {"params": params, "build_s": round(t_build, 1), "meta_forward_s": round(t_meta, 1), "runs": {}}
     for label, eps in (("meta_eps_1e-5", 1e-5), ("transformers_default_eps_1e-6", 1e-6)):
-        set_vit_eps(backbone, eps)
+        backbone.set_vit_layer_norm_eps(eps)
         t0 = time.perf_counter()
         ours = detecture_head_inputs(backbone, pixels, bridge)
         results["runs"][label] = {"forward_s": round(time.perf_counter() - t0, 1), "tensors": compare(ours, theirs)}
