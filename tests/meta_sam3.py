@@ -70,14 +70,21 @@ def import_sam3_image_modules() -> types.SimpleNamespace:
     spec = importlib.util.find_spec("sam3")
     if spec is None or importlib.util.find_spec("timm") is None:
         raise ImportError("Meta's sam3 (and timm) are not installed: pip install --no-deps sam3==0.1.4 timm")
-    if importlib.util.find_spec("torchvision") is None:
-        sys.meta_path.append(_TorchvisionStandIn())
-    if "sam3" not in sys.modules:
-        package = importlib.util.module_from_spec(spec)  # registered, its __init__ (video stack) not executed
-        sys.modules["sam3"] = package
-    mods = {name: importlib.import_module(f"sam3.model.{name}") for name in
-            ("vitdet", "necks", "position_encoding", "vl_combiner", "text_encoder_ve", "encoder",
-             "maskformer_segmentation", "model_misc")}
+    standin = _TorchvisionStandIn() if importlib.util.find_spec("torchvision") is None else None
+    if standin is not None:
+        sys.meta_path.append(standin)
+    try:
+        if "sam3" not in sys.modules:
+            package = importlib.util.module_from_spec(spec)  # registered, its __init__ (video stack) not executed
+            sys.modules["sam3"] = package
+        mods = {name: importlib.import_module(f"sam3.model.{name}") for name in
+                ("vitdet", "necks", "position_encoding", "vl_combiner", "text_encoder_ve", "encoder",
+                 "maskformer_segmentation", "model_misc")}
+    finally:
+        if standin is not None:  # only the modules imported above keep the stand-ins; `import torchvision` fails again
+            sys.meta_path.remove(standin)
+            for name in [n for n in sys.modules if n == "torchvision" or n.startswith("torchvision.")]:
+                del sys.modules[name]
     return types.SimpleNamespace(**mods)
 
 
