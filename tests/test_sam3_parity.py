@@ -21,8 +21,8 @@ from detecture.backbones.sam3_convert import (clip_tokenizer_from_bpe, convert_s
                                               missing_bpe_message)
 from detecture.backbones.sam3_parity import NAMES, compare, detecture_head_inputs, meta_head_inputs
 from detecture.cli import main
+import meta_sam3
 
-meta_sam3 = pytest.importorskip("meta_sam3")
 try:
     meta_sam3.import_sam3_image_modules()
 except ImportError as exc:  # pragma: no cover - CI installs sam3 + timm (.ci/run)
