@@ -23,6 +23,7 @@ def test_published_protocol_end_to_end_beside_ours(tmp_path, capsys):
     assert all(r["k_gt"] == 2 for r in records)
     row = next(csv.DictReader((tmp_path / "out" / "report.csv").open()))
     assert row["protocol"] == "published"
+    assert "published protocol" in (tmp_path / "out" / "report.tex").read_text()
 
     assert main(common) == 0  # ours, into the same folder: a separate cell, the published one untouched
     assert "Protocol: ours" in capsys.readouterr().out

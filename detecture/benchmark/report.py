@@ -138,7 +138,9 @@ def _tex_escape(text: str) -> str:
 
 def latex(summaries: list[CellSummary]) -> str:
     metrics = [(m, t) for m, t in TABLE_METRICS if m != "boundary_f"]
+    protocols = sorted({s.protocol for s in summaries}) or ["ours"]
     lines = [
+        f"% scored with the {' and '.join(protocols)} protocol (see report.md)",
         "\\begin{tabular}{ll" + "r" * (1 + len(metrics)) + "}",
         "\\toprule",
         "Dataset & Method & Failed & " + " & ".join(t.replace("%", "\\%") for _, t in metrics) + " \\\\",

@@ -62,6 +62,7 @@ def run_sam3(args: argparse.Namespace) -> int:
 
     out, converted = convert(args.checkpoint, args.out, bpe=args.bpe, tokenizer=args.tokenizer)
     print(f"converted {args.checkpoint} -> {out}: {len(converted.state_dict)} tensors "
-          f"({len(converted.dropped)} recomputed by Sam3Model, {converted.tracker_keys} video-tracker keys skipped)")
+          f"({len(converted.dropped)} dropped: RoPE tables Sam3Model recomputes and point-prompt projections it lacks; "
+          f"{converted.tracker_keys} video-tracker keys skipped)")
     print(f"use it with: detecture segment IMAGE --sam3 {out}")
     return 0
