@@ -23,7 +23,8 @@ from detecture.prompts import Regime
 def _pipeline(contract: InferenceContract) -> DetecturePipeline:
     qwen, sam = QwenVL.tiny(0), Sam3Backbone.tiny(0)
     torch.manual_seed(0)
-    return DetecturePipeline(qwen, sam, DetectureHead(HeadConfig.for_backbones(qwen, sam, contract=contract)))
+    head = DetectureHead(HeadConfig.for_backbones(qwen, sam, contract=contract))
+    return DetecturePipeline(qwen, sam, head, max_new_tokens=8)
 
 
 def photo(height: int, width: int) -> np.ndarray:
@@ -115,8 +116,10 @@ def test_a_reply_without_seg_gets_no_region_under_the_published_contract():
 def test_bf16_autocast_runs_sam3_and_head_in_bf16_with_fp32_weights():
     forced = ["TEXTURE_1: Texture of brick <|seg|>\nTEXTURE_2: Texture of stone <|seg|>"]
     image = photo(64, 64)
-    fp32 = _pipeline(InferenceContract()).segment([image], Regime.oracle(2), forced_responses=forced)[0]
     pipe = _pipeline(InferenceContract(precision="bf16_autocast"))
+    pipe.contract = InferenceContract()  # the same backbones and head, first in the loaded (fp32) weights
+    fp32 = pipe.segment([image], Regime.oracle(2), forced_responses=forced)[0]
+    pipe.contract = pipe.head.config.contract
     dtypes = []
     hook = pipe.sam3.model.mask_decoder.pixel_decoder.register_forward_hook(lambda m, i, o: dtypes.append(o.dtype))
     bf16 = pipe.segment([image], Regime.oracle(2), forced_responses=forced)[0]
