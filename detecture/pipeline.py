@@ -50,20 +50,6 @@ def _attach_head(qwen: QwenVL, head: DetectureHead, path: str | Path) -> None:
         qwen.load_adapter(adapter)
 
 
-class VocabularyLimit:
-    """A logits processor that keeps generation to ids below ``limit`` (the published model had 151,670 rows; a
-    larger tokenizer's extra ids are candidates it never had)."""
-
-    def __init__(self, limit: int):
-        self.limit = limit
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        if scores.shape[-1] > self.limit:
-            scores = scores.clone()
-            scores[..., self.limit:] = float("-inf")
-        return scores
-
-
 def fallback_response(response: str, truncated: bool) -> str | None:
     """The response with ``<|seg|>`` closing each ``TEXTURE_k:`` line, for a response that has texture lines but
     no ``<|seg|>`` at all (published rule: descriptions under 3 words and a truncated last line are left out);
@@ -162,7 +148,7 @@ class DetecturePipeline:
             out = qwen.model.generate(
                 **{k: v for k, v in inputs.items() if k != "prefix_length"},
                 max_new_tokens=self.max_new_tokens, do_sample=False, return_dict_in_generate=True,
-                logits_processor=self._logits_processors(),
+                **self._vocabulary_limit(),
                 # Rank-local, also during FSDP training (weights gathered): transformers would otherwise step every
                 # rank in lockstep and wait for ranks that are not generating.
                 synced_gpus=False,
@@ -176,11 +162,12 @@ class DetecturePipeline:
         crop_cache(cache, prefix_len)
         return inputs, cache
 
-    def _logits_processors(self):
-        from transformers import LogitsProcessorList
-
+    def _vocabulary_limit(self) -> dict:
+        """Generation arguments that keep greedy decoding to the contract's first ``vocab_limit`` ids (the published
+        model had 151,670 rows; the extra ids of a larger embedding are candidates it never had)."""
         limit = self.contract.vocab_limit
-        return LogitsProcessorList([VocabularyLimit(limit)] if limit is not None else [])
+        rows = self.qwen.model.get_output_embeddings().weight.shape[0]
+        return {"suppress_tokens": list(range(limit, rows))} if limit is not None and rows > limit else {}
 
     def _max_regions(self, regime: Regime) -> int:
         """Regions kept per image: the regime's count, or up to 6 under a contract without the oracle-K cap."""

@@ -16,7 +16,7 @@ from detecture.bridge.contract import InferenceContract, published_contract
 from detecture.bridge.head import DetectureHead, HeadConfig
 from detecture.errors import CheckpointError
 from detecture.images import resize_linear
-from detecture.pipeline import DetecturePipeline, VocabularyLimit
+from detecture.pipeline import DetecturePipeline
 from detecture.prompts import Regime
 
 
@@ -92,8 +92,6 @@ def test_shared_linear_image_feeds_both_models_and_results_keep_the_original_siz
 
 
 def test_vocabulary_limit_keeps_generation_below_it():
-    scores = torch.randn(2, 50)
-    assert (VocabularyLimit(10)(None, scores).argmax(-1) < 10).all()
     pipe = _pipeline(InferenceContract(vocab_limit=40))
     inputs, _ = pipe._language_inputs([photo(64, 64)], Regime.autonomous(), None, "text")
     generated = inputs["input_ids"][0, int(inputs["prefix_length"]):]
