@@ -1,4 +1,5 @@
-"""``detecture convert published best.pt --out DIR``: import the published checkpoint as a Detecture head folder."""
+"""``detecture convert published best.pt --out DIR``: import the published checkpoint as a Detecture head folder;
+``detecture convert sam3 sam3.pt --out DIR``: Meta's SAM3 checkpoint as a ``Sam3Model`` folder."""
 
 from __future__ import annotations
 
@@ -24,10 +25,11 @@ The folder holds config.json (with the published inference contract), model.safe
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "convert", help="import the published checkpoint (best.pt) as a Detecture head folder",
+        "convert", help="import the published checkpoint (best.pt) as a head folder, or Meta's sam3.pt as a SAM3 folder",
         description="Convert a checkpoint of another layout into a Detecture head folder + PEFT adapter. The file "
                     "is read with torch.load(weights_only=True, mmap=True): nothing in it is executed and the "
-                    "7.5 GB file is never loaded whole.",
+                    "7.5 GB file is never loaded whole. 'sam3' converts Meta's SAM3 checkpoint into a folder for "
+                    "--sam3 (Sam3Model.from_pretrained), read the same safe way.",
         epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("layout", choices=("published", "sam3"),
