@@ -72,3 +72,21 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     if arr.dtype != np.uint8:
         arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
     return arr
+
+
+def resize_linear(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W, 3) uint8 -> (size, size, 3) uint8 by two-tap bilinear interpolation without antialiasing, pixel centres
+    aligned (source x = (x + 0.5) * W / size - 0.5, clamped at the edges), rounded to the nearest integer.
+
+    This is the equation of OpenCV's ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)``, which the published
+    Detecture used for both of its models; OpenCV evaluates it in 11-bit fixed point, so its output can differ from
+    this one by 1 grey level. Large downscales alias (no low-pass filter), exactly as in the published pipeline.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    if image.shape[:2] == (size, size):
+        return image
+    pixels = torch.from_numpy(np.array(image, dtype=np.float64)).permute(2, 0, 1)[None]
+    out = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False, antialias=False)
+    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

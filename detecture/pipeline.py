@@ -10,6 +10,7 @@ Two grounding modes share everything but the prompt fed to SAM3:
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Sequence
 
@@ -22,7 +23,7 @@ from .backbones.sam3 import DEFAULT_SAM3, Sam3Backbone
 from .bridge.contract import InferenceContract
 from .bridge.head import DetectureHead, HeadConfig
 from .errors import CheckpointError, InputError
-from .images import as_rgb_array
+from .images import as_rgb_array, resize_linear
 from .prompts import MAX_TEXTURES, SEG_TOKEN, Regime, RegimeKind, format_response, parse_response, user_prompt
 from .reencode import crop_cache, encode_prefix, seg_states, suffix_hidden_states
 from .result import SegmentationResult
@@ -73,6 +74,8 @@ class DetecturePipeline:
         self.tiny = qwen.name == "tiny"
         self.contract = head.config.effective_contract if head is not None else InferenceContract()
         qwen.apply_contract(self.contract)
+        if self.contract.sam3_vit_eps is not None:
+            sam3.set_vit_layer_norm_eps(self.contract.sam3_vit_eps)
         if head is not None:
             head.eval().to(sam3.device)
 
@@ -93,11 +96,14 @@ class DetecturePipeline:
         """Load both backbones (hub ids or local folders) and, if given, a trained head folder."""
         # Fail on a bad head before spending minutes loading backbones.
         head_module = DetectureHead.from_pretrained(head) if head is not None else None
+        autocast = head_module is not None and head_module.config.effective_contract.precision == "bf16_autocast"
         qwen_vl = QwenVL.from_pretrained(qwen, device=device, dtype=dtype, attn_implementation=attn_implementation,
                                          quantization=quantization, trust_remote_code=trust_remote_code)
         if head_module is not None:
             _attach_head(qwen_vl, head_module, head)
-        sam = Sam3Backbone.from_pretrained(sam3, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+        # under a bf16-autocast contract SAM3 keeps fp32 weights, as the head was trained with
+        sam = Sam3Backbone.from_pretrained(sam3, device=device, dtype=torch.float32 if autocast else dtype,
+                                           trust_remote_code=trust_remote_code)
         return cls(qwen_vl, sam, head_module, max_new_tokens=max_new_tokens)
 
     @classmethod
@@ -119,6 +125,12 @@ class DetecturePipeline:
 
     # -- stages -------------------------------------------------------------------------------------------------
 
+    def _precision(self):
+        """SAM3 and the head under bfloat16 autocast when the contract says so (weights stay as loaded)."""
+        if self.contract.precision == "bf16_autocast":
+            return torch.autocast(device_type=self.sam3.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
     def _language_inputs(self, images: list[np.ndarray], regime: Regime, forced: Sequence[str] | None,
                          grounding: str):
         """Qwen inputs with the response as suffix: generated greedily, or the forced text when given."""
@@ -136,6 +148,7 @@ class DetecturePipeline:
             out = qwen.model.generate(
                 **{k: v for k, v in inputs.items() if k != "prefix_length"},
                 max_new_tokens=self.max_new_tokens, do_sample=False, return_dict_in_generate=True,
+                **self._vocabulary_limit(),
                 # Rank-local, also during FSDP training (weights gathered): transformers would otherwise step every
                 # rank in lockstep and wait for ranks that are not generating.
                 synced_gpus=False,
@@ -148,6 +161,13 @@ class DetecturePipeline:
         cache = out.past_key_values
         crop_cache(cache, prefix_len)
         return inputs, cache
+
+    def _vocabulary_limit(self) -> dict:
+        """Generation arguments that keep greedy decoding to the contract's first ``vocab_limit`` ids (the published
+        model had 151,670 rows; the extra ids of a larger embedding are candidates it never had)."""
+        limit = self.contract.vocab_limit
+        rows = self.qwen.model.get_output_embeddings().weight.shape[0]
+        return {"suppress_tokens": list(range(limit, rows))} if limit is not None and rows > limit else {}
 
     def _max_regions(self, regime: Regime) -> int:
         """Regions kept per image: the regime's count, or up to 6 under a contract without the oracle-K cap."""
@@ -178,10 +198,10 @@ class DetecturePipeline:
         return [repaired.get(b, r) for b, r in enumerate(responses)]
 
     def _bridge_logits(self, states: list[torch.Tensor], vision) -> list[torch.Tensor]:
-        with self.timer.stage("sam3"):
+        with self.timer.stage("sam3"), self._precision():
             prompts, live = self.head.slot_prompts(states, self.sam3.model.text_projection)
             pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, live.nonzero()[:, 0])
-        with self.timer.stage("head"):
+        with self.timer.stage("head"), self._precision():
             logits = self.head.mask_head(prompts, pixels).float()
         per_image, start = [], 0
         for b in range(len(states)):
@@ -195,11 +215,11 @@ class DetecturePipeline:
         texts = [d for per_image in descriptions for d in per_image]
         if not texts:
             return [torch.zeros(0, 1, 1) for _ in descriptions]
-        with self.timer.stage("sam3"):
+        with self.timer.stage("sam3"), self._precision():
             prompts, mask = self.sam3.text_prompts(texts)
             image_index = torch.tensor([b for b, d in enumerate(descriptions) for _ in d], device=prompts.device)
             pixels = self.sam3.pixel_embeddings(vision, prompts, mask, image_index)
-        with self.timer.stage("head"):
+        with self.timer.stage("head"), self._precision():
             logits = self.sam3.semantic_logits(pixels).float()
         per_image, start = [], 0
         for d in descriptions:
@@ -243,10 +263,13 @@ class DetecturePipeline:
         if not images:
             return []
         arrays = [as_rgb_array(im) for im in images]
+        sizes = [arr.shape[:2] for arr in arrays]
+        if self.contract.image_resize == "shared_linear":  # one square image feeds both models (published)
+            arrays = [resize_linear(arr, self.sam3.image_size) for arr in arrays]
         inputs, cache = self._language_inputs(arrays, regime, forced_responses, grounding)
         prefix_len = int(inputs["prefix_length"])
         responses = [self.qwen.decode(row) for row in inputs["input_ids"][:, prefix_len:]]
-        with self.timer.stage("sam3"):
+        with self.timer.stage("sam3"), self._precision():
             vision = self.sam3.vision_features(self.sam3.preprocess(arrays))
         if grounding == "bridge":
             states = self._seg_states(inputs, cache, regime)
@@ -264,10 +287,10 @@ class DetecturePipeline:
             descriptions = [parse_response(r, require_seg=False)[: regime.max_regions] for r in responses]
             logits = self._text_logits(descriptions, vision)
         results = []
-        for arr, desc, resp, region_logits in zip(arrays, descriptions, responses, logits):
+        for size, desc, resp, region_logits in zip(sizes, descriptions, responses, logits):
             if not desc:
                 logger.warning("the model produced no <|seg|> line for an image; returning no regions")
             results.append(SegmentationResult(descriptions=desc, response=resp, region_logits=region_logits.cpu(),
-                                              image_size=arr.shape[:2],
+                                              image_size=size,
                                               meta={"grounding": grounding, "contract": self.contract.to_dict()}))
         return results

@@ -95,10 +95,18 @@ class Sam3Backbone:
         batch = []
         for image in images:
             arr = torch.from_numpy(np.array(as_rgb_array(image))).permute(2, 0, 1)[None].float()
-            arr = F.interpolate(arr, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            if arr.shape[-2:] != (size, size):
+                arr = F.interpolate(arr, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
             batch.append(arr[0])
         pixels = (torch.stack(batch).clamp(0, 255) / 255.0 - 0.5) / 0.5
         return pixels.to(self.device, self.dtype)
+
+    def set_vit_layer_norm_eps(self, eps: float) -> None:
+        """Run the ViT's LayerNorms with ``eps``: Meta's ``sam3`` uses 1e-5, ``transformers``' config defaults to
+        1e-6, and at the published head's scale the difference is measurable (tests/test_sam3_parity.py)."""
+        for module in self.model.vision_encoder.backbone.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.eps = eps
 
     def vision_features(self, pixel_values: torch.Tensor):
         return self.model.get_vision_features(pixel_values=pixel_values)

@@ -54,6 +54,7 @@ class BenchConfig:
     gallery: int = 4
     options: MethodOptions = field(default_factory=MethodOptions)
     shard: Shard = field(default_factory=Shard)
+    protocol: str = "ours"  # or "published": the published evaluator's scoring (benchmark/published_protocol.py)
 
 
 @dataclass
@@ -63,10 +64,13 @@ class Cell:
     regime: RegimeSpec
     mode: str
     records: list[SampleRecord]
+    protocol: str = "ours"
 
     @property
     def directory_parts(self) -> tuple[str, str]:
-        return self.dataset.name, self.method.name
+        """Results of the published protocol live beside ours, never mixed with them in one cell."""
+        suffix = "" if self.protocol == "ours" else f"@{self.protocol}"
+        return self.dataset.name, self.method.name + suffix
 
 
 def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], list[Cell]]:
@@ -96,7 +100,8 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
             records = d.records[: config.limit] if config.limit else d.records
             if isinstance(method, PredictionsMethod):
                 method.stems.update({r.id: image_stem(r) for r in records})
-            cells.append(Cell(method, d, regimes[d.name], dispatch_mode(method.kind, regimes[d.name]), records))
+            cells.append(Cell(method, d, regimes[d.name], dispatch_mode(method.kind, regimes[d.name]), records,
+                              config.protocol))
     return methods, datasets, cells
 
 
@@ -124,10 +129,12 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
                 f"logits are {output.logits.shape[2]}x{output.logits.shape[1]} but the image is "
                 f"{sample.image.shape[1]}x{sample.image.shape[0]}"
             )
-        score, labels = score_logits(output.logits, sample.masks)
+        published = cell.protocol == "published" and output.model_logits is not None
+        score, labels = score_logits(output.model_logits if published else output.logits, sample.masks,
+                                     protocol=cell.protocol)
         if save_partition:
             results.save_partition(results.partition_path(out, *cell.directory_parts, record.id), labels)
-        base.update(status="ok", **score.as_dict(), k_out=int(output.logits.shape[0]),
+        base.update(status="ok", protocol=cell.protocol, **score.as_dict(), k_out=int(output.logits.shape[0]),
                     descriptions=output.descriptions, warnings=warnings)
     except DetectureError as exc:  # a failing sample is recorded and the run goes on
         log.warning("%s × %s, sample %s failed: %s", cell.method.name, cell.dataset.name, record.id, exc)

@@ -38,6 +38,7 @@ class CellSummary:
     metrics: dict[str, Aggregate]
     first_error: str
     warned: int
+    protocol: str = "ours"
 
     @property
     def missing(self) -> int:
@@ -62,9 +63,18 @@ def summarise(cells: list[Cell], out: Path) -> list[CellSummary]:
                 metrics=metrics,
                 first_error=str(failed[0].get("error", "")) if failed else "",
                 warned=sum(1 for r in records if r.get("warnings")),
+                protocol=cell.protocol,
             )
         )
     return summaries
+
+
+PROTOCOL_NOTES = {
+    "ours": "ours (each image at its own size; first GT mask wins an overlap; empty GT masks are not regions)",
+    "published": "published (the paper's evaluator: 1008x1008 maps, GT resized nearest, last GT mask wins an overlap, "
+                 "empty GT masks counted in K_gt, first 6 textures, -inf padding channels upsampled with their NaN "
+                 "border; see detecture/benchmark/published_protocol.py)",
+}
 
 
 def _pm(agg: Aggregate, latex: bool = False) -> str:
@@ -76,8 +86,11 @@ def _pm(agg: Aggregate, latex: bool = False) -> str:
 
 def markdown(summaries: list[CellSummary]) -> str:
     head = ["Dataset", "Regime", "Method", "OK", "Failed", "Missing"] + [t for _, t in TABLE_METRICS]
+    protocols = sorted({s.protocol for s in summaries}) or ["ours"]
     lines = [
         "# Detecture benchmark",
+        "",
+        f"Protocol: {', '.join(PROTOCOL_NOTES[p] for p in protocols)}",
         "",
         "Means over the samples that ran, ± half-width of the 95 % bootstrap confidence interval. mIoU is the mean",
         "IoU over Hungarian-matched pairs (published protocol); panoptic IoU divides the matched sum by",
@@ -104,12 +117,12 @@ def markdown(summaries: list[CellSummary]) -> str:
 def csv_text(summaries: list[CellSummary]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    header = ["dataset", "regime", "method", "ok", "failed", "missing"]
+    header = ["protocol", "dataset", "regime", "method", "ok", "failed", "missing"]
     for m, _ in TABLE_METRICS:
         header += [m, f"{m}_ci_low", f"{m}_ci_high"]
     writer.writerow(header)
     for s in summaries:
-        row: list[Any] = [s.dataset, s.regime, s.method, s.ok, s.failed, s.missing]
+        row: list[Any] = [s.protocol, s.dataset, s.regime, s.method, s.ok, s.failed, s.missing]
         for m, _ in TABLE_METRICS:
             a = s.metrics[m]
             row += [f"{a.mean:.6f}", f"{a.low:.6f}", f"{a.high:.6f}"]
@@ -125,7 +138,9 @@ def _tex_escape(text: str) -> str:
 
 def latex(summaries: list[CellSummary]) -> str:
     metrics = [(m, t) for m, t in TABLE_METRICS if m != "boundary_f"]
+    protocols = sorted({s.protocol for s in summaries}) or ["ours"]
     lines = [
+        f"% scored with the {' and '.join(protocols)} protocol (see report.md)",
         "\\begin{tabular}{ll" + "r" * (1 + len(metrics)) + "}",
         "\\toprule",
         "Dataset & Method & Failed & " + " & ".join(t.replace("%", "\\%") for _, t in metrics) + " \\\\",

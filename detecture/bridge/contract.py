@@ -21,9 +21,12 @@ POSITION_MODES = ("line_local", "global")
 IMAGE_MODES = ("native", "square")
 ORACLE_K_POLICIES = ("cap", "none")
 FALLBACKS = ("none", "texture_lines")
+IMAGE_RESIZES = ("separate", "shared_linear")
+PRECISIONS = ("weights", "bf16_autocast")
 # The side SAM3 sees images at; Qwen gets the same pixel count by default, so a 12-MP photo costs ~1k visual tokens
 # instead of ~12k, and training, inference, mining and the benchmark all feed Qwen the same amount of detail.
 DEFAULT_QWEN_PIXELS = 1008 * 1008
+PUBLISHED_VOCABULARY = 151_670  # rows of the published model's embedding (<|seg|> is the last)
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,23 @@ class ImagePolicy:
 class InferenceContract:
     """How a head must be run. ``logit_scale`` None means 1/sqrt(mask width) (Detecture's head); the published head
     has none (1.0). ``embedding_shrink`` multiplies every non-``<|seg|>`` row of the input embedding and LM head:
-    the factor by which a training run's weight decay shrank them (1.0: untouched)."""
+    the factor by which a training run's weight decay shrank them (1.0: untouched).
+
+    Four terms reproduce the published inference exactly (:func:`published_contract`); their defaults are
+    Detecture's own choices:
+
+    * ``image_resize``: ``separate`` (ours: Qwen and SAM3 each resize the original image, SAM3 with antialiasing) or
+      ``shared_linear`` (published: one OpenCV-INTER_LINEAR resize, no antialiasing, to a SAM3-sized square uint8
+      image that feeds both models);
+    * ``vocab_limit``: generation may only pick ids below it (published: 151,670, the rows its model had); None: all;
+    * ``precision``: ``weights`` (run in the loaded dtypes) or ``bf16_autocast`` (published: fp32 SAM3 and head
+      weights under bfloat16 autocast);
+    * ``sam3_vit_eps``: the epsilon of SAM3's ViT LayerNorms; the published head was trained on Meta's ``sam3``
+      (1e-5), ``transformers``' default is 1e-6; None keeps the loaded SAM3's own.
+
+    ``fallback`` is ``none`` for the published head too: its code never grounds a reply without ``<|seg|>`` (its
+    check counts the two ``<|seg|>`` of the prompt), so such an image gets no region; ``texture_lines`` is opt-in.
+    """
 
     prompts: PromptSet = field(default_factory=lambda: prompt_set(DEFAULT_PROMPT_SET))
     positions: str = "line_local"
@@ -66,15 +85,25 @@ class InferenceContract:
     oracle_k: str = "cap"
     fallback: str = "none"
     embedding_shrink: float = 1.0
+    image_resize: str = "separate"
+    vocab_limit: int | None = None
+    precision: str = "weights"
+    sam3_vit_eps: float | None = None
 
     def __post_init__(self) -> None:
         for value, allowed, what in ((self.positions, POSITION_MODES, "positions"),
                                      (self.oracle_k, ORACLE_K_POLICIES, "oracle_k"),
-                                     (self.fallback, FALLBACKS, "fallback")):
+                                     (self.fallback, FALLBACKS, "fallback"),
+                                     (self.image_resize, IMAGE_RESIZES, "image_resize"),
+                                     (self.precision, PRECISIONS, "precision")):
             if value not in allowed:
                 raise CheckpointError(f"contract {what} must be one of {', '.join(allowed)}, got {value!r}")
         if not self.embedding_shrink > 0:
             raise CheckpointError(f"contract embedding_shrink must be positive, got {self.embedding_shrink}")
+        if self.vocab_limit is not None and not (isinstance(self.vocab_limit, int) and self.vocab_limit > 0):
+            raise CheckpointError(f"contract vocab_limit must be a positive integer, got {self.vocab_limit!r}")
+        if self.sam3_vit_eps is not None and not self.sam3_vit_eps > 0:
+            raise CheckpointError(f"contract sam3_vit_eps must be positive, got {self.sam3_vit_eps}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +112,8 @@ class InferenceContract:
     def from_dict(cls, raw: Any, where: str) -> "InferenceContract":
         if not isinstance(raw, dict):
             raise CheckpointError(f"{where}: the inference contract must be a mapping")
-        known = {"prompts", "positions", "qwen_image", "logit_scale", "oracle_k", "fallback", "embedding_shrink"}
+        known = {"prompts", "positions", "qwen_image", "logit_scale", "oracle_k", "fallback", "embedding_shrink",
+                 "image_resize", "vocab_limit", "precision", "sam3_vit_eps"}
         unknown = sorted(set(raw) - known)
         if unknown:
             raise CheckpointError(f"{where}: unknown inference-contract keys {unknown} (a newer Detecture wrote it?)")
@@ -103,6 +133,9 @@ class InferenceContract:
         seen = (f"square {image.size}x{image.size}" if image.mode == "square"
                 else f"native, at most {image.max_pixels} pixels" if image.max_pixels else "native (hub limits)")
         scale = "1/sqrt(mask width)" if self.logit_scale is None else f"{self.logit_scale:g}"
+        resize = ("one INTER_LINEAR square image for both models" if self.image_resize == "shared_linear"
+                  else "each model its own, antialiased")
+        precision = "bf16 autocast, fp32 weights" if self.precision == "bf16_autocast" else "as loaded"
         return "\n".join([
             f"prompt set:        {self.prompts.name} ({self.prompts.source})",
             f"re-encode:         {self.positions} positions",
@@ -111,6 +144,10 @@ class InferenceContract:
             f"oracle K:          {'capped at N' if self.oracle_k == 'cap' else 'not capped (up to 6 lines kept)'}",
             f"no-<|seg|> lines:  {'grounded from TEXTURE_k text' if self.fallback == 'texture_lines' else 'dropped'}",
             f"embedding shrink:  {self.embedding_shrink:g}",
+            f"image resize:      {resize}",
+            f"vocabulary:        {'all ids' if self.vocab_limit is None else f'ids below {self.vocab_limit}'}",
+            f"precision:         {precision}",
+            f"SAM3 ViT LN eps:   {'as loaded' if self.sam3_vit_eps is None else f'{self.sam3_vit_eps:g}'}",
         ])
 
 
@@ -122,8 +159,11 @@ def legacy_contract() -> InferenceContract:
 
 def published_contract(embedding_shrink: float = 1.0) -> InferenceContract:
     """The published NeurIPS 2026 checkpoint's inference (docs/ARCHITECTURE.md, The published checkpoint)."""
+    from ..backbones.sam3_convert import key_layout
+
     return InferenceContract(
         prompts=prompt_set(PUBLISHED_PROMPT_SET), positions="global",
         qwen_image=ImagePolicy(mode="square", max_pixels=None, size=1008), logit_scale=1.0, oracle_k="none",
-        fallback="texture_lines", embedding_shrink=embedding_shrink,
+        fallback="none", embedding_shrink=embedding_shrink, image_resize="shared_linear",
+        vocab_limit=PUBLISHED_VOCABULARY, precision="bf16_autocast", sam3_vit_eps=float(key_layout()["vit_layer_norm_eps"]),
     )

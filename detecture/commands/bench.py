@@ -24,6 +24,8 @@ examples:
       --predictions pca-ms=/data/outex/peer_predictions/pca-ms --predictions-pattern 'seg{stem}.png' --out runs/outex
   accelerate launch -m detecture bench --datasets rwtd --methods detecture --head ckpt/ --out runs/bench
       (one shard of the samples per GPU process; results merged)
+  detecture bench --datasets rwtd --methods detecture --head ckpt/ --protocol published --out runs/paper
+      (scored by the paper's evaluator, for comparison with its table)
 """
 
 
@@ -78,6 +80,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--shard", metavar="I/N",
                    help="score only share I of N of every cell and write no report (one job-array task each); then "
                         "run the same command without --shard: it finds every sample done, merges and reports")
+    p.add_argument("--protocol", choices=("ours", "published"), default="ours",
+                   help="scoring: ours (default) or published, the paper's evaluator reproduced exactly, artefacts "
+                        "included (1008x1008, last GT mask wins overlaps, empty GT masks counted, NaN border)")
     p.set_defaults(func=run)
 
 
@@ -106,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
         regime=parse_regime(args.regime) if args.regime else None,
         gallery=args.gallery,
         shard=Shard.parse(args.shard),
+        protocol=args.protocol,
         options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,
                               models=dict(args.model), head=args.head, prompt=args.prompt,
                               seed=args.seed),

@@ -1,4 +1,5 @@
-"""``detecture convert published best.pt --out DIR``: import the published checkpoint as a Detecture head folder."""
+"""``detecture convert published best.pt --out DIR``: import the published checkpoint as a Detecture head folder;
+``detecture convert sam3 sam3.pt --out DIR``: Meta's SAM3 checkpoint as a ``Sam3Model`` folder."""
 
 from __future__ import annotations
 
@@ -15,27 +16,39 @@ examples:
                                  (also measure how much weight decay shrank the frozen embedding rows)
 The folder holds config.json (with the published inference contract), model.safetensors (head) and adapter/
 (LoRA + <|seg|> rows, a PEFT adapter); use it with 'detecture segment --head' or 'detecture bench --head'.
+
+  hf download facebook/sam3 sam3.pt --local-dir .
+  detecture convert sam3 sam3.pt --out checkpoints/sam3-meta --bpe bpe_simple_vocab_16e6.txt.gz
+                                 (Meta's own SAM3 weights as a Sam3Model folder, for --sam3 checkpoints/sam3-meta)
 """
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "convert", help="import the published checkpoint (best.pt) as a Detecture head folder",
+        "convert", help="import the published checkpoint (best.pt) as a head folder, or Meta's sam3.pt as a SAM3 folder",
         description="Convert a checkpoint of another layout into a Detecture head folder + PEFT adapter. The file "
                     "is read with torch.load(weights_only=True, mmap=True): nothing in it is executed and the "
-                    "7.5 GB file is never loaded whole.",
+                    "7.5 GB file is never loaded whole. 'sam3' converts Meta's SAM3 checkpoint into a folder for "
+                    "--sam3 (Sam3Model.from_pretrained), read the same safe way.",
         epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("layout", choices=("published",), help="layout of the input: 'published' (NeurIPS 2026 best.pt)")
+    p.add_argument("layout", choices=("published", "sam3"),
+                   help="layout of the input: 'published' (NeurIPS 2026 best.pt) or 'sam3' (Meta's sam3.pt)")
     p.add_argument("checkpoint", type=Path, help="the input file (never modified)")
     p.add_argument("--out", type=Path, required=True, help="new head folder to write (must not exist)")
     p.add_argument("--base", metavar="QWEN",
                    help="base Qwen3-VL (folder or hub id) to measure the embedding shrink factor against; "
                         "recorded in the contract and applied at inference")
+    p.add_argument("--bpe", type=Path,
+                   help="sam3 only: CLIP's bpe_simple_vocab_16e6.txt.gz for the tokenizer (default: found in the "
+                        "installed sam3 or open_clip_torch package)")
+    p.add_argument("--tokenizer", type=Path, help="sam3 only: copy this tokenizer folder instead of building one")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.layout == "sam3":
+        return run_sam3(args)
     from ..bridge.published import convert
 
     out, shrink = convert(args.checkpoint, args.out, base=args.base)
@@ -43,4 +56,15 @@ def run(args: argparse.Namespace) -> int:
     if shrink is not None:
         print(f"embedding shrink factor (non-<|seg|> rows vs base): {shrink:.6f}; recorded in the contract")
     print(f"use it with: detecture segment IMAGE --head {out}")
+    return 0
+
+
+def run_sam3(args: argparse.Namespace) -> int:
+    from ..backbones.sam3_convert import convert
+
+    out, converted = convert(args.checkpoint, args.out, bpe=args.bpe, tokenizer=args.tokenizer)
+    print(f"converted {args.checkpoint} -> {out}: {len(converted.state_dict)} tensors "
+          f"({len(converted.dropped)} dropped: RoPE tables Sam3Model recomputes and point-prompt projections it lacks; "
+          f"{converted.tracker_keys} video-tracker keys skipped)")
+    print(f"use it with: detecture segment IMAGE --sam3 {out}")
     return 0

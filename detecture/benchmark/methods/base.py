@@ -24,6 +24,8 @@ class MethodOutput:
 
     logits: np.ndarray
     descriptions: list[str] = field(default_factory=list)
+    # (K, h, w) logits at the model's own resolution, when it has one: the published protocol upsamples these itself
+    model_logits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.logits = np.asarray(self.logits, dtype=np.float32)
