@@ -33,7 +33,8 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from detecture.benchmark.metrics import bootstrap_mean, gt_label_map, score_logits  # noqa: E402
+from detecture.benchmark.metrics import bootstrap_mean, gt_label_map  # noqa: E402
+from detecture.benchmark.scoring import score_logits  # noqa: E402
 from detecture.classical import segment_texture  # noqa: E402
 
 OUTEX = REPO.parent / "shared" / "data" / "outex"

@@ -22,8 +22,8 @@ from detecture.benchmark.metrics import (
     pad_logits,
     partition,
     score_labels,
-    score_logits,
 )
+from detecture.benchmark.scoring import score_logits
 from detecture.benchmark.methods.predictions import label_map_logits
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

@@ -8,7 +8,8 @@ import itertools
 import numpy as np
 import pytest
 
-from detecture.benchmark.metrics import MISSING_LOGIT, emitted_channels, pad_logits, partition, score_logits
+from detecture.benchmark.metrics import MISSING_LOGIT, emitted_channels, pad_logits, partition
+from detecture.benchmark.scoring import score_logits
 
 
 def published_scores(logits: np.ndarray, k_emitted: int, gt_masks: np.ndarray) -> tuple[float, float, int]:

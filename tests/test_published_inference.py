@@ -11,7 +11,7 @@ import torch
 
 from detecture.backbones.qwen import QwenVL
 from detecture.backbones.sam3 import Sam3Backbone
-from detecture.benchmark.metrics import score_logits
+from detecture.benchmark.scoring import score_logits
 from detecture.bridge.contract import InferenceContract, published_contract
 from detecture.bridge.head import DetectureHead, HeadConfig
 from detecture.errors import CheckpointError

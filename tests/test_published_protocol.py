@@ -15,7 +15,8 @@ import itertools
 import numpy as np
 import pytest
 
-from detecture.benchmark.metrics import MISSING_LOGIT, gt_label_map, score_logits
+from detecture.benchmark.metrics import MISSING_LOGIT, gt_label_map
+from detecture.benchmark.scoring import score_logits
 
 SIZE = 1008
 

@@ -205,22 +205,9 @@ def emitted_channels(logits: np.ndarray) -> int:
     return k
 
 
-PROTOCOLS = ("ours", "published")
-
-
-def score_logits(logits: np.ndarray, gt_masks: np.ndarray, protocol: str = "ours") -> tuple[SampleScore, np.ndarray]:
-    """Partition ``logits`` with the static dustbin and score it against ``gt_masks``, every emitted channel a
-    predicted region; returns (score, label map).
-
-    ``protocol="published"`` scores the published evaluator's way instead (1008² maps, its GT and padding rules; see
-    :mod:`detecture.benchmark.published_protocol`); ``logits`` are then best given at model resolution, as the
-    published code upsampled them."""
-    if protocol == "published":
-        from .published_protocol import score_published
-
-        return score_published(logits, gt_masks)
-    if protocol != "ours":
-        raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
+def score_ours(logits: np.ndarray, gt_masks: np.ndarray) -> tuple[SampleScore, np.ndarray]:
+    """Our protocol: partition ``logits`` with the static dustbin and score it against ``gt_masks``, every emitted
+    channel a predicted region; returns (score, label map)."""
     pred = partition(logits)
     return score_labels(gt_label_map(gt_masks), pred, emitted=emitted_channels(logits)), pred
 

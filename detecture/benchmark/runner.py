@@ -31,7 +31,7 @@ from . import results
 from .datasets import BenchDataset, gt_count, image_stem, open_dataset
 from .methods import Method, MethodOptions, build_method
 from .methods.predictions import DEFAULT_PATTERN, PredictionsMethod
-from .metrics import score_logits
+from .scoring import score_logits
 from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_mode, regime_for
 
 log = logging.getLogger(__name__)

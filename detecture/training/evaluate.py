@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..benchmark.metrics import score_logits
+from ..benchmark.scoring import score_logits
 from ..errors import DetectureError
 from ..pipeline import DetecturePipeline
 from ..prompts import Regime, RegimeKind
