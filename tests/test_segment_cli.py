@@ -52,9 +52,10 @@ def test_bad_image_is_reported_and_others_finish(photos, tmp_path, capsys):
     bad.write_bytes(b"\xff\xd8\xff garbage")
     out = tmp_path / "out"
     code = main(["segment", str(bad), str(photos["brick"]), "--tiny", "--k", "2", "--out", str(out)])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
     assert code == 1
-    assert "broken.jpg" in printed and "1 image(s) segmented, 1 failed" in printed
+    assert "error:" in captured.err and "broken.jpg" in captured.err  # per-image errors on stderr
+    assert "1 image(s) segmented, 1 failed" in captured.out
     assert (out / "brick.detecture.json").exists() and not (out / "broken.detecture.json").exists()
 
 
