@@ -27,6 +27,8 @@ import numpy as np
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
+from . import gabor
+
 WORK_SIDE = 256
 SAMPLE_SIDE = 512  # colour and contrast are read from a strided (not averaged) sample of about this size
 # Named colours (sRGB); the nearest in CIEDE2000 names a region's mean colour.
@@ -52,10 +54,8 @@ NAMED_COLOURS: dict[str, tuple[int, int, int]] = {
     "brown": (115, 75, 40),
     "beige": (210, 185, 145),
 }
-# Gabor bank: centre frequencies in cycles per image long side (ratio 1.5), 8 orientations, σ = 0.2 f.
+# Centre frequencies of the shared Gabor bank (:mod:`.gabor`), in cycles per image long side (ratio 1.5).
 BAND_CYCLES = tuple(4.0 * 1.5**i for i in range(10))
-N_ORIENTATIONS = 8
-BANDWIDTH = 0.2
 FINE_CYCLES = 32.0  # wavelength < 1/32 of the long side: fine
 COARSE_CYCLES = 12.0  # wavelength > 1/12 of the long side: coarse
 MIN_ANISOTROPY = 0.35  # doubled-angle resultant above which a direction dominates
@@ -151,24 +151,18 @@ def _spectral_summary(lightness: np.ndarray, mask: np.ndarray, side: int) -> tup
     fy = np.fft.fftfreq(patch.shape[0])[:, None] * side
     fx = np.fft.fftfreq(patch.shape[1])[None, :] * side
     nyquist = side / 2
-    energy = np.zeros((len(BAND_CYCLES), N_ORIENTATIONS))
-    for i, f in enumerate(BAND_CYCLES):
-        if f > 0.9 * nyquist:
-            break
-        sigma = BANDWIDTH * f
-        for j in range(N_ORIENTATIONS):
-            theta = np.pi * j / N_ORIENTATIONS
-            u, v = f * np.cos(theta), f * np.sin(theta)
-            band = np.exp(-((fx - u) ** 2 + (fy - v) ** 2) / (2 * sigma**2))
-            band += np.exp(-((fx + u) ** 2 + (fy + v) ** 2) / (2 * sigma**2))  # the mirrored half of a real signal
-            energy[i, j] = float((power * band**2).sum())
+    energy = np.zeros((len(BAND_CYCLES), gabor.N_ORIENTATIONS))
+    usable = [f for f in BAND_CYCLES if f <= 0.9 * nyquist]
+    if usable:  # every band at once: (F, O, h, w) power-weighted pass-bands, the mirrored half of a real signal too
+        bands = gabor.bank(fy, fx, usable, symmetric=True)
+        energy[: len(usable)] = np.einsum("fohw,hw->fo", bands * bands, power.astype(np.float32))
     total = energy.sum()
     if total <= 0:
         return 0.0, 0.0, 0.0
     per_band = energy.sum(axis=1)
     cycles = float(np.exp((per_band * np.log(BAND_CYCLES)).sum() / total))
     per_orientation = energy.sum(axis=0)
-    doubled = (per_orientation * np.exp(2j * np.pi * np.arange(N_ORIENTATIONS) / N_ORIENTATIONS)).sum() / total
+    doubled = (per_orientation * np.exp(2j * gabor.orientations())).sum() / total
     return cycles, float(abs(doubled)), float(np.angle(doubled) / 2) % np.pi
 
 
