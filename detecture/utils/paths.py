@@ -70,15 +70,14 @@ def require_writable_dir(path: PathLike, option: str = "--out") -> Path:
 
 def _try_writing(path: Path, probe: Path, option: str) -> None:
     """Permission bits do not tell everything (``/proc``, read-only mounts, root's access): create and remove a
-    temporary file in ``path``, or the first missing folder on the way to it, and report what the system said."""
+    temporary file in ``path`` or, where it does not exist yet, a temporary folder in its nearest existing parent, and
+    report what the system said."""
     try:
         if probe == path:
             with tempfile.TemporaryFile(dir=path):
                 pass
-        else:
-            first = probe / path.relative_to(probe).parts[0]
-            first.mkdir()
-            first.rmdir()
+        else:  # a uniquely named folder: runs started together (ranks of one launch) must not race on one name
+            os.rmdir(tempfile.mkdtemp(dir=probe, prefix=".detecture-probe-"))
     except OSError as exc:
         where = "is not writable" if probe == path else "cannot be created"
         raise InputError(f"{option} {path}: {where} ({exc.strerror or exc})") from None
