@@ -24,6 +24,7 @@ from .prompts import Regime, RegimeKind, format_response
 if TYPE_CHECKING:
     from PIL import Image
 
+    from .classical import ClassicalParams
     from .pipeline import DetecturePipeline
     from .result import SegmentationResult
 
@@ -135,10 +136,11 @@ def forced_tiny_responses(regime: Regime, count: int) -> list[str]:
     return [format_response(descriptions)] * count
 
 
-def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_SEED) -> "SegmentationResult":
+def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_SEED,
+                      params: "ClassicalParams | None" = None) -> "SegmentationResult":
     """Classical segmentation of an (H, W, 3) uint8 array as a :class:`SegmentationResult` with measured descriptions.
 
-    The margin logits are kept at the resolution the segmenter returns; the result's static dustbin at 0 partitions
+    ``params`` are the segmenter's settings (``None``: its tuned defaults). The margin logits are kept at the resolution the segmenter returns; the result's static dustbin at 0 partitions
     them exactly as the benchmark scores them.
     """
     import torch
@@ -152,7 +154,7 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
     if regime.kind is RegimeKind.QUERY:
         raise InputError(QUERY_NEEDS_VLM)
     with one_thread():  # the same partition in a notebook, the demo and `segment --workers N`
-        logits = np.ascontiguousarray(segment_texture(image, regime.exact_k, seed=seed), dtype=np.float32)
+        logits = np.ascontiguousarray(segment_texture(image, regime.exact_k, seed=seed, params=params), dtype=np.float32)
     descriptions = list(describe_regions(image, partition(logits)))
     # A channel that wins no pixel gets no description from the describer; it stays, so K matches what was asked.
     descriptions += [f"Empty region {i}" for i in range(len(descriptions) + 1, logits.shape[0] + 1)]
@@ -167,6 +169,7 @@ def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
     (reloading an 8B model per image would dominate a session). A failed load names the offline method."""
     import torch
 
+    from .classical import ClassicalParams
     from .pipeline import DetecturePipeline
 
     options = request.load_options()

@@ -21,16 +21,17 @@ def orientations(n: int = N_ORIENTATIONS) -> np.ndarray:
 
 
 def bank(fy: np.ndarray, fx: np.ndarray, frequencies, bandwidth: float = BANDWIDTH, symmetric: bool = False,
-         n_orientations: int = N_ORIENTATIONS) -> np.ndarray:
-    """(F, O, *grid) float32 pass-bands on the broadcastable frequency grids ``fy`` (column) and ``fx`` (row).
+         n_orientations: int = N_ORIENTATIONS, dtype: type = np.float32) -> np.ndarray:
+    """(F, O, *grid) pass-bands of ``dtype`` on the broadcastable frequency grids ``fy`` (column) and ``fx`` (row).
 
     ``symmetric`` adds the mirrored band at -(u, v), the other half of a real signal's spectrum (for power
     spectra); without it each band selects one half, as an analytic (complex) Gabor filter does. The Gaussian is
-    separable, so each band is an outer product of two 1-D profiles.
+    separable, so each band is an outer product of two 1-D profiles. ``dtype`` is the precision of the band
+    centres, grids and bands (the exponent's scale is always rounded to float32).
     """
-    fy, fx = np.asarray(fy, np.float32), np.asarray(fx, np.float32)
-    freqs = np.asarray(frequencies, np.float32)[:, None]
-    theta = orientations(n_orientations).astype(np.float32)[None, :]
+    fy, fx = np.asarray(fy, dtype), np.asarray(fx, dtype)
+    freqs = np.asarray(frequencies, dtype)[:, None]
+    theta = orientations(n_orientations).astype(dtype)[None, :]
     u, v = freqs * np.cos(theta), freqs * np.sin(theta)  # (F, O)
     scale = (-1 / (2 * (bandwidth * freqs) ** 2)).astype(np.float32)[..., None, None]  # (F, 1, 1, 1)
     expand = (slice(None), slice(None), None, None)

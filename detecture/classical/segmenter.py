@@ -2,29 +2,29 @@
 
 Two passes over one Gabor filter bank (4 scales × 8 orientations, narrow Gaussian pass-bands applied in the Fourier
 domain — narrow bands separated Outex textures far better than wide ones), computed on a working copy whose long
-side is at most :data:`WORK_SIDE` px:
+side is at most ``work_side`` px. Every setting named here in ``code`` is a field of :class:`.ClassicalParams`:
 
 1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of two wavelengths, plus local mean /
    standard deviation of luminance (down-weighted) and of the CIE-Lab chroma channels. Features are standardised,
    reduced by PCA and clustered with k-means (several restarts, on a pixel subsample). In the autonomous regime
    K ∈ 1..6 is chosen by the Calinski–Harabasz index on a subsample of the PCA features smoothed over
-   :data:`K_SELECT_SIGMA` px, with K = 1 when the chosen split's silhouette is below :data:`MIN_SILHOUETTE`.
+   ``k_select_sigma`` px, with K = 1 when the chosen split's silhouette is below ``min_silhouette``.
    Wide windows make the clusters clean but put the boundaries where the blurred features
    cross, pixels to tens of pixels away from the true edge.
-2. **Place the boundaries.** The same filter responses smoothed over a *narrow* window (:data:`FINE_WINDOW`
+2. **Place the boundaries.** The same filter responses smoothed over a *narrow* window (``fine_window``
    wavelengths) localise well but are noisy; a linear discriminant (shared covariance, so noise is modelled, not
    memorised) is fitted on the interiors of the pass-1 regions and its log-posteriors, lightly smoothed, decide the
-   pixels within :data:`BAND` px of a pass-1 boundary. Farther pixels keep their pass-1 label.
+   pixels within ``band`` px of a pass-1 boundary. Farther pixels keep their pass-1 label.
 
 The result is turned into margin logits (own score minus the best rival), so the winning region has a positive logit
 and the benchmark's static dustbin never wins.
 
-3. **Follow the image edges.** The margins are upsampled to the input size (capped at :data:`REFINE_SIDE` px, then
+3. **Follow the image edges.** The margins are upsampled to the input size (capped at ``refine_side`` px, then
    bilinear) by a fast guided filter with the image lightness as guide, which moves each boundary onto the nearby
    lightness edge instead of a smooth curve between working pixels, and are re-margined.
 
 All feature smoothing runs in the Fourier domain on a reflect-padded copy, which keeps a 256² image well under a
-second of one core; memory is bounded by the working size, a few planes at ≤ :data:`REFINE_SIDE` px and the
+second of one core; memory is bounded by the working size, a few planes at ≤ ``refine_side`` px and the
 (K, H, W) output, so a 12 MP photo needs little more than its logits.
 """
 
@@ -42,37 +42,8 @@ from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
-WORK_SIDE = 256
-PAD = 32  # reflect padding so Fourier-domain filtering does not wrap one side's texture onto the other
-FREQUENCIES = (0.06, 0.12, 0.24, 0.4)  # cycles per pixel at the working resolution
-N_ORIENTATIONS = 8
-BANDWIDTH = 0.2  # Gaussian pass-band sigma, relative to the centre frequency
-ENERGY_WINDOW = 2.0  # pass 1: smoothing sigma of the Gabor energy, in wavelengths
-FINE_WINDOW = 1.25  # pass 2: the same, narrow
-MIN_SIGMA = 1.5
-STAT_SIGMA = 6.0
-FINE_STAT_SIGMA = 3.0
-LUMA_STAT_WEIGHT = 0.25  # Outex-style normalised textures make luminance statistics mostly noise
-CHROMA_STAT_WEIGHT = 1.0
-PCA_COMPONENTS = 10
-FIT_PIXELS = 12000
-SCORE_SMOOTH_SIGMA = 4.0
-FINE_SMOOTH_SIGMA = 1.0
-BAND = 12  # pass 2 may move a boundary by at most this many working pixels
-INTERIOR = 6  # pass-2 training pixels lie at least this far inside a pass-1 region
-MIN_SILHOUETTE = 0.25
-K_SELECT_PIXELS = 2000
-K_SELECT_SIGMA = 6.0  # K is chosen on spatially smoothed features: less pixel noise, clearer clusters
-MAX_K = 6
-REFINE_SIDE = 1024  # the guided filter's output resolution cap; larger inputs get its logits upsampled
-GUIDE_RADIUS = 4  # guided-filter window radius, in working pixels
-GUIDE_EPS = 1e-4  # its regularisation, in squared lightness units (lightness in [0, 1])
-
-
-def _working_copy(image: np.ndarray) -> np.ndarray:
-    """Box-filtered (anti-aliased, fast, memory-light) uint8 copy with long side ≤ :data:`WORK_SIDE`."""
-    return _resized(image, WORK_SIDE)
-
+from .gabor import bank
+from .params import ClassicalParams
 
 def _resized(image: np.ndarray, side: int) -> np.ndarray:
     """Box-filtered uint8 copy with long side ≤ ``side`` (the image itself when it is small enough)."""
@@ -106,35 +77,33 @@ class _Fourier:
         return sfft.irfft2(spectrum * transfer, s=self.shape, workers=1)
 
 
-def _gabor_spectra(gray: np.ndarray, fourier: _Fourier) -> list[tuple[float, np.ndarray]]:
-    """(frequency, spectrum of |response|) of each pass-band: a Gaussian around (f, θ) in the Fourier domain.
+def _gabor_spectra(gray: np.ndarray, fourier: _Fourier,
+                   params: ClassicalParams) -> list[tuple[float, np.ndarray]]:
+    """(frequency, spectrum of |response|) of each pass-band of the shared bank (:func:`.gabor.bank`).
 
     The spectra of the magnitudes are kept, so each pass smooths them with one inverse transform."""
     spectrum = sfft.fft2((gray - gray.mean()).astype(np.complex64), workers=1)
-    out = []
-    for f in FREQUENCIES:
-        bandwidth = f * BANDWIDTH
-        for i in range(N_ORIENTATIONS):
-            theta = np.pi * i / N_ORIENTATIONS
-            u, v = f * np.cos(theta), f * np.sin(theta)
-            scale = np.float32(-1 / (2 * bandwidth**2))  # the Gaussian is separable: an outer product
-            band = np.exp(scale * (fourier.fy - v) ** 2) * np.exp(scale * (fourier.fx - u) ** 2)
-            out.append((f, fourier.spectrum(np.abs(sfft.ifft2(spectrum * band, workers=1)))))
-    return out
+    # Double-precision bands, as the segmenter was tuned: the filtering runs in complex128.
+    bands = bank(fourier.fy, fourier.fx, params.frequencies, params.bandwidth,
+                 n_orientations=params.n_orientations, dtype=np.float64)
+    return [(f, fourier.spectrum(np.abs(sfft.ifft2(spectrum * band, workers=1))))
+            for f, per_frequency in zip(params.frequencies, bands) for band in per_frequency]
 
 
-def _features(lab: np.ndarray, gabor, fourier: _Fourier, window: float, stat_sigma: float) -> np.ndarray:
+def _features(lab: np.ndarray, gabor, fourier: _Fourier, window: float, stat_sigma: float,
+              params: ClassicalParams) -> np.ndarray:
     """(h, w, D) standardised features of the padded image: log Gabor energies smoothed over ``window`` wavelengths
     plus local statistics of lightness and chroma over ``stat_sigma`` px; the padding is cropped off."""
-    crop = (slice(PAD, -PAD), slice(PAD, -PAD))
-    energies = [np.log1p(np.maximum(fourier.smooth(spec, max(window / f, MIN_SIGMA))[crop], 0.0) * np.float32(50.0))
+    crop = (slice(params.pad, -params.pad), slice(params.pad, -params.pad))
+    energies = [np.log1p(np.maximum(fourier.smooth(spec, max(window / f, params.min_sigma))[crop], 0.0)
+                         * np.float32(50.0))
                 for f, spec in gabor]
     gray = lab[..., 0] / 100.0
-    parts = [_standardise(energies), LUMA_STAT_WEIGHT * _standardise(_local_stats(gray, fourier, stat_sigma, crop))]
+    parts = [_standardise(energies), params.luma_stat_weight * _standardise(_local_stats(gray, fourier, stat_sigma, crop))]
     chroma = [s for c in (1, 2) if np.ptp(lab[..., c]) > 1.0
               for s in _local_stats(lab[..., c] / 100.0, fourier, stat_sigma, crop)]
     if chroma:  # greyscale images carry no chroma; the constant channels are skipped
-        parts.append(CHROMA_STAT_WEIGHT * _standardise(chroma))
+        parts.append(params.chroma_stat_weight * _standardise(chroma))
     return np.concatenate(parts).transpose(1, 2, 0)
 
 
@@ -154,36 +123,40 @@ def _standardise(feats: list[np.ndarray]) -> np.ndarray:
     return stack
 
 
-def _prepare(image: np.ndarray):
-    small = _working_copy(image)
-    lab = np.pad(rgb2lab(small), ((PAD, PAD), (PAD, PAD), (0, 0)), mode="reflect")
+def _prepare(image: np.ndarray, params: ClassicalParams):
+    """Lab working copy (box-filtered to long side ≤ ``work_side``, reflect-padded), its grids and Gabor spectra."""
+    small = _resized(image, params.work_side)
+    pad = params.pad
+    lab = np.pad(rgb2lab(small), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
     fourier = _Fourier(lab.shape[:2])
-    return lab, fourier, _gabor_spectra(lab[..., 0] / 100.0, fourier)
+    return lab, fourier, _gabor_spectra(lab[..., 0] / 100.0, fourier, params)
 
 
-def texture_features(image: np.ndarray) -> np.ndarray:
-    """(h, w, D) standardised pass-1 feature map of an (H, W, 3) uint8 image, at ≤ :data:`WORK_SIDE` px."""
-    lab, fourier, gabor = _prepare(image)
-    return _features(lab, gabor, fourier, ENERGY_WINDOW, STAT_SIGMA)
+def texture_features(image: np.ndarray, params: ClassicalParams | None = None) -> np.ndarray:
+    """(h, w, D) standardised pass-1 feature map of an (H, W, 3) uint8 image, at ≤ ``params.work_side`` px."""
+    params = params or ClassicalParams()
+    lab, fourier, gabor = _prepare(image, params)
+    return _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params)
 
 
-def _choose_k(sample: np.ndarray, seed: int) -> int:
-    """Calinski–Harabasz model selection over K = 2..6; K = 1 when the chosen split's silhouette is unconvincing.
+def _choose_k(sample: np.ndarray, seed: int, params: ClassicalParams | None = None) -> int:
+    """Calinski–Harabasz model selection over K = 2..``max_k``; K = 1 when the chosen split's silhouette is unconvincing.
 
     The silhouette's maximum over K was tie-prone on Outex (4, 5 and 6 clusters within a few thousandths, so the
     winner flipped with the pixel subsample); the Calinski–Harabasz ratio of between- to within-cluster dispersion
     separated the true K more clearly on the tuning quarter. The silhouette still decides whether there is any
     split at all, which the ratio cannot say (it is undefined for K = 1).
     """
+    params = params or ClassicalParams()
     best_k, best_score, best_labels = 1, -np.inf, None
-    for k in range(2, MAX_K + 1):
+    for k in range(2, params.max_k + 1):
         labels = KMeans(k, n_init=3, random_state=seed).fit_predict(sample)
         if len(np.unique(labels)) < 2:
             continue
         score = calinski_harabasz_score(sample, labels)
         if score > best_score:
             best_k, best_score, best_labels = k, score, labels
-    if best_labels is None or silhouette_score(sample, best_labels) < MIN_SILHOUETTE:
+    if best_labels is None or silhouette_score(sample, best_labels) < params.min_silhouette:
         return 1
     return best_k
 
@@ -192,94 +165,98 @@ def _smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
     return np.stack([ndimage.gaussian_filter(m, sigma, mode="reflect") for m in maps])
 
 
-def _coarse_scores(reduced: np.ndarray, centers: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+def _coarse_scores(reduced: np.ndarray, centers: np.ndarray, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """(K, h, w) negative squared distances to the centres, normalised and blurred (a soft majority filter)."""
     dist = ((reduced[:, None, :] - centers[None]) ** 2).sum(-1)
     scores = -dist.reshape(*shape, len(centers)).transpose(2, 0, 1) / max(float(np.median(dist.min(axis=1))), 1e-6)
-    return _smooth_maps(scores, SCORE_SMOOTH_SIGMA)
+    return _smooth_maps(scores, sigma)
 
 
-def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int) -> np.ndarray | None:
+def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int,
+            params: ClassicalParams) -> np.ndarray | None:
     """(K, h, w) pass-2 scores: a linear discriminant on narrow-window features, trained on pass-1 interiors, decides
     the band around the pass-1 boundaries; ``None`` when some region has no interior to learn from."""
     labels = coarse.argmax(axis=0)
     h, w, d = feats.shape
-    interiors = [ndimage.binary_erosion(labels == c, iterations=INTERIOR, border_value=1) for c in range(k)]
+    interiors = [ndimage.binary_erosion(labels == c, iterations=params.interior, border_value=1) for c in range(k)]
     if not all(m.any() for m in interiors):
         return None
     rng = np.random.default_rng(seed)
     xs, ys = [], []
     for c, m in enumerate(interiors):
         idx = np.flatnonzero(m)
-        idx = rng.choice(idx, size=min(FIT_PIXELS // k, idx.size), replace=False)
+        idx = rng.choice(idx, size=min(params.fit_pixels // k, idx.size), replace=False)
         xs.append(feats.reshape(-1, d)[idx])
         ys.append(np.full(idx.size, c))
     lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(k, 1.0 / k))
     lda.fit(np.concatenate(xs), np.concatenate(ys))
     log_post = lda.predict_log_proba(feats.reshape(-1, d)).reshape(h, w, k).transpose(2, 0, 1)
-    fine = _smooth_maps(np.maximum(log_post, -30.0), FINE_SMOOTH_SIGMA)
+    fine = _smooth_maps(np.maximum(log_post, -30.0), params.fine_smooth_sigma)
     edges = np.zeros((h, w), dtype=bool)
     edges[:, :-1] |= labels[:, :-1] != labels[:, 1:]
     edges[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    far = ndimage.distance_transform_edt(~edges) > BAND
+    far = ndimage.distance_transform_edt(~edges) > params.band
     onehot = (labels[None] == np.arange(k)[:, None, None])
     return np.where(far[None], np.where(onehot, 0.0, -100.0), fine)
 
 
-def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: bool = True) -> np.ndarray:
+def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: bool = True,
+                    params: ClassicalParams | None = None) -> np.ndarray:
     """(K, H, W) margin logits for an image; ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
 
     ``refine=False`` skips pass 2 and the guided upsampling (boundaries where the wide-window features cross,
-    bilinearly upsampled), for comparisons.
+    bilinearly upsampled), for comparisons. ``params`` holds every other setting (``None``: the tuned defaults).
     """
+    params = params or ClassicalParams()
     h, w = image.shape[:2]
-    lab, fourier, gabor = _prepare(image)
-    feats = _features(lab, gabor, fourier, ENERGY_WINDOW, STAT_SIGMA)
+    lab, fourier, gabor = _prepare(image, params)
+    feats = _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params)
     fh, fw, d = feats.shape
     flat = feats.reshape(-1, d)
     if not np.any(flat.std(axis=0) > 1e-6):  # a textureless image is one region, whatever K was asked for
         return np.ones((1, h, w), dtype=np.float32)
     rng = np.random.default_rng(seed)
-    fit_idx = rng.choice(flat.shape[0], size=min(FIT_PIXELS, flat.shape[0]), replace=False)
-    pca = PCA(n_components=min(PCA_COMPONENTS, d), random_state=seed).fit(flat[fit_idx])
+    fit_idx = rng.choice(flat.shape[0], size=min(params.fit_pixels, flat.shape[0]), replace=False)
+    pca = PCA(n_components=min(params.pca_components, d), random_state=seed).fit(flat[fit_idx])
     reduced = pca.transform(flat)
     fit_reduced = reduced[fit_idx]
     if k is None:
-        smooth = _smooth_maps(reduced.T.reshape(-1, fh, fw), K_SELECT_SIGMA).reshape(reduced.shape[1], -1).T
-        k = _choose_k(smooth[fit_idx[:K_SELECT_PIXELS]], seed)
+        smooth = _smooth_maps(reduced.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(reduced.shape[1], -1).T
+        k = _choose_k(smooth[fit_idx[:params.k_select_pixels]], seed, params)
     if k == 1:
         return np.ones((1, h, w), dtype=np.float32)
     centers = KMeans(k, n_init=8, random_state=seed).fit(fit_reduced).cluster_centers_
-    scores = _coarse_scores(reduced, centers, (fh, fw))
+    scores = _coarse_scores(reduced, centers, (fh, fw), params.score_smooth_sigma)
     if refine:
-        fine_feats = _features(lab, gabor, fourier, FINE_WINDOW, FINE_STAT_SIGMA)
-        refined = _refine(fine_feats, scores, k, seed)
+        fine_feats = _features(lab, gabor, fourier, params.fine_window, params.fine_stat_sigma, params)
+        refined = _refine(fine_feats, scores, k, seed, params)
         scores = scores if refined is None else refined
     order = np.sort(scores, axis=0)
     rival = np.where(scores == order[-1], order[-2], order[-1])
     margin = (scores - rival).astype(np.float32)
     if refine:
-        margin = _guided_upsample(margin, _resized(image, REFINE_SIDE))
+        guide = _resized(image, params.refine_side)
+        margin = _guided_upsample(margin, guide, params.guide_radius, params.guide_eps)
     return margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w)
 
 
-def _guided_upsample(maps: np.ndarray, image: np.ndarray) -> np.ndarray:
+def _guided_upsample(maps: np.ndarray, image: np.ndarray, radius: int, eps: float) -> np.ndarray:
     """(K, H, W) margin maps at the resolution of ``image`` (the guide), smoothed edge-aware by its lightness.
 
     He & Sun's fast guided filter: the local linear models q = a·I + b are fitted at working resolution and only
     their coefficients are upsampled, so the cost at the guide's resolution is one multiply-add per map. A bilinear
     upsampling draws boundaries as smooth curves between working pixels; the linear models snap them to the
-    lightness edges of the full-resolution image within a window of :data:`GUIDE_RADIUS` working pixels.
+    lightness edges of the full-resolution image within a window of ``radius`` working pixels (``eps``: the regularisation).
     """
     h, w = image.shape[:2]
     fh, fw = maps.shape[1:]
     guide = _lightness(image)
     small = guide if (fh, fw) == (h, w) else np.asarray(
         Image.fromarray(guide, mode="F").resize((fw, fh), Image.Resampling.BOX))
-    size = 2 * GUIDE_RADIUS + 1
+    size = 2 * radius + 1
     box = partial(ndimage.uniform_filter, size=size, mode="reflect")
     mean_i = box(small)
-    var_i = box(small * small) - mean_i * mean_i + np.float32(GUIDE_EPS)
+    var_i = box(small * small) - mean_i * mean_i + np.float32(eps)
     out = np.empty((maps.shape[0], h, w), dtype=np.float32)
     for c, p in enumerate(maps):
         mean_p = box(p)

@@ -9,23 +9,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from ..prompts import Regime
 from ..utils.parallel import item_outcome, unordered_map
+
+if TYPE_CHECKING:
+    from ..classical import ClassicalParams
 
 WORKER_MODULE = "detecture.commands.classical_worker"
 
 
 @dataclass(frozen=True)
 class ClassicalJob:
-    """One image for a worker: what to read, where to write, and how to segment it."""
+    """One image for a worker: what to read, where to write, and how to segment it (``params``: the segmenter's
+    settings, pickled to the worker; ``None`` for its defaults)."""
 
     index: int
     path: Path
     stem: Path
     regime: Regime
     settings: dict
+    params: "ClassicalParams | None" = None
 
 
 def _segment(job: ClassicalJob) -> dict:
@@ -33,7 +38,7 @@ def _segment(job: ClassicalJob) -> dict:
     from ..service import as_image_array, segment_classical
 
     image = as_image_array(job.path)
-    result = segment_classical(image, job.regime)
+    result = segment_classical(image, job.regime, params=job.params)
     return write_outputs(job.stem, job.path, image, result, job.regime, settings=job.settings)
 
 
