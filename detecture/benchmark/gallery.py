@@ -16,7 +16,7 @@ import numpy as np
 
 from ..utils.image_ops import LABEL_COLOURS
 from ..utils.plotting import pyplot, save_figure
-from . import results
+from . import cell_store
 from .metrics import gt_label_map
 from .runner import Cell
 
@@ -50,7 +50,7 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
 
     dataset = dataset_cells[0].dataset
     records = dataset_cells[0].records[:n_samples]
-    recorded = [results.read_cell(results.cell_dir(out, dataset.name, c.method.name)) for c in dataset_cells]
+    recorded = [cell_store.read_cell(cell_store.cell_dir(out, dataset.name, c.method.name)) for c in dataset_cells]
     n_cols = 2 + len(dataset_cells)
     fig, axes = plt.subplots(len(records), n_cols, figsize=(1.9 * n_cols, 1.9 * len(records)), dpi=100,
                              squeeze=False)
@@ -64,7 +64,7 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
             log.warning("gallery: %s: %s", record.id, exc)
             panels = [None, None]
         for cell, rec in zip(dataset_cells, recorded):
-            labels = results.load_partition(results.partition_path(out, dataset.name, cell.method.name, record.id))
+            labels = cell_store.load_partition(cell_store.partition_path(out, dataset.name, cell.method.name, record.id))
             panels.append(None if labels is None else colourise(labels, _matches(rec.get(record.id)), n_gt))
         titles = ["image", "ground truth"] + [c.method.name for c in dataset_cells]
         for col, (panel, title) in enumerate(zip(panels, titles)):
@@ -78,6 +78,6 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
                 ax.set_title(title, fontsize=8)
     fig.suptitle(dataset.name, fontsize=10)
     fig.tight_layout()
-    path = out / "gallery" / f"{results.safe_name(dataset.name)}.png"
+    path = out / "gallery" / f"{cell_store.safe_name(dataset.name)}.png"
     save_figure(fig, path)
     return path

@@ -27,7 +27,7 @@ from ..data.metadata import SampleRecord
 from ..errors import DatasetError, DetectureError, InputError, MethodError
 from ..utils.parallel import Ranks, Shard, share
 from ..utils.paths import InputSet
-from . import results
+from . import cell_store
 from .datasets import BenchDataset, gt_count, image_stem, open_dataset
 from .methods import Method, MethodOptions, build_method
 from .methods.predictions import DEFAULT_PATTERN, PredictionsMethod
@@ -133,7 +133,7 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
         score, labels = score_logits(output.model_logits if published else output.logits, sample.masks,
                                      protocol=cell.protocol)
         if save_partition:
-            results.save_partition(results.partition_path(out, *cell.directory_parts, record.id), labels)
+            cell_store.save_partition(cell_store.partition_path(out, *cell.directory_parts, record.id), labels)
         base.update(status="ok", protocol=cell.protocol, **score.as_dict(), k_out=int(output.logits.shape[0]),
                     descriptions=output.descriptions, warnings=warnings)
     except DetectureError as exc:  # a failing sample is recorded and the run goes on
@@ -146,7 +146,7 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
 def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard) -> list[SampleRecord]:
     """This shard's samples without a recorded result (with ``retry_failed``, also those recorded as failures: the
     new record, appended later, replaces the old one when the cell is read)."""
-    done = results.read_cell(results.cell_dir(out, *cell.directory_parts))
+    done = cell_store.read_cell(cell_store.cell_dir(out, *cell.directory_parts))
     if retry_failed:
         done = {i: r for i, r in done.items() if r.get("status") == "ok"}
     return [r for r in share(cell.records, shard) if r.id not in done]
@@ -164,7 +164,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     out = Path(config.out)
     if config.force and ranks.is_main:
         for cell in cells:
-            shutil.rmtree(results.cell_dir(out, *cell.directory_parts), ignore_errors=True)
+            shutil.rmtree(cell_store.cell_dir(out, *cell.directory_parts), ignore_errors=True)
     ranks.wait()
     for method in methods:
         mine = [c for c in cells if c.method is method]
@@ -183,7 +183,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
                 method.close()
         if ranks.is_main and config.shard.whole:
             for c in mine:
-                results.merge_cell(results.cell_dir(out, *c.directory_parts), [r.id for r in c.dataset.records])
+                cell_store.merge_cell(cell_store.cell_dir(out, *c.directory_parts), [r.id for r in c.dataset.records])
         ranks.wait()
     return cells
 
@@ -192,7 +192,7 @@ def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, 
     """This process's share of ``pending`` (every process computed the same list), appended to its own part file,
     numbered by its place among all shards and processes so that concurrent job-array tasks never share one."""
     gallery_ids = {r.id for r in cell.records[:gallery]}
-    writer = results.ShardWriter(results.cell_dir(out, *cell.directory_parts), ranks.shard(shard).index)
+    writer = cell_store.ShardWriter(cell_store.cell_dir(out, *cell.directory_parts), ranks.shard(shard).index)
     try:
         bar = tqdm(share(pending, Shard(ranks.index, ranks.count)), leave=False, unit="img",
                    desc=f"{cell.method.name} × {cell.dataset.name}", disable=not ranks.is_main)
@@ -205,7 +205,7 @@ def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, 
 
 def cell_records(cell: Cell, out: Path) -> list[dict[str, Any]]:
     """The recorded samples of a cell in dataset order (missing samples are simply absent)."""
-    recorded = results.read_cell(results.cell_dir(out, *cell.directory_parts))
+    recorded = cell_store.read_cell(cell_store.cell_dir(out, *cell.directory_parts))
     return [recorded[r.id] for r in cell.records if r.id in recorded]
 
 
