@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -147,17 +147,34 @@ def _context(preload: Sequence[str]):
 
 
 @contextmanager
-def _sigint_blocked() -> Iterator[None]:
-    """Block Ctrl+C while processes start: the forkserver and the workers inherit the blocked mask, so only the
-    parent ever sees the interrupt (delivered to it when the block ends)."""
+def _sigint_held() -> Iterator[None]:
+    """Hold Ctrl+C back while processes start, and raise it once they are all up (so the pool can stop them).
+
+    The mask blocks SIGINT in this thread, and the forkserver and workers inherit it, so a terminal's Ctrl+C (sent to
+    the whole process group) never interrupts them half-started. Other threads of this process (tqdm's monitor, say)
+    do not share the mask and may take the signal: in the main thread a recording handler defers it too, since
+    ``Pool()`` would otherwise be interrupted mid-construction and leave its started workers to nobody.
+    """
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    from multiprocessing import resource_tracker
+
+    # Started inside the block, the resource tracker would unblock SIGINT when it is up (it restores an unblocked
+    # mask, not the previous one), and a Ctrl+C would then reach the forkserver while it imports its preload.
+    resource_tracker.ensure_running()
+    received: list[int] = []
+    in_main = threading.current_thread() is threading.main_thread()
+    handler = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum)) if in_main else None
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a pending Ctrl+C is taken by the recording handler now
+        if in_main:
+            signal.signal(signal.SIGINT, handler)
+    if received:
+        raise KeyboardInterrupt
 
 
 def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
@@ -174,10 +191,10 @@ def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
         yield from map(fn, items)
         return
     chunksize = max(1, min(16, len(items) // (workers * 8)))
-    with _sigint_blocked():
-        pool = _context(preload).Pool(workers, initializer=_start_worker,
-                                      initargs=(os.getpid(), initializer, initargs))
-    with pool:  # leaving the block, normally or not, terminates the workers
+    with ExitStack() as stack:  # leaving it, normally or not, terminates the workers
+        with _sigint_held():  # a Ctrl+C held back here is raised as the block ends: the pool is in the stack by then
+            pool = stack.enter_context(_context(preload).Pool(workers, initializer=_start_worker,
+                                                              initargs=(os.getpid(), initializer, initargs)))
         yield from pool.imap_unordered(fn, items, chunksize=chunksize)
 
 
