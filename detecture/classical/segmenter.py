@@ -42,6 +42,7 @@ from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
+from ..utils.image_ops import label_boundaries
 from .gabor import bank
 from .params import ClassicalParams
 
@@ -192,10 +193,7 @@ def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int,
     lda.fit(np.concatenate(xs), np.concatenate(ys))
     log_post = lda.predict_log_proba(feats.reshape(-1, d)).reshape(h, w, k).transpose(2, 0, 1)
     fine = _smooth_maps(np.maximum(log_post, -30.0), params.fine_smooth_sigma)
-    edges = np.zeros((h, w), dtype=bool)
-    edges[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edges[:-1, :] |= labels[:-1, :] != labels[1:, :]
-    far = ndimage.distance_transform_edt(~edges) > params.band
+    far = ndimage.distance_transform_edt(~label_boundaries(labels)) > params.band
     onehot = (labels[None] == np.arange(k)[:, None, None])
     return np.where(far[None], np.where(onehot, 0.0, -100.0), fine)
 
