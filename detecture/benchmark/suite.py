@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..utils.parallel import Ranks
+from ..utils.parallel import Ranks, stop_unfinished
 from .gallery import write_gallery
 from .tables import CellSummary, summarise, write_reports
 from .runner import BenchConfig, run_benchmark
@@ -23,14 +23,8 @@ class BenchOutcome:
 def run(config: BenchConfig) -> BenchOutcome | None:
     """Run all cells and write the reports; returns ``None`` where this process reports nothing (a ``--shard`` run,
     or a launched process other than the main one)."""
-    from ..utils.parallel import is_environment_error, stopped
-
-    try:
+    with stop_unfinished("bench"):
         return _run(config, Ranks())
-    except Exception as exc:
-        if not is_environment_error(exc):
-            raise
-        raise stopped(exc, "bench") from None
 
 
 def _run(config: BenchConfig, ranks: Ranks) -> BenchOutcome | None:

@@ -29,11 +29,10 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_metadata
-from ..errors import DetectureError, InputError
+from ..errors import DetectureError, InputError, RunStopped
 from ..images import load_image
 from ..utils import atomic
-from ..utils.parallel import (Ranks, RunStopped, Shard, default_workers, is_environment_error, share, stopped,
-                              unordered_map)
+from ..utils.parallel import Ranks, Shard, default_workers, share, stop_unfinished, unordered_map
 from ..utils.paths import InputSet, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
@@ -259,12 +258,8 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
 
     ``describer`` overrides the one named in ``opts`` (tests pass a describer wrapping a tiny model).
     """
-    try:
+    with stop_unfinished("mine"):
         return _mine(opts, describer)
-    except Exception as exc:
-        if not is_environment_error(exc):
-            raise
-        raise stopped(exc, "mine") from None
 
 
 def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | None:

@@ -58,6 +58,18 @@ def stopped(exc: BaseException, what: str = "the run") -> RunStopped:
     return RunStopped(f"{where}{cause}; {what} stopped unfinished (re-run the same command to finish it)")
 
 
+@contextmanager
+def stop_unfinished(what: str) -> Iterator[None]:
+    """Inside the block, an environment error becomes :func:`stopped`'s one-line :class:`RunStopped` for ``what``
+    (``mine``, ``bench``...); data and programming errors pass through unchanged."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_environment_error(exc):
+            raise
+        raise stopped(exc, what) from None
+
+
 def item_outcome(fn: Callable[..., T], *args: Any) -> tuple[T | None, str | None]:
     """``(fn(*args), None)``, or ``(None, message)`` for a data error; other errors propagate (module docstring)."""
     try:
