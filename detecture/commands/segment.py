@@ -138,17 +138,19 @@ def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]
     return images, skipped, inputs
 
 
-def settings_of(args: argparse.Namespace, regime: "Regime") -> dict:
+def settings_of(request: "SegmentRequest") -> dict:
     """The options that shape an output (recorded in it, so a re-run with other settings redoes the image)."""
     from ..utils.paths import resolved
 
-    settings = {"method": args.method, "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text}}
-    if args.method == "detecture":
-        head = resolved(args.head) if args.head is not None else None
-        settings.update(grounding=args.grounding, head=str(head) if head else None,
-                        head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=args.qwen, sam3=args.sam3,
-                        dtype=args.dtype, quantization=args.quantization, max_new_tokens=args.max_new_tokens,
-                        tiny=args.tiny)
+    regime = request.regime
+    settings = {"method": request.method,
+                "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text}}
+    if request.method == "detecture":
+        head = resolved(request.head) if request.head is not None else None
+        settings.update(grounding=request.grounding, head=str(head) if head else None,
+                        head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=request.qwen,
+                        sam3=request.sam3, dtype=request.dtype, quantization=request.quantization,
+                        max_new_tokens=request.max_new_tokens, tiny=request.tiny)
     return settings
 
 
@@ -162,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
     images, skipped, inputs = check_inputs(args)
     ranks = Ranks()
     mine = ranks.shard(shard)
-    settings = settings_of(args, regime)
+    settings = settings_of(request)
     folder = OutputFolder(args.out, inputs, settings, args.force)
     claims = folder.claim(images, share(range(len(images)), mine))
     if not mine.whole:
