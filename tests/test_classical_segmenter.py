@@ -11,6 +11,7 @@ from skimage.transform import resize
 from detecture.benchmark.metrics import boundary_f, partition, score_labels
 from detecture.classical import segment_texture
 from detecture.classical.segmenter import _choose_k
+from detecture.demo.examples import mosaic_three
 
 SIZE = 160
 
@@ -86,9 +87,9 @@ def test_k_selection_counts_nested_clusters():
     assert _choose_k(rng.normal(size=(1500, 10)), seed=0) == 1
 
 
-def test_guided_upsampling_lands_a_curved_border_within_a_few_pixels_at_768():
-    """At 768 px (three times the working size) the final boundary follows the photos' border more closely than the
-    bilinearly upsampled working-size partition, on average within a few pixels of it."""
+def test_graph_cut_lands_a_curved_border_within_a_few_pixels_at_768():
+    """At 768 px (three times the working size) the graph-cut boundary follows the photos' border more closely than
+    the bilinearly upsampled working-size partition, on average within a few pixels of it."""
     size = 768
     yy, xx = np.mgrid[:size, :size]
     gt = np.where(xx > size / 2 + 60 * np.sin(2 * np.pi * yy / size), 2, 1).astype(np.uint8)
@@ -102,6 +103,16 @@ def test_guided_upsampling_lands_a_curved_border_within_a_few_pixels_at_768():
         labels = partition(logits)
         return float(distance[:, :-1][labels[:, :-1] != labels[:, 1:]].mean())
 
-    guided = mean_offset(segment_texture(image, 2, seed=0))
-    assert guided <= 6.0
-    assert guided < mean_offset(segment_texture(image, 2, seed=0, refine=False))
+    cut = mean_offset(segment_texture(image, 2, seed=0))
+    assert cut <= 6.0
+    assert cut < mean_offset(segment_texture(image, 2, seed=0, refine=False))
+
+
+@pytest.mark.xfail(strict=True, reason="issue 17: K = 2 is chosen (gravel merges into grass) and the brick's "
+                   "perspective splits it, so K = 3 given scores matched mIoU 0.45")
+def test_readme_mosaic_is_found_with_its_three_textures():
+    """The README's quick-start mosaic: K chosen finds three regions, each matching one of its textures."""
+    image, gt = mosaic_three()
+    score = score_labels(gt, partition(segment_texture(image, None, seed=0)))
+    assert score.k_pred == 3
+    assert score.miou >= 0.9

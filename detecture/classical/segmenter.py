@@ -4,8 +4,8 @@ Two passes over one Gabor filter bank (4 scales × 8 orientations, narrow Gaussi
 domain — narrow bands separated Outex textures far better than wide ones), computed on a working copy whose long
 side is at most ``work_side`` px. Every setting named here in ``code`` is a field of :class:`.ClassicalParams`:
 
-1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of two wavelengths, plus local mean /
-   standard deviation of luminance (down-weighted) and of the CIE-Lab chroma channels. Features are standardised,
+1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of ``energy_window`` wavelengths, plus
+   local mean / standard deviation of lightness and of the CIE-Lab chroma channels, in three weighted groups. Features are standardised,
    reduced by PCA and clustered with k-means (several restarts, on a pixel subsample). In the autonomous regime
    K ∈ 1..6 is chosen by the Calinski–Harabasz index on a subsample of the PCA features smoothed over
    ``k_select_sigma`` px, with K = 1 when the chosen split's silhouette is below ``min_silhouette``.
@@ -15,22 +15,19 @@ side is at most ``work_side`` px. Every setting named here in ``code`` is a fiel
    wavelengths) localise well but are noisy; a linear discriminant (shared covariance, so noise is modelled, not
    memorised) is fitted on the interiors of the pass-1 regions and its log-posteriors, lightly smoothed, decide the
    pixels within ``band`` px of a pass-1 boundary. Farther pixels keep their pass-1 label.
+3. **Follow the image edges.** The pass-2 margins (own log-posterior minus the best rival's) are upsampled to the
+   input size, capped at ``refine_side`` px, and a graph cut (:mod:`.cut`) re-decides the band: each label costs its
+   margin deficit, each boundary edge a cost that falls with the colour step across it, so boundaries are short and
+   lie on colour edges. The output is the cut's partition as ±1 logits (the winner positive, so the benchmark's
+   static dustbin never wins), bilinearly upsampled beyond ``refine_side``.
 
-The result is turned into margin logits (own score minus the best rival), so the winning region has a positive logit
-and the benchmark's static dustbin never wins.
-
-3. **Follow the image edges.** The margins are upsampled to the input size (capped at ``refine_side`` px, then
-   bilinear) by a fast guided filter with the image lightness as guide, which moves each boundary onto the nearby
-   lightness edge instead of a smooth curve between working pixels, and are re-margined.
-
-All feature smoothing runs in the Fourier domain on a reflect-padded copy, which keeps a 256² image well under a
-second of one core; memory is bounded by the working size, a few planes at ≤ ``refine_side`` px and the
+Feature groups (texture, lightness, colour) are each scaled to unit total variance before their weights apply, so
+the 32 Gabor channels do not drown the 4 colour channels on photos. All feature smoothing runs in the Fourier domain
+on a reflect-padded copy; memory is bounded by the working size, a few planes at ≤ ``refine_side`` px and the
 (K, H, W) output, so a 12 MP photo needs little more than its logits.
 """
 
 from __future__ import annotations
-
-from functools import partial
 
 import numpy as np
 from PIL import Image
@@ -43,8 +40,11 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
 from ..utils.image_ops import label_boundaries
+from .cut import cut_band
 from .gabor import bank
 from .params import ClassicalParams
+
+_DECIDED = 50.0  # nats: pass 2 gives the pixels it leaves to pass 1 a margin of 100, its own at most 30
 
 def _resized(image: np.ndarray, side: int) -> np.ndarray:
     """Box-filtered uint8 copy with long side ≤ ``side`` (the image itself when it is small enough)."""
@@ -100,12 +100,18 @@ def _features(lab: np.ndarray, gabor, fourier: _Fourier, window: float, stat_sig
                          * np.float32(50.0))
                 for f, spec in gabor]
     gray = lab[..., 0] / 100.0
-    parts = [_standardise(energies), params.luma_stat_weight * _standardise(_local_stats(gray, fourier, stat_sigma, crop))]
+    parts = [_group(energies, 1.0), _group(_local_stats(gray, fourier, stat_sigma, crop), params.luma_stat_weight)]
     chroma = [s for c in (1, 2) if np.ptp(lab[..., c]) > 1.0
               for s in _local_stats(lab[..., c] / 100.0, fourier, stat_sigma, crop)]
     if chroma:  # greyscale images carry no chroma; the constant channels are skipped
-        parts.append(params.chroma_stat_weight * _standardise(chroma))
+        parts.append(_group(chroma, params.chroma_stat_weight))
     return np.concatenate(parts).transpose(1, 2, 0)
+
+
+def _group(feats: list[np.ndarray], weight: float) -> np.ndarray:
+    """A feature group standardised per map and scaled to total variance ``weight²``, so a group's pull on the
+    clustering does not grow with its number of channels."""
+    return _standardise(feats) * np.float32(weight / np.sqrt(len(feats)))
 
 
 def _local_stats(channel: np.ndarray, fourier: _Fourier, sigma: float, crop) -> list[np.ndarray]:
@@ -202,7 +208,7 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
                     params: ClassicalParams | None = None) -> np.ndarray:
     """(K, H, W) margin logits for an image; ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
 
-    ``refine=False`` skips pass 2 and the guided upsampling (boundaries where the wide-window features cross,
+    ``refine=False`` skips pass 2 and the graph cut (boundaries where the wide-window features cross,
     bilinearly upsampled), for comparisons. ``params`` holds every other setting (``None``: the tuned defaults).
     """
     params = params or ClassicalParams()
@@ -225,65 +231,33 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         return np.ones((1, h, w), dtype=np.float32)
     centers = KMeans(k, n_init=8, random_state=seed).fit(fit_reduced).cluster_centers_
     scores = _coarse_scores(reduced, centers, (fh, fw), params.score_smooth_sigma)
+    refined = None
     if refine:
         fine_feats = _features(lab, gabor, fourier, params.fine_window, params.fine_stat_sigma, params)
         refined = _refine(fine_feats, scores, k, seed, params)
-        scores = scores if refined is None else refined
+    if refined is not None:
+        scores = refined
     order = np.sort(scores, axis=0)
     rival = np.where(scores == order[-1], order[-2], order[-1])
     margin = (scores - rival).astype(np.float32)
-    if refine:
-        guide = _resized(image, params.refine_side)
-        margin = _guided_upsample(margin, guide, params.guide_radius, params.guide_eps)
+    if refined is not None:
+        return _cut(margin, image, params)
     return margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w)
 
 
-def _guided_upsample(maps: np.ndarray, image: np.ndarray, radius: int, eps: float) -> np.ndarray:
-    """(K, H, W) margin maps at the resolution of ``image`` (the guide), smoothed edge-aware by its lightness.
+def _cut(margin: np.ndarray, image: np.ndarray, params: ClassicalParams) -> np.ndarray:
+    """(K, H, W) ±1 logits of the graph-cut partition (:mod:`.cut`) at ≤ ``refine_side`` px, upsampled to the input.
 
-    He & Sun's fast guided filter: the local linear models q = a·I + b are fitted at working resolution and only
-    their coefficients are upsampled, so the cost at the guide's resolution is one multiply-add per map. A bilinear
-    upsampling draws boundaries as smooth curves between working pixels; the linear models snap them to the
-    lightness edges of the full-resolution image within a window of ``radius`` working pixels (``eps``: the regularisation).
-    """
+    Pixels pass 2 left to pass 1 (margin ≥ ``_DECIDED`` nats) are fixed; the band around the boundaries is cut."""
     h, w = image.shape[:2]
-    fh, fw = maps.shape[1:]
-    guide = _lightness(image)
-    small = guide if (fh, fw) == (h, w) else np.asarray(
-        Image.fromarray(guide, mode="F").resize((fw, fh), Image.Resampling.BOX))
-    size = 2 * radius + 1
-    box = partial(ndimage.uniform_filter, size=size, mode="reflect")
-    mean_i = box(small)
-    var_i = box(small * small) - mean_i * mean_i + np.float32(eps)
-    out = np.empty((maps.shape[0], h, w), dtype=np.float32)
-    for c, p in enumerate(maps):
-        mean_p = box(p)
-        a = (box(small * p) - mean_i * mean_p) / var_i
-        coef = np.stack([box(a), box(mean_p - a * mean_i)])
-        if (fh, fw) != (h, w):
-            coef = _upsample(coef, h, w)
-        out[c] = coef[0] * guide + coef[1]
-    return _remargin(out)
-
-
-def _remargin(maps: np.ndarray) -> np.ndarray:
-    """In place: each map minus its best rival, so the filtered winner is positive again (the benchmark's dustbin
-    sits at logit 0). A running top-two tournament keeps memory at a few (H, W) planes, not a sorted (K, H, W) copy."""
-    first, second = maps[0].copy(), np.full(maps.shape[1:], -np.inf, dtype=np.float32)
-    for m in maps[1:]:
-        np.maximum(second, np.minimum(first, m), out=second)
-        np.maximum(first, m, out=first)
-    for m in maps:
-        m -= np.where(m == first, second, first)
-    return maps
-
-
-def _lightness(image: np.ndarray) -> np.ndarray:
-    """(H, W) float32 mean of the channels in [0, 1], accumulated channel by channel to spare a float copy."""
-    guide = np.zeros(image.shape[:2], dtype=np.float32)
-    for c in range(image.shape[2]):
-        guide += np.clip(image[..., c], 0, 255)
-    return guide / np.float32(3 * 255.0)
+    small = _resized(image, params.refine_side)
+    sh, sw = small.shape[:2]
+    if margin.shape[1:] != (sh, sw):
+        margin = _upsample(margin, sh, sw)
+    fixed = np.where(margin.max(axis=0) >= _DECIDED, margin.argmax(axis=0), -1)
+    labels = cut_band(np.maximum(-margin, 0.0) * np.float32(params.cut_temperature), fixed, small, params)
+    onehot = np.where(np.arange(margin.shape[0])[:, None, None] == labels[None], 1.0, -1.0).astype(np.float32)
+    return onehot if (sh, sw) == (h, w) else _upsample(onehot, h, w)
 
 
 def _upsample(maps: np.ndarray, h: int, w: int) -> np.ndarray:
