@@ -1,13 +1,14 @@
-"""The classical segmenter: quality on Outex and on real-photo mosaics, throughput and peak memory.
+"""The classical segmenter: quality on Outex, DTD and real-photo mosaics, throughput and peak memory.
 
-    python perf/bench_classical.py quality [--outex ../shared/data/outex] [--workers 2]
+    python perf/bench_classical.py quality [--outex ../shared/data/outex] [--dtd ../shared/data/dtd] [--workers 2]
     python perf/bench_classical.py speed [--images 8] [--large-images 2]
 
 ``quality`` scores ``segment_texture`` with the benchmark's own metric code (:mod:`detecture.benchmark.metrics`) on
-Outex in the oracle (K = 5) and autonomous (K not given) regimes, reporting the tuning quarter (sorted ids, every
+Outex and on the DTD colour mosaics with K given and K chosen, reporting each set's tuning quarter (sorted ids, every
 fourth: the only images settings were chosen on) and the other three quarters separately, and on mosaics of real
-``skimage.data`` photos with smooth curved boundaries built here. ``--unrefined`` scores the pass-1 partition
-(features at 256 px, bilinearly upsampled logits) for before/after comparisons.
+``skimage.data`` photos with smooth curved boundaries built here and the README's quick-start mosaic.
+``--unrefined`` scores the pass-1 partition (features at 256 px, bilinearly upsampled logits) for before/after
+comparisons.
 
 ``speed`` measures images/s at 512² and 4000×3000 with 1 and 2 worker processes (one BLAS/OpenMP thread each), and
 the peak RSS of one 12 MP image in a fresh process.
@@ -38,13 +39,14 @@ from detecture.benchmark.scoring import score_logits  # noqa: E402
 from detecture.classical import segment_texture  # noqa: E402
 
 OUTEX = REPO.parent / "shared" / "data" / "outex"
+DTD = REPO.parent / "shared" / "data" / "dtd"
 PHOTO_TEXTURES = ("brick", "grass", "gravel")
 PHOTO_SIZE = 384
-METRICS = ("miou", "boundary_f", "ari", "k_correct")
+METRICS = ("miou", "panoptic_iou", "boundary_f", "ari", "k_correct")
 
 
-def outex_samples(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(id, image, gt label map) for every Outex record, sorted by id."""
+def dataset_samples(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(id, image, gt label map) for every record of a unified-layout dataset (Outex, DTD), sorted by id."""
     from detecture.benchmark.datasets import open_dataset
 
     ds = open_dataset(str(root))
@@ -107,21 +109,27 @@ def summary_row(name: str, rows: list[dict]) -> str:
 
 
 def quality(args: argparse.Namespace) -> None:
+    from detecture.demo.examples import mosaic_three
+
     options = {"refine": False} if args.unrefined else {}
-    outex = outex_samples(Path(args.outex))
-    tune, held = outex[::4], [s for i, s in enumerate(outex) if i % 4]
-    photos = photo_mosaics()
-    print(f"# bench_classical quality ({'pass 1 only' if args.unrefined else 'two passes'})")
+    print(f"# bench_classical quality ({'pass 1 only' if args.unrefined else 'two passes and the graph cut'})")
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} workers, {datetime.date.today()}")
-    print("| set | n | matched mIoU | boundary F | ARI | K acc. | CPU s/image |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    sets = [("tune", tune), ("held-out", held)] if not args.tune_only else [("tune", tune)]
-    for regime, k_of in (("oracle K=5", lambda gt: int(gt.max())), ("autonomous", lambda gt: None)):
-        for name, samples in sets:
-            print(summary_row(f"Outex {name}, {regime}", score_set(samples, k_of, options, args.workers)), flush=True)
+    print("| set | n | matched mIoU | panoptic IoU | boundary F | ARI | K acc. | CPU s/image |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    regimes = (("K given", lambda gt: int(gt.max())), ("K chosen", lambda gt: None))
+    for label, root in (("Outex", args.outex), ("DTD", args.dtd)):
+        records = dataset_samples(Path(root))
+        tune, held = records[::4], [s for i, s in enumerate(records) if i % 4]
+        sets = [("tune", tune), ("held-out", held)] if not args.tune_only else [("tune", tune)]
+        for regime, k_of in regimes:
+            for name, samples in sets:
+                rows = score_set(samples, k_of, options, args.workers)
+                print(summary_row(f"{label} {name}, {regime}", rows), flush=True)
     if not args.tune_only:
-        for regime, k_of in (("oracle K_gt", lambda gt: int(gt.max())), ("autonomous", lambda gt: None)):
-            print(summary_row(f"photo mosaics, {regime}", score_set(photos, k_of, options, args.workers)), flush=True)
+        readme = [("mosaic_three", *mosaic_three())]
+        for name, samples in (("photo mosaics", photo_mosaics()), ("README mosaic", readme)):
+            for regime, k_of in regimes:
+                print(summary_row(f"{name}, {regime}", score_set(samples, k_of, options, args.workers)), flush=True)
 
 
 def _time_batch(args: tuple) -> None:
@@ -178,9 +186,10 @@ def main() -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     q = sub.add_parser("quality")
     q.add_argument("--outex", default=str(OUTEX))
+    q.add_argument("--dtd", default=str(DTD))
     q.add_argument("--workers", type=int, default=2)
     q.add_argument("--unrefined", action="store_true", help="skip pass 2 (boundary placement), for comparison")
-    q.add_argument("--tune-only", action="store_true", help="only the tuning quarter of Outex")
+    q.add_argument("--tune-only", action="store_true", help="only the tuning quarters of Outex and DTD")
     s = sub.add_parser("speed")
     s.add_argument("--images", type=int, default=8, help="512² images per worker")
     s.add_argument("--large-images", type=int, default=2, help="4000×3000 images per worker")
