@@ -24,7 +24,6 @@ _UNARY_SCALE = 10.0  # gco optimises integer costs: tenths of a nat are fine eno
 _UNARY_CAP = 30.0  # nats; pass-2 log-posteriors are floored at -30
 
 
-
 def cut_band(unary: np.ndarray, fixed: np.ndarray, image: np.ndarray, params: ClassicalParams) -> np.ndarray:
     """(H, W) labels minimising unary + edge costs over the pixels where ``fixed`` is -1.
 

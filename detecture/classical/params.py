@@ -1,8 +1,9 @@
 """The classical segmenter's settings as one typed, validated, picklable object (see :func:`segment_texture`).
 
 Every default was tuned on fixed quarters (sorted ids, every fourth) of the Outex mosaics and of the DTD colour
-mosaics; the benchmark tables describe ``ClassicalParams()`` on the other three quarters. Pass a changed copy, e.g. ``dataclasses.replace(ClassicalParams(), max_k=3)``, to
-study one setting: the object is frozen, so a settings object handed to worker processes cannot drift.
+mosaics; the benchmark tables describe ``ClassicalParams()`` on the other three quarters. Pass a changed copy, e.g.
+``dataclasses.replace(ClassicalParams(), max_k=3)``, to study one setting: the object is frozen, so a settings object
+handed to worker processes cannot drift.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class ClassicalParams:
         Graph cut: cost (in tenths of a nat of the pass-2 log-posterior) of one boundary edge between two
         pixels of equal colour; it falls with the colour step across the edge, so boundaries are short and follow
         the image's edges. 3000 smooths the wiggles of the pass-2 boundaries away (tuned: 300 / 1000 / 3000 / 10000
-        gave boundary F 0.28 / 0.42 / 0.58 / 0.70 on the DTD tuning quarter at ever higher cost).
+        gave boundary F 0.41 / 0.57 / 0.69 / 0.70 on the DTD tuning quarter at ever higher cost).
     cut_contrast : float
         Graph cut: how fast the edge cost falls with the squared CIE-Lab step, relative to the image's mean step.
     cut_temperature : float

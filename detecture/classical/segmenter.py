@@ -5,10 +5,10 @@ domain — narrow bands separated Outex textures far better than wide ones), com
 side is at most ``work_side`` px. Every setting named here in ``code`` is a field of :class:`.ClassicalParams`:
 
 1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of ``energy_window`` wavelengths, plus
-   local mean / standard deviation of lightness and of the CIE-Lab chroma channels, in three weighted groups. Features are standardised,
-   reduced by PCA and clustered with k-means (several restarts, on a pixel subsample). In the autonomous regime
-   K ∈ 1..6 is chosen by the Calinski–Harabasz index on a subsample of the PCA features smoothed over
-   ``k_select_sigma`` px, with K = 1 when the chosen split's silhouette is below ``min_silhouette``.
+   local mean / standard deviation of lightness and of the CIE-Lab chroma channels, in three weighted groups.
+   Features are standardised, reduced by PCA and clustered with k-means (several restarts, on a pixel subsample).
+   In the autonomous regime K ∈ 1..6 is chosen by the Calinski–Harabasz index on a subsample of the PCA features
+   smoothed over ``k_select_sigma`` px, with K = 1 when the chosen split's silhouette is below ``min_silhouette``.
    Wide windows make the clusters clean but put the boundaries where the blurred features
    cross, pixels to tens of pixels away from the true edge.
 2. **Place the boundaries.** The same filter responses smoothed over a *narrow* window (``fine_window``
@@ -45,6 +45,7 @@ from .gabor import bank
 from .params import ClassicalParams
 
 _DECIDED = 50.0  # nats: pass 2 gives the pixels it leaves to pass 1 a margin of 100, its own at most 30
+
 
 def _resized(image: np.ndarray, side: int) -> np.ndarray:
     """Box-filtered uint8 copy with long side ≤ ``side`` (the image itself when it is small enough)."""
