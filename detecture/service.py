@@ -140,8 +140,8 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
                       params: "ClassicalParams | None" = None) -> "SegmentationResult":
     """Classical segmentation of an (H, W, 3) uint8 array as a :class:`SegmentationResult` with measured descriptions.
 
-    ``params`` are the segmenter's settings (``None``: its tuned defaults). The margin logits are kept at the resolution the segmenter returns; the result's static dustbin at 0 partitions
-    them exactly as the benchmark scores them.
+    ``params`` are the segmenter's settings (``None``: its tuned defaults). The logits are kept at the resolution the
+    segmenter returns; the result's static dustbin at 0 partitions them exactly as the benchmark scores them.
     """
     import torch
 
@@ -169,7 +169,6 @@ def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
     (reloading an 8B model per image would dominate a session). A failed load names the offline method."""
     import torch
 
-    from .classical import ClassicalParams
     from .pipeline import DetecturePipeline
 
     options = request.load_options()

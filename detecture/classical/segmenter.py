@@ -44,7 +44,9 @@ from .cut import cut_band
 from .gabor import bank
 from .params import ClassicalParams
 
-_DECIDED = 50.0  # nats: pass 2 gives the pixels it leaves to pass 1 a margin of 100, its own at most 30
+_LOG_POSTERIOR_FLOOR = 30.0  # nats: pass-2 log-posteriors below -30 say nothing more
+_PASS1_MARGIN = 100.0  # the margin pass 2 gives the pixels it leaves to pass 1
+_DECIDED = 50.0  # nats: a margin between the two above; pixels at or over it are not re-decided by the cut
 
 
 def _resized(image: np.ndarray, side: int) -> np.ndarray:
@@ -199,15 +201,16 @@ def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int,
     lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(k, 1.0 / k))
     lda.fit(np.concatenate(xs), np.concatenate(ys))
     log_post = lda.predict_log_proba(feats.reshape(-1, d)).reshape(h, w, k).transpose(2, 0, 1)
-    fine = _smooth_maps(np.maximum(log_post, -30.0), params.fine_smooth_sigma)
+    fine = _smooth_maps(np.maximum(log_post, -_LOG_POSTERIOR_FLOOR), params.fine_smooth_sigma)
     far = ndimage.distance_transform_edt(~label_boundaries(labels)) > params.band
     onehot = (labels[None] == np.arange(k)[:, None, None])
-    return np.where(far[None], np.where(onehot, 0.0, -100.0), fine)
+    return np.where(far[None], np.where(onehot, 0.0, -_PASS1_MARGIN), fine)
 
 
 def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: bool = True,
                     params: ClassicalParams | None = None) -> np.ndarray:
-    """(K, H, W) margin logits for an image; ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
+    """(K, H, W) logits for an image, the winner positive at every pixel (the graph cut's partition as ±1, or
+    margins without it); ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
 
     ``refine=False`` skips pass 2 and the graph cut (boundaries where the wide-window features cross,
     bilinearly upsampled), for comparisons. ``params`` holds every other setting (``None``: the tuned defaults).
