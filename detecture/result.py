@@ -10,27 +10,35 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+from scipy.special import softmax
 
 from .utils.image_ops import partition
 
 ROW_CHUNK = 512
 
 
-def upsample_rows(lowres: torch.Tensor, size: tuple[int, int], rows: slice) -> torch.Tensor:
-    """Rows ``rows`` of a bilinear ``F.interpolate(..., align_corners=False)`` to ``size``, computed on their own."""
-    channels, h, w = lowres.shape
+def _source_positions(out_size: int, in_size: int, start: int, stop: int):
+    """Neighbour indices and weights of output positions ``start..stop`` along one axis of a bilinear resize with
+    ``align_corners=False`` (pixel centres aligned, edges clamped), as ``torch.nn.functional.interpolate`` does."""
+    src = np.clip((np.arange(start, stop, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5, 0, in_size - 1)
+    low = np.floor(src).astype(np.int64)
+    return low, np.minimum(low + 1, in_size - 1), (src - low).astype(np.float32)
+
+
+def upsample_rows(lowres: np.ndarray, size: tuple[int, int], rows: slice) -> np.ndarray:
+    """Rows ``rows`` of a (K, h, w) map bilinearly resized to ``size`` (``align_corners=False``), computed on their
+    own so a full-resolution map never has to exist at once. NumPy, so the CPU-only classical path needs no torch."""
+    _, h, w = lowres.shape
     out_h, out_w = size
+    lowres = np.asarray(lowres, dtype=np.float32)
     if (h, w) == (out_h, out_w):  # already at full resolution (e.g. the classical segmenter): nothing to resample
-        return lowres[:, rows].float()
-    y = (torch.arange(rows.start, rows.stop, dtype=torch.float32) + 0.5) * (h / out_h) - 0.5
-    x = (torch.arange(out_w, dtype=torch.float32) + 0.5) * (w / out_w) - 0.5
-    y, x = y.clamp(0, h - 1), x.clamp(0, w - 1)
-    grid_y = (2 * y + 1) / h - 1  # grid_sample's align_corners=False normalisation
-    grid_x = (2 * x + 1) / w - 1
-    grid = torch.stack(torch.meshgrid(grid_x, grid_y, indexing="xy"), dim=-1)[None]
-    return F.grid_sample(lowres[None].float(), grid, mode="bilinear", align_corners=False, padding_mode="border")[0]
+        return lowres[:, rows]
+    y0, y1, wy = _source_positions(out_h, h, rows.start, rows.stop)
+    x0, x1, wx = _source_positions(out_w, w, 0, out_w)
+    top, bottom = lowres[:, y0], lowres[:, y1]
+    columns = top + (bottom - top) * wy[:, None]
+    left, right = columns[..., x0], columns[..., x1]
+    return left + (right - left) * wx
 
 
 @dataclass
@@ -39,22 +47,25 @@ class SegmentationResult:
 
     descriptions: list[str]
     response: str
-    region_logits: torch.Tensor
+    region_logits: np.ndarray
     image_size: tuple[int, int]
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.region_logits = np.asarray(self.region_logits, dtype=np.float32)
 
     @property
     def num_regions(self) -> int:
         return len(self.descriptions)
 
     @property
-    def logits(self) -> torch.Tensor:
+    def logits(self) -> np.ndarray:
         """(K, H, W) float32 region logits at input resolution (dustbin = 0)."""
         h, w = self.image_size
         if self.num_regions == 0:
-            return torch.zeros(0, h, w)
-        return torch.cat([upsample_rows(self.region_logits, (h, w), slice(r, min(r + ROW_CHUNK, h)))
-                          for r in range(0, h, ROW_CHUNK)], dim=1)
+            return np.zeros((0, h, w), dtype=np.float32)
+        return np.concatenate([upsample_rows(self.region_logits, (h, w), slice(r, min(r + ROW_CHUNK, h)))
+                               for r in range(0, h, ROW_CHUNK)], axis=1)
 
     @property
     def label_map(self) -> np.ndarray:
@@ -65,7 +76,7 @@ class SegmentationResult:
             return labels
         for r in range(0, h, ROW_CHUNK):
             rows = slice(r, min(r + ROW_CHUNK, h))
-            labels[rows] = partition(upsample_rows(self.region_logits, (h, w), rows).numpy())
+            labels[rows] = partition(upsample_rows(self.region_logits, (h, w), rows))
         return labels
 
     @property
@@ -84,8 +95,8 @@ class SegmentationResult:
         counts = np.zeros(self.num_regions + 1)
         for r in range(0, h, ROW_CHUNK):
             up = upsample_rows(self.region_logits, (h, w), slice(r, min(r + ROW_CHUNK, h)))
-            probs = torch.softmax(torch.cat([torch.zeros_like(up[:1]), up]), dim=0).numpy()
-            labels = partition(up.numpy()).ravel()
+            probs = softmax(np.concatenate([np.zeros_like(up[:1]), up]), axis=0)
+            labels = partition(up).ravel()
             winner = np.take_along_axis(probs.reshape(len(probs), -1), labels[None].astype(np.int64), axis=0)[0]
             sums += np.bincount(labels, weights=winner, minlength=len(sums))
             counts += np.bincount(labels, minlength=len(counts))

@@ -143,8 +143,6 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
     ``params`` are the segmenter's settings (``None``: its tuned defaults). The logits are kept at the resolution the
     segmenter returns; the result's static dustbin at 0 partitions them exactly as the benchmark scores them.
     """
-    import torch
-
     from .classical import segment_texture
     from .classical.describe import describe_regions
     from .result import SegmentationResult
@@ -159,7 +157,7 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
     # A channel that wins no pixel gets no description from the describer; it stays, so K matches what was asked.
     descriptions += [f"Empty region {i}" for i in range(len(descriptions) + 1, logits.shape[0] + 1)]
     return SegmentationResult(descriptions=descriptions, response=format_response(descriptions),
-                              region_logits=torch.from_numpy(logits),
+                              region_logits=logits,
                               image_size=(int(image.shape[0]), int(image.shape[1])),
                               meta={"method": "classical", "grounding": None})
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -159,6 +160,30 @@ def test_import_detecture_stays_cheap():
     code = "import sys, detecture; print(sorted(m for m in ('torch', 'sklearn', 'gradio') if m in sys.modules))"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "[]"
+
+
+def test_classical_runs_never_import_torch(tmp_path):
+    """The offline method is the one for machines without a GPU stack: its commands and API must not pay for
+    importing torch / accelerate / transformers (seconds of start-up, or not installed at all)."""
+    image = tmp_path / "in" / "mosaic.png"
+    image.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(image)
+    bench_data = Path(__file__).resolve().parents[2] / "shared" / "data" / "outex"
+    code = f"""
+import sys
+import numpy as np
+import detecture
+from detecture.cli import main
+assert main(["segment", {str(image)!r}, "--method", "classical", "--k", "2", "--workers", "1",
+             "--out", {str(tmp_path / "seg")!r}]) == 0
+result = detecture.segment(np.asarray(__import__("PIL.Image").Image.open({str(image)!r})), method="classical", k=2)
+assert result.logits.shape == (2, 48, 64) and len(result.region_scores()) == 2 and len(result.to_hf()) == 2
+assert main(["bench", "--datasets", {str(bench_data)!r}, "--methods", "classical", "--limit", "1",
+             "--out", {str(tmp_path / "bench")!r}]) == 0
+print(sorted(m for m in ("torch", "accelerate", "transformers") if m in sys.modules))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_model_load_failure_names_the_offline_method(tmp_path, capsys):

@@ -118,7 +118,6 @@ def build_request(args: argparse.Namespace) -> "SegmentRequest":
 
 def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]:
     """Everything checkable without a model: options, image paths, the head folder, the output folder."""
-    from ..bridge.head import read_head_config
     from ..utils.paths import InputSet, require_file
 
     if args.batch_size < 1:
@@ -131,6 +130,8 @@ def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]
     for path in images:
         require_file(path, "image")
     if args.head is not None:
+        from ..bridge.head import read_head_config  # torch: only when a head is named
+
         read_head_config(args.head)
     inputs = InputSet([*images, args.head])
     InputSet(folders).check_output_dir(args.out)  # `segment rx --out rx` would read its overlays back next time

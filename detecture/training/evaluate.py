@@ -81,7 +81,7 @@ def live_evaluate(
             failures += 1
             continue
         emitted.append(float(result.num_regions > 0))
-        score, _ = score_logits(result.logits.numpy(), item.masks)
+        score, _ = score_logits(result.logits, item.masks)
         k_ok.append(float(result.num_regions == len(item.descriptions)))  # K as emitted, not as surviving argmax
         miou.append(score.miou)
         pan.append(score.panoptic_iou)

@@ -8,6 +8,7 @@ are loaded in :meth:`Method.load` and dropped in :meth:`Method.close`, so the ru
 from __future__ import annotations
 
 import gc
+import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,16 +73,13 @@ class Method(ABC):
         """Segment one image under the given regime."""
 
     def close(self) -> None:
-        """Drop references to weights and return accelerator memory."""
+        """Drop references to weights and return accelerator memory (torch's cache only where torch was loaded: a
+        weightless method's run never imports it)."""
         self.loaded.clear()
         gc.collect()
-        try:
-            import torch
-
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except ImportError:
-            pass
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def model_id(self, key: str, default: str) -> str:
         """A configurable model id or local path (``--model key=ID``)."""

@@ -51,8 +51,7 @@ class _DetectureMethod(Method):
             forced = [format_response([f"Texture of region {i + 1}, tiny model check" for i in range(n)])]
         result = self.loaded["pipe"].segment([image], regime.as_regime(), grounding=self.grounding,
                                               forced_responses=forced)[0]
-        return MethodOutput(result.logits.float().numpy(), list(result.descriptions),
-                            model_logits=result.region_logits.float().numpy())
+        return MethodOutput(result.logits, list(result.descriptions), model_logits=result.region_logits)
 
 
 class DetectureBridgeMethod(_DetectureMethod):
