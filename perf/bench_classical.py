@@ -2,6 +2,7 @@
 
     python perf/bench_classical.py quality [--outex ../shared/data/outex] [--dtd ../shared/data/dtd] [--workers 2]
     python perf/bench_classical.py speed [--images 8] [--large-images 2]
+    python perf/bench_classical.py startup [--runs 3]
 
 ``quality`` scores ``segment_texture`` with the benchmark's own metric code (:mod:`detecture.benchmark.metrics`) on
 Outex and on the DTD colour mosaics with K given and K chosen, reporting each set's tuning quarter (sorted ids, every
@@ -12,6 +13,10 @@ comparisons.
 
 ``speed`` measures images/s at 512² and 4000×3000 with 1 and 2 worker processes (one BLAS/OpenMP thread each), and
 the peak RSS of one 12 MP image in a fresh process.
+
+``startup`` times whole commands in fresh processes, as a user meets them: ``detecture segment`` of the README
+mosaic (``--workers 1``) and ``detecture bench`` of one Outex mosaic, both ``--method classical``, with the peak RSS
+of the process and whether it imported torch.
 """
 
 from __future__ import annotations
@@ -181,6 +186,54 @@ def speed(args: argparse.Namespace) -> None:
     print(f"peak RSS, one 4000×3000 image in a fresh process: {peak_rss_12mp():.2f} GiB")
 
 
+_COMMAND_PROBE = (
+    "import resource, sys, time; from detecture.cli import main; start = time.perf_counter(); "
+    "code = main(sys.argv[1:]); seconds = time.perf_counter() - start; "
+    "print('PROBE', code, seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, 'torch' in sys.modules)"
+)
+
+
+def run_command(argv: list[str]) -> tuple[float, float, bool]:
+    """(wall seconds of the whole process, its peak RSS in MiB, whether torch was imported) of one CLI command."""
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", _COMMAND_PROBE, *argv], check=True, capture_output=True, text=True,
+                         cwd=REPO)
+    seconds = time.perf_counter() - start
+    probe = next(line.split() for line in out.stdout.splitlines() if line.startswith("PROBE"))
+    if probe[1] != "0":
+        raise RuntimeError(f"{' '.join(argv)} exited with {probe[1]}: {out.stderr[-500:]}")
+    return seconds, int(probe[3]) / 1024, probe[4] == "True"
+
+
+def startup(args: argparse.Namespace) -> None:
+    import tempfile
+
+    from PIL import Image
+
+    from detecture.demo.examples import mosaic_three
+
+    print(f"# bench_classical startup: {platform.machine()}, {os.cpu_count()} CPUs, {datetime.date.today()}, "
+          f"median of {args.runs} fresh processes")
+    print("| command | wall s | peak RSS MiB | imports torch |")
+    print("|---|---:|---:|---|")
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "textures.png"
+        Image.fromarray(mosaic_three()[0]).save(image)
+        commands = {
+            "segment textures.png --method classical --k 3 --workers 1":
+                lambda i: ["segment", str(image), "--method", "classical", "--k", "3", "--workers", "1",
+                           "--out", f"{tmp}/seg{i}"],
+            "bench --datasets outex --methods classical --limit 1":
+                lambda i: ["bench", "--datasets", str(args.outex), "--methods", "classical", "--limit", "1",
+                           "--out", f"{tmp}/bench{i}"],
+        }
+        for label, argv in commands.items():
+            runs = [run_command(argv(i)) for i in range(args.runs)]
+            print(f"| `detecture {label}` | {np.median([r[0] for r in runs]):.2f} | "
+                  f"{np.median([r[1] for r in runs]):.0f} | {'yes' if any(r[2] for r in runs) else 'no'} |",
+                  flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -193,8 +246,11 @@ def main() -> None:
     s = sub.add_parser("speed")
     s.add_argument("--images", type=int, default=8, help="512² images per worker")
     s.add_argument("--large-images", type=int, default=2, help="4000×3000 images per worker")
+    t = sub.add_parser("startup")
+    t.add_argument("--runs", type=int, default=3, help="fresh processes per command (the median is reported)")
+    t.add_argument("--outex", default=str(OUTEX))
     args = parser.parse_args()
-    quality(args) if args.command == "quality" else speed(args)
+    {"quality": quality, "speed": speed, "startup": startup}[args.command](args)
 
 
 if __name__ == "__main__":
