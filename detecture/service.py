@@ -53,6 +53,8 @@ class SegmentRequest:
     ``query`` asks for the one region matching a phrase (detecture only; excludes ``k``). ``grounding`` is ``auto``
     (bridge when a head is loaded, else text), ``bridge`` or ``text``. Model options left at ``None`` take the
     defaults (``qwen``: :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3``: :data:`~detecture.backbones.DEFAULT_SAM3`).
+    ``classical_params`` are the classical segmenter's settings: a :class:`~detecture.classical.ClassicalParams`, or
+    the path of a YAML file of its fields (read and checked here, before any image); ``None`` for the tuned defaults.
     """
 
     method: Literal["classical", "detecture"]
@@ -60,6 +62,7 @@ class SegmentRequest:
     query: str | None = None
     grounding: Literal["auto", "bridge", "text"] = "auto"
     seed: int = CLASSICAL_SEED
+    classical_params: "ClassicalParams | str | os.PathLike | None" = None
     head: str | os.PathLike | None = None
     qwen: str | os.PathLike | None = None
     sam3: str | os.PathLike | None = None
@@ -86,6 +89,16 @@ class SegmentRequest:
             given = [name for name in MODEL_OPTIONS if getattr(self, name) not in (None, False)]
             if given:
                 raise InputError(f"model options ({', '.join(given)}) apply to method 'detecture' only")
+            if self.classical_params is not None:
+                from .classical import ClassicalParams, load_params
+
+                if isinstance(self.classical_params, (str, os.PathLike)):
+                    object.__setattr__(self, "classical_params", load_params(self.classical_params))
+                elif not isinstance(self.classical_params, ClassicalParams):
+                    raise InputError("classical_params must be a ClassicalParams or the path of a YAML file of its "
+                                     f"fields, got {type(self.classical_params).__name__}")
+        elif self.classical_params is not None:
+            raise InputError("classical settings apply to method 'classical' only")
 
     @property
     def regime(self) -> Regime:
@@ -207,7 +220,8 @@ def segment(images: Sequence[np.ndarray], request: SegmentRequest,
     if request.method == "classical":
         if pipeline is not None:
             raise InputError("a loaded pipeline applies to method 'detecture' only")
-        return [segment_classical(image, regime, seed=request.seed) for image in images]
+        return [segment_classical(image, regime, seed=request.seed, params=request.classical_params)
+                for image in images]
     pipe = pipeline if pipeline is not None else load_pipeline(request)
     forced = forced_tiny_responses(regime, len(images)) if pipe.tiny else None
     return pipe.segment(list(images), regime, grounding_for(request, pipe), forced)

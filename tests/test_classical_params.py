@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detecture.classical import ClassicalParams, segment_texture
+import detecture
+from detecture.classical import ClassicalParams, load_params, segment_texture
+from detecture.cli import main
 from detecture.commands.segment_classical import ClassicalJob, run_classical
 from detecture.demo.examples import mosaic_two
 from detecture.errors import InputError
@@ -63,3 +65,75 @@ def test_a_job_carries_its_params_to_the_worker(disc, tmp_path):
     [(index, row, error)] = list(run_classical([job], 1))
     assert (index, error) == (0, None) and len(row["regions"]) == 1
     assert len(json.loads((tmp_path / "out" / "disc.detecture.json").read_text())["regions"]) == 1
+
+
+def test_a_settings_file_is_read_with_yaml_numbers_and_any_subset_of_fields(tmp_path):
+    path = tmp_path / "classical.yaml"
+    path.write_text("max_k: 4\ncut_smoothness: 1e3  # YAML 1.1 reads this as a string\nfrequencies: [0.1, 5e-2]\n")
+    assert load_params(path) == ClassicalParams(max_k=4, cut_smoothness=1000.0, frequencies=(0.1, 0.05))
+    path.write_text("")
+    assert load_params(path) == ClassicalParams()
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("max_kk: 3", "max_kk: unknown key"),
+    ("max_k: 2.5", "max_k: "),
+    ("max_k: true", "max_k: expected a number"),
+    ("cut_smoothness: fast", "cut_smoothness: "),
+    ("max_k: 0", "max_k=0: must be ≥ 1"),
+    ("[1, 2]", "expected a mapping"),
+    ("max_k: [", "not valid YAML"),
+])
+def test_a_bad_settings_file_is_one_line_naming_the_file_and_key(tmp_path, text, problem):
+    path = tmp_path / "classical.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(InputError) as err:
+        load_params(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: ") and problem in message and "\n" not in message
+
+
+def test_segment_and_the_api_take_a_settings_file_and_a_changed_file_redoes_the_image(disc, tmp_path, capsys):
+    image, config = tmp_path / "disc.png", tmp_path / "classical.yaml"
+    Image.fromarray(disc).save(image)
+    out = tmp_path / "out"
+    command = ["segment", str(image), "--method", "classical", "--classical-config", str(config), "--workers", "1",
+               "--out", str(out)]
+    config.write_text("max_k: 1\n")
+    assert main(command) == 0
+    record = json.loads((out / "disc.detecture.json").read_text())
+    assert len(record["regions"]) == 1 and record["settings"]["classical_params"]["max_k"] == 1
+    assert main(command) == 0 and "already done with the same settings" in capsys.readouterr().out
+    config.write_text("max_k: 2\n")
+    assert main(command) == 0
+    assert len(json.loads((out / "disc.detecture.json").read_text())["regions"]) == 2
+    assert detecture.segment(disc, k=None, classical_params=config).num_regions == 2
+    assert detecture.segment(disc, k=None, classical_params=ClassicalParams(max_k=1)).num_regions == 1
+
+
+def test_a_settings_file_for_another_method_or_a_bad_one_stops_before_any_image(tmp_path, capsys):
+    config = tmp_path / "classical.yaml"
+    config.write_text("max_k: 0\n")
+    missing_image = str(tmp_path / "missing.png")
+    assert main(["segment", missing_image, "--method", "classical", "--classical-config", str(config)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {config}: ClassicalParams.max_k=0: must be ≥ 1"
+    config.write_text("max_k: 2\n")
+    assert main(["segment", missing_image, "--classical-config", str(config)]) == 2
+    assert "apply to method 'classical' only" in capsys.readouterr().err
+    with pytest.raises(InputError, match="ClassicalParams or the path"):
+        detecture.segment(np.zeros((8, 8, 3), np.uint8), classical_params={"max_k": 2})
+
+
+def test_bench_passes_a_settings_file_to_the_classical_method(tmp_path, capsys):
+    from bench_fixture import make_unified
+
+    config = tmp_path / "classical.yaml"
+    config.write_text("max_k: 1\n")
+    data = make_unified(tmp_path / "data", 2)
+    base = ["bench", "--datasets", str(data), "--regime", "autonomous", "--classical-config", str(config)]
+    assert main([*base, "--methods", "classical", "--out", str(tmp_path / "b")]) == 0
+    cell = tmp_path / "b" / "cells" / "data" / "classical" / "samples.jsonl"
+    rows = [json.loads(line) for line in cell.read_text().splitlines()]
+    assert len(rows) == 2 and all(r["status"] == "ok" and r["k_out"] == 1 for r in rows)
+    assert main([*base, "--methods", "sam3", "--tiny", "--out", str(tmp_path / "c")]) == 2
+    assert "--classical-config applies to the classical method" in capsys.readouterr().err

@@ -3,13 +3,14 @@
 Every default was tuned on fixed quarters (sorted ids, every fourth) of the Outex mosaics and of the DTD colour
 mosaics; the benchmark tables describe ``ClassicalParams()`` on the other three quarters. Pass a changed copy, e.g.
 ``dataclasses.replace(ClassicalParams(), max_k=3)``, to study one setting: the object is frozen, so a settings object
-handed to worker processes cannot drift.
+handed to worker processes cannot drift. The command line reads them from a YAML file (:func:`load_params`).
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
 from dataclasses import dataclass, fields
 
 from ..errors import InputError
@@ -93,6 +94,9 @@ class ClassicalParams:
         outweigh an unsure pixel's evidence.
     """
 
+    # A settings file (load_params) is validated field by field from these type hints; unknown keys are errors.
+    __pydantic_config__ = {"extra": "forbid"}
+
     work_side: int = 256
     pad: int = 32
     frequencies: tuple[float, ...] = (0.06, 0.12, 0.24, 0.4)
@@ -127,6 +131,27 @@ class ClassicalParams:
             problem = _problem(f.name, value)
             if problem:
                 raise InputError(f"ClassicalParams.{f.name}={value!r}: {problem}")
+
+
+def load_params(path: str | os.PathLike) -> ClassicalParams:
+    """The settings a YAML (or JSON) file holds: a mapping of any :class:`ClassicalParams` fields, the others left at
+    their defaults, e.g. ``max_k: 4`` and ``cut_smoothness: 1e3``. Any problem is one line naming the file and key.
+
+    The file is read with the project's typed-config rules (:mod:`detecture.utils.typed_config`), imported here
+    rather than at module level so a run with the default settings does not load pydantic.
+    """
+    from ..utils.typed_config import parse_config
+    from ..utils.yaml_files import read_yaml
+
+    data, _ = read_yaml(path, "classical settings file")
+    for key, value in (data.items() if isinstance(data, dict) else ()):
+        if isinstance(value, bool):  # pydantic would read true as 1
+            raise InputError(f"{path}: {key}: expected a number, got {value!r}")
+    try:
+        return parse_config(ClassicalParams, data, str(path))
+    except InputError as exc:  # a range error from __post_init__ does not name the file yet
+        message = str(exc)
+        raise InputError(message if message.startswith(f"{path}: ") else f"{path}: {message}") from None
 
 
 _POSITIVE_INTS = {"work_side", "pad", "n_orientations", "pca_components", "fit_pixels", "k_select_pixels", "max_k",

@@ -77,6 +77,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="allow Sa2VA's custom model code from the hub (required by the 'sa2va' method)")
     p.add_argument("--gallery", type=int, default=4, help="samples per dataset in the gallery PNG (default: 4)")
     p.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
+    p.add_argument("--classical-config", type=Path, metavar="YAML",
+                   help="settings of the classical method: a YAML file of ClassicalParams fields, e.g. 'max_k: 4' "
+                        "(cells already scored in --out are not redone: use a new --out, or --force)")
     p.add_argument("--shard", metavar="I/N",
                    help="score only share I of N of every cell and write no report (one job-array task each); then "
                         "run the same command without --shard: it finds every sample done, merges and reports")
@@ -98,6 +101,13 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--limit must be at least 1")
     if args.gallery < 0:
         raise InputError("--gallery must be 0 or more")
+    classical_params = None
+    if args.classical_config is not None:
+        from ..classical import load_params
+
+        if "classical" not in args.methods:
+            raise InputError("--classical-config applies to the classical method, which --methods does not name")
+        classical_params = load_params(args.classical_config)
     config = BenchConfig(
         out=args.out,
         methods=args.methods,
@@ -114,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         protocol=args.protocol,
         options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,
                               models=dict(args.model), head=args.head, prompt=args.prompt,
-                              seed=args.seed),
+                              seed=args.seed, classical_params=classical_params),
     )
     outcome = run_bench(config)
     if outcome is None:  # a --shard run, or a launched process other than the main one: no report here

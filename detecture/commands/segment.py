@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +18,6 @@ from .help_format import DefaultsHelpFormatter
 
 if TYPE_CHECKING:
     from ..output import Claims, OutputFolder
-    from ..prompts import Regime
     from ..service import SegmentRequest
     from ..utils.parallel import Ranks
     from ..utils.paths import InputSet
@@ -40,6 +41,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="parallel processes for --method classical (default: the CPU cores, shared by the processes "
                         "of an 'accelerate launch')")
+    p.add_argument("--classical-config", type=Path, metavar="YAML",
+                   help="settings of --method classical: a YAML file of ClassicalParams fields, e.g. 'max_k: 4' "
+                        "(the rest keep their tuned defaults; see detecture.classical.ClassicalParams)")
     p.add_argument("--force", action="store_true",
                    help="redo images whose outputs in --out are complete for the same input and settings (skipped "
                         "by default)")
@@ -113,7 +117,8 @@ def build_request(args: argparse.Namespace) -> "SegmentRequest":
         model = dict(head=args.head, qwen=args.qwen, sam3=args.sam3, device=args.device, dtype=args.dtype,
                      quantization=args.quantization, trust_remote_code=args.trust_remote_code,
                      max_new_tokens=args.max_new_tokens, tiny=args.tiny)
-    return SegmentRequest(method=args.method, k=args.k, query=args.query, grounding=args.grounding, **model)
+    return SegmentRequest(method=args.method, k=args.k, query=args.query, grounding=args.grounding,
+                          classical_params=args.classical_config, **model)
 
 
 def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]:
@@ -133,7 +138,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]
         from ..bridge.head import read_head_config  # torch: only when a head is named
 
         read_head_config(args.head)
-    inputs = InputSet([*images, args.head])
+    inputs = InputSet([*images, args.head, args.classical_config])
     InputSet(folders).check_output_dir(args.out)  # `segment rx --out rx` would read its overlays back next time
     inputs.check_output_dir(args.out)
     return images, skipped, inputs
@@ -152,6 +157,8 @@ def settings_of(request: "SegmentRequest") -> dict:
                         head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=request.qwen,
                         sam3=request.sam3, dtype=request.dtype, quantization=request.quantization,
                         max_new_tokens=request.max_new_tokens, tiny=request.tiny)
+    elif request.classical_params is not None:  # as the JSON stores it, so a re-run compares like with like
+        settings["classical_params"] = json.loads(json.dumps(dataclasses.asdict(request.classical_params)))
     return settings
 
 
@@ -160,7 +167,6 @@ def run(args: argparse.Namespace) -> int:
     from ..utils.parallel import Ranks, Shard, share
 
     request = build_request(args)
-    regime = request.regime
     shard = Shard.parse(args.shard)
     images, skipped, inputs = check_inputs(args)
     ranks = Ranks()
@@ -174,7 +180,7 @@ def run(args: argparse.Namespace) -> int:
     work = BatchWork(images, claims, folder)
     try:
         if args.method == "classical":
-            _run_classical(args, regime, settings, work)
+            _run_classical(args, request, settings, work)
         else:
             _run_detecture(args, request, settings, work, ranks)
     except Exception as exc:
@@ -212,13 +218,14 @@ class BatchWork:
                 self.folder.release(stem)
 
 
-def _run_classical(args: argparse.Namespace, regime: "Regime", settings: dict, work: BatchWork) -> None:
+def _run_classical(args: argparse.Namespace, request: "SegmentRequest", settings: dict, work: BatchWork) -> None:
     from tqdm import tqdm
 
     from ..utils.parallel import default_workers
     from .segment_classical import ClassicalJob, run_classical
 
-    jobs = [ClassicalJob(i, path, stem, regime, settings) for i, path, stem in work.planned]
+    jobs = [ClassicalJob(i, path, stem, request.regime, settings, request.classical_params)
+            for i, path, stem in work.planned]
     with tqdm(total=len(jobs), desc="segment (classical)", unit="img") as progress:
         for index, row, error in run_classical(jobs, args.workers or default_workers()):
             work.finished(index, row, error)

@@ -23,5 +23,8 @@ def read_yaml(path: str | os.PathLike, what: str, hint: str = "") -> tuple[Any, 
     raw = path.read_bytes()
     try:
         return yaml.load(raw, Loader=_LOADER), raw
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML ({exc})") from None
+    except yaml.YAMLError as exc:  # PyYAML's message spans lines; an error here is one line
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        raise InputError(f"{path}: not valid YAML ({where}{problem})") from None

@@ -11,12 +11,15 @@ import gc
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...errors import InputError, MethodError
 from ..regimes import SampleRegime
+
+if TYPE_CHECKING:
+    from ...classical import ClassicalParams
 
 
 @dataclass
@@ -49,6 +52,7 @@ class MethodOptions:
     head: str | None = None
     prompt: str | None = None
     seed: int = 0
+    classical_params: ClassicalParams | None = None  # None: the classical segmenter's tuned defaults
 
 
 class Method(ABC):

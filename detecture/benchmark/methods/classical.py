@@ -19,6 +19,7 @@ class ClassicalMethod(Method):
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         k = regime.exact_k
         with one_thread():
-            logits = pad_logits(segment_texture(image, k, seed=self.options.seed), k or 1)
+            logits = pad_logits(segment_texture(image, k, seed=self.options.seed,
+                                                params=self.options.classical_params), k or 1)
             descriptions = describe_regions(image, partition(logits))
         return MethodOutput(logits, descriptions)
