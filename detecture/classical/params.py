@@ -56,6 +56,15 @@ class ClassicalParams:
         0.5) against Outex (normalised textures, where lightness statistics are mostly noise; it wanted 0.15).
     chroma_stat_weight : float
         Weight of the colour group (local mean / spread of a*, b*; skipped on greyscale images), scaled the same way.
+    position_weight : float
+        Weight of the pixel coordinates (a group of two, scaled the same way) in the pass-1 clustering. Texture
+        regions are compact, while the parts of one texture's structure (braids and the gaps between them) are
+        interleaved across it, so a weak pull toward compact clusters keeps k-means from splitting a texture into
+        its parts. 0.6 lifted the DTD tuning quarter from 0.830 to 0.872 matched mIoU with K given (Outex 0.954 →
+        0.959); 0.3 / 0.8 / 1.0 gave DTD 0.849 / 0.878 / 0.874.
+    k_select_position_weight : float
+        The same weight in the features K is chosen on. 0.3 raised DTD's K accuracy on the tuning quarter from 0.48
+        to 0.55 and left Outex's at 0.88; 0.6 gave DTD 0.57 but Outex 0.80.
     pca_components : int
         PCA dimensions kept before clustering (capped by the feature count). 10 keeps nearly all the variance of the
         standardised features and makes k-means fast.
@@ -109,6 +118,8 @@ class ClassicalParams:
     fine_stat_sigma: float = 3.0
     luma_stat_weight: float = 0.3
     chroma_stat_weight: float = 0.7
+    position_weight: float = 0.6
+    k_select_position_weight: float = 0.3
     pca_components: int = 10
     fit_pixels: int = 12000
     score_smooth_sigma: float = 4.0
@@ -159,8 +170,8 @@ _POSITIVE_INTS = {"work_side", "pad", "n_orientations", "pca_components", "fit_p
 _NON_NEGATIVE_INTS = {"band", "interior"}
 _POSITIVE_FLOATS = {"bandwidth", "energy_window", "fine_window", "min_sigma", "stat_sigma", "fine_stat_sigma",
                     "cut_temperature"}
-_NON_NEGATIVE_FLOATS = {"luma_stat_weight", "chroma_stat_weight", "score_smooth_sigma", "fine_smooth_sigma",
-                        "k_select_sigma", "cut_smoothness", "cut_contrast"}
+_NON_NEGATIVE_FLOATS = {"luma_stat_weight", "chroma_stat_weight", "position_weight", "k_select_position_weight",
+                        "score_smooth_sigma", "fine_smooth_sigma", "k_select_sigma", "cut_smoothness", "cut_contrast"}
 
 
 def _problem(name: str, value) -> str | None:

@@ -6,9 +6,12 @@ side is at most ``work_side`` px. Every setting named here in ``code`` is a fiel
 
 1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of ``energy_window`` wavelengths, plus
    local mean / standard deviation of lightness and of the CIE-Lab chroma channels, in three weighted groups.
-   Features are standardised, reduced by PCA and clustered with k-means (several restarts, on a pixel subsample).
-   In the autonomous regime K ∈ 1..6 is chosen by the Calinski–Harabasz index on a subsample of the PCA features
-   smoothed over ``k_select_sigma`` px, with K = 1 when the chosen split's silhouette is below ``min_silhouette``.
+   Features are standardised, reduced by PCA and clustered with k-means (several restarts, on a pixel subsample)
+   with the pixel coordinates beside them at ``position_weight``, so the centres are compact areas rather than the
+   interleaved parts of one texture; pixels then join the centre they look like. In the autonomous regime
+   K ∈ 1..6 is chosen by the Calinski–Harabasz index on a subsample of the same features (coordinates at
+   ``k_select_position_weight``) smoothed over ``k_select_sigma`` px, with K = 1 when the chosen split's
+   silhouette is below ``min_silhouette``.
    Wide windows make the clusters clean but put the boundaries where the blurred features
    cross, pixels to tens of pixels away from the true edge.
 2. **Place the boundaries.** The same filter responses smoothed over a *narrow* window (``fine_window``
@@ -149,6 +152,17 @@ def texture_features(image: np.ndarray, params: ClassicalParams | None = None) -
     return _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params)
 
 
+def _position(h: int, w: int) -> np.ndarray:
+    """(h·w, 2) pixel coordinates as a feature group of unit total variance (each coordinate standardised).
+
+    Weighted beside the PCA features k-means runs on, they pull each centre toward one compact area: texture
+    regions are compact, while the parts of one texture's structure (braids and the gaps between them, bricks and
+    mortar) are interleaved everywhere in it, so a weak pull stops k-means from splitting a texture into its
+    parts."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    return _group([yy, xx], 1.0).reshape(2, -1).T
+
+
 def _choose_k(sample: np.ndarray, seed: int, params: ClassicalParams | None = None) -> int:
     """Calinski–Harabasz model selection over K = 2..``max_k``; K = 1 when the chosen split's silhouette is unconvincing.
 
@@ -227,14 +241,18 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     fit_idx = rng.choice(flat.shape[0], size=min(params.fit_pixels, flat.shape[0]), replace=False)
     pca = PCA(n_components=min(params.pca_components, d), random_state=seed).fit(flat[fit_idx])
     reduced = pca.transform(flat)
-    fit_reduced = reduced[fit_idx]
+    position = _position(fh, fw)
     if k is None:
-        smooth = _smooth_maps(reduced.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(reduced.shape[1], -1).T
+        placed = np.hstack([reduced, position * np.float32(params.k_select_position_weight)])
+        smooth = _smooth_maps(placed.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(placed.shape[1], -1).T
         k = _choose_k(smooth[fit_idx[:params.k_select_pixels]], seed, params)
     if k == 1:
         return np.ones((1, h, w), dtype=np.float32)
-    centers = KMeans(k, n_init=8, random_state=seed).fit(fit_reduced).cluster_centers_
-    scores = _coarse_scores(reduced, centers, (fh, fw), params.score_smooth_sigma)
+    placed = np.hstack([reduced, position * np.float32(params.position_weight)])
+    centers = KMeans(k, n_init=8, random_state=seed).fit(placed[fit_idx]).cluster_centers_
+    # Position only steers where the centres go; pixels join the centre they look like, so a region nested inside
+    # another (a disc on a background) is not cut along the line between the two centroids.
+    scores = _coarse_scores(reduced, centers[:, : reduced.shape[1]], (fh, fw), params.score_smooth_sigma)
     refined = None
     if refine:
         fine_feats = _features(lab, gabor, fourier, params.fine_window, params.fine_stat_sigma, params)
