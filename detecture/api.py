@@ -43,7 +43,9 @@ def segment(
         pipeline: an already loaded ``DetecturePipeline`` to use instead of loading one.
         tiny: tiny random backbones (offline plumbing; meaningless output).
         seed: the classical segmenter's k-means seed.
-        **load_kwargs: model options (``qwen``, ``sam3``, ``head``, ``device``, ``dtype``, ...), as on the CLI.
+        **load_kwargs: ``classical_params`` (the classical segmenter's settings: a ``ClassicalParams`` or the path of
+            a YAML file of its fields), or model options (``qwen``, ``sam3``, ``head``, ``device``, ``dtype``, ...),
+            as on the CLI.
     """
     request = SegmentRequest.from_options(method, k=k, query=query, grounding=grounding or "auto", tiny=tiny,
                                           seed=seed, **load_kwargs)

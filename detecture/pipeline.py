@@ -290,7 +290,8 @@ class DetecturePipeline:
         for size, desc, resp, region_logits in zip(sizes, descriptions, responses, logits):
             if not desc:
                 logger.warning("the model produced no <|seg|> line for an image; returning no regions")
-            results.append(SegmentationResult(descriptions=desc, response=resp, region_logits=region_logits.float().cpu().numpy(),
+            results.append(SegmentationResult(descriptions=desc, response=resp,
+                                              region_logits=region_logits.float().cpu().numpy(),
                                               image_size=size,
                                               meta={"grounding": grounding, "contract": self.contract.to_dict()}))
         return results

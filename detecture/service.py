@@ -62,7 +62,7 @@ class SegmentRequest:
     query: str | None = None
     grounding: Literal["auto", "bridge", "text"] = "auto"
     seed: int = CLASSICAL_SEED
-    classical_params: "ClassicalParams | str | os.PathLike | None" = None
+    classical_params: ClassicalParams | str | os.PathLike | None = None
     head: str | os.PathLike | None = None
     qwen: str | os.PathLike | None = None
     sam3: str | os.PathLike | None = None

@@ -8,7 +8,7 @@ from scipy import ndimage
 from skimage import data
 from skimage.transform import resize
 
-from detecture.benchmark.metrics import boundary_f, partition, score_labels
+from detecture.benchmark.metrics import boundary_f, gt_label_map, partition, score_labels
 from detecture.classical import segment_texture
 from detecture.classical.segmenter import _choose_k
 from detecture.demo.examples import mosaic_three
@@ -116,3 +116,20 @@ def test_readme_mosaic_is_found_with_its_three_textures():
     score = score_labels(gt, partition(segment_texture(image, None, seed=0)))
     assert score.k_pred == 3
     assert score.miou >= 0.9
+
+
+def test_position_keeps_a_photo_whole_and_two_photos_apart():
+    """DTD mosaic ``dtd5_012`` (five photos, K given): by appearance alone k-means merges the knit and bubbly photos
+    and splits the cracked one down the middle; the pull of the pixel coordinates on the centres finds all five."""
+    from pathlib import Path
+
+    from detecture.benchmark.datasets import open_dataset
+    from detecture.classical import ClassicalParams
+
+    dataset = open_dataset(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dtd"))
+    sample, _ = dataset.load(next(r for r in dataset.records if r.id == "dtd5_012"))
+    gt = gt_label_map(sample.masks)
+    with_position = score_labels(gt, partition(segment_texture(sample.image, 5)))
+    appearance_only = score_labels(gt, partition(segment_texture(sample.image, 5,
+                                                                 params=ClassicalParams(position_weight=0.0))))
+    assert with_position.miou > 0.9 > 0.8 > appearance_only.miou
