@@ -137,3 +137,29 @@ def test_bench_passes_a_settings_file_to_the_classical_method(tmp_path, capsys):
     assert len(rows) == 2 and all(r["status"] == "ok" and r["k_out"] == 1 for r in rows)
     assert main([*base, "--methods", "sam3", "--tiny", "--out", str(tmp_path / "c")]) == 2
     assert "--classical-config applies to the classical method" in capsys.readouterr().err
+
+
+def test_bench_never_mixes_results_of_two_settings_in_one_cell(tmp_path, capsys):
+    from bench_fixture import make_unified
+
+    data, out, config = make_unified(tmp_path / "data", 2), tmp_path / "b", tmp_path / "classical.yaml"
+    command = ["bench", "--datasets", str(data), "--methods", "classical", "--regime", "autonomous",
+               "--classical-config", str(config), "--out", str(out)]
+    config.write_text("max_k: 1\n")
+    assert main(command) == 0
+    samples = out / "cells" / "data" / "classical" / "samples.jsonl"
+    first = samples.read_text()
+    config.write_text("max_k: 2\n")
+    capsys.readouterr()
+    assert main(command) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: classical × data") and "max_k: 1 → 2" in err and "--force" in err
+    assert samples.read_text() == first  # nothing was added
+    oracle = [a for a in command if a not in ("--regime", "autonomous")] + ["--regime", "oracle"]
+    config.write_text("max_k: 1\n")
+    assert main(oracle) == 2 and "regime.kind: autonomous → oracle" in capsys.readouterr().err
+    assert main(command) == 0 and samples.read_text() == first  # the same settings: complete, nothing redone
+    config.write_text("max_k: 2\n")
+    assert main([*command, "--force"]) == 0
+    recorded = json.loads((samples.parent / "settings.json").read_text())
+    assert recorded["method"]["classical_params"]["max_k"] == 2 and len(samples.read_text().splitlines()) == 2

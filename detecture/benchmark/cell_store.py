@@ -4,6 +4,7 @@ Layout under the output folder::
 
     cells/<dataset>/<method>/part-<rank>.jsonl   one line per finished sample, appended by process <rank>
     cells/<dataset>/<method>/samples.jsonl       the merged, dataset-ordered result of a complete cell
+    cells/<dataset>/<method>/settings.json       what the results were made with (regime, method settings)
     partitions/<dataset>/<method>/<id>.png       predicted label maps of the gallery samples
 
 A line is written with one ``write`` + ``fsync``; a kill can at worst leave a torn last line, which readers ignore and
@@ -27,6 +28,7 @@ from ..utils import atomic
 log = logging.getLogger(__name__)
 
 MERGED = "samples.jsonl"
+SETTINGS = "settings.json"
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -102,6 +104,36 @@ def merge_cell(directory: Path, order: list[str]) -> None:
     atomic.write_text(directory / MERGED, "".join(line + "\n" for line in lines))
     for shard in directory.glob("part-*.jsonl"):
         shard.unlink()
+
+
+def settings_change(directory: Path, settings: dict[str, Any]) -> str | None:
+    """How ``settings`` differ from those the cell's results were made with (``"key: old → new"``, nested keys
+    dotted), or ``None`` when they agree or the cell recorded none. ``settings`` are compared as JSON stores them."""
+    path = directory / SETTINGS
+    if not path.exists():
+        return None
+    recorded = json.loads(path.read_text(encoding="utf-8"))
+    current = json.loads(json.dumps(settings))
+    if recorded == current:
+        return None
+    old, new = _flat(recorded), _flat(current)
+    changed = [f"{k}: {old.get(k, '(unset)')} → {new.get(k, '(unset)')}" for k in sorted(set(old) | set(new))
+               if old.get(k) != new.get(k)]
+    return "; ".join(changed)
+
+
+def write_settings(directory: Path, settings: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    atomic.write_json(directory / SETTINGS, settings)
+
+
+def _flat(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
 
 
 def save_partition(path: Path, labels: np.ndarray) -> None:

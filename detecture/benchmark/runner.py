@@ -152,6 +152,21 @@ def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard) -> list[Sa
     return [r for r in share(cell.records, shard) if r.id not in done]
 
 
+def cell_settings(cell: Cell) -> dict[str, Any]:
+    """What a cell's results depend on beyond its dataset, method name and protocol (which name its folder)."""
+    return {"regime": {"kind": cell.regime.kind, "k": cell.regime.k}, "method": cell.method.settings()}
+
+
+def _check_settings(cells: list[Cell], out: Path) -> None:
+    """Refuse to add to a cell whose results were made under other settings (another regime, seed or
+    ``--classical-config``): its means would mix two experiments."""
+    for cell in cells:
+        change = cell_store.settings_change(cell_store.cell_dir(out, *cell.directory_parts), cell_settings(cell))
+        if change:
+            raise InputError(f"{cell.method.name} × {cell.dataset.name} in {out} was scored with other settings "
+                             f"({change}); rerun it with --force or use a new --out")
+
+
 def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]:
     """Run every pending sample of every cell (of this shard); returns the cells (for the report)."""
     ranks = ranks or Ranks()
@@ -165,6 +180,11 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     if config.force and ranks.is_main:
         for cell in cells:
             shutil.rmtree(cell_store.cell_dir(out, *cell.directory_parts), ignore_errors=True)
+    ranks.wait()
+    _check_settings(cells, out)  # every process, before any weights load
+    if ranks.is_main:
+        for cell in cells:
+            cell_store.write_settings(cell_store.cell_dir(out, *cell.directory_parts), cell_settings(cell))
     ranks.wait()
     for method in methods:
         mine = [c for c in cells if c.method is method]

@@ -79,7 +79,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for stochastic methods (default: 0)")
     p.add_argument("--classical-config", type=Path, metavar="YAML",
                    help="settings of the classical method: a YAML file of ClassicalParams fields, e.g. 'max_k: 4' "
-                        "(cells already scored in --out are not redone: use a new --out, or --force)")
+                        "(a cell scored in --out under other settings is refused: use a new --out, or --force)")
     p.add_argument("--shard", metavar="I/N",
                    help="score only share I of N of every cell and write no report (one job-array task each); then "
                         "run the same command without --shard: it finds every sample done, merges and reports")

@@ -72,6 +72,11 @@ class Method(ABC):
     def load(self) -> None:
         """Load weights into :attr:`loaded` (no-op for weightless methods)."""
 
+    def settings(self) -> dict[str, Any]:
+        """What, besides the method's name, decides its outputs (JSON-serialisable). The runner records it with each
+        cell and refuses to resume a cell scored under other settings, so results of two settings never mix."""
+        return {}
+
     @abstractmethod
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         """Segment one image under the given regime."""

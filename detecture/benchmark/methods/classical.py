@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import numpy as np
 
-from ...classical import describe_regions, segment_texture
+from ...classical import ClassicalParams, describe_regions, segment_texture
 from ...utils.parallel import one_thread
 from ..metrics import pad_logits, partition
 from ..regimes import SampleRegime
@@ -15,6 +18,10 @@ class ClassicalMethod(Method):
     """Gabor + local colour statistics, k-means; no weights, CPU only."""
 
     kind = "classical"
+
+    def settings(self) -> dict[str, Any]:
+        params = self.options.classical_params or ClassicalParams()
+        return {"seed": self.options.seed, "classical_params": dataclasses.asdict(params)}
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         k = regime.exact_k
