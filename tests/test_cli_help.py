@@ -28,6 +28,32 @@ def test_help_states_each_default_once(name, parser):
 
 
 @pytest.mark.parametrize(("name", "parser"), list(_subparsers()))
+def test_every_command_shows_examples_that_parse(name, parser):
+    """Each command's --help has examples, and each complete one (no "..." standing for the options above) is
+    accepted by its parser as written."""
+    import shlex
+
+    lines = (parser.epilog or "").splitlines()
+    assert "examples:" in lines
+    commands, pending = [], None
+    for line in lines:
+        text = line.split("  (")[0].strip()  # an aside in parentheses follows two spaces
+        if pending is not None:
+            pending += " " + text
+        elif text.startswith(("detecture ", "accelerate ")):
+            pending = text
+        if pending is not None and not pending.endswith("\\"):
+            commands.append(pending)
+            pending = None
+        elif pending is not None:
+            pending = pending[:-1]
+    ours = [argv for argv in (shlex.split(c) for c in commands) if name in argv]
+    assert ours, f"no example of 'detecture {name}'"
+    for argv in (a for a in ours if "..." not in a):
+        parser.parse_args(argv[argv.index(name) + 1:])
+
+
+@pytest.mark.parametrize(("name", "parser"), list(_subparsers()))
 def test_help_examples_have_no_stray_spaces(name, parser):
     """A continued example line keeps its break (a lone backslash in a Python string would swallow it and leave a
     run of spaces inside the command)."""

@@ -15,6 +15,13 @@ from .help_format import DefaultsHelpFormatter
 
 logger = logging.getLogger(__name__)
 
+EPILOG = """\
+examples:
+  detecture demo                                   (classical only, http://127.0.0.1:7860)
+  detecture demo --vlm --head checkpoints/my-head  (also Qwen3-VL + SAM3, with bridge grounding)
+  detecture demo --host 0.0.0.0 --port 8080        (serve the local network)
+"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -22,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="web demo in the browser (Gradio; pip install -e .[demo])",
         description="Serve a local web page: upload an image, choose classical or detecture, see the regions with "
                     "their descriptions, a table and downloads. Binds 127.0.0.1 unless --host says otherwise.",
-        formatter_class=DefaultsHelpFormatter,
+        epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves the local network)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")

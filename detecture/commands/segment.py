@@ -22,6 +22,18 @@ if TYPE_CHECKING:
     from ..utils.parallel import Ranks
     from ..utils.paths import InputSet
 
+EPILOG = """\
+examples:
+  detecture segment textures.png --method classical --k 3 --out results/      (CPU, no weights)
+  detecture segment photos/ --method classical --workers 4 --out results/     (a folder, 4 processes)
+  detecture segment photos/ --method classical --classical-config classical.yaml --out results/
+      (classical.yaml holds ClassicalParams fields, e.g. 'max_k: 4' and 'position_weight: 0.3')
+  detecture segment bark.jpg --query "the rough bark" --out results/          (Qwen3-VL + SAM3 from the hub)
+  detecture segment 'shots/*.jpg' --head checkpoints/my-head --quantization 4bit --out results/
+  accelerate launch --multi_gpu --num_processes 8 -m detecture segment photos/ --out results/
+      (one share of the images per GPU)
+"""
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -32,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "RLE masks); an input is never overwritten. A re-run into the same --out skips images whose outputs "
                     "are complete for the same input and settings (--force redoes them); under 'accelerate launch' "
                     "or with --shard each process takes its own share of the images.",
-        formatter_class=DefaultsHelpFormatter,
+        epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("images", nargs="+", help="image files, folders (their images, sorted) or glob patterns")
     p.add_argument("--method", choices=("detecture", "classical"), default="detecture",
