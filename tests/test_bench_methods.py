@@ -197,3 +197,18 @@ def test_sa2va_prompt_and_mask_handling():
     assert set(np.unique(partition(out.logits))) == {1, 2}
     method.segment(np.zeros((6, 8, 3), np.uint8), SampleRegime(AUTONOMOUS, None, 2, "open-k"))
     assert "between 1 and 6" in fake.text
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_method_states_its_settings_as_json_and_a_changed_option_changes_them(name):
+    """The runner records these with each cell and refuses to mix results of two settings; a method whose outputs
+    depend on an option must show it there."""
+    import json
+
+    base = build_method(name, MethodOptions(models={"texturesam": "ckpt-a"}))
+    json.dumps(base.settings())
+    changed = {"classical": MethodOptions(seed=1), "detecture-text": MethodOptions(models={"qwen": "other/qwen"}),
+               "sam3": MethodOptions(prompt="bark"), "grounding-sam3": MethodOptions(prompt="bark"),
+               "texturesam": MethodOptions(models={"texturesam": "ckpt-b"}),
+               "sa2va": MethodOptions(models={"sa2va": "other/sa2va"}), "detecture": MethodOptions(tiny=True)}
+    assert build_method(name, changed[name]).settings() != base.settings()

@@ -11,6 +11,8 @@ autonomous, since a random model cannot count anyway).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ...errors import CheckpointError
@@ -29,6 +31,14 @@ class _DetectureMethod(Method):
             from ...bridge.head import read_head_config
 
             read_head_config(self.options.head)
+
+    def settings(self) -> dict[str, Any]:
+        from ...utils.paths import resolved
+
+        head = self.options.head if self.grounding == "bridge" else None
+        return {"head": str(resolved(head)) if head is not None else None, "tiny": self.options.tiny,
+                "seed": self.options.seed if self.options.tiny else None,
+                "qwen": self.options.models.get("qwen"), "sam3": self.options.models.get("sam3")}
 
     def load(self) -> None:
         from ...pipeline import DetecturePipeline

@@ -24,6 +24,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import torch
@@ -144,6 +145,10 @@ class GroundingSam3Method(Method):
     """
 
     kind = "grounding-sam3"
+
+    def settings(self) -> dict[str, Any]:
+        return {"grounding-dino": self.model_id("grounding-dino", DEFAULT_DETECTOR),
+                "sam3": self.model_id("sam3", DEFAULT_SAM3), "prompt": self.options.prompt or DEFAULT_PROMPT}
 
     def load(self) -> None:
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor

@@ -7,6 +7,8 @@ user passes ``--trust-remote-code``. It is asked, like Detecture, for "exactly N
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from PIL import Image
 
@@ -28,6 +30,9 @@ def sa2va_prompt(k: int | None) -> str:
 
 class Sa2VAMethod(Method):
     kind = "sa2va"
+
+    def settings(self) -> dict[str, Any]:
+        return {"sa2va": self.model_id("sa2va", DEFAULT_MODEL)}
 
     def check(self) -> None:
         if not self.options.trust_remote_code:

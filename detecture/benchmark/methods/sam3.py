@@ -12,6 +12,8 @@ Text prompting needs no torchvision: images are preprocessed as ``Sam3ImageProce
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -42,6 +44,10 @@ class Sam3Method(Method):
     """SAM3 with a text prompt (``--prompt``, default "texture"); weights from ``--model sam3=ID``."""
 
     kind = "sam3"
+
+    def settings(self) -> dict[str, Any]:
+        return {"sam3": self.model_id("sam3", DEFAULT_MODEL), "prompt": self.options.prompt or DEFAULT_PROMPT,
+                "tiny": self.options.tiny}
 
     def load(self) -> None:
         from ...backbones.sam3 import Sam3Backbone

@@ -162,6 +162,9 @@ class TextureSamMethod(Method):
 
     kind = "texturesam"
 
+    def settings(self) -> dict[str, Any]:
+        return {"texturesam": self.options.models.get("texturesam")}
+
     def check(self) -> None:
         if not self.options.models.get("texturesam"):
             raise InputError("method 'texturesam' needs its checkpoint: --model texturesam=PATH_OR_ID "
