@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 
 from ..errors import InputError
 from .gabor import BANDWIDTH, N_ORIENTATIONS
@@ -143,6 +143,10 @@ class ClassicalParams:
             problem = _problem(f.name, value)
             if problem:
                 raise InputError(f"ClassicalParams.{f.name}={value!r}: {problem}")
+
+    def to_dict(self) -> dict:
+        """Every field, as JSON stores it (``frequencies`` a list), for recording what an output was made with."""
+        return {**asdict(self), "frequencies": list(self.frequencies)}
 
 
 def load_params(path: str | os.PathLike) -> ClassicalParams:

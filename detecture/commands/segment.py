@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import glob
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -169,8 +167,8 @@ def settings_of(request: "SegmentRequest") -> dict:
                         head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=request.qwen,
                         sam3=request.sam3, dtype=request.dtype, quantization=request.quantization,
                         max_new_tokens=request.max_new_tokens, tiny=request.tiny)
-    elif request.classical_params is not None:  # as the JSON stores it, so a re-run compares like with like
-        settings["classical_params"] = json.loads(json.dumps(dataclasses.asdict(request.classical_params)))
+    elif request.classical_params is not None:
+        settings["classical_params"] = request.classical_params.to_dict()
     return settings
 
 

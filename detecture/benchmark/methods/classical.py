@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ class ClassicalMethod(Method):
 
     def settings(self) -> dict[str, Any]:
         params = self.options.classical_params or ClassicalParams()
-        return {"seed": self.options.seed, "classical_params": dataclasses.asdict(params)}
+        return {"seed": self.options.seed, "classical_params": params.to_dict()}
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         k = regime.exact_k
