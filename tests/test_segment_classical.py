@@ -171,12 +171,11 @@ def test_classical_runs_never_import_torch(tmp_path):
     bench_data = Path(__file__).resolve().parents[2] / "shared" / "data" / "outex"
     code = f"""
 import sys
-import numpy as np
 import detecture
 from detecture.cli import main
 assert main(["segment", {str(image)!r}, "--method", "classical", "--k", "2", "--workers", "1",
              "--out", {str(tmp_path / "seg")!r}]) == 0
-result = detecture.segment(np.asarray(__import__("PIL.Image").Image.open({str(image)!r})), method="classical", k=2)
+result = detecture.segment({str(image)!r}, method="classical", k=2)
 assert result.logits.shape == (2, 48, 64) and len(result.region_scores()) == 2 and len(result.to_hf()) == 2
 assert main(["bench", "--datasets", {str(bench_data)!r}, "--methods", "classical", "--limit", "1",
              "--out", {str(tmp_path / "bench")!r}]) == 0
