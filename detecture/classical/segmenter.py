@@ -90,9 +90,7 @@ def _gabor_spectra(gray: np.ndarray, fourier: _Fourier,
 
     The spectra of the magnitudes are kept, so each pass smooths them with one inverse transform."""
     spectrum = sfft.fft2((gray - gray.mean()).astype(np.complex64), workers=1)
-    # Double-precision bands, as the segmenter was tuned: the filtering runs in complex128.
-    bands = bank(fourier.fy, fourier.fx, params.frequencies, params.bandwidth,
-                 n_orientations=params.n_orientations, dtype=np.float64)
+    bands = bank(fourier.fy, fourier.fx, params.frequencies, params.bandwidth, n_orientations=params.n_orientations)
     return [(f, fourier.spectrum(np.abs(sfft.ifft2(spectrum * band, workers=1))))
             for f, per_frequency in zip(params.frequencies, bands) for band in per_frequency]
 
