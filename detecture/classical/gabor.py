@@ -20,6 +20,14 @@ def orientations(n: int = N_ORIENTATIONS) -> np.ndarray:
     return np.pi * np.arange(n) / n
 
 
+def centres(frequencies, n_orientations: int = N_ORIENTATIONS,
+            dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+    """(F, O) horizontal and vertical components (u, v) = (f cos θ, f sin θ) of the bank's band centres."""
+    freqs = np.asarray(frequencies, dtype)[:, None]
+    theta = orientations(n_orientations).astype(dtype)[None, :]
+    return freqs * np.cos(theta), freqs * np.sin(theta)
+
+
 def bank(fy: np.ndarray, fx: np.ndarray, frequencies, bandwidth: float = BANDWIDTH, symmetric: bool = False,
          n_orientations: int = N_ORIENTATIONS, dtype: type = np.float32) -> np.ndarray:
     """(F, O, *grid) pass-bands of ``dtype`` on the broadcastable frequency grids ``fy`` (column) and ``fx`` (row).
@@ -31,8 +39,7 @@ def bank(fy: np.ndarray, fx: np.ndarray, frequencies, bandwidth: float = BANDWID
     """
     fy, fx = np.asarray(fy, dtype), np.asarray(fx, dtype)
     freqs = np.asarray(frequencies, dtype)[:, None]
-    theta = orientations(n_orientations).astype(dtype)[None, :]
-    u, v = freqs * np.cos(theta), freqs * np.sin(theta)  # (F, O)
+    u, v = centres(frequencies, n_orientations, dtype)
     scale = (-1 / (2 * (bandwidth * freqs) ** 2)).astype(np.float32)[..., None, None]  # (F, 1, 1, 1)
     expand = (slice(None), slice(None), None, None)
     bands = np.exp(scale * (fy - v[expand]) ** 2) * np.exp(scale * (fx - u[expand]) ** 2)

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, fields
 from ..errors import InputError
 from .gabor import BANDWIDTH, N_ORIENTATIONS
 
+NYQUIST = 0.5  # cycles per pixel: higher frequencies are filtered on a copy at twice the working size
+
 
 @dataclass(frozen=True)
 class ClassicalParams:
@@ -30,8 +32,12 @@ class ClassicalParams:
         Reflect padding (px, ≥ 1) added before Fourier-domain filtering, so one side's texture does not wrap onto the
         other. 32 covers the widest smoothing kernels' main lobes at the working size.
     frequencies : tuple of float
-        Gabor centre frequencies in cycles per working pixel, in (0, 0.5]. Four octave-spaced scales from coarse
-        (0.06) to near Nyquist (0.4) span the textures seen on Outex and DTD mosaics.
+        Gabor centre frequencies in cycles per working pixel, in (0, 1], at least one of them at most 0.5. Those
+        above 0.5, the working copy's Nyquist frequency, are filtered on a copy at twice the working size and left
+        out for inputs smaller than that. Four scales from coarse (0.06) to near Nyquist (0.4) span the textures
+        seen on Outex and DTD mosaics; the octave above (0.8) keeps the fine grain of inputs of 512 px and more
+        that the working copy averages away (the Outex tuning quarter: matched mIoU 0.958 → 0.972, boundary F 0.728
+        → 0.786 with K given; K accuracy 0.88 → 0.96 with K chosen; the 384 px DTD mosaics do not have it).
     n_orientations : int
         Gabor orientations over a half-turn. 8 (22.5° steps) is the shared bank's default.
     bandwidth : float
@@ -109,7 +115,7 @@ class ClassicalParams:
 
     work_side: int = 256
     pad: int = 32
-    frequencies: tuple[float, ...] = (0.06, 0.12, 0.24, 0.4)
+    frequencies: tuple[float, ...] = (0.06, 0.12, 0.24, 0.4, 0.8)
     n_orientations: int = N_ORIENTATIONS
     bandwidth: float = BANDWIDTH
     energy_window: float = 3.0
@@ -182,8 +188,9 @@ _NON_NEGATIVE_FLOATS = {"luma_stat_weight", "chroma_stat_weight", "position_weig
 def _problem(name: str, value) -> str | None:
     """Why ``value`` is not a valid ``name``, or ``None``."""
     if name == "frequencies":
-        if not value or not all(_is_real(f) and 0 < f <= 0.5 for f in value):
-            return "must be a non-empty sequence of frequencies in (0, 0.5] cycles per pixel"
+        if not value or not all(_is_real(f) and 0 < f <= 2 * NYQUIST for f in value) or min(value) > NYQUIST:
+            return (f"must be a non-empty sequence of frequencies in (0, {2 * NYQUIST:g}] cycles per pixel, "
+                    f"at least one of them at most {NYQUIST:g}")
         return None
     if name == "min_silhouette":
         return None if _is_real(value) and -1 <= value <= 1 else "must be a silhouette in [-1, 1]"

@@ -1,8 +1,10 @@
 """The weightless, CPU-only texture segmenter behind ``--method classical``: no model, no download, any machine.
 
-Two passes over one Gabor filter bank (4 scales × 8 orientations, narrow Gaussian pass-bands applied in the Fourier
+Two passes over one Gabor filter bank (5 scales × 8 orientations, narrow Gaussian pass-bands applied in the Fourier
 domain — narrow bands separated Outex textures far better than wide ones), computed on a working copy whose long
-side is at most ``work_side`` px. Every setting named here in ``code`` is a field of :class:`.ClassicalParams`:
+side is at most ``work_side`` px; the finest scale, above the working copy's Nyquist frequency, is filtered on a copy
+at twice that size when the input has it. Every setting named here in ``code`` is a field of
+:class:`.ClassicalParams`:
 
 1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of ``energy_window`` wavelengths, plus
    local mean / standard deviation of lightness and of the CIE-Lab chroma channels, in three weighted groups.
@@ -25,7 +27,7 @@ side is at most ``work_side`` px. Every setting named here in ``code`` is a fiel
    static dustbin never wins), bilinearly upsampled beyond ``refine_side``.
 
 Feature groups (texture, lightness, colour) are each scaled to unit total variance before their weights apply, so
-the 32 Gabor channels do not drown the 4 colour channels on photos. All feature smoothing runs in the Fourier domain
+the 32-40 Gabor channels do not drown the 4 colour channels on photos. All feature smoothing runs in the Fourier domain
 on a reflect-padded copy; memory is bounded by the working size, a few planes at ≤ ``refine_side`` px and the
 (K, H, W) output, so a 12 MP photo needs little more than its logits.
 """
@@ -44,8 +46,8 @@ from sklearn.metrics import calinski_harabasz_score, silhouette_score
 
 from ..utils.image_ops import label_boundaries
 from .cut import cut_band
-from .gabor import bank
-from .params import ClassicalParams
+from .gabor import bank, centres
+from .params import NYQUIST, ClassicalParams
 
 _LOG_POSTERIOR_FLOOR = 30.0  # nats: pass-2 log-posteriors below -30 say nothing more
 _PASS1_MARGIN = 100.0  # the margin pass 2 gives the pixels it leaves to pass 1
@@ -56,11 +58,15 @@ def _resized(image: np.ndarray, side: int) -> np.ndarray:
     """Box-filtered uint8 copy with long side ≤ ``side`` (the image itself when it is small enough)."""
     h, w = image.shape[:2]
     scale = min(1.0, side / max(h, w))
+    return _resized_to(image, max(1, round(h * scale)), max(1, round(w * scale)))
+
+
+def _resized_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Box-filtered uint8 copy of size (h, w) (the image itself when it has that size)."""
     image = np.clip(image, 0, 255).astype(np.uint8, copy=False)
-    if scale == 1.0:
+    if image.shape[:2] == (h, w):
         return image
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    return np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BOX))
+    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BOX))
 
 
 class _Fourier:
@@ -84,15 +90,45 @@ class _Fourier:
         return sfft.irfft2(spectrum * transfer, s=self.shape, workers=1)
 
 
-def _gabor_spectra(gray: np.ndarray, fourier: _Fourier,
+def _gabor_spectra(gray: np.ndarray, fourier: _Fourier, frequencies: tuple[float, ...],
                    params: ClassicalParams) -> list[tuple[float, np.ndarray]]:
     """(frequency, spectrum of |response|) of each pass-band of the shared bank (:func:`.gabor.bank`).
 
     The spectra of the magnitudes are kept, so each pass smooths them with one inverse transform."""
     spectrum = sfft.fft2((gray - gray.mean()).astype(np.complex64), workers=1)
-    bands = bank(fourier.fy, fourier.fx, params.frequencies, params.bandwidth, n_orientations=params.n_orientations)
+    bands = bank(fourier.fy, fourier.fx, frequencies, params.bandwidth, n_orientations=params.n_orientations)
     return [(f, fourier.spectrum(np.abs(sfft.ifft2(spectrum * band, workers=1))))
-            for f, per_frequency in zip(params.frequencies, bands) for band in per_frequency]
+            for f, per_frequency in zip(frequencies, bands) for band in per_frequency]
+
+
+def _fine_gabor_spectra(double: np.ndarray, fourier: _Fourier, frequencies: tuple[float, ...],
+                        params: ClassicalParams) -> list[tuple[float, np.ndarray]]:
+    """The same for bands above the working copy's Nyquist frequency, filtered on ``double``, a copy of the image at
+    twice the working size, with the magnitudes sampled on the working grid.
+
+    A band passes only frequencies within a few ``bandwidth · f`` of its centre, a window narrower than the working
+    grid's whole spectrum. So the copy's spectrum is cut to a working-size window around the centre and transformed
+    back at the working size: that is the response at every second pixel of the copy, shifted in frequency by the
+    centre, which multiplies it by a phase the magnitude drops. No transform runs at the copy's size but the first.
+    """
+    pad = 2 * params.pad
+    gray = np.pad(rgb2lab(double)[..., 0] / 100.0, pad, mode="reflect")
+    spectrum = sfft.fft2((gray - gray.mean()).astype(np.complex64), workers=1)
+    (big_h, big_w), (h, w) = gray.shape, fourier.shape
+    halves = [f / 2 for f in frequencies]  # in cycles per pixel of the copy
+    fy, fx = sfft.fftfreq(big_h).astype(np.float32)[:, None], sfft.fftfreq(big_w).astype(np.float32)[None, :]
+    bands = bank(fy, fx, halves, params.bandwidth, n_orientations=params.n_orientations)
+    u, v = centres(halves, params.n_orientations)
+    rows, cols = np.rint(sfft.fftfreq(h) * h).astype(int), np.rint(sfft.fftfreq(w) * w).astype(int)
+    out = []
+    for i, f in enumerate(frequencies):
+        for j, band in enumerate(bands[i]):
+            centre_row, centre_col = round(float(v[i, j]) * big_h), round(float(u[i, j]) * big_w)
+            window = np.ix_((rows + centre_row) % big_h, (cols + centre_col) % big_w)
+            # A transform of a quarter of the points scales by 4 where the copy-size one would not.
+            envelope = np.abs(sfft.ifft2(spectrum[window] * band[window], workers=1)) / np.float32(4.0)
+            out.append((f, fourier.spectrum(envelope)))
+    return out
 
 
 def _features(lab: np.ndarray, gabor, fourier: _Fourier, window: float, stat_sigma: float,
@@ -135,12 +171,21 @@ def _standardise(feats: list[np.ndarray]) -> np.ndarray:
 
 
 def _prepare(image: np.ndarray, params: ClassicalParams):
-    """Lab working copy (box-filtered to long side ≤ ``work_side``, reflect-padded), its grids and Gabor spectra."""
+    """Lab working copy (box-filtered to long side ≤ ``work_side``, reflect-padded), its grids and Gabor spectra.
+
+    Bands up to the working copy's Nyquist frequency are filtered on it; finer ones on a copy at twice its size, and
+    only where the input has that resolution, so they add what the working copy averaged away and never invent it."""
     small = _resized(image, params.work_side)
     pad = params.pad
     lab = np.pad(rgb2lab(small), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
     fourier = _Fourier(lab.shape[:2])
-    return lab, fourier, _gabor_spectra(lab[..., 0] / 100.0, fourier, params)
+    coarse = tuple(f for f in params.frequencies if f <= NYQUIST)
+    fine = tuple(f for f in params.frequencies if f > NYQUIST)
+    gabor = _gabor_spectra(lab[..., 0] / 100.0, fourier, coarse, params)
+    h, w = small.shape[:2]
+    if fine and image.shape[0] >= 2 * h and image.shape[1] >= 2 * w:
+        gabor += _fine_gabor_spectra(_resized_to(image, 2 * h, 2 * w), fourier, fine, params)
+    return lab, fourier, gabor
 
 
 def texture_features(image: np.ndarray, params: ClassicalParams | None = None) -> np.ndarray:
