@@ -42,7 +42,8 @@ class ClassicalParams:
         Gabor orientations over a half-turn. 8 (22.5° steps) is the shared bank's default.
     bandwidth : float
         Gaussian pass-band sigma relative to the centre frequency. Narrow bands (0.2) separated Outex textures far
-        better than wide ones.
+        better than wide ones. A band above 0.5 cycles is computed from a window of ±0.5 cycles per working pixel
+        around its centre, so it should stay narrow there (at 0.2, the 0.8 band's sigma is a third of the window).
     energy_window : float
         Pass 1: smoothing sigma of the Gabor energy, in wavelengths. Three wavelengths give clean clusters on the
         coarse textures of photos (DTD wanted four, Outex two) at the cost of blurred boundaries, which pass 2 and the
