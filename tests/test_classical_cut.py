@@ -5,17 +5,18 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+from skimage.color import rgb2lab
 
 from detecture.classical import ClassicalParams
 from detecture.classical.cut import cut_band
 
 
 def _split_image(h: int = 40, w: int = 60, edge: int = 33) -> np.ndarray:
-    """Two flat colours meeting at column ``edge``."""
+    """Two flat colours meeting at column ``edge``, in CIE-Lab (what the cut's edge costs are computed from)."""
     image = np.zeros((h, w, 3), np.uint8)
     image[:, :edge] = (200, 40, 40)
     image[:, edge:] = (40, 40, 200)
-    return image
+    return rgb2lab(image)
 
 
 def _band_problem(rng: np.random.Generator, h: int = 40, w: int = 60):

@@ -149,10 +149,11 @@ def test_bands_above_the_working_nyquist_are_the_fine_copys_responses_on_the_wor
     params = ClassicalParams(pad=8)
     double = np.repeat(data.grass()[:192, :256, None], 3, axis=2)
     fourier = _Fourier((96 + 2 * params.pad, 128 + 2 * params.pad))
-    spectra = _fine_gabor_spectra(double, fourier, (0.8,), params)
+    lightness = rgb2lab(double)[..., 0] / 100.0
+    spectra = _fine_gabor_spectra(lightness, fourier, (0.8,), params)
     assert len(spectra) == params.n_orientations and all(f == 0.8 for f, _ in spectra)
 
-    gray = np.pad(rgb2lab(double)[..., 0] / 100.0, 2 * params.pad, mode="reflect")
+    gray = np.pad(lightness, 2 * params.pad, mode="reflect")
     full = np.fft.fft2(gray - gray.mean())
     bands = bank(np.fft.fftfreq(gray.shape[0])[:, None], np.fft.fftfreq(gray.shape[1])[None, :], (0.4,),
                  params.bandwidth, n_orientations=params.n_orientations, dtype=np.float64)[0]

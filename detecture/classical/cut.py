@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gco
 import numpy as np
-from skimage.color import rgb2lab
 
 from .params import ClassicalParams
 
@@ -24,11 +23,11 @@ _UNARY_SCALE = 10.0  # gco optimises integer costs: tenths of a nat are fine eno
 _UNARY_CAP = 30.0  # nats; pass-2 log-posteriors are floored at -30
 
 
-def cut_band(unary: np.ndarray, fixed: np.ndarray, image: np.ndarray, params: ClassicalParams) -> np.ndarray:
+def cut_band(unary: np.ndarray, fixed: np.ndarray, lab: np.ndarray, params: ClassicalParams) -> np.ndarray:
     """(H, W) labels minimising unary + edge costs over the pixels where ``fixed`` is -1.
 
     ``unary`` is (K, H, W) in nats (cost of each label, 0 for the preferred one), ``fixed`` the label of every
-    decided pixel (-1 where undecided), ``image`` the (H, W, 3) uint8 image at the same size.
+    decided pixel (-1 where undecided), ``lab`` the (H, W, 3) CIE-Lab image at the same size.
     """
     k = unary.shape[0]
     free = fixed < 0
@@ -39,7 +38,7 @@ def cut_band(unary: np.ndarray, fixed: np.ndarray, image: np.ndarray, params: Cl
     node[free] = np.arange(n)
     costs = np.ascontiguousarray((np.minimum(unary[:, free], _UNARY_CAP) * _UNARY_SCALE).T, dtype=np.float64)
     edges, weights = [], []
-    for a, b, weight in _edge_weights(image, params):
+    for a, b, weight in _edge_weights(lab, params):
         both = free[a] & free[b]
         edges.append(np.sort(np.stack([node[a][both], node[b][both]], axis=1), axis=1))
         weights.append(weight[both])
@@ -57,10 +56,10 @@ def cut_band(unary: np.ndarray, fixed: np.ndarray, image: np.ndarray, params: Cl
     return out
 
 
-def _edge_weights(image: np.ndarray, params: ClassicalParams):
+def _edge_weights(lab: np.ndarray, params: ClassicalParams):
     """(slice a, slice b, weight) for the vertical and horizontal 4-neighbour edges: the contrast-sensitive Potts
     weight ``cut_smoothness · exp(−cut_contrast · |ΔLab|² / mean |ΔLab|²)``."""
-    lab = rgb2lab(image).astype(np.float32)
+    lab = lab.astype(np.float32)
     pairs = (((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
              ((slice(None), slice(None, -1)), (slice(None), slice(1, None))))
     steps = [((lab[a] - lab[b]) ** 2).sum(-1) for a, b in pairs]

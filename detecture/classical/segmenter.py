@@ -54,19 +54,30 @@ _PASS1_MARGIN = 100.0  # the margin pass 2 gives the pixels it leaves to pass 1
 _DECIDED = 50.0  # nats: a margin between the two above; pixels at or over it are not re-decided by the cut
 
 
-def _resized(image: np.ndarray, side: int) -> np.ndarray:
-    """Box-filtered uint8 copy with long side ≤ ``side`` (the image itself when it is small enough)."""
-    h, w = image.shape[:2]
-    scale = min(1.0, side / max(h, w))
-    return _resized_to(image, max(1, round(h * scale)), max(1, round(w * scale)))
+class _LabCopies:
+    """CIE-Lab versions of box-filtered copies of one input, each size converted once.
 
+    The working copy, the double-size copy of the finest bands and the graph cut's copy share a size for some inputs
+    (a 512 px input is both of the last two at the defaults; one of at most 256 px is all three)."""
 
-def _resized_to(image: np.ndarray, h: int, w: int) -> np.ndarray:
-    """Box-filtered uint8 copy of size (h, w) (the image itself when it has that size)."""
-    image = np.clip(image, 0, 255).astype(np.uint8, copy=False)
-    if image.shape[:2] == (h, w):
-        return image
-    return np.asarray(Image.fromarray(image).resize((w, h), Image.Resampling.BOX))
+    def __init__(self, image: np.ndarray):
+        self.image = np.clip(image, 0, 255).astype(np.uint8, copy=False)
+        self.shape = self.image.shape[:2]
+        self._labs: dict[tuple[int, int], np.ndarray] = {}
+
+    def at(self, h: int, w: int) -> np.ndarray:
+        """(h, w, 3) Lab of the copy of size (h, w), box-filtered (the input itself when it has that size)."""
+        if (h, w) not in self._labs:
+            copy = self.image if self.shape == (h, w) else np.asarray(
+                Image.fromarray(self.image).resize((w, h), Image.Resampling.BOX))
+            self._labs[h, w] = rgb2lab(copy)
+        return self._labs[h, w]
+
+    def fitted(self, side: int) -> np.ndarray:
+        """The same for the copy with long side ≤ ``side`` (the input's own size when it is small enough)."""
+        h, w = self.shape
+        scale = min(1.0, side / max(h, w))
+        return self.at(max(1, round(h * scale)), max(1, round(w * scale)))
 
 
 class _Fourier:
@@ -103,16 +114,15 @@ def _gabor_spectra(gray: np.ndarray, fourier: _Fourier, frequencies: tuple[float
 
 def _fine_gabor_spectra(double: np.ndarray, fourier: _Fourier, frequencies: tuple[float, ...],
                         params: ClassicalParams) -> list[tuple[float, np.ndarray]]:
-    """The same for bands above the working copy's Nyquist frequency, filtered on ``double``, a copy of the image at
-    twice the working size, with the magnitudes sampled on the working grid.
+    """The same for bands above the working copy's Nyquist frequency, filtered on ``double``, the lightness (L* / 100)
+    of a copy of the image at twice the working size, with the magnitudes sampled on the working grid.
 
     A band passes only frequencies within a few ``bandwidth · f`` of its centre, a window narrower than the working
     grid's whole spectrum. So the copy's spectrum is cut to a working-size window around the centre and transformed
     back at the working size: that is the response at every second pixel of the copy, shifted in frequency by the
     centre, which multiplies it by a phase the magnitude drops. No transform runs at the copy's size but the first.
     """
-    pad = 2 * params.pad
-    gray = np.pad(rgb2lab(double)[..., 0] / 100.0, pad, mode="reflect")
+    gray = np.pad(double, 2 * params.pad, mode="reflect")
     spectrum = sfft.fft2((gray - gray.mean()).astype(np.complex64), workers=1)
     (big_h, big_w), (h, w) = gray.shape, fourier.shape
     halves = [f / 2 for f in frequencies]  # in cycles per pixel of the copy
@@ -170,28 +180,28 @@ def _standardise(feats: list[np.ndarray]) -> np.ndarray:
     return stack
 
 
-def _prepare(image: np.ndarray, params: ClassicalParams):
+def _prepare(copies: _LabCopies, params: ClassicalParams):
     """Lab working copy (box-filtered to long side ≤ ``work_side``, reflect-padded), its grids and Gabor spectra.
 
     Bands up to the working copy's Nyquist frequency are filtered on it; finer ones on a copy at twice its size, and
     only where the input has that resolution, so they add what the working copy averaged away and never invent it."""
-    small = _resized(image, params.work_side)
+    small = copies.fitted(params.work_side)
     pad = params.pad
-    lab = np.pad(rgb2lab(small), ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    lab = np.pad(small, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
     fourier = _Fourier(lab.shape[:2])
     coarse = tuple(f for f in params.frequencies if f <= NYQUIST)
     fine = tuple(f for f in params.frequencies if f > NYQUIST)
     gabor = _gabor_spectra(lab[..., 0] / 100.0, fourier, coarse, params)
     h, w = small.shape[:2]
-    if fine and image.shape[0] >= 2 * h and image.shape[1] >= 2 * w:
-        gabor += _fine_gabor_spectra(_resized_to(image, 2 * h, 2 * w), fourier, fine, params)
+    if fine and copies.shape[0] >= 2 * h and copies.shape[1] >= 2 * w:
+        gabor += _fine_gabor_spectra(copies.at(2 * h, 2 * w)[..., 0] / 100.0, fourier, fine, params)
     return lab, fourier, gabor
 
 
 def texture_features(image: np.ndarray, params: ClassicalParams | None = None) -> np.ndarray:
     """(h, w, D) standardised pass-1 feature map of an (H, W, 3) uint8 image, at ≤ ``params.work_side`` px."""
     params = params or ClassicalParams()
-    lab, fourier, gabor = _prepare(image, params)
+    lab, fourier, gabor = _prepare(_LabCopies(image), params)
     return _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params)
 
 
@@ -274,7 +284,8 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     """
     params = params or ClassicalParams()
     h, w = image.shape[:2]
-    lab, fourier, gabor = _prepare(image, params)
+    copies = _LabCopies(image)
+    lab, fourier, gabor = _prepare(copies, params)
     feats = _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params)
     fh, fw, d = feats.shape
     flat = feats.reshape(-1, d)
@@ -306,21 +317,21 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     rival = np.where(scores == order[-1], order[-2], order[-1])
     margin = (scores - rival).astype(np.float32)
     if refined is not None:
-        return _cut(margin, image, params)
+        return _cut(margin, copies, params)
     return margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w)
 
 
-def _cut(margin: np.ndarray, image: np.ndarray, params: ClassicalParams) -> np.ndarray:
+def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams) -> np.ndarray:
     """(K, H, W) ±1 logits of the graph-cut partition (:mod:`.cut`) at ≤ ``refine_side`` px, upsampled to the input.
 
     Pixels pass 2 left to pass 1 (margin ≥ ``_DECIDED`` nats) are fixed; the band around the boundaries is cut."""
-    h, w = image.shape[:2]
-    small = _resized(image, params.refine_side)
-    sh, sw = small.shape[:2]
+    h, w = copies.shape
+    lab = copies.fitted(params.refine_side)
+    sh, sw = lab.shape[:2]
     if margin.shape[1:] != (sh, sw):
         margin = _upsample(margin, sh, sw)
     fixed = np.where(margin.max(axis=0) >= _DECIDED, margin.argmax(axis=0), -1)
-    labels = cut_band(np.maximum(-margin, 0.0) * np.float32(params.cut_temperature), fixed, small, params)
+    labels = cut_band(np.maximum(-margin, 0.0) * np.float32(params.cut_temperature), fixed, lab, params)
     onehot = np.where(np.arange(margin.shape[0])[:, None, None] == labels[None], 1.0, -1.0).astype(np.float32)
     return onehot if (sh, sw) == (h, w) else _upsample(onehot, h, w)
 
