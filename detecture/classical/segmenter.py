@@ -61,7 +61,8 @@ class _LabCopies:
     (a 512 px input is both of the last two at the defaults; one of at most 256 px is all three)."""
 
     def __init__(self, image: np.ndarray):
-        self.image = np.clip(image, 0, 255).astype(np.uint8, copy=False)
+        # Kept for the whole run, so a uint8 input is not copied (clipping it would copy a 12 MP photo for nothing).
+        self.image = image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
         self.shape = self.image.shape[:2]
         self._labs: dict[tuple[int, int], np.ndarray] = {}
 
