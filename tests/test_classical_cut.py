@@ -56,3 +56,17 @@ def test_nothing_to_decide_returns_the_fixed_labels():
     fixed[:, 4:] = 1
     labels = cut_band(np.zeros((2, 8, 8)), fixed, _split_image(8, 8, 4), ClassicalParams())
     np.testing.assert_array_equal(labels, fixed)
+
+
+def test_the_partition_does_not_depend_on_the_units_of_the_costs():
+    """Evidence and boundary cost scaled together (nats or tenths of nats, a stronger or weaker temperature) give the
+    same partition: the cut counts costs relative to the largest one, not in a fixed unit."""
+    rng = np.random.default_rng(2)
+    unary, fixed = _band_problem(rng)
+    unary = unary * rng.uniform(2.0, 9.0, size=unary.shape)
+    image = _split_image(edge=30)
+    params = dataclasses.replace(ClassicalParams(), cut_smoothness=30.0)  # edges about as strong as the evidence
+    reference = cut_band(unary, fixed, image, params)
+    for scale in (0.01, 3.0):  # the evidence stays under the cap on a pixel's cost (30 nats)
+        scaled = dataclasses.replace(params, cut_smoothness=params.cut_smoothness * scale)
+        np.testing.assert_array_equal(cut_band(unary * scale, fixed, image, scaled), reference)
