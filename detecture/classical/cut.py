@@ -13,9 +13,9 @@ tuning images further cycles changed few pixels and cost as much again.
 
 ``gco`` optimises integer costs, and its max-flow finishes sooner the coarser they are. Costs are counted in
 hundredths of the largest single cost: at the defaults that is an edge between two pixels of equal colour (300
-nats), against at most 9 nats of one pixel's evidence. On the tuning images this left 99.9 % of the pixels as
-tenths of a nat did and every score the same to the third decimal, and the cut took 0.19 s instead of 0.33 s per
-Outex mosaic.
+nats), against a few nats of one pixel's evidence (30 at most). On the tuning images this left 99.9 % of the
+pixels as tenths of a nat did and every score the same to the third decimal, and the cut took 0.19 s instead of
+0.33 s per Outex mosaic.
 """
 
 from __future__ import annotations
