@@ -43,10 +43,11 @@ def cut_band(unary: np.ndarray, fixed: np.ndarray, lab: np.ndarray, params: Clas
     node = np.full(free.shape, -1, dtype=np.int64)
     node[free] = np.arange(n)
     capped = np.minimum(unary[:, free], _UNARY_CAP)
-    unit = max(params.cut_smoothness / 10.0, float(capped.max())) / _COST_LEVELS or 1.0
+    edge = params.cut_smoothness / 10.0  # nats (the setting is in tenths) between two pixels of equal colour
+    unit = max(edge, float(capped.max())) / _COST_LEVELS or 1.0
     costs = np.ascontiguousarray((capped / unit).T, dtype=np.float64)
     edges, weights = [], []
-    for a, b, nats in _edge_weights(lab, params):
+    for a, b, nats in _edge_weights(lab, edge, params.cut_contrast):
         weight = nats / unit
         both = free[a] & free[b]
         edges.append(np.sort(np.stack([node[a][both], node[b][both]], axis=1), axis=1))
@@ -65,14 +66,12 @@ def cut_band(unary: np.ndarray, fixed: np.ndarray, lab: np.ndarray, params: Clas
     return out
 
 
-def _edge_weights(lab: np.ndarray, params: ClassicalParams):
+def _edge_weights(lab: np.ndarray, edge: float, contrast: float):
     """(slice a, slice b, nats) for the vertical and horizontal 4-neighbour edges: the contrast-sensitive Potts
-    weight ``cut_smoothness · exp(−cut_contrast · |ΔLab|² / mean |ΔLab|²)`` (``cut_smoothness`` is in tenths of a
-    nat)."""
+    weight ``edge · exp(−contrast · |ΔLab|² / mean |ΔLab|²)``, ``edge`` nats between pixels of equal colour."""
     lab = lab.astype(np.float32)
     pairs = (((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
              ((slice(None), slice(None, -1)), (slice(None), slice(1, None))))
     steps = [((lab[a] - lab[b]) ** 2).sum(-1) for a, b in pairs]
     mean = float(np.mean([s.mean() for s in steps])) + 1e-6
-    return [(a, b, params.cut_smoothness / 10.0 * np.exp(-params.cut_contrast * s / mean))
-            for (a, b), s in zip(pairs, steps)]
+    return [(a, b, edge * np.exp(-contrast * s / mean)) for (a, b), s in zip(pairs, steps)]
