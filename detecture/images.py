@@ -16,6 +16,13 @@ from .errors import InputError
 
 # Decompression-bomb guard stays on but is raised to allow large scientific images (~ 30k x 30k).
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
+MIN_SIDE = 2  # a region boundary needs two pixels on each axis; smaller inputs are refused, whatever their source
+
+
+def check_size(name: str | os.PathLike, width: int, height: int) -> None:
+    """Raise :class:`InputError` naming ``name`` when the image is smaller than ``MIN_SIDE`` on either axis."""
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise InputError(f"{name}: image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} pixels are needed")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -54,20 +61,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         if isinstance(exc, OSError) and exc.errno is not None:
             raise  # the system failed to read the file (I/O error, permission): an environment error, not bad data
         raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
-    if image.width < 2 or image.height < 2:
-        raise InputError(f"{path}: image is {image.width}x{image.height}; at least 2x2 pixels are needed")
+    check_size(path, image.width, image.height)
     return image
 
 
 def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     """(H, W, 3) uint8 view of a PIL image or array (greyscale arrays are repeated over channels)."""
     if isinstance(image, Image.Image):
+        check_size("PIL image", image.width, image.height)
         return np.asarray(to_rgb(image))
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise InputError(f"expected an (H, W, 3) image array, got shape {arr.shape}")
+    check_size("image array", arr.shape[1], arr.shape[0])
     arr = arr[:, :, :3]
     if arr.dtype != np.uint8:
         arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import detecture
 from detecture.errors import InputError
 from detecture.images import load_image
 
@@ -63,3 +64,11 @@ def test_missing_directory_and_degenerate_images(tmp_path):
     Image.fromarray(np.zeros((1, 1, 3), np.uint8)).save(tiny)
     with pytest.raises(InputError, match="dot.png"):
         load_image(tiny)
+
+
+@pytest.mark.parametrize("image", [np.zeros((1, 5, 3), np.uint8), np.zeros((5, 1), np.uint8),
+                                   Image.new("RGB", (1, 7))], ids=["array", "grey array", "PIL image"])
+def test_images_in_memory_obey_the_same_size_rule_as_files(image):
+    """A notebook's array or PIL image below 2 × 2 gets the one-line error a file gets, before any segmenter runs."""
+    with pytest.raises(InputError, match="at least 2x2 pixels are needed"):
+        detecture.segment(image, method="classical", k=2)

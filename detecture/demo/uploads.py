@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from ..images import to_rgb
+from ..images import check_size, to_rgb
 
 MAX_UPLOAD_PIXELS = 100_000_000
 MAX_DECODED_BYTES = 400 * 2**20  # e.g. 100 MP of 8-bit RGB(A) or 32-bit float grey, 200 MP of 16-bit grey
@@ -73,6 +73,5 @@ def load_upload(path: str | Path, name: str | None = None,
         raise InputError(f"{name}: not a readable image (unknown or corrupt format)") from None
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
-    if image.width < 2 or image.height < 2:
-        raise InputError(f"{name}: image is {image.width}x{image.height}; at least 2x2 pixels are needed")
+    check_size(name, image.width, image.height)
     return np.asarray(image), (height, width)
