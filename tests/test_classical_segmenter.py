@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -67,6 +69,19 @@ def test_seeded_runs_are_identical_and_odd_sizes_work(two_textures, two_region_l
     assert segment_texture(wide, 2).shape == (2, 40, 480)
     tiny = image[:12, :20]
     assert segment_texture(tiny, 2).shape[1:] == (12, 20)
+
+
+@pytest.mark.parametrize("shape", [(2, 2), (2, 3), (3, 3), (4, 7), (2, 300), (300, 3)])
+@pytest.mark.parametrize("k", [None, 2, 6, 12])
+def test_the_smallest_and_thinnest_images_get_a_partition(shape, k):
+    """Every image the size rule admits (2 × 2 and up) is segmented, with no numerical warning: fewer pixels than
+    feature dimensions or than the K asked for (12 here, of a 3 × 3 image) leave fewer regions, never an error."""
+    image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        logits = segment_texture(image, k)
+    assert logits.shape[1:] == shape and 1 <= logits.shape[0] <= (k or 6)
+    assert np.isfinite(logits).all()
 
 
 def test_autonomous_k_calls_one_real_texture_one_region():

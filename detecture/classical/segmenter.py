@@ -227,7 +227,7 @@ def _choose_k(sample: np.ndarray, seed: int, params: ClassicalParams | None = No
     """
     params = params or ClassicalParams()
     best_k, best_score, best_labels = 1, -np.inf, None
-    for k in range(2, params.max_k + 1):
+    for k in range(2, min(params.max_k, len(sample) - 1) + 1):  # both scores need fewer clusters than points
         labels = KMeans(k, n_init=3, random_state=seed).fit_predict(sample)
         if len(np.unique(labels)) < 2:
             continue
@@ -253,11 +253,12 @@ def _coarse_scores(reduced: np.ndarray, centers: np.ndarray, shape: tuple[int, i
 def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int,
             params: ClassicalParams) -> np.ndarray | None:
     """(K, h, w) pass-2 scores: a linear discriminant on narrow-window features, trained on pass-1 interiors, decides
-    the band around the pass-1 boundaries; ``None`` when some region has no interior to learn from."""
+    the band around the pass-1 boundaries; ``None`` when some region has under two interior pixels to learn from
+    (its class covariance needs two)."""
     labels = coarse.argmax(axis=0)
     h, w, d = feats.shape
     interiors = [ndimage.binary_erosion(labels == c, iterations=params.interior, border_value=1) for c in range(k)]
-    if not all(m.any() for m in interiors):
+    if min(np.count_nonzero(m) for m in interiors) < 2:
         return None
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -294,13 +295,15 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         return np.ones((1, h, w), dtype=np.float32)
     rng = np.random.default_rng(seed)
     fit_idx = rng.choice(flat.shape[0], size=min(params.fit_pixels, flat.shape[0]), replace=False)
-    pca = PCA(n_components=min(params.pca_components, d), random_state=seed).fit(flat[fit_idx])
+    # A tiny input has fewer working pixels than feature dimensions (or than the K asked for): both are capped by it.
+    pca = PCA(n_components=min(params.pca_components, d, fit_idx.size), random_state=seed).fit(flat[fit_idx])
     reduced = pca.transform(flat)
     position = _position(fh, fw)
     if k is None:
         placed = np.hstack([reduced, position * np.float32(params.k_select_position_weight)])
         smooth = _smooth_maps(placed.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(placed.shape[1], -1).T
         k = _choose_k(smooth[fit_idx[:params.k_select_pixels]], seed, params)
+    k = min(k, fit_idx.size)
     if k == 1:
         return np.ones((1, h, w), dtype=np.float32)
     placed = np.hstack([reduced, position * np.float32(params.position_weight)])
