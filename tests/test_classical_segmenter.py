@@ -84,6 +84,16 @@ def test_the_smallest_and_thinnest_images_get_a_partition(shape, k):
     assert np.isfinite(logits).all()
 
 
+def test_a_chosen_k_reports_only_regions_the_partition_uses_and_a_given_k_is_kept():
+    """On small noise images the graph cut can leave regions of the chosen K empty: those are not reported, while
+    the K a user asked for is always returned (the service names its empty channels)."""
+    for seed in (0, 1):
+        noise = np.random.default_rng(seed).integers(0, 256, (16, 16, 3), dtype=np.uint8)
+        chosen = segment_texture(noise, None)
+        assert np.array_equal(np.unique(chosen.argmax(axis=0)), np.arange(chosen.shape[0]))
+        assert segment_texture(noise, 4).shape[0] == 4
+
+
 def test_autonomous_k_calls_one_real_texture_one_region():
     grass = np.repeat(data.grass()[:256, :256, None], 3, axis=2)
     assert segment_texture(grass, None, seed=0).shape[0] == 1

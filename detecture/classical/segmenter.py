@@ -281,10 +281,14 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     """(K, H, W) logits for an image, the winner positive at every pixel (the graph cut's partition as ±1, or
     margins without it); ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
 
+    A K that was asked for is kept even where a region wins no pixel; a chosen K is not: a region the graph cut
+    leaves empty was not found, so its channel is dropped rather than reported as an empty region.
+
     ``refine=False`` skips pass 2 and the graph cut (boundaries where the wide-window features cross,
     bilinearly upsampled), for comparisons. ``params`` holds every other setting (``None``: the tuned defaults).
     """
     params = params or ClassicalParams()
+    chosen = k is None
     h, w = image.shape[:2]
     copies = _LabCopies(image)
     lab, fourier, gabor = _prepare(copies, params)
@@ -321,12 +325,13 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     rival = np.where(scores == order[-1], order[-2], order[-1])
     margin = (scores - rival).astype(np.float32)
     if refined is not None:
-        return _cut(margin, copies, params)
+        return _cut(margin, copies, params, keep_empty=not chosen)
     return margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w)
 
 
-def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams) -> np.ndarray:
-    """(K, H, W) ±1 logits of the graph-cut partition (:mod:`.cut`) at ≤ ``refine_side`` px, upsampled to the input.
+def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, keep_empty: bool) -> np.ndarray:
+    """(K, H, W) ±1 logits of the graph-cut partition (:mod:`.cut`) at ≤ ``refine_side`` px, upsampled to the input;
+    without ``keep_empty``, only the channels of labels the partition uses.
 
     Pixels pass 2 left to pass 1 (margin ≥ ``_DECIDED`` nats) are fixed; the band around the boundaries is cut."""
     h, w = copies.shape
@@ -336,7 +341,8 @@ def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams) -> np.
         margin = _upsample(margin, sh, sw)
     fixed = np.where(margin.max(axis=0) >= _DECIDED, margin.argmax(axis=0), -1)
     labels = cut_band(np.maximum(-margin, 0.0) * np.float32(params.cut_temperature), fixed, lab, params)
-    onehot = np.where(np.arange(margin.shape[0])[:, None, None] == labels[None], 1.0, -1.0).astype(np.float32)
+    used = np.arange(margin.shape[0]) if keep_empty else np.unique(labels)
+    onehot = np.where(used[:, None, None] == labels[None], 1.0, -1.0).astype(np.float32)
     return onehot if (sh, sw) == (h, w) else _upsample(onehot, h, w)
 
 
