@@ -281,8 +281,8 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     """(K, H, W) logits for an image, the winner positive at every pixel (the graph cut's partition as ±1, or
     margins without it); ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
 
-    A K that was asked for is kept even where a region wins no pixel; a chosen K is not: a region the graph cut
-    leaves empty was not found, so its channel is dropped rather than reported as an empty region.
+    A K that was asked for is kept even where a region wins no pixel; a chosen K is not: a region the final
+    partition leaves empty was not found, so its channel is dropped rather than reported as an empty region.
 
     ``refine=False`` skips pass 2 and the graph cut (boundaries where the wide-window features cross,
     bilinearly upsampled), for comparisons. ``params`` holds every other setting (``None``: the tuned defaults).
@@ -326,6 +326,8 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     margin = (scores - rival).astype(np.float32)
     if refined is not None:
         return _cut(margin, copies, params, keep_empty=not chosen)
+    if chosen:
+        margin = margin[np.unique(margin.argmax(axis=0))]
     return margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w)
 
 
