@@ -16,7 +16,7 @@ from .errors import InputError
 
 # Decompression-bomb guard stays on but is raised to allow large scientific images (~ 30k x 30k).
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
-MIN_SIDE = 2  # a region boundary needs two pixels on each axis; smaller inputs are refused, whatever their source
+MIN_SIDE = 2  # per axis, for every input form: along a 1-pixel axis the classical graph cut has no neighbours
 
 
 def check_size(name: str | os.PathLike, width: int, height: int) -> None:
