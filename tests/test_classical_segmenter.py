@@ -95,6 +95,28 @@ def test_a_chosen_k_reports_only_regions_the_partition_uses_and_a_given_k_is_kep
         assert segment_texture(noise, 4).shape[0] == 4
 
 
+@pytest.mark.parametrize("colour", [(128, 128, 128), (200, 30, 30), (255, 255, 255)])
+@pytest.mark.parametrize("shape", [(50, 50), (300, 307)])
+def test_a_uniform_image_is_one_region_whatever_k(colour, shape):
+    """Rounding noise of the local statistics on a uniform image is not texture: one region, winning everywhere."""
+    image = np.full((*shape, 3), colour, np.uint8)
+    for k in (None, 3):
+        logits = segment_texture(image, k)
+        assert logits.shape[0] == 1 and (logits > 0).all()
+
+
+def test_a_faint_texture_pair_is_still_split(two_textures):
+    """Two real textures at under one grey level of contrast (std 0.6) are still told apart: what counts as no
+    texture is rounding noise, not low contrast."""
+    image, gt = two_textures
+    grey = image[..., 0].astype(np.float64)
+    faint = np.clip(np.round(128 + (grey - grey.mean()) * 0.02), 0, 255).astype(np.uint8)
+    assert np.std(faint) < 1.0
+    logits = segment_texture(np.repeat(faint[..., None], 3, axis=2), 2)
+    assert score_labels(gt, partition(logits)).miou > 0.9
+    assert segment_texture(np.repeat(faint[..., None], 3, axis=2), None).shape[0] == 2
+
+
 def test_autonomous_k_calls_one_real_texture_one_region():
     grass = np.repeat(data.grass()[:256, :256, None], 3, axis=2)
     assert segment_texture(grass, None, seed=0).shape[0] == 1

@@ -52,6 +52,7 @@ from .params import NYQUIST, ClassicalParams
 _LOG_POSTERIOR_FLOOR = 30.0  # nats: pass-2 log-posteriors below -30 say nothing more
 _PASS1_MARGIN = 100.0  # the margin pass 2 gives the pixels it leaves to pass 1
 _DECIDED = 50.0  # nats: a margin between the two above; pixels at or over it are not re-decided by the cut
+_ROUNDING = 1e-5  # relative size under which a map's spread is single-precision rounding, not texture
 
 
 class _LabCopies:
@@ -166,18 +167,25 @@ def _group(feats: list[np.ndarray], weight: float) -> np.ndarray:
 
 
 def _local_stats(channel: np.ndarray, fourier: _Fourier, sigma: float, crop) -> list[np.ndarray]:
+    """Local mean and standard deviation. The variance is the difference of two smoothed maps, whose single-precision
+    rounding leaves about 1e-7 of the mean square; anything under ``_ROUNDING`` of it is taken as zero, so a uniform
+    area has no spread (its square root would otherwise be noise of 1e-4, which standardising blows up to unit
+    variance). One grey level on a mid-grey image is hundreds of times above that."""
     mean = fourier.smooth(fourier.spectrum(channel), sigma)
     sq = fourier.smooth(fourier.spectrum(channel * channel), sigma)
-    return [mean[crop], np.sqrt(np.maximum(sq - mean * mean, 0.0))[crop]]
+    var = sq - mean * mean
+    return [mean[crop], np.sqrt(np.where(var > _ROUNDING * sq, var, 0.0))[crop]]
 
 
 def _standardise(feats: list[np.ndarray]) -> np.ndarray:
-    """(D, h, w) stack with each map at zero mean and unit variance (constant maps left at zero)."""
+    """(D, h, w) stack with each map at zero mean and unit variance; a map whose spread is under ``_ROUNDING`` of its
+    root mean square is rounding noise of a constant and is left at (near) zero, not blown up to unit variance."""
     stack = np.stack(feats).astype(np.float32, copy=False)
     flat = stack.reshape(len(feats), -1)
-    flat -= flat.mean(axis=1, keepdims=True)
+    mean = flat.mean(axis=1, keepdims=True)
+    flat -= mean
     std = flat.std(axis=1, keepdims=True)
-    flat /= np.where(std > 1e-8, std, 1.0)
+    flat /= np.where(std > _ROUNDING * np.sqrt(std * std + mean * mean), std, 1.0)
     return stack
 
 
