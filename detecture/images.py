@@ -66,7 +66,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 view of a PIL image or array (greyscale arrays are repeated over channels)."""
+    """(H, W, 3) uint8 view of a PIL image or array (greyscale arrays are repeated over channels; floats in [0, 1]
+    are scaled to 0-255). :class:`InputError` for arrays that are no image: too small, not real numbers, or holding
+    NaN or infinite values (they would cast to arbitrary bytes)."""
     if isinstance(image, Image.Image):
         check_size("PIL image", image.width, image.height)
         return np.asarray(to_rgb(image))
@@ -76,7 +78,11 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     if arr.ndim != 3 or arr.shape[2] not in (3, 4):
         raise InputError(f"expected an (H, W, 3) image array, got shape {arr.shape}")
     check_size("image array", arr.shape[1], arr.shape[0])
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"image array: expected real numbers, got dtype {arr.dtype}")
     arr = arr[:, :, :3]
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise InputError("image array: contains NaN or infinite values")
     if arr.dtype != np.uint8:
         arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
     return arr

@@ -72,3 +72,11 @@ def test_images_in_memory_obey_the_same_size_rule_as_files(image):
     """A notebook's array or PIL image below 2 × 2 gets the one-line error a file gets, before any segmenter runs."""
     with pytest.raises(InputError, match="at least 2x2 pixels are needed"):
         detecture.segment(image, method="classical", k=2)
+
+
+@pytest.mark.parametrize("array, problem", [
+    (np.full((8, 8, 3), np.nan), "NaN or infinite"), (np.full((8, 8), np.inf), "NaN or infinite"),
+    (np.zeros((8, 8, 3), complex), "real numbers"), (np.full((8, 8, 3), "a"), "real numbers")])
+def test_arrays_that_are_not_images_are_refused_in_one_line(array, problem):
+    with pytest.raises(InputError, match=problem):
+        detecture.segment(array, method="classical", k=2)
