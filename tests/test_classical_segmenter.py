@@ -117,6 +117,16 @@ def test_a_faint_texture_pair_is_still_split(two_textures):
     assert segment_texture(np.repeat(faint[..., None], 3, axis=2), None).shape[0] == 2
 
 
+@pytest.mark.parametrize("period", [6, 7])
+def test_every_pixel_has_a_positive_winner_when_centres_tie(period):
+    """Regular stripes asked for six regions: periodic features give k-means centres that score some pixels
+    exactly alike. The tie goes to one region, so no pixel is left to the dustbin."""
+    xx = np.mgrid[:36, :92][1]
+    stripes = np.repeat(((xx // period) % 2 * 255)[..., None], 3, axis=2).astype(np.uint8)
+    for k in (None, 6):
+        assert (segment_texture(stripes, k).max(axis=0) > 0).all()
+
+
 def test_autonomous_k_calls_one_real_texture_one_region():
     grass = np.repeat(data.grass()[:256, :256, None], 3, axis=2)
     assert segment_texture(grass, None, seed=0).shape[0] == 1

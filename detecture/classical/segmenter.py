@@ -52,6 +52,7 @@ from .params import NYQUIST, ClassicalParams
 _LOG_POSTERIOR_FLOOR = 30.0  # nats: pass-2 log-posteriors below -30 say nothing more
 _PASS1_MARGIN = 100.0  # the margin pass 2 gives the pixels it leaves to pass 1
 _DECIDED = 50.0  # nats: a margin between the two above; pixels at or over it are not re-decided by the cut
+_TIE = np.float32(1e-6)  # the margin a tied winner gets (see segment_texture)
 _ROUNDING = 1e-5  # relative size under which a map's spread is single-precision rounding, not texture
 
 
@@ -332,6 +333,10 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     order = np.sort(scores, axis=0)
     rival = np.where(scores == order[-1], order[-2], order[-1])
     margin = (scores - rival).astype(np.float32)
+    # Tied best scores (periodic images can give two centres equal scores) leave every margin at 0, where the static
+    # dustbin would win: the tie goes to the first of them, by the smallest positive margin.
+    winner = scores.argmax(axis=0)[None]
+    np.put_along_axis(margin, winner, np.maximum(np.take_along_axis(margin, winner, axis=0), _TIE), axis=0)
     if refined is not None:
         return _cut(margin, copies, params, keep_empty=not chosen)
     if chosen:
