@@ -52,7 +52,8 @@ from .params import NYQUIST, ClassicalParams
 _LOG_POSTERIOR_FLOOR = 30.0  # nats: pass-2 log-posteriors below -30 say nothing more
 _PASS1_MARGIN = 100.0  # the margin pass 2 gives the pixels it leaves to pass 1
 _DECIDED = 50.0  # nats: a margin between the two above; pixels at or over it are not re-decided by the cut
-_TIE = np.float32(1e-6)  # the margin a tied winner gets (see segment_texture)
+_TIE = np.float32(1e-6)  # the least logit of a pixel's winner (see _positive_winner)
+_ROW_BLOCK = 256  # rows per block in _positive_winner
 _ROUNDING = 1e-5  # relative size under which a map's spread is single-precision rounding, not texture
 
 
@@ -332,16 +333,12 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         scores = refined
     order = np.sort(scores, axis=0)
     rival = np.where(scores == order[-1], order[-2], order[-1])
-    margin = (scores - rival).astype(np.float32)
-    # Tied best scores (periodic images can give two centres equal scores) leave every margin at 0, where the static
-    # dustbin would win: the tie goes to the first of them, by the smallest positive margin.
-    winner = scores.argmax(axis=0)[None]
-    np.put_along_axis(margin, winner, np.maximum(np.take_along_axis(margin, winner, axis=0), _TIE), axis=0)
+    margin = _positive_winner((scores - rival).astype(np.float32))
     if refined is not None:
         return _cut(margin, copies, params, keep_empty=not chosen)
     if chosen:
         margin = margin[np.unique(margin.argmax(axis=0))]
-    return margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w)
+    return margin if margin.shape[1:] == (h, w) else _positive_winner(_upsample(margin, h, w))
 
 
 def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, keep_empty: bool) -> np.ndarray:
@@ -358,7 +355,20 @@ def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, keep_e
     labels = cut_band(np.maximum(-margin, 0.0) * np.float32(params.cut_temperature), fixed, lab, params)
     used = np.arange(margin.shape[0]) if keep_empty else np.unique(labels)
     onehot = np.where(used[:, None, None] == labels[None], 1.0, -1.0).astype(np.float32)
-    return onehot if (sh, sw) == (h, w) else _upsample(onehot, h, w)
+    return onehot if (sh, sw) == (h, w) else _positive_winner(_upsample(onehot, h, w))
+
+
+def _positive_winner(logits: np.ndarray) -> np.ndarray:
+    """``logits`` with the best channel of every pixel that has none above 0 set to ``_TIE``, in place, so the static
+    dustbin (0) never wins. Such pixels are few: where the best channels tie at a margin of 0 (two k-means centres
+    scoring a periodic image alike) and between the samples of an upsampled map where the winners differ
+    (interpolated, every channel can fall below 0). A tie goes to the first channel. Row blocks bound the temporary
+    memory on a 12 MP output."""
+    for top in range(0, logits.shape[1], _ROW_BLOCK):
+        block = logits[:, top : top + _ROW_BLOCK]
+        rows, cols = np.nonzero(block.max(axis=0) <= 0)
+        block[block[:, rows, cols].argmax(axis=0), rows, cols] = _TIE
+    return logits
 
 
 def _upsample(maps: np.ndarray, h: int, w: int) -> np.ndarray:
