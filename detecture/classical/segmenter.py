@@ -172,7 +172,7 @@ def _local_stats(channel: np.ndarray, fourier: _Fourier, sigma: float, crop) -> 
     """Local mean and standard deviation. The variance is the difference of two smoothed maps, whose single-precision
     rounding leaves about 1e-7 of the mean square; anything under ``_ROUNDING`` of it is taken as zero, so a uniform
     area has no spread (its square root would otherwise be noise of 1e-4, which standardising blows up to unit
-    variance). One grey level on a mid-grey image is hundreds of times above that."""
+    variance). A local spread of one grey level on a mid-grey image is six times that threshold."""
     mean = fourier.smooth(fourier.spectrum(channel), sigma)
     sq = fourier.smooth(fourier.spectrum(channel * channel), sigma)
     var = sq - mean * mean
