@@ -333,12 +333,12 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         scores = refined
     order = np.sort(scores, axis=0)
     rival = np.where(scores == order[-1], order[-2], order[-1])
-    margin = _positive_winner((scores - rival).astype(np.float32))
+    margin = (scores - rival).astype(np.float32)
     if refined is not None:
         return _cut(margin, copies, params, keep_empty=not chosen)
     if chosen:
         margin = margin[np.unique(margin.argmax(axis=0))]
-    return margin if margin.shape[1:] == (h, w) else _positive_winner(_upsample(margin, h, w))
+    return _positive_winner(margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w))
 
 
 def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, keep_empty: bool) -> np.ndarray:
