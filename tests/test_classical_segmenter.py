@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,12 +11,15 @@ from scipy import ndimage
 from skimage import data
 from skimage.transform import resize
 
+from detecture.benchmark.datasets import open_dataset
 from detecture.benchmark.metrics import boundary_f, gt_label_map, partition, score_labels
-from detecture.classical import segment_texture
+from detecture.classical import ClassicalParams, segment_texture, texture_features
 from detecture.classical.segmenter import _choose_k
 from detecture.demo.examples import mosaic_three
 
 SIZE = 160
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+FOUR_SCALES = ClassicalParams(frequencies=(0.06, 0.12, 0.24, 0.4))  # the bank without the octave above Nyquist
 
 
 @pytest.fixture(scope="module")
@@ -181,12 +185,7 @@ def test_readme_mosaic_is_found_with_its_three_textures():
 def test_position_keeps_a_photo_whole_and_two_photos_apart():
     """DTD mosaic ``dtd5_012`` (five photos, K given): by appearance alone k-means merges the knit and bubbly photos
     and splits the cracked one down the middle; the pull of the pixel coordinates on the centres finds all five."""
-    from pathlib import Path
-
-    from detecture.benchmark.datasets import open_dataset
-    from detecture.classical import ClassicalParams
-
-    dataset = open_dataset(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "dtd"))
+    dataset = open_dataset(str(SHARED_DATA / "dtd"))
     sample, _ = dataset.load(next(r for r in dataset.records if r.id == "dtd5_012"))
     gt = gt_label_map(sample.masks)
     with_position = score_labels(gt, partition(segment_texture(sample.image, 5)))
@@ -202,7 +201,6 @@ def test_bands_above_the_working_nyquist_are_the_fine_copys_responses_on_the_wor
     from scipy import fft as sfft
     from skimage.color import rgb2lab
 
-    from detecture.classical import ClassicalParams
     from detecture.classical.gabor import bank
     from detecture.classical.segmenter import _fine_gabor_spectra, _Fourier
 
@@ -226,30 +224,21 @@ def test_bands_above_the_working_nyquist_are_the_fine_copys_responses_on_the_wor
 def test_the_fine_octave_is_used_only_where_the_input_has_the_resolution():
     """A 512 px input has twice the 256 px working size, so the 0.8-cycle octave adds one channel per orientation;
     a 384 px input (and the same image with the octave left out) has only the four scales it can resolve."""
-    from detecture.classical import ClassicalParams, texture_features
-
     image = np.repeat(data.grass()[..., None], 3, axis=2)
-    without = ClassicalParams(frequencies=(0.06, 0.12, 0.24, 0.4))
     full = texture_features(image).shape[-1]
-    assert full == texture_features(image, without).shape[-1] + ClassicalParams().n_orientations
-    assert texture_features(image[:384, :384]).shape[-1] == texture_features(image[:384, :384], without).shape[-1]
+    assert full == texture_features(image, FOUR_SCALES).shape[-1] + ClassicalParams().n_orientations
+    assert texture_features(image[:384, :384]).shape[-1] == texture_features(image[:384, :384], FOUR_SCALES).shape[-1]
 
 
 def test_the_fine_octave_places_outex_boundaries_closer():
     """On the first four mosaics of the Outex tuning quarter (512 px, K = 5 given), the octave above the working
     copy's Nyquist frequency, which keeps fine grain the 256 px working copy averages away, raises boundary F."""
-    from pathlib import Path
-
-    from detecture.benchmark.datasets import open_dataset
-    from detecture.classical import ClassicalParams
-
-    dataset = open_dataset(str(Path(__file__).resolve().parents[2] / "shared" / "data" / "outex"))
+    dataset = open_dataset(str(SHARED_DATA / "outex"))
     records = sorted(dataset.records, key=lambda r: r.id)[::4][:4]
-    without = ClassicalParams(frequencies=(0.06, 0.12, 0.24, 0.4))
     gains = []
     for record in records:
         sample, _ = dataset.load(record)
         gt = gt_label_map(sample.masks)
         gains.append(boundary_f(gt, partition(segment_texture(sample.image, 5)))
-                     - boundary_f(gt, partition(segment_texture(sample.image, 5, params=without))))
+                     - boundary_f(gt, partition(segment_texture(sample.image, 5, params=FOUR_SCALES))))
     assert np.mean(gains) > 0.01
