@@ -4,7 +4,6 @@ and the published scores of three Outex peer methods (docs/ARCHITECTURE.md, Refe
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +25,9 @@ from detecture.benchmark.metrics import (
 from detecture.benchmark.scoring import score_logits
 from detecture.benchmark.methods.predictions import label_map_logits
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-OUTEX = SHARED / "data" / "outex"
+from shared_data import SHARED_DATA
+
+OUTEX = SHARED_DATA / "outex"
 
 
 def test_ari_matches_sklearn_on_random_maps():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,8 +16,9 @@ from detecture.classical import ClassicalParams, segment_texture, texture_featur
 from detecture.classical.segmenter import _choose_k
 from detecture.demo.examples import mosaic_three
 
+from shared_data import SHARED_DATA
+
 SIZE = 160
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 FOUR_SCALES = ClassicalParams(frequencies=(0.06, 0.12, 0.24, 0.4))  # the bank without the octave above Nyquist
 
 

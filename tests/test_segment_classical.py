@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +12,8 @@ from PIL import Image
 
 from detecture.cli import main
 from detecture.utils import rle
+
+from shared_data import SHARED_DATA
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +169,7 @@ def test_classical_runs_never_import_torch(tmp_path):
     image = tmp_path / "in" / "mosaic.png"
     image.parent.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(image)
-    bench_data = Path(__file__).resolve().parents[2] / "shared" / "data" / "outex"
+    bench_data = SHARED_DATA / "outex"
     code = f"""
 import sys
 import detecture
