@@ -13,7 +13,6 @@ from skimage.transform import resize
 from detecture.benchmark.datasets import open_dataset
 from detecture.benchmark.metrics import boundary_f, gt_label_map, partition, score_labels
 from detecture.classical import ClassicalParams, segment_texture, texture_features
-from detecture.classical.segmenter import _choose_k
 from detecture.demo.examples import mosaic_three
 
 from shared_data import SHARED_DATA
@@ -136,19 +135,6 @@ def test_every_pixel_has_a_positive_winner(shape, period):
 def test_autonomous_k_calls_one_real_texture_one_region():
     grass = np.repeat(data.grass()[:256, :256, None], 3, axis=2)
     assert segment_texture(grass, None, seed=0).shape[0] == 1
-
-
-def test_k_selection_counts_nested_clusters():
-    """Five compact blobs in two far-apart groups (2 + 3): the model selection counts five, not the two groups.
-
-    Blobs within a group are 8 standard deviations apart, the groups 20: every blob is a cluster, but the top-level
-    split dominates a silhouette maximum (the Outex failure mode: 4, 5 and 6 textures nearly tied)."""
-    rng = np.random.default_rng(0)
-    centres = np.zeros((5, 10))
-    centres[:, :2] = [[0, 0], [8, 0], [20, 0], [20, 8], [28, 0]]
-    blobs = np.concatenate([c + rng.normal(size=(300, 10)) for c in centres])
-    assert _choose_k(blobs, seed=0) == 5
-    assert _choose_k(rng.normal(size=(1500, 10)), seed=0) == 1
 
 
 def test_graph_cut_lands_a_curved_border_within_a_few_pixels_at_768():

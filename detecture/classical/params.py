@@ -71,8 +71,7 @@ class ClassicalParams:
         0.875 matched mIoU with K given (Outex 0.954 → 0.958); in a sweep that also assigned pixels by position,
         0.3 / 0.6 / 0.8 / 1.0 gave DTD 0.849 / 0.872 / 0.878 / 0.874.
     k_select_position_weight : float
-        The same weight in the features K is chosen on. 0.3 raised DTD's K accuracy on the tuning quarter from 0.48
-        to 0.55 and left Outex's at 0.88; 0.6 gave DTD 0.57 but Outex 0.80.
+        The same weight in the features of the one-region test (see ``min_silhouette``).
     pca_components : int
         PCA dimensions kept before clustering (capped by the feature count). 10 keeps nearly all the variance of the
         standardised features and makes k-means fast.
@@ -88,14 +87,25 @@ class ClassicalParams:
     interior : int
         Pass-2 training pixels lie at least this far (px) inside a pass-1 region, away from its uncertain edge.
     min_silhouette : float
-        Autonomous K: below this silhouette of the chosen split the image is one region. 0.25 separated textured
-        mosaics from single textures on the tuning quarter.
+        Autonomous K: below this silhouette of the merged partition the image is one region. Merging leaves some
+        single textures in two parts (statistics that drift across the photo); at 0.25 the test changes no count of
+        the tuning mosaics that was right.
     k_select_pixels : int
-        Pixels subsampled for choosing K (k-means runs for every candidate K, so fewer than ``fit_pixels``).
+        Pixels subsampled for the one-region test (a silhouette costs the square of the sample).
     k_select_sigma : float
-        Gaussian blur (px) of the PCA features before choosing K: less pixel noise, clearer clusters.
+        Gaussian blur (px) of the features of the one-region test: less pixel noise, clearer regions.
     max_k : int
-        Largest K the autonomous regime considers (1 forces one region). 6 covers the benchmark's mosaics.
+        Largest K the autonomous regime returns (1 forces one region): it over-segments into ``max_k`` regions and
+        merges them. 6 covers the benchmark's mosaics (up to 5 textures).
+    merge_distortion : float
+        Autonomous K: the distortion ε up to which the merge codes each region's features (PCA features scaled to
+        unit total variance), see :mod:`.merge`. Larger merges more.
+    merge_samples : float
+        Autonomous K: how many independent samples an image's smoothed features count as, whatever its size, so a
+        merge decision does not depend on the resolution. More samples keep more regions apart. Tuned with
+        ``merge_distortion`` on the tuning quarters (a grid, each point scored by the mean of its neighbours, so a
+        knife-edge optimum is not taken): 0.35 and 186 (one sample per 352 working pixels, about the area 4πσ² of a
+        Gaussian window of σ = 5.3 px, near ``stat_sigma``) gave K accuracy 0.53 on DTD and 1.00 on Outex.
     refine_side : int
         Long-side cap (px) of the graph cut that places the boundaries; larger inputs get its partition bilinearly
         upsampled, which bounds time and memory on multi-megapixel photos.
@@ -138,6 +148,8 @@ class ClassicalParams:
     k_select_pixels: int = 2000
     k_select_sigma: float = 6.0
     max_k: int = 6
+    merge_distortion: float = 0.35
+    merge_samples: float = 186.0
     refine_side: int = 1024
     cut_smoothness: float = 3000.0
     cut_contrast: float = 0.3
@@ -181,7 +193,7 @@ _POSITIVE_INTS = {"work_side", "pad", "n_orientations", "pca_components", "fit_p
                   "refine_side"}
 _NON_NEGATIVE_INTS = {"band", "interior"}
 _POSITIVE_FLOATS = {"bandwidth", "energy_window", "fine_window", "min_sigma", "stat_sigma", "fine_stat_sigma",
-                    "cut_temperature"}
+                    "cut_temperature", "merge_distortion", "merge_samples"}
 _NON_NEGATIVE_FLOATS = {"luma_stat_weight", "chroma_stat_weight", "position_weight", "k_select_position_weight",
                         "score_smooth_sigma", "fine_smooth_sigma", "k_select_sigma", "cut_smoothness", "cut_contrast"}
 

@@ -10,9 +10,9 @@ at twice that size when the input has it. Every setting named here in ``code`` i
    local mean / standard deviation of lightness and of the CIE-Lab chroma channels, in three weighted groups.
    Features are standardised, reduced by PCA and clustered with k-means (several restarts, on a pixel subsample)
    with the pixel coordinates beside them at ``position_weight``, so the centres are compact areas rather than the
-   interleaved parts of one texture; pixels then join the centre they look like. In the autonomous regime
-   K ∈ 1..6 is chosen by the Calinski–Harabasz index on a subsample of the same features (coordinates at
-   ``k_select_position_weight``) smoothed over ``k_select_sigma`` px, with K = 1 when the chosen split's
+   interleaved parts of one texture; pixels then join the centre they look like. In the autonomous regime the
+   image is segmented into ``max_k`` regions (all three steps) and adjacent regions are merged while merging
+   shortens the coding length of their features (:mod:`.merge`), with K = 1 when the merged partition's
    silhouette is below ``min_silhouette``.
    Wide windows make the clusters clean but put the boundaries where the blurred features
    cross, pixels to tens of pixels away from the true edge.
@@ -42,11 +42,12 @@ from skimage.color import rgb2lab
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-from sklearn.metrics import calinski_harabasz_score, silhouette_score
+from sklearn.metrics import silhouette_score
 
 from ..utils.image_ops import label_boundaries
 from .cut import cut_band
 from .gabor import bank, centres
+from .merge import merge_regions
 from .params import NYQUIST, ClassicalParams
 
 _LOG_POSTERIOR_FLOOR = 30.0  # nats: pass-2 log-posteriors below -30 say nothing more
@@ -227,26 +228,14 @@ def _position(h: int, w: int) -> np.ndarray:
     return _group([yy, xx], 1.0).reshape(2, -1).T
 
 
-def _choose_k(sample: np.ndarray, seed: int, params: ClassicalParams | None = None) -> int:
-    """Calinski–Harabasz model selection over K = 2..``max_k``; K = 1 when the chosen split's silhouette is unconvincing.
-
-    The silhouette's maximum over K was tie-prone on Outex (4, 5 and 6 clusters within a few thousandths, so the
-    winner flipped with the pixel subsample); the Calinski–Harabasz ratio of between- to within-cluster dispersion
-    separated the true K more clearly on the tuning quarter. The silhouette still decides whether there is any
-    split at all, which the ratio cannot say (it is undefined for K = 1).
-    """
-    params = params or ClassicalParams()
-    best_k, best_score, best_labels = 1, -np.inf, None
-    for k in range(2, min(params.max_k, len(sample) - 1) + 1):  # both scores need fewer clusters than points
-        labels = KMeans(k, n_init=3, random_state=seed).fit_predict(sample)
-        if len(np.unique(labels)) < 2:
-            continue
-        score = calinski_harabasz_score(sample, labels)
-        if score > best_score:
-            best_k, best_score, best_labels = k, score, labels
-    if best_labels is None or silhouette_score(sample, best_labels) < params.min_silhouette:
-        return 1
-    return best_k
+def _one_region(sample: np.ndarray, labels: np.ndarray, params: ClassicalParams) -> bool:
+    """Whether a chosen partition is too weak to be more than one texture: its silhouette on ``sample`` (features
+    smoothed over ``k_select_sigma`` px, coordinates beside them) is below ``min_silhouette``. Merging keeps apart
+    the parts of a single texture whose statistics drift across it (one grass photo came out as two); their
+    silhouette is low."""
+    if len(np.unique(labels)) < 2 or len(labels) < 3:
+        return False
+    return silhouette_score(sample, labels) < params.min_silhouette
 
 
 def _smooth_maps(maps: np.ndarray, sigma: float) -> np.ndarray:
@@ -289,7 +278,7 @@ def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int,
 def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: bool = True,
                     params: ClassicalParams | None = None) -> np.ndarray:
     """(K, H, W) logits for an image, the winner positive at every pixel (the graph cut's partition as ±1, or
-    margins without it); ``k=None`` chooses K (Calinski–Harabasz); no texture gives K = 1.
+    margins without it); ``k=None`` chooses K (:mod:`.merge`); no texture gives K = 1.
 
     A K that was asked for is kept even where a region wins no pixel; a chosen K is not: a region the final
     partition leaves empty was not found, so its channel is dropped rather than reported as an empty region.
@@ -313,11 +302,7 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     pca = PCA(n_components=min(params.pca_components, d, fit_idx.size), random_state=seed).fit(flat[fit_idx])
     reduced = pca.transform(flat)
     position = _position(fh, fw)
-    if k is None:
-        placed = np.hstack([reduced, position * np.float32(params.k_select_position_weight)])
-        smooth = _smooth_maps(placed.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(placed.shape[1], -1).T
-        k = _choose_k(smooth[fit_idx[:params.k_select_pixels]], seed, params)
-    k = min(k, fit_idx.size)
+    k = min(params.max_k if chosen else k, fit_idx.size)
     if k == 1:
         return np.ones((1, h, w), dtype=np.float32)
     placed = np.hstack([reduced, position * np.float32(params.position_weight)])
@@ -331,31 +316,71 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         refined = _refine(fine_feats, scores, k, seed, params)
     if refined is not None:
         scores = refined
+    if refined is None:
+        if chosen:
+            owner = _merged(scores.argmax(axis=0), k, reduced, pca, position, fit_idx, params)
+            if owner is None:
+                return np.ones((1, h, w), dtype=np.float32)
+            scores = np.stack([scores[owner == r].max(axis=0) for r in range(owner.max() + 1)])
+        margin = _margin(scores)
+        if chosen:
+            margin = margin[np.unique(margin.argmax(axis=0))]
+        return _positive_winner(margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w))
+    labels = _cut(_margin(scores), copies, params)
+    if chosen:
+        owner = _merged(_resample(labels, fh, fw), k, reduced, pca, position, fit_idx, params)
+        if owner is None:
+            return np.ones((1, h, w), dtype=np.float32)
+        labels = owner[labels]
+    return _one_hot(labels, np.unique(labels) if chosen else np.arange(k), h, w)
+
+
+def _margin(scores: np.ndarray) -> np.ndarray:
+    """(K, h, w) each channel's score minus the best rival's: positive only for the winner."""
     order = np.sort(scores, axis=0)
     rival = np.where(scores == order[-1], order[-2], order[-1])
-    margin = (scores - rival).astype(np.float32)
-    if refined is not None:
-        return _cut(margin, copies, params, keep_empty=not chosen)
-    if chosen:
-        margin = margin[np.unique(margin.argmax(axis=0))]
-    return _positive_winner(margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w))
+    return (scores - rival).astype(np.float32)
 
 
-def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, keep_empty: bool) -> np.ndarray:
-    """(K, H, W) ±1 logits of the graph-cut partition (:mod:`.cut`) at ≤ ``refine_side`` px, upsampled to the input;
-    without ``keep_empty``, only the channels of labels the partition uses.
+def _merged(labels: np.ndarray, k: int, reduced: np.ndarray, pca: PCA, position: np.ndarray, fit_idx: np.ndarray,
+            params: ClassicalParams) -> np.ndarray | None:
+    """Lookup table from the over-segmentation's labels to the chosen regions (:mod:`.merge`), or ``None`` when the
+    image is one texture. ``labels`` is at the working size; the PCA features are scaled to unit total variance,
+    so the merge's distortion is relative to the image's own feature spread."""
+    features = reduced / np.float32(np.sqrt(pca.explained_variance_.sum()))
+    owner = merge_regions(features, labels, k, params.merge_distortion, labels.size / params.merge_samples)
+    fh, fw = labels.shape
+    placed = np.hstack([features, position * np.float32(params.k_select_position_weight)])
+    sample = fit_idx[:params.k_select_pixels]
+    smooth = _smooth_maps(placed.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(placed.shape[1], -1).T
+    if owner.max() == 0 or _one_region(smooth[sample], owner[labels.ravel()[sample]], params):
+        return None
+    return owner
+
+
+def _resample(labels: np.ndarray, h: int, w: int) -> np.ndarray:
+    """Nearest-neighbour resampling of a label map to (h, w) (pixel centres)."""
+    rows = ((np.arange(h) + 0.5) * labels.shape[0] / h).astype(int)
+    cols = ((np.arange(w) + 0.5) * labels.shape[1] / w).astype(int)
+    return labels[np.ix_(rows, cols)]
+
+
+def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams) -> np.ndarray:
+    """(h, w) labels of the graph-cut partition (:mod:`.cut`) at ≤ ``refine_side`` px.
 
     Pixels pass 2 left to pass 1 (margin ≥ ``_DECIDED`` nats) are fixed; the band around the boundaries is cut."""
-    h, w = copies.shape
     lab = copies.fitted(params.refine_side)
     sh, sw = lab.shape[:2]
     if margin.shape[1:] != (sh, sw):
         margin = _upsample(margin, sh, sw)
     fixed = np.where(margin.max(axis=0) >= _DECIDED, margin.argmax(axis=0), -1)
-    labels = cut_band(np.maximum(-margin, 0.0) * np.float32(params.cut_temperature), fixed, lab, params)
-    used = np.arange(margin.shape[0]) if keep_empty else np.unique(labels)
+    return cut_band(np.maximum(-margin, 0.0) * np.float32(params.cut_temperature), fixed, lab, params)
+
+
+def _one_hot(labels: np.ndarray, used: np.ndarray, h: int, w: int) -> np.ndarray:
+    """(len(used), H, W) ±1 logits of a partition, one channel per label in ``used``, upsampled to the input."""
     onehot = np.where(used[:, None, None] == labels[None], 1.0, -1.0).astype(np.float32)
-    return onehot if (sh, sw) == (h, w) else _positive_winner(_upsample(onehot, h, w))
+    return onehot if labels.shape == (h, w) else _positive_winner(_upsample(onehot, h, w))
 
 
 def _positive_winner(logits: np.ndarray) -> np.ndarray:
