@@ -94,3 +94,22 @@ def test_mask_size_mismatch_is_a_recorded_failure_naming_the_file(tmp_path):
     rec = run_sample(cells[0], cells[0].records[1], tmp_path / "out", save_partition=False)
     assert rec["status"] == "failed"
     assert "m1_a.png" in rec["error"] and "60x50" in rec["error"]
+
+
+@pytest.mark.parametrize("fault", ["symlink loop", "deep nesting"])
+def test_broken_metadata_is_one_line_before_anything_runs(tmp_path, capsys, fault):
+    root = make_unified(tmp_path / "set", 2)
+    if fault == "symlink loop":
+        (root / "masks" / "l1").symlink_to("l2")
+        (root / "masks" / "l2").symlink_to("l1")
+        records = json.loads((root / "metadata.json").read_text())
+        records[1]["textures"][0]["mask_path"] = "masks/l1"
+        (root / "metadata.json").write_text(json.dumps(records))
+    else:
+        (root / "metadata.json").write_text("[" * 100_000 + "]" * 100_000)
+    line = _cli_error(capsys, ["bench", "--datasets", str(root), "--methods", "classical", "--out",
+                               str(tmp_path / "out")])
+    assert str(root / "metadata.json") in line
+    if fault == "symlink loop":
+        assert "record 'm1'" in line and "masks/l1" in line and "symlink loop" in line
+    assert not (tmp_path / "out" / "cells").exists()

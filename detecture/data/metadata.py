@@ -54,16 +54,24 @@ def datasets_root(default: str | os.PathLike | None = None) -> Path:
     return Path(env or default or "datasets").expanduser()
 
 
-def resolve_within(root: str | os.PathLike, relative: str, *, source: str = "metadata") -> Path:
-    """Resolve ``relative`` under ``root``; refuse absolute paths and anything escaping the root (incl. symlinks)."""
+def resolve_within(root: str | os.PathLike, relative: str, *, source: str = "metadata",
+                   what: str = "the dataset root") -> Path:
+    """Resolve ``relative`` under ``root``; refuse absolute paths and anything escaping the root (incl. symlinks).
+
+    ``what`` names the root in the error (a predictions folder is not a dataset root). A symlink loop is refused
+    here too: Python 3.10-3.12 raise ``RuntimeError`` for it while resolving, which is a fault of the data.
+    """
     if not isinstance(relative, str) or not relative.strip():
         raise DatasetError(f"{source}: empty or non-string path {relative!r}")
     if os.path.isabs(relative) or relative.startswith(("\\", "~")):
-        raise DatasetError(f"{source}: path {relative!r} is absolute; paths must be relative to the dataset root")
+        raise DatasetError(f"{source}: path {relative!r} is absolute; paths must be relative to {what}")
     root_resolved = Path(root).resolve()
-    candidate = (root_resolved / relative).resolve()
+    try:
+        candidate = (root_resolved / relative).resolve()
+    except RuntimeError:
+        raise DatasetError(f"{source}: path {relative!r} is a symlink loop") from None
     if candidate != root_resolved and root_resolved not in candidate.parents:
-        raise DatasetError(f"{source}: path {relative!r} escapes the dataset root {root_resolved}")
+        raise DatasetError(f"{source}: path {relative!r} escapes {what} {root_resolved}")
     return candidate
 
 
@@ -111,6 +119,8 @@ def load_metadata(path: str | os.PathLike) -> list[SampleRecord]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # the parser recurses per nesting level; no metadata nests more than a few
+        raise DatasetError(f"{path}: JSON nested too deeply to be metadata") from None
     return parse_records(data, source=str(path))
 
 
