@@ -113,3 +113,20 @@ def test_broken_metadata_is_one_line_before_anything_runs(tmp_path, capsys, faul
     if fault == "symlink loop":
         assert "record 'm1'" in line and "masks/l1" in line and "symlink loop" in line
     assert not (tmp_path / "out" / "cells").exists()
+
+
+def test_rwtd_layout_errors_name_the_file_not_a_missing_metadata_json(tmp_path, capsys):
+    root = make_rwtd(tmp_path / "rwtd", 2)
+    outside = make_rwtd(tmp_path / "elsewhere", 1)
+    (root / "images" / "001.png").unlink()
+    (root / "images" / "001.png").symlink_to(outside / "images" / "000.png")
+    line = _cli_error(capsys, ["bench", "--datasets", str(root), "--methods", "classical", "--out",
+                               str(tmp_path / "out")])
+    assert line.startswith(f"error: {root / 'images' / '001.png'}: ") and "escapes" in line
+    assert "metadata.json" not in line
+
+
+def test_a_file_given_as_dataset_says_so(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    line = _cli_error(capsys, ["bench", "--datasets", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "out")])
+    assert "notes.txt" in line and "is a file" in line
