@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench_fixture import make_rwtd, make_unified
+from bench_fixture import make_rwtd, make_unified, write_bomb_png
 from detecture.benchmark.datasets import open_dataset
 from detecture.benchmark.methods import MethodOptions
 from detecture.benchmark.runner import BenchConfig, build_plan, run_sample
@@ -130,3 +130,33 @@ def test_a_file_given_as_dataset_says_so(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("x")
     line = _cli_error(capsys, ["bench", "--datasets", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "out")])
     assert "notes.txt" in line and "is a file" in line
+
+
+def test_bad_files_are_recorded_as_failed_samples_and_the_run_finishes(tmp_path, capsys):
+    """A name too long for the file system and decompression bombs (image, mask or prediction) are faults of the
+    input: each is its sample's one-line failure, never "stopped unfinished", so a re-run does not redo them."""
+    root = make_unified(tmp_path / "set", 5)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(5):
+        Image.open(root / "masks" / f"m{i}_a.png").save(pred / f"m{i}.png")
+    write_bomb_png(pred / "m0.png")
+    records = json.loads((root / "metadata.json").read_text())
+    records[1]["image_path"] = "images/" + "x" * 300 + ".png"
+    (root / "metadata.json").write_text(json.dumps(records))
+    write_bomb_png(root / "images" / "m2.png")
+    write_bomb_png(root / "masks" / "m3_b.png")
+    argv = ["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p={pred}",
+            "--predictions-pattern", "{id}.png", "--out", str(tmp_path / "out")]
+    for _ in range(2):
+        assert main(argv) == 1  # partial: some samples failed
+        captured = capsys.readouterr()
+        assert "stopped unfinished" not in captured.err
+        assert captured.out.strip().splitlines()[-1] == "1 of 5 sample(s) scored, 4 failed"
+    samples = [json.loads(line) for line in (tmp_path / "out" / "cells" / "set" / "p" / "samples.jsonl").open()]
+    errors = {r["id"]: r.get("error", "") for r in samples}
+    assert "m0.png" in errors["m0"] and "decompression bomb" in errors["m0"]
+    assert "x" * 300 in errors["m1"] and "File name too long" in errors["m1"]
+    assert "m2.png" in errors["m2"] and "decompression bomb" in errors["m2"]
+    assert "m3_b.png" in errors["m3"] and "decompression bomb" in errors["m3"]
+    assert errors["m4"] == "" and samples[-1]["status"] == "ok"

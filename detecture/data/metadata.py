@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..errors import DatasetError, InputError
+from ..images import as_rgb_array, load_image, open_image
 from ..utils import atomic
-from ..errors import DatasetError
 
 DATASETS_ROOT_ENV = "DETECTURE_DATASETS_ROOT"
 METADATA_FILE = "metadata.json"
@@ -131,14 +132,11 @@ def save_metadata(path: str | os.PathLike, records: Iterable[SampleRecord]) -> N
 
 def load_binary_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a mask PNG as a boolean array (> 127 is inside); errors name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: mask file not found")
     try:
-        with Image.open(path) as im:
+        with open_image(path, "mask") as im:
             arr = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable mask ({exc})") from None
+    except InputError as exc:
+        raise DatasetError(str(exc)) from None
     return arr > 127
 
 
@@ -167,9 +165,6 @@ def load_sample(root: str | os.PathLike, record: SampleRecord) -> LoadedSample:
     Raises :class:`DatasetError` (naming the file) for escaping paths, unreadable files, and masks whose size differs
     from the image. Empty masks are *not* an error here: callers decide (training skips, benchmark reports).
     """
-    from ..errors import InputError
-    from ..images import as_rgb_array, load_image
-
     source = f"record {record.id!r}"
     image_file = resolve_within(root, record.image_path, source=source)
     try:

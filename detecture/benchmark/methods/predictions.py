@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
 from ...errors import DatasetError, InputError
+from ...images import open_image
 from ..metrics import mask_logits
 from ..regimes import SampleRegime
 from .base import Method, MethodOptions, MethodOutput
@@ -45,13 +45,11 @@ class PredictionsMethod(Method):
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         stem = self.stems.get(regime.sample_id, regime.sample_id)
         path = self.folder / self.pattern.format(id=regime.sample_id, stem=stem)
-        if not path.exists():
-            raise DatasetError(f"{path}: prediction file not found")
         try:
-            with Image.open(path) as im:
+            with open_image(path, "prediction") as im:
                 labels = np.asarray(im.convert("L") if im.mode not in ("L", "I", "I;16", "P") else im)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DatasetError(f"{path}: unreadable prediction ({exc})") from None
+        except InputError as exc:
+            raise DatasetError(str(exc)) from None
         if labels.shape != image.shape[:2]:
             raise DatasetError(f"{path}: prediction is {labels.shape[1]}x{labels.shape[0]} but the image is "
                                f"{image.shape[1]}x{image.shape[0]}")
