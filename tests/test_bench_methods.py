@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 
 from bench_fixture import make_unified, mosaic
 from detecture.benchmark.methods import REGISTRY, MethodOptions, build_method
+from detecture.benchmark.methods.base import MethodOutput
 from detecture.benchmark.methods.predictions import PredictionsMethod
 from detecture.benchmark.methods.sam3 import instances_to_logits
 from detecture.benchmark.metrics import gt_label_map, partition, score_labels
@@ -25,7 +27,7 @@ from detecture.benchmark.regimes import (
     regime_for,
 )
 from detecture.benchmark.runner import BenchConfig, build_plan, run_benchmark
-from detecture.errors import DatasetError, DetectureError, InputError
+from detecture.errors import DatasetError, DetectureError, InputError, MethodError
 
 
 def test_dispatch_table_covers_every_method_and_regime():
@@ -212,3 +214,31 @@ def test_every_method_states_its_settings_as_json_and_a_changed_option_changes_t
                "texturesam": MethodOptions(models={"texturesam": "ckpt-b"}),
                "sa2va": MethodOptions(models={"sa2va": "other/sa2va"}), "detecture": MethodOptions(tiny=True)}
     assert build_method(name, changed[name]).settings() != base.settings()
+
+
+def _with_predictions(tmp_path, n: int):
+    """A unified set of ``n`` mosaics and a folder of their ground truth as label maps named ``<id>.png``."""
+    root = make_unified(tmp_path / "set", n)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(n):
+        Image.open(root / "masks" / f"m{i}_a.png").save(pred / f"m{i}.png")
+    return root, pred
+
+
+def _samples(out, dataset: str, method: str) -> dict[str, dict]:
+    lines = (out / "cells" / dataset / method / "samples.jsonl").read_text().splitlines()
+    return {r["id"]: r for r in map(json.loads, lines)}
+
+
+def test_a_label_map_with_more_levels_than_a_partition_holds_is_one_failed_sample(tmp_path):
+    root, pred = _with_predictions(tmp_path, 2)
+    Image.fromarray((np.arange(96 * 96) % 256).astype(np.uint8).reshape(96, 96)).save(pred / "m0.png")
+    out = tmp_path / "out"
+    run_benchmark(BenchConfig(out=out, methods=[], datasets=[str(root)], predictions=[("p", str(pred))],
+                              predictions_pattern="{id}.png"))
+    samples = _samples(out, "set", "p")
+    assert samples["m0"]["status"] == "failed" and samples["m1"]["status"] == "ok"
+    assert str(pred / "m0.png") in samples["m0"]["error"] and "256 regions; at most 254" in samples["m0"]["error"]
+    with pytest.raises(MethodError, match="255 regions"):
+        MethodOutput(np.zeros((255, 2, 2), np.float32))  # any method: one rule for every output

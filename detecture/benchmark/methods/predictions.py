@@ -16,14 +16,16 @@ from ...errors import DatasetError, InputError
 from ...images import open_image
 from ..metrics import mask_logits
 from ..regimes import SampleRegime
-from .base import Method, MethodOptions, MethodOutput
+from .base import Method, MethodOptions, MethodOutput, check_region_count
 
 DEFAULT_PATTERN = "{stem}.png"
 
 
-def label_map_logits(labels: np.ndarray) -> np.ndarray:
-    """(H, W) integer label map → (L, H, W) logits, one channel per distinct level in increasing order."""
+def label_map_logits(labels: np.ndarray, source: str = "prediction") -> np.ndarray:
+    """(H, W) integer label map → (L, H, W) logits, one channel per distinct level in increasing order; the level
+    count is checked before the channels are allocated (a photo passed as a label map has up to 256 levels)."""
     levels = np.unique(labels)
+    check_region_count(len(levels), source)
     return mask_logits(labels[None] == levels[:, None, None])
 
 
@@ -53,4 +55,4 @@ class PredictionsMethod(Method):
         if labels.shape != image.shape[:2]:
             raise DatasetError(f"{path}: prediction is {labels.shape[1]}x{labels.shape[0]} but the image is "
                                f"{image.shape[1]}x{image.shape[0]}")
-        return MethodOutput(label_map_logits(labels))
+        return MethodOutput(label_map_logits(labels, f"{path}: prediction"))
