@@ -242,3 +242,30 @@ def test_a_label_map_with_more_levels_than_a_partition_holds_is_one_failed_sampl
     assert str(pred / "m0.png") in samples["m0"]["error"] and "256 regions; at most 254" in samples["m0"]["error"]
     with pytest.raises(MethodError, match="255 regions"):
         MethodOutput(np.zeros((255, 2, 2), np.float32))  # any method: one rule for every output
+
+
+@pytest.mark.parametrize("pattern, problem", [
+    ("seg{stem}{.png", "malformed"), ("seg{stem}{foo}.png", "{foo} is not allowed"),
+    ("{id!r}.png", "{id!r} is not allowed"), ("{stem:>9}.png", "{stem:>9} is not allowed"), ("{}.png", "{} is not"),
+    ("seg.png", "must contain"), ("/tmp/{id}.png", "absolute"), ("../{id}.png", "escapes the predictions folder")])
+def test_a_bad_predictions_pattern_is_one_line_before_anything_runs(tmp_path, capsys, pattern, problem):
+    from detecture.cli import main
+
+    root, pred = _with_predictions(tmp_path, 1)
+    out = tmp_path / "out"
+    assert main(["bench", "--datasets", str(root), "--methods", "classical", "--predictions", f"p={pred}",
+                 "--predictions-pattern", pattern, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: predictions 'p': pattern") and problem in err[0], err
+    assert not (out / "cells").exists()  # classical, named first, did not run
+
+
+def test_record_ids_cannot_lead_outside_the_predictions_folder(tmp_path):
+    (tmp_path / "pred").mkdir()
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.zeros((8, 10), np.uint8)).save(outside)
+    method = PredictionsMethod(MethodOptions(), "peer", tmp_path / "pred", "{id}.png")
+    image = np.zeros((8, 10, 3), np.uint8)
+    for sample_id, problem in ((str(tmp_path / "outside"), "absolute"), ("../outside", "escapes the predictions")):
+        with pytest.raises(DatasetError, match=f"sample '{sample_id}': path .* {problem}"):
+            method.segment(image, SampleRegime(ORACLE, 1, 1, "precomputed", sample_id))
