@@ -269,3 +269,21 @@ def test_record_ids_cannot_lead_outside_the_predictions_folder(tmp_path):
     for sample_id, problem in ((str(tmp_path / "outside"), "absolute"), ("../outside", "escapes the predictions")):
         with pytest.raises(DatasetError, match=f"sample '{sample_id}': path .* {problem}"):
             method.segment(image, SampleRegime(ORACLE, 1, 1, "precomputed", sample_id))
+
+
+def test_another_predictions_folder_or_pattern_is_another_experiment(tmp_path, capsys):
+    """Scoring a second folder into the same --out must not mix two experiments in one mean."""
+    from detecture.cli import main
+
+    root, pred = _with_predictions(tmp_path, 2)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("m0.png", "m1.png"):
+        (other / f"seg{name}").write_bytes((pred / name).read_bytes())
+    out = tmp_path / "out"
+    argv = ["bench", "--datasets", str(root), "--methods", "", "--out", str(out), "--limit", "1"]
+    assert main(argv + ["--predictions", f"p={pred}", "--predictions-pattern", "{id}.png"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--predictions", f"p={other}", "--predictions-pattern", "seg{id}.png"]) == 2
+    err = capsys.readouterr().err
+    assert "scored with other settings" in err and str(other.resolve()) in err and "seg{id}.png" in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import string
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -66,6 +67,10 @@ class PredictionsMethod(Method):
         check_pattern(name, pattern)
         resolve_within(self.folder, pattern.format(id="x", stem="x"), source=f"predictions {name!r}: pattern "
                        f"{pattern!r}", what=FOLDER)  # an absolute or escaping pattern fails here, not per sample
+
+    def settings(self) -> dict[str, Any]:
+        """Another folder or pattern is another experiment: its results must not join this cell's mean."""
+        return {"folder": str(self.folder.resolve()), "pattern": self.pattern}
 
     def path_for(self, sample_id: str) -> Path:
         """The sample's label map; a record id that would lead outside the folder is that sample's error."""
