@@ -160,3 +160,14 @@ def test_bad_files_are_recorded_as_failed_samples_and_the_run_finishes(tmp_path,
     assert "m2.png" in errors["m2"] and "decompression bomb" in errors["m2"]
     assert "m3_b.png" in errors["m3"] and "decompression bomb" in errors["m3"]
     assert errors["m4"] == "" and samples[-1]["status"] == "ok"
+
+
+def test_two_datasets_with_one_folder_name_are_refused_before_anything_runs(tmp_path, capsys):
+    """They would share one result cell: the second's numbers would be the first's."""
+    a, b = make_rwtd(tmp_path / "a" / "ds", 1), make_rwtd(tmp_path / "b" / "ds", 1)
+    out = tmp_path / "out"
+    line = _cli_error(capsys, ["bench", "--datasets", f"{a},{b}", "--methods", "classical", "--out", str(out)])
+    assert str(a) in line and str(b) in line and "share the result folder 'ds'" in line
+    line = _cli_error(capsys, ["bench", "--datasets", f"{a},{a}", "--methods", "classical", "--out", str(out)])
+    assert f"dataset {a} is given twice" in line
+    assert not (out / "cells").exists()

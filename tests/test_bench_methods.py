@@ -287,3 +287,23 @@ def test_another_predictions_folder_or_pattern_is_another_experiment(tmp_path, c
     assert main(argv + ["--predictions", f"p={other}", "--predictions-pattern", "seg{id}.png"]) == 2
     err = capsys.readouterr().err
     assert "scored with other settings" in err and str(other.resolve()) in err and "seg{id}.png" in err
+
+
+def test_method_names_that_make_one_folder_are_refused_naming_both(tmp_path):
+    root, pred = _with_predictions(tmp_path, 1)
+    config = BenchConfig(out=tmp_path / "out", methods=[], datasets=[str(root)],
+                         predictions=[("p q", str(pred)), ("p_q", str(pred))], predictions_pattern="{id}.png")
+    with pytest.raises(InputError, match="methods 'p q' and 'p_q' would share the result folder 'p_q'"):
+        build_plan(config)
+    with pytest.raises(InputError, match="method 'classical' is given twice"):
+        build_plan(BenchConfig(out=tmp_path / "out", methods=["classical", "classical"], datasets=[str(root)]))
+
+
+def test_distinct_sample_ids_get_distinct_partition_files_of_a_usable_length(tmp_path):
+    from detecture.benchmark.cell_store import partition_path
+
+    ids = ["a b", "a_b", "a/b", "../../a_b", "x" * 300, "x" * 301]
+    paths = [partition_path(tmp_path, "d", "m", "ours", i) for i in ids]
+    assert len(set(paths)) == len(ids)
+    assert all(p.parent == tmp_path / "partitions" / "d" / "m" and len(p.name) < 255 for p in paths)
+    assert partition_path(tmp_path, "d", "m", "ours", "m0").name == "m0.png"  # plain ids stay readable

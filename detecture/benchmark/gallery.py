@@ -64,7 +64,8 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
             log.warning("gallery: %s: %s", record.id, exc)
             panels = [None, None]
         for cell, rec in zip(dataset_cells, recorded):
-            labels = cell_store.load_partition(cell_store.partition_path(out, dataset.name, cell.method.name, record.id))
+            labels = cell_store.load_partition(cell_store.partition_path(out, dataset.name, cell.method.name, "ours",
+                                                                         record.id))
             panels.append(None if labels is None else colourise(labels, _matches(rec.get(record.id)), n_gt))
         titles = ["image", "ground truth"] + [c.method.name for c in dataset_cells]
         for col, (panel, title) in enumerate(zip(panels, titles)):
