@@ -40,3 +40,20 @@ def test_a_method_named_like_a_published_cell_has_its_own_folder():
     out = Path("out")
     assert cell_dir(out, "d", "p@published") != cell_dir(out, "d", "p", "published")
     assert partition_path(out, "d", "p@published", "ours", "0") != partition_path(out, "d", "p", "published", "0")
+
+
+def test_the_gallery_of_a_published_run_shows_the_published_partitions(tmp_path, monkeypatch):
+    from detecture.benchmark import cell_store
+    from detecture.benchmark.runner import BenchConfig
+    from detecture.benchmark.suite import run
+
+    root = make_rwtd(tmp_path / "rwtd", 2)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(2):
+        (pred / f"{i:03d}.png").write_bytes((root / "textures_mask" / f"{i:03d}_mask_a.png").read_bytes())
+    read, real = [], cell_store.load_partition
+    monkeypatch.setattr(cell_store, "load_partition", lambda path: read.append(path) or real(path))
+    run(BenchConfig(out=tmp_path / "out", methods=[], datasets=[str(root)], predictions=[("p", str(pred))],
+                    predictions_pattern="{id}.png", gallery=2, protocol="published"))
+    assert len(read) == 2 and all(p.parent.name == "p@published" and p.is_file() for p in read)
