@@ -23,8 +23,9 @@ import json
 import logging
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
@@ -120,12 +121,24 @@ class ShardWriter:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        with self._naming_the_file():
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.close()
+        with self._naming_the_file():  # closing flushes what a failed write left buffered, and fails the same way
+            self._fh.close()
+
+    @contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A failed write or flush (disk full) names no file; the user must learn which one."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is not None or exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
 
 def merge_cell(directory: Path, order: list[str]) -> None:
