@@ -2,19 +2,25 @@
 
 Handles EXIF orientation, greyscale, palette, alpha (composited on white so transparent areas do not turn black),
 and 16-bit / float images (rescaled to 8 bits by their own range, since e.g. 16-bit PNGs rarely use the full range).
+Every input image file (photo, mask, label map) is opened through :func:`open_image`, which decides what a bad file
+is.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
-# Decompression-bomb guard stays on but is raised to allow large scientific images (~ 30k x 30k).
+# Decompression-bomb guard stays on but is raised to allow large scientific images (~ 30k x 30k): Pillow warns above
+# this many pixels and refuses twice as many before decoding anything.
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
 MIN_SIDE = 2  # per axis, for every input form: along a 1-pixel axis the classical graph cut has no neighbours
 
@@ -43,24 +49,45 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it."""
+# Errors of opening a path that are the path's fault, not the system's: no such file, a folder, a name too long for
+# the file system, a symlink loop.
+_BAD_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP})
+
+
+@contextmanager
+def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.Image]:
+    """Open an input image file lazily; the caller decodes it inside the block.
+
+    A fault of the input (the path is no usable file, the format is unknown or corrupt, or the header claims more
+    pixels than the decompression-bomb guard allows) raises :class:`InputError` naming the file and ``what`` it should
+    have been, which a batch run records as that item's failure. Any other ``OSError`` (I/O error, permission) is the
+    system's and propagates unchanged, so the run stops unfinished rather than record a good file as bad.
+    """
     path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path}: no such file")
-    if path.is_dir():
-        raise InputError(f"{path}: is a directory, expected an image file")
     try:
         with Image.open(path) as im:
-            im.load()
-            image = ImageOps.exif_transpose(im) or im
-            image = to_rgb(image)
+            yield im
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        if isinstance(exc, OSError) and exc.errno is not None:
-            raise  # the system failed to read the file (I/O error, permission): an environment error, not bad data
-        raise InputError(f"{path}: corrupt or truncated image ({exc})") from None
+        raise InputError(f"{path}: not a readable {what} (unknown or corrupt format)") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: refused as a possible decompression bomb ({exc})") from None
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            raise InputError(f"{path}: {what} not found (no such file)") from None
+        if exc.errno in _BAD_PATH_ERRNOS:
+            raise InputError(f"{path}: cannot be read as {what} ({exc.strerror})") from None
+        if exc.errno is not None:
+            raise
+        raise InputError(f"{path}: corrupt or truncated {what} ({exc})") from None
+    except (SyntaxError, ValueError) as exc:
+        raise InputError(f"{path}: corrupt or truncated {what} ({exc})") from None
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it."""
+    with open_image(path) as im:
+        im.load()
+        image = to_rgb(ImageOps.exif_transpose(im) or im)
     check_size(path, image.width, image.height)
     return image
 

@@ -7,6 +7,8 @@ native layout (``images/<id>.png`` + ``textures_mask/<id>_mask_a|b.png``) or in 
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +73,14 @@ def make_unified(root: Path, n: int, size: int = SIZE) -> Path:
                                      {"description": f"Texture of {b}", "mask_path": f"masks/m{i}_b.png"}]})
     (root / "metadata.json").write_text(json.dumps(records))
     return root
+
+
+def write_bomb_png(path: Path, side: int = 50_000) -> Path:
+    """A tiny PNG whose header claims ``side`` x ``side`` grey pixels (a decompression bomb at the default side)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(100)))
+                     + chunk(b"IEND", b""))
+    return path

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bench_fixture import make_rwtd, make_unified
+from bench_fixture import make_rwtd, make_unified, write_bomb_png
 from detecture.benchmark.datasets import open_dataset
 from detecture.benchmark.methods import MethodOptions
 from detecture.benchmark.runner import BenchConfig, build_plan, run_sample
@@ -94,3 +94,80 @@ def test_mask_size_mismatch_is_a_recorded_failure_naming_the_file(tmp_path):
     rec = run_sample(cells[0], cells[0].records[1], tmp_path / "out", save_partition=False)
     assert rec["status"] == "failed"
     assert "m1_a.png" in rec["error"] and "60x50" in rec["error"]
+
+
+@pytest.mark.parametrize("fault", ["symlink loop", "deep nesting"])
+def test_broken_metadata_is_one_line_before_anything_runs(tmp_path, capsys, fault):
+    root = make_unified(tmp_path / "set", 2)
+    if fault == "symlink loop":
+        (root / "masks" / "l1").symlink_to("l2")
+        (root / "masks" / "l2").symlink_to("l1")
+        records = json.loads((root / "metadata.json").read_text())
+        records[1]["textures"][0]["mask_path"] = "masks/l1"
+        (root / "metadata.json").write_text(json.dumps(records))
+    else:
+        (root / "metadata.json").write_text("[" * 100_000 + "]" * 100_000)
+    line = _cli_error(capsys, ["bench", "--datasets", str(root), "--methods", "classical", "--out",
+                               str(tmp_path / "out")])
+    assert str(root / "metadata.json") in line
+    if fault == "symlink loop":
+        assert "record 'm1'" in line and "masks/l1" in line and "symlink loop" in line
+    assert not (tmp_path / "out" / "cells").exists()
+
+
+def test_rwtd_layout_errors_name_the_file_not_a_missing_metadata_json(tmp_path, capsys):
+    root = make_rwtd(tmp_path / "rwtd", 2)
+    outside = make_rwtd(tmp_path / "elsewhere", 1)
+    (root / "images" / "001.png").unlink()
+    (root / "images" / "001.png").symlink_to(outside / "images" / "000.png")
+    line = _cli_error(capsys, ["bench", "--datasets", str(root), "--methods", "classical", "--out",
+                               str(tmp_path / "out")])
+    assert line.startswith(f"error: {root / 'images' / '001.png'}: ") and "escapes" in line
+    assert "metadata.json" not in line
+
+
+def test_a_file_given_as_dataset_says_so(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("x")
+    line = _cli_error(capsys, ["bench", "--datasets", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "out")])
+    assert "notes.txt" in line and "is a file" in line
+
+
+def test_bad_files_are_recorded_as_failed_samples_and_the_run_finishes(tmp_path, capsys):
+    """A name too long for the file system and decompression bombs (image, mask or prediction) are faults of the
+    input: each is its sample's one-line failure, never "stopped unfinished", so a re-run does not redo them."""
+    root = make_unified(tmp_path / "set", 5)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(5):
+        Image.open(root / "masks" / f"m{i}_a.png").save(pred / f"m{i}.png")
+    write_bomb_png(pred / "m0.png")
+    records = json.loads((root / "metadata.json").read_text())
+    records[1]["image_path"] = "images/" + "x" * 300 + ".png"
+    (root / "metadata.json").write_text(json.dumps(records))
+    write_bomb_png(root / "images" / "m2.png")
+    write_bomb_png(root / "masks" / "m3_b.png")
+    argv = ["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p={pred}",
+            "--predictions-pattern", "{id}.png", "--out", str(tmp_path / "out")]
+    for _ in range(2):
+        assert main(argv) == 1  # partial: some samples failed
+        captured = capsys.readouterr()
+        assert "stopped unfinished" not in captured.err
+        assert captured.out.strip().splitlines()[-1] == "1 of 5 sample(s) scored, 4 failed"
+    samples = [json.loads(line) for line in (tmp_path / "out" / "cells" / "set" / "p" / "samples.jsonl").open()]
+    errors = {r["id"]: r.get("error", "") for r in samples}
+    assert "m0.png" in errors["m0"] and "decompression bomb" in errors["m0"]
+    assert "x" * 300 in errors["m1"] and "File name too long" in errors["m1"]
+    assert "m2.png" in errors["m2"] and "decompression bomb" in errors["m2"]
+    assert "m3_b.png" in errors["m3"] and "decompression bomb" in errors["m3"]
+    assert errors["m4"] == "" and samples[-1]["status"] == "ok"
+
+
+def test_two_datasets_with_one_folder_name_are_refused_before_anything_runs(tmp_path, capsys):
+    """They would share one result cell: the second's numbers would be the first's."""
+    a, b = make_rwtd(tmp_path / "a" / "ds", 1), make_rwtd(tmp_path / "b" / "ds", 1)
+    out = tmp_path / "out"
+    line = _cli_error(capsys, ["bench", "--datasets", f"{a},{b}", "--methods", "classical", "--out", str(out)])
+    assert str(a) in line and str(b) in line and "share the result folder 'ds'" in line
+    line = _cli_error(capsys, ["bench", "--datasets", f"{a},{a}", "--methods", "classical", "--out", str(out)])
+    assert f"dataset {a} is given twice" in line
+    assert not (out / "cells").exists()

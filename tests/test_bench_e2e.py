@@ -118,3 +118,21 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     assert _without_timing(got) == _without_timing(_samples(tmp_path / "straight", "rwtd", "classical"))
     for name in ("report.md", "report.csv", "report.tex"):
         assert (killed / name).read_text() == (tmp_path / "straight" / name).read_text()
+
+
+def test_disk_full_while_recording_a_sample_names_the_results_file(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from detecture.benchmark import cell_store
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    root = make_rwtd(tmp_path / "rwtd", 1)
+    monkeypatch.setattr(cell_store.os, "fsync", full)
+    assert main(["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p={root / 'textures_mask'}",
+                 "--predictions-pattern", "{stem}_mask_a.png", "--out", str(tmp_path / "out")]) == 3
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    shard = tmp_path / "out" / "cells" / "rwtd" / "p" / "part-0.jsonl"
+    assert last == f"error: {shard}: No space left on device; bench stopped unfinished (re-run the same command to " \
+                   "finish it)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from PIL import Image
 
 from bench_fixture import make_unified, mosaic
 from detecture.benchmark.methods import REGISTRY, MethodOptions, build_method
+from detecture.benchmark.methods.base import MethodOutput
 from detecture.benchmark.methods.predictions import PredictionsMethod
 from detecture.benchmark.methods.sam3 import instances_to_logits
 from detecture.benchmark.metrics import gt_label_map, partition, score_labels
@@ -25,7 +27,7 @@ from detecture.benchmark.regimes import (
     regime_for,
 )
 from detecture.benchmark.runner import BenchConfig, build_plan, run_benchmark
-from detecture.errors import DatasetError, DetectureError, InputError
+from detecture.errors import DatasetError, DetectureError, InputError, MethodError
 
 
 def test_dispatch_table_covers_every_method_and_regime():
@@ -212,3 +214,96 @@ def test_every_method_states_its_settings_as_json_and_a_changed_option_changes_t
                "texturesam": MethodOptions(models={"texturesam": "ckpt-b"}),
                "sa2va": MethodOptions(models={"sa2va": "other/sa2va"}), "detecture": MethodOptions(tiny=True)}
     assert build_method(name, changed[name]).settings() != base.settings()
+
+
+def _with_predictions(tmp_path, n: int):
+    """A unified set of ``n`` mosaics and a folder of their ground truth as label maps named ``<id>.png``."""
+    root = make_unified(tmp_path / "set", n)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(n):
+        Image.open(root / "masks" / f"m{i}_a.png").save(pred / f"m{i}.png")
+    return root, pred
+
+
+def _samples(out, dataset: str, method: str) -> dict[str, dict]:
+    lines = (out / "cells" / dataset / method / "samples.jsonl").read_text().splitlines()
+    return {r["id"]: r for r in map(json.loads, lines)}
+
+
+def test_a_label_map_with_more_levels_than_a_partition_holds_is_one_failed_sample(tmp_path):
+    root, pred = _with_predictions(tmp_path, 2)
+    Image.fromarray((np.arange(96 * 96) % 256).astype(np.uint8).reshape(96, 96)).save(pred / "m0.png")
+    out = tmp_path / "out"
+    run_benchmark(BenchConfig(out=out, methods=[], datasets=[str(root)], predictions=[("p", str(pred))],
+                              predictions_pattern="{id}.png"))
+    samples = _samples(out, "set", "p")
+    assert samples["m0"]["status"] == "failed" and samples["m1"]["status"] == "ok"
+    assert str(pred / "m0.png") in samples["m0"]["error"] and "256 regions; at most 254" in samples["m0"]["error"]
+    with pytest.raises(MethodError, match="255 regions"):
+        MethodOutput(np.zeros((255, 2, 2), np.float32))  # any method: one rule for every output
+
+
+@pytest.mark.parametrize("pattern, problem", [
+    ("seg{stem}{.png", "malformed"), ("seg{stem}{foo}.png", "{foo} is not allowed"),
+    ("{id!r}.png", "{id!r} is not allowed"), ("{stem:>9}.png", "{stem:>9} is not allowed"), ("{}.png", "{} is not"),
+    ("seg.png", "must contain"), ("/tmp/{id}.png", "absolute"), ("../{id}.png", "escapes the predictions folder")])
+def test_a_bad_predictions_pattern_is_one_line_before_anything_runs(tmp_path, capsys, pattern, problem):
+    from detecture.cli import main
+
+    root, pred = _with_predictions(tmp_path, 1)
+    out = tmp_path / "out"
+    assert main(["bench", "--datasets", str(root), "--methods", "classical", "--predictions", f"p={pred}",
+                 "--predictions-pattern", pattern, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: predictions 'p': pattern") and problem in err[0], err
+    assert not (out / "cells").exists()  # classical, named first, did not run
+
+
+def test_record_ids_cannot_lead_outside_the_predictions_folder(tmp_path):
+    (tmp_path / "pred").mkdir()
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.zeros((8, 10), np.uint8)).save(outside)
+    method = PredictionsMethod(MethodOptions(), "peer", tmp_path / "pred", "{id}.png")
+    image = np.zeros((8, 10, 3), np.uint8)
+    for sample_id, problem in ((str(tmp_path / "outside"), "absolute"), ("../outside", "escapes the predictions")):
+        with pytest.raises(DatasetError, match=f"sample '{sample_id}': path .* {problem}"):
+            method.segment(image, SampleRegime(ORACLE, 1, 1, "precomputed", sample_id))
+
+
+def test_another_predictions_folder_or_pattern_is_another_experiment(tmp_path, capsys):
+    """Scoring a second folder into the same --out must not mix two experiments in one mean."""
+    from detecture.cli import main
+
+    root, pred = _with_predictions(tmp_path, 2)
+    other = tmp_path / "other"
+    other.mkdir()
+    for name in ("m0.png", "m1.png"):
+        (other / f"seg{name}").write_bytes((pred / name).read_bytes())
+    out = tmp_path / "out"
+    argv = ["bench", "--datasets", str(root), "--methods", "", "--out", str(out), "--limit", "1"]
+    assert main(argv + ["--predictions", f"p={pred}", "--predictions-pattern", "{id}.png"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--predictions", f"p={other}", "--predictions-pattern", "seg{id}.png"]) == 2
+    err = capsys.readouterr().err
+    assert "scored with other settings" in err and str(other.resolve()) in err and "seg{id}.png" in err
+
+
+def test_method_names_that_make_one_folder_are_refused_naming_both(tmp_path):
+    root, pred = _with_predictions(tmp_path, 1)
+    config = BenchConfig(out=tmp_path / "out", methods=[], datasets=[str(root)],
+                         predictions=[("p q", str(pred)), ("p_q", str(pred))], predictions_pattern="{id}.png")
+    with pytest.raises(InputError, match="methods 'p q' and 'p_q' would share the result folder 'p_q'"):
+        build_plan(config)
+    with pytest.raises(InputError, match="method 'classical' is given twice"):
+        build_plan(BenchConfig(out=tmp_path / "out", methods=["classical", "classical"], datasets=[str(root)]))
+
+
+def test_distinct_sample_ids_get_distinct_partition_files_of_a_usable_length(tmp_path):
+    from detecture.benchmark.cell_store import partition_path
+
+    ids = ["a b", "a_b", "a/b", "../../a_b", "x" * 300, "x" * 301]
+    paths = [partition_path(tmp_path, "d", "m", "ours", i) for i in ids]
+    assert len(set(paths)) == len(ids)
+    assert all(p.parent == tmp_path / "partitions" / "d" / "m" and len(p.name) < 255 for p in paths)
+    assert partition_path(tmp_path, "d", "m", "ours", "m0").name == "m0.png"  # plain ids stay readable

@@ -18,7 +18,7 @@ def test_published_protocol_end_to_end_beside_ours(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "Protocol: published" in printed
     cells = tmp_path / "out" / "cells" / "rwtd"
-    records = [json.loads(line) for line in (cells / "classical_published" / "samples.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (cells / "classical@published" / "samples.jsonl").read_text().splitlines()]
     assert len(records) == 1 and all(r["status"] == "ok" and r["protocol"] == "published" for r in records)
     assert all(r["k_gt"] == 2 for r in records)
     row = next(csv.DictReader((tmp_path / "out" / "report.csv").open()))
@@ -28,4 +28,32 @@ def test_published_protocol_end_to_end_beside_ours(tmp_path, capsys):
     assert main(common) == 0  # ours, into the same folder: a separate cell, the published one untouched
     assert "Protocol: ours" in capsys.readouterr().out
     assert (cells / "classical" / "samples.jsonl").is_file()
-    assert len((cells / "classical_published" / "samples.jsonl").read_text().splitlines()) == 1
+    assert len((cells / "classical@published" / "samples.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_method_named_like_a_published_cell_has_its_own_folder():
+    """'p@published' scored with our protocol and 'p' scored with the published one never share results."""
+    from pathlib import Path
+
+    from detecture.benchmark.cell_store import cell_dir, partition_path
+
+    out = Path("out")
+    assert cell_dir(out, "d", "p@published") != cell_dir(out, "d", "p", "published")
+    assert partition_path(out, "d", "p@published", "ours", "0") != partition_path(out, "d", "p", "published", "0")
+
+
+def test_the_gallery_of_a_published_run_shows_the_published_partitions(tmp_path, monkeypatch):
+    from detecture.benchmark import cell_store
+    from detecture.benchmark.runner import BenchConfig
+    from detecture.benchmark.suite import run
+
+    root = make_rwtd(tmp_path / "rwtd", 2)
+    pred = tmp_path / "pred"
+    pred.mkdir()
+    for i in range(2):
+        (pred / f"{i:03d}.png").write_bytes((root / "textures_mask" / f"{i:03d}_mask_a.png").read_bytes())
+    read, real = [], cell_store.load_partition
+    monkeypatch.setattr(cell_store, "load_partition", lambda path: read.append(path) or real(path))
+    run(BenchConfig(out=tmp_path / "out", methods=[], datasets=[str(root)], predictions=[("p", str(pred))],
+                    predictions_pattern="{id}.png", gallery=2, protocol="published"))
+    assert len(read) == 2 and all(p.parent.name == "p@published" and p.is_file() for p in read)

@@ -48,3 +48,20 @@ def test_gallery_colours_follow_the_matching():
     pred = np.array([[0, 1, 2, 3]])
     rgb = colourise(pred, {2: 1, 1: 2}, n_gt=2)  # pred 2 matched GT 1, pred 1 matched GT 2, pred 3 unmatched
     assert rgb[0].tolist() == [LABEL_COLOURS[k].tolist() for k in (0, 2, 1, 3)]
+
+
+def test_report_names_each_failed_sample_with_its_error(tmp_path):
+    """Users need to know which files to fix: every failed id with its one-line error, up to 20 per cell."""
+    root = make_rwtd(tmp_path / "rwtd", 23)
+    _, _, cells = build_plan(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)]))
+    cell_dir = tmp_path / "out" / "cells" / "rwtd" / "classical"
+    cell_dir.mkdir(parents=True)
+    lines = [{"id": f"{i:03d}", "status": "failed", "error": f"images/{i:03d}.png: broken {i}"} for i in range(22)]
+    lines.append({"id": "022", "status": "ok", "miou": 1.0, "panoptic_iou": 1.0, "ari": 1.0, "boundary_f": 1.0,
+                  "k_correct": 1.0})
+    (cell_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    md = markdown(summarise(cells, tmp_path / "out"))
+    failures = md.split("## Failures")[1]
+    for i in range(20):
+        assert f"{i:03d}: images/{i:03d}.png: broken {i}\n" in failures
+    assert "020:" not in failures and "and 2 more" in failures

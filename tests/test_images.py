@@ -1,11 +1,15 @@
 """Odd-but-valid images load as upright 8-bit RGB; broken ones raise an error that names the file."""
 
+import errno
+
 import numpy as np
 import pytest
 from PIL import Image
 
 import detecture
-from detecture.errors import InputError
+from bench_fixture import write_bomb_png
+from detecture.data.metadata import load_binary_mask
+from detecture.errors import DetectureError, InputError
 from detecture.images import load_image
 
 
@@ -80,3 +84,24 @@ def test_images_in_memory_obey_the_same_size_rule_as_files(image):
 def test_arrays_that_are_not_images_are_refused_in_one_line(array, problem):
     with pytest.raises(InputError, match=problem):
         detecture.segment(array, method="classical", k=2)
+
+
+def test_decompression_bomb_and_too_long_name_are_faults_of_the_file(tmp_path):
+    bomb = write_bomb_png(tmp_path / "bomb.png")
+    with pytest.raises(InputError, match="bomb.png: refused as a possible decompression bomb"):
+        load_image(bomb)
+    long_name = tmp_path / ("x" * 300 + ".png")
+    with pytest.raises(InputError, match="File name too long"):
+        load_image(long_name)
+
+
+def test_an_io_error_is_the_systems_fault_not_the_files(tmp_path, monkeypatch):
+    """An image or mask the disk fails to read must stop a batch run unfinished, never be recorded as a bad file."""
+    def failing_open(path, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(path))
+
+    monkeypatch.setattr(Image, "open", failing_open)
+    for read in (load_image, load_binary_mask):
+        with pytest.raises(OSError, match="Input/output error") as info:
+            read(tmp_path / "a.png")
+        assert not isinstance(info.value, DetectureError)

@@ -82,3 +82,17 @@ def test_mask_size_mismatch_names_the_file(tmp_path):
 def test_datasets_root_env(monkeypatch, tmp_path):
     monkeypatch.setenv(DATASETS_ROOT_ENV, str(tmp_path))
     assert datasets_root("elsewhere") == tmp_path
+
+
+def test_symlink_loop_is_one_error_naming_the_record_and_path(tmp_path):
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / "l1").symlink_to("l2")
+    (tmp_path / "masks" / "l2").symlink_to("l1")
+    with pytest.raises(DatasetError, match=r"metadata.json: record 'a': path 'masks/l1' is a symlink loop"):
+        resolve_within(tmp_path, "masks/l1", source="metadata.json: record 'a'")
+
+
+def test_deeply_nested_json_is_one_error(tmp_path):
+    (tmp_path / "metadata.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(DatasetError, match="metadata.json: JSON nested too deeply"):
+        load_metadata(tmp_path)

@@ -7,22 +7,30 @@ Layout under the output folder::
     cells/<dataset>/<method>/settings.json       what the results were made with (regime, method settings)
     partitions/<dataset>/<method>/<id>.png       predicted label maps of the gallery samples
 
+Names become folder and file names through :func:`safe_name`; ``<method>`` is ``<name>@published`` for the published
+protocol's cells (``@`` is never in a safe name, so no method's folder can be another's). Two datasets or methods
+whose folders would be one are refused (:func:`check_distinct`), and a sample id's file name is made unique
+(:func:`sample_file_stem`): otherwise one cell's results would be reported under another's name.
+
 A line is written with one ``write`` + ``fsync``; a kill can at worst leave a torn last line, which readers ignore and
 the next append first cuts off. Every process appends only to its own shard, so sharded runs never interleave.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 from PIL import Image
 
+from ..errors import InputError
 from ..utils import atomic
 
 log = logging.getLogger(__name__)
@@ -37,12 +45,43 @@ def safe_name(name: str) -> str:
     return _SAFE.sub("_", name).strip("._") or "_"
 
 
-def cell_dir(out: Path, dataset: str, method: str) -> Path:
-    return out / "cells" / safe_name(dataset) / safe_name(method)
+MAX_STEM = 100  # characters of a sample id kept in a file name; file systems allow 255 bytes per name
 
 
-def partition_path(out: Path, dataset: str, method: str, sample_id: str) -> Path:
-    return out / "partitions" / safe_name(dataset) / safe_name(method) / f"{safe_name(sample_id)}.png"
+def method_folder(method: str, protocol: str = "ours") -> str:
+    return safe_name(method) + ("" if protocol == "ours" else f"@{protocol}")
+
+
+def cell_dir(out: Path, dataset: str, method: str, protocol: str = "ours") -> Path:
+    return out / "cells" / safe_name(dataset) / method_folder(method, protocol)
+
+
+def sample_file_stem(sample_id: str) -> str:
+    """The id itself when it is a short safe name; else its safe form, cut short, plus a digest of the id, so two ids
+    never share a file and no id is too long for a file name."""
+    safe = safe_name(sample_id)
+    if safe == sample_id and len(safe) <= MAX_STEM:
+        return safe
+    return f"{safe[:MAX_STEM]}-{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
+
+
+def partition_path(out: Path, dataset: str, method: str, protocol: str, sample_id: str) -> Path:
+    folder = out / "partitions" / safe_name(dataset) / method_folder(method, protocol)
+    return folder / f"{sample_file_stem(sample_id)}.png"
+
+
+def check_distinct(what: str, named: list[tuple[str, str]], remedy: str) -> None:
+    """Refuse two ``(label, name)`` entries whose names make one folder (compared case-insensitively, as some file
+    systems compare them): they would share one cell, and each would be reported with the other's results."""
+    seen: dict[str, str] = {}
+    for label, name in named:
+        folder = safe_name(name)
+        first = seen.setdefault(folder.lower(), label)
+        if first is label:
+            continue
+        if first == label:
+            raise InputError(f"{what} {label} is given twice")
+        raise InputError(f"{what}s {first} and {label} would share the result folder {folder!r}; {remedy}")
 
 
 def _read_lines(path: Path) -> Iterable[dict[str, Any]]:
@@ -82,12 +121,24 @@ class ShardWriter:
         self._fh = self.path.open("a", encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        with self._naming_the_file():
+            self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
 
     def close(self) -> None:
-        self._fh.close()
+        with self._naming_the_file():  # closing flushes what a failed write left buffered, and fails the same way
+            self._fh.close()
+
+    @contextmanager
+    def _naming_the_file(self) -> Iterator[None]:
+        """A failed write or flush (disk full) names no file; the user must learn which one."""
+        try:
+            yield
+        except OSError as exc:
+            if exc.filename is not None or exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, str(self.path)) from None
 
 
 def merge_cell(directory: Path, order: list[str]) -> None:

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.layouts import read_records
-from ..data.metadata import METADATA_FILE, LoadedSample, SampleRecord, datasets_root, load_sample, resolve_within
+from ..data.layouts import check_paths, read_records
+from ..data.metadata import LoadedSample, SampleRecord, datasets_root, load_sample
 from ..errors import DatasetError
-
+from ..utils.paths import require_dir
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,7 @@ def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
     folder name under the datasets root. A folder of that name in the current directory is never used silently: it
     is named in the error when the root has no such dataset, and when both exist the user is asked to choose."""
     if "/" in spec or os.sep in spec or spec.startswith((".", "~")):
-        as_path = Path(spec).expanduser()
-        if not as_path.is_dir():
-            raise DatasetError(f"dataset {spec!r}: folder not found")
-        return as_path
+        return require_dir(Path(spec).expanduser(), "dataset folder")
     local = Path(spec) if Path(spec).is_dir() else None
     here = f"; ./{spec} is a folder here: write ./{spec} to use it" if local else ""
     root = Path(data_root).expanduser() if data_root else datasets_root()  # an explicit --data-root beats the env
@@ -74,11 +71,7 @@ def open_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Bench
     records = read_records(root)
     if not records:
         raise DatasetError(f"{root}: dataset has no records")
-    for record in records:
-        source = f"{root / METADATA_FILE}: record {record.id!r}"
-        resolve_within(root, record.image_path, source=source)
-        for t in record.textures:
-            resolve_within(root, t.mask_path, source=source)
+    check_paths(root, records)
     return BenchDataset(name=root.name, root=root, records=records)
 
 

@@ -50,7 +50,7 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
 
     dataset = dataset_cells[0].dataset
     records = dataset_cells[0].records[:n_samples]
-    recorded = [cell_store.read_cell(cell_store.cell_dir(out, dataset.name, c.method.name)) for c in dataset_cells]
+    recorded = [cell_store.read_cell(c.directory(out)) for c in dataset_cells]
     n_cols = 2 + len(dataset_cells)
     fig, axes = plt.subplots(len(records), n_cols, figsize=(1.9 * n_cols, 1.9 * len(records)), dpi=100,
                              squeeze=False)
@@ -64,7 +64,7 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
             log.warning("gallery: %s: %s", record.id, exc)
             panels = [None, None]
         for cell, rec in zip(dataset_cells, recorded):
-            labels = cell_store.load_partition(cell_store.partition_path(out, dataset.name, cell.method.name, record.id))
+            labels = cell_store.load_partition(cell.partition_path(out, record.id))
             panels.append(None if labels is None else colourise(labels, _matches(rec.get(record.id)), n_gt))
         titles = ["image", "ground truth"] + [c.method.name for c in dataset_cells]
         for col, (panel, title) in enumerate(zip(panels, titles)):

@@ -66,11 +66,12 @@ class Cell:
     records: list[SampleRecord]
     protocol: str = "ours"
 
-    @property
-    def directory_parts(self) -> tuple[str, str]:
-        """Results of the published protocol live beside ours, never mixed with them in one cell."""
-        suffix = "" if self.protocol == "ours" else f"@{self.protocol}"
-        return self.dataset.name, self.method.name + suffix
+    def directory(self, out: Path) -> Path:
+        """Where the cell's results live (results of the published protocol beside ours, never mixed with them)."""
+        return cell_store.cell_dir(out, self.dataset.name, self.method.name, self.protocol)
+
+    def partition_path(self, out: Path, sample_id: str) -> Path:
+        return cell_store.partition_path(out, self.dataset.name, self.method.name, self.protocol, sample_id)
 
 
 def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], list[Cell]]:
@@ -80,6 +81,8 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
     if not config.datasets:
         raise InputError("no datasets selected")
     datasets = [open_dataset(spec, config.data_root) for spec in config.datasets]
+    cell_store.check_distinct("dataset", [(str(d.root), d.name) for d in datasets],
+                              "give one folder another name (a symbolic link will do)")
     inputs = [d.root for d in datasets] + [folder for _, folder in config.predictions] + [config.options.head]
     InputSet(inputs).check_output_dir(config.out)
     methods: list[Method] = [build_method(name, config.options) for name in config.methods]
@@ -89,9 +92,7 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
     ]
     for method in methods:
         method.check()
-    names = [m.name for m in methods]
-    if len(set(names)) != len(names):
-        raise InputError(f"method names must be unique, got {names}")
+    cell_store.check_distinct("method", [(repr(m.name), m.name) for m in methods], "give one another name")
     regimes = {d.name: regime_for(d.key, config.regime) for d in datasets}
     check_plan([(m.kind, d.name, regimes[d.name]) for m in methods for d in datasets])
     cells = []
@@ -133,7 +134,7 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
         score, labels = score_logits(output.model_logits if published else output.logits, sample.masks,
                                      protocol=cell.protocol)
         if save_partition:
-            cell_store.save_partition(cell_store.partition_path(out, *cell.directory_parts, record.id), labels)
+            cell_store.save_partition(cell.partition_path(out, record.id), labels)
         base.update(status="ok", protocol=cell.protocol, **score.as_dict(), k_out=int(output.logits.shape[0]),
                     descriptions=output.descriptions, warnings=warnings)
     except DetectureError as exc:  # a failing sample is recorded and the run goes on
@@ -146,7 +147,7 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
 def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard) -> list[SampleRecord]:
     """This shard's samples without a recorded result (with ``retry_failed``, also those recorded as failures: the
     new record, appended later, replaces the old one when the cell is read)."""
-    done = cell_store.read_cell(cell_store.cell_dir(out, *cell.directory_parts))
+    done = cell_store.read_cell(cell.directory(out))
     if retry_failed:
         done = {i: r for i, r in done.items() if r.get("status") == "ok"}
     return [r for r in share(cell.records, shard) if r.id not in done]
@@ -161,7 +162,7 @@ def _check_settings(cells: list[Cell], out: Path) -> None:
     """Refuse to add to a cell whose results were made under other settings (another regime, seed or
     ``--classical-config``): its means would mix two experiments."""
     for cell in cells:
-        change = cell_store.settings_change(cell_store.cell_dir(out, *cell.directory_parts), cell_settings(cell))
+        change = cell_store.settings_change(cell.directory(out), cell_settings(cell))
         if change:
             raise InputError(f"{cell.method.name} × {cell.dataset.name} in {out} was scored with other settings "
                              f"({change}); rerun it with --force or use a new --out")
@@ -179,12 +180,12 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     out = Path(config.out)
     if config.force and ranks.is_main:
         for cell in cells:
-            shutil.rmtree(cell_store.cell_dir(out, *cell.directory_parts), ignore_errors=True)
+            shutil.rmtree(cell.directory(out), ignore_errors=True)
     ranks.wait()
     _check_settings(cells, out)  # every process, before any weights load
     if ranks.is_main:
         for cell in cells:
-            cell_store.write_settings(cell_store.cell_dir(out, *cell.directory_parts), cell_settings(cell))
+            cell_store.write_settings(cell.directory(out), cell_settings(cell))
     ranks.wait()
     for method in methods:
         mine = [c for c in cells if c.method is method]
@@ -203,7 +204,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
                 method.close()
         if ranks.is_main and config.shard.whole:
             for c in mine:
-                cell_store.merge_cell(cell_store.cell_dir(out, *c.directory_parts), [r.id for r in c.dataset.records])
+                cell_store.merge_cell(c.directory(out), [r.id for r in c.dataset.records])
         ranks.wait()
     return cells
 
@@ -212,7 +213,7 @@ def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, 
     """This process's share of ``pending`` (every process computed the same list), appended to its own part file,
     numbered by its place among all shards and processes so that concurrent job-array tasks never share one."""
     gallery_ids = {r.id for r in cell.records[:gallery]}
-    writer = cell_store.ShardWriter(cell_store.cell_dir(out, *cell.directory_parts), ranks.shard(shard).index)
+    writer = cell_store.ShardWriter(cell.directory(out), ranks.shard(shard).index)
     try:
         bar = tqdm(share(pending, Shard(ranks.index, ranks.count)), leave=False, unit="img",
                    desc=f"{cell.method.name} × {cell.dataset.name}", disable=not ranks.is_main)
@@ -225,7 +226,7 @@ def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, 
 
 def cell_records(cell: Cell, out: Path) -> list[dict[str, Any]]:
     """The recorded samples of a cell in dataset order (missing samples are simply absent)."""
-    recorded = cell_store.read_cell(cell_store.cell_dir(out, *cell.directory_parts))
+    recorded = cell_store.read_cell(cell.directory(out))
     return [recorded[r.id] for r in cell.records if r.id in recorded]
 
 

@@ -18,6 +18,8 @@ from ..utils.plotting import pyplot, save_figure
 from .metrics import Aggregate, bootstrap_mean
 from .runner import Cell, cell_records, metric_values
 
+FAILURES_LISTED = 20  # per cell in report.md; the cell's samples.jsonl holds every one
+
 TABLE_METRICS = (
     ("miou", "mIoU"),
     ("panoptic_iou", "Panoptic IoU"),
@@ -36,7 +38,7 @@ class CellSummary:
     ok: int
     failed: int
     metrics: dict[str, Aggregate]
-    first_error: str
+    failures: tuple[tuple[str, str], ...]  # (sample id, error) of each failed sample, in dataset order
     warned: int
     protocol: str = "ours"
 
@@ -61,7 +63,7 @@ def summarise(cells: list[Cell], out: Path) -> list[CellSummary]:
                 ok=len(records) - len(failed),
                 failed=len(failed),
                 metrics=metrics,
-                first_error=str(failed[0].get("error", "")) if failed else "",
+                failures=tuple((str(r["id"]), str(r.get("error", ""))) for r in failed),
                 warned=sum(1 for r in records if r.get("warnings")),
                 protocol=cell.protocol,
             )
@@ -105,7 +107,11 @@ def markdown(summaries: list[CellSummary]) -> str:
     errors = [s for s in summaries if s.failed]
     if errors:
         lines += ["", "## Failures", ""]
-        lines += [f"- {s.method} × {s.dataset}: {s.failed} failed; first error: {s.first_error}" for s in errors]
+        for s in errors:
+            lines.append(f"- {s.method} × {s.dataset}: {s.failed} failed")
+            lines += [f"  - {sample_id}: {error}" for sample_id, error in s.failures[:FAILURES_LISTED]]
+            if s.failed > FAILURES_LISTED:
+                lines.append(f"  - … and {s.failed - FAILURES_LISTED} more (all are in the cell's samples.jsonl)")
     warned = [s for s in summaries if s.warned]
     if warned:
         lines += ["", "## Data warnings", ""]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import DatasetError
-from .metadata import METADATA_FILE, SampleRecord, TextureEntry, load_metadata
+from .metadata import METADATA_FILE, SampleRecord, TextureEntry, load_metadata, resolve_within
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 RWTD_MASK_SUFFIXES = ("_mask_a.png", "_mask_b.png")
@@ -32,13 +32,30 @@ def rwtd_records(root: Path) -> list[SampleRecord]:
     ]
 
 
+def metadata_file(root: Path) -> Path | None:
+    """The folder's ``metadata.json``, or None: its presence alone decides the layout."""
+    path = root / METADATA_FILE
+    return path if path.exists() else None
+
+
 def read_records(root: str | Path) -> list[SampleRecord]:
     """The records of a dataset folder in either supported layout; a clear error for anything else."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: dataset folder not found")
-    if (root / METADATA_FILE).exists():
-        return load_metadata(root / METADATA_FILE)
+    metadata = metadata_file(root)
+    if metadata is not None:
+        return load_metadata(metadata)
     if (root / "images").is_dir() and (root / "textures_mask").is_dir():
         return rwtd_records(root)
     raise DatasetError(f"{root}: neither {METADATA_FILE} nor the RWTD layout (images/ + textures_mask/)")
+
+
+def check_paths(root: Path, records: list[SampleRecord]) -> None:
+    """Refuse the dataset when any record's path leaves ``root`` (:func:`resolve_within`). The error names where the
+    path came from: the metadata file and the record, or in RWTD's layout, which has no metadata file (its paths are
+    listed from its folders), the offending file itself."""
+    metadata = metadata_file(root)
+    for record in records:
+        for path in (record.image_path, *(t.mask_path for t in record.textures)):
+            resolve_within(root, path, source=f"{metadata}: record {record.id!r}" if metadata else str(root / path))

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..errors import DatasetError, InputError
+from ..images import as_rgb_array, load_image, open_image
 from ..utils import atomic
-from ..errors import DatasetError
 
 DATASETS_ROOT_ENV = "DETECTURE_DATASETS_ROOT"
 METADATA_FILE = "metadata.json"
@@ -54,16 +55,24 @@ def datasets_root(default: str | os.PathLike | None = None) -> Path:
     return Path(env or default or "datasets").expanduser()
 
 
-def resolve_within(root: str | os.PathLike, relative: str, *, source: str = "metadata") -> Path:
-    """Resolve ``relative`` under ``root``; refuse absolute paths and anything escaping the root (incl. symlinks)."""
+def resolve_within(root: str | os.PathLike, relative: str, *, source: str = "metadata",
+                   what: str = "the dataset root") -> Path:
+    """Resolve ``relative`` under ``root``; refuse absolute paths and anything escaping the root (incl. symlinks).
+
+    ``what`` names the root in the error (a predictions folder is not a dataset root). A symlink loop is refused
+    here too: Python 3.10-3.12 raise ``RuntimeError`` for it while resolving, which is a fault of the data.
+    """
     if not isinstance(relative, str) or not relative.strip():
         raise DatasetError(f"{source}: empty or non-string path {relative!r}")
     if os.path.isabs(relative) or relative.startswith(("\\", "~")):
-        raise DatasetError(f"{source}: path {relative!r} is absolute; paths must be relative to the dataset root")
+        raise DatasetError(f"{source}: path {relative!r} is absolute; paths must be relative to {what}")
     root_resolved = Path(root).resolve()
-    candidate = (root_resolved / relative).resolve()
+    try:
+        candidate = (root_resolved / relative).resolve()
+    except RuntimeError:
+        raise DatasetError(f"{source}: path {relative!r} is a symlink loop") from None
     if candidate != root_resolved and root_resolved not in candidate.parents:
-        raise DatasetError(f"{source}: path {relative!r} escapes the dataset root {root_resolved}")
+        raise DatasetError(f"{source}: path {relative!r} escapes {what} {root_resolved}")
     return candidate
 
 
@@ -111,6 +120,8 @@ def load_metadata(path: str | os.PathLike) -> list[SampleRecord]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
+    except RecursionError:  # the parser recurses per nesting level; no metadata nests more than a few
+        raise DatasetError(f"{path}: JSON nested too deeply to be metadata") from None
     return parse_records(data, source=str(path))
 
 
@@ -121,14 +132,11 @@ def save_metadata(path: str | os.PathLike, records: Iterable[SampleRecord]) -> N
 
 def load_binary_mask(path: str | os.PathLike) -> np.ndarray:
     """Read a mask PNG as a boolean array (> 127 is inside); errors name the file."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(f"{path}: mask file not found")
     try:
-        with Image.open(path) as im:
+        with open_image(path, "mask") as im:
             arr = np.asarray(im.convert("L"))
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DatasetError(f"{path}: unreadable mask ({exc})") from None
+    except InputError as exc:
+        raise DatasetError(str(exc)) from None
     return arr > 127
 
 
@@ -157,9 +165,6 @@ def load_sample(root: str | os.PathLike, record: SampleRecord) -> LoadedSample:
     Raises :class:`DatasetError` (naming the file) for escaping paths, unreadable files, and masks whose size differs
     from the image. Empty masks are *not* an error here: callers decide (training skips, benchmark reports).
     """
-    from ..errors import InputError
-    from ..images import as_rgb_array, load_image
-
     source = f"record {record.id!r}"
     image_file = resolve_within(root, record.image_path, source=source)
     try:

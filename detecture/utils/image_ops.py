@@ -34,6 +34,9 @@ LABEL_COLOURS = np.array(
     dtype=np.uint8,
 )
 
+# Labels are 8-bit with 0 = unassigned, so a partition holds at most this many regions.
+MAX_REGIONS = 254
+
 
 def partition(logits: np.ndarray) -> np.ndarray:
     """Static-dustbin argmax: (K, H, W) logits → (H, W) uint8 labels, 0 = unassigned, k = channel k − 1.
@@ -44,8 +47,8 @@ def partition(logits: np.ndarray) -> np.ndarray:
     faster than ``np.argmax`` over axis 0 and independent of how noisy the logits are.
     """
     logits = np.asarray(logits)
-    if logits.ndim != 3 or logits.shape[0] > 254:
-        raise ValueError(f"logits must be (K, H, W) with K < 255, got shape {logits.shape}")
+    if logits.ndim != 3 or logits.shape[0] > MAX_REGIONS:
+        raise ValueError(f"logits must be (K, H, W) with K <= {MAX_REGIONS}, got shape {logits.shape}")
     shape = logits.shape[1:]
     best = np.zeros(shape, dtype=np.float32)
     labels = np.zeros(shape, dtype=np.uint8)

@@ -16,10 +16,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ...errors import InputError, MethodError
+from ...utils.image_ops import MAX_REGIONS
 from ..regimes import SampleRegime
 
 if TYPE_CHECKING:
     from ...classical import ClassicalParams
+
+
+def check_region_count(count: int, what: str = "method output") -> None:
+    """Refuse more regions than a partition can label (:data:`MAX_REGIONS`): that sample's failure, raised before
+    anything K x H x W is allocated for them where the caller can count first (a precomputed label map)."""
+    if count > MAX_REGIONS:
+        raise MethodError(f"{what} has {count} regions; at most {MAX_REGIONS} can be scored")
 
 
 @dataclass
@@ -35,6 +43,7 @@ class MethodOutput:
         self.logits = np.asarray(self.logits, dtype=np.float32)
         if self.logits.ndim != 3:
             raise MethodError(f"method returned logits of shape {self.logits.shape}; expected (K, H, W)")
+        check_region_count(self.logits.shape[0])
         if np.isnan(self.logits).any():  # NaN never wins a comparison: it would pass silently as "unassigned"
             raise MethodError("method returned NaN logits")
         if len(self.descriptions) < self.logits.shape[0]:

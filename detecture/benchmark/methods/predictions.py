@@ -3,28 +3,53 @@
 Each sample's prediction is a PNG label map (one grey level per segment; 0 is an ordinary segment, not "unassigned",
 because published label maps use every level for a region). Each distinct level becomes a one-hot channel, converted
 with the mask-only rule 5·(2m − 1), so precomputed results go through the same scoring path as live methods. The file
-name comes from a pattern with ``{id}`` (record id) and ``{stem}`` (image file stem), e.g. ``seg{stem}.png``.
+name comes from a pattern with ``{id}`` (record id) and ``{stem}`` (image file stem), e.g. ``seg{stem}.png``; record
+ids are data, so the name is resolved inside the predictions folder like any dataset path.
 """
 
 from __future__ import annotations
 
+import string
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from ...data.metadata import resolve_within
 from ...errors import DatasetError, InputError
+from ...images import open_image
 from ..metrics import mask_logits
 from ..regimes import SampleRegime
-from .base import Method, MethodOptions, MethodOutput
+from .base import Method, MethodOptions, MethodOutput, check_region_count
 
 DEFAULT_PATTERN = "{stem}.png"
+PATTERN_FIELDS = ("id", "stem")
+FOLDER = "the predictions folder"
 
 
-def label_map_logits(labels: np.ndarray) -> np.ndarray:
-    """(H, W) integer label map → (L, H, W) logits, one channel per distinct level in increasing order."""
+def label_map_logits(labels: np.ndarray, source: str = "prediction") -> np.ndarray:
+    """(H, W) integer label map → (L, H, W) logits, one channel per distinct level in increasing order; the level
+    count is checked before the channels are allocated (a photo passed as a label map has up to 256 levels)."""
     levels = np.unique(labels)
+    check_region_count(len(levels), source)
     return mask_logits(labels[None] == levels[:, None, None])
+
+
+def check_pattern(name: str, pattern: str) -> None:
+    """Refuse a pattern that could not name a file for every sample: malformed braces, fields other than ``{id}`` and
+    ``{stem}`` (or with a conversion or format spec), no field at all."""
+    where = f"predictions {name!r}: pattern {pattern!r}"
+    try:
+        fields = [(field, conversion, spec) for _, field, spec, conversion in string.Formatter().parse(pattern)
+                  if field is not None]
+    except ValueError as exc:
+        raise InputError(f"{where} is malformed ({exc}); write {{{{ or }}}} for a literal brace") from None
+    for field, conversion, spec in fields:
+        if field not in PATTERN_FIELDS or conversion or spec:
+            shown = "{" + field + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise InputError(f"{where}: {shown} is not allowed; only {{id}} and {{stem}} may appear in braces")
+    if not fields:
+        raise InputError(f"{where} must contain {{id}} or {{stem}}")
 
 
 class PredictionsMethod(Method):
@@ -39,20 +64,28 @@ class PredictionsMethod(Method):
         self.stems: dict[str, str] = {}
         if not self.folder.is_dir():
             raise InputError(f"predictions {name!r}: folder {self.folder} not found")
-        if "{id}" not in pattern and "{stem}" not in pattern:
-            raise InputError(f"predictions {name!r}: pattern {pattern!r} must contain {{id}} or {{stem}}")
+        check_pattern(name, pattern)
+        resolve_within(self.folder, pattern.format(id="x", stem="x"), source=f"predictions {name!r}: pattern "
+                       f"{pattern!r}", what=FOLDER)  # an absolute or escaping pattern fails here, not per sample
+
+    def settings(self) -> dict[str, Any]:
+        """Another folder or pattern is another experiment: its results must not join this cell's mean."""
+        return {"folder": str(self.folder.resolve()), "pattern": self.pattern}
+
+    def path_for(self, sample_id: str) -> Path:
+        """The sample's label map; a record id that would lead outside the folder is that sample's error."""
+        name = self.pattern.format(id=sample_id, stem=self.stems.get(sample_id, sample_id))
+        return resolve_within(self.folder, name, source=f"predictions {self.name!r}: sample {sample_id!r}",
+                              what=FOLDER)
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
-        stem = self.stems.get(regime.sample_id, regime.sample_id)
-        path = self.folder / self.pattern.format(id=regime.sample_id, stem=stem)
-        if not path.exists():
-            raise DatasetError(f"{path}: prediction file not found")
+        path = self.path_for(regime.sample_id)
         try:
-            with Image.open(path) as im:
+            with open_image(path, "prediction") as im:
                 labels = np.asarray(im.convert("L") if im.mode not in ("L", "I", "I;16", "P") else im)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise DatasetError(f"{path}: unreadable prediction ({exc})") from None
+        except InputError as exc:
+            raise DatasetError(str(exc)) from None
         if labels.shape != image.shape[:2]:
             raise DatasetError(f"{path}: prediction is {labels.shape[1]}x{labels.shape[0]} but the image is "
                                f"{image.shape[1]}x{image.shape[0]}")
-        return MethodOutput(label_map_logits(labels))
+        return MethodOutput(label_map_logits(labels, f"{path}: prediction"))
