@@ -75,7 +75,7 @@ def read_label_png(path: Path) -> np.ndarray:
             if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
                 raise DatasetError(f"{path}: label map has mode {im.mode}; expected a single-channel class-index PNG")
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(f"{path}: unreadable label map ({exc})") from None
 
 
