@@ -271,6 +271,37 @@ def test_an_environment_or_programming_error_stops_the_run_and_a_rerun_finishes_
     assert outputs(out) == outputs(reference)
 
 
+def test_a_label_map_the_system_cannot_read_stops_the_run_and_is_mined_on_the_rerun(dataset, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """An I/O error (or permission denied) reading a label map is the environment's fault: exit 3 with one line
+    naming the file, nothing recorded for the scene; once the file reads again, the re-run mines it."""
+    import builtins
+
+    from detecture.cli import main
+
+    ade, _ = dataset
+    label = ade / "annotations" / "training" / "ADE_train_clean2.png"
+    real_open = builtins.open
+
+    def failing_open(file, *args, **kwargs):
+        if str(file) == str(label):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(file))
+        return real_open(file, *args, **kwargs)
+
+    out = tmp_path / "out"
+    argv = ["mine", "--root", str(ade), "--out", str(out), "--workers", "1"]
+    monkeypatch.setattr(builtins, "open", failing_open)
+    capsys.readouterr()
+    assert main(argv) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {label}: Input/output error; mine stopped unfinished"), err
+    assert not (out / "mine_state" / "scenes" / "ADE_train_clean2.json").exists()
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert main(argv) == 0
+    assert "ADE_train_clean2" in {r.extra["scene"] for r in load_metadata(out)}
+    assert "ADE_train_clean2" not in (out / "rejected.jsonl").read_text()
+
+
 def test_rejections_are_data_not_failures(dataset, mined, capsys):
     """Exit status 0 with corrupt inputs rejected (they are what the miner filters); the count is on the last line.
     Re-running on the finished output only re-assembles it, so this costs no mining."""

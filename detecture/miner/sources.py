@@ -17,10 +17,11 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError
+from ..utils.faults import DECODE_ERRORS, is_input_fault
 
 ORIGINAL = "original"
 
@@ -66,7 +67,8 @@ def _index_images(folder: Path) -> dict[str, Path]:
 
 
 def read_label_png(path: Path) -> np.ndarray:
-    """Read a single-channel class-index PNG (mode L, P or 16-bit) as an integer array; errors name the file."""
+    """Read a single-channel class-index PNG (mode L, P or 16-bit) as an integer array; data errors name the file,
+    and a failing system raises its ``OSError`` (:mod:`detecture.utils.faults`)."""
     if not path.is_file():
         raise DatasetError(f"{path}: label map not found")
     try:
@@ -75,7 +77,9 @@ def read_label_png(path: Path) -> np.ndarray:
             if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
                 raise DatasetError(f"{path}: label map has mode {im.mode}; expected a single-channel class-index PNG")
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except DECODE_ERRORS as exc:
+        if not is_input_fault(exc):
+            raise  # the system failed to read it (permission, I/O): the run stops, and a re-run reads the file
         raise DatasetError(f"{path}: unreadable label map ({exc})") from None
 
 
