@@ -302,6 +302,30 @@ def test_a_label_map_the_system_cannot_read_stops_the_run_and_is_mined_on_the_re
     assert "ADE_train_clean2" not in (out / "rejected.jsonl").read_text()
 
 
+def test_a_file_name_that_is_not_utf8_is_rejected_when_listed(tmp_path, capsys):
+    """Ids come from file names and go into UTF-8 JSON: ``bad\\xff.jpg`` is listed in rejected.jsonl with its name
+    escaped, nothing of it is written, and the run (and its re-run) goes on."""
+    from detecture.cli import main
+
+    ade, _ = fx.build(tmp_path / "ade", with_textured=False)
+    bad = os.fsdecode(b"bad\xff")
+    for folder, suffix in (("images", ".jpg"), ("annotations", ".png")):
+        clean2 = (ade / folder / "training" / f"ADE_train_clean2{suffix}").read_bytes()
+        (ade / folder / "training" / f"{bad}{suffix}").write_bytes(clean2)
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert main(["mine", "--root", str(ade), "--out", str(out), "--workers", "1"]) == 0
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    [record] = [r for r in rejected if r["id"].startswith("bad")]
+    shown = str(ade / "images" / "training" / "bad\\xff.jpg")
+    assert record == {"id": "bad\\xff", "path": shown, "reason": f"{shown}: file name is not valid UTF-8; rename the "
+                      "file to mine it", "kind": "undecodable_name"}
+    assert {r.extra["scene"] for r in load_metadata(out)} == {"ADE_train_clean2", "ADE_train_clean3",
+                                                              "ADE_train_fragment"}
+    assert not [p for p in out.rglob("*") if not p.name.isascii()]
+    assert "undecodable_name" in capsys.readouterr().out
+
+
 def test_rejections_are_data_not_failures(dataset, mined, capsys):
     """Exit status 0 with corrupt inputs rejected (they are what the miner filters); the count is on the last line.
     Re-running on the finished output only re-assembles it, so this costs no mining."""
