@@ -201,7 +201,8 @@ def test_cli_errors_are_one_line(tmp_path):
     res = cli("mine", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and res.stderr.strip().startswith("error:") and "not found" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
-    res = cli("mine", "--root", str(tmp_path), "--out", str(tmp_path / "o"))
+    (tmp_path / "root").mkdir()
+    res = cli("mine", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "expected" in res.stderr
 
 
