@@ -190,11 +190,20 @@ def test_kill_resume_and_rerun_are_byte_identical(dataset, mined, tmp_path):
     assert outputs(out) == outputs(reference)
 
 
-def test_changed_settings_refuse_to_resume(dataset, mined):
+def test_changed_settings_refuse_to_resume(dataset, mined, tmp_path):
+    import shutil
+
     out, _ = mined
     ade, textured = dataset
     with pytest.raises(InputError, match="different settings.*threshold"):
         mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1, threshold=50))
+    # another dataset into the same output would mix the two: another --root, or another set of --textured-root
+    other_ade, other_textured = shutil.copytree(ade, tmp_path / "ade"), shutil.copytree(textured, tmp_path / "tex")
+    for roots, changed in [((other_ade, (textured,)), "source.root"),
+                           ((ade, (textured, other_textured)), "source.textured_roots"),
+                           ((ade, (other_textured,)), "source.textured_roots")]:
+        with pytest.raises(InputError, match=rf"different settings \({changed}\)"):
+            mine(MineOptions(source="ade20k", root=roots[0], textured_roots=roots[1], out=out, workers=1))
 
 
 def test_cli_errors_are_one_line(tmp_path):

@@ -199,13 +199,22 @@ def _check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != fingerprint:
-            changed = sorted(k for k in {**previous, **fingerprint} if previous.get(k) != fingerprint.get(k))
+            changed = list(_differences(previous, fingerprint))
             raise InputError(
                 f"{out}: was mined with different settings ({', '.join(changed)}); "
                 f"mine into a new --out, or delete {out / STATE_DIR} to start over"
             )
     else:
         atomic.write_json(path, fingerprint)
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Dotted names of the settings that differ (``source.textured_roots``), so the refusal says what changed."""
+    for key in sorted(old.keys() | new.keys()):
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            yield from _differences(old[key], new[key], f"{prefix}{key}.")
+        elif old.get(key) != new.get(key):
+            yield prefix + key
 
 
 def _load_done(miner: SceneMiner, scenes: list[Scene]) -> dict[str, dict[str, Any]]:

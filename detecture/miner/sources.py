@@ -23,6 +23,7 @@ from PIL import Image
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError
 from ..utils.faults import DECODE_ERRORS, is_input_fault
+from ..utils.paths import resolved
 
 ORIGINAL = "original"
 UNDECODABLE = "undecodable_name"  # the "kind" of a rejected file whose name is not UTF-8
@@ -129,6 +130,7 @@ class SceneSource(ABC):
 
     name: ClassVar[str]
     vocabulary_file: ClassVar[str] = "ade20k_classes.yaml"  # under configs/, unless --vocabulary overrides it
+    root: Path  # the dataset folder
     label_dir: Path  # where ``<scene id>.png`` label maps live (sources with other label files override label_*)
 
     @abstractmethod
@@ -156,8 +158,9 @@ class SceneSource(ABC):
         return read_label_png(scene.label)
 
     def describe(self) -> dict[str, object]:
-        """What makes this source's scenes what they are (recorded so a resumed run can check it is the same)."""
-        return {"source": self.name}
+        """What makes this source's scenes what they are (recorded so a resumed run can check it is the same): its
+        kind and its folder, resolved, since mining another dataset into the same output would mix the two."""
+        return {"source": self.name, "root": str(resolved(self.root))}
 
 
 class ADE20KSource(SceneSource):
@@ -199,7 +202,7 @@ class ADE20KSource(SceneSource):
         return {}
 
     def describe(self) -> dict[str, object]:
-        return {"source": self.name, "subset": self.subset}
+        return {**super().describe(), "subset": self.subset}
 
 
 def parse_object_info(path: Path) -> dict[int, str]:
