@@ -19,6 +19,7 @@ from detecture.miner.config import load_config
 from detecture.miner.describers import QwenDescriber, validate_description
 from detecture.miner.orchestrate import MineOptions, mine
 from detecture.miner.split import scene_split
+from detecture.utils.parallel import Shard
 
 import miner_fixture as fx
 
@@ -176,11 +177,17 @@ def test_kill_resume_and_rerun_are_byte_identical(dataset, mined, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(list((out / "mine_state" / "scenes").glob("*.json"))) == 4
     assert (out / "masks" / "ADE_train_clean2_1.png").exists() and not (out / "metadata.json").exists()
+    # what workers killed inside an atomic write (Ctrl+C ends them with SIGTERM) or a kill while assembling leave
+    leftovers = ["masks/.ADE_train_clean2_2.png.k1ll3d00.tmp", "images/.ADE_train_clean3__eta_0.3.jpg.k1ll3d00.tmp",
+                 "mine_state/scenes/.ADE_train_fragment.json.k1ll3d00.tmp", ".metadata.json.k1ll3d00.tmp"]
+    for name in leftovers:
+        (out / name).write_bytes(b"half")
 
     resumed = cli(*mine_args(dataset, out, "--workers", "2", "--arrow"))
     assert resumed.returncode == 0, resumed.stderr
     assert "5 to do" in resumed.stderr  # 9 scenes, 4 finished before the kill
     assert outputs(out) == outputs(reference)
+    assert not list(out.rglob("*.tmp"))
 
     state_times = {p: p.stat().st_mtime_ns for p in (out / "mine_state" / "scenes").iterdir()}
     again = cli(*mine_args(dataset, out, "--arrow"))
@@ -188,6 +195,23 @@ def test_kill_resume_and_rerun_are_byte_identical(dataset, mined, tmp_path):
     assert "0 to do" in again.stderr
     assert {p: p.stat().st_mtime_ns for p in (out / "mine_state" / "scenes").iterdir()} == state_times
     assert outputs(out) == outputs(reference)
+
+
+def test_a_share_removes_only_its_own_scenes_leftovers(tmp_path):
+    """The shares of a job array write into one --out at once: a share starting removes what a killed run left for
+    its own scenes, never a temporary of another share's scene (that share may be writing it right now)."""
+    ade, _ = fx.build(tmp_path / "ade", with_textured=False)
+    out = tmp_path / "out"
+    mine(MineOptions(source="ade20k", root=ade, out=out, workers=1, limit=1))  # share 1/2 of the first 2 scenes...
+    (out / "mine_state" / "scenes" / "ADE_train_astronaut.json").unlink()  # ...as a run killed before its result
+    mine_one = (out / "masks" / ".ADE_train_astronaut_1.png.k1ll3d00.tmp", out / "images" / ".ADE_train_astronaut"
+                ".jpg.k1ll3d00.tmp")
+    not_mine = out / "masks" / ".ADE_train_badclass_1.png.wr1t1ng0.tmp"
+    for path in (*mine_one, not_mine):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
+    mine(MineOptions(source="ade20k", root=ade, out=out, workers=1, limit=2, shard=Shard.parse("1/2")))
+    assert not any(p.exists() for p in mine_one) and not_mine.exists()
 
 
 def test_changed_settings_refuse_to_resume(dataset, mined, tmp_path):
