@@ -106,9 +106,12 @@ def read_label_png(path: Path) -> np.ndarray:
         raise DatasetError(f"{path}: label map not found")
     try:
         with Image.open(path) as im:
-            im.load()
+            if im.format != "PNG":  # another format under a .png name can hold ids up to 2**31 (TIFF) or be lossy
+                raise DatasetError(f"{path}: label map is a {im.format} file; expected a single-channel class-index "
+                                   "PNG")
             if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
                 raise DatasetError(f"{path}: label map has mode {im.mode}; expected a single-channel class-index PNG")
+            im.load()
             return np.asarray(im)
     except DECODE_ERRORS as exc:
         if not is_input_fault(exc):
