@@ -111,6 +111,10 @@ def test_mapping_names_scene_and_strength(flat, tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(InputError, match="expected a JSON object"):
         load_mapping(bad)
+    for text, why in (("[" * 100_000 + "]" * 100_000, "nested too deeply"), ('{"a": ' + "9" * 5000 + "}", "digits")):
+        bad.write_text(text)
+        with pytest.raises(InputError, match=f"{bad}: not valid JSON.*{why}"):
+            load_mapping(bad)
 
 
 def test_flat_and_nested_folders_merge(flat, tmp_path):

@@ -86,7 +86,9 @@ def load_mapping(path: str | os.PathLike) -> dict[str, tuple[str, float]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: mapping file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise InputError(f"{path}: not valid JSON for a mapping (nested too deeply)") from None
+    except ValueError as exc:  # also a number of more digits than Python converts, and a file that is not UTF-8
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object {MAPPING_FORMAT}")
