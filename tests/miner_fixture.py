@@ -20,6 +20,8 @@ Textured copy: ``<textured>/eta_0.3/images/training/`` (colour-jittered) and ``<
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,6 +111,18 @@ def degree_images(image: np.ndarray, label: np.ndarray) -> dict[str, np.ndarray]
     for cls in np.unique(label):
         swapped[label == cls] = np.roll(t["gravel"] if cls % 2 else t["brick"], int(cls), axis=1)[label == cls]
     return {"eta_0.3": jitter, "degree_1": swapped}
+
+
+def header_only_png(path: Path, width: int, height: int) -> Path:
+    """A PNG whose header claims ``width`` x ``height`` 8-bit grey pixels, with almost no data (a decompression bomb
+    when the size is large: Pillow refuses it on opening, before decoding anything)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 100))
+                     + chunk(b"IEND", b""))
+    return path
 
 
 def build(root: Path, with_textured: bool = True) -> tuple[Path, Path | None]:

@@ -40,3 +40,18 @@ def test_rewriting_a_file_keeps_its_mode(tmp_path):
     atomic.write_text(path, "new")
     assert path.read_text() == "new"
     assert _mode(path) == 0o640
+
+
+def test_remove_temporaries_of_removes_only_the_named_files_leftovers(tmp_path):
+    """A killed write leaves ``.<name>.<random>.tmp``; a process cleans up only the names it writes, so another
+    process's write in progress in the same folder (a sibling share) is left alone."""
+    import tempfile
+
+    left = {name: tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=tmp_path)[1]
+            for name in ("a_1.png", "a_1.png.png", "b_1.png")}
+    (tmp_path / "a_1.png").write_bytes(b"finished file")
+    removed = atomic.remove_temporaries_of(tmp_path, {"a_1.png", "c.json"})
+    assert [str(p) for p in removed] == [left["a_1.png"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["a_1.png", os.path.basename(left["a_1.png.png"]), os.path.basename(left["b_1.png"])])
+    assert atomic.remove_temporaries_of(tmp_path / "missing", {"a_1.png"}) == []

@@ -9,6 +9,7 @@ import pytest
 
 from bench_fixture import make_unified
 from detecture.cli import main
+from detecture.errors import InputError
 
 
 def _no_models(*args, **kwargs):
@@ -53,6 +54,36 @@ def test_mine_output_folder_cannot_be_its_input(tmp_path, capsys, no_models):
     assert "contains the input folder" in err
 
 
+def test_output_folder_cannot_lie_inside_an_input_folder(tmp_path, capsys, no_models):
+    """mine, train and bench read their input folders at any depth: an output folder inside one would replace inputs
+    (a textured degree folder's images) or be read back as input by the next run."""
+    root, textured = tmp_path / "ade", tmp_path / "tex"
+    (root / "images" / "training").mkdir(parents=True)
+    (textured / "eta_0.3" / "images").mkdir(parents=True)
+    (textured / "eta_0.3" / "images" / "s0.jpg").write_bytes(b"textured input")
+    data = make_unified(tmp_path / "mosaics", 1)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for argv, inside in [
+        (["mine", "--root", str(root), "--textured-root", str(textured), "--out", str(textured / "eta_0.3")], textured),
+        (["mine", "--root", str(root), "--out", str(root / "images" / "training")], root),
+        (["train", "--tiny", "--data", str(data), "--out", str(data / "run")], data),
+        (["bench", "--datasets", str(data), "--methods", "classical", "--out", str(data / "bench")], data),
+    ]:
+        err = _one_error_line(capsys, argv)
+        assert f"is inside the input folder {inside}; choose a separate output folder" in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_segment_output_folder_may_lie_inside_a_folder_it_reads_one_level_deep(tmp_path):
+    """`segment . --out results/` (README): the folder's images are read, never its sub-folders."""
+    from detecture.utils.paths import InputSet
+
+    (tmp_path / "photo.png").write_bytes(b"x")
+    assert InputSet([tmp_path], flat=True).check_output_dir(tmp_path / "results") == tmp_path / "results"
+    with pytest.raises(InputError, match="is the input folder"):
+        InputSet([tmp_path], flat=True).check_output_dir(tmp_path)
+
+
 def test_bench_output_folder_cannot_be_a_dataset(tmp_path, capsys, no_models):
     root = make_unified(tmp_path / "mosaics", 1)
     before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
@@ -90,7 +121,6 @@ def test_train_checks_before_loading(tmp_path, capsys, no_models, case):
 
 
 def test_input_set_compares_resolved_paths(tmp_path):
-    from detecture.errors import InputError
     from detecture.utils.paths import InputSet
 
     (tmp_path / "a").mkdir()

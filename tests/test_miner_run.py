@@ -19,6 +19,7 @@ from detecture.miner.config import load_config
 from detecture.miner.describers import QwenDescriber, validate_description
 from detecture.miner.orchestrate import MineOptions, mine
 from detecture.miner.split import scene_split
+from detecture.utils.parallel import Shard
 
 import miner_fixture as fx
 
@@ -176,11 +177,17 @@ def test_kill_resume_and_rerun_are_byte_identical(dataset, mined, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert len(list((out / "mine_state" / "scenes").glob("*.json"))) == 4
     assert (out / "masks" / "ADE_train_clean2_1.png").exists() and not (out / "metadata.json").exists()
+    # what workers killed inside an atomic write (Ctrl+C ends them with SIGTERM) or a kill while assembling leave
+    leftovers = ["masks/.ADE_train_clean2_2.png.k1ll3d00.tmp", "images/.ADE_train_clean3__eta_0.3.jpg.k1ll3d00.tmp",
+                 "mine_state/scenes/.ADE_train_fragment.json.k1ll3d00.tmp", ".metadata.json.k1ll3d00.tmp"]
+    for name in leftovers:
+        (out / name).write_bytes(b"half")
 
     resumed = cli(*mine_args(dataset, out, "--workers", "2", "--arrow"))
     assert resumed.returncode == 0, resumed.stderr
     assert "5 to do" in resumed.stderr  # 9 scenes, 4 finished before the kill
     assert outputs(out) == outputs(reference)
+    assert not list(out.rglob("*.tmp"))
 
     state_times = {p: p.stat().st_mtime_ns for p in (out / "mine_state" / "scenes").iterdir()}
     again = cli(*mine_args(dataset, out, "--arrow"))
@@ -190,18 +197,45 @@ def test_kill_resume_and_rerun_are_byte_identical(dataset, mined, tmp_path):
     assert outputs(out) == outputs(reference)
 
 
-def test_changed_settings_refuse_to_resume(dataset, mined):
+def test_a_share_removes_only_its_own_scenes_leftovers(tmp_path):
+    """The shares of a job array write into one --out at once: a share starting removes what a killed run left for
+    its own scenes, never a temporary of another share's scene (that share may be writing it right now)."""
+    ade, _ = fx.build(tmp_path / "ade", with_textured=False)
+    out = tmp_path / "out"
+    mine(MineOptions(source="ade20k", root=ade, out=out, workers=1, limit=1))  # share 1/2 of the first 2 scenes...
+    (out / "mine_state" / "scenes" / "ADE_train_astronaut.json").unlink()  # ...as a run killed before its result
+    mine_one = (out / "masks" / ".ADE_train_astronaut_1.png.k1ll3d00.tmp", out / "images" / ".ADE_train_astronaut"
+                ".jpg.k1ll3d00.tmp")
+    not_mine = out / "masks" / ".ADE_train_badclass_1.png.wr1t1ng0.tmp"
+    for path in (*mine_one, not_mine):
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(b"half")
+    mine(MineOptions(source="ade20k", root=ade, out=out, workers=1, limit=2, shard=Shard.parse("1/2")))
+    assert not any(p.exists() for p in mine_one) and not_mine.exists()
+
+
+def test_changed_settings_refuse_to_resume(dataset, mined, tmp_path):
+    import shutil
+
     out, _ = mined
     ade, textured = dataset
     with pytest.raises(InputError, match="different settings.*threshold"):
         mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1, threshold=50))
+    # another dataset into the same output would mix the two: another --root, or another set of --textured-root
+    other_ade, other_textured = shutil.copytree(ade, tmp_path / "ade"), shutil.copytree(textured, tmp_path / "tex")
+    for roots, changed in [((other_ade, (textured,)), "source.root"),
+                           ((ade, (textured, other_textured)), "source.textured_roots"),
+                           ((ade, (other_textured,)), "source.textured_roots")]:
+        with pytest.raises(InputError, match=rf"different settings \({changed}\)"):
+            mine(MineOptions(source="ade20k", root=roots[0], textured_roots=roots[1], out=out, workers=1))
 
 
 def test_cli_errors_are_one_line(tmp_path):
     res = cli("mine", "--root", str(tmp_path / "missing"), "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and res.stderr.strip().startswith("error:") and "not found" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
-    res = cli("mine", "--root", str(tmp_path), "--out", str(tmp_path / "o"))
+    (tmp_path / "root").mkdir()
+    res = cli("mine", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "o"))
     assert res.returncode == 2 and "expected" in res.stderr
 
 
@@ -269,6 +303,61 @@ def test_an_environment_or_programming_error_stops_the_run_and_a_rerun_finishes_
     assert not (out / "metadata.json").exists()
     mine(opts)
     assert outputs(out) == outputs(reference)
+
+
+def test_a_label_map_the_system_cannot_read_stops_the_run_and_is_mined_on_the_rerun(dataset, tmp_path, monkeypatch,
+                                                                                     capsys):
+    """An I/O error (or permission denied) reading a label map is the environment's fault: exit 3 with one line
+    naming the file, nothing recorded for the scene; once the file reads again, the re-run mines it."""
+    import builtins
+
+    from detecture.cli import main
+
+    ade, _ = dataset
+    label = ade / "annotations" / "training" / "ADE_train_clean2.png"
+    real_open = builtins.open
+
+    def failing_open(file, *args, **kwargs):
+        if str(file) == str(label):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(file))
+        return real_open(file, *args, **kwargs)
+
+    out = tmp_path / "out"
+    argv = ["mine", "--root", str(ade), "--out", str(out), "--workers", "1"]
+    monkeypatch.setattr(builtins, "open", failing_open)
+    capsys.readouterr()
+    assert main(argv) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: {label}: Input/output error; mine stopped unfinished"), err
+    assert not (out / "mine_state" / "scenes" / "ADE_train_clean2.json").exists()
+    monkeypatch.setattr(builtins, "open", real_open)
+    assert main(argv) == 0
+    assert "ADE_train_clean2" in {r.extra["scene"] for r in load_metadata(out)}
+    assert "ADE_train_clean2" not in (out / "rejected.jsonl").read_text()
+
+
+def test_a_file_name_that_is_not_utf8_is_rejected_when_listed(tmp_path, capsys):
+    """Ids come from file names and go into UTF-8 JSON: ``bad\\xff.jpg`` is listed in rejected.jsonl with its name
+    escaped, nothing of it is written, and the run (and its re-run) goes on."""
+    from detecture.cli import main
+
+    ade, _ = fx.build(tmp_path / "ade", with_textured=False)
+    bad = os.fsdecode(b"bad\xff")
+    for folder, suffix in (("images", ".jpg"), ("annotations", ".png")):
+        clean2 = (ade / folder / "training" / f"ADE_train_clean2{suffix}").read_bytes()
+        (ade / folder / "training" / f"{bad}{suffix}").write_bytes(clean2)
+    out = tmp_path / "out"
+    for _ in range(2):
+        assert main(["mine", "--root", str(ade), "--out", str(out), "--workers", "1"]) == 0
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    [record] = [r for r in rejected if r["id"].startswith("bad")]
+    shown = str(ade / "images" / "training" / "bad\\xff.jpg")
+    assert record == {"id": "bad\\xff", "path": shown, "reason": f"{shown}: file name is not valid UTF-8; rename the "
+                      "file to mine it", "kind": "undecodable_name"}
+    assert {r.extra["scene"] for r in load_metadata(out)} == {"ADE_train_clean2", "ADE_train_clean3",
+                                                              "ADE_train_fragment"}
+    assert not [p for p in out.rglob("*") if not p.name.isascii()]
+    assert "undecodable_name" in capsys.readouterr().out
 
 
 def test_rejections_are_data_not_failures(dataset, mined, capsys):

@@ -62,6 +62,22 @@ def test_label_stats_rejects_bad_maps():
         label_stats(np.zeros((4, 4, 3), np.uint8), 151)
 
 
+def test_a_huge_class_id_is_a_bad_label_found_without_counting_up_to_it():
+    """Counting classes first would allocate one counter per id up to 2e9 (16 GB): a memory error, taken for an
+    environment fault on every re-run, instead of this scene's bad label map."""
+    import tracemalloc
+
+    label = np.full((96, 128), 10, np.int32)
+    label[0, 0] = 2_000_000_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match="class id 2000000000; this vocabulary has ids 0..150"):
+            label_stats(label, 151)
+        assert tracemalloc.get_traced_memory()[1] < 10 * 2**20
+    finally:
+        tracemalloc.stop()
+
+
 def test_region_count_score_shape():
     assert region_count_score(0, (2, 5)) == 0.0
     assert 0 < region_count_score(1, (2, 5)) < 1

@@ -99,6 +99,24 @@ def test_read_label_errors(tmp_path: Path):
         read_label_png(tmp_path / "missing.png")
 
 
+def test_a_label_map_must_be_a_png(tmp_path: Path):
+    """A 32-bit TIFF (or a lossy JPEG) saved under a .png name is not a class-index PNG, whatever its mode."""
+    label = np.full((8, 8), 10, np.int32)
+    label[0, 0] = 2_000_000_000
+    tiff = tmp_path / "s1.png"
+    Image.fromarray(label, mode="I").save(tiff, format="TIFF")
+    with pytest.raises(DatasetError, match=f"{tiff}: label map is a TIFF file; expected a single-channel"):
+        read_label_png(tiff)
+
+
+def test_a_decompression_bomb_label_is_a_bad_label(tmp_path: Path):
+    """A header claiming 50000 x 50000 px is refused on opening: one error naming the file, so the miner rejects the
+    scene instead of crashing on every re-run."""
+    bomb = fx.header_only_png(tmp_path / "bomb.png", 50_000, 50_000)
+    with pytest.raises(DatasetError, match=f"{bomb}: unreadable label map .*decompression bomb"):
+        read_label_png(bomb)
+
+
 def test_cli_choices_match_the_registries():
     from detecture.commands.mine import DESCRIBER_NAMES, SOURCE_NAMES
     from detecture.miner.describers import DESCRIBERS

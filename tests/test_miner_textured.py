@@ -111,6 +111,10 @@ def test_mapping_names_scene_and_strength(flat, tmp_path):
     bad.write_text("[1, 2]")
     with pytest.raises(InputError, match="expected a JSON object"):
         load_mapping(bad)
+    for text, why in (("[" * 100_000 + "]" * 100_000, "nested too deeply"), ('{"a": ' + "9" * 5000 + "}", "digits")):
+        bad.write_text(text)
+        with pytest.raises(InputError, match=f"{bad}: not valid JSON.*{why}"):
+            load_mapping(bad)
 
 
 def test_flat_and_nested_folders_merge(flat, tmp_path):
@@ -120,6 +124,25 @@ def test_flat_and_nested_folders_merge(flat, tmp_path):
     Image.new("RGB", (fx.W, fx.H)).save(nested / "ADE_train_clean3.jpg")
     scenes = {s.id: s for s in open_source("ade20k", ade, textured_roots=[tmp_path, rel.release]).scenes()}
     assert {v.degree for v in scenes["ADE_train_clean3"].variants} == {"eta_0.7", "0.1", "0.3"}
+
+
+def test_textured_names_that_are_not_utf8_are_rejected_when_listed(flat, tmp_path):
+    """In a flat or a nested folder, a name that is not UTF-8 is listed, escaped, and never becomes a scene or a
+    variant (its id could not be written to the JSON outputs)."""
+    ade, _ = flat
+    nested = tmp_path / "nested"
+    layouts = ((tmp_path / "flat", tmp_path / "flat", "ADE_train_clean3_textured_degree0_3", "ADE_train_clean2_x"),
+               (nested, nested / "eta_0.7" / "images", "ADE_train_clean3", "ADE_train_clean2"))
+    for root, folder, good, bad in layouts:
+        folder.mkdir(parents=True)
+        Image.new("RGB", (fx.W, fx.H)).save(folder / f"{good}.jpg")
+        Image.new("RGB", (fx.W, fx.H)).save(folder / os.fsdecode(bad.encode() + b"\xff.jpg"), format="JPEG")
+        index = open_source("ade20k", ade, textured_roots=[root]).index()
+        [record] = [r for r in index.rejected if r["kind"] == "undecodable_name"]
+        assert record["path"] == f"{folder}/{bad}\\xff.jpg"
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+        assert all(v.image.name.isascii() for s in index.scenes for v in s.variants)
+        assert sum(len(s.variants) for s in index.scenes) == 1
 
 
 def test_mined_flat_release_has_one_sample_per_scene_and_degree(flat, mined):

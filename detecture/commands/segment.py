@@ -149,7 +149,8 @@ def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]
 
         read_head_config(args.head)
     inputs = InputSet([*images, args.head, args.classical_config])
-    InputSet(folders).check_output_dir(args.out)  # `segment rx --out rx` would read its overlays back next time
+    # `segment rx --out rx` would read its overlays back next time; `--out rx/seg` is never read (not recursive)
+    InputSet(folders, flat=True).check_output_dir(args.out)
     inputs.check_output_dir(args.out)
     return images, skipped, inputs
 

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 STATE_DIR = "mine_state"
 KEPT, LOW_SCORE, TOO_FEW, REJECTED = "kept", "low_score", "too_few_regions", "rejected"
+ASSEMBLED = frozenset({"metadata.json", "metadata_train.json", "metadata_val.json", "rejected.jsonl", "summary.json",
+                       "score_histogram.png"})  # what the merge step writes at the top of --out
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,22 @@ class MineOptions:
     device: str | None = None  # for the qwen describer
     arrow: bool = False
     push_to_hub: str | None = None
+
+
+def candidates(scene: Scene) -> list[tuple[str, str, Path]]:
+    """``(sample id, degree, image)`` of every image of the scene: its original (if any), then its variants."""
+    found = [(scene.id, ORIGINAL, scene.image)] if scene.image is not None else []
+    return found + [(f"{scene.id}__{v.degree}", v.degree, v.image) for v in scene.variants]
+
+
+def image_name(sample_id: str, source: Path) -> str:
+    """The name of a sample's image under ``images/``: its id, with the suffix of the file it is copied from."""
+    return f"{sample_id}{source.suffix.lower()}"
+
+
+def mask_name(scene_id: str, k: int) -> str:
+    """The name of region ``k`` (1-based) of a scene under ``masks/``, shared by all the scene's samples."""
+    return f"{scene_id}_{k}.png"
 
 
 def write_state(path: Path, state: dict[str, Any]) -> None:
@@ -118,10 +136,8 @@ class SceneMiner:
         if not regions:
             return {**state, "status": TOO_FEW}
         rmap = region_map(label, regions, self.vocab.n_classes)
-        candidates = [(scene.id, ORIGINAL, scene.image)] if scene.image is not None else []
-        candidates += [(f"{scene.id}__{v.degree}", v.degree, v.image) for v in scene.variants]
         samples, rejected = [], []
-        for sample_id, degree, path in candidates:
+        for sample_id, degree, path in candidates(scene):
             sample, reason = self._sample(sample_id, degree, path, label.shape, rmap, regions)
             if sample is None:
                 rejected.append({"id": sample_id, "path": str(path), "reason": reason})
@@ -130,7 +146,7 @@ class SceneMiner:
         masks = []
         if samples:
             for k in range(1, len(regions) + 1):
-                masks.append(f"masks/{scene.id}_{k}.png")
+                masks.append(f"masks/{mask_name(scene.id, k)}")
                 save_binary_mask(self.out / masks[-1], rmap == k)
         state.update(
             status=KEPT if samples else REJECTED,
@@ -159,9 +175,21 @@ class SceneMiner:
             problems.append(f"{len(descriptions)} descriptions for {len(regions)} regions")
         if problems:
             return None, "invalid description: " + "; ".join(problems)
-        image_rel = f"images/{sample_id}{path.suffix.lower()}"
+        image_rel = f"images/{image_name(sample_id, path)}"
         atomic.write_bytes(self.out / image_rel, path.read_bytes())
         return {"id": sample_id, "degree": degree, "image_path": image_rel, "descriptions": descriptions}, None
+
+
+    def remove_leftovers(self, scenes: list[Scene]) -> None:
+        """Delete the temporaries that a killed or interrupted run left half-written for ``scenes`` (their images,
+        masks and result files), so the finished output equals an uninterrupted run's. Only these scenes', the share
+        this process is about to mine: other processes of a launch or a job array may be writing theirs now."""
+        max_k = self.cfg.regions.max_regions
+        atomic.remove_temporaries_of(self.out / "images", {image_name(sample_id, path) for scene in scenes
+                                                           for sample_id, _, path in candidates(scene)})
+        atomic.remove_temporaries_of(self.out / "masks", {mask_name(s.id, k) for s in scenes
+                                                          for k in range(1, max_k + 1)})
+        atomic.remove_temporaries_of(self.out / STATE_DIR / "scenes", {self.state_path(s.id).name for s in scenes})
 
 
 _WORKER: SceneMiner | None = None
@@ -199,13 +227,22 @@ def _check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
     if path.exists():
         previous = json.loads(path.read_text(encoding="utf-8"))
         if previous != fingerprint:
-            changed = sorted(k for k in {**previous, **fingerprint} if previous.get(k) != fingerprint.get(k))
+            changed = list(_differences(previous, fingerprint))
             raise InputError(
                 f"{out}: was mined with different settings ({', '.join(changed)}); "
                 f"mine into a new --out, or delete {out / STATE_DIR} to start over"
             )
     else:
         atomic.write_json(path, fingerprint)
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> Iterator[str]:
+    """Dotted names of the settings that differ (``source.textured_roots``), so the refusal says what changed."""
+    for key in sorted(old.keys() | new.keys()):
+        if isinstance(old.get(key), dict) and isinstance(new.get(key), dict):
+            yield from _differences(old[key], new[key], f"{prefix}{key}.")
+        elif old.get(key) != new.get(key):
+            yield prefix + key
 
 
 def _load_done(miner: SceneMiner, scenes: list[Scene]) -> dict[str, dict[str, Any]]:
@@ -293,6 +330,7 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | No
     states = _load_done(miner, mine_here)
     ranks.wait()  # every launched process sees the same finished scenes before any writes one
     pending = share([s for s in mine_here if s.id not in states], Shard(ranks.index, ranks.count))
+    miner.remove_leftovers(pending)
     workers = max(1, opts.workers or default_workers())
     if not describer.in_worker and workers > 1:
         log.info("the %s describer runs in the main process: using 1 worker", describer.name)
@@ -318,6 +356,8 @@ def _assemble_all(opts: MineOptions, out: Path, miner: SceneMiner, scenes: list[
     if missing:  # another process stopped unfinished
         raise RunStopped(f"{out}: {len(missing)} scene(s) have no result yet (e.g. {missing[0]}); re-run the same "
                          "command to mine them")
+    atomic.remove_temporaries_of(out, ASSEMBLED)  # a run killed while assembling; only this process writes them
+    atomic.remove_temporaries(out / "review")
     ordered = [states[s.id] for s in scenes]
     records = assemble(out, ordered, cfg, opts.seed, index.rejected)
     summary = build_summary(ordered, records, cfg, index)

@@ -54,11 +54,12 @@ def label_stats(label: np.ndarray, n_classes: int) -> LabelStats:
         raise DatasetError(f"label map must hold integer class ids, got dtype {label.dtype}")
     if label.dtype.kind == "i" and label.min() < 0:
         raise DatasetError("label map has negative class ids")
+    top = int(label.max())
+    if top >= n_classes:  # before bincount, which would allocate a count for every id up to this one
+        raise DatasetError(f"label map has class id {top}; this vocabulary has ids 0..{n_classes - 1}")
     h, w = label.shape
     flat = np.ascontiguousarray(label).ravel()
     counts = np.bincount(flat, minlength=n_classes)
-    if len(counts) > n_classes:
-        raise DatasetError(f"label map has class id {len(counts) - 1}; this vocabulary has ids 0..{n_classes - 1}")
     horizontal = np.flatnonzero(flat[:-1] != flat[1:])
     horizontal = horizontal[horizontal % w != w - 1]  # the last pixel of a row has no right neighbour
     vertical = np.flatnonzero(flat[:-w] != flat[w:])

@@ -12,17 +12,22 @@ import csv
 import os
 import re
 from abc import ABC, abstractmethod
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError
+from ..utils.faults import DECODE_ERRORS, is_input_fault
+from ..utils.paths import resolved
 
 ORIGINAL = "original"
+UNDECODABLE = "undecodable_name"  # the "kind" of a rejected file whose name is not UTF-8
+NOT_UTF8 = "file name is not valid UTF-8; rename the file to mine it"
 
 
 @dataclass(frozen=True)
@@ -54,29 +59,73 @@ class SourceIndex:
     counts: dict[str, Any] = field(default_factory=dict)
 
 
-def _index_images(folder: Path) -> dict[str, Path]:
-    """``stem -> path`` for the image files directly inside ``folder`` (one directory listing, no per-file stat)."""
+def printable(path: str | os.PathLike) -> str:
+    """``path`` as text a UTF-8 file can hold: the bytes of a name that are not UTF-8 (which Python keeps as lone
+    surrogates) are written as ``\\xff`` escapes, so the name can be read in ``rejected.jsonl``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def is_utf8_name(name: str) -> bool:
+    """Whether a listed file name is valid UTF-8. Scene and sample ids come from file names and are written to the
+    JSON outputs, which are UTF-8: any other name is rejected when listed, before any of its files are written."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def rejected_file(kind: str, path: str, reason: str) -> dict[str, str]:
+    """A ``rejected.jsonl`` record for a listed file that is not mined (see :class:`SourceIndex`)."""
+    shown = printable(path)
+    return {"id": os.path.splitext(os.path.basename(shown))[0], "path": shown, "reason": f"{shown}: {reason}",
+            "kind": kind}
+
+
+def _index_images(folder: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
+    """``stem -> path`` for the image files directly inside ``folder`` (one directory listing, no per-file stat), and
+    the rejections of those whose name cannot be an id."""
     out: dict[str, Path] = {}
+    rejected = []
     with os.scandir(folder) as it:
         for entry in it:
             stem, ext = os.path.splitext(entry.name)
-            if ext.lower() in IMAGE_SUFFIXES and not entry.name.startswith("."):
+            if ext.lower() not in IMAGE_SUFFIXES or entry.name.startswith("."):
+                continue
+            if is_utf8_name(entry.name):
                 out.setdefault(stem, Path(entry.path))
-    return out
+            else:
+                rejected.append(rejected_file(UNDECODABLE, entry.path, NOT_UTF8))
+    return out, rejected
 
 
 def read_label_png(path: Path) -> np.ndarray:
-    """Read a single-channel class-index PNG (mode L, P or 16-bit) as an integer array; errors name the file."""
+    """Read a single-channel class-index PNG (mode L, P or 16-bit) as an integer array; data errors name the file,
+    and a failing system raises its ``OSError`` (:mod:`detecture.utils.faults`)."""
     if not path.is_file():
         raise DatasetError(f"{path}: label map not found")
     try:
         with Image.open(path) as im:
-            im.load()
+            if im.format != "PNG":  # another format under a .png name can hold ids up to 2**31 (TIFF) or be lossy
+                raise DatasetError(f"{path}: label map is a {im.format} file; expected a single-channel class-index "
+                                   "PNG")
             if im.mode not in ("L", "P", "I", "I;16", "I;16B", "I;16L"):
                 raise DatasetError(f"{path}: label map has mode {im.mode}; expected a single-channel class-index PNG")
+            im.load()
             return np.asarray(im)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except DECODE_ERRORS as exc:
+        if not is_input_fault(exc):
+            raise  # the system failed to read it (permission, I/O): the run stops, and a re-run reads the file
         raise DatasetError(f"{path}: unreadable label map ({exc})") from None
+
+
+def _paired_index(image_dir: Path, label_path: Callable[[str], Path], expected: str) -> SourceIndex:
+    """The scenes of a folder of images whose label maps are named after them, sorted by id."""
+    images, rejected = _index_images(image_dir)
+    if not images:
+        raise DatasetError(f"{image_dir}: no images found; expected {expected}")
+    counts = {"rejected": dict(Counter(r["kind"] for r in rejected))} if rejected else {}
+    return SourceIndex([Scene(stem, images[stem], label_path(stem)) for stem in sorted(images)], rejected, counts)
 
 
 class SceneSource(ABC):
@@ -84,6 +133,7 @@ class SceneSource(ABC):
 
     name: ClassVar[str]
     vocabulary_file: ClassVar[str] = "ade20k_classes.yaml"  # under configs/, unless --vocabulary overrides it
+    root: Path  # the dataset folder
     label_dir: Path  # where ``<scene id>.png`` label maps live (sources with other label files override label_*)
 
     @abstractmethod
@@ -100,7 +150,8 @@ class SceneSource(ABC):
     def label_ids(self) -> set[str]:
         """Ids of all scenes that have a label map (one directory listing, no per-file stat)."""
         with os.scandir(self.label_dir) as it:
-            return {e.name[:-4] for e in it if e.name.endswith(".png") and not e.name.startswith(".")}
+            return {e.name[:-4] for e in it
+                    if e.name.endswith(".png") and not e.name.startswith(".") and is_utf8_name(e.name)}
 
     def class_names(self) -> dict[int, str]:
         """Class names shipped with the dataset (id -> name); empty means "use the vocabulary's names"."""
@@ -110,8 +161,9 @@ class SceneSource(ABC):
         return read_label_png(scene.label)
 
     def describe(self) -> dict[str, object]:
-        """What makes this source's scenes what they are (recorded so a resumed run can check it is the same)."""
-        return {"source": self.name}
+        """What makes this source's scenes what they are (recorded so a resumed run can check it is the same): its
+        kind and its folder, resolved, since mining another dataset into the same output would mix the two."""
+        return {"source": self.name, "root": str(resolved(self.root))}
 
 
 class ADE20KSource(SceneSource):
@@ -140,10 +192,10 @@ class ADE20KSource(SceneSource):
                 raise DatasetError(f"{root}: no folder {folder.relative_to(root)}; expected {self.EXPECTED}")
 
     def scenes(self) -> list[Scene]:
-        images = _index_images(self.image_dir)
-        if not images:
-            raise DatasetError(f"{self.image_dir}: no images found; expected {self.EXPECTED}")
-        return [Scene(stem, images[stem], self.label_path(stem)) for stem in sorted(images)]
+        return self.index().scenes
+
+    def index(self) -> SourceIndex:
+        return _paired_index(self.image_dir, self.label_path, self.EXPECTED)
 
     def class_names(self) -> dict[int, str]:
         for fname in ("objectInfo150.csv", "objectInfo150.txt"):
@@ -153,7 +205,7 @@ class ADE20KSource(SceneSource):
         return {}
 
     def describe(self) -> dict[str, object]:
-        return {"source": self.name, "subset": self.subset}
+        return {**super().describe(), "subset": self.subset}
 
 
 def parse_object_info(path: Path) -> dict[int, str]:
@@ -199,10 +251,10 @@ class FolderSource(SceneSource):
                 raise DatasetError(f"{self.root}: no folder {sub}/; expected {self.EXPECTED}")
 
     def scenes(self) -> list[Scene]:
-        images = _index_images(self.root / "images")
-        if not images:
-            raise DatasetError(f"{self.root / 'images'}: no images found; expected {self.EXPECTED}")
-        return [Scene(stem, images[stem], self.label_path(stem)) for stem in sorted(images)]
+        return self.index().scenes
+
+    def index(self) -> SourceIndex:
+        return _paired_index(self.root / "images", self.label_path, self.EXPECTED)
 
 
 SOURCES: dict[str, type[SceneSource]] = {cls.name: cls for cls in (ADE20KSource, FolderSource)}

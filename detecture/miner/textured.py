@@ -40,7 +40,9 @@ import numpy as np
 
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError, InputError
-from .sources import ORIGINAL, SOURCES, Scene, SceneSource, SourceIndex, Variant
+from ..utils.paths import resolved
+from .sources import (NOT_UTF8, ORIGINAL, SOURCES, UNDECODABLE, Scene, SceneSource, SourceIndex, Variant, is_utf8_name,
+                      rejected_file)
 
 TEXTURED_NAME = re.compile(r"^(?P<scene>.+?)_textured_degree(?P<spec>.*)$")
 STRENGTH = re.compile(r"^\d+(?:[._]\d+)?$")
@@ -84,7 +86,9 @@ def load_mapping(path: str | os.PathLike) -> dict[str, tuple[str, float]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: mapping file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:
+        raise InputError(f"{path}: not valid JSON for a mapping (nested too deeply)") from None
+    except ValueError as exc:  # also a number of more digits than Python converts, and a file that is not UTF-8
         raise InputError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object {MAPPING_FORMAT}")
@@ -127,11 +131,6 @@ class _Found(NamedTuple):
     strength: float | None = None
 
 
-def _reject(kind: str, path: str, reason: str) -> dict[str, str]:
-    stem = os.path.splitext(os.path.basename(path))[0]
-    return {"id": stem, "path": path, "reason": f"{path}: {reason}", "kind": kind}
-
-
 def _is_image(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_SUFFIXES
 
@@ -172,8 +171,9 @@ class TexturedVariants(SceneSource):
 
     def describe(self) -> dict[str, object]:
         mapping = hashlib.sha256(self.mapping_path.read_bytes()).hexdigest() if self.mapping_path else None
-        return {**self.base.describe(), "degrees": list(self.degrees) if self.degrees else "all",
-                "mapping_sha256": mapping}
+        roots = [str(resolved(r)) for r in self.roots]  # in the order given: the first wins on duplicates
+        degrees = list(self.degrees) if self.degrees else "all"
+        return {**self.base.describe(), "textured_roots": roots, "degrees": degrees, "mapping_sha256": mapping}
 
     # -- indexing ----------------------------------------------------------------------------------------------
 
@@ -224,14 +224,14 @@ class TexturedVariants(SceneSource):
         for f in found:
             if f.scene not in known:
                 if f.degree is None and f.scene not in with_variants:
-                    rejected.append(_reject(UNPARSABLE, f.path, "name is neither <scene>_textured_degree<strength> "
-                                                                "nor an image of a --root scene"))
+                    rejected.append(rejected_file(UNPARSABLE, f.path, "name is neither <scene>_textured_degree"
+                                                                      "<strength> nor an image of a --root scene"))
                 elif f.scene in copies:
-                    rejected.append(_reject(NO_ANNOTATION, f.path, f"scene {f.scene} has an image but no annotation "
-                                                                   f"{self.base.label_path(f.scene)}"))
+                    rejected.append(rejected_file(NO_ANNOTATION, f.path, f"scene {f.scene} has an image but no "
+                                                                         f"annotation {self.base.label_path(f.scene)}"))
                 else:
-                    rejected.append(_reject(NO_SCENE, f.path, f"matches no scene of --root (no image or "
-                                                              f"annotation named {f.scene})"))
+                    rejected.append(rejected_file(NO_SCENE, f.path, f"matches no scene of --root (no image or "
+                                                                    f"annotation named {f.scene})"))
                 continue
             if f.strength is not None:
                 strengths.add(f.strength)
@@ -244,8 +244,9 @@ class TexturedVariants(SceneSource):
             elif self.degrees is not None and f.strength not in self.degrees:
                 counts["not_selected"] += 1
             elif (key := (f.scene, f.degree)) in first_path:
-                rejected.append(_reject(DUPLICATE, f.path, f"duplicate of {first_path[key]} (scene {f.scene}, "
-                                                           f"degree {f.degree}); the first --textured-root wins"))
+                rejected.append(rejected_file(DUPLICATE, f.path, f"duplicate of {first_path[key]} (scene "
+                                                                 f"{f.scene}, degree {f.degree}); the first "
+                                                                 "--textured-root wins"))
             else:
                 first_path[key] = f.path
                 variants.setdefault(f.scene, {})[f.degree] = Variant(f.degree, Path(f.path))
@@ -282,20 +283,23 @@ class TexturedVariants(SceneSource):
         stem, ext = os.path.splitext(name)
         if name.startswith("."):
             counts["hidden"] += 1
+        elif not is_utf8_name(name):
+            rejected.append(rejected_file(UNDECODABLE, path, NOT_UTF8))
         elif entry.is_dir():
-            rejected.append(_reject(UNSUPPORTED, path, "a folder inside a flat Textured-ADE20K folder"))
+            rejected.append(rejected_file(UNSUPPORTED, path, "a folder inside a flat Textured-ADE20K folder"))
         elif ext.lower() == ".json" and name not in self.mapping:
             counts["json"] += 1
         elif ext.lower() not in IMAGE_SUFFIXES:
-            rejected.append(_reject(UNSUPPORTED, path, "not an image"))
+            rejected.append(rejected_file(UNSUPPORTED, path, "not an image"))
         elif name in self.mapping:
             scene, strength = self.mapping[name]
             return _Found(scene, path, degree_label(strength), strength)
         elif match := TEXTURED_NAME.match(stem):
             strength = parse_strength(match["spec"])
             if strength is None:
-                rejected.append(_reject(UNPARSABLE, path, f"cannot read the strength {match['spec']!r}; expected "
-                                                          f"e.g. _textured_degree0_3 or _textured_degree1.0"))
+                rejected.append(rejected_file(UNPARSABLE, path, f"cannot read the strength {match['spec']!r}; "
+                                                                "expected e.g. _textured_degree0_3 or "
+                                                                "_textured_degree1.0"))
                 return None
             return _Found(match["scene"], path, degree_label(strength), strength)
         else:
@@ -319,10 +323,12 @@ class TexturedVariants(SceneSource):
                     counts["files"] += 1
                     if entry.name.startswith("."):
                         counts["hidden"] += 1
+                    elif not is_utf8_name(entry.name):
+                        rejected.append(rejected_file(UNDECODABLE, entry.path, NOT_UTF8))
                     elif _is_image(entry.name):
                         yield _Found(os.path.splitext(entry.name)[0], entry.path, d.name, strength)
                     else:
-                        rejected.append(_reject(UNSUPPORTED, entry.path, "not an image"))
+                        rejected.append(rejected_file(UNSUPPORTED, entry.path, "not an image"))
 
 
 def open_source(name: str, root: str | os.PathLike, subset: str = "training",

@@ -23,6 +23,7 @@ from ..data.layouts import read_records
 from ..data.metadata import LoadedSample, SampleRecord, load_sample, resolve_within
 from ..errors import DatasetError
 from ..prompts import Regime
+from ..utils.faults import is_input_fault
 from .augment import augment, sample_rng
 from .config import DataConfig
 
@@ -45,7 +46,10 @@ class ScanReport:
 
 
 def check_sample(root: Path, record: SampleRecord, max_regions: int) -> str | None:
-    """The reason ``record`` cannot be trained on, or None. Logs the specific problem (file and cause)."""
+    """The reason ``record`` cannot be trained on, or None. Logs the specific problem (file and cause).
+
+    A bad record (its file missing, unreadable or badly named) is skipped; a failing system raises its ``OSError``
+    (:mod:`detecture.utils.faults`), which stops the run rather than silently shrinking the training set."""
     if not record.textures:
         log.warning("skipping %s: no texture regions", record.id)
         return "no regions"
@@ -62,6 +66,11 @@ def check_sample(root: Path, record: SampleRecord, max_regions: int) -> str | No
     except DatasetError as exc:
         log.warning("skipping %s: %s", record.id, exc)
         return "size mismatch" if "mask is" in str(exc) else "unreadable or unsafe file"
+    except OSError as exc:
+        if not is_input_fault(exc):
+            raise  # the system failed (permission, I/O): training stops, and a re-run reads the file
+        log.warning("skipping %s: %s: %s", record.id, exc.filename, exc.strerror)  # e.g. a path name too long
+        return "unreadable or unsafe file"
     empty = [t.mask_path for t, m in zip(record.textures, sample.masks) if not m.any()]
     if empty:
         log.warning("skipping %s: empty mask(s) %s", record.id, empty)

@@ -18,7 +18,7 @@ import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Collection, Iterator
 
 
 def current_umask() -> int:
@@ -156,6 +156,27 @@ def restore_moved_aside(path: str | os.PathLike) -> bool:
         except FileNotFoundError:  # another process restored it first
             pass
     return path.exists()
+
+
+# what atomic_path's mkstemp names a temporary: "." + the target's name + "." + 8 random characters + ".tmp"
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_temporaries_of(folder: str | os.PathLike, names: Collection[str]) -> list[Path]:
+    """Delete the temporaries that killed :func:`atomic_path` writes of ``folder/<name>`` left, for ``names`` only.
+
+    For a folder that several processes write at once (the shares of a launch or a job array): each removes what
+    its own killed predecessor left for the files it alone writes, never another process's write in progress. One
+    listing of ``folder``, however many names."""
+    try:
+        with os.scandir(folder) as it:
+            stale = [Path(e.path) for e in it if (m := _TEMPORARY.fullmatch(e.name)) and m["name"] in names
+                     and e.is_file(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def remove_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[Path]:

@@ -5,8 +5,10 @@ Two rules every command follows through these helpers:
 * cheap things fail first: a missing or unreadable input, a file where a folder is expected, an output folder that
   cannot be created; each is one ``error:`` line naming the path, seconds after start, not after an 8B model load;
 * no command writes over its inputs: file outputs are compared with the resolved input paths (:class:`InputSet`), and
-  an output folder may neither be an input folder nor contain one (commands also delete inside their output folder:
-  ``bench --force``, checkpoint rotation).
+  an output folder may neither be an input folder, nor contain one (commands also delete inside their output folder:
+  ``bench --force``, checkpoint rotation), nor lie inside one: datasets, checkpoints and textured-variant trees are
+  read at any depth, so an output written there would replace inputs (``mine --textured-root T --out T/eta_0.3``)
+  or be read back as one by the next run. Only folders read one level deep (``segment photos/``) may hold it.
 """
 
 from __future__ import annotations
@@ -88,10 +90,14 @@ def _inside(path: Path, folder: Path) -> bool:
 
 
 class InputSet:
-    """The resolved inputs of one command run: the files and folders it reads and must never write over."""
+    """The resolved inputs of one command run: the files and folders it reads and must never write over.
 
-    def __init__(self, paths: Iterable[PathLike | None] = ()) -> None:
+    ``flat``: its folders are read only one level deep (their sub-folders never), so an output folder may lie in one.
+    """
+
+    def __init__(self, paths: Iterable[PathLike | None] = (), *, flat: bool = False) -> None:
         self.paths = {resolved(p) for p in paths if p is not None}
+        self.flat = flat
 
     def __contains__(self, path: PathLike) -> bool:
         return resolved(path) in self.paths
@@ -103,12 +109,18 @@ class InputSet:
         return Path(path)
 
     def check_output_dir(self, out: PathLike, option: str = "--out") -> Path:
-        """A writable output folder that is not an input folder and holds no input folder."""
+        """A writable output folder that is not an input folder, holds none, and lies in none unless ``flat``."""
         out = require_writable_dir(out, option)
         target = resolved(out)
         for path in sorted(self.paths):
-            if path.is_dir() and _inside(path, target):
+            if not path.is_dir():
+                continue
+            if _inside(path, target):
                 relation = "is" if path == target else "contains"
-                raise InputError(f"{option} {out}: {relation} the input folder {path}; choose a separate output "
-                                 "folder (a command never writes over its inputs)")
+            elif _inside(target, path) and not self.flat:
+                relation = "is inside"
+            else:
+                continue
+            raise InputError(f"{option} {out}: {relation} the input folder {path}; choose a separate output "
+                             "folder (a command never writes over its inputs)")
         return out
