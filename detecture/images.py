@@ -18,6 +18,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
+from .utils.faults import DECODE_ERRORS, is_input_fault
 
 # Decompression-bomb guard stays on but is raised to allow large scientific images (~ 30k x 30k): Pillow warns above
 # this many pixels and refuses twice as many before decoding anything.
@@ -49,38 +50,37 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-# Errors of opening a path that are the path's fault, not the system's: no such file, a folder, a name too long for
-# the file system, a symlink loop.
-_BAD_PATH_ERRNOS = frozenset({errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP})
-
-
 @contextmanager
 def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.Image]:
     """Open an input image file lazily; the caller decodes it inside the block.
 
-    A fault of the input (the path is no usable file, the format is unknown or corrupt, or the header claims more
-    pixels than the decompression-bomb guard allows) raises :class:`InputError` naming the file and ``what`` it should
-    have been, which a batch run records as that item's failure. Any other ``OSError`` (I/O error, permission) is the
-    system's and propagates unchanged, so the run stops unfinished rather than record a good file as bad.
+    A fault of the input (:func:`~detecture.utils.faults.is_input_fault`: the path is no usable file, the format is
+    unknown or corrupt, or the header claims more pixels than the decompression-bomb guard allows) raises
+    :class:`InputError` naming the file and ``what`` it should have been, which a batch run records as that item's
+    failure. Any other ``OSError`` (I/O error, permission) is the system's and propagates unchanged, so the run stops
+    unfinished rather than record a good file as bad.
     """
     path = Path(path)
     try:
         with Image.open(path) as im:
             yield im
-    except UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable {what} (unknown or corrupt format)") from None
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: refused as a possible decompression bomb ({exc})") from None
-    except OSError as exc:
-        if exc.errno == errno.ENOENT:
-            raise InputError(f"{path}: {what} not found (no such file)") from None
-        if exc.errno in _BAD_PATH_ERRNOS:
-            raise InputError(f"{path}: cannot be read as {what} ({exc.strerror})") from None
-        if exc.errno is not None:
+    except DECODE_ERRORS as exc:
+        if not is_input_fault(exc):
             raise
-        raise InputError(f"{path}: corrupt or truncated {what} ({exc})") from None
-    except (SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: corrupt or truncated {what} ({exc})") from None
+        raise InputError(f"{path}: {_input_fault(exc, what)}") from None
+
+
+def _input_fault(exc: BaseException, what: str) -> str:
+    """What is wrong with a file whose opening or decoding raised ``exc``, an input fault."""
+    if isinstance(exc, UnidentifiedImageError):
+        return f"not a readable {what} (unknown or corrupt format)"
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"refused as a possible decompression bomb ({exc})"
+    if isinstance(exc, OSError) and exc.errno == errno.ENOENT:
+        return f"{what} not found (no such file)"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"cannot be read as {what} ({exc.strerror})"
+    return f"corrupt or truncated {what} ({exc})"
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:

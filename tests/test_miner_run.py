@@ -112,7 +112,7 @@ def test_corrupt_inputs_are_rejected_with_reasons(mined):
     out, _ = mined
     rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
     assert "truncated" in rejected["ADE_train_badimage"]["reason"]
-    assert "unreadable label map" in rejected["ADE_train_badlabel"]["reason"]
+    assert "not a readable label map" in rejected["ADE_train_badlabel"]["reason"]
     assert "class id 200" in rejected["ADE_train_badclass"]["reason"]
     assert "label map not found" in rejected["ADE_train_nolabel"]["reason"]
     assert "64x96" in rejected["ADE_train_clean3__degree_1"]["reason"]

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 import numpy as np
-from PIL import Image
 
 from ..data.layouts import IMAGE_SUFFIXES
-from ..errors import DatasetError
-from ..utils.faults import DECODE_ERRORS, is_input_fault
+from ..errors import DatasetError, InputError
+from ..images import open_image
 from ..utils.paths import resolved
 
 ORIGINAL = "original"
@@ -101,11 +100,9 @@ def _index_images(folder: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
 
 def read_label_png(path: Path) -> np.ndarray:
     """Read a single-channel class-index PNG (mode L, P or 16-bit) as an integer array; data errors name the file,
-    and a failing system raises its ``OSError`` (:mod:`detecture.utils.faults`)."""
-    if not path.is_file():
-        raise DatasetError(f"{path}: label map not found")
+    and a failing system raises its ``OSError`` (:func:`detecture.images.open_image` decides which is which)."""
     try:
-        with Image.open(path) as im:
+        with open_image(path, "label map") as im:
             if im.format != "PNG":  # another format under a .png name can hold ids up to 2**31 (TIFF) or be lossy
                 raise DatasetError(f"{path}: label map is a {im.format} file; expected a single-channel class-index "
                                    "PNG")
@@ -113,10 +110,8 @@ def read_label_png(path: Path) -> np.ndarray:
                 raise DatasetError(f"{path}: label map has mode {im.mode}; expected a single-channel class-index PNG")
             im.load()
             return np.asarray(im)
-    except DECODE_ERRORS as exc:
-        if not is_input_fault(exc):
-            raise  # the system failed to read it (permission, I/O): the run stops, and a re-run reads the file
-        raise DatasetError(f"{path}: unreadable label map ({exc})") from None
+    except InputError as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _paired_index(image_dir: Path, label_path: Callable[[str], Path], expected: str) -> SourceIndex:
