@@ -64,6 +64,8 @@ def resolve_within(root: str | os.PathLike, relative: str, *, source: str = "met
     """
     if not isinstance(relative, str) or not relative.strip():
         raise DatasetError(f"{source}: empty or non-string path {relative!r}")
+    if "\0" in relative:
+        raise DatasetError(f"{source}: path {relative!r} holds a NUL character")
     if os.path.isabs(relative) or relative.startswith(("\\", "~")):
         raise DatasetError(f"{source}: path {relative!r} is absolute; paths must be relative to {what}")
     root_resolved = Path(root).resolve()
@@ -118,7 +120,7 @@ def load_metadata(path: str | os.PathLike) -> list[SampleRecord]:
         raise DatasetError(f"{path}: metadata file not found")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # a syntax error, bytes that are not UTF-8, an integer of over 4300 digits
         raise DatasetError(f"{path}: not valid JSON ({exc})") from None
     except RecursionError:  # the parser recurses per nesting level; no metadata nests more than a few
         raise DatasetError(f"{path}: JSON nested too deeply to be metadata") from None
