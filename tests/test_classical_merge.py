@@ -54,3 +54,23 @@ def test_only_adjacent_regions_merge_and_absent_labels_stay_alone():
 def test_one_texture_in_many_cells_becomes_one_region():
     features, labels = _cells([[0, 0], [0, 0]], {0: np.ones(3)})
     assert merge_regions(features, labels, 4, distortion=0.35, pixels_per_sample=20.0).tolist() == [0, 0, 0, 0]
+
+
+def test_an_image_counts_as_merge_samples_at_the_working_size_and_in_proportion_to_its_side_below(monkeypatch):
+    """The smoothed features of a smaller image hold fewer independent samples: half the side, half the samples."""
+    from detecture.classical import ClassicalParams, segment_texture
+    from detecture.classical import segmenter
+
+    seen = []
+
+    def spy(features, labels, n_labels, distortion, pixels_per_sample):
+        seen.append(labels.size / pixels_per_sample)
+        return np.arange(n_labels)
+
+    monkeypatch.setattr(segmenter, "merge_regions", spy)
+    rng = np.random.default_rng(0)
+    params = ClassicalParams()
+    for side in (params.work_side, params.work_side // 2):
+        image = np.repeat(rng.integers(0, 255, (side, side, 1), dtype=np.uint8), 3, axis=2)
+        segment_texture(image, None, params=params)
+    assert np.allclose(seen, [params.merge_samples, params.merge_samples / 2])

@@ -21,7 +21,8 @@ from detecture.prompts import Regime
 
 @pytest.fixture(scope="module")
 def disc():
-    return mosaic_two(128)[0]
+    """Brick disc on grass at 192 px (at 128 px the merge of a chosen K takes the two for one texture)."""
+    return mosaic_two(192)[0]
 
 
 def test_defaults_are_the_segmenters_defaults(disc):

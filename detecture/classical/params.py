@@ -101,11 +101,13 @@ class ClassicalParams:
         Autonomous K: the distortion ε up to which the merge codes each region's features (PCA features scaled to
         unit total variance), see :mod:`.merge`. Larger merges more.
     merge_samples : float
-        Autonomous K: how many independent samples an image's smoothed features count as, whatever its size, so a
-        merge decision does not depend on the resolution. More samples keep more regions apart. Tuned with
-        ``merge_distortion`` on the tuning quarters (a grid, each point scored by the mean of its neighbours, so a
-        knife-edge optimum is not taken): 0.35 and 186 (one sample per 352 working pixels, about the area 4πσ² of a
-        Gaussian window of σ = 5.3 px, near ``stat_sigma``) gave K accuracy 0.53 on DTD and 1.00 on Outex.
+        Autonomous K: how many independent samples the smoothed features of an image at the full working size
+        (``work_side`` px a side) count as; a smaller image counts in proportion to its side. More samples keep more
+        regions apart. Tuned with ``merge_distortion`` on the tuning quarters (a grid, each point scored by the mean
+        of its neighbours, so a knife-edge optimum is not taken): 0.35 and 186 (one sample per 352 working pixels,
+        about the area 4πσ² of a Gaussian window of σ = 5.3 px, near ``stat_sigma``) gave K accuracy 0.53 on DTD
+        and 1.00 on Outex. The square-root rule for small images was chosen on the DTD tuning mosaics downscaled to
+        128 and 192 px, between a fixed count per image and a fixed count per pixel (see perf/RESULTS.md).
     refine_side : int
         Long-side cap (px) of the graph cut that places the boundaries; larger inputs get its partition bilinearly
         upsampled, which bounds time and memory on multi-megapixel photos.

@@ -348,7 +348,9 @@ def _merged(labels: np.ndarray, k: int, reduced: np.ndarray, pca: PCA, position:
     image is one texture. ``labels`` is at the working size; the PCA features are scaled to unit total variance,
     so the merge's distortion is relative to the image's own feature spread."""
     features = reduced / np.float32(np.sqrt(pca.explained_variance_.sum()))
-    owner = merge_regions(features, labels, k, params.merge_distortion, labels.size / params.merge_samples)
+    # An image counts as merge_samples samples at the full working size and in proportion to its side below it.
+    pixels_per_sample = params.work_side * np.sqrt(labels.size) / params.merge_samples
+    owner = merge_regions(features, labels, k, params.merge_distortion, pixels_per_sample)
     fh, fw = labels.shape
     placed = np.hstack([features, position * np.float32(params.k_select_position_weight)])
     sample = fit_idx[:params.k_select_pixels]
