@@ -314,8 +314,6 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     if refine:
         fine_feats = _features(lab, gabor, fourier, params.fine_window, params.fine_stat_sigma, params)
         refined = _refine(fine_feats, scores, k, seed, params)
-    if refined is not None:
-        scores = refined
     if refined is None:
         if chosen:
             owner = _merged(scores.argmax(axis=0), k, reduced, pca, position, fit_idx, params)
@@ -326,7 +324,7 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         if chosen:
             margin = margin[np.unique(margin.argmax(axis=0))]
         return _positive_winner(margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w))
-    labels = _cut(_margin(scores), copies, params)
+    labels = _cut(_margin(refined), copies, params)
     if chosen:
         owner = _merged(_resample(labels, fh, fw), k, reduced, pca, position, fit_idx, params)
         if owner is None:
@@ -351,13 +349,13 @@ def _merged(labels: np.ndarray, k: int, reduced: np.ndarray, pca: PCA, position:
     # An image counts as merge_samples samples at the full working size and in proportion to its side below it.
     pixels_per_sample = params.work_side * np.sqrt(labels.size) / params.merge_samples
     owner = merge_regions(features, labels, k, params.merge_distortion, pixels_per_sample)
+    if owner.max() == 0:
+        return None
     fh, fw = labels.shape
     placed = np.hstack([features, position * np.float32(params.k_select_position_weight)])
     sample = fit_idx[:params.k_select_pixels]
     smooth = _smooth_maps(placed.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(placed.shape[1], -1).T
-    if owner.max() == 0 or _one_region(smooth[sample], owner[labels.ravel()[sample]], params):
-        return None
-    return owner
+    return None if _one_region(smooth[sample], owner[labels.ravel()[sample]], params) else owner
 
 
 def _resample(labels: np.ndarray, h: int, w: int) -> np.ndarray:
