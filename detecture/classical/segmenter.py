@@ -324,13 +324,22 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         if chosen:
             margin = margin[np.unique(margin.argmax(axis=0))]
         return _positive_winner(margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w))
-    labels = _cut(_margin(refined), copies, params)
-    if chosen:
-        owner = _merged(_resample(labels, fh, fw), k, reduced, pca, position, fit_idx, params)
-        if owner is None:
-            return np.ones((1, h, w), dtype=np.float32)
+    if not chosen:
+        return _one_hot(_cut(_margin(refined), copies, params, params.refine_side), np.arange(k), h, w)
+    # The regions are merged as the graph cut leaves them. Over max_k labels the cut is the dearest step on large
+    # photos, so it runs at no more than twice the working size; where that is smaller than the output's cut, the
+    # output's cut runs once more, over the merged regions.
+    count_side = min(2 * params.work_side, params.refine_side)
+    labels = _cut(_margin(refined), copies, params, count_side)
+    owner = _merged(_resample(labels, fh, fw), k, reduced, pca, position, fit_idx, params)
+    if owner is None:
+        return np.ones((1, h, w), dtype=np.float32)
+    if copies.fitted(count_side).shape != copies.fitted(params.refine_side).shape:
+        merged = np.stack([refined[owner == r].max(axis=0) for r in range(owner.max() + 1)])
+        labels = _cut(_margin(merged), copies, params, params.refine_side)
+    else:
         labels = owner[labels]
-    return _one_hot(labels, np.unique(labels) if chosen else np.arange(k), h, w)
+    return _one_hot(labels, np.unique(labels), h, w)
 
 
 def _margin(scores: np.ndarray) -> np.ndarray:
@@ -365,11 +374,11 @@ def _resample(labels: np.ndarray, h: int, w: int) -> np.ndarray:
     return labels[np.ix_(rows, cols)]
 
 
-def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams) -> np.ndarray:
-    """(h, w) labels of the graph-cut partition (:mod:`.cut`) at ≤ ``refine_side`` px.
+def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, side: int) -> np.ndarray:
+    """(h, w) labels of the graph-cut partition (:mod:`.cut`) of the image's copy at ≤ ``side`` px.
 
     Pixels pass 2 left to pass 1 (margin ≥ ``_DECIDED`` nats) are fixed; the band around the boundaries is cut."""
-    lab = copies.fitted(params.refine_side)
+    lab = copies.fitted(side)
     sh, sw = lab.shape[:2]
     if margin.shape[1:] != (sh, sw):
         margin = _upsample(margin, sh, sw)
