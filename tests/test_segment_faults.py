@@ -190,3 +190,18 @@ def test_workers_stop_at_ctrl_c_and_die_with_a_killed_parent(mosaics, tmp_path):
     pngs = len(list(out.glob("*.png")))
     time.sleep(1)
     assert len(list(out.glob("*.png"))) == pngs
+
+
+def test_a_worker_that_dies_stops_the_pool_instead_of_hanging():
+    # SIGCHLD's default action is to ignore it: those items succeed; the SIGKILL item kills its worker (what the
+    # out-of-memory killer does), whose item Pool would never run again
+    code = ("import signal\n"
+            "from detecture.utils.parallel import unordered_map\n"
+            "items = [signal.SIGCHLD] * 6 + [signal.SIGKILL] + [signal.SIGCHLD] * 6\n"
+            "try:\n"
+            "    list(unordered_map(signal.raise_signal, items, 2))\n"
+            "except OSError as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.strip() == "WorkerLost a worker process was killed by SIGKILL (the out-of-memory killer, or kill -9)"
