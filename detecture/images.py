@@ -1,6 +1,7 @@
 """Robust image loading: every odd-but-valid image becomes 8-bit RGB; a broken one raises an error naming the file.
 
-Handles EXIF orientation, greyscale, palette, alpha (composited on white so transparent areas do not turn black),
+Handles EXIF orientation (:func:`exif_orientation`: unreadable EXIF is ignored with a warning, since the pixels
+are fine), greyscale, palette, alpha (composited on white so transparent areas do not turn black),
 and 16-bit / float images (rescaled to 8 bits by their own range, since e.g. 16-bit PNGs rarely use the full range).
 Every input image file (photo, mask, label map) is opened through :func:`open_image`, which decides what a bad file
 is.
@@ -9,27 +10,63 @@ is.
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 from .utils.faults import DECODE_ERRORS, is_input_fault
+
+logger = logging.getLogger(__name__)
 
 # Decompression-bomb guard stays on but is raised to allow large scientific images (~ 30k x 30k): Pillow warns above
 # this many pixels and refuses twice as many before decoding anything.
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
 MIN_SIDE = 2  # per axis, for every input form: along a 1-pixel axis the classical graph cut has no neighbours
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose applies it).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 
 def check_size(name: str | os.PathLike, width: int, height: int) -> None:
     """Raise :class:`InputError` naming ``name`` when the image is smaller than ``MIN_SIDE`` on either axis."""
     if width < MIN_SIDE or height < MIN_SIDE:
         raise InputError(f"{name}: image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} pixels are needed")
+
+
+def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:
+    """The EXIF orientation of ``im`` (1..8; 1 = stored upright), the one rule every reader of photos follows.
+
+    Cameras and editors write malformed EXIF (a tag of the wrong type, a truncated block) in files whose pixels are
+    fine; Pillow's ``ImageOps.exif_transpose`` then fails while re-encoding the whole block. Only the orientation tag
+    is read here, and when it cannot be read, or holds no valid orientation, the image is used as stored, with a
+    warning naming the file: a picture shown unrotated is more useful than none. A system error (I/O) still
+    propagates, to be judged by :func:`open_image`.
+    """
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception as exc:  # Pillow's EXIF parser raises many types (struct.error, TypeError...) on malformed data
+        if isinstance(exc, OSError) and not is_input_fault(exc):
+            raise
+        logger.warning("%s: unreadable EXIF metadata (%s); the image is used as stored, without rotation", name, exc)
+        return 1
+    if value != 1 and value not in UPRIGHT:
+        logger.warning("%s: EXIF orientation %r is not one of 1..8; the image is used as stored, without rotation",
+                       name, value)
+        return 1
+    return int(value)
+
+
+def upright(im: Image.Image, orientation: int) -> Image.Image:
+    """``im`` as it is meant to be shown, given its :func:`exif_orientation`."""
+    return im.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else im
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -87,7 +124,7 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it."""
     with open_image(path) as im:
         im.load()
-        image = to_rgb(ImageOps.exif_transpose(im) or im)
+        image = to_rgb(upright(im, exif_orientation(im, path)))
     check_size(path, image.width, image.height)
     return image
 
