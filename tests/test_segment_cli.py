@@ -176,3 +176,15 @@ def test_cheap_checks_fail_before_any_model_loads(photos, tmp_path, capsys, monk
     code = main(["segment", image, "--out", str(out), *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("shape", [(2000, 20), (4000, 3)])
+def test_overlay_of_a_tall_narrow_image_stays_a_bounded_picture(tmp_path, shape):
+    from detecture.visualize import save_overlay
+
+    labels = np.zeros(shape, np.uint8)
+    labels[shape[0] // 2:] = 1
+    image = np.full((*shape, 3), 90, np.uint8)
+    save_overlay(tmp_path / "tall.png", image, labels, ["a strip"])
+    with Image.open(tmp_path / "tall.png") as overlay:  # was 1155 x 66000 px (gigabytes while drawn) for 20 x 2000
+        assert overlay.height <= 2 * overlay.width <= 4000
