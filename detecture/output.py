@@ -15,7 +15,7 @@ import numpy as np
 from .prompts import Regime
 from .result import SegmentationResult
 from .utils import atomic, rle
-from .utils.paths import InputSet, resolved
+from .utils.paths import InputSet, printable, resolved
 from .visualize import save_overlay
 
 try:
@@ -31,9 +31,10 @@ def _output_paths(stem: Path) -> tuple[Path, Path]:
 
 
 def input_identity(path: Path) -> dict:
-    """Which input made an output: its resolved path, size and modification time (a changed file is redone)."""
+    """Which input made an output: its resolved path (:func:`~detecture.utils.paths.printable`), size and
+    modification time (a changed file is redone)."""
     st = path.stat()
-    return {"path": str(resolved(path)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": printable(resolved(path)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 @dataclass
@@ -158,7 +159,7 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
         regions.append({"index": k, "description": description, "pixels": int(counts[k]),
                         "area_fraction": float(counts[k] / total), "rle": rle.encode(labels == k)})
     record = {
-        "image": str(path), "size": [int(labels.shape[0]), int(labels.shape[1])],
+        "image": printable(path), "size": [int(labels.shape[0]), int(labels.shape[1])],
         "method": result.meta.get("method", "detecture"),
         "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text},
         "grounding": result.meta.get("grounding"), "response": result.response,
@@ -180,9 +181,9 @@ def write_outputs(stem: Path, path: Path, image: np.ndarray, result: Segmentatio
     made_by = {"input": input_identity(path), "settings": settings} if settings is not None else None
     record = result_record(path, result, regime, labels, note, made_by)
     png, json_path = _output_paths(stem)
-    save_overlay(png, image, labels, result.descriptions, title=path.name, note=note)
+    save_overlay(png, image, labels, result.descriptions, title=printable(path.name), note=note)
     atomic.write_json(json_path, record)
-    return {"image": path.name, "regions": record["regions"], "json": json_path}
+    return {"image": printable(path.name), "regions": record["regions"], "json": json_path}
 
 
 def print_table(rows: list[dict]) -> None:

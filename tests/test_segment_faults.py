@@ -205,3 +205,15 @@ def test_a_worker_that_dies_stops_the_pool_instead_of_hanging():
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.stdout.strip() == "WorkerLost a worker process was killed by SIGKILL (the out-of-memory killer, or kill -9)"
+
+
+def test_an_image_whose_name_is_not_utf8_is_segmented_and_recorded_with_its_name_escaped(mosaics, tmp_path, capsys):
+    latin1 = mosaics / os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, kept by Python as a lone surrogate
+    (mosaics / "m0.png").rename(latin1)
+    out = tmp_path / "out"
+    assert _segment(mosaics, out) == 0  # was a UnicodeEncodeError when the claim was written
+    assert "3 image(s) segmented, 0 failed" in capsys.readouterr().out
+    record = json.loads((out / os.fsdecode(b"caf\xe9.detecture.json")).read_text(encoding="utf-8"))
+    assert record["image"] == str(mosaics / "caf\\xe9.png") and record["input"]["path"].endswith("caf\\xe9.png")
+    assert _segment(mosaics, out) == 0
+    assert "3 already done" in capsys.readouterr().out
