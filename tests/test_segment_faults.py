@@ -217,3 +217,28 @@ def test_an_image_whose_name_is_not_utf8_is_segmented_and_recorded_with_its_name
     assert record["image"] == str(mosaics / "caf\\xe9.png") and record["input"]["path"].endswith("caf\\xe9.png")
     assert _segment(mosaics, out) == 0
     assert "3 already done" in capsys.readouterr().out
+
+
+def test_a_finished_image_is_found_under_any_number_and_no_file_of_the_users_is_replaced(mosaics, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _segment(mosaics / "m0.png", out) == 0
+    # m0.bmp, added beside the finished m0.png, now comes first in the folder's order and prefers the name m0
+    Image.open(mosaics / "m1.png").save(mosaics / "m0.bmp")
+    assert _segment(mosaics, out) == 0
+    assert "3 image(s) segmented, 0 failed, 1 already done" in capsys.readouterr().out
+    records = _records(out)
+    assert records["m0.detecture.json"]["image"] == str(mosaics / "m0.png")  # kept, not redone into m0_3
+    assert records["m0_2.detecture.json"]["image"] == str(mosaics / "m0.bmp")
+    assert "m0_3.detecture.json" not in records
+
+    # files that are not this run's outputs keep their names: a JSON that is no object, an overlay without a record
+    (out / "m1.detecture.json").write_text("[1, 2]")
+    (out / "m2.detecture.json").unlink()
+    (out / "m2.detecture.png").write_bytes(b"the user's own picture")
+    assert _segment(mosaics, out, "--force") == 0
+    assert (out / "m1.detecture.json").read_text() == "[1, 2]"
+    assert (out / "m2.detecture.png").read_bytes() == b"the user's own picture"
+    records = _records(out)
+    assert records["m1_2.detecture.json"]["image"] == str(mosaics / "m1.png")
+    assert records["m2_2.detecture.json"]["image"] == str(mosaics / "m2.png")
+
