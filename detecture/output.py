@@ -60,7 +60,7 @@ class OutputFolder:
     Before work starts, each name is claimed under an exclusive lock on the folder by writing a claim record in
     place of the JSON; the finished record replaces it. Another run (or rank) thus never takes a name in use, and a
     claim left by a dead process (same host, process gone; or another host, whose process cannot be checked) is
-    taken over by the next run.
+    taken over by the next run, which first deletes the hidden temporaries a killed write left for that name.
     """
 
     def __init__(self, out: Path, inputs: InputSet, settings: dict, force: bool = False) -> None:
@@ -106,6 +106,8 @@ class OutputFolder:
                     atomic.write_json(_output_paths(stem)[1], {"input": identity, "settings": self.settings,
                                                                 "claim": self.owner})
                     claims.stems[i] = stem
+            atomic.remove_temporaries_of(self.out, {p.name for stem in claims.stems.values()
+                                                    for p in _output_paths(stem)})
         return claims
 
     def _recorded_stems(self) -> dict[str, list[Path]]:

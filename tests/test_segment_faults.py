@@ -242,3 +242,21 @@ def test_a_finished_image_is_found_under_any_number_and_no_file_of_the_users_is_
     assert records["m1_2.detecture.json"]["image"] == str(mosaics / "m1.png")
     assert records["m2_2.detecture.json"]["image"] == str(mosaics / "m2.png")
 
+
+def test_a_record_without_its_overlay_is_redone_and_killed_writes_leave_no_temporaries(mosaics, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _segment(mosaics, out) == 0
+    (out / "m0.detecture.png").unlink()
+    # m1 as a worker terminated inside its writes (SIGTERM at a disk-full stop) leaves it once its claim is released,
+    # and another run's temporary
+    for name in ("m1.detecture.json", "m1.detecture.png"):
+        (out / name).unlink()
+    left = [out / ".m0.detecture.png.abcd1234.tmp", out / ".m1.detecture.png.x_y9z0ab.tmp"]
+    foreign = out / ".other.png.abcd1234.tmp"
+    for path in (*left, foreign):
+        path.write_bytes(b"half")
+    capsys.readouterr()
+    assert _segment(mosaics, out) == 0
+    assert "2 image(s) segmented, 0 failed, 1 already done" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"m{i}.detecture.{ext}" for i in range(3) for ext in ("json", "png")] + [foreign.name])
