@@ -2,7 +2,8 @@
 
 Handles EXIF orientation (:func:`exif_orientation`: unreadable EXIF is ignored with a warning, since the pixels
 are fine), greyscale, palette, alpha (composited on white so transparent areas do not turn black),
-and 16-bit / float images (rescaled to 8 bits by their own range, since e.g. 16-bit PNGs rarely use the full range).
+and 16-bit / float images (rescaled to 8 bits by their own range, since e.g. 16-bit PNGs rarely use the full range;
+NaN or infinite pixels are refused). Arrays passed to the API follow the same rules (:func:`as_rgb_array`).
 Every input image file (photo, mask, label map) is opened through :func:`open_image`, which decides what a bad file
 is.
 """
@@ -69,22 +70,41 @@ def upright(im: Image.Image, orientation: int) -> Image.Image:
     return im.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else im
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB (see module docstring for the rules)."""
+def to_rgb(image: Image.Image, name: str | os.PathLike = "image") -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (see module docstring for the rules); :class:`InputError` naming ``name``
+    for float pixels that are NaN or infinite, which no grey level stands for."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
-        return Image.fromarray(scaled.round().astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        grey = rescale_by_range(np.asarray(image, dtype=np.float64), name)
+        return Image.fromarray(grey, mode="L").convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+    if image.mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "RGBa", "LA", "PA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def check_finite(values: np.ndarray, name: str | os.PathLike) -> None:
+    """Raise :class:`InputError` naming ``name`` when float ``values`` hold NaN or infinity (a float TIFF's missing
+    data, say): cast or rescaled they would turn into arbitrary or black pixels; the same rule for files and arrays."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+
+
+def rescale_by_range(values: np.ndarray, name: str | os.PathLike) -> np.ndarray:
+    """Deep pixels (16-bit, 32-bit, float) as uint8, their lowest value at 0 and their highest at 255: such data
+    rarely spans its type's range (a 16-bit PNG of a 12-bit sensor), so scaling by the type would leave it dark. The
+    one rule for 16-bit and float files and for integer arrays beyond 8 bits."""
+    check_finite(values, name)
+    values = values.astype(np.float64, copy=False)
+    lo, hi = float(values.min()), float(values.max())
+    scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo) * 255.0
+    return scaled.round().astype(np.uint8)
 
 
 @contextmanager
@@ -124,18 +144,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it."""
     with open_image(path) as im:
         im.load()
-        image = to_rgb(upright(im, exif_orientation(im, path)))
+        image = to_rgb(upright(im, exif_orientation(im, path)), path)
     check_size(path, image.width, image.height)
     return image
 
 
 def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 view of a PIL image or array (greyscale arrays are repeated over channels; floats in [0, 1]
-    are scaled to 0-255). :class:`InputError` for arrays that are no image: too small, not real numbers, or holding
-    NaN or infinite values (they would cast to arbitrary bytes)."""
+    """(H, W, 3) uint8 view of a PIL image or array (greyscale arrays are repeated over channels).
+
+    Arrays follow the files' rules: uint8 is used as is; integer arrays with values above 255 (16-bit data) are
+    rescaled by their own range, like 16-bit files (:func:`rescale_by_range`); floats in [0, 1] are scaled to 0-255,
+    other values clipped to it. :class:`InputError` for arrays that are no image: too small, not real numbers, or
+    holding NaN or infinite values (:func:`check_finite`)."""
     if isinstance(image, Image.Image):
         check_size("PIL image", image.width, image.height)
-        return np.asarray(to_rgb(image))
+        return np.asarray(to_rgb(image, "PIL image"))
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
@@ -145,11 +168,12 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise InputError(f"image array: expected real numbers, got dtype {arr.dtype}")
     arr = arr[:, :, :3]
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise InputError("image array: contains NaN or infinite values")
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
-    return arr
+    check_finite(arr, "image array")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind in "iu" and arr.max() > 255:
+        return rescale_by_range(arr, "image array")
+    return np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
 
 
 def resize_linear(image: np.ndarray, size: int) -> np.ndarray:

@@ -131,3 +131,30 @@ def test_malformed_exif_keeps_a_readable_orientation_and_otherwise_loads_the_ima
     with caplog.at_level("WARNING", logger="detecture.images"):
         assert load_image(tmp_path / "text_orientation.jpg").size == (40, 30)
     assert "text_orientation.jpg: EXIF orientation '6' is not one of 1..8" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_float_image_file_with_nan_or_infinite_pixels_names_the_file(tmp_path, bad):
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    values[2, 3] = bad
+    path = tmp_path / "depth.tif"
+    Image.fromarray(values, mode="F").save(path)
+    with pytest.raises(InputError, match=r"depth\.tif: contains NaN or infinite values"):  # was an all-black image
+        load_image(path)
+
+
+def test_16_bit_arrays_and_files_are_rescaled_by_one_rule(tmp_path):
+    from detecture.images import as_rgb_array
+
+    values = np.linspace(1000, 40000, 72).reshape(8, 9).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    from_file = as_rgb_array(load_image(tmp_path / "deep.png"))
+    from_array = as_rgb_array(values)  # was clipped to 255 everywhere: a white image
+    assert np.array_equal(from_array, from_file) and from_array.min() == 0 and from_array.max() == 255
+
+
+def test_a_pil_image_with_premultiplied_alpha_becomes_rgb():
+    from detecture.images import as_rgb_array
+
+    image = Image.new("LA", (4, 3), (100, 255)).convert("La")
+    assert as_rgb_array(image).shape == (3, 4, 3)  # was a ValueError from Pillow's conversion

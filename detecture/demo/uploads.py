@@ -60,7 +60,7 @@ def load_upload(path: str | Path, name: str | None = None,
                                  f"decoded; the demo decodes at most {MAX_DECODED_BYTES // 2**20} MB per image")
             im.load()
             small = shrink_native(im, max_side)
-            image = to_rgb(upright(small, orientation))
+            image = to_rgb(upright(small, orientation), name)
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
     except UnidentifiedImageError:
         raise InputError(f"{name}: not a readable image (unknown or corrupt format)") from None
