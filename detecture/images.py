@@ -29,6 +29,7 @@ logger = logging.getLogger(__name__)
 # this many pixels and refuses twice as many before decoding anything.
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
 MIN_SIDE = 2  # per axis, for every input form: along a 1-pixel axis the classical graph cut has no neighbours
+MAX_ASPECT = 200  # longer side / shorter side Qwen3-VL's image processor accepts (its smart_resize)
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose applies it).
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -40,6 +41,15 @@ def check_size(name: str | os.PathLike, width: int, height: int) -> None:
     """Raise :class:`InputError` naming ``name`` when the image is smaller than ``MIN_SIDE`` on either axis."""
     if width < MIN_SIDE or height < MIN_SIDE:
         raise InputError(f"{name}: image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} pixels are needed")
+
+
+def check_aspect(name: str | os.PathLike, width: int, height: int) -> None:
+    """Raise :class:`InputError` naming ``name`` when one side is more than :data:`MAX_ASPECT` times the other:
+    Qwen3-VL's image processor refuses such a strip, so the detecture method cannot read it (the classical one can).
+    """
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InputError(f"{name}: image is {width}x{height}, one side more than {MAX_ASPECT} times the other, which "
+                         "the detecture method's vision model refuses (--method classical accepts it)")
 
 
 def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:
