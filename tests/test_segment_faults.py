@@ -260,3 +260,14 @@ def test_a_record_without_its_overlay_is_redone_and_killed_writes_leave_no_tempo
     assert "2 image(s) segmented, 0 failed, 1 already done" in capsys.readouterr().out
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"m{i}.detecture.{ext}" for i in range(3) for ext in ("json", "png")] + [foreign.name])
+
+
+def test_a_decompression_bomb_is_one_error_line_and_the_other_images_are_segmented(mosaics, tmp_path, capsys):
+    from bench_fixture import write_bomb_png
+
+    bomb = write_bomb_png(mosaics / "bomb.png")
+    assert _segment(mosaics, tmp_path / "out") == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bomb}: refused as a possible decompression bomb")
+    assert "3 image(s) segmented, 1 failed" in captured.out
