@@ -11,6 +11,7 @@ the same request (``tests/test_service.py`` checks it).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -82,6 +83,9 @@ class SegmentRequest:
             raise InputError(f"grounding must be one of {', '.join(GROUNDINGS)}, got {self.grounding!r}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise InputError("--max-new-tokens must be at least 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
+            raise InputError(f"seed must be a whole number from 0 to 2**32 - 1 (as numpy and scikit-learn take "
+                             f"it), got {self.seed!r}")
         regime = self.regime  # k / query are checked here, once
         if self.method == "classical":
             if regime.kind is RegimeKind.QUERY:
