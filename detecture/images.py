@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -125,9 +126,16 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.I
     unknown or corrupt, or the header claims more pixels than the decompression-bomb guard allows) raises
     :class:`InputError` naming the file and ``what`` it should have been, which a batch run records as that item's
     failure. Any other ``OSError`` (I/O error, permission) is the system's and propagates unchanged, so the run stops
-    unfinished rather than record a good file as bad.
+    unfinished rather than record a good file as bad. A pipe, socket or device is refused before it is opened:
+    reading a named pipe without a writer would wait forever.
     """
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # Image.open below reports it, judged by is_input_fault
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device), cannot be read as {what}")
     try:
         with Image.open(path) as im:
             yield im

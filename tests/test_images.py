@@ -158,3 +158,12 @@ def test_a_pil_image_with_premultiplied_alpha_becomes_rgb():
 
     image = Image.new("LA", (4, 3), (100, 255)).convert("La")
     assert as_rgb_array(image).shape == (3, 4, 3)  # was a ValueError from Pillow's conversion
+
+
+def test_a_named_pipe_is_refused_instead_of_waiting_for_a_writer(tmp_path):
+    import os
+
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    with pytest.raises(InputError, match=r"pipe\.png: not a regular file"):
+        load_image(pipe)
