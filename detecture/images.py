@@ -1,7 +1,9 @@
 """Robust image loading: every odd-but-valid image becomes 8-bit RGB; a broken one raises an error naming the file.
 
-Handles EXIF orientation, greyscale, palette, alpha (composited on white so transparent areas do not turn black),
-and 16-bit / float images (rescaled to 8 bits by their own range, since e.g. 16-bit PNGs rarely use the full range).
+Handles EXIF orientation (:func:`exif_orientation`: unreadable EXIF is ignored with a warning, since the pixels
+are fine), greyscale, palette, alpha (composited on white so transparent areas do not turn black),
+and 16-bit / float images (rescaled to 8 bits by their own range, since e.g. 16-bit PNGs rarely use the full range;
+NaN or infinite pixels are refused). Arrays passed to the API follow the same rules (:func:`as_rgb_array`).
 Every input image file (photo, mask, label map) is opened through :func:`open_image`, which decides what a bad file
 is.
 """
@@ -9,21 +11,31 @@ is.
 from __future__ import annotations
 
 import errno
+import logging
 import os
+import stat
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, UnidentifiedImageError
 
 from .errors import InputError
 from .utils.faults import DECODE_ERRORS, is_input_fault
+
+logger = logging.getLogger(__name__)
 
 # Decompression-bomb guard stays on but is raised to allow large scientific images (~ 30k x 30k): Pillow warns above
 # this many pixels and refuses twice as many before decoding anything.
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
 MIN_SIDE = 2  # per axis, for every input form: along a 1-pixel axis the classical graph cut has no neighbours
+MAX_ASPECT = 200  # longer side / shorter side Qwen3-VL's image processor accepts (its smart_resize)
+EXIF_ORIENTATION = 0x0112
+# EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose applies it).
+UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
+           5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
+           8: Image.Transpose.ROTATE_90}
 
 
 def check_size(name: str | os.PathLike, width: int, height: int) -> None:
@@ -32,22 +44,78 @@ def check_size(name: str | os.PathLike, width: int, height: int) -> None:
         raise InputError(f"{name}: image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} pixels are needed")
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert any PIL mode to 8-bit RGB (see module docstring for the rules)."""
+def check_aspect(name: str | os.PathLike, width: int, height: int) -> None:
+    """Raise :class:`InputError` naming ``name`` when one side is more than :data:`MAX_ASPECT` times the other:
+    Qwen3-VL's image processor refuses such a strip, so the detecture method cannot read it (the classical one can).
+    """
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InputError(f"{name}: image is {width}x{height}, one side more than {MAX_ASPECT} times the other, which "
+                         "the detecture method's vision model refuses (--method classical accepts it)")
+
+
+def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:
+    """The EXIF orientation of ``im`` (1..8; 1 = stored upright), the one rule every reader of photos follows.
+
+    Cameras and editors write malformed EXIF (a tag of the wrong type, a truncated block) in files whose pixels are
+    fine; Pillow's ``ImageOps.exif_transpose`` then fails while re-encoding the whole block. Only the orientation tag
+    is read here, and when it cannot be read, or holds no valid orientation, the image is used as stored, with a
+    warning naming the file: a picture shown unrotated is more useful than none. A system error (I/O) still
+    propagates, to be judged by :func:`open_image`.
+    """
+    try:
+        value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception as exc:  # Pillow's EXIF parser raises many types (struct.error, TypeError...) on malformed data
+        if isinstance(exc, OSError) and not is_input_fault(exc):
+            raise
+        logger.warning("%s: unreadable EXIF metadata (%s); the image is used as stored, without rotation", name, exc)
+        return 1
+    if value != 1 and value not in UPRIGHT:
+        logger.warning("%s: EXIF orientation %r is not one of 1..8; the image is used as stored, without rotation",
+                       name, value)
+        return 1
+    return int(value)
+
+
+def upright(im: Image.Image, orientation: int) -> Image.Image:
+    """``im`` as it is meant to be shown, given its :func:`exif_orientation`."""
+    return im.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else im
+
+
+def to_rgb(image: Image.Image, name: str | os.PathLike = "image") -> Image.Image:
+    """Convert any PIL mode to 8-bit RGB (see module docstring for the rules); :class:`InputError` naming ``name``
+    for float pixels that are NaN or infinite, which no grey level stands for."""
     if image.mode == "RGB":
         return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(image, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
-        scaled = np.zeros_like(arr) if hi <= lo else (arr - lo) / (hi - lo) * 255.0
-        return Image.fromarray(scaled.round().astype(np.uint8), mode="L").convert("RGB")
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        grey = rescale_by_range(np.asarray(image, dtype=np.float64), name)
+        return Image.fromarray(grey, mode="L").convert("RGB")
     if image.mode == "P":
         image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA"):
+    if image.mode == "La":  # premultiplied alpha: Pillow converts it to LA only
+        image = image.convert("LA")
+    if image.mode in ("RGBA", "RGBa", "LA", "PA"):
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return Image.alpha_composite(background, rgba).convert("RGB")
     return image.convert("RGB")
+
+
+def check_finite(values: np.ndarray, name: str | os.PathLike) -> None:
+    """Raise :class:`InputError` naming ``name`` when float ``values`` hold NaN or infinity (a float TIFF's missing
+    data, say): cast or rescaled they would turn into arbitrary or black pixels; the same rule for files and arrays."""
+    if values.dtype.kind == "f" and not np.isfinite(values).all():
+        raise InputError(f"{name}: contains NaN or infinite values")
+
+
+def rescale_by_range(values: np.ndarray, name: str | os.PathLike) -> np.ndarray:
+    """Deep pixels (16-bit, 32-bit, float) as uint8, their lowest value at 0 and their highest at 255: such data
+    rarely spans its type's range (a 16-bit PNG of a 12-bit sensor), so scaling by the type would leave it dark. The
+    one rule for 16-bit and float files and for integer arrays beyond 8 bits."""
+    check_finite(values, name)
+    values = values.astype(np.float64, copy=False)
+    lo, hi = float(values.min()), float(values.max())
+    scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo) * 255.0
+    return scaled.round().astype(np.uint8)
 
 
 @contextmanager
@@ -58,9 +126,16 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.I
     unknown or corrupt, or the header claims more pixels than the decompression-bomb guard allows) raises
     :class:`InputError` naming the file and ``what`` it should have been, which a batch run records as that item's
     failure. Any other ``OSError`` (I/O error, permission) is the system's and propagates unchanged, so the run stops
-    unfinished rather than record a good file as bad.
+    unfinished rather than record a good file as bad. A pipe, socket or device is refused before it is opened:
+    reading a named pipe without a writer would wait forever.
     """
     path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None  # Image.open below reports it, judged by is_input_fault
+    if mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise InputError(f"{path}: not a regular file (a pipe, socket or device), cannot be read as {what}")
     try:
         with Image.open(path) as im:
             yield im
@@ -87,18 +162,21 @@ def load_image(path: str | os.PathLike) -> Image.Image:
     """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it."""
     with open_image(path) as im:
         im.load()
-        image = to_rgb(ImageOps.exif_transpose(im) or im)
+        image = to_rgb(upright(im, exif_orientation(im, path)), path)
     check_size(path, image.width, image.height)
     return image
 
 
 def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
-    """(H, W, 3) uint8 view of a PIL image or array (greyscale arrays are repeated over channels; floats in [0, 1]
-    are scaled to 0-255). :class:`InputError` for arrays that are no image: too small, not real numbers, or holding
-    NaN or infinite values (they would cast to arbitrary bytes)."""
+    """(H, W, 3) uint8 view of a PIL image or array (greyscale arrays are repeated over channels).
+
+    Arrays follow the files' rules: uint8 is used as is; integer arrays with values above 255 (16-bit data) are
+    rescaled by their own range, like 16-bit files (:func:`rescale_by_range`); floats in [0, 1] are scaled to 0-255,
+    other values clipped to it. :class:`InputError` for arrays that are no image: too small, not real numbers, or
+    holding NaN or infinite values (:func:`check_finite`)."""
     if isinstance(image, Image.Image):
         check_size("PIL image", image.width, image.height)
-        return np.asarray(to_rgb(image))
+        return np.asarray(to_rgb(image, "PIL image"))
     arr = np.asarray(image)
     if arr.ndim == 2:
         arr = np.repeat(arr[:, :, None], 3, axis=2)
@@ -108,11 +186,12 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     if arr.dtype.kind not in "biuf":
         raise InputError(f"image array: expected real numbers, got dtype {arr.dtype}")
     arr = arr[:, :, :3]
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise InputError("image array: contains NaN or infinite values")
-    if arr.dtype != np.uint8:
-        arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
-    return arr
+    check_finite(arr, "image array")
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind in "iu" and arr.max() > 255:
+        return rescale_by_range(arr, "image array")
+    return np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
 
 
 def resize_linear(image: np.ndarray, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 from .prompts import Regime
 from .result import SegmentationResult
 from .utils import atomic, rle
-from .utils.paths import InputSet, resolved
+from .utils.paths import InputSet, printable, resolved
 from .visualize import save_overlay
 
 try:
@@ -31,9 +31,10 @@ def _output_paths(stem: Path) -> tuple[Path, Path]:
 
 
 def input_identity(path: Path) -> dict:
-    """Which input made an output: its resolved path, size and modification time (a changed file is redone)."""
+    """Which input made an output: its resolved path (:func:`~detecture.utils.paths.printable`), size and
+    modification time (a changed file is redone)."""
     st = path.stat()
-    return {"path": str(resolved(path)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"path": printable(resolved(path)), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 @dataclass
@@ -50,13 +51,16 @@ class OutputFolder:
 
     Image ``photo.jpg`` writes ``photo.detecture.png`` + ``.json`` (the tag keeps outputs apart from the user's
     images). The JSON is written last and names the input (:func:`input_identity`) and the settings that made it, so
-    a re-run of the same command skips complete outputs and ``--force`` redoes them in place. A number is added
-    (``photo_2``) only for a different input of the same name, or where the name is itself an input.
+    a re-run of the same command skips complete outputs (both files there, same input and settings) and ``--force``
+    redoes them in place. A name is only ever reused for the input its JSON records, under whatever number it was
+    first given; an image without one takes the first number whose two files do not exist at all (``photo_2`` for a
+    different input of the same name, where the name is itself an input, or where a file the run did not write is
+    there), so an output never replaces a file of the user's or of another input.
 
     Before work starts, each name is claimed under an exclusive lock on the folder by writing a claim record in
     place of the JSON; the finished record replaces it. Another run (or rank) thus never takes a name in use, and a
     claim left by a dead process (same host, process gone; or another host, whose process cannot be checked) is
-    taken over by the next run.
+    taken over by the next run, which first deletes the hidden temporaries a killed write left for that name.
     """
 
     def __init__(self, out: Path, inputs: InputSet, settings: dict, force: bool = False) -> None:
@@ -87,15 +91,13 @@ class OutputFolder:
             preferred.append(order[path.stem])
         claims, taken = Claims(), set()
         with self._locked():
+            recorded = self._recorded_stems()
             for i in todo:
                 identity = input_identity(images[i])
-                n = preferred[i]
-                while True:
-                    stem = self.out / (images[i].stem + (f"_{n}" if n > 1 else "") + OUTPUT_TAG)
-                    verdict = self._verdict(stem, identity, taken)
-                    if verdict != "other":
-                        break
-                    n += 1
+                verdict, stem = self._previous(recorded.get(images[i].stem, []), identity, taken)
+                if stem is None:
+                    stem = self._fresh(images[i].stem, preferred[i], taken)
+                taken.add(stem)
                 if verdict == "done":
                     claims.done.append(i)
                 elif verdict == "busy":
@@ -104,40 +106,81 @@ class OutputFolder:
                     atomic.write_json(_output_paths(stem)[1], {"input": identity, "settings": self.settings,
                                                                 "claim": self.owner})
                     claims.stems[i] = stem
-                    taken.add(stem)
+            atomic.remove_temporaries_of(self.out, {p.name for stem in claims.stems.values()
+                                                    for p in _output_paths(stem)})
         return claims
 
-    def _verdict(self, stem: Path, identity: dict, taken: set[Path]) -> str:
-        """``free``, ``done``, ``busy`` (another live run's claim for this input) or ``other`` (try the next name)."""
-        png, json_path = _output_paths(stem)
-        if stem in taken or png in self.inputs or json_path in self.inputs:
-            return "other"
-        try:
-            record = json.loads(json_path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return "free"
-        except (OSError, ValueError):
-            return "other"
-        made_from = record.get("input") or {}
-        if made_from.get("path") != identity["path"]:
-            return "other"
-        if "claim" in record:
-            return "busy" if record["claim"] != self.owner and _alive(record["claim"]) else "free"
-        same = made_from == identity and record.get("settings") == self.settings
-        return "done" if same and not self.force else "free"
+    def _recorded_stems(self) -> dict[str, list[Path]]:
+        """Output stems with a JSON in the folder (one listing), under each image stem they may belong to:
+        ``photo_3.detecture`` under ``photo_3`` and ``photo``, its record says which."""
+        suffix = f"{OUTPUT_TAG}.json"
+        recorded: dict[str, list[Path]] = {}
+        with os.scandir(self.out) as entries:
+            names = sorted(e.name for e in entries if e.name.endswith(suffix))
+        for name in names:
+            base = name[:-len(suffix)]
+            stem = self.out / (base + OUTPUT_TAG)
+            recorded.setdefault(base, []).append(stem)
+            root, sep, number = base.rpartition("_")
+            if sep and number.isdigit():
+                recorded.setdefault(root, []).append(stem)
+        return recorded
+
+    def _previous(self, stems: list[Path], identity: dict, taken: set[Path]) -> tuple[str, Path | None]:
+        """Among ``stems``, an output this input already has: ``done`` (complete, same settings), ``busy`` (another
+        live run's claim) or ``free`` (stale, a dead run's claim, or ``--force``: redone in place); ``free, None``
+        when there is none."""
+        found: dict[str, Path] = {}
+        for stem in stems:
+            png, json_path = _output_paths(stem)
+            if stem in taken or png in self.inputs or json_path in self.inputs:
+                continue
+            record = _read_record(json_path)
+            made_from = record.get("input") if record else None
+            if not isinstance(made_from, dict) or made_from.get("path") != identity["path"]:
+                continue
+            if "claim" in record:
+                verdict = "busy" if record["claim"] != self.owner and _alive(record["claim"]) else "free"
+            else:
+                same = made_from == identity and record.get("settings") == self.settings and png.exists()
+                verdict = "done" if same and not self.force else "free"
+            found.setdefault(verdict, stem)
+        for verdict in ("done", "busy", "free"):
+            if verdict in found:
+                return verdict, found[verdict]
+        return "free", None
+
+    def _fresh(self, name: str, n: int, taken: set[Path]) -> Path:
+        """The first stem from ``name_n`` on that is no input and none of whose files exists."""
+        while True:
+            stem = self.out / (name + (f"_{n}" if n > 1 else "") + OUTPUT_TAG)
+            paths = _output_paths(stem)
+            if stem not in taken and not any(p in self.inputs or os.path.lexists(p) for p in paths):
+                return stem
+            n += 1
 
     def release(self, stem: Path) -> None:
-        """Drop this run's claim on ``stem`` (its image failed or the run stopped), leaving finished outputs alone."""
-        json_path = _output_paths(stem)[1]
-        try:
-            if "claim" in json.loads(json_path.read_text(encoding="utf-8")):
-                json_path.unlink()
-        except (OSError, ValueError):
-            pass
+        """Drop this run's claim on ``stem`` (its image failed or the run stopped), with the overlay it may have
+        written, so the name is free again; a finished output is left alone."""
+        png, json_path = _output_paths(stem)
+        record = _read_record(json_path)
+        if record is not None and record.get("claim") == self.owner:
+            png.unlink(missing_ok=True)
+            json_path.unlink(missing_ok=True)
 
 
-def _alive(owner: dict) -> bool:
-    if owner.get("host") != socket.gethostname():
+def _read_record(json_path: Path) -> dict | None:
+    """The JSON object at ``json_path``; None when there is none, it cannot be read, or it is no JSON object (a
+    file of the user's that happens to have an output's name)."""
+    try:
+        record = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _alive(owner: object) -> bool:
+    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
         return False
     try:
         os.kill(int(owner["pid"]), 0)
@@ -158,7 +201,7 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
         regions.append({"index": k, "description": description, "pixels": int(counts[k]),
                         "area_fraction": float(counts[k] / total), "rle": rle.encode(labels == k)})
     record = {
-        "image": str(path), "size": [int(labels.shape[0]), int(labels.shape[1])],
+        "image": printable(path), "size": [int(labels.shape[0]), int(labels.shape[1])],
         "method": result.meta.get("method", "detecture"),
         "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text},
         "grounding": result.meta.get("grounding"), "response": result.response,
@@ -180,9 +223,9 @@ def write_outputs(stem: Path, path: Path, image: np.ndarray, result: Segmentatio
     made_by = {"input": input_identity(path), "settings": settings} if settings is not None else None
     record = result_record(path, result, regime, labels, note, made_by)
     png, json_path = _output_paths(stem)
-    save_overlay(png, image, labels, result.descriptions, title=path.name, note=note)
+    save_overlay(png, image, labels, result.descriptions, title=printable(path.name), note=note)
     atomic.write_json(json_path, record)
-    return {"image": path.name, "regions": record["regions"], "json": json_path}
+    return {"image": printable(path.name), "regions": record["regions"], "json": json_path}
 
 
 def print_table(rows: list[dict]) -> None:

@@ -11,6 +11,7 @@ the same request (``tests/test_service.py`` checks it).
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Literal, Sequence
@@ -82,6 +83,9 @@ class SegmentRequest:
             raise InputError(f"grounding must be one of {', '.join(GROUNDINGS)}, got {self.grounding!r}")
         if self.max_new_tokens is not None and self.max_new_tokens < 1:
             raise InputError("--max-new-tokens must be at least 1")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
+            raise InputError(f"seed must be a whole number from 0 to 2**32 - 1 (as numpy and scikit-learn take "
+                             f"it), got {self.seed!r}")
         regime = self.regime  # k / query are checked here, once
         if self.method == "classical":
             if regime.kind is RegimeKind.QUERY:
@@ -128,6 +132,28 @@ class SegmentRequest:
         if unknown:
             raise InputError(f"unknown option(s) {', '.join(unknown)}; known: {', '.join(sorted(known - {'method'}))}")
         return cls(method=method, **options)
+
+
+def check_image(name: str | os.PathLike, width: int, height: int, request: SegmentRequest) -> None:
+    """The shape rules for an image ``request`` is to segment: at least 2 x 2 px for every method
+    (:func:`~detecture.images.check_size`), and for the detecture method a side at most 200 times the other
+    (:func:`~detecture.images.check_aspect`). :class:`InputError` naming ``name`` otherwise."""
+    from .images import check_aspect, check_size
+
+    check_size(name, width, height)
+    if request.method == "detecture":
+        check_aspect(name, width, height)
+
+
+def check_image_file(path: str | os.PathLike, request: SegmentRequest) -> None:
+    """Check an image file for ``request`` from its header alone (readable, not a decompression bomb, the
+    :func:`check_image` shape rules), so a batch reports its bad files before any model loads; decoding errors
+    further in the file still surface when it is read."""
+    from .images import open_image
+
+    with open_image(path) as im:
+        width, height = im.size
+    check_image(path, width, height, request)
 
 
 def as_image_array(image: "str | os.PathLike | Image.Image | np.ndarray") -> np.ndarray:
@@ -222,6 +248,8 @@ def segment(images: Sequence[np.ndarray], request: SegmentRequest,
             raise InputError("a loaded pipeline applies to method 'detecture' only")
         return [segment_classical(image, regime, seed=request.seed, params=request.classical_params)
                 for image in images]
+    for i, image in enumerate(images, 1):
+        check_image(f"image {i}" if len(images) > 1 else "image", image.shape[1], image.shape[0], request)
     pipe = pipeline if pipeline is not None else load_pipeline(request)
     forced = forced_tiny_responses(regime, len(images)) if pipe.tiny else None
     return pipe.segment(list(images), regime, grounding_for(request, pipe), forced)
@@ -229,6 +257,10 @@ def segment(images: Sequence[np.ndarray], request: SegmentRequest,
 
 def segment_one(image: "str | os.PathLike | Image.Image | np.ndarray", request: SegmentRequest,
                 pipeline: "DetecturePipeline | None" = None) -> "SegmentationResult":
-    """:func:`segment` for one image in any form :func:`as_image_array` reads."""
-    return segment([as_image_array(image)], request, pipeline)[0]
+    """:func:`segment` for one image in any form :func:`as_image_array` reads; a refusal names the file."""
+    array = as_image_array(image)
+    name = image if isinstance(image, (str, os.PathLike)) else "image array" if isinstance(image, np.ndarray) \
+        else "PIL image"
+    check_image(name, array.shape[1], array.shape[0], request)
+    return segment([array], request, pipeline)[0]
 

@@ -12,6 +12,9 @@ from .utils.image_ops import REGION_COLOURS, fit_to_side, label_boundaries
 from .utils.plotting import pyplot, save_figure
 
 MAX_DISPLAY_SIDE = 1600
+# Height / width of the image panel the figure is sized for: a taller image is drawn smaller inside it (a 20 x 2000 px
+# strip would otherwise ask for a figure 600 inches high, gigabytes of pixels).
+MAX_PANEL_ASPECT = 3.0
 
 
 def region_color(k: int) -> np.ndarray:
@@ -33,7 +36,10 @@ def colorize(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5) -> np.nd
 
 def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descriptions: Sequence[str],
                  title: str | None = None, note: str | None = None) -> Path:
-    """Write a PNG: the image with its partition, and a legend mapping each colour to its description and area."""
+    """Write a PNG: the image with its partition, and a legend mapping each colour to its description and area.
+
+    The picture is bounded whatever the image's shape (at most :data:`MAX_DISPLAY_SIDE` px shown, in a panel at
+    most :data:`MAX_PANEL_ASPECT` times as high as wide), so its memory never grows with the input."""
     from matplotlib.patches import Patch
 
     plt = pyplot()
@@ -47,7 +53,7 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descri
         handles.append(Patch(facecolor="none", edgecolor="black", label=f"unassigned ({fractions[0]:.0%})"))
     h, w = labels.shape
     fig_w = 6.0 + 4.5
-    fig, (ax, legend_ax) = plt.subplots(1, 2, figsize=(fig_w, max(4.0, 6.0 * h / w)),
+    fig, (ax, legend_ax) = plt.subplots(1, 2, figsize=(fig_w, max(4.0, 6.0 * min(h / w, MAX_PANEL_ASPECT))),
                                         gridspec_kw={"width_ratios": [6.0, 4.5]})
     ax.imshow(colorize(image, labels))
     ax.set_axis_off()

@@ -55,3 +55,16 @@ def test_remove_temporaries_of_removes_only_the_named_files_leftovers(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["a_1.png", os.path.basename(left["a_1.png.png"]), os.path.basename(left["b_1.png"])])
     assert atomic.remove_temporaries_of(tmp_path / "missing", {"a_1.png"}) == []
+
+
+def test_a_file_system_refusing_the_temporary_is_reported_for_the_file_being_written(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(prefix, suffix, dir):
+        raise OSError(errno.EROFS, "Read-only file system", os.path.join(dir, prefix + "k3j9x2ab" + suffix))
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as caught:
+        atomic.write_text(tmp_path / "result.json", "{}")
+    assert (caught.value.errno, caught.value.filename) == (errno.EROFS, str(tmp_path / "result.json"))

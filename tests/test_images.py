@@ -105,3 +105,65 @@ def test_an_io_error_is_the_systems_fault_not_the_files(tmp_path, monkeypatch):
         with pytest.raises(OSError, match="Input/output error") as info:
             read(tmp_path / "a.png")
         assert not isinstance(info.value, DetectureError)
+
+
+def _jpeg_with_exif(path, entries: list[bytes]) -> None:
+    """A 40x30 JPEG whose EXIF block (big-endian TIFF) holds exactly ``entries``."""
+    import struct
+
+    exif = b"MM\x00*" + struct.pack(">I", 8) + struct.pack(">H", len(entries)) + b"".join(entries) + b"\0\0\0\0"
+    Image.new("RGB", (40, 30), (120, 60, 30)).save(path, exif=b"Exif\0\0" + exif)
+
+
+def test_malformed_exif_keeps_a_readable_orientation_and_otherwise_loads_the_image_as_stored(tmp_path, caplog):
+    import struct
+
+    from detecture.demo.uploads import load_upload
+
+    rotate = struct.pack(">HHI2sxx", 0x0112, 3, 1, struct.pack(">H", 6))  # orientation 6, a SHORT as it should be
+    odd = struct.pack(">HHI4s", 0x014E, 2, 4, b"cam\0")  # NumberOfInks (a SHORT tag) stored as text
+    _jpeg_with_exif(tmp_path / "odd_tag.jpg", [rotate, odd])
+    assert load_image(tmp_path / "odd_tag.jpg").size == (30, 40)  # Pillow's exif_transpose raised struct.error here
+    assert load_upload(tmp_path / "odd_tag.jpg")[0].shape == (40, 30, 3)
+
+    text = struct.pack(">HHI4s", 0x0112, 2, 2, b"6\0\0\0")  # orientation written as the text "6"
+    _jpeg_with_exif(tmp_path / "text_orientation.jpg", [text])
+    with caplog.at_level("WARNING", logger="detecture.images"):
+        assert load_image(tmp_path / "text_orientation.jpg").size == (40, 30)
+    assert "text_orientation.jpg: EXIF orientation '6' is not one of 1..8" in caplog.text
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_float_image_file_with_nan_or_infinite_pixels_names_the_file(tmp_path, bad):
+    values = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    values[2, 3] = bad
+    path = tmp_path / "depth.tif"
+    Image.fromarray(values, mode="F").save(path)
+    with pytest.raises(InputError, match=r"depth\.tif: contains NaN or infinite values"):  # was an all-black image
+        load_image(path)
+
+
+def test_16_bit_arrays_and_files_are_rescaled_by_one_rule(tmp_path):
+    from detecture.images import as_rgb_array
+
+    values = np.linspace(1000, 40000, 72).reshape(8, 9).astype(np.uint16)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    from_file = as_rgb_array(load_image(tmp_path / "deep.png"))
+    from_array = as_rgb_array(values)  # was clipped to 255 everywhere: a white image
+    assert np.array_equal(from_array, from_file) and from_array.min() == 0 and from_array.max() == 255
+
+
+def test_a_pil_image_with_premultiplied_alpha_becomes_rgb():
+    from detecture.images import as_rgb_array
+
+    image = Image.new("LA", (4, 3), (100, 255)).convert("La")
+    assert as_rgb_array(image).shape == (3, 4, 3)  # was a ValueError from Pillow's conversion
+
+
+def test_a_named_pipe_is_refused_instead_of_waiting_for_a_writer(tmp_path):
+    import os
+
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    with pytest.raises(InputError, match=r"pipe\.png: not a regular file"):
+        load_image(pipe)

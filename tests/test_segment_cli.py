@@ -176,3 +176,43 @@ def test_cheap_checks_fail_before_any_model_loads(photos, tmp_path, capsys, monk
     code = main(["segment", image, "--out", str(out), *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("shape", [(2000, 20), (4000, 3)])
+def test_overlay_of_a_tall_narrow_image_stays_a_bounded_picture(tmp_path, shape):
+    from detecture.visualize import save_overlay
+
+    labels = np.zeros(shape, np.uint8)
+    labels[shape[0] // 2:] = 1
+    image = np.full((*shape, 3), 90, np.uint8)
+    save_overlay(tmp_path / "tall.png", image, labels, ["a strip"])
+    with Image.open(tmp_path / "tall.png") as overlay:  # was 1155 x 66000 px (gigabytes while drawn) for 20 x 2000
+        assert overlay.height <= 2 * overlay.width <= 4000
+
+
+def test_bad_files_are_reported_before_any_model_loads_and_the_run_goes_on(photos, tmp_path, capsys, monkeypatch):
+    import detecture
+    from bench_fixture import write_bomb_png
+    from detecture.errors import InputError
+    from detecture.pipeline import DetecturePipeline
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("a model was loaded for images that were all bad")
+
+    monkeypatch.setattr(DetecturePipeline, "tiny", classmethod(no_models))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff garbage")
+    strip = tmp_path / "strip.png"  # 700 x 3: Qwen's image processor refuses more than 200:1 (a ValueError traceback)
+    Image.new("RGB", (700, 3), (90, 90, 90)).save(strip)
+    bomb = write_bomb_png(tmp_path / "bomb.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(broken), str(strip), str(bomb), "--tiny", "--k", "2", "--out", str(out)]) == 1
+    captured = capsys.readouterr()
+    errors = captured.err.strip().splitlines()[-3:]
+    assert errors[0].startswith(f"error: {broken}: not a readable image")
+    assert errors[1] == (f"error: {strip}: image is 700x3, one side more than 200 times the other, which the "
+                         "detecture method's vision model refuses (--method classical accepts it)")
+    assert errors[2].startswith(f"error: {bomb}: refused as a possible decompression bomb")
+    assert "0 image(s) segmented, 3 failed" in captured.out
+    with pytest.raises(InputError, match="image array: image is 600x2, one side more than 200 times"):
+        detecture.segment(np.zeros((2, 600, 3), np.uint8), method="detecture", tiny=True, k=2)

@@ -190,3 +190,84 @@ def test_workers_stop_at_ctrl_c_and_die_with_a_killed_parent(mosaics, tmp_path):
     pngs = len(list(out.glob("*.png")))
     time.sleep(1)
     assert len(list(out.glob("*.png"))) == pngs
+
+
+def test_a_worker_that_dies_stops_the_pool_instead_of_hanging():
+    # SIGCHLD's default action is to ignore it: those items succeed; the SIGKILL item kills its worker (what the
+    # out-of-memory killer does), whose item Pool would never run again
+    code = ("import signal\n"
+            "from detecture.utils.parallel import unordered_map\n"
+            "items = [signal.SIGCHLD] * 6 + [signal.SIGKILL] + [signal.SIGCHLD] * 6\n"
+            "try:\n"
+            "    list(unordered_map(signal.raise_signal, items, 2))\n"
+            "except OSError as exc:\n"
+            "    print(type(exc).__name__, exc)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.strip() == "WorkerLost a worker process was killed by SIGKILL (the out-of-memory killer, or kill -9)"
+
+
+def test_an_image_whose_name_is_not_utf8_is_segmented_and_recorded_with_its_name_escaped(mosaics, tmp_path, capsys):
+    latin1 = mosaics / os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, kept by Python as a lone surrogate
+    (mosaics / "m0.png").rename(latin1)
+    out = tmp_path / "out"
+    assert _segment(mosaics, out) == 0  # was a UnicodeEncodeError when the claim was written
+    assert "3 image(s) segmented, 0 failed" in capsys.readouterr().out
+    record = json.loads((out / os.fsdecode(b"caf\xe9.detecture.json")).read_text(encoding="utf-8"))
+    assert record["image"] == str(mosaics / "caf\\xe9.png") and record["input"]["path"].endswith("caf\\xe9.png")
+    assert _segment(mosaics, out) == 0
+    assert "3 already done" in capsys.readouterr().out
+
+
+def test_a_finished_image_is_found_under_any_number_and_no_file_of_the_users_is_replaced(mosaics, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _segment(mosaics / "m0.png", out) == 0
+    # m0.bmp, added beside the finished m0.png, now comes first in the folder's order and prefers the name m0
+    Image.open(mosaics / "m1.png").save(mosaics / "m0.bmp")
+    assert _segment(mosaics, out) == 0
+    assert "3 image(s) segmented, 0 failed, 1 already done" in capsys.readouterr().out
+    records = _records(out)
+    assert records["m0.detecture.json"]["image"] == str(mosaics / "m0.png")  # kept, not redone into m0_3
+    assert records["m0_2.detecture.json"]["image"] == str(mosaics / "m0.bmp")
+    assert "m0_3.detecture.json" not in records
+
+    # files that are not this run's outputs keep their names: a JSON that is no object, an overlay without a record
+    (out / "m1.detecture.json").write_text("[1, 2]")
+    (out / "m2.detecture.json").unlink()
+    (out / "m2.detecture.png").write_bytes(b"the user's own picture")
+    assert _segment(mosaics, out, "--force") == 0
+    assert (out / "m1.detecture.json").read_text() == "[1, 2]"
+    assert (out / "m2.detecture.png").read_bytes() == b"the user's own picture"
+    records = _records(out)
+    assert records["m1_2.detecture.json"]["image"] == str(mosaics / "m1.png")
+    assert records["m2_2.detecture.json"]["image"] == str(mosaics / "m2.png")
+
+
+def test_a_record_without_its_overlay_is_redone_and_killed_writes_leave_no_temporaries(mosaics, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert _segment(mosaics, out) == 0
+    (out / "m0.detecture.png").unlink()
+    # m1 as a worker terminated inside its writes (SIGTERM at a disk-full stop) leaves it once its claim is released,
+    # and another run's temporary
+    for name in ("m1.detecture.json", "m1.detecture.png"):
+        (out / name).unlink()
+    left = [out / ".m0.detecture.png.abcd1234.tmp", out / ".m1.detecture.png.x_y9z0ab.tmp"]
+    foreign = out / ".other.png.abcd1234.tmp"
+    for path in (*left, foreign):
+        path.write_bytes(b"half")
+    capsys.readouterr()
+    assert _segment(mosaics, out) == 0
+    assert "2 image(s) segmented, 0 failed, 1 already done" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"m{i}.detecture.{ext}" for i in range(3) for ext in ("json", "png")] + [foreign.name])
+
+
+def test_a_decompression_bomb_is_one_error_line_and_the_other_images_are_segmented(mosaics, tmp_path, capsys):
+    from bench_fixture import write_bomb_png
+
+    bomb = write_bomb_png(mosaics / "bomb.png")
+    assert _segment(mosaics, tmp_path / "out") == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {bomb}: refused as a possible decompression bomb")
+    assert "3 image(s) segmented, 1 failed" in captured.out

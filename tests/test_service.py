@@ -93,3 +93,9 @@ def test_bad_requests_are_refused_before_loading(options, message):
 def test_api_names_an_unknown_option(mosaic):
     with pytest.raises(InputError, match="unknown option.*qwn"):
         detecture.segment(mosaic, "detecture", qwn="Qwen/Qwen3-VL-2B-Instruct")
+
+
+@pytest.mark.parametrize("seed", ["x", 1.5, -1, True])
+def test_a_seed_that_is_no_whole_number_is_one_input_error(seed):
+    with pytest.raises(InputError, match="seed must be a whole number"):  # "x" was a TypeError deep in numpy
+        detecture.segment(np.zeros((8, 8, 3), np.uint8), k=2, seed=seed)

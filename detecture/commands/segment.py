@@ -214,7 +214,9 @@ class BatchWork:
 
     @property
     def planned(self) -> list[tuple[int, Path, Path]]:
-        return [(i, self.images[i], stem) for i, stem in sorted(self.claims.stems.items())]
+        """The claimed images not yet finished or failed: ``(index, path, output stem)``."""
+        return [(i, self.images[i], stem) for i, stem in sorted(self.claims.stems.items())
+                if i not in self.rows and i not in self.failures]
 
     def finished(self, index: int, row: dict | None, error: str | None) -> None:
         if row is not None:
@@ -270,6 +272,11 @@ def _run_detecture(args: argparse.Namespace, request: "SegmentRequest", settings
     from ..images import as_rgb_array, load_image
     from ..output import write_outputs
 
+    for index, path, _ in work.planned:  # bad files are reported before the models load (seconds, not minutes)
+        try:
+            service.check_image_file(path, request)
+        except DetectureError as exc:
+            work.finished(index, None, str(exc))
     if not work.planned:
         return
     if request.device is None and ranks.device is not None:

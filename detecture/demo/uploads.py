@@ -15,16 +15,11 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from ..images import check_size, to_rgb
+from ..images import check_size, exif_orientation, to_rgb, upright
 
 MAX_UPLOAD_PIXELS = 100_000_000
 MAX_DECODED_BYTES = 400 * 2**20  # e.g. 100 MP of 8-bit RGB(A) or 32-bit float grey, 200 MP of 16-bit grey
 ANALYSIS_SIDE = 1024
-
-# EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose applies it).
-_UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
-            5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270, 7: Image.Transpose.TRANSVERSE,
-            8: Image.Transpose.ROTATE_90}
 
 
 def decoded_bytes(im: Image.Image) -> int:
@@ -53,7 +48,7 @@ def load_upload(path: str | Path, name: str | None = None,
     try:
         with Image.open(path) as im:
             width, height = im.size
-            orientation = im.getexif().get(0x0112, 1)
+            orientation = exif_orientation(im, name)
             if orientation in (5, 6, 7, 8):  # EXIF says the picture is shown rotated by 90°
                 width, height = height, width
             if width * height > MAX_UPLOAD_PIXELS:
@@ -65,9 +60,7 @@ def load_upload(path: str | Path, name: str | None = None,
                                  f"decoded; the demo decodes at most {MAX_DECODED_BYTES // 2**20} MB per image")
             im.load()
             small = shrink_native(im, max_side)
-            if orientation in _UPRIGHT:
-                small = small.transpose(_UPRIGHT[orientation])
-            image = to_rgb(small)
+            image = to_rgb(upright(small, orientation), name)
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
     except UnidentifiedImageError:
         raise InputError(f"{name}: not a readable image (unknown or corrupt format)") from None

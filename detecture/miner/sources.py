@@ -22,7 +22,7 @@ import numpy as np
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError, InputError
 from ..images import open_image
-from ..utils.paths import resolved
+from ..utils.paths import printable, resolved
 
 ORIGINAL = "original"
 UNDECODABLE = "undecodable_name"  # the "kind" of a rejected file whose name is not UTF-8
@@ -56,12 +56,6 @@ class SourceIndex:
     scenes: list[Scene]
     rejected: list[dict[str, str]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
-
-
-def printable(path: str | os.PathLike) -> str:
-    """``path`` as text a UTF-8 file can hold: the bytes of a name that are not UTF-8 (which Python keeps as lone
-    surrogates) are written as ``\\xff`` escapes, so the name can be read in ``rejected.jsonl``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def is_utf8_name(name: str) -> bool:

@@ -12,7 +12,9 @@ Failure policy (every batch command, ``segment``, ``mine`` and ``bench``, follow
 Worker processes start from a forkserver (spawn where there is none): the parent may already hold torch / OpenMP
 thread pools, which a plain fork would copy half-initialised. They run one BLAS / OpenMP thread each (parallelism is
 across items; threads spinning against each other on a shared CPU made k-means ~10x slower), never see the
-terminal's Ctrl+C (the parent handles it and stops them), and exit when the parent dies, even by ``kill -9``.
+terminal's Ctrl+C (the parent handles it and stops them), and exit when the parent dies, even by ``kill -9``. A
+worker that dies itself (the out-of-memory killer, ``kill -9``) takes its items with it: the parent notices and stops
+the run as an environment error (:class:`WorkerLost`) instead of waiting for them forever.
 
 Under ``accelerate launch`` (or ``torchrun``), and with ``--shard I/N`` for job arrays without a launcher, each
 process takes a disjoint, deterministic share of the items (:func:`share`).
@@ -37,6 +39,24 @@ T = TypeVar("T")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DATA_ERRORS: tuple[type[BaseException], ...] = (DetectureError,)
 PARENT_POLL_SECONDS = 0.5
+WORKER_POLL_SECONDS = 0.5
+
+
+class WorkerLost(ChildProcessError):
+    """A worker process died while the run still needed it (killed by the system or a user): an environment error,
+    so the run stops unfinished and a re-run does the items it lost."""
+
+    def __init__(self, exitcode: int) -> None:
+        if exitcode < 0:
+            try:
+                how = f"was killed by {signal.Signals(-exitcode).name}"
+            except ValueError:
+                how = f"was killed by signal {-exitcode}"
+            if -exitcode == signal.SIGKILL:
+                how += " (the out-of-memory killer, or kill -9)"
+        else:
+            how = f"exited unexpectedly (status {exitcode})"
+        super().__init__(f"a worker process {how}")
 
 
 def is_environment_error(exc: BaseException) -> bool:
@@ -195,8 +215,9 @@ def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
     """``fn`` over ``items`` in ``workers`` processes (in this process for one), yielding results as they finish.
 
     ``fn`` and ``initializer`` must be importable module-level functions; ``preload`` names modules the forkserver
-    imports once for all workers. Any exception — a worker's environment or programming error, or Ctrl+C in the
-    parent — terminates the workers at once and propagates; data errors are ``fn``'s to turn into results.
+    imports once for all workers. Any exception — a worker's environment or programming error, a worker that died
+    (:class:`WorkerLost`), or Ctrl+C in the parent — terminates the workers at once and propagates; data errors are
+    ``fn``'s to turn into results.
     """
     workers = max(1, min(workers, len(items)))
     if workers == 1:
@@ -205,9 +226,28 @@ def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
     chunksize = max(1, min(16, len(items) // (workers * 8)))
     with ExitStack() as stack:  # leaving it, normally or not, terminates the workers
         with _sigint_held():  # a Ctrl+C held back here is raised as the block ends: the pool is in the stack by then
+            before = set(multiprocessing.active_children())
             pool = stack.enter_context(_context(preload).Pool(workers, initializer=_start_worker,
                                                               initargs=(os.getpid(), initializer, initargs)))
-        yield from pool.imap_unordered(fn, items, chunksize=chunksize)
+            started = [p for p in multiprocessing.active_children() if p not in before]
+        yield from _watched(pool.imap_unordered(fn, items, chunksize=chunksize), len(items), started)
+
+
+def _watched(results: Any, count: int, started: list[multiprocessing.process.BaseProcess]) -> Iterator[T]:
+    """The ``count`` results of a pool's ``imap_unordered``, raising :class:`WorkerLost` once one of the workers it
+    ``started`` with has died: ``Pool`` replaces a dead worker but never its items, so the results would never
+    all come."""
+    for _ in range(count):
+        while True:
+            for process in started:
+                if process.exitcode is not None:
+                    raise WorkerLost(process.exitcode)
+            try:
+                result = results.next(timeout=WORKER_POLL_SECONDS)
+            except multiprocessing.TimeoutError:
+                continue
+            break
+        yield result
 
 
 @dataclass(frozen=True)

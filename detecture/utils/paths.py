@@ -28,6 +28,13 @@ def resolved(path: PathLike) -> Path:
     return Path(path).expanduser().resolve()
 
 
+def printable(path: PathLike) -> str:
+    """``path`` as text a UTF-8 file or terminal can hold: the bytes of a name that are not UTF-8 (which Python keeps
+    as lone surrogates) are written as ``\\xff`` escapes. Every path recorded in a JSON output or printed in a table
+    goes through it, so a file named in Latin-1 is still segmented and mined, and its name can be read."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def require_file(path: PathLike, what: str = "file") -> Path:
     """An existing, readable file (``what`` names it in the error)."""
     path = Path(path)
