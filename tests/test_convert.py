@@ -149,33 +149,73 @@ def test_base_measures_the_embedding_shrink(backbones, tiny_model_dirs, tmp_path
     assert config["contract"]["embedding_shrink"] == pytest.approx(0.97, abs=2e-3)
 
 
-BAD = {
-    "pickled class": ({"dustbin_embed": Stranger()}, "pickled Python objects"),
-    "missing key": ({"bridge.proj.1.bias": None}, "missing keys ['bridge.proj.1.bias']"),
-    "extra key": ({"bridge.proj.2.weight": torch.zeros(2)}, "unknown keys ['bridge.proj.2.weight']"),
-    "wrong shape": ({"mask_head.query_mlp.2.bias": torch.zeros(5)}, "mask_head.query_mlp.2.bias has shape (5,)"),
+def _set(key, value):
+    return lambda state: state["model_trainable"].__setitem__(key, value)
+
+
+BAD = {  # name: (edit of a valid published state, what the one error line must say)
+    "pickled class": (lambda s: s.__setitem__("dustbin_embed", Stranger()),
+                      "holds Python objects that are not tensors (test_convert.Stranger); refused for safety"),
+    "missing key": (lambda s: s["model_trainable"].pop("bridge.proj.1.bias"), "missing keys ['bridge.proj.1.bias']"),
+    "extra key": (_set("bridge.proj.2.weight", torch.zeros(2)), "unknown keys ['bridge.proj.2.weight']"),
+    "wrong shape": (_set("mask_head.query_mlp.2.bias", torch.zeros(5)), "mask_head.query_mlp.2.bias has shape (5,)"),
+    "dustbin not a tensor": (lambda s: s.__setitem__("dustbin_embed", 5), "dustbin_embed is not a tensor (int)"),
+    "key not a string": (_set(3, torch.zeros(1)), "model_trainable has a key 3 that is not a parameter name"),
+    "1-D embedding": (_set(EMBED, torch.zeros(10)), f"{EMBED} has shape (10,), expected 2 dimensions"),
+    "1-D head matrix": (_set("mask_head.query_mlp.0.weight", torch.zeros(8)),
+                        "mask_head.query_mlp.0.weight has shape (8,), expected 2 dimensions"),
+    "integer tensor": (_set("bridge.proj.0.bias", torch.zeros(4, dtype=torch.int64)),
+                       "bridge.proj.0.bias holds torch.int64 values"),
+    "no vocabulary rows": (lambda s: s["model_trainable"].update({EMBED: torch.zeros(0, 4),
+                                                                  LM_HEAD: torch.zeros(0, 4)}),
+                           "the trained <|seg|> row (their last) is missing"),
 }
 
 
 @pytest.mark.parametrize("case", BAD)
 def test_malformed_files_give_one_clear_error(backbones, tmp_path, capsys, case):
-    changes, message = BAD[case]
+    edit, message = BAD[case]
     path = tmp_path / "best.pt"
-    if case == "pickled class":
-        torch.save({"model_trainable": {}, **changes}, path)
-    else:
-        write_published(path, *backbones, **changes)
+    state = write_published(path, *backbones)
+    edit(state)
+    torch.save(state, path)
     assert main(["convert", "published", str(path), "--out", str(tmp_path / "h")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and str(path) in err[0] and message in err[0], err
     assert not (tmp_path / "h").exists()
 
 
-def test_not_a_checkpoint(tmp_path, capsys):
+NOT_TORCH_ZIP = {
+    "random bytes": lambda path: path.write_bytes(np.arange(100, dtype=np.uint8).tobytes()),
+    "empty file": lambda path: path.write_bytes(b""),
+    "legacy torch.save": lambda path: torch.save({"a": torch.zeros(1)}, path, _use_new_zipfile_serialization=False),
+}
+
+
+@pytest.mark.parametrize("case", NOT_TORCH_ZIP)
+def test_not_a_checkpoint(tmp_path, capsys, case):
     path = tmp_path / "best.pt"
-    path.write_bytes(np.arange(100, dtype=np.uint8).tobytes())
+    NOT_TORCH_ZIP[case](path)
     assert main(["convert", "published", str(path), "--out", str(tmp_path / "h")]) == 2
-    assert "not a readable torch checkpoint" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path}: not a torch checkpoint" in err[0], err
+    assert "weights_only" not in err[0] and "_use_new_zipfile_serialization" not in err[0]
+
+
+def test_full_disk_stops_with_one_line_and_no_output(converted, tmp_path, monkeypatch, capsys):
+    from safetensors import SafetensorError
+
+    import detecture.bridge.published as published
+
+    def full(*args, **kwargs):
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(published, "save_file", full)
+    out = tmp_path / "head"
+    assert main(["convert", "published", str(converted[0] / "best.pt"), "--out", str(out)]) == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(out) in err[0] and "the disk is full" in err[0], err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_bench_runs_the_converted_head(converted, tmp_path, capsys):

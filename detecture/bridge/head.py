@@ -160,13 +160,18 @@ class DetectureHead(nn.Module):
 
         path = Path(path)
         with atomic_dir(path) as tmp:
-            (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
-            own = self.state_dict() if state_dict is None else state_dict
-            tensors = {k: v.detach().to("cpu").contiguous() for k, v in own.items()}
-            save_file(tensors, str(tmp / WEIGHTS_FILE), metadata={"format": "pt"})
+            self.write_into(tmp, state_dict)
             if adapter_dir is not None:
                 shutil.copytree(adapter_dir, tmp / ADAPTER_DIR)
         return path
+
+    def write_into(self, folder: Path, state_dict: dict[str, torch.Tensor] | None = None) -> None:
+        """Write ``config.json`` + ``model.safetensors`` into ``folder``, the temporary of an :func:`atomic_dir` that
+        a caller also writes other parts of the checkpoint into (a converter's adapter)."""
+        (folder / CONFIG_FILE).write_text(json.dumps(asdict(self.config), indent=1) + "\n")
+        own = self.state_dict() if state_dict is None else state_dict
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in own.items()}
+        save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, qwen_hidden_size: int | None = None) -> "DetectureHead":

@@ -5,8 +5,9 @@ holds the LoRA tensors, the *full* input-embedding and LM-head matrices (only th
 and the head; ``optimizer`` holds AdamW moments for all of it. Nearly all of its 7.5 GB is the two matrices and
 their moments, so it is opened with ``mmap=True``: only the tensors actually read (LoRA, head, two rows) are paged
 in and peak memory stays a small fraction of the file. ``weights_only=True`` means a file holding anything but
-tensors and builtins is refused, never executed. Every key must be known: a missing key or an unknown one is an
-error listing both, because a silently skipped key (as the published loader does) is a silently different model.
+tensors and builtins is refused, never executed (:mod:`detecture.utils.torch_files`). Every key must be known: a
+missing key or an unknown one is an error listing both, because a silently skipped key (as the published loader
+does) is a silently different model; every tensor's rank is checked before any shape is read off it.
 
 The ``<|seg|>`` index is the last row of the published matrices (the published code grew them to
 ``len(tokenizer)`` when it added the token); it is written into the adapter config and checked at load time against
@@ -15,9 +16,7 @@ the tokenizer's own ``<|seg|>`` id.
 
 from __future__ import annotations
 
-import pickle
 import re
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -28,8 +27,10 @@ import yaml
 from safetensors.torch import save_file
 
 from ..errors import InputError
+from ..utils.atomic import atomic_dir
+from ..utils.torch_files import load_checkpoint, tensor_dict
 from .contract import published_contract
-from .head import DetectureHead, HeadConfig
+from .head import ADAPTER_DIR, DetectureHead, HeadConfig
 
 LAYOUT = yaml.safe_load(resources.files(__package__).joinpath("published_layout.yaml").read_text(encoding="utf-8"))
 TOP_LEVEL, METADATA = tuple(LAYOUT["top_level"]), tuple(LAYOUT["metadata"])
@@ -69,40 +70,35 @@ class Published:
 
 
 def load_published(path: str | Path) -> Published:
-    """Open ``best.pt`` safely (weights_only, mmap) and check its structure; raises one :class:`InputError`."""
+    """Open ``best.pt`` safely (weights_only, mmap) and check its structure; raises one :class:`InputError`.
+
+    The checks run in the order that lets each one trust the last: the file's layout, then that every entry is a
+    named floating-point tensor, then the key names, then each tensor's rank, and only then the shapes, which are read
+    off the tensors themselves."""
     path = Path(path)
-    if path.is_dir():
-        raise InputError(f"{path}: is a folder; give the checkpoint file inside it (e.g. {path / 'best.pt'})")
-    if not path.is_file():
-        raise InputError(f"{path}: no such file (download it with: hf download "
-                         "anon-detecture-neurips-2026/Detecture-NeurIPS best.pt)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" ({found.group(1)})" if found else ""
-        raise InputError(f"{path}: holds pickled Python objects{what}, not only tensors and builtins; refusing to "
-                         "load it (it could run code). Is this the published best.pt?") from None
-    except (RuntimeError, OSError, EOFError, ValueError) as exc:
-        raise InputError(f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0]})") from None
+    raw = load_checkpoint(path, "download it with: hf download anon-detecture-neurips-2026/Detecture-NeurIPS best.pt")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a dict checkpoint, found {type(raw).__name__}")
     missing = [k for k in TOP_LEVEL if k not in raw]
     unknown = sorted(str(k) for k in raw if k not in TOP_LEVEL + METADATA)
     if missing or unknown:
         raise InputError(f"{path}: not the published checkpoint layout; missing keys {missing}, unknown keys {unknown}")
-    trainable = raw["model_trainable"]
-    if not isinstance(trainable, dict) or not all(isinstance(v, torch.Tensor) for v in trainable.values()):
-        raise InputError(f"{path}: 'model_trainable' must map parameter names to tensors")
-    layers, rank = _check_keys(path, trainable)
-    published = Published(path, trainable, raw["dustbin_embed"], {k: raw[k] for k in METADATA if k in raw and
-                                                                  k != "optimizer"}, layers, rank)
+    trainable = tensor_dict(path, raw["model_trainable"], "model_trainable")
+    dustbin = tensor_dict(path, {"dustbin_embed": raw["dustbin_embed"]}, "the checkpoint")["dustbin_embed"]
+    for key, tensor in {**trainable, "dustbin_embed": dustbin}.items():
+        if not tensor.is_floating_point():
+            raise InputError(f"{path}: {key} holds {tensor.dtype} values; the published weights are floating point")
+    layers = _check_keys(path, trainable)
+    _check_ranks(path, trainable, dustbin)
+    rank = int(trainable[lora_key(0, LORA_TARGETS[0], "A")].shape[0])
+    published = Published(path, trainable, dustbin, {k: raw[k] for k in METADATA if k in raw and k != "optimizer"},
+                          layers, rank)
     _check_shapes(published)
     return published
 
 
-def _check_keys(path: Path, trainable: dict[str, torch.Tensor]) -> tuple[int, int]:
-    """Every expected key present, none unknown; returns (LoRA layers, LoRA rank)."""
+def _check_keys(path: Path, trainable: dict[str, torch.Tensor]) -> int:
+    """Every expected key present, none unknown; returns the number of LoRA layers."""
     lora = [LORA_RE.match(k) for k in trainable]
     indices = [int(m.group(1)) for m in lora if m]
     layers = max(indices) + 1 if indices else 0
@@ -115,7 +111,22 @@ def _check_keys(path: Path, trainable: dict[str, torch.Tensor]) -> tuple[int, in
     if missing or unknown:
         raise InputError(f"{path}: model_trainable does not match the published model; missing keys "
                          f"{_short(missing)}, unknown keys {_short(unknown)}")
-    return layers, int(trainable[lora_key(0, LORA_TARGETS[0], "A")].shape[0])
+    return layers
+
+
+def _check_ranks(path: Path, trainable: dict[str, torch.Tensor], dustbin: torch.Tensor) -> None:
+    """Each tensor has the number of dimensions its role needs (matrices 2, the 1x1 convolution 4, biases and norms
+    1, the dustbin and the optional extra embeddings 3), so the shape check below can index any of them."""
+    expected = {key: 2 for key in trainable if LORA_RE.match(key)}
+    expected |= {EMBED: 2, LM_HEAD: 2, "dustbin_embed": 3, **{key: 3 for key in OPTIONAL}}
+    expected |= {THEIRS[ours]: len(shape) for ours, shape in _head_shapes(0, 0, 0, 0, 0).items()}
+    for key, tensor in {**trainable, "dustbin_embed": dustbin}.items():
+        dims = expected[key]
+        if tensor.dim() != dims:
+            raise InputError(f"{path}: {key} has shape {tuple(tensor.shape)}, expected {dims} dimensions")
+    if trainable[EMBED].shape[0] == 0 or trainable[LM_HEAD].shape[0] == 0:
+        raise InputError(f"{path}: {EMBED} / {LM_HEAD} have no rows, so the trained <|seg|> row (their last) is "
+                         "missing")
 
 
 def _short(keys: list[str], limit: int = 8) -> str:
@@ -126,14 +137,7 @@ def _check_shapes(p: Published) -> None:
     """Shapes follow from four widths read off the file; any tensor that disagrees is named."""
     t = p.trainable
     hidden, vocab = p.hidden_size, t[EMBED].shape[0]
-    text, prompt, mask, pixel = _widths(p)
-    ours = {
-        "bridge.proj.weight": (text, hidden), "bridge.proj.bias": (text,),
-        "bridge.norm.weight": (text,), "bridge.norm.bias": (text,),
-        "mask_head.query_mlp.0.weight": (prompt, prompt), "mask_head.query_mlp.0.bias": (prompt,),
-        "mask_head.query_mlp.2.weight": (mask, prompt), "mask_head.query_mlp.2.bias": (mask,),
-        "mask_head.pixel_proj.weight": (mask, pixel, 1, 1), "mask_head.pixel_proj.bias": (mask,),
-    }
+    ours = _head_shapes(hidden, *_widths(p))
     expected = {EMBED: (vocab, hidden), LM_HEAD: (vocab, hidden), **{THEIRS[k]: v for k, v in ours.items()}}
     for name in OPTIONAL:
         if name in t:
@@ -147,6 +151,17 @@ def _check_shapes(p: Published) -> None:
             raise InputError(f"{p.path}: {key} has shape {tuple(t[key].shape)}, expected {shape}")
     if tuple(p.dustbin.shape) != (1, 1, hidden):
         raise InputError(f"{p.path}: dustbin_embed has shape {tuple(p.dustbin.shape)}, expected (1, 1, {hidden})")
+
+
+def _head_shapes(hidden: int, text: int, prompt: int, mask: int, pixel: int) -> dict[str, tuple[int, ...]]:
+    """The head's tensor shapes (Detecture names) for the given widths; their lengths are the ranks."""
+    return {
+        "bridge.proj.weight": (text, hidden), "bridge.proj.bias": (text,),
+        "bridge.norm.weight": (text,), "bridge.norm.bias": (text,),
+        "mask_head.query_mlp.0.weight": (prompt, prompt), "mask_head.query_mlp.0.bias": (prompt,),
+        "mask_head.query_mlp.2.weight": (mask, prompt), "mask_head.query_mlp.2.bias": (mask,),
+        "mask_head.pixel_proj.weight": (mask, pixel, 1, 1), "mask_head.pixel_proj.bias": (mask,),
+    }
 
 
 def _widths(p: Published) -> tuple[int, int, int, int]:
@@ -185,6 +200,7 @@ def adapter_tensors(p: Published) -> dict[str, torch.Tensor]:
 
 
 def write_adapter(p: Published, folder: Path) -> None:
+    """The LoRA + ``<|seg|>`` rows as a PEFT adapter folder, loadable by ``PeftModel.from_pretrained``."""
     from peft import LoraConfig
 
     config = LoraConfig(
@@ -216,10 +232,7 @@ def convert(src: str | Path, out: str | Path, base: str | None = None) -> tuple[
                                        **{k: v for k, v in p.metadata.items() if isinstance(v, (int, float, str))}}}
     head = DetectureHead(config)
     head.load_state_dict({k: v.float() for k, v in state.items()})
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-        adapter = Path(tmp) / "adapter"
-        adapter.mkdir()
-        write_adapter(p, adapter)
-        head.save_pretrained(out, adapter_dir=adapter)
+    with atomic_dir(out) as tmp:  # all or nothing; a full disk is reported as the OSError it is
+        head.write_into(tmp)
+        write_adapter(p, tmp / ADAPTER_DIR)
     return out, shrink
