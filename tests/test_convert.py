@@ -3,6 +3,7 @@ the published head equations, carries the published contract, and refuses malfor
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
 
@@ -216,6 +217,33 @@ def test_full_disk_stops_with_one_line_and_no_output(converted, tmp_path, monkey
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(out) in err[0] and "the disk is full" in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+SAM3_BAD = {  # name: (what torch.save writes, what the one error line must say)
+    "a list": ([1, 2], "must map parameter names to tensors, found list"),
+    "a non-string key": ({"model": {1: torch.zeros(1)}}, "has a key 1 that is not a parameter name"),
+    "a non-tensor value": ({"a": 1}, "a is not a tensor (int)"),
+}
+
+
+@pytest.mark.parametrize("case", SAM3_BAD)
+def test_sam3_checkpoint_of_another_structure_is_one_line(tmp_path, capsys, case):
+    saved, message = SAM3_BAD[case]
+    path, bpe = tmp_path / "sam3.pt", tmp_path / "bpe.txt.gz"
+    torch.save(saved, path)
+    bpe.write_bytes(gzip.compress(b"header\nt h\nth e\n"))
+    assert main(["convert", "sam3", str(path), "--out", str(tmp_path / "out"), "--bpe", str(bpe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{path}: " in err[0] and message in err[0], err
+
+
+def test_sam3_bpe_whose_merges_leave_the_vocabulary_is_one_line(tmp_path, capsys):
+    path, bpe = tmp_path / "sam3.pt", tmp_path / "bpe.txt.gz"
+    torch.save({"a": torch.zeros(1)}, path)
+    bpe.write_bytes(gzip.compress(b"header\na0 b0\n"))  # well-formed, but "a0" is no byte symbol or merge result
+    assert main(["convert", "sam3", str(path), "--out", str(tmp_path / "out"), "--bpe", str(bpe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{bpe}: line 2: merge 'a0 b0'" in err[0], err
 
 
 def test_bench_runs_the_converted_head(converted, tmp_path, capsys):

@@ -91,7 +91,7 @@ def test_unmatched_checkpoint_is_one_clear_error(pair, tmp_path, capsys):
     bpe.write_bytes(gzip.compress(b"header\nt h\nth e\n"))
     assert main(["convert", "sam3", str(path), "--out", str(tmp_path / "out"), "--bpe", str(bpe)]) != 0
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "Sam3Model expects" in err and "Traceback" not in err
+    assert len(err.splitlines()) == 1 and "Sam3Model expects" in err and str(path) in err and "Traceback" not in err
     assert not (tmp_path / "out").exists()
 
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import pickle
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,6 +28,7 @@ import torch
 import yaml
 
 from ..errors import InputError
+from ..utils.torch_files import load_checkpoint, tensor_dict
 
 BPE_FILE = "bpe_simple_vocab_16e6.txt.gz"
 CLIP_CONTEXT = 32  # SAM3's text context length
@@ -49,11 +49,10 @@ class Converted:
 
 def image_state_dict(checkpoint: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], int]:
     """The image-model part of a Meta checkpoint: keys under ``detector.`` (prefix removed), tracker keys counted and
-    skipped. A bare image-model state dict (no ``detector.`` keys, e.g. ``Sam3Image.state_dict()``) is taken as is."""
+    skipped. A bare image-model state dict (no ``detector.`` keys, e.g. ``Sam3Image.state_dict()``) is taken as is;
+    a checkpoint's ``model`` wrapper is removed by :func:`load_meta_checkpoint`."""
     layout = key_layout()
     prefix, tracker = layout["image_prefix"], tuple(layout["tracker_prefixes"])
-    if "model" in checkpoint and isinstance(checkpoint["model"], Mapping):
-        checkpoint = checkpoint["model"]
     tracker_keys = sum(1 for k in checkpoint if k.startswith(tracker))
     if any(k.startswith(prefix) for k in checkpoint):
         return {k[len(prefix):]: v for k, v in checkpoint.items() if k.startswith(prefix)}, tracker_keys
@@ -66,10 +65,11 @@ def rename(key: str) -> str:
     return key
 
 
-def convert_state_dict(checkpoint: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor]) -> Converted:
+def convert_state_dict(checkpoint: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor],
+                       source: str | Path = "SAM3 checkpoint") -> Converted:
     """Map Meta's names and layouts onto ``target`` (a ``Sam3Model`` state dict, shapes only are read).
 
-    Raises :class:`InputError` naming unmapped, unfilled or mis-shaped keys.
+    Raises :class:`InputError` naming ``source`` (the file) and the unmapped, unfilled or mis-shaped keys.
     """
     layout = key_layout()
     image, tracker_keys = image_state_dict(checkpoint)
@@ -92,12 +92,12 @@ def convert_state_dict(checkpoint: Mapping[str, torch.Tensor], target: Mapping[s
                 unknown.append(f"{key} -> {name}")
                 continue
             if tuple(tensor.shape) != tuple(target[name].shape):
-                raise InputError(f"SAM3 key {key} -> {name}: shape {tuple(tensor.shape)}, Sam3Model expects "
+                raise InputError(f"{source}: SAM3 key {key} -> {name}: shape {tuple(tensor.shape)}, Sam3Model expects "
                                  f"{tuple(target[name].shape)} (a checkpoint of another SAM3 size?)")
             out[name] = tensor.contiguous()
     missing = sorted(set(target) - set(out))
     if unknown or missing:
-        raise InputError("SAM3 checkpoint does not match Sam3Model: "
+        raise InputError(f"{source}: does not match Sam3Model: "
                          f"{len(unknown)} unmapped keys {unknown[:5]}, {len(missing)} unfilled parameters {missing[:5]}")
     return Converted(out, dropped, tracker_keys)
 
@@ -124,15 +124,12 @@ def target_shapes(config) -> dict[str, torch.Tensor]:
     return model.state_dict()
 
 
-def load_meta_checkpoint(path: Path) -> Mapping[str, torch.Tensor]:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file (Meta's SAM3 checkpoint: hf download facebook/sam3 sam3.pt)")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except pickle.UnpicklingError as exc:
-        raise InputError(f"{path}: refused: holds more than tensors ({str(exc).splitlines()[0]})") from None
-    except (RuntimeError, OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a readable torch checkpoint ({exc})") from None
+def load_meta_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    """Meta's state dict from ``path`` (read safely, :mod:`detecture.utils.torch_files`), under its ``model`` key or
+    bare; one :class:`InputError` naming the file unless it maps parameter names to tensors."""
+    raw = load_checkpoint(path, "Meta's SAM3 checkpoint: hf download facebook/sam3 sam3.pt")
+    state = raw["model"] if isinstance(raw, dict) and isinstance(raw.get("model"), dict) else raw
+    return tensor_dict(path, state, "the SAM3 checkpoint")
 
 
 def find_bpe() -> Path | None:
@@ -171,6 +168,12 @@ def clip_tokenizer_from_bpe(bpe_path: Path):
     symbols = list(bytes_to_unicode().values())
     vocab = symbols + [s + "</w>" for s in symbols] + ["".join(m) for m in merges] + ["<|startoftext|>",
                                                                                       "<|endoftext|>"]
+    # checked here because the tokenizers library reports it as a bare Exception, indistinguishable from its bugs
+    known = set(vocab)
+    for line, merge in enumerate(merges, start=2):
+        if not set(merge) <= known:
+            raise InputError(f"{bpe_path}: line {line}: merge {' '.join(merge)!r} uses a token that is not in the "
+                             "vocabulary (byte symbols and merge results) it defines; not CLIP's BPE merge list")
     return CLIPTokenizer(vocab={t: i for i, t in enumerate(vocab)}, merges=merges, pad_token="<|endoftext|>",
                          model_max_length=CLIP_CONTEXT)
 
@@ -200,7 +203,7 @@ def convert(checkpoint: str | Path, out: str | Path, *, bpe: str | Path | None =
         tok = clip_tokenizer_from_bpe(bpe_path)
     config = config if config is not None else Sam3Config()
     config.vision_config.backbone_config.layer_norm_eps = float(key_layout()["vit_layer_norm_eps"])
-    converted = convert_state_dict(load_meta_checkpoint(checkpoint), target_shapes(config))
+    converted = convert_state_dict(load_meta_checkpoint(checkpoint), target_shapes(config), checkpoint)
     config.architectures = ["Sam3Model"]
     with atomic_dir(out) as tmp:
         config.save_pretrained(tmp)
