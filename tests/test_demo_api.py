@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -66,6 +69,45 @@ def test_huge_upload_is_refused_before_decoding(tmp_path):
     Image.new("1", (side, side)).save(path)  # tiny file, > 100 MP once decoded
     with pytest.raises(InputError, match="bomb.png: .* MP; the demo accepts up to"):
         load_upload(path)
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header claims ``width`` x ``height`` pixels, with no pixel data."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+                     + chunk(b"IEND", b""))
+
+
+def test_a_header_over_pillows_bomb_guard_gets_the_pixel_limit_message(tmp_path):
+    from detecture.demo.uploads import load_upload
+
+    path = tmp_path / "claims.png"
+    png_header_only(path, 50_000, 50_000)
+    with pytest.raises(InputError, match=r"^claims.png: its header claims 2500 MP; the demo accepts up to 100 MP$"):
+        load_upload(path)
+
+
+def test_a_thin_upload_keeps_two_pixels_across_when_shrunk(tmp_path):
+    from detecture.demo.uploads import load_upload
+
+    path = tmp_path / "thin.png"
+    Image.new("RGB", (2, 3000), (40, 50, 60)).save(path)
+    image, original = load_upload(path, max_side=1024)
+    assert original == (3000, 2) and image.shape == (1024, 2, 3)
+
+
+def test_a_system_error_reading_an_upload_is_not_called_corrupt(tmp_path, monkeypatch):
+    from detecture.demo.uploads import load_upload
+
+    def failing_disk(*args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Image, "open", failing_disk)
+    with pytest.raises(OSError) as raised:
+        load_upload(tmp_path / "any.png")
+    assert raised.type is OSError and raised.value.errno == errno.EIO
 
 
 def test_40_megapixel_upload_is_analysed_downscaled(tmp_path):
@@ -134,6 +176,6 @@ def test_a_full_disk_on_the_server_is_one_readable_error(client, demo_server, tm
         return real(src, dst, *args, **kwargs)
 
     monkeypatch.setattr(os, "replace", full)
-    with pytest.raises(AppError, match=r"could not write the results \(No space left on device\)"):
+    with pytest.raises(AppError, match=r"or write the results \(No space left on device\)"):
         client.predict(handle_file(str(good)), "classical", "auto", "", api_name="/segment")
     assert not [p for p in requests.rglob("*") if p.name.startswith(".")]  # no half-written download left

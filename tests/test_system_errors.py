@@ -95,6 +95,14 @@ def test_demo_on_a_taken_port_is_one_line(capsys):
     assert len(err) == 1 and err[0].startswith(f"error: --port {port}:") and "server_port" not in err[0], err
 
 
+def test_demo_on_an_address_of_another_machine_blames_the_host(capsys):
+    pytest.importorskip("gradio")
+    host = "192.0.2.1"  # TEST-NET-1 (RFC 5737): documentation only, assigned to no machine
+    assert main(["demo", "--host", host, "--port", "7860"]) == USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: --host {host}: not an address of this machine (Cannot assign requested address)"], err
+
+
 @pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
 def test_demo_stopped_by_a_signal_leaves_no_temporary_folder(signum, status, tmp_path, monkeypatch, capsys):
     """Ctrl+C exits 130 and SIGTERM 143, each after removing the demo's folder and Gradio's upload cache."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import logging
 import signal
@@ -85,8 +86,9 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def require_free_port(host: str, port: int) -> None:
-    """Refuse a port another server holds before any model loads (Gradio's own error is a traceback that advises a
-    ``launch()`` argument the command line does not have)."""
+    """Refuse an address the server cannot bind before any model loads (Gradio's own error is a traceback that
+    advises a ``launch()`` argument the command line does not have), saying which option is at fault: --host when
+    the address is not this machine's, --port when another program holds it (or it needs privileges)."""
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
@@ -96,5 +98,9 @@ def require_free_port(host: str, port: int) -> None:
         try:
             probe.bind(address)
         except OSError as exc:
-            raise InputError(f"--port {port}: cannot serve on {host}:{port} ({exc.strerror}); another program "
-                             "(another demo?) uses it: choose another --port") from None
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise InputError(f"--host {host}: not an address of this machine ({exc.strerror})") from None
+            if exc.errno == errno.EADDRINUSE:
+                raise InputError(f"--port {port}: cannot serve on {host}:{port} ({exc.strerror}); another program "
+                                 "(another demo?) uses it: choose another --port") from None
+            raise InputError(f"--port {port}: cannot serve on {host}:{port} ({exc.strerror})") from None

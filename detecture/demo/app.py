@@ -39,10 +39,10 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
             raise gr.Error(str(exc), print_exception=False) from None
         except MemoryError:
             raise gr.Error("not enough memory for this image; try a smaller one", print_exception=False) from None
-        except OSError as exc:  # the server's disk, not the user's image
+        except OSError as exc:  # the server's disk (reading the stored upload or writing results), not the image
             logger.error("request failed: %s", exc)
-            raise gr.Error(f"the server could not write the results ({exc.strerror or exc}); try again later",
-                           print_exception=False) from None
+            raise gr.Error(f"the server could not read the upload or write the results ({exc.strerror or exc}); "
+                           "try again later", print_exception=False) from None
         table = pd.DataFrame(response.table, columns=TABLE_HEADERS)
         return (response.image, response.annotations), table, response.files, response.status
 

@@ -4,18 +4,23 @@ The pixel count and the memory the decoded pixels take are checked from the head
 (:data:`MAX_UPLOAD_PIXELS`, :data:`MAX_DECODED_BYTES`), JPEGs are decoded straight at a reduced scale
 (``Image.draft``), and every image is shrunk to at most :data:`ANALYSIS_SIDE` px on its longer side in its own pixel
 format (16-bit, float, palette) before any conversion: the full-resolution image exists once, as decoded, never as a
-float or RGBA copy. A decompression bomb is refused before it expands.
+float or RGBA copy. A decompression bomb is refused before it expands, with the same message as any other image
+over the pixel limit (Pillow's own guard fires first for the largest claims, inside ``Image.open``). Whose fault a
+failed read is follows :func:`~detecture.utils.faults.is_input_fault`: a system error reading the upload is the
+server's and propagates as the ``OSError`` it is.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import InputError
-from ..images import check_size, exif_orientation, to_rgb, upright
+from ..images import MIN_SIDE, check_size, exif_orientation, to_rgb, upright
+from ..utils.faults import is_input_fault
 
 MAX_UPLOAD_PIXELS = 100_000_000
 MAX_DECODED_BYTES = 400 * 2**20  # e.g. 100 MP of 8-bit RGB(A) or 32-bit float grey, 200 MP of 16-bit grey
@@ -34,11 +39,19 @@ def shrink_native(im: Image.Image, max_side: int) -> Image.Image:
     if max(im.size) <= max_side:
         return im
     scale = max_side / max(im.size)
-    size = (max(1, round(im.width * scale)), max(1, round(im.height * scale)))
+    # a thin strip keeps the MIN_SIDE px every segmenter needs rather than round to a single row
+    size = (max(MIN_SIDE, round(im.width * scale)), max(MIN_SIDE, round(im.height * scale)))
     if im.mode in ("P", "PA", "1"):
         return im.resize(size, Image.Resampling.NEAREST)
     # Pillow's reduce() step has no 16-bit integer kernel; the plain resize does.
     return im.resize(size, Image.Resampling.LANCZOS, reducing_gap=None if im.mode.startswith("I;16") else 2.0)
+
+
+def too_many_pixels(name: str, pixels: int, size: tuple[int, int] | None = None) -> InputError:
+    """The refusal of an upload over :data:`MAX_UPLOAD_PIXELS`; ``size`` (W, H) when the header could be read."""
+    what = f"{size[0]}x{size[1]} is" if size else "its header claims"
+    return InputError(f"{name}: {what} {pixels / 1e6:.0f} MP; the demo accepts up to "
+                      f"{MAX_UPLOAD_PIXELS // 1_000_000} MP")
 
 
 def load_upload(path: str | Path, name: str | None = None,
@@ -52,8 +65,8 @@ def load_upload(path: str | Path, name: str | None = None,
             if orientation in (5, 6, 7, 8):  # EXIF says the picture is shown rotated by 90°
                 width, height = height, width
             if width * height > MAX_UPLOAD_PIXELS:
-                raise InputError(f"{name}: {width}x{height} is {width * height / 1e6:.0f} MP; the demo accepts up "
-                                 f"to {MAX_UPLOAD_PIXELS // 1_000_000} MP")
+                raise too_many_pixels(name, width * height, (width, height))
+            check_size(name, width, height)
             im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is enough
             if decoded_bytes(im) > MAX_DECODED_BYTES:
                 raise InputError(f"{name}: {width}x{height} {im.mode} pixels take {decoded_bytes(im) / 2**20:.0f} MB "
@@ -64,7 +77,11 @@ def load_upload(path: str | Path, name: str | None = None,
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
     except UnidentifiedImageError:
         raise InputError(f"{name}: not a readable image (unknown or corrupt format)") from None
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # says only "Image size (N pixels) exceeds limit ..."
+        claimed = re.search(r"\((\d+) pixels\)", str(exc))
+        raise too_many_pixels(name, int(claimed.group(1)) if claimed else 2 * Image.MAX_IMAGE_PIXELS) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        if not is_input_fault(exc):
+            raise
         raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
-    check_size(name, image.width, image.height)
     return np.asarray(image), (height, width)
