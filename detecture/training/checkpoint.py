@@ -212,7 +212,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def _read_state(path: Path) -> TrainerState:
     try:
-        return parse_config(TrainerState, _read_json(path), str(path))
+        return parse_config(TrainerState, _read_json(path), str(path), json=True)
     except InputError as exc:
         raise CheckpointError(str(exc)) from None
 
