@@ -133,3 +133,29 @@ def test_fp32_head_beside_bf16_backbone_outputs():
     prompts = torch.randn(2, 32, dtype=torch.bfloat16)
     pixels = torch.randn(2, 32, 4, 4, dtype=torch.bfloat16)
     assert head.mask_head(prompts, pixels).dtype == torch.float32
+
+
+def test_a_corrupt_adapter_in_a_head_folder_is_named_before_qwen_loads(tmp_path):
+    """Without this check PEFT or Qwen's loader raised an AttributeError or a SafetensorError traceback."""
+    from safetensors.torch import save_file
+
+    from detecture.bridge.head import read_head_config
+
+    source = tmp_path / "adapter"
+    source.mkdir()
+    (source / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}))
+    save_file({"lora_A": torch.zeros(8, 4)}, source / "adapter_model.safetensors")
+    path = _head().save_pretrained(tmp_path / "head", adapter_dir=source)
+    read_head_config(path)
+    adapter = path / "adapter"
+    (adapter / "adapter_config.json").write_text("[]")
+    with pytest.raises(CheckpointError, match=r"adapter_config\.json: expected a mapping at the top level, got list"):
+        read_head_config(path)
+    (adapter / "adapter_config.json").write_text("{}")
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match=r"adapter_model\.safetensors: corrupt safetensors file"):
+        read_head_config(path)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="not a PEFT adapter folder"):
+        read_head_config(path)

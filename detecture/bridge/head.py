@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from ..utils.atomic import atomic_dir
 from ..errors import CheckpointError, InputError
 from ..prompts import MAX_TEXTURES
+from ..utils.adapter_files import read_adapter_config
 from ..utils.typed_config import Integer, Number, config_class, parse_config
 from .contract import InferenceContract, legacy_contract
 
@@ -73,7 +74,8 @@ class HeadConfig:
 
 def read_head_config(path: str | Path) -> HeadConfig:
     """The config of a head checkpoint folder, checked against its weights' header (names and shapes, not the
-    tensors): commands call it before any model loads, so a wrong ``--head`` fails in milliseconds."""
+    tensors), and its adapter's files if it has one: commands call it before any model loads, so a wrong ``--head``
+    fails in milliseconds."""
     path = Path(path)
     config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not path.exists():
@@ -99,6 +101,8 @@ def read_head_config(path: str | Path) -> HeadConfig:
     if contract is not None:
         config.contract = InferenceContract.from_dict(contract, str(config_file))
     _check_weights_header(weights_file, config)
+    if (path / ADAPTER_DIR).is_dir():
+        read_adapter_config(path / ADAPTER_DIR)
     return config
 
 
