@@ -148,3 +148,13 @@ def test_range_errors_blame_the_command_line_option_that_set_the_value(tmp_path,
         "error: --epochs 1: optim.stage1_epochs (8) must be between 0 and optim.epochs (1)\n")
     assert main(args + ["--set", "optim.clip_norm=-1"]) == 2
     assert capsys.readouterr().err == "error: --set optim.clip_norm: optim.clip_norm must be > 0\n"
+
+
+def test_head_overrides_are_checked_with_the_head_config_when_the_file_is_read(tmp_path):
+    """model.head reaches HeadConfig only after the backbones load: its typos and ranges must fail first."""
+    path = _write_with(tmp_path, CONFIGS / "train.yaml", "model.head", {"bridge_dropout": 2})
+    with pytest.raises(InputError) as info:
+        load_train_config(path)
+    assert str(info.value) == f"{path}: model.head.bridge_dropout: expected less than 1, got 2"
+    with pytest.raises(InputError, match=r"^--set model\.head\.dropot: model\.head\.dropot: unknown key"):
+        load_train_config(None, {"model.head.dropot": 0.1})

@@ -183,7 +183,20 @@ class Config:
             if not ok:
                 given = [origins[k] for k in keys if k in origins]
                 raise InputError(f"{', '.join(given) if given else source}: {message}")
+        self._check_head_overrides(source, origins)
         return self
+
+    def _check_head_overrides(self, source: str, origins: dict[str, str]) -> None:
+        """``model.head`` feeds :class:`~detecture.bridge.head.HeadConfig` after the backbones load; its own types
+        and ranges are checked now (the widths the backbones decide get a stand-in value)."""
+        from ..bridge.head import HeadConfig  # torch: only once a config is read
+
+        given = [name for key, name in origins.items() if key == "model.head" or key.startswith("model.head.")]
+        try:
+            parse_config(HeadConfig, {"qwen_hidden_size": 1, **self.model.head}, "model.head")
+        except InputError as exc:
+            raise InputError(f"{', '.join(given) if given else source}: model.head.{str(exc).split(': ', 1)[1]}"
+                             ) from None
 
 
 def config_from_dict(data: dict[str, Any] | None, source: str = "config",
