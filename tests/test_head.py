@@ -72,6 +72,54 @@ def test_weights_that_do_not_fit_the_config(tmp_path):
         DetectureHead.from_pretrained(path)
 
 
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        ({"prompt_dim": "32"}, "prompt_dim: expected an integer, got '32'"),  # JSON has real numbers
+        ({"num_slots": -1}, "num_slots: expected at least 2, got -1"),
+        ({"pixel_dim": 0}, "pixel_dim: expected at least 1, got 0"),
+        ({"bridge_dropout": 1.0}, "bridge_dropout: expected less than 1, got 1.0"),
+        ({"pixel_dim": None}, "missing key pixel_dim"),  # a default would blame the weights instead
+        ({"lr_scale": 3}, "lr_scale: unknown key (known: qwen_hidden_size, "),
+    ],
+)
+def test_bad_config_values_are_one_line_naming_file_and_key(tmp_path, edit, problem):
+    """Checked by read_head_config, which commands call before any model loads."""
+    from detecture.bridge.head import read_head_config
+
+    path = _head().save_pretrained(tmp_path / "head")
+    config = json.loads((path / "config.json").read_text())
+    config.update(edit)
+    config = {k: v for k, v in config.items() if v is not None}
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as info:
+        read_head_config(path)
+    assert str(info.value).startswith(f"{path / 'config.json'}: {problem}")
+
+
+def test_corrupt_or_mismatched_weights_are_found_from_the_header(tmp_path):
+    """No tensor is loaded: a cut file is called corrupt, a missing or reshaped tensor is named."""
+    from safetensors.torch import load_file, save_file
+
+    from detecture.bridge.head import read_head_config
+
+    path = _head().save_pretrained(tmp_path / "head")
+    weights = path / "model.safetensors"
+    tensors = load_file(weights)
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) - 100])
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: corrupt safetensors file"):
+        read_head_config(path)
+    del tensors["dustbin"]
+    save_file(tensors, weights)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: weights do not match config\.json: missing dustbin$"):
+        read_head_config(path)
+    tensors["dustbin"] = torch.zeros(65)
+    save_file(tensors, weights)
+    with pytest.raises(CheckpointError, match=r"dustbin has shape \(65,\), config\.json implies \(64,\)"):
+        read_head_config(path)
+
+
 @pytest.mark.parametrize("hidden", [2048, 2560, 4096])
 def test_published_qwen_widths_build(hidden):
     head = DetectureHead(HeadConfig(qwen_hidden_size=hidden))
@@ -85,3 +133,29 @@ def test_fp32_head_beside_bf16_backbone_outputs():
     prompts = torch.randn(2, 32, dtype=torch.bfloat16)
     pixels = torch.randn(2, 32, 4, 4, dtype=torch.bfloat16)
     assert head.mask_head(prompts, pixels).dtype == torch.float32
+
+
+def test_a_corrupt_adapter_in_a_head_folder_is_named_before_qwen_loads(tmp_path):
+    """Without this check PEFT or Qwen's loader raised an AttributeError or a SafetensorError traceback."""
+    from safetensors.torch import save_file
+
+    from detecture.bridge.head import read_head_config
+
+    source = tmp_path / "adapter"
+    source.mkdir()
+    (source / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 16}))
+    save_file({"lora_A": torch.zeros(8, 4)}, source / "adapter_model.safetensors")
+    path = _head().save_pretrained(tmp_path / "head", adapter_dir=source)
+    read_head_config(path)
+    adapter = path / "adapter"
+    (adapter / "adapter_config.json").write_text("[]")
+    with pytest.raises(CheckpointError, match=r"adapter_config\.json: expected a mapping at the top level, got list"):
+        read_head_config(path)
+    (adapter / "adapter_config.json").write_text("{}")
+    weights = adapter / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    with pytest.raises(CheckpointError, match=r"adapter_model\.safetensors: corrupt safetensors file"):
+        read_head_config(path)
+    weights.unlink()
+    with pytest.raises(CheckpointError, match="not a PEFT adapter folder"):
+        read_head_config(path)

@@ -64,3 +64,21 @@ def test_feature_cache_of_another_contract_is_not_reused(head_dir, tmp_path):
     plain = Trainer.from_config(cfg, data, tmp_path / "plain")
     converted = Trainer.from_config(cfg, data, tmp_path / "converted", init=head)
     assert plain.cache.key != converted.cache.key
+
+
+def test_a_bad_init_head_stops_the_command_before_anything_is_written(head_dir, tmp_path, capsys):
+    """The head's config is checked before the backbones load and before --out is made, so a re-run into the same
+    --out starts clean."""
+    import json
+    import shutil
+
+    from detecture.cli import main
+
+    bad = tmp_path / "bad"
+    shutil.copytree(head_dir[0], bad)
+    config = json.loads((bad / "config.json").read_text())
+    (bad / "config.json").write_text(json.dumps({**config, "num_slots": -1}))
+    out = tmp_path / "run"
+    assert main(["train", "--tiny", "--data", str(tmp_path), "--out", str(out), "--init", str(bad)]) == 2
+    assert capsys.readouterr().err == f"error: {bad / 'config.json'}: num_slots: expected at least 2, got -1\n"
+    assert not out.exists()

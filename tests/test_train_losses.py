@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -184,6 +185,13 @@ def test_optimizer_and_rng_checkpoint_roundtrip(tmp_path):
     opt4 = torch.optim.AdamW([{"name": "bridge", "params": list(module2.parameters())}], lr=0.1)
     with pytest.raises(CheckpointError, match="optimizer parameter groups"):
         ckpt.load_checkpoint(latest, module2, opt4, rank=0)
+    state_file = latest / "trainer_state.json"
+    for text, problem in (("[]", "expected a mapping at the top level, got list"),
+                          ('{"bogus": 1}', "bogus: unknown key"),
+                          ('{"epoch": "one"}', "epoch: expected an integer")):
+        state_file.write_text(text)  # a corrupt state is the checkpoint's fault, named like its other files
+        with pytest.raises(CheckpointError, match=rf"^{re.escape(str(state_file))}: {re.escape(problem)}"):
+            ckpt.load_checkpoint(latest, module2, opt2, rank=0)
 
 
 def test_optimizer_state_of_untrained_parameters_stays_absent():

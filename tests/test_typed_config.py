@@ -118,3 +118,43 @@ def test_documented_set_example_gets_past_the_config(tmp_path, capsys):
     assert code == 2 and "training dataset not found" in err
     code = main(["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), "--set", "optim.lr=fast"])
     assert code == 2 and capsys.readouterr().err == "error: --set optim.lr: expected a number, got 'fast'\n"
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        ("optim.clip_norm", -1.0, "optim.clip_norm must be > 0"),  # torch would flip every gradient
+        ("optim.clip_norm", 0.0, "optim.clip_norm must be > 0"),  # torch would zero every gradient
+        ("optim.betas", [0.9, 1.0], "optim.betas must both be in [0, 1)"),
+        ("optim.betas", [-0.1, 0.999], "optim.betas must both be in [0, 1)"),
+        ("optim.weight_decay", -0.01, "optim.weight_decay must be >= 0"),
+    ],
+)
+def test_out_of_range_optimizer_values_are_one_line_at_load(tmp_path, dotted, value, expected):
+    """Caught when the file is read, not when AdamW is built after the backbones load (or never, for clip_norm)."""
+    path = _write_with(tmp_path, CONFIGS / "train.yaml", dotted, value)
+    with pytest.raises(InputError) as info:
+        load_train_config(path)
+    assert str(info.value).startswith(f"{path}: {expected}")
+
+
+def test_range_errors_blame_the_command_line_option_that_set_the_value(tmp_path, capsys):
+    """`--epochs 1` under the default stage1_epochs 8 is the option's fault, not the YAML file's."""
+    from detecture.cli import main
+
+    args = ["train", "--config", str(CONFIGS / "train.yaml"), "--data", str(tmp_path), "--out", str(tmp_path / "o")]
+    assert main(args + ["--epochs", "1"]) == 2
+    assert capsys.readouterr().err == (
+        "error: --epochs 1: optim.stage1_epochs (8) must be between 0 and optim.epochs (1)\n")
+    assert main(args + ["--set", "optim.clip_norm=-1"]) == 2
+    assert capsys.readouterr().err == "error: --set optim.clip_norm: optim.clip_norm must be > 0\n"
+
+
+def test_head_overrides_are_checked_with_the_head_config_when_the_file_is_read(tmp_path):
+    """model.head reaches HeadConfig only after the backbones load: its typos and ranges must fail first."""
+    path = _write_with(tmp_path, CONFIGS / "train.yaml", "model.head", {"bridge_dropout": 2})
+    with pytest.raises(InputError) as info:
+        load_train_config(path)
+    assert str(info.value) == f"{path}: model.head.bridge_dropout: expected less than 1, got 2"
+    with pytest.raises(InputError, match=r"^--set model\.head\.dropot: model\.head\.dropot: unknown key"):
+        load_train_config(None, {"model.head.dropot": 0.1})

@@ -144,18 +144,15 @@ class QwenVL:
         The adapter's trainable-token rows must be this tokenizer's ``<|seg|>`` id: a different id would silently
         train-free some other token's row and leave ``<|seg|>`` untrained.
         """
-        import json
-
         from ..errors import CheckpointError
+        from ..utils.adapter_files import read_adapter_config
         from ..utils.optional import peft_for
 
-        config_file = Path(path) / "adapter_config.json"
-        if config_file.is_file():
-            rows = json.loads(config_file.read_text()).get("trainable_token_indices") or {}
-            wrong = {name: ids for name, ids in rows.items() if list(ids) != [self.seg_token_id]}
-            if wrong:
-                raise CheckpointError(f"{path}: adapter trains token rows {wrong}, but this tokenizer's <|seg|> id is "
-                                      f"{self.seg_token_id}; the adapter was made for another tokenizer")
+        rows = read_adapter_config(path).get("trainable_token_indices") or {}
+        wrong = {name: ids for name, ids in rows.items() if list(ids) != [self.seg_token_id]}
+        if wrong:
+            raise CheckpointError(f"{path}: adapter trains token rows {wrong}, but this tokenizer's <|seg|> id is "
+                                  f"{self.seg_token_id}; the adapter was made for another tokenizer")
 
         with peft_for(getattr(self.model, "hf_quantizer", None) is not None) as peft:
             self.model = peft.PeftModel.from_pretrained(self.model, str(path)).eval().requires_grad_(False)

@@ -11,40 +11,53 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, field
 from pathlib import Path
+from typing import Annotated, Any
 
 import torch
 import torch.nn as nn
-from safetensors import SafetensorError
+from pydantic import Field, SkipValidation
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from ..utils.atomic import atomic_dir
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
 from ..prompts import MAX_TEXTURES
+from ..utils.adapter_files import read_adapter_config
+from ..utils.typed_config import Integer, Number, config_class, parse_config
 from .contract import InferenceContract, legacy_contract
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 ADAPTER_DIR = "adapter"
+# The widths the weights' shapes depend on: a config.json must state them, since a default would blame the weights.
+SHAPE_KEYS = ("qwen_hidden_size", "sam_text_hidden_size", "prompt_dim", "pixel_dim", "mask_hidden_size")
+
+Width = Annotated[Integer, Field(ge=1)]
 
 
-@dataclass
+@config_class
 class HeadConfig:
-    """Widths come from the backbones the head is paired with; a head only fits backbones of the same widths."""
+    """Widths come from the backbones the head is paired with; a head only fits backbones of the same widths.
 
-    qwen_hidden_size: int
-    sam_text_hidden_size: int = 1024
-    prompt_dim: int = 256
-    pixel_dim: int = 256
-    mask_hidden_size: int = 256
-    bridge_dropout: float = 0.4
-    num_slots: int = MAX_TEXTURES + 1
+    Typed like the training config: a wrongly typed, out-of-range or unknown key in a head's ``config.json`` is one
+    line naming the file and the key, before any model loads.
+    """
+
+    qwen_hidden_size: Width
+    sam_text_hidden_size: Width = 1024
+    prompt_dim: Width = 256
+    pixel_dim: Width = 256
+    mask_hidden_size: Width = 256
+    bridge_dropout: Annotated[Number, Field(ge=0, lt=1)] = 0.4
+    num_slots: Annotated[Integer, Field(ge=2)] = MAX_TEXTURES + 1  # the dustbin and at least one texture
     qwen_model: str = ""
     sam3_model: str = ""
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
     # How the head must be run (prompts, positions, image, ...); None in heads saved before contracts existed.
-    contract: InferenceContract | None = None
+    # Checked by InferenceContract.from_dict when read from a file, which knows its legacy forms.
+    contract: SkipValidation[InferenceContract | None] = None
 
     @classmethod
     def for_backbones(cls, qwen, sam3, **overrides) -> "HeadConfig":
@@ -60,8 +73,9 @@ class HeadConfig:
 
 
 def read_head_config(path: str | Path) -> HeadConfig:
-    """The config of a head checkpoint folder, without its weights: commands call it before any model loads, so a
-    wrong ``--head`` fails in milliseconds."""
+    """The config of a head checkpoint folder, checked against its weights' header (names and shapes, not the
+    tensors), and its adapter's files if it has one: commands call it before any model loads, so a wrong ``--head``
+    fails in milliseconds."""
     path = Path(path)
     config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not path.exists():
@@ -71,14 +85,44 @@ def read_head_config(path: str | Path) -> HeadConfig:
     if not config_file.is_file() or not weights_file.is_file():
         raise CheckpointError(f"{path}: not a head checkpoint (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
-        raw = json.loads(config_file.read_text())
-        known = {f.name for f in fields(HeadConfig)}
-        values = {k: v for k, v in raw.items() if k in known}
-        if values.get("contract") is not None:
-            values["contract"] = InferenceContract.from_dict(values["contract"], str(config_file))
-        return HeadConfig(**values)
-    except (json.JSONDecodeError, TypeError, AttributeError) as exc:
+        raw = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{config_file}: malformed head config ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{config_file}: expected a mapping at the top level, got {type(raw).__name__}")
+    missing = [key for key in SHAPE_KEYS if key not in raw]
+    if missing:
+        raise CheckpointError(f"{config_file}: missing key {', '.join(missing)}")
+    contract = raw.pop("contract", None)
+    try:
+        config = parse_config(HeadConfig, raw, str(config_file), json=True)
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
+    if contract is not None:
+        config.contract = InferenceContract.from_dict(contract, str(config_file))
+    _check_weights_header(weights_file, config)
+    if (path / ADAPTER_DIR).is_dir():
+        read_adapter_config(path / ADAPTER_DIR)
+    return config
+
+
+def _check_weights_header(weights_file: Path, config: HeadConfig) -> None:
+    """Tensor names and shapes the config implies (built on the meta device: no memory, no init) against the
+    safetensors header, which ``safe_open`` reads without the tensors and rejects when it or the file is cut short."""
+    with torch.device("meta"):
+        expected = {name: tuple(t.shape) for name, t in DetectureHead(config).state_dict().items()}
+    try:
+        with safe_open(str(weights_file), framework="pt") as weights:
+            found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_file}: corrupt safetensors file ({exc})") from None
+    problems = [f"missing {name}" for name in expected if name not in found]
+    problems += [f"unexpected {name}" for name in found if name not in expected]
+    problems += [f"{name} has shape {found[name]}, {CONFIG_FILE} implies {shape}"
+                 for name, shape in expected.items() if name in found and found[name] != shape]
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise CheckpointError(f"{weights_file}: weights do not match {CONFIG_FILE}: {problems[0]}{more}")
 
 
 class Bridge(nn.Module):

@@ -77,11 +77,12 @@ def run(args: argparse.Namespace) -> int:
     if args.resume_lr_scale is not None and args.resume_lr_scale <= 0:
         raise InputError(f"--resume-lr-scale must be positive, got {args.resume_lr_scale}")
     overrides = parse_overrides(args.set)
+    options = {}
     if args.tiny:
-        overrides["model.tiny"] = True
+        overrides["model.tiny"], options["model.tiny"] = True, "--tiny"
     if args.epochs is not None:
-        overrides["optim.epochs"] = args.epochs
-    cfg = load_config(args.config, overrides)
+        overrides["optim.epochs"], options["optim.epochs"] = args.epochs, f"--epochs {args.epochs}"
+    cfg = load_config(args.config, overrides, options)
     require_dir(args.data, "training dataset")
     if args.val_data is not None:
         require_dir(args.val_data, "validation dataset")

@@ -23,7 +23,7 @@ import os
 import random
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, field
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..utils import atomic
-from ..errors import CheckpointError
+from ..errors import CheckpointError, InputError
+from ..utils.typed_config import Integer, config_class, parse_config
 from . import sharding
 
 log = logging.getLogger(__name__)
@@ -40,18 +41,22 @@ log = logging.getLogger(__name__)
 LATEST = "latest.json"
 
 
-@dataclass
+@config_class
 class TrainerState:
-    """Where training is: ``batch_in_epoch`` micro-batches of ``epoch`` are done (the data position)."""
+    """Where training is: ``batch_in_epoch`` micro-batches of ``epoch`` are done (the data position).
 
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    optimizer_step: int = 0
-    nonfinite_streak: int = 0
-    nonfinite_total: int = 0
+    Typed like the training config, so a ``trainer_state.json`` of the wrong shape is one line naming the file and
+    the key when a run resumes, not a ``TypeError`` from deep inside it.
+    """
+
+    epoch: Integer = 0
+    batch_in_epoch: Integer = 0
+    optimizer_step: Integer = 0
+    nonfinite_streak: Integer = 0
+    nonfinite_total: Integer = 0
     schedule: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
-    world_size: int = 1
+    world_size: Integer = 1
 
 
 def optimizer_to_files(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -205,12 +210,19 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
+def _read_state(path: Path) -> TrainerState:
+    try:
+        return parse_config(TrainerState, _read_json(path), str(path), json=True)
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
 def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, rank: int
                     ) -> TrainerState:
     """Restore weights, optimizer and this rank's RNG in place; return the trainer state. Every rank calls it (each
     reads the full files and keeps its own shard under FSDP)."""
     directory = Path(directory)
-    state = TrainerState(**_read_json(directory / "trainer_state.json"))
+    state = _read_state(directory / "trainer_state.json")
     sharding.load_trainable_state(model, _read_tensors(directory / "trainable.safetensors"), str(directory))
     saved = optimizer_from_files(_read_tensors(directory / "optimizer.safetensors"),
                                  _read_json(directory / "optimizer.json"))

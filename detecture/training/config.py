@@ -144,41 +144,74 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def validate(self, source: str = "config") -> "Config":
-        """Reject values that would fail late (after hours of training) or silently train the wrong thing."""
+    def validate(self, source: str = "config", origins: dict[str, str] | None = None) -> "Config":
+        """Reject values that would fail late (after hours of training) or silently train the wrong thing.
+
+        ``origins`` maps a dotted key set on the command line to how it was given (``--epochs``), so a failed check
+        blames the option rather than ``source`` for a value the file never held.
+        """
         o = self.optim
-        checks = [
-            (o.epochs >= 1, "optim.epochs must be >= 1"),
-            (0 <= o.stage1_epochs <= o.epochs, "optim.stage1_epochs must be between 0 and optim.epochs"),
-            (o.batch_size >= 1 and o.grad_accum >= 1, "optim.batch_size and optim.grad_accum must be >= 1"),
-            (o.lr > 0 and 0 <= o.min_lr <= o.lr, "need optim.lr > 0 and 0 <= optim.min_lr <= optim.lr"),
-            (o.warmup_epochs >= 0, "optim.warmup_epochs must be >= 0"),
-            (1 <= self.data.max_regions <= 6, "data.max_regions must be in 1..6 (the head has 6 texture slots)"),
-            (0.0 <= self.data.oracle_fraction <= 1.0, "data.oracle_fraction must be in [0, 1]"),
-            (self.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
-            (self.train.max_nonfinite_steps >= 1, "train.max_nonfinite_steps must be >= 1"),
-            (self.cache.views >= 1, "cache.views must be >= 1"),
+        checks: list[tuple[bool, tuple[str, ...], str]] = [
+            (o.epochs >= 1, ("optim.epochs",), "optim.epochs must be >= 1"),
+            (0 <= o.stage1_epochs <= o.epochs, ("optim.stage1_epochs", "optim.epochs"),
+             f"optim.stage1_epochs ({o.stage1_epochs}) must be between 0 and optim.epochs ({o.epochs})"),
+            (o.batch_size >= 1 and o.grad_accum >= 1, ("optim.batch_size", "optim.grad_accum"),
+             "optim.batch_size and optim.grad_accum must be >= 1"),
+            (o.lr > 0 and 0 <= o.min_lr <= o.lr, ("optim.lr", "optim.min_lr"),
+             "need optim.lr > 0 and 0 <= optim.min_lr <= optim.lr"),
+            (o.warmup_epochs >= 0, ("optim.warmup_epochs",), "optim.warmup_epochs must be >= 0"),
+            (o.weight_decay >= 0, ("optim.weight_decay",), "optim.weight_decay must be >= 0"),
+            (all(0 <= b < 1 for b in o.betas), ("optim.betas",), "optim.betas must both be in [0, 1) (AdamW's rule)"),
+            # torch clips with any max_norm: a negative one flips every gradient, zero erases them.
+            (o.clip_norm > 0, ("optim.clip_norm",), "optim.clip_norm must be > 0"),
+            (1 <= self.data.max_regions <= 6, ("data.max_regions",),
+             "data.max_regions must be in 1..6 (the head has 6 texture slots)"),
+            (0.0 <= self.data.oracle_fraction <= 1.0, ("data.oracle_fraction",),
+             "data.oracle_fraction must be in [0, 1]"),
+            (self.train.keep_checkpoints >= 1, ("train.keep_checkpoints",), "train.keep_checkpoints must be >= 1"),
+            (self.train.max_nonfinite_steps >= 1, ("train.max_nonfinite_steps",),
+             "train.max_nonfinite_steps must be >= 1"),
+            (self.cache.views >= 1, ("cache.views",), "cache.views must be >= 1"),
         ]
         for scales_name in ("stage1_scales", "stage2_scales"):
-            scales = getattr(o, scales_name)
+            scales, key = getattr(o, scales_name), f"optim.{scales_name}"
             unknown = set(scales) - set(GROUPS)
-            checks.append((not unknown, f"optim.{scales_name}: unknown group(s) {sorted(unknown)}; groups are {GROUPS}"))
-            checks.append((all(v >= 0 for v in scales.values()), f"optim.{scales_name}: scales must be >= 0"))
-        for ok, message in checks:
+            checks.append((not unknown, (key,), f"{key}: unknown group(s) {sorted(unknown)}; groups are {GROUPS}"))
+            checks.append((all(v >= 0 for v in scales.values()), (key,), f"{key}: scales must be >= 0"))
+        origins = origins or {}
+        for ok, keys, message in checks:
             if not ok:
-                raise InputError(f"{source}: {message}")
+                given = [origins[k] for k in keys if k in origins]
+                raise InputError(f"{', '.join(given) if given else source}: {message}")
+        self._check_head_overrides(source, origins)
         return self
+
+    def _check_head_overrides(self, source: str, origins: dict[str, str]) -> None:
+        """``model.head`` feeds :class:`~detecture.bridge.head.HeadConfig` after the backbones load; its own types
+        and ranges are checked now (the widths the backbones decide get a stand-in value)."""
+        from ..bridge.head import HeadConfig  # torch: only once a config is read
+
+        given = [name for key, name in origins.items() if key == "model.head" or key.startswith("model.head.")]
+        try:
+            parse_config(HeadConfig, {"qwen_hidden_size": 1, **self.model.head}, "model.head")
+        except InputError as exc:
+            raise InputError(f"{', '.join(given) if given else source}: model.head.{str(exc).split(': ', 1)[1]}"
+                             ) from None
 
 
 def config_from_dict(data: dict[str, Any] | None, source: str = "config",
-                     overrides: dict[str, Any] | None = None) -> Config:
-    return parse_config(Config, data, source, overrides).validate(source)
+                     overrides: dict[str, Any] | None = None, options: dict[str, str] | None = None) -> Config:
+    """``options`` names the command-line option behind an override key (default ``--set KEY``), for errors."""
+    origins = {key: f"--set {key}" for key in overrides or {}} | (options or {})
+    return parse_config(Config, data, source, overrides).validate(source, origins)
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> Config:
-    """Read a YAML config (``None`` = all defaults) and apply dotted-key overrides (``{"optim.epochs": 2}``)."""
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None,
+                options: dict[str, str] | None = None) -> Config:
+    """Read a YAML config (``None`` = all defaults) and apply dotted-key overrides (``{"optim.epochs": 2}``);
+    ``options`` maps an override key to the option that set it (``{"optim.epochs": "--epochs"}``) for errors."""
     data: Any = None
     source = str(path) if path else "built-in config defaults"
     if path is not None:
         data = read_yaml(path, "config file")[0]
-    return config_from_dict(data, source, overrides)
+    return config_from_dict(data, source, overrides, options)

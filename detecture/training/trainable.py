@@ -11,7 +11,6 @@ warm-started from ``<|im_end|>`` by :func:`detecture.backbones.tokens.add_seg_to
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,12 +65,9 @@ def load_adapter_weights(qwen: QwenVL, adapter: Path, cfg: LoraConfig) -> None:
     from safetensors.torch import load_file
 
     from ..errors import CheckpointError
+    from ..utils.adapter_files import WEIGHTS_FILE, read_adapter_config
 
-    config_file, weights = adapter / "adapter_config.json", adapter / "adapter_model.safetensors"
-    if not config_file.is_file() or not weights.is_file():
-        raise CheckpointError(f"{adapter}: not a PEFT adapter folder (expected adapter_config.json and "
-                              "adapter_model.safetensors)")
-    saved = json.loads(config_file.read_text())
+    saved, weights = read_adapter_config(adapter), adapter / WEIGHTS_FILE
     if (saved.get("r"), saved.get("lora_alpha")) != (cfg.r, cfg.alpha):
         raise CheckpointError(f"{adapter}: adapter has LoRA r={saved.get('r')}, alpha={saved.get('lora_alpha')} but "
                               f"training is configured for r={cfg.r}, alpha={cfg.alpha}; pass "

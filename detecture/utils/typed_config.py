@@ -22,7 +22,7 @@ import typing
 from typing import Annotated, Any, Callable, TypeVar
 
 import yaml
-from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError, ValidationInfo
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 from pydantic_core import PydanticCustomError
 
@@ -34,16 +34,22 @@ _NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
 _INTEGER_TEXT = re.compile(r"[+-]?\d+")
 
 
-def _number(value: Any) -> float:
-    if isinstance(value, str) and _NUMBER_TEXT.fullmatch(value.strip()):
+def _numbers_as_text(info: ValidationInfo) -> bool:
+    """Numeric strings are read as numbers only in YAML (1.1 reads ``5e-5`` as a string); JSON has real numbers,
+    so a quoted ``"32"`` there is a wrongly typed value."""
+    return not (info.context or {}).get("json", False)
+
+
+def _number(value: Any, info: ValidationInfo) -> float:
+    if isinstance(value, str) and _numbers_as_text(info) and _NUMBER_TEXT.fullmatch(value.strip()):
         value = float(value)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise PydanticCustomError("detecture_type", "expected a number")
     return float(value)
 
 
-def _integer(value: Any) -> int:
-    if isinstance(value, str) and _INTEGER_TEXT.fullmatch(value.strip()):
+def _integer(value: Any, info: ValidationInfo) -> int:
+    if isinstance(value, str) and _numbers_as_text(info) and _INTEGER_TEXT.fullmatch(value.strip()):
         value = int(value)
     if isinstance(value, float) and value.is_integer():
         value = int(value)
@@ -64,6 +70,7 @@ Integer = Annotated[int, BeforeValidator(_integer)]
 """An int; ``20.0`` and ``"20"`` are converted, ``9.5`` and ``True`` are errors."""
 Flag = Annotated[bool, BeforeValidator(_flag)]
 """``true`` / ``false`` only (YAML's yes/no/on/off are already booleans when parsed)."""
+# Ranges are pydantic's own constraints, e.g. ``Annotated[Integer, Field(ge=1)]``: "expected at least 1, got 0".
 
 _CONFIG = ConfigDict(extra="forbid", allow_inf_nan=False)
 
@@ -86,6 +93,10 @@ _MESSAGES: dict[str, Callable[[dict[str, Any]], str]] = {
     "literal_error": lambda e: f"expected {e['ctx']['expected']}",
     "too_long": lambda e: f"expected {e['ctx']['max_length']} value(s)",
     "too_short": lambda e: f"expected {e['ctx']['min_length']} value(s)",
+    "greater_than_equal": lambda e: f"expected at least {e['ctx']['ge']}",
+    "greater_than": lambda e: f"expected more than {e['ctx']['gt']}",
+    "less_than_equal": lambda e: f"expected at most {e['ctx']['le']}",
+    "less_than": lambda e: f"expected less than {e['ctx']['lt']}",
     "missing": lambda e: "missing key",
     "missing_argument": lambda e: "missing key",
 }
@@ -150,8 +161,10 @@ def _adapter(cls: type) -> TypeAdapter:
     return TypeAdapter(cls)
 
 
-def parse_config(cls: type[T], data: Any, source: str, overrides: dict[str, Any] | None = None) -> T:
-    """Build ``cls`` from parsed YAML ``data`` (``None`` = all defaults) and dotted ``overrides``.
+def parse_config(cls: type[T], data: Any, source: str, overrides: dict[str, Any] | None = None, *,
+                 json: bool = False) -> T:
+    """Build ``cls`` from parsed YAML ``data`` (``None`` = all defaults) and dotted ``overrides``; ``json``: data
+    read from JSON, where a number written as a string is an error.
 
     Errors name where the bad value came from (``source``, or ``--set KEY`` for an override) and the key path.
     """
@@ -162,7 +175,7 @@ def parse_config(cls: type[T], data: Any, source: str, overrides: dict[str, Any]
     for dotted, value in overrides.items():
         set_dotted(data, dotted, value)
     try:
-        return _adapter(cls).validate_python(data)
+        return _adapter(cls).validate_python(data, context={"json": json})
     except ValidationError as exc:
         errors = exc.errors()
         first = errors[0]

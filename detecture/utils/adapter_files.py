@@ -1,0 +1,36 @@
+"""A saved PEFT adapter folder (LoRA + ``<|seg|>`` rows), checked from its files alone so that a corrupt adapter
+inside a head folder is reported before Qwen loads, not as a traceback from inside ``PeftModel.from_pretrained``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+
+from ..errors import CheckpointError
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+
+
+def read_adapter_config(adapter: str | Path) -> dict[str, Any]:
+    """The adapter's config as a JSON object, after checking its weights file's safetensors header (not the
+    tensors: milliseconds); a missing, malformed or cut file is a :class:`CheckpointError` naming it."""
+    adapter = Path(adapter)
+    config_file, weights_file = adapter / CONFIG_FILE, adapter / WEIGHTS_FILE
+    if not config_file.is_file() or not weights_file.is_file():
+        raise CheckpointError(f"{adapter}: not a PEFT adapter folder (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"{config_file}: malformed adapter config ({exc})") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{config_file}: expected a mapping at the top level, got {type(config).__name__}")
+    try:
+        with safe_open(str(weights_file), framework="pt") as weights:
+            weights.keys()
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_file}: corrupt safetensors file ({exc})") from None
+    return config
