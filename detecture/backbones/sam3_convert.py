@@ -97,8 +97,8 @@ def convert_state_dict(checkpoint: Mapping[str, torch.Tensor], target: Mapping[s
             out[name] = tensor.contiguous()
     missing = sorted(set(target) - set(out))
     if unknown or missing:
-        raise InputError(f"{source}: does not match Sam3Model: "
-                         f"{len(unknown)} unmapped keys {unknown[:5]}, {len(missing)} unfilled parameters {missing[:5]}")
+        raise InputError(f"{source}: does not match Sam3Model: {len(unknown)} unmapped keys {unknown[:5]}, "
+                         f"{len(missing)} unfilled parameters {missing[:5]}")
     return Converted(out, dropped, tracker_keys)
 
 
@@ -127,7 +127,7 @@ def target_shapes(config) -> dict[str, torch.Tensor]:
 def load_meta_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """Meta's state dict from ``path`` (read safely, :mod:`detecture.utils.torch_files`), under its ``model`` key or
     bare; one :class:`InputError` naming the file unless it maps parameter names to tensors."""
-    raw = load_checkpoint(path, "Meta's SAM3 checkpoint: hf download facebook/sam3 sam3.pt")
+    raw = load_checkpoint(path, "sam3.pt", "Meta's SAM3 checkpoint: hf download facebook/sam3 sam3.pt")
     state = raw["model"] if isinstance(raw, dict) and isinstance(raw.get("model"), dict) else raw
     return tensor_dict(path, state, "the SAM3 checkpoint")
 

@@ -76,7 +76,8 @@ def load_published(path: str | Path) -> Published:
     named floating-point tensor, then the key names, then each tensor's rank, and only then the shapes, which are read
     off the tensors themselves."""
     path = Path(path)
-    raw = load_checkpoint(path, "download it with: hf download anon-detecture-neurips-2026/Detecture-NeurIPS best.pt")
+    raw = load_checkpoint(path, "best.pt",
+                          "download it with: hf download anon-detecture-neurips-2026/Detecture-NeurIPS best.pt")
     if not isinstance(raw, dict):
         raise InputError(f"{path}: expected a dict checkpoint, found {type(raw).__name__}")
     missing = [k for k in TOP_LEVEL if k not in raw]

@@ -24,14 +24,15 @@ from .faults import is_input_fault
 ZIP_MAGIC = b"PK\x03\x04"  # every file torch.save writes in its zip format (the default since torch 1.6) starts so
 
 
-def load_checkpoint(path: Path, missing_hint: str = "") -> Any:
+def load_checkpoint(path: Path, file_name: str, missing_hint: str = "") -> Any:
     """The object ``torch.save`` stored in ``path``, loaded on the CPU with ``weights_only`` and ``mmap``.
 
-    Raises one :class:`InputError` naming ``path`` when it is no file (``missing_hint`` says where to get it), not
-    torch's zip format, or holds Python objects other than tensors and builtins.
+    Raises one :class:`InputError` naming ``path`` when it is a folder (``file_name`` is the file it should hold),
+    no file (``missing_hint`` says where to get it), not torch's zip format, or holds Python objects other than
+    tensors and builtins.
     """
     if path.is_dir():
-        raise InputError(f"{path}: is a folder; give the checkpoint file inside it")
+        raise InputError(f"{path}: is a folder; give the checkpoint file inside it (e.g. {path / file_name})")
     if not path.is_file():
         raise InputError(f"{path}: no such file{f' ({missing_hint})' if missing_hint else ''}")
     try:
