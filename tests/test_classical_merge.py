@@ -10,8 +10,8 @@ from detecture.classical.merge import coding_length, merge_regions
 
 def test_coding_length_equals_the_formula_on_raw_samples():
     """Ma et al. (2007), eq. 6 with the mean coded, plus membership, from the samples with numpy's own covariance
-    and determinant: L = (D + m)/2 log det(I + D/(ε² m) Σ_i (x_i - μ)(x_i - μ)ᵀ) + D/2 log(1 + |μ|²/ε²) − m log(n/N),
-    m = n / pixels_per_sample."""
+    and determinant: L = (D + m)/2 log det(I + D/ε² Σ) + D/2 log(1 + |μ|²/ε²) − m log(n/N), where Σ is the
+    covariance of the n samples and m = n / pixels_per_sample the samples they count as."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(500, 4)) @ rng.normal(size=(4, 4)) + rng.normal(size=4)
     eps, per_sample, image = 0.7, 10.0, 2000
