@@ -25,6 +25,7 @@ from ..utils.atomic import atomic_dir
 from ..errors import CheckpointError, InputError
 from ..prompts import MAX_TEXTURES
 from ..utils.adapter_files import read_adapter_config
+from ..utils.json_files import read_json_object
 from ..utils.typed_config import Integer, Number, config_class, parse_config
 from .contract import InferenceContract, legacy_contract
 
@@ -84,12 +85,7 @@ def read_head_config(path: str | Path) -> HeadConfig:
         raise CheckpointError(f"{path}: is a file, expected a head checkpoint folder")
     if not config_file.is_file() or not weights_file.is_file():
         raise CheckpointError(f"{path}: not a head checkpoint (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
-    try:
-        raw = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: malformed head config ({exc})") from None
-    if not isinstance(raw, dict):
-        raise CheckpointError(f"{config_file}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw = read_json_object(config_file, "head config")
     missing = [key for key in SHAPE_KEYS if key not in raw]
     if missing:
         raise CheckpointError(f"{config_file}: missing key {', '.join(missing)}")

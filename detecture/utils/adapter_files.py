@@ -3,13 +3,13 @@ inside a head folder is reported before Qwen loads, not as a traceback from insi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError
+from .json_files import read_json_object
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -22,12 +22,7 @@ def read_adapter_config(adapter: str | Path) -> dict[str, Any]:
     config_file, weights_file = adapter / CONFIG_FILE, adapter / WEIGHTS_FILE
     if not config_file.is_file() or not weights_file.is_file():
         raise CheckpointError(f"{adapter}: not a PEFT adapter folder (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
-    try:
-        config = json.loads(config_file.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{config_file}: malformed adapter config ({exc})") from None
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{config_file}: expected a mapping at the top level, got {type(config).__name__}")
+    config = read_json_object(config_file, "adapter config")
     try:
         with safe_open(str(weights_file), framework="pt") as weights:
             weights.keys()
