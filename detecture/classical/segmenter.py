@@ -319,7 +319,7 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
             owner = _merged(scores.argmax(axis=0), k, reduced, pca, position, fit_idx, params)
             if owner is None:
                 return np.ones((1, h, w), dtype=np.float32)
-            scores = np.stack([scores[owner == r].max(axis=0) for r in range(owner.max() + 1)])
+            scores = _merge_channels(scores, owner)
         margin = _margin(scores)
         if chosen:
             margin = margin[np.unique(margin.argmax(axis=0))]
@@ -335,8 +335,7 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     if owner is None:
         return np.ones((1, h, w), dtype=np.float32)
     if copies.fitted(count_side).shape != copies.fitted(params.refine_side).shape:
-        merged = np.stack([refined[owner == r].max(axis=0) for r in range(owner.max() + 1)])
-        labels = _cut(_margin(merged), copies, params, params.refine_side)
+        labels = _cut(_margin(_merge_channels(refined, owner)), copies, params, params.refine_side)
     else:
         labels = owner[labels]
     return _one_hot(labels, np.unique(labels), h, w)
@@ -365,6 +364,11 @@ def _merged(labels: np.ndarray, k: int, reduced: np.ndarray, pca: PCA, position:
     sample = fit_idx[:params.k_select_pixels]
     smooth = _smooth_maps(placed.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(placed.shape[1], -1).T
     return None if _one_region(smooth[sample], owner[labels.ravel()[sample]], params) else owner
+
+
+def _merge_channels(scores: np.ndarray, owner: np.ndarray) -> np.ndarray:
+    """(K', h, w) scores of the merged regions: each the best of its members' (``owner`` maps channel -> region)."""
+    return np.stack([scores[owner == r].max(axis=0) for r in range(owner.max() + 1)])
 
 
 def _resample(labels: np.ndarray, h: int, w: int) -> np.ndarray:
