@@ -235,12 +235,13 @@ def grounding_for(request: SegmentRequest, pipeline: "DetecturePipeline") -> str
     return "bridge" if pipeline.head is not None else "text"
 
 
-def segment(images: Sequence[np.ndarray], request: SegmentRequest,
-            pipeline: "DetecturePipeline | None" = None) -> list["SegmentationResult"]:
+def segment(images: Sequence[np.ndarray], request: SegmentRequest, pipeline: "DetecturePipeline | None" = None,
+            names: Sequence[str | os.PathLike] | None = None) -> list["SegmentationResult"]:
     """Segment (H, W, 3) uint8 arrays as the request says; one result per image, in order.
 
     ``pipeline`` is an already loaded VLM pipeline to use (the demo and the CLI load it once up front); without it
-    the request's own is loaded (and cached). The classical method takes no pipeline.
+    the request's own is loaded (and cached). The classical method takes no pipeline. ``names`` (one per image) are
+    what a refusal of an image's shape calls it; without them, its place in ``images``.
     """
     regime = request.regime
     if request.method == "classical":
@@ -248,8 +249,10 @@ def segment(images: Sequence[np.ndarray], request: SegmentRequest,
             raise InputError("a loaded pipeline applies to method 'detecture' only")
         return [segment_classical(image, regime, seed=request.seed, params=request.classical_params)
                 for image in images]
-    for i, image in enumerate(images, 1):
-        check_image(f"image {i}" if len(images) > 1 else "image", image.shape[1], image.shape[0], request)
+    if names is None:
+        names = [f"image {i}" for i in range(1, len(images) + 1)] if len(images) > 1 else ["image"]
+    for name, image in zip(names, images):
+        check_image(name, image.shape[1], image.shape[0], request)
     pipe = pipeline if pipeline is not None else load_pipeline(request)
     forced = forced_tiny_responses(regime, len(images)) if pipe.tiny else None
     return pipe.segment(list(images), regime, grounding_for(request, pipe), forced)
@@ -261,6 +264,5 @@ def segment_one(image: "str | os.PathLike | Image.Image | np.ndarray", request: 
     array = as_image_array(image)
     name = image if isinstance(image, (str, os.PathLike)) else "image array" if isinstance(image, np.ndarray) \
         else "PIL image"
-    check_image(name, array.shape[1], array.shape[0], request)
-    return segment([array], request, pipeline)[0]
+    return segment([array], request, pipeline, [name])[0]
 
