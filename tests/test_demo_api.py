@@ -6,6 +6,7 @@ import errno
 import json
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,6 +142,29 @@ def test_engine_refuses_a_method_that_is_not_loaded(tmp_path):
         DemoEngine().run(path, TEXT)
 
 
+def test_an_engine_removes_its_folder_when_closed_or_dropped(tmp_path):
+    import gc
+
+    from detecture.demo.engine import CLASSICAL, DemoEngine
+
+    path = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    engine = DemoEngine()
+    downloads = engine.run(path, CLASSICAL, k="2").files
+    folder = engine.workdir
+    assert all(Path(f).is_relative_to(folder) and Path(f).exists() for f in downloads)
+    engine.close()
+    assert not folder.exists()
+    engine.close()  # a second close is harmless
+
+    dropped = DemoEngine()
+    folder = dropped.workdir
+    dropped.run(path, CLASSICAL, k="2")
+    del dropped
+    gc.collect()
+    assert not folder.exists()
+
+
 def test_engine_runs_the_vlm_methods_with_tiny_backbones(tiny_pipeline, tmp_path):
     from detecture.demo.engine import BRIDGE, TEXT, DemoEngine
     from detecture.demo.examples import mosaic_two
@@ -160,7 +184,6 @@ def test_engine_runs_the_vlm_methods_with_tiny_backbones(tiny_pipeline, tmp_path
 def test_a_full_disk_on_the_server_is_one_readable_error(client, demo_server, tmp_path, monkeypatch):  # noqa: F811
     import errno
     import os
-    from pathlib import Path
 
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError

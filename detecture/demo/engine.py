@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +61,12 @@ class DemoEngine:
     max_side: int = ANALYSIS_SIDE
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="detecture-demo-")))
     _gpu_lock: threading.Lock = field(default_factory=threading.Lock)
+    _remove_workdir: weakref.finalize = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # An engine that is dropped without close(), or still alive when the interpreter exits, removes its folder
+        # too: a library user's script or a test must not leave a folder in the temporary directory per engine.
+        self._remove_workdir = weakref.finalize(self, shutil.rmtree, self.workdir, ignore_errors=True)
 
     @classmethod
     def create(cls, tiny: bool = False, load_models: bool = False, **load_kwargs: Any) -> "DemoEngine":
@@ -78,7 +85,7 @@ class DemoEngine:
 
     def close(self) -> None:
         """Remove the examples and downloads written under :attr:`workdir`."""
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        self._remove_workdir()
 
     @property
     def methods(self) -> list[str]:
