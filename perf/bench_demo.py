@@ -53,12 +53,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--k", default="auto", help="auto or 1..6")
     args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-demo-") as folder:
+        measure(args, Path(folder) / "mosaic-1mp.jpg")
 
+
+def measure(args: argparse.Namespace, path: Path) -> None:
+    """Serve the demo in a subprocess and time requests with ``path`` (written here) as the upload."""
     from gradio_client import Client, handle_file
 
     from detecture.demo.examples import mosaic_three
 
-    path = Path(tempfile.mkdtemp(prefix="bench-demo-")) / "mosaic-1mp.jpg"
     Image.fromarray(mosaic_three()[0]).resize((args.side, args.side), Image.Resampling.BICUBIC).save(path, quality=92)
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -68,7 +72,7 @@ def main() -> None:
     try:
         wait_until_ready(server)
         start_s = time.perf_counter() - start
-        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=str(path.parent))
         wall, cpu, regions = [], [], 0
         for _ in range(1 + args.repeats):
             t, c = time.perf_counter(), cpu_seconds(server.pid)

@@ -100,8 +100,9 @@ def _warm_up(app: gr.Blocks, engine: DemoEngine) -> None:
 
     example = engine.workdir / "examples" / "brick-grass-gravel.png"
     try:
-        Client(app.local_url, verbose=False).predict(handle_file(str(example)), CLASSICAL, "auto", "",
-                                                     api_name="/segment")
+        # download_files=False: the warm-up needs the round trip, not copies of its outputs in the temporary folder
+        client = Client(app.local_url, verbose=False, download_files=False)
+        client.predict(handle_file(str(example)), CLASSICAL, "auto", "", api_name="/segment")
     except Exception as exc:  # the page still works without it; only the first request is slower
         logger.warning("demo warm-up request failed: %s", exc)
 
