@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import numpy as np
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests must never reach for the hub
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _temporary_files_under_pytest(tmp_path_factory):
+    """Temporary files go under pytest's own folder, in this process and in the subprocesses it starts.
+
+    Some library code leaves its temporary folders behind (Gradio's client one per download, torch's launcher and
+    multiprocessing when a test kills their processes); a session's folder is removed with pytest's old ones instead
+    of collecting in the machine's temporary folder run after run."""
+    folder = tmp_path_factory.mktemp("tmp")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TMPDIR", str(folder))
+        patch.setattr(tempfile, "tempdir", str(folder))
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -17,9 +17,9 @@ from detecture.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def client(demo_server):  # noqa: F811
+def client(demo_server, tmp_path_factory):  # noqa: F811
     gradio_client = pytest.importorskip("gradio_client")
-    return gradio_client.Client(demo_server[1], verbose=False)
+    return gradio_client.Client(demo_server[1], verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
 
 
 def test_api_segments_a_mosaic_and_outputs_agree(client, tmp_path):
