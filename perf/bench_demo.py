@@ -54,6 +54,7 @@ def main() -> None:
     parser.add_argument("--k", default="auto", help="auto or 1..6")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-demo-") as folder:
+        tempfile.tempdir = folder  # gradio_client leaves an empty folder per download in the temporary directory
         measure(args, Path(folder) / "mosaic-1mp.jpg")
 
 
