@@ -99,7 +99,8 @@ def test_bench_bad_head_fails_before_loading(tmp_path, capsys, no_models):
     assert "no-head" in err and "not found" in err
 
 
-@pytest.mark.parametrize("case", ["missing_data", "data_is_file", "out_is_data", "existing_run", "bad_option"])
+@pytest.mark.parametrize("case", ["missing_data", "data_is_file", "out_is_data", "existing_run", "damaged_pointer",
+                                  "bad_option"])
 def test_train_checks_before_loading(tmp_path, capsys, no_models, case):
     data = make_unified(tmp_path / "data", 1)
     out = tmp_path / "run"
@@ -113,10 +114,14 @@ def test_train_checks_before_loading(tmp_path, capsys, no_models, case):
         (out / "checkpoints" / "step-00000001").mkdir(parents=True)
         (out / "checkpoints" / "step-00000001" / "trainer_state.json").write_text("{}")
         (out / "checkpoints" / "latest.json").write_text('{"checkpoint": "step-00000001", "optimizer_step": 1}')
+    elif case == "damaged_pointer":
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "checkpoints" / "latest.json").write_text('{"checkpoint": "../.."}')
     extra = ["--max-steps", "0"] if case == "bad_option" else []
     err = _one_error_line(capsys, ["train", "--tiny", "--data", str(data), "--out", str(out), *extra])
     expected = {"missing_data": "not found", "data_is_file": "is a file, expected a folder",
-                "out_is_data": "input folder", "existing_run": "--resume", "bad_option": "--max-steps"}[case]
+                "out_is_data": "input folder", "existing_run": "--resume",
+                "damaged_pointer": "latest.json: 'checkpoint' must name a checkpoint folder", "bad_option": "--max-steps"}[case]
     assert expected in err
 
 

@@ -194,6 +194,35 @@ def test_optimizer_and_rng_checkpoint_roundtrip(tmp_path):
             ckpt.load_checkpoint(latest, module2, opt2, rank=0)
 
 
+def test_a_damaged_checkpoint_file_or_pointer_is_one_error_naming_it(tmp_path):
+    """Bytes that are not UTF-8, JSON of the wrong shape, and a ``latest.json`` leading outside its folder are the
+    checkpoint's fault: one :class:`CheckpointError` that names the file, never a traceback or a resume elsewhere."""
+    from detecture.training import checkpoint as ckpt
+    from detecture.training.sharding import optimizer_state, trainable_state
+
+    module = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW([{"name": "head", "params": list(module.parameters())}], lr=0.1)
+    folder = tmp_path / "ck" / "step-1"
+    ckpt.save_checkpoint(folder, trainable_state(module), optimizer_state(module, opt),
+                         ckpt.TrainerState(optimizer_step=1), [ckpt.capture_rng()])
+    pointer = tmp_path / "ck" / "latest.json"
+    (tmp_path / "elsewhere").mkdir()
+    for text, problem in (('{"checkpoint": "../elsewhere"}', "'checkpoint' must name a checkpoint folder beside it"),
+                          ('{"checkpoint": 7}', "'checkpoint' must name a checkpoint folder beside it"),
+                          ('["step-1"]', "expected a mapping at the top level, got list"),
+                          ("{", "malformed checkpoint file")):
+        pointer.write_text(text)
+        with pytest.raises(CheckpointError, match=rf"^{re.escape(str(pointer))}: {re.escape(problem)}"):
+            ckpt.latest_checkpoint(tmp_path / "ck")
+    for name, data in (("rng.json", b"\xff\xfe{}"), ("optimizer.json", b"[1, 2]")):
+        original = (folder / name).read_bytes()
+        (folder / name).write_bytes(data)
+        with pytest.raises(CheckpointError, match=rf"^{re.escape(str(folder / name))}: "):
+            ckpt.load_checkpoint(folder, module, opt, rank=0)
+        (folder / name).write_bytes(original)
+    ckpt.load_checkpoint(folder, module, opt, rank=0)  # the restored files load
+
+
 def test_optimizer_state_of_untrained_parameters_stays_absent():
     """Stage 1 trains only the head: a checkpoint must not give LoRA / SEG rows AdamW state (step 1, zero moments),
     which would change their first stage-2 update after a resume."""

@@ -17,7 +17,6 @@ back if a kill came between the two renames)::
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import random
@@ -31,8 +30,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..utils import atomic
 from ..errors import CheckpointError, InputError
+from ..utils import atomic
+from ..utils.json_files import read_json_object
 from ..utils.typed_config import Integer, config_class, parse_config
 from . import sharding
 
@@ -185,20 +185,21 @@ def latest_checkpoint(checkpoints: Path) -> Path | None:
     pointer = Path(checkpoints) / LATEST
     if not pointer.exists():
         return None
-    path = Path(checkpoints) / json.loads(pointer.read_text(encoding="utf-8"))["checkpoint"]
+    name = _read_json(pointer).get("checkpoint")
+    # the pointer names a folder beside it: a hand-edited one may not lead the resume (and its clean-up) elsewhere
+    if not isinstance(name, str) or name in ("", ".", "..") or Path(name).name != name:
+        raise CheckpointError(f"{pointer}: 'checkpoint' must name a checkpoint folder beside it, got {name!r}")
+    path = Path(checkpoints) / name
     atomic.restore_moved_aside(path)
     if not (path / "trainer_state.json").exists():
         raise CheckpointError(f"{pointer}: points to {path}, which is not a complete checkpoint")
     return path
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise CheckpointError(f"{path}: missing from the checkpoint")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: not valid JSON ({exc})") from None
+    return read_json_object(path, "checkpoint file")
 
 
 def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
