@@ -47,6 +47,9 @@ def test_training_starts_from_the_converted_weights_under_their_contract(head_di
     assert DetectureHead.from_pretrained(result.final_dir).config.contract == published_contract()
     with pytest.raises(CheckpointError, match="same --init"):  # resuming must keep the contract
         Trainer.from_config(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
+    (tmp_path / "run" / "contract.json").write_bytes(b"\xff{")  # damaged: one error naming it, not a traceback
+    with pytest.raises(CheckpointError, match=r"contract\.json: malformed run contract"):
+        Trainer.from_config(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
 
 
 def test_init_with_another_lora_rank_is_one_clear_error(head_dir, tmp_path):
@@ -64,6 +67,9 @@ def test_feature_cache_of_another_contract_is_not_reused(head_dir, tmp_path):
     plain = Trainer.from_config(cfg, data, tmp_path / "plain")
     converted = Trainer.from_config(cfg, data, tmp_path / "converted", init=head)
     assert plain.cache.key != converted.cache.key
+    plain.cache.dir.mkdir(parents=True, exist_ok=True)
+    (plain.cache.dir / "complete.json").write_text(f'["{plain.cache.key}"]')  # a damaged marker: built again
+    assert not plain.cache.is_complete()
 
 
 def test_a_bad_init_head_stops_the_command_before_anything_is_written(head_dir, tmp_path, capsys):

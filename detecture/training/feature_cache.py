@@ -23,7 +23,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers.models.sam3.modeling_sam3 import Sam3VisionEncoderOutput
 
+from ..errors import CheckpointError
 from ..utils import atomic
+from ..utils.json_files import read_json_object
 from .batching import make_batch
 from .config import Config
 from .dataset import EpochSampler, TextureDataset
@@ -62,7 +64,13 @@ class FeatureCache:
 
     def is_complete(self) -> bool:
         marker = self.dir / COMPLETE
-        return marker.exists() and json.loads(marker.read_text(encoding="utf-8")).get("fingerprint") == self.key
+        if not marker.exists():
+            return False
+        try:
+            return read_json_object(marker, "cache marker").get("fingerprint") == self.key
+        except CheckpointError as exc:  # the cache is derived data: a damaged marker means building it again
+            log.warning("%s; the feature cache is built again", exc)
+            return False
 
     @torch.no_grad()
     def build(self, module: TrainModule, accelerator) -> None:

@@ -9,7 +9,6 @@ must be safetensors + JSON (``save_state`` pickles the optimizer and RNG states)
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from ..backbones.sam3 import Sam3Backbone
 from ..errors import CheckpointError, DetectureError
 from ..pipeline import DetecturePipeline
 from ..utils import atomic
+from ..utils.json_files import read_json_object
 from . import checkpoint as ckpt
 from . import sharding
 from .batching import make_batch
@@ -156,8 +156,9 @@ class Trainer:
                 atomic.write_json(self.out / RUN_CONTRACT, self._run_contract())
             return
         recorded = self.out / RUN_CONTRACT
-        if recorded.is_file() and json.loads(recorded.read_text())["contract"] != self._run_contract()["contract"]:
-            started = json.loads(recorded.read_text()).get("init")
+        contract = read_json_object(recorded, "run contract") if recorded.is_file() else {}
+        if contract and contract.get("contract") != self._run_contract()["contract"]:
+            started = contract.get("init")
             raise CheckpointError(f"{self.out}: this run trains under another inference contract (started "
                                   f"{'with --init ' + started if started else 'without --init'}); resume it with "
                                   "the same --init")
