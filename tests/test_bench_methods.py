@@ -287,6 +287,11 @@ def test_another_predictions_folder_or_pattern_is_another_experiment(tmp_path, c
     assert main(argv + ["--predictions", f"p={other}", "--predictions-pattern", "seg{id}.png"]) == 2
     err = capsys.readouterr().err
     assert "scored with other settings" in err and str(other.resolve()) in err and "seg{id}.png" in err
+    settings = next(out.rglob("settings.json"))
+    settings.write_bytes(b"\xff")  # damaged: said in the same one line, naming the file
+    assert main(argv + ["--predictions", f"p={pred}", "--predictions-pattern", "{id}.png"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{settings}: malformed settings record" in err[0] and "--force" in err[0], err
 
 
 def test_method_names_that_make_one_folder_are_refused_naming_both(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -228,6 +229,14 @@ def test_changed_settings_refuse_to_resume(dataset, mined, tmp_path):
                            ((ade, (other_textured,)), "source.textured_roots")]:
         with pytest.raises(InputError, match=rf"different settings \({changed}\)"):
             mine(MineOptions(source="ade20k", root=roots[0], textured_roots=roots[1], out=out, workers=1))
+    record = out / "mine_state" / "run.json"
+    kept = record.read_bytes()
+    record.write_bytes(b"\xff")  # damaged: one error naming it and the way out, not a traceback
+    try:
+        with pytest.raises(InputError, match=rf"run\.json: malformed .*; delete {re.escape(str(out))}.mine_state"):
+            mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1))
+    finally:
+        record.write_bytes(kept)  # the module's mined output serves the other tests
 
 
 def test_cli_errors_are_one_line(tmp_path):

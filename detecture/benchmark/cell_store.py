@@ -32,6 +32,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..utils import atomic
+from ..utils.json_files import read_json_object
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +164,10 @@ def settings_change(directory: Path, settings: dict[str, Any]) -> str | None:
     path = directory / SETTINGS
     if not path.exists():
         return None
-    recorded = json.loads(path.read_text(encoding="utf-8"))
+    try:
+        recorded = read_json_object(path, "settings record", InputError)
+    except InputError as exc:
+        return str(exc)
     current = json.loads(json.dumps(settings))
     if recorded == current:
         return None

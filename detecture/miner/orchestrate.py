@@ -32,6 +32,7 @@ from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_m
 from ..errors import DetectureError, InputError, RunStopped
 from ..images import load_image
 from ..utils import atomic
+from ..utils.json_files import read_json_object
 from ..utils.parallel import Ranks, Shard, default_workers, share, stop_unfinished, unordered_map
 from ..utils.paths import InputSet, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
@@ -225,7 +226,10 @@ def _fingerprint(cfg: MinerConfig, vocab: Vocabulary, source: SceneSource, descr
 def _check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
     path = out / STATE_DIR / "run.json"
     if path.exists():
-        previous = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            previous = read_json_object(path, "record of the run's settings", InputError)
+        except InputError as exc:
+            raise InputError(f"{exc}; delete {out / STATE_DIR} to start over") from None
         if previous != fingerprint:
             changed = list(_differences(previous, fingerprint))
             raise InputError(
