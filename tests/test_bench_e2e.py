@@ -88,6 +88,19 @@ def test_failed_samples_are_counted_not_dropped(tmp_path, capsys):
     assert [r["id"] for r in _samples(out, "rwtd", "classical")] == ["000", "001", "002"]
 
 
+def test_unreadable_result_lines_are_skipped_and_their_samples_redone(tmp_path, caplog):
+    """A result line damaged on disk (bytes that are not UTF-8, broken JSON) is not a record: the cell reads the
+    others and those samples count as not done."""
+    from detecture.benchmark.cell_store import read_cell
+
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    (cell / "part-0.jsonl").write_bytes(b'{"id": "a", "miou": 1.0}\n\xff\xfe{"id": "b"}\n{"id": "c", \n'
+                                        b'{"id": "d", "miou": 0.5}\n')
+    assert sorted(read_cell(cell)) == ["a", "d"]
+    assert caplog.text.count("ignoring an unreadable line") == 2
+
+
 def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     data = tmp_path / "data"
     make_rwtd(data / "rwtd", 10)

@@ -86,14 +86,14 @@ def check_distinct(what: str, named: list[tuple[str, str]], remedy: str) -> None
 
 
 def _read_lines(path: Path) -> Iterable[dict[str, Any]]:
-    with path.open("r", encoding="utf-8") as fh:
+    with path.open("rb") as fh:
         for line in fh:
-            if not line.endswith("\n"):
+            if not line.endswith(b"\n"):
                 log.info("%s: ignoring a torn last line (interrupted write)", path)
                 continue
             try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
+                yield json.loads(line)  # bytes: a line that is not UTF-8 is unreadable like any other
+            except ValueError:
                 log.warning("%s: ignoring an unreadable line", path)
 
 
