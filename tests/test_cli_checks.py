@@ -120,8 +120,8 @@ def test_train_checks_before_loading(tmp_path, capsys, no_models, case):
     extra = ["--max-steps", "0"] if case == "bad_option" else []
     err = _one_error_line(capsys, ["train", "--tiny", "--data", str(data), "--out", str(out), *extra])
     expected = {"missing_data": "not found", "data_is_file": "is a file, expected a folder",
-                "out_is_data": "input folder", "existing_run": "--resume",
-                "damaged_pointer": "latest.json: 'checkpoint' must name a checkpoint folder", "bad_option": "--max-steps"}[case]
+                "out_is_data": "input folder", "existing_run": "--resume", "bad_option": "--max-steps",
+                "damaged_pointer": "latest.json: 'checkpoint' must name a checkpoint folder"}[case]
     assert expected in err
 
 
