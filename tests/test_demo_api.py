@@ -62,6 +62,24 @@ def test_api_error_is_readable_and_server_keeps_serving(client, corrupt_png, tmp
     assert len(table["data"]) == 1  # a textureless image is one region
 
 
+def test_values_gradio_refuses_are_the_clients_error_and_no_server_traceback(client, tmp_path, capfd):
+    """A file that is not an image and a K the page does not offer, sent through the API, are refused by Gradio
+    with its message to the client; the server's console stays free of tracebacks for a client's mistake."""
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    image = tmp_path / "flat.png"
+    Image.fromarray(np.full((32, 32, 3), 90, dtype=np.uint8)).save(image)
+    capfd.readouterr()
+    with pytest.raises(AppError, match="Invalid file type"):
+        client.predict(handle_file(str(notes)), "classical", "auto", "", api_name="/segment")
+    with pytest.raises(AppError, match="Value: 9 is not in the list of choices"):
+        client.predict(handle_file(str(image)), "classical", "9", "", api_name="/segment")
+    assert "Traceback" not in capfd.readouterr().err
+
+
 def test_huge_upload_is_refused_before_decoding(tmp_path):
     from detecture.demo.uploads import MAX_UPLOAD_PIXELS, load_upload
 

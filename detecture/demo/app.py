@@ -63,9 +63,28 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
                 table = gr.Dataframe(headers=TABLE_HEADERS, label="Region table", interactive=False, elem_id="table")
                 files = gr.File(label="Downloads: JSON record, PNG label map", file_count="multiple",
                                 elem_id="downloads")
+        for component in (upload, method, k, query):
+            _quiet_refusals(component)
         run.click(segment, [upload, method, k, query], [annotated, table, files, status], api_name="segment",
                   concurrency_limit=1)
     return app
+
+
+def _quiet_refusals(component: gr.components.Component) -> gr.components.Component:
+    """A value the component refuses before the handler runs (a file that is not an image, a K it does not offer,
+    sent through the API) is the client's mistake: the client gets Gradio's message, the server's console no
+    traceback. The refusal itself stays Gradio's (which also checks that an uploaded path is its own)."""
+    check = component.preprocess
+
+    def preprocess(payload):
+        try:
+            return check(payload)
+        except gr.Error as exc:
+            exc.print_exception = False
+            raise
+
+    component.preprocess = preprocess
+    return component
 
 
 def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
