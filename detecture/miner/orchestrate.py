@@ -180,7 +180,6 @@ class SceneMiner:
         atomic.write_bytes(self.out / image_rel, path.read_bytes())
         return {"id": sample_id, "degree": degree, "image_path": image_rel, "descriptions": descriptions}, None
 
-
     def remove_leftovers(self, scenes: list[Scene]) -> None:
         """Delete the temporaries that a killed or interrupted run left half-written for ``scenes`` (their images,
         masks and result files), so the finished output equals an uninterrupted run's. Only these scenes', the share
