@@ -67,10 +67,30 @@ class FeatureCache:
         if not marker.exists():
             return False
         try:
-            return read_json_object(marker, "cache marker").get("fingerprint") == self.key
-        except CheckpointError as exc:  # the cache is derived data: a damaged marker means building it again
+            if read_json_object(marker, "cache marker").get("fingerprint") != self.key:
+                return False
+            self._index = self._read_index()
+        except CheckpointError as exc:  # the cache is derived data: a damaged one means building it again
             log.warning("%s; the feature cache is built again", exc)
             return False
+        return True
+
+    def _read_index(self) -> dict[str, str]:
+        """Tensor name -> shard file, from every rank's index; one that is damaged, names a shard that is not there,
+        or leaves a sample's view out is a :class:`CheckpointError` (disk damage after the marker was written)."""
+        index: dict[str, str] = {}
+        for path in sorted(self.dir.glob("index-rank*.json")):
+            index.update(read_json_object(path, "feature-cache index"))
+        if not all(isinstance(name, str) for name in index.values()):
+            raise CheckpointError(f"{self.dir}: a feature-cache index maps a tensor to something not a file name")
+        for name in set(index.values()):
+            if Path(name).name != name or not (self.dir / name).is_file():
+                raise CheckpointError(f"{self.dir}: the feature-cache index names a missing shard {name!r}")
+        for view in range(self.cfg.cache.views):
+            for i in range(len(self.dataset)):
+                if f"{view}.{i}.seg" not in index:
+                    raise CheckpointError(f"{self.dir}: the feature-cache index lacks sample {i} of view {view}")
+        return index
 
     @torch.no_grad()
     def build(self, module: TrainModule, accelerator) -> None:
@@ -127,9 +147,7 @@ class FeatureCache:
 
     def _tensor(self, key: str) -> torch.Tensor:
         if self._index is None:
-            self._index = {}
-            for path in sorted(self.dir.glob("index-rank*.json")):
-                self._index.update(json.loads(path.read_text(encoding="utf-8")))
+            self._index = self._read_index()
         name = self._index[key]
         if name not in self._handles:
             self._handles[name] = safe_open(str(self.dir / name), framework="pt")
