@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import torch
 import torch.nn as nn
 from pydantic import Field, SkipValidation
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..utils.atomic import atomic_dir
@@ -26,6 +26,7 @@ from ..errors import CheckpointError, InputError
 from ..prompts import MAX_TEXTURES
 from ..utils.adapter_files import read_adapter_config
 from ..utils.json_files import read_json_object
+from ..utils.safetensors_files import tensor_shapes
 from ..utils.typed_config import Integer, Number, config_class, parse_config
 from .contract import InferenceContract, legacy_contract
 
@@ -104,14 +105,10 @@ def read_head_config(path: str | Path) -> HeadConfig:
 
 def _check_weights_header(weights_file: Path, config: HeadConfig) -> None:
     """Tensor names and shapes the config implies (built on the meta device: no memory, no init) against the
-    safetensors header, which ``safe_open`` reads without the tensors and rejects when it or the file is cut short."""
+    safetensors header (read without the tensors, and refused when it or the file is cut short)."""
     with torch.device("meta"):
         expected = {name: tuple(t.shape) for name, t in DetectureHead(config).state_dict().items()}
-    try:
-        with safe_open(str(weights_file), framework="pt") as weights:
-            found = {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights_file}: corrupt safetensors file ({exc})") from None
+    found = tensor_shapes(weights_file)
     problems = [f"missing {name}" for name in expected if name not in found]
     problems += [f"unexpected {name}" for name in found if name not in expected]
     problems += [f"{name} has shape {found[name]}, {CONFIG_FILE} implies {shape}"

@@ -6,10 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from safetensors import SafetensorError, safe_open
-
 from ..errors import CheckpointError
 from .json_files import read_json_object
+from .safetensors_files import tensor_shapes
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -23,9 +22,5 @@ def read_adapter_config(adapter: str | Path) -> dict[str, Any]:
     if not config_file.is_file() or not weights_file.is_file():
         raise CheckpointError(f"{adapter}: not a PEFT adapter folder (expected {CONFIG_FILE} and {WEIGHTS_FILE})")
     config = read_json_object(config_file, "adapter config")
-    try:
-        with safe_open(str(weights_file), framework="pt") as weights:
-            weights.keys()
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights_file}: corrupt safetensors file ({exc})") from None
+    tensor_shapes(weights_file)
     return config

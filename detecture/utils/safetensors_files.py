@@ -1,0 +1,20 @@
+"""Safetensors weight files checked from their header alone, so a cut or corrupt file is found in milliseconds,
+before any model loads, and reported the same way wherever it sits (a head's weights, an adapter's)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors import SafetensorError, safe_open
+
+from ..errors import CheckpointError
+
+
+def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every tensor in ``path``, read off its header without the tensors; a file whose header or
+    data is cut short, or that is no safetensors file, is a :class:`CheckpointError` naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as weights:
+            return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
