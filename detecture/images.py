@@ -142,11 +142,12 @@ def open_image(path: str | os.PathLike, what: str = "image") -> Iterator[Image.I
     except DECODE_ERRORS as exc:
         if not is_input_fault(exc):
             raise
-        raise InputError(f"{path}: {_input_fault(exc, what)}") from None
+        raise InputError(f"{path}: {input_fault(exc, what)}") from None
 
 
-def _input_fault(exc: BaseException, what: str) -> str:
-    """What is wrong with a file whose opening or decoding raised ``exc``, an input fault."""
+def input_fault(exc: BaseException, what: str) -> str:
+    """What is wrong with a file whose opening or decoding raised ``exc``, an input fault: the one wording every
+    image reader (files, uploads) gives."""
     if isinstance(exc, UnidentifiedImageError):
         return f"not a readable {what} (unknown or corrupt format)"
     if isinstance(exc, Image.DecompressionBombError):

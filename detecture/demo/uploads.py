@@ -16,11 +16,11 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from ..errors import InputError
-from ..images import MIN_SIDE, check_size, exif_orientation, to_rgb, upright
-from ..utils.faults import is_input_fault
+from ..images import MIN_SIDE, check_size, exif_orientation, input_fault, to_rgb, upright
+from ..utils.faults import DECODE_ERRORS, is_input_fault
 
 MAX_UPLOAD_PIXELS = 100_000_000
 MAX_DECODED_BYTES = 400 * 2**20  # e.g. 100 MP of 8-bit RGB(A) or 32-bit float grey, 200 MP of 16-bit grey
@@ -75,13 +75,11 @@ def load_upload(path: str | Path, name: str | None = None,
             small = shrink_native(im, max_side)
             image = to_rgb(upright(small, orientation), name)
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
-    except UnidentifiedImageError:
-        raise InputError(f"{name}: not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as exc:  # says only "Image size (N pixels) exceeds limit ..."
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
         raise too_many_pixels(name, int(claimed.group(1)) if claimed else 2 * Image.MAX_IMAGE_PIXELS) from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except DECODE_ERRORS as exc:
         if not is_input_fault(exc):
             raise
-        raise InputError(f"{name}: corrupt or truncated image ({exc})") from None
+        raise InputError(f"{name}: {input_fault(exc, 'image')}") from None
     return np.asarray(image), (height, width)
