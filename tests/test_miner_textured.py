@@ -113,7 +113,7 @@ def test_mapping_names_scene_and_strength(flat, tmp_path):
         load_mapping(bad)
     for text, why in (("[" * 100_000 + "]" * 100_000, "nested too deeply"), ('{"a": ' + "9" * 5000 + "}", "digits")):
         bad.write_text(text)
-        with pytest.raises(InputError, match=f"{bad}: not valid JSON.*{why}"):
+        with pytest.raises(InputError, match=f"{bad}: malformed mapping file .*{why}"):
             load_mapping(bad)
 
 

@@ -12,7 +12,6 @@ internet must not be able to make us read ``/etc/passwd``. Records may carry ext
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from PIL import Image
 from ..errors import DatasetError, InputError
 from ..images import as_rgb_array, load_image, open_image
 from ..utils import atomic
+from ..utils.json_files import read_json
 
 DATASETS_ROOT_ENV = "DETECTURE_DATASETS_ROOT"
 METADATA_FILE = "metadata.json"
@@ -118,13 +118,7 @@ def load_metadata(path: str | os.PathLike) -> list[SampleRecord]:
         path = path / METADATA_FILE
     if not path.exists():
         raise DatasetError(f"{path}: metadata file not found")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:  # a syntax error, bytes that are not UTF-8, an integer of over 4300 digits
-        raise DatasetError(f"{path}: not valid JSON ({exc})") from None
-    except RecursionError:  # the parser recurses per nesting level; no metadata nests more than a few
-        raise DatasetError(f"{path}: JSON nested too deeply to be metadata") from None
-    return parse_records(data, source=str(path))
+    return parse_records(read_json(path, "metadata file", DatasetError), source=str(path))
 
 
 def save_metadata(path: str | os.PathLike, records: Iterable[SampleRecord]) -> None:

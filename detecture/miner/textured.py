@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import json
 import math
 import os
 import re
@@ -40,6 +39,7 @@ import numpy as np
 
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError, InputError
+from ..utils.json_files import read_json
 from ..utils.paths import resolved
 from .sources import (NOT_UTF8, ORIGINAL, SOURCES, UNDECODABLE, Scene, SceneSource, SourceIndex, Variant, is_utf8_name,
                       rejected_file)
@@ -83,13 +83,9 @@ def load_mapping(path: str | os.PathLike) -> dict[str, tuple[str, float]]:
     """Read the flat-file mapping JSON: file name -> (scene id, strength)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = read_json(path, "mapping file", InputError)
     except FileNotFoundError:
         raise InputError(f"{path}: mapping file not found") from None
-    except RecursionError:
-        raise InputError(f"{path}: not valid JSON for a mapping (nested too deeply)") from None
-    except ValueError as exc:  # also a number of more digits than Python converts, and a file that is not UTF-8
-        raise InputError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object {MAPPING_FORMAT}")
     out = {}
