@@ -355,16 +355,15 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         return _one_hot(_cut(_margin(refined), copies, params, params.refine_side), np.arange(k), h, w)
     # The regions are merged as the graph cut leaves them. Over max_k labels the cut is the dearest step on large
     # photos, so it runs at no more than twice the working size; where that is smaller than the output's cut, the
-    # output's cut runs once more, over the merged regions.
+    # output's cut runs once more, over the merged regions and only near their boundaries.
     count_side = min(2 * params.work_side, params.refine_side)
     labels = _cut(_margin(refined), copies, params, count_side)
     owner = _merged(_resample(labels, fh, fw), k, reduced, pca, position, fit_idx, params)
     if owner is None:
         return np.ones((1, h, w), dtype=np.float32)
+    labels = owner[labels]
     if copies.fitted(count_side).shape != copies.fitted(params.refine_side).shape:
-        labels = _cut(_margin(_merge_channels(refined, owner)), copies, params, params.refine_side)
-    else:
-        labels = owner[labels]
+        labels = _cut(_margin(_merge_channels(refined, owner)), copies, params, params.refine_side, counted=labels)
     return _one_hot(labels, np.unique(labels), h, w)
 
 
@@ -405,15 +404,24 @@ def _resample(labels: np.ndarray, h: int, w: int) -> np.ndarray:
     return labels[np.ix_(rows, cols)]
 
 
-def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, side: int) -> np.ndarray:
+def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, side: int,
+         counted: np.ndarray | None = None) -> np.ndarray:
     """(h, w) labels of the graph-cut partition (:mod:`.cut`) of the image's copy at ≤ ``side`` px.
 
-    Pixels pass 2 left to pass 1 (margin ≥ ``_DECIDED`` nats) are fixed; the band around the boundaries is cut."""
+    Pixels pass 2 left to pass 1 (margin ≥ ``_DECIDED`` nats) are fixed; the band around the boundaries is cut.
+    Given ``counted``, a partition already cut at a smaller size, its labels are upsampled instead and only the
+    pixels within ``recut_band`` px of its boundaries are cut again: the smaller cut has placed the boundaries, and
+    the larger one only refines them to its pixels (re-deciding the whole band cost more and placed them worse)."""
     lab = copies.fitted(side)
     sh, sw = lab.shape[:2]
     if margin.shape[1:] != (sh, sw):
         margin = _upsample(margin, sh, sw)
-    fixed = np.where(margin.max(axis=0) >= _DECIDED, margin.argmax(axis=0), -1)
+    if counted is None:
+        fixed = np.where(margin.max(axis=0) >= _DECIDED, margin.argmax(axis=0), -1)
+    else:
+        upsampled = _resample(counted, sh, sw)
+        near = ndimage.distance_transform_edt(~label_boundaries(upsampled)) <= params.recut_band
+        fixed = np.where(near, -1, upsampled)
     return cut_band(np.maximum(-margin, 0.0) * np.float32(params.cut_temperature), fixed, lab, params)
 
 
