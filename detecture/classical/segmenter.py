@@ -411,7 +411,7 @@ def _cut(margin: np.ndarray, copies: _LabCopies, params: ClassicalParams, side: 
     Pixels pass 2 left to pass 1 (margin ≥ ``_DECIDED`` nats) are fixed; the band around the boundaries is cut.
     Given ``counted``, a partition already cut at a smaller size, its labels are upsampled instead and only the
     pixels within ``recut_band`` px of its boundaries are cut again: the smaller cut has placed the boundaries, and
-    the larger one only refines them to its pixels (re-deciding the whole band cost more and placed them worse)."""
+    the larger one only refines them to its pixels (re-deciding the whole band cost more and placed them no better)."""
     lab = copies.fitted(side)
     sh, sw = lab.shape[:2]
     if margin.shape[1:] != (sh, sw):
