@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from demo_fixture import corrupt_png, demo_server  # noqa: F401  (fixtures)
+from demo_fixture import corrupt_png, demo_server, free_port  # noqa: F401  (fixtures)
 from detecture.errors import InputError
 
 
@@ -181,6 +182,36 @@ def test_an_engine_removes_its_folder_when_closed_or_dropped(tmp_path):
     del dropped
     gc.collect()
     assert not folder.exists()
+
+
+def test_serving_leaves_nothing_in_the_temporary_folder():
+    """Gradio's server makes ``gradio/vibe_edit_history`` in the temporary folder it chose at import, whatever
+    GRADIO_TEMP_DIR says by the time the app starts; the demo removes it again."""
+    import tempfile
+
+    pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e .[demo])")
+    from detecture.demo import app as demo_app
+    from detecture.demo.engine import DemoEngine
+
+    if demo_app.USER_CACHE is not None:
+        pytest.skip("GRADIO_TEMP_DIR was set before the demo was imported: that folder is the user's")
+    gradio_dir = Path(tempfile.gettempdir()) / "gradio"
+    for folder in (gradio_dir / "vibe_edit_history", gradio_dir):  # an empty one left by an older run
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+    if gradio_dir.exists():
+        pytest.skip(f"{gradio_dir} holds files of another Gradio app")
+    cache = os.environ.get("GRADIO_TEMP_DIR")  # the module's shared server keeps its own cache folder
+    engine = DemoEngine()
+    try:
+        demo_app.launch(engine, port=free_port(), block=False, warm_up=False).close()
+    finally:
+        engine.close()
+        if cache is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = cache
+    assert not gradio_dir.exists()
 
 
 def test_engine_runs_the_vlm_methods_with_tiny_backbones(tiny_pipeline, tmp_path):

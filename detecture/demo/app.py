@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 import time
+from pathlib import Path
 
 import gradio as gr
 import pandas as pd
@@ -96,10 +98,16 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None,
     ``warm_up`` sends one example through the app's own endpoint before serving users: the first request otherwise
     pays several seconds of one-off imports and initialisation in the web stack and the segmenter.
     """
+    stray = _absent_gradio_folders()
     app = build_app(engine)
     app.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
         allowed_paths=[str(engine.workdir)], prevent_thread_lock=True, quiet=True)
+    for folder in stray:  # deepest first; one that holds anything is left alone
+        try:
+            folder.rmdir()
+        except OSError:
+            pass
     if warm_up:
         _warm_up(app, engine)
     if block:
@@ -112,6 +120,17 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None,
             app.close()
             engine.close()
     return app
+
+
+def _absent_gradio_folders() -> list[Path]:
+    """Folders Gradio makes with every app (``gr.Blocks``) in the temporary folder it chose at import, whatever
+    GRADIO_TEMP_DIR says by then, that do not exist yet, deepest first: the empty ``gradio/vibe_edit_history`` of
+    an editing mode this app does not use. Removed once the server is up, so a demo leaves nothing behind in the
+    temporary folder."""
+    if USER_CACHE is not None:
+        return []
+    leaf = Path(tempfile.gettempdir()) / "gradio" / "vibe_edit_history"
+    return [folder for folder in (leaf, leaf.parent) if not folder.exists()]
 
 
 def _warm_up(app: gr.Blocks, engine: DemoEngine) -> None:
