@@ -1,6 +1,7 @@
 """The classical segmenter: quality on Outex, DTD and real-photo mosaics, throughput and peak memory.
 
     python perf/bench_classical.py quality [--outex ../shared/data/outex] [--dtd ../shared/data/dtd] [--workers 2]
+    python perf/bench_classical.py sweep --vary band=8,12,24 [--set position_weight=0.6]
     python perf/bench_classical.py speed [--images 8] [--large-images 2]
     python perf/bench_classical.py startup [--runs 3]
 
@@ -9,7 +10,12 @@ Outex and on the DTD colour mosaics with K given and K chosen, reporting each se
 fourth: the only images settings were chosen on) and the other three quarters separately, and on mosaics of real
 ``skimage.data`` photos with smooth curved boundaries built here and the README's quick-start mosaic.
 ``--unrefined`` scores the pass-1 partition (features at 256 px, bilinearly upsampled logits) for before/after
-comparisons.
+comparisons. ``--classical-config FILE`` and ``--set KEY=VALUE`` (YAML value syntax, repeatable) score other
+settings than the defaults (:class:`detecture.classical.ClassicalParams`); ``quality`` and ``speed`` take both.
+
+``sweep`` is how settings are chosen: one row per value of the ``--vary`` field (the others at the defaults, or as
+``--set``), scored on the tuning quarters only, so a choice never sees the parts it is reported on; the README
+mosaic is scored beside them. ``quality`` then scores the chosen settings once on everything.
 
 ``speed`` measures images/s (K = 5) with 1 and 2 worker processes (one BLAS/OpenMP thread each) on a real-photo
 mosaic tiled to 512² and to 4000×3000 (asked for five regions in two or three textures, so the boundary band is
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import subprocess
@@ -43,7 +50,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from detecture.benchmark.metrics import bootstrap_mean, gt_label_map  # noqa: E402
 from detecture.benchmark.scoring import score_logits  # noqa: E402
-from detecture.classical import segment_texture  # noqa: E402
+from detecture.classical import ClassicalParams, load_params, segment_texture  # noqa: E402
+from detecture.errors import InputError  # noqa: E402
+from detecture.utils.typed_config import parse_config, parse_override  # noqa: E402
 
 OUTEX = REPO.parent / "shared" / "data" / "outex"
 DTD = REPO.parent / "shared" / "data" / "dtd"
@@ -115,11 +124,25 @@ def summary_row(name: str, rows: list[dict]) -> str:
     return f"| {name} | {len(rows)} | " + " | ".join(cells) + f" | {seconds:.2f} |"
 
 
+def settings(config: str | None, pairs: list[str]) -> ClassicalParams:
+    """The settings of ``--classical-config`` (the defaults without it) with the ``--set KEY=VALUE`` pairs applied."""
+    base = load_params(config) if config else ClassicalParams()
+    overrides = dict(parse_override(pair) for pair in pairs)
+    return parse_config(ClassicalParams, base.to_dict(), config or "the default settings", overrides)
+
+
+def changed(params: ClassicalParams) -> str:
+    """The fields of ``params`` that differ from the defaults, as ``key=value`` (``defaults`` when none do)."""
+    default = ClassicalParams().to_dict()
+    return ", ".join(f"{k}={v}" for k, v in params.to_dict().items() if default[k] != v) or "defaults"
+
+
 def quality(args: argparse.Namespace) -> None:
     from detecture.demo.examples import mosaic_three
 
-    options = {"refine": False} if args.unrefined else {}
-    print(f"# bench_classical quality ({'pass 1 only' if args.unrefined else 'two passes and the graph cut'})")
+    options = {"refine": False, "params": args.params} if args.unrefined else {"params": args.params}
+    print(f"# bench_classical quality ({'pass 1 only' if args.unrefined else 'two passes and the graph cut'}; "
+          f"settings: {changed(args.params)})")
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} workers, {datetime.date.today()}")
     print("| set | n | matched mIoU | panoptic IoU | boundary F | ARI | K acc. | CPU s/image |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
@@ -139,19 +162,58 @@ def quality(args: argparse.Namespace) -> None:
                 print(summary_row(f"{name}, {regime}", score_set(samples, k_of, options, args.workers)), flush=True)
 
 
-def _time_batch(images: list[np.ndarray]) -> None:
+def sweep(args: argparse.Namespace) -> None:
+    from detecture.demo.examples import mosaic_three
+
+    key, _, text = args.vary.partition("=")
+    values = [parse_override(f"{key}={value}")[1] for value in text.split(",")] if key and text else []
+    if not values:
+        raise InputError(f"--vary expects KEY=VALUE[,VALUE...], got {args.vary!r}")
+    try:
+        rows = [(value, parse_config(ClassicalParams, args.params.to_dict(), "--vary", {key: value}))
+                for value in values]
+    except InputError as exc:  # parse_config names an override as --set
+        raise InputError(str(exc).replace("--set ", "--vary ", 1)) from None
+    default = getattr(ClassicalParams(), key)
+    print(f"# bench_classical sweep of {key} on the tuning quarters (other settings: {changed(args.params)})")
+    print(f"# {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} workers, {datetime.date.today()}")
+    print(f"| `{key}` | DTD K given: mIoU / BF | DTD K chosen: K acc. / PQ | Outex K given: mIoU / BF "
+          "| Outex K chosen: K acc. / PQ | README mosaic: K = 3 given mIoU / K chosen | CPU s/image, K given |")
+    print("|---|---|---|---|---|---|---|")
+    tune = {label: dataset_samples(Path(root))[::4] for label, root in (("DTD", args.dtd), ("Outex", args.outex))}
+    readme = [("mosaic_three", *mosaic_three())]
+    for value, params in rows:
+        options, cells, seconds = {"params": params}, [], []
+        for samples in tune.values():
+            given = score_set(samples, lambda gt: int(gt.max()), options, args.workers)
+            chosen = score_set(samples, lambda gt: None, options, args.workers)
+            cells += [f"{_mean(given, 'miou'):.3f} / {_mean(given, 'boundary_f'):.3f}",
+                      f"{_mean(chosen, 'k_correct'):.3f} / {_mean(chosen, 'panoptic_iou'):.3f}"]
+            seconds += [r["seconds"] for r in given]
+        given = score_set(readme, lambda gt: 3, options, 1)[0]
+        chosen = score_set(readme, lambda gt: None, options, 1)[0]
+        cells.append(f"{given['miou']:.3f} / K = {chosen['k_pred']}")
+        label = f"**{value} (default)**" if value == default else str(value)
+        print(f"| {label} | " + " | ".join(cells) + f" | {np.mean(seconds):.2f} |", flush=True)
+
+
+def _mean(rows: list[dict], metric: str) -> float:
+    return float(np.mean([r[metric] for r in rows]))
+
+
+def _time_batch(images: list[np.ndarray], params: ClassicalParams) -> None:
     with threadpool_limits(limits=1):
         for image in images:
-            segment_texture(image, 5, seed=0)
+            segment_texture(image, 5, seed=0, params=params)
 
 
-def throughput(images: list[np.ndarray], workers: int) -> float:
+def throughput(images: list[np.ndarray], workers: int, params: ClassicalParams) -> float:
     """Images/s (wall clock) for segmenting ``images`` (K = 5) split over ``workers`` processes (pool start
     excluded)."""
     with ProcessPoolExecutor(workers) as pool:
-        list(pool.map(_time_batch, [[images[0][:64, :64]]] * workers))  # warm the workers (imports)
+        list(pool.map(_time_batch, [[images[0][:64, :64]]] * workers, [params] * workers))  # warm the workers
         start = time.perf_counter()
-        list(pool.map(_time_batch, [images[i::workers] for i in range(workers)]))
+        list(pool.map(_time_batch, [images[i::workers] for i in range(workers)], [params] * workers))
         return len(images) / (time.perf_counter() - start)
 
 
@@ -162,21 +224,23 @@ def speed_image(h: int, w: int) -> np.ndarray:
     return np.tile(base, (*reps, 1))[:h, :w].copy()
 
 
-def peak_rss_12mp() -> float:
+def peak_rss_12mp(params: ClassicalParams) -> float:
     """Peak RSS (GiB) of a fresh process segmenting one 4000×3000 image."""
     code = (
-        "import resource, sys; sys.path.insert(0, sys.argv[1]); "
-        "from perf.bench_classical import speed_image; from detecture.classical import segment_texture; "
-        "img = speed_image(3000, 4000); segment_texture(img, 5, seed=0); "
+        "import json, resource, sys; sys.path.insert(0, sys.argv[1]); "
+        "from perf.bench_classical import speed_image; "
+        "from detecture.classical import ClassicalParams, segment_texture; "
+        "img = speed_image(3000, 4000); segment_texture(img, 5, seed=0, params=ClassicalParams(**json.loads(sys.argv[2]))); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(REPO)], check=True, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", code, str(REPO), json.dumps(params.to_dict())], check=True,
+                         capture_output=True, text=True)
     return int(out.stdout.strip()) / 2**20
 
 
 def speed(args: argparse.Namespace) -> None:
     print(f"# bench_classical speed: {platform.machine()}, {os.cpu_count()} CPUs, {datetime.date.today()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"load average {os.getloadavg()[0]:.1f}; settings: {changed(args.params)}")
     print("| images | size | workers | images/s | images/s per worker |")
     print("|---|---|---:|---:|---:|")
     outex = [image for _, image, _ in dataset_samples(Path(args.outex))]
@@ -184,12 +248,12 @@ def speed(args: argparse.Namespace) -> None:
                              ("tiled photo mosaic", (3000, 4000), args.large_images)):
         image = speed_image(h, w)
         for workers in (1, 2):
-            rate = throughput([image] * (n * workers), workers)
+            rate = throughput([image] * (n * workers), workers, args.params)
             print(f"| {label} | {w}×{h} | {workers} | {rate:.2f} | {rate / workers:.2f} |", flush=True)
     for workers in (1, 2):  # the benchmark's own 512² images (five textures each)
-        rate = throughput(outex[: args.images * workers], workers)
+        rate = throughput(outex[: args.images * workers], workers, args.params)
         print(f"| Outex mosaics | 512×512 | {workers} | {rate:.2f} | {rate / workers:.2f} |", flush=True)
-    print(f"peak RSS, one 4000×3000 image in a fresh process: {peak_rss_12mp():.2f} GiB")
+    print(f"peak RSS, one 4000×3000 image in a fresh process: {peak_rss_12mp(args.params):.2f} GiB")
 
 
 _COMMAND_PROBE = (
@@ -249,15 +313,29 @@ def main() -> None:
     q.add_argument("--workers", type=int, default=2)
     q.add_argument("--unrefined", action="store_true", help="skip pass 2 (boundary placement), for comparison")
     q.add_argument("--tune-only", action="store_true", help="only the tuning quarters of Outex and DTD")
+    w = sub.add_parser("sweep", help="score one setting's values on the tuning quarters")
+    w.add_argument("--vary", required=True, metavar="KEY=V1,V2,...", help="the field and its values, e.g. band=8,12,24")
+    w.add_argument("--outex", default=str(OUTEX))
+    w.add_argument("--dtd", default=str(DTD))
+    w.add_argument("--workers", type=int, default=2)
     s = sub.add_parser("speed")
     s.add_argument("--images", type=int, default=8, help="512² images per worker")
     s.add_argument("--large-images", type=int, default=2, help="4000×3000 images per worker")
     s.add_argument("--outex", default=str(OUTEX))
+    for command in (q, w, s):
+        command.add_argument("--classical-config", metavar="FILE", help="YAML or JSON file of ClassicalParams fields")
+        command.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                             help="change one ClassicalParams field, YAML value syntax (repeatable)")
     t = sub.add_parser("startup")
     t.add_argument("--runs", type=int, default=3, help="fresh processes per command (the median is reported)")
     t.add_argument("--outex", default=str(OUTEX))
     args = parser.parse_args()
-    {"quality": quality, "speed": speed, "startup": startup}[args.command](args)
+    try:
+        if args.command != "startup":
+            args.params = settings(args.classical_config, args.set)
+        {"quality": quality, "sweep": sweep, "speed": speed, "startup": startup}[args.command](args)
+    except InputError as exc:
+        parser.error(str(exc))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The classical segmenter's settings as one typed, validated, picklable object (see :func:`segment_texture`).
 
 Every default was tuned on fixed quarters (sorted ids, every fourth) of the Outex mosaics and of the DTD colour
-mosaics; the benchmark tables describe ``ClassicalParams()`` on the other three quarters. Pass a changed copy, e.g.
+mosaics (``python perf/bench_classical.py sweep --vary FIELD=V1,V2,...`` scores a field's values there); the
+benchmark tables describe ``ClassicalParams()`` on the other three quarters. Pass a changed copy, e.g.
 ``dataclasses.replace(ClassicalParams(), max_k=3)``, to study one setting: the object is frozen, so a settings object
 handed to worker processes cannot drift. The command line reads them from a YAML file (:func:`load_params`).
 """
