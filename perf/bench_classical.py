@@ -230,7 +230,8 @@ def peak_rss_12mp(params: ClassicalParams) -> float:
         "import json, resource, sys; sys.path.insert(0, sys.argv[1]); "
         "from perf.bench_classical import speed_image; "
         "from detecture.classical import ClassicalParams, segment_texture; "
-        "img = speed_image(3000, 4000); segment_texture(img, 5, seed=0, params=ClassicalParams(**json.loads(sys.argv[2]))); "
+        "params = ClassicalParams(**json.loads(sys.argv[2])); "
+        "img = speed_image(3000, 4000); segment_texture(img, 5, seed=0, params=params); "
         "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(REPO), json.dumps(params.to_dict())], check=True,
