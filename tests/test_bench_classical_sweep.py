@@ -6,6 +6,8 @@ whose tuning quarter (every fourth sorted id) is their first mosaic.
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
 import subprocess
 import sys
@@ -14,14 +16,23 @@ from pathlib import Path
 import pytest
 
 from bench_fixture import make_unified
+from detecture.classical import ClassicalParams
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "perf" / "bench_classical.py"
-sys.path.insert(0, str(REPO / "perf"))
 
-from bench_classical import changed, settings  # noqa: E402
 
-from detecture.classical import ClassicalParams  # noqa: E402
+@pytest.fixture(scope="module")
+def bench():
+    """The script as a module; importing it sets one BLAS thread for its workers, which is undone for the suite."""
+    saved = dict(os.environ)
+    sys.path.insert(0, str(REPO / "perf"))
+    try:
+        yield importlib.import_module("bench_classical")
+    finally:
+        sys.path.remove(str(REPO / "perf"))
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def run_script(*argv: str) -> subprocess.CompletedProcess:
@@ -29,14 +40,14 @@ def run_script(*argv: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def test_settings_apply_the_file_then_each_set_and_name_what_changed(tmp_path):
+def test_settings_apply_the_file_then_each_set_and_name_what_changed(bench, tmp_path):
     config = tmp_path / "classical.yaml"
     config.write_text("band: 16\nmax_k: 4\n")
-    params = settings(str(config), ["max_k=5", "position_weight=0.6"])
+    params = bench.settings(str(config), ["max_k=5", "position_weight=0.6"])
     assert (params.band, params.max_k, params.position_weight) == (16, 5, 0.6)
-    assert changed(params) == "position_weight=0.6, band=16, max_k=5"
-    assert changed(settings(None, [])) == "defaults"
-    assert settings(None, []) == ClassicalParams()
+    assert bench.changed(params) == "position_weight=0.6, band=16, max_k=5"
+    assert bench.changed(bench.settings(None, [])) == "defaults"
+    assert bench.settings(None, []) == ClassicalParams()
 
 
 @pytest.mark.parametrize("argv, message", [
