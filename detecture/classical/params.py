@@ -137,12 +137,16 @@ class ClassicalParams:
         Graph cut: cost (in tenths of a nat of the pass-2 log-posterior) of one boundary edge between two
         pixels of equal colour; it falls with the colour step across the edge, so boundaries are short and follow
         the image's edges. 3000 smooths the wiggles of the pass-2 boundaries away (tuned: 300 / 1000 / 3000 / 10000
-        gave boundary F 0.41 / 0.57 / 0.69 / 0.70 on the DTD tuning quarter at ever higher cost).
+        gave boundary F 0.41 / 0.57 / 0.69 / 0.70 on the DTD tuning quarter at ever higher cost). Re-swept with the
+        binary patterns, 1500–2000 placed Outex boundaries better (tuning quarter boundary F 0.81 against 0.79) but
+        counted fewer DTD mosaics right, so 3000 stayed (perf/RESULTS.md, thirteenth round). The cut depends on it
+        only through its ratio to ``cut_temperature`` (for temperatures up to 1, where no pass-2 margin reaches the
+        unary cap): 1500 at temperature 0.3 is 3000 at 0.6.
     cut_contrast : float
         Graph cut: how fast the edge cost falls with the squared CIE-Lab step, relative to the image's mean step.
     cut_temperature : float
         Graph cut: scale of the pass-2 log-posterior margins in the unary costs; 0.3 lets the boundary term
-        outweigh an unsure pixel's evidence.
+        outweigh an unsure pixel's evidence. Only its ratio to ``cut_smoothness`` matters (see there).
     """
 
     # A settings file (load_params) is validated field by field from these type hints; unknown keys are errors.
