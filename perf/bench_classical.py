@@ -166,13 +166,13 @@ def sweep(args: argparse.Namespace) -> None:
     from detecture.demo.examples import mosaic_three
 
     key, _, text = args.vary.partition("=")
-    values = [parse_override(f"{key}={value}")[1] for value in text.split(",")] if key and text else []
-    if not values:
+    if not key or not text:
         raise InputError(f"--vary expects KEY=VALUE[,VALUE...], got {args.vary!r}")
     try:
+        values = [parse_override(f"{key}={value}")[1] for value in text.split(",")]
         rows = [(value, parse_config(ClassicalParams, args.params.to_dict(), "--vary", {key: value}))
                 for value in values]
-    except InputError as exc:  # parse_config names an override as --set
+    except InputError as exc:  # the override parsers name their option --set
         raise InputError(str(exc).replace("--set ", "--vary ", 1)) from None
     default = getattr(ClassicalParams(), key)
     print(f"# bench_classical sweep of {key} on the tuning quarters (other settings: {changed(args.params)})")
@@ -315,7 +315,8 @@ def main() -> None:
     q.add_argument("--unrefined", action="store_true", help="skip pass 2 (boundary placement), for comparison")
     q.add_argument("--tune-only", action="store_true", help="only the tuning quarters of Outex and DTD")
     w = sub.add_parser("sweep", help="score one setting's values on the tuning quarters")
-    w.add_argument("--vary", required=True, metavar="KEY=V1,V2,...", help="the field and its values, e.g. band=8,12,24")
+    w.add_argument("--vary", required=True, metavar="KEY=V1,V2,...",
+                   help="a number field and its values, e.g. band=8,12,24")
     w.add_argument("--outex", default=str(OUTEX))
     w.add_argument("--dtd", default=str(DTD))
     w.add_argument("--workers", type=int, default=2)

@@ -54,6 +54,7 @@ def test_settings_apply_the_file_then_each_set_and_name_what_changed(bench, tmp_
     (("sweep", "--vary", "band"), "--vary expects KEY=VALUE[,VALUE...], got 'band'"),
     (("sweep", "--vary", "bands=8,12"), "--vary bands: unknown key"),
     (("sweep", "--vary", "band=8,1.5"), "--vary band:"),
+    (("sweep", "--vary", "frequencies=[0.1,0.2]"), "--vary frequencies: not a valid YAML value"),
     (("quality", "--set", "band=-1"), "ClassicalParams.band=-1: must be ≥ 0"),
     (("speed", "--classical-config", "missing.yaml"), "missing.yaml: classical settings file not found"),
 ])
