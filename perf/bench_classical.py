@@ -61,13 +61,22 @@ PHOTO_SIZE = 384
 METRICS = ("miou", "panoptic_iou", "boundary_f", "ari", "k_correct")
 
 
-def dataset_samples(root: Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """(id, image, gt label map) for every record of a unified-layout dataset (Outex, DTD), sorted by id."""
+def is_tuning(index: int) -> bool:
+    """Whether the ``index``-th record by sorted id is in the tuning quarter (every fourth), the only images settings
+    are chosen on."""
+    return index % 4 == 0
+
+
+def dataset_samples(root: Path, tuning_only: bool = False) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(id, image, gt label map) for every record of a unified-layout dataset (Outex, DTD), sorted by id;
+    ``tuning_only``: the tuning quarter's, the others not even read."""
     from detecture.benchmark.datasets import open_dataset
 
     ds = open_dataset(str(root))
     out = []
-    for record in sorted(ds.records, key=lambda r: r.id):
+    for i, record in enumerate(sorted(ds.records, key=lambda r: r.id)):
+        if tuning_only and not is_tuning(i):
+            continue
         sample, _ = ds.load(record)
         out.append((record.id, sample.image, gt_label_map(sample.masks)))
     return out
@@ -140,7 +149,7 @@ def changed(params: ClassicalParams) -> str:
 def quality(args: argparse.Namespace) -> None:
     from detecture.demo.examples import mosaic_three
 
-    options = {"refine": False, "params": args.params} if args.unrefined else {"params": args.params}
+    options = {"refine": not args.unrefined, "params": args.params}
     print(f"# bench_classical quality ({'pass 1 only' if args.unrefined else 'two passes and the graph cut'}; "
           f"settings: {changed(args.params)})")
     print(f"# {platform.machine()}, {os.cpu_count()} CPUs, {args.workers} workers, {datetime.date.today()}")
@@ -149,7 +158,8 @@ def quality(args: argparse.Namespace) -> None:
     regimes = (("K given", lambda gt: int(gt.max())), ("K chosen", lambda gt: None))
     for label, root in (("Outex", args.outex), ("DTD", args.dtd)):
         records = dataset_samples(Path(root))
-        tune, held = records[::4], [s for i, s in enumerate(records) if i % 4]
+        tune = [s for i, s in enumerate(records) if is_tuning(i)]
+        held = [s for i, s in enumerate(records) if not is_tuning(i)]
         sets = [("tune", tune), ("held-out", held)] if not args.tune_only else [("tune", tune)]
         for regime, k_of in regimes:
             for name, samples in sets:
@@ -180,7 +190,8 @@ def sweep(args: argparse.Namespace) -> None:
     print(f"| `{key}` | DTD K given: mIoU / BF | DTD K chosen: K acc. / PQ | Outex K given: mIoU / BF "
           "| Outex K chosen: K acc. / PQ | README mosaic: K = 3 given mIoU / K chosen | CPU s/image, K given |")
     print("|---|---|---|---|---|---|---|")
-    tune = {label: dataset_samples(Path(root))[::4] for label, root in (("DTD", args.dtd), ("Outex", args.outex))}
+    tune = {label: dataset_samples(Path(root), tuning_only=True)
+            for label, root in (("DTD", args.dtd), ("Outex", args.outex))}
     readme = [("mosaic_three", *mosaic_three())]
     for value, params in rows:
         options, cells, seconds = {"params": params}, [], []
