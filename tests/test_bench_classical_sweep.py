@@ -58,11 +58,14 @@ def test_settings_apply_the_file_then_each_set_and_name_what_changed(bench, tmp_
     (("quality", "--set", "band=-1"), "ClassicalParams.band=-1: must be ≥ 0"),
     (("speed", "--classical-config", "missing.yaml"), "missing.yaml: classical settings file not found"),
 ])
-def test_bad_settings_stop_with_one_line_before_any_scoring(argv, message):
-    out = run_script(*argv)
-    assert out.returncode == 2
-    assert message in out.stderr.splitlines()[-1]
-    assert out.stdout == ""
+def test_bad_settings_stop_with_one_line_before_any_scoring(bench, argv, message, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *argv])
+    with pytest.raises(SystemExit) as stopped:
+        bench.main()
+    assert stopped.value.code == 2
+    out = capsys.readouterr()
+    assert message in out.err.splitlines()[-1]
+    assert out.out == ""
 
 
 def test_sweep_scores_each_value_on_the_tuning_quarters(tmp_path):
