@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import struct
 import zlib
 from pathlib import Path
@@ -184,7 +183,7 @@ def test_an_engine_removes_its_folder_when_closed_or_dropped(tmp_path):
     assert not folder.exists()
 
 
-def test_serving_leaves_nothing_in_the_temporary_folder():
+def test_serving_leaves_nothing_in_the_temporary_folder(monkeypatch, tmp_path):
     """Gradio's server makes ``gradio/vibe_edit_history`` in the temporary folder it chose at import, whatever
     GRADIO_TEMP_DIR says by the time the app starts; the demo removes it again."""
     import tempfile
@@ -201,16 +200,14 @@ def test_serving_leaves_nothing_in_the_temporary_folder():
             folder.rmdir()
     if gradio_dir.exists():
         pytest.skip(f"{gradio_dir} holds files of another Gradio app")
-    cache = os.environ.get("GRADIO_TEMP_DIR")  # the module's shared server keeps its own cache folder
+    # The app points GRADIO_TEMP_DIR at its engine's folder; monkeypatch puts back the value the module's shared
+    # server keeps its own cache under (or its absence).
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))
     engine = DemoEngine()
     try:
         demo_app.launch(engine, port=free_port(), block=False, warm_up=False).close()
     finally:
         engine.close()
-        if cache is None:
-            os.environ.pop("GRADIO_TEMP_DIR", None)
-        else:
-            os.environ["GRADIO_TEMP_DIR"] = cache
     assert not gradio_dir.exists()
 
 
