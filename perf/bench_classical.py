@@ -51,8 +51,9 @@ sys.path.insert(0, str(REPO))
 from detecture.benchmark.metrics import bootstrap_mean, gt_label_map  # noqa: E402
 from detecture.benchmark.scoring import score_logits  # noqa: E402
 from detecture.classical import ClassicalParams, load_params, segment_texture  # noqa: E402
+from detecture.classical.params import parse_params  # noqa: E402
 from detecture.errors import InputError  # noqa: E402
-from detecture.utils.typed_config import parse_config, parse_override  # noqa: E402
+from detecture.utils.typed_config import parse_override  # noqa: E402
 
 OUTEX = REPO.parent / "shared" / "data" / "outex"
 DTD = REPO.parent / "shared" / "data" / "dtd"
@@ -137,7 +138,7 @@ def settings(config: str | None, pairs: list[str]) -> ClassicalParams:
     """The settings of ``--classical-config`` (the defaults without it) with the ``--set KEY=VALUE`` pairs applied."""
     base = load_params(config) if config else ClassicalParams()
     overrides = dict(parse_override(pair) for pair in pairs)
-    return parse_config(ClassicalParams, base.to_dict(), config or "the default settings", overrides)
+    return parse_params(base.to_dict(), config or "the default settings", overrides)
 
 
 def changed(params: ClassicalParams) -> str:
@@ -180,7 +181,7 @@ def sweep(args: argparse.Namespace) -> None:
         raise InputError(f"--vary expects KEY=VALUE[,VALUE...], got {args.vary!r}")
     try:
         values = [parse_override(f"{key}={value}")[1] for value in text.split(",")]
-        rows = [(value, parse_config(ClassicalParams, args.params.to_dict(), "--vary", {key: value}))
+        rows = [(value, parse_params(args.params.to_dict(), "--vary", {key: value}))
                 for value in values]
     except InputError as exc:  # the override parsers name their option --set
         raise InputError(str(exc).replace("--set ", "--vary ", 1)) from None

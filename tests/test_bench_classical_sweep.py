@@ -55,6 +55,8 @@ def test_settings_apply_the_file_then_each_set_and_name_what_changed(bench, tmp_
     (("sweep", "--vary", "bands=8,12"), "--vary bands: unknown key"),
     (("sweep", "--vary", "band=8,1.5"), "--vary band:"),
     (("sweep", "--vary", "frequencies=[0.1,0.2]"), "--vary frequencies: not a valid YAML value"),
+    (("sweep", "--vary", "band=12,true"), "--vary band: expected a number, got True"),
+    (("quality", "--set", "position_weight=false"), "--set position_weight: expected a number, got False"),
     (("quality", "--set", "band=-1"), "ClassicalParams.band=-1: must be ≥ 0"),
     (("speed", "--classical-config", "missing.yaml"), "missing.yaml: classical settings file not found"),
 ])

@@ -12,6 +12,7 @@ from PIL import Image
 
 import detecture
 from detecture.classical import ClassicalParams, load_params, segment_texture
+from detecture.classical.params import parse_params
 from detecture.cli import main
 from detecture.commands.segment_classical import ClassicalJob, run_classical
 from detecture.demo.examples import mosaic_two
@@ -94,6 +95,14 @@ def test_a_bad_settings_file_is_one_line_naming_the_file_and_key(tmp_path, text,
         load_params(path)
     message = str(err.value)
     assert message.startswith(f"{path}: ") and problem in message and "\n" not in message
+
+
+def test_overrides_are_read_by_the_same_rules_as_a_file():
+    assert parse_params({"band": 16}, "x.yaml", {"max_k": 4}) == ClassicalParams(band=16, max_k=4)
+    with pytest.raises(InputError, match=r"^--set band: expected a number, got True$"):
+        parse_params({}, "x.yaml", {"band": True})  # pydantic alone would read it as 1
+    with pytest.raises(InputError, match=r"^x.yaml: max_k: expected a number, got False$"):
+        parse_params({"max_k": False}, "x.yaml")
 
 
 def test_segment_and_the_api_take_a_settings_file_and_a_changed_file_redoes_the_image(disc, tmp_path, capsys):

@@ -13,6 +13,7 @@ import math
 import numbers
 import os
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from ..errors import InputError
 from .gabor import BANDWIDTH, N_ORIENTATIONS
@@ -207,18 +208,28 @@ def load_params(path: str | os.PathLike) -> ClassicalParams:
     The file is read with the project's typed-config rules (:mod:`detecture.utils.typed_config`), imported here
     rather than at module level so a run with the default settings does not load pydantic.
     """
-    from ..utils.typed_config import parse_config
     from ..utils.yaml_files import read_yaml
 
     data, _ = read_yaml(path, "classical settings file")
-    for key, value in (data.items() if isinstance(data, dict) else ()):
-        if isinstance(value, bool):  # pydantic would read true as 1
-            raise InputError(f"{path}: {key}: expected a number, got {value!r}")
     try:
-        return parse_config(ClassicalParams, data, str(path))
+        return parse_params(data, str(path))
     except InputError as exc:  # a range error from __post_init__ does not name the file yet
         message = str(exc)
         raise InputError(message if message.startswith(f"{path}: ") else f"{path}: {message}") from None
+
+
+def parse_params(data: Any, source: str, overrides: dict[str, Any] | None = None) -> ClassicalParams:
+    """The settings parsed YAML ``data`` (named ``source`` in errors) holds, with ``--set`` ``overrides`` applied.
+
+    Every field is a number, and pydantic would read ``true`` as 1, so a boolean is refused here, in data and
+    overrides alike; the rest are the project's typed-config rules."""
+    from ..utils.typed_config import parse_config
+
+    for where, mapping in ((f"{source}: ", data), ("--set ", overrides)):
+        for key, value in (mapping.items() if isinstance(mapping, dict) else ()):
+            if isinstance(value, bool):
+                raise InputError(f"{where}{key}: expected a number, got {value!r}")
+    return parse_config(ClassicalParams, data, source, overrides)
 
 
 _POSITIVE_INTS = {"work_side", "pad", "n_orientations", "pca_components", "fit_pixels", "k_select_pixels", "max_k",
