@@ -159,8 +159,7 @@ def _features(lab: np.ndarray, gabor, fourier: _Fourier, window: float, stat_sig
                 for f, spec in gabor]
     gray = lab[..., 0] / 100.0
     parts = [_group(energies, 1.0), _group(_local_stats(gray, fourier, stat_sigma, crop), params.luma_stat_weight)]
-    chroma = [s for c in (1, 2) if np.ptp(lab[..., c]) > 1.0
-              for s in _local_stats(lab[..., c] / 100.0, fourier, stat_sigma, crop)]
+    chroma = [s for c in _chroma_channels(lab) for s in _local_stats(lab[..., c] / 100.0, fourier, stat_sigma, crop)]
     if chroma:  # greyscale images carry no chroma; the constant channels are skipped
         parts.append(_group(chroma, params.chroma_stat_weight))
     if lbp_sigma is not None and params.lbp_weight > 0:
@@ -185,7 +184,19 @@ def _pattern_histograms(lightness: np.ndarray, fourier: _Fourier, sigma: float, 
     grey = np.pad(np.clip(np.rint(lightness * 2.55), 0, 255).astype(np.uint8), max_radius, mode="reflect")
     inside = (slice(max_radius, -max_radius),) * 2
     codes = [local_binary_pattern(grey, 8, radius, method="uniform")[inside] for radius in range(1, max_radius + 1)]
-    indicators = np.stack([at_radius == code for at_radius in codes for code in range(10)]).astype(np.float32)
+    return [share for at_radius in codes for share in _shares(at_radius, 10, fourier, sigma, crop)]
+
+
+def _chroma_channels(lab: np.ndarray) -> list[int]:
+    """The chroma channels (1: a*, 2: b*) of a Lab image that vary by more than a unit: none on a greyscale image,
+    whose constant channels carry no colour (only rounding)."""
+    return [c for c in (1, 2) if np.ptp(lab[..., c]) > 1.0]
+
+
+def _shares(bins: np.ndarray, n: int, fourier: _Fourier, sigma: float, crop) -> list[np.ndarray]:
+    """Square roots of each of ``n`` bins' share of a Gaussian window of ``sigma`` px, cropped; ``bins`` is the
+    padded (h, w) map of every pixel's bin."""
+    indicators = (bins[None] == np.arange(n)[:, None, None]).astype(np.float32)
     shares = fourier.smooth(fourier.spectrum(indicators), sigma)[(slice(None), *crop)]
     return list(np.sqrt(np.maximum(shares, 0.0)))
 
