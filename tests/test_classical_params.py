@@ -45,7 +45,7 @@ def test_a_changed_field_changes_the_result(disc):
     ("work_side", 0), ("pad", 0), ("frequencies", ()), ("frequencies", (0.1, 1.2)), ("frequencies", (0.7,)),
     ("bandwidth", -0.2), ("max_k", 2.5), ("cut_temperature", float("nan")), ("min_silhouette", 1.5), ("band", -1),
     ("luma_stat_weight", "x"), ("lbp_weight", -0.5), ("lbp_max_radius", 0), ("lbp_sigma", 0.0), ("recut_band", -3),
-    ("recut_band", 2.5),
+    ("recut_band", 2.5), ("palette_weight", -1.0), ("palette_weight", True),
 ])
 def test_invalid_values_are_refused_naming_the_field(field, value):
     with pytest.raises(InputError, match=rf"ClassicalParams\.{field}="):

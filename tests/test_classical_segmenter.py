@@ -171,6 +171,51 @@ def test_the_pattern_group_can_be_left_out():
     assert texture_features(image).shape[-1] == texture_features(image, without).shape[-1] + 10 * params.lbp_max_radius
 
 
+def _crossed_colours(size: int = 96) -> np.ndarray:
+    """Pixel-sized speckle of equally light colours: (+a*, +b*) and (-a*, -b*) on the left, (+a*, -b*) and (-a*, +b*)
+    on the right, so both halves have the same mean and spread of a* and of b*."""
+    from skimage.color import lab2rgb
+
+    rng = np.random.default_rng(0)
+    sign = np.where(rng.integers(0, 2, (size, size)) == 1, 1.0, -1.0)
+    left = np.arange(size)[None, :] < size // 2
+    lab = np.stack([np.full((size, size), 60.0), 30 * sign, np.where(left, 30 * sign, -30 * sign)], axis=-1)
+    return (lab2rgb(lab) * 255).round().astype(np.uint8)
+
+
+def test_palette_histograms_tell_apart_colour_mixes_that_share_mean_and_spread():
+    """Each half of the crossed speckle holds two of the image's four colours: the palette maps tell the halves
+    apart where the local mean and spread of a*, b* (the colour group) do not."""
+    from skimage.color import rgb2lab
+
+    from detecture.classical.segmenter import _Fourier, _local_stats, _palette_histograms
+
+    lab = rgb2lab(_crossed_colours())
+    fourier, crop = _Fourier(lab.shape[:2]), (slice(8, -8),) * 2
+    palette = np.stack(_palette_histograms(lab, fourier, 4.0, crop))
+    colour = np.stack([m for c in (1, 2) for m in _local_stats(lab[..., c] / 100, fourier, 4.0, crop)])
+    inner = 80 // 2 - 8  # columns of each half at least 8 px from the middle, in the cropped maps
+
+    def halves_differ(maps: np.ndarray) -> np.ndarray:
+        return np.abs(maps[:, :, :inner].mean(axis=(1, 2)) - maps[:, :, -inner:].mean(axis=(1, 2)))
+
+    assert len(palette) == 4  # the image has four colours, so the palette stops at four
+    assert halves_differ(palette).min() > 0.5  # every colour's share: about 0.7 (square root of 1/2) against 0
+    assert halves_differ(colour).max() < 0.1 * halves_differ(palette).min()
+
+
+def test_the_palette_is_used_only_on_colour_images_with_k_given():
+    """The palette group joins the features a given K is segmented on; K is chosen without it, so its weight changes
+    nothing when K is chosen. A grey image has no palette."""
+    colour = _crossed_colours()
+    grey = np.repeat(data.grass()[:96, :96, None], 3, axis=2)
+    without = ClassicalParams(palette_weight=0.0)
+    assert texture_features(colour).shape[-1] == texture_features(colour, without).shape[-1] + 4
+    np.testing.assert_array_equal(texture_features(grey), texture_features(grey, without))
+    np.testing.assert_array_equal(texture_features(colour, counting=True), texture_features(colour, without))
+    np.testing.assert_array_equal(segment_texture(colour, None), segment_texture(colour, None, params=without))
+
+
 def test_graph_cut_lands_a_curved_border_within_a_few_pixels_at_768():
     """At 768 px (three times the working size) the graph-cut boundary follows the photos' border more closely than
     the bilinearly upsampled working-size partition, on average within a few pixels of it."""
@@ -213,14 +258,16 @@ def test_readme_mosaic_is_found_with_its_three_textures():
 
 
 def test_position_keeps_a_photo_whole_and_two_photos_apart():
-    """DTD mosaic ``dtd5_012`` (five photos, K given): by appearance alone k-means merges the knit and bubbly photos
+    """DTD mosaic ``dtd5_012`` (five photos, K = 5 on the features K is chosen on, without the palette group, with
+    which appearance alone finds this mosaic): by appearance alone k-means merges the knit and bubbly photos
     and splits the cracked one down the middle; the pull of the pixel coordinates on the centres finds all five."""
     dataset = open_dataset(str(SHARED_DATA / "dtd"))
     sample, _ = dataset.load(next(r for r in dataset.records if r.id == "dtd5_012"))
     gt = gt_label_map(sample.masks)
-    with_position = score_labels(gt, partition(segment_texture(sample.image, 5)))
-    appearance_only = score_labels(gt, partition(segment_texture(sample.image, 5,
-                                                                 params=ClassicalParams(position_weight=0.0))))
+    counting = ClassicalParams(palette_weight=0.0)
+    with_position = score_labels(gt, partition(segment_texture(sample.image, 5, params=counting)))
+    appearance_only = score_labels(gt, partition(segment_texture(
+        sample.image, 5, params=dataclasses.replace(counting, position_weight=0.0))))
     assert with_position.miou > 0.9 > 0.8 > appearance_only.miou
 
 

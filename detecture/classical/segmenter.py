@@ -8,7 +8,8 @@ at twice that size when the input has it. Every setting named here in ``code`` i
 
 1. **Find the textures.** Per pixel: log Gabor energy smoothed over a window of ``energy_window`` wavelengths,
    local mean / standard deviation of lightness and of the CIE-Lab chroma channels, and local histograms of
-   rotation-invariant local binary patterns over ``lbp_sigma`` px (blind to shading), in four weighted groups.
+   rotation-invariant local binary patterns over ``lbp_sigma`` px (blind to shading), in four weighted groups;
+   with K given, a fifth: local histograms of the colour image's own chroma palette.
    Features are standardised, reduced by PCA and clustered with k-means (several restarts, on a pixel subsample)
    with the pixel coordinates beside them at ``position_weight``, so the centres are compact areas rather than the
    interleaved parts of one texture; pixels then join the centre they look like. In the autonomous regime the
@@ -27,10 +28,10 @@ at twice that size when the input has it. Every setting named here in ``code`` i
    lie on colour edges. The output is the cut's partition as ±1 logits (the winner positive, so the benchmark's
    static dustbin never wins), bilinearly upsampled beyond ``refine_side``.
 
-Feature groups (texture, lightness, colour, patterns) are each scaled to unit total variance before their weights
-apply, so the 32-40 Gabor channels do not drown the 4 colour channels on photos. All feature smoothing runs in the
-Fourier domain on a reflect-padded copy; memory is bounded by the working size, a few planes at ≤ ``refine_side`` px
-and the (K, H, W) output, so a 12 MP photo needs little more than its logits.
+Feature groups (texture, lightness, colour, patterns, palette) are each scaled to unit total variance before
+their weights apply, so the 32-40 Gabor channels do not drown the 4 colour channels on photos. All feature smoothing
+runs in the Fourier domain on a reflect-padded copy; memory is bounded by the working size, a few planes at
+≤ ``refine_side`` px and the (K, H, W) output, so a 12 MP photo needs little more than its logits.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ _DECIDED = 50.0  # nats: a margin between the two above; pixels at or over it ar
 _TIE = np.float32(1e-6)  # the least logit of a pixel's winner (see _positive_winner)
 _ROW_BLOCK = 256  # rows per block in _positive_winner
 _ROUNDING = 1e-5  # relative size under which a map's spread is single-precision rounding, not texture
+_PALETTE_COLOURS = 8  # entries of an image's chroma palette (see _palette_histograms)
+_PALETTE_SAMPLE = 4000  # k-means fits the palette on about this many working pixels
 
 
 class _LabCopies:
@@ -193,6 +196,29 @@ def _chroma_channels(lab: np.ndarray) -> list[int]:
     return [c for c in (1, 2) if np.ptp(lab[..., c]) > 1.0]
 
 
+def _palette_histograms(lab: np.ndarray, fourier: _Fourier, sigma: float, crop) -> list[np.ndarray]:
+    """Local histograms of the image's own chroma palette: ``_PALETTE_COLOURS`` entries from k-means of (a*, b*) over
+    the image (fewer if it has fewer distinct colours, none if it has one), every pixel in the nearest, each entry's
+    share of a Gaussian window of ``sigma`` px as a map (its square root, compared by the Hellinger distance).
+
+    The mean and spread of a* and b* (the colour group) do not tell a speckle of two colours from a speckle of two
+    others with the same means and spreads; the palette's shares do. It is the image's own palette, not fixed hue
+    bins: DTD photos are mostly of low chroma, where fixed bins would put nearly every pixel in one. The k-means seed
+    is fixed: the palette is a property of the image.
+
+    Used only when K is given (:func:`_pass1_features`): it separates the textures of a known number of regions
+    better, but it also tells apart the colour patches inside one photo, and counting by merging over-counted with
+    it (perf/RESULTS.md, fifteenth round)."""
+    chroma = lab[..., 1:].reshape(-1, 2).astype(np.float32)
+    inside = lab[crop][..., 1:].reshape(-1, 2).astype(np.float32)
+    sample = inside[:: max(1, inside.shape[0] // _PALETTE_SAMPLE)]
+    colours = min(_PALETTE_COLOURS, len(np.unique(sample, axis=0)))
+    if colours < 2:
+        return []
+    nearest = KMeans(colours, n_init=2, random_state=0).fit(sample).predict(chroma).reshape(lab.shape[:2])
+    return _shares(nearest, colours, fourier, sigma, crop)
+
+
 def _shares(bins: np.ndarray, n: int, fourier: _Fourier, sigma: float, crop) -> list[np.ndarray]:
     """Square roots of each of ``n`` bins' share of a Gaussian window of ``sigma`` px, cropped; ``bins`` is the
     padded (h, w) map of every pixel's bin."""
@@ -248,11 +274,25 @@ def _prepare(copies: _LabCopies, params: ClassicalParams):
     return lab, fourier, gabor
 
 
-def texture_features(image: np.ndarray, params: ClassicalParams | None = None) -> np.ndarray:
-    """(h, w, D) standardised pass-1 feature map of an (H, W, 3) uint8 image, at ≤ ``params.work_side`` px."""
+def texture_features(image: np.ndarray, params: ClassicalParams | None = None, counting: bool = False) -> np.ndarray:
+    """(h, w, D) standardised pass-1 feature map of an (H, W, 3) uint8 image, at ≤ ``params.work_side`` px: those
+    a given K is segmented on, or with ``counting`` those K is chosen on (without the palette group)."""
     params = params or ClassicalParams()
     lab, fourier, gabor = _prepare(_LabCopies(image), params)
-    return _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params, params.lbp_sigma)
+    return _pass1_features(lab, gabor, fourier, params, counting)
+
+
+def _pass1_features(lab: np.ndarray, gabor, fourier: _Fourier, params: ClassicalParams, counting: bool) -> np.ndarray:
+    """(h, w, D) pass-1 features: the wide-window groups, and the palette group of a colour image unless K is being
+    chosen."""
+    feats = _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params, params.lbp_sigma)
+    if counting or params.palette_weight == 0 or not _chroma_channels(lab):
+        return feats
+    crop = (slice(params.pad, -params.pad), slice(params.pad, -params.pad))
+    palette = _palette_histograms(lab, fourier, params.lbp_sigma, crop)
+    if not palette:
+        return feats
+    return np.concatenate([feats, _group(palette, params.palette_weight).transpose(1, 2, 0)], axis=2)
 
 
 def _position(h: int, w: int) -> np.ndarray:
@@ -329,7 +369,7 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     h, w = image.shape[:2]
     copies = _LabCopies(image)
     lab, fourier, gabor = _prepare(copies, params)
-    feats = _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params, params.lbp_sigma)
+    feats = _pass1_features(lab, gabor, fourier, params, counting=chosen)
     fh, fw, d = feats.shape
     flat = feats.reshape(-1, d)
     if not np.any(flat.std(axis=0) > 1e-6):  # a textureless image is one region, whatever K was asked for
