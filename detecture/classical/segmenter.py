@@ -152,10 +152,11 @@ def _fine_gabor_spectra(double: np.ndarray, fourier: _Fourier, frequencies: tupl
 
 
 def _features(lab: np.ndarray, gabor, fourier: _Fourier, window: float, stat_sigma: float,
-              params: ClassicalParams, lbp_sigma: float | None = None) -> np.ndarray:
+              params: ClassicalParams, lbp_sigma: float | None = None, palette: bool = False) -> np.ndarray:
     """(h, w, D) standardised features of the padded image: log Gabor energies smoothed over ``window`` wavelengths
-    plus local statistics of lightness and chroma over ``stat_sigma`` px, and local histograms of binary patterns
-    over ``lbp_sigma`` px where it is given; the padding is cropped off."""
+    plus local statistics of lightness and chroma over ``stat_sigma`` px, local histograms of binary patterns over
+    ``lbp_sigma`` px where it is given, and with ``palette`` those of a colour image's palette over the same window;
+    the padding is cropped off."""
     crop = (slice(params.pad, -params.pad), slice(params.pad, -params.pad))
     energies = [np.log1p(np.maximum(fourier.smooth(spec, max(window / f, params.min_sigma))[crop], 0.0)
                          * np.float32(50.0))
@@ -168,6 +169,9 @@ def _features(lab: np.ndarray, gabor, fourier: _Fourier, window: float, stat_sig
     if lbp_sigma is not None and params.lbp_weight > 0:
         parts.append(_group(_pattern_histograms(lab[..., 0], fourier, lbp_sigma, crop, params.lbp_max_radius),
                             params.lbp_weight))
+    shares = _palette_histograms(lab, fourier, lbp_sigma, crop) if palette and chroma and params.palette_weight else []
+    if shares:
+        parts.append(_group(shares, params.palette_weight))
     return np.concatenate(parts).transpose(1, 2, 0)
 
 
@@ -206,7 +210,7 @@ def _palette_histograms(lab: np.ndarray, fourier: _Fourier, sigma: float, crop) 
     bins: DTD photos are mostly of low chroma, where fixed bins would put nearly every pixel in one. The k-means seed
     is fixed: the palette is a property of the image.
 
-    Used only when K is given (:func:`_pass1_features`): it separates the textures of a known number of regions
+    Used only when K is given (:func:`segment_texture`): it separates the textures of a known number of regions
     better, but it also tells apart the colour patches inside one photo, and counting by merging over-counted with
     it (perf/RESULTS.md, fifteenth round)."""
     chroma = lab[..., 1:].reshape(-1, 2).astype(np.float32)
@@ -279,20 +283,8 @@ def texture_features(image: np.ndarray, params: ClassicalParams | None = None, c
     a given K is segmented on, or with ``counting`` those K is chosen on (without the palette group)."""
     params = params or ClassicalParams()
     lab, fourier, gabor = _prepare(_LabCopies(image), params)
-    return _pass1_features(lab, gabor, fourier, params, counting)
-
-
-def _pass1_features(lab: np.ndarray, gabor, fourier: _Fourier, params: ClassicalParams, counting: bool) -> np.ndarray:
-    """(h, w, D) pass-1 features: the wide-window groups, and the palette group of a colour image unless K is being
-    chosen."""
-    feats = _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params, params.lbp_sigma)
-    if counting or params.palette_weight == 0 or not _chroma_channels(lab):
-        return feats
-    crop = (slice(params.pad, -params.pad), slice(params.pad, -params.pad))
-    palette = _palette_histograms(lab, fourier, params.lbp_sigma, crop)
-    if not palette:
-        return feats
-    return np.concatenate([feats, _group(palette, params.palette_weight).transpose(1, 2, 0)], axis=2)
+    return _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params, params.lbp_sigma,
+                     palette=not counting)
 
 
 def _position(h: int, w: int) -> np.ndarray:
@@ -369,7 +361,8 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     h, w = image.shape[:2]
     copies = _LabCopies(image)
     lab, fourier, gabor = _prepare(copies, params)
-    feats = _pass1_features(lab, gabor, fourier, params, counting=chosen)
+    feats = _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params, params.lbp_sigma,
+                      palette=not chosen)
     fh, fw, d = feats.shape
     flat = feats.reshape(-1, d)
     if not np.any(flat.std(axis=0) > 1e-6):  # a textureless image is one region, whatever K was asked for
