@@ -282,7 +282,12 @@ def texture_features(image: np.ndarray, params: ClassicalParams | None = None, c
     """(h, w, D) standardised pass-1 feature map of an (H, W, 3) uint8 image, at ≤ ``params.work_side`` px: those
     a given K is segmented on, or with ``counting`` those K is chosen on (without the palette group)."""
     params = params or ClassicalParams()
-    lab, fourier, gabor = _prepare(_LabCopies(image), params)
+    return _pass1_features(*_prepare(_LabCopies(image), params), params, counting)
+
+
+def _pass1_features(lab: np.ndarray, fourier: _Fourier, gabor, params: ClassicalParams, counting: bool) -> np.ndarray:
+    """The wide-window features pass 1 clusters on; with ``counting`` (K being chosen) without the palette group,
+    which tells apart the colour patches inside one photo (see :func:`_palette_histograms`)."""
     return _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params, params.lbp_sigma,
                      palette=not counting)
 
@@ -361,8 +366,7 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     h, w = image.shape[:2]
     copies = _LabCopies(image)
     lab, fourier, gabor = _prepare(copies, params)
-    feats = _features(lab, gabor, fourier, params.energy_window, params.stat_sigma, params, params.lbp_sigma,
-                      palette=not chosen)
+    feats = _pass1_features(lab, fourier, gabor, params, counting=chosen)
     fh, fw, d = feats.shape
     flat = feats.reshape(-1, d)
     if not np.any(flat.std(axis=0) > 1e-6):  # a textureless image is one region, whatever K was asked for
