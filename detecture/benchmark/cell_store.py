@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import re
+import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -67,8 +68,18 @@ def sample_file_stem(sample_id: str) -> str:
 
 
 def partition_path(out: Path, dataset: str, method: str, protocol: str, sample_id: str) -> Path:
-    folder = out / "partitions" / safe_name(dataset) / method_folder(method, protocol)
-    return folder / f"{sample_file_stem(sample_id)}.png"
+def partition_dir(out: Path, dataset: str, method: str, protocol: str = "ours") -> Path:
+    return out / "partitions" / safe_name(dataset) / method_folder(method, protocol)
+
+
+    return partition_dir(out, dataset, method, protocol) / f"{sample_file_stem(sample_id)}.png"
+
+
+def clear_cell(out: Path, dataset: str, method: str, protocol: str = "ours") -> None:
+    """Delete a cell's results and its gallery partitions (``--force``): a partition left behind would be drawn in
+    the gallery beside the new result of its sample, even where that sample now failed."""
+    for folder in (cell_dir(out, dataset, method, protocol), partition_dir(out, dataset, method, protocol)):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def check_distinct(what: str, named: list[tuple[str, str]], remedy: str) -> None:

@@ -14,7 +14,6 @@ scored. An environment error (disk full, out of memory) or a bug stops the run w
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -180,7 +179,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     out = Path(config.out)
     if config.force and ranks.is_main:
         for cell in cells:
-            shutil.rmtree(cell.directory(out), ignore_errors=True)
+            cell_store.clear_cell(out, cell.dataset.name, cell.method.name, cell.protocol)
     ranks.wait()
     _check_settings(cells, out)  # every process, before any weights load
     if ranks.is_main:

@@ -1,0 +1,48 @@
+"""Which results a re-run of ``detecture bench`` keeps: retries after job-array shards, ``--force`` and the gallery,
+record ids shared by two datasets, a dataset rebuilt under the same name, a share's exit status."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from bench_fixture import make_unified
+from detecture.benchmark.runner import BenchConfig, cell_records, run_benchmark
+from detecture.cli import main
+from detecture.utils.parallel import Shard
+
+
+def _truth_as_predictions(root: Path, folder: Path, names: dict[str, str] | None = None) -> Path:
+    """Each sample's ground truth as a label map (the perfect prediction), named ``<image stem>.png`` or by
+    ``names`` (image stem -> file stem)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for record in json.loads((root / "metadata.json").read_text()):
+        stem = Path(record["image_path"]).stem
+        a = np.asarray(Image.open(root / record["textures"][0]["mask_path"])) > 0
+        Image.fromarray(np.where(a, 1, 2).astype(np.uint8)).save(folder / f"{(names or {}).get(stem, stem)}.png")
+    return folder
+
+
+def _config(out: Path, datasets: list[Path], pred: Path, **options) -> BenchConfig:
+    return BenchConfig(out=out, methods=[], datasets=[str(d) for d in datasets], predictions=[("p", str(pred))],
+                       **options)
+
+
+def _status(cells, out: Path) -> dict[str, str]:
+    return {r["id"]: r["status"] for cell in cells for r in cell_records(cell, out)}
+
+
+def test_force_clears_the_gallery_partitions_with_the_results(tmp_path):
+    root = make_unified(tmp_path / "set", 1)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    out = tmp_path / "out"
+    run_benchmark(_config(out, [root], pred, gallery=1))
+    partition = out / "partitions" / "set" / "p" / "m0.png"
+    assert partition.is_file()
+    (pred / "m0.png").unlink()
+    cells = run_benchmark(_config(out, [root], pred, gallery=1, force=True))
+    assert _status(cells, out) == {"m0": "failed"} and not partition.exists()  # no picture of a result gone
