@@ -29,7 +29,7 @@ def _samples(out: Path, dataset: str, method: str) -> list[dict]:
 
 
 def _without_timing(records: list[dict]) -> list[dict]:
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "finished")} for r in records]
 
 
 @pytest.mark.skipif(not HAS_PIPELINE, reason="detecture.pipeline is not available yet")

@@ -36,6 +36,23 @@ def _status(cells, out: Path) -> dict[str, str]:
     return {r["id"]: r["status"] for cell in cells for r in cell_records(cell, out)}
 
 
+def test_a_retry_wins_over_the_failure_it_reruns_whichever_shard_file_holds_each(tmp_path):
+    """Shards 1/2 and 2/2 write part-0 and part-1; sample m3 (share 2) fails for want of its file. The retry, run
+    whole, appends to part-0, which is read before part-1: time, not file order, must decide."""
+    root = make_unified(tmp_path / "set", 4)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    (pred / "m3.png").unlink()
+    out = tmp_path / "out"
+    for i in (1, 2):
+        run_benchmark(_config(out, [root], pred, gallery=0, shard=Shard.parse(f"{i}/2")))
+    shards = sorted(p.name for p in (out / "cells" / "set" / "p").glob("part-*.jsonl"))
+    assert shards == ["part-0.jsonl", "part-1.jsonl"]
+    _truth_as_predictions(root, pred)
+    cells = run_benchmark(_config(out, [root], pred, gallery=0, retry_failed=True))
+    assert _status(cells, out) == {f"m{i}": "ok" for i in range(4)}
+    assert [r["miou"] for r in cell_records(cells[0], out)] == [1.0] * 4
+
+
 def test_force_clears_the_gallery_partitions_with_the_results(tmp_path):
     root = make_unified(tmp_path / "set", 1)
     pred = _truth_as_predictions(root, tmp_path / "pred")

@@ -56,7 +56,7 @@ def _files(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
 
 def _bench_cell(out: Path) -> list[dict]:
     lines = (out / "cells" / "rwtd" / "classical" / "samples.jsonl").read_text().splitlines()
-    return [{k: v for k, v in json.loads(line).items() if k != "seconds"} for line in lines]
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "finished")} for line in lines]
 
 
 def _mine_outputs(out: Path) -> dict[str, bytes]:

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 MERGED = "samples.jsonl"
 SETTINGS = "settings.json"
+FINISHED = "finished"  # a record's key: when its sample finished, in seconds since the epoch
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -67,11 +68,11 @@ def sample_file_stem(sample_id: str) -> str:
     return f"{safe[:MAX_STEM]}-{hashlib.sha256(sample_id.encode()).hexdigest()[:12]}"
 
 
-def partition_path(out: Path, dataset: str, method: str, protocol: str, sample_id: str) -> Path:
 def partition_dir(out: Path, dataset: str, method: str, protocol: str = "ours") -> Path:
     return out / "partitions" / safe_name(dataset) / method_folder(method, protocol)
 
 
+def partition_path(out: Path, dataset: str, method: str, protocol: str, sample_id: str) -> Path:
     return partition_dir(out, dataset, method, protocol) / f"{sample_file_stem(sample_id)}.png"
 
 
@@ -109,14 +110,27 @@ def _read_lines(path: Path) -> Iterable[dict[str, Any]]:
 
 
 def read_cell(directory: Path) -> dict[str, dict[str, Any]]:
-    """All recorded samples of a cell by id (merged file first, then shards; a later record of an id wins)."""
+    """All recorded samples of a cell by id; of several records of one id (a ``--retry-failed`` rerun), the one
+    finished last wins.
+
+    Time decides, not the order of the files: a retry is appended to the shard of the process that reran it, which
+    can come before the shard holding the old failure (job-array shards, then a whole run). Records without a
+    ``finished`` time, written before it was recorded, count as older than any with one and otherwise go by file
+    order (merged file first, then shards)."""
     records: dict[str, dict[str, Any]] = {}
     files = ([directory / MERGED] if (directory / MERGED).exists() else []) + sorted(directory.glob("part-*.jsonl"))
     for path in files:
         for rec in _read_lines(path):
             if isinstance(rec, dict) and "id" in rec:
-                records[str(rec["id"])] = rec
+                held = records.get(str(rec["id"]))
+                if held is None or _finished(rec) >= _finished(held):
+                    records[str(rec["id"])] = rec
     return records
+
+
+def _finished(record: dict[str, Any]) -> float:
+    value = record.get(FINISHED)
+    return float(value) if isinstance(value, (int, float)) else float("-inf")
 
 
 class ShardWriter:

@@ -140,6 +140,7 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
         log.warning("%s × %s, sample %s failed: %s", cell.method.name, cell.dataset.name, record.id, exc)
         base.update(status="failed", error=str(exc))
     base["seconds"] = round(time.perf_counter() - start, 4)
+    base[cell_store.FINISHED] = time.time()
     return base
 
 
