@@ -127,13 +127,12 @@ def test_predictions_method_reads_label_maps(tmp_path):
     labels[6:, :] = 200
     Image.fromarray(labels).save(tmp_path / "segabc.png")
     method = PredictionsMethod(MethodOptions(), "peer", tmp_path, "seg{stem}.png")
-    method.stems["r1"] = "abc"
-    out = method.segment(np.zeros((8, 10, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r1"))
+    out = method.segment(np.zeros((8, 10, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r1", "abc"))
     assert out.logits.shape == (3, 8, 10)
     s = score_labels(labels, partition(out.logits))  # the same partition up to renaming
     assert s.miou == 1.0 and s.ari == 1.0
     with pytest.raises(DatasetError, match="12x8"):
-        method.segment(np.zeros((8, 12, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r1"))
+        method.segment(np.zeros((8, 12, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r1", "abc"))
     with pytest.raises(DatasetError, match="not found"):
         method.segment(np.zeros((8, 10, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r2"))
     with pytest.raises(InputError, match="not found"):

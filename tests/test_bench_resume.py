@@ -63,3 +63,16 @@ def test_force_clears_the_gallery_partitions_with_the_results(tmp_path):
     (pred / "m0.png").unlink()
     cells = run_benchmark(_config(out, [root], pred, gallery=1, force=True))
     assert _status(cells, out) == {"m0": "failed"} and not partition.exists()  # no picture of a result gone
+
+
+def test_two_datasets_with_one_record_id_each_read_the_prediction_of_their_own_image(tmp_path):
+    first = make_unified(tmp_path / "first", 1)
+    second = make_unified(tmp_path / "second", 2)
+    metadata = json.loads((second / "metadata.json").read_text())[1:]  # its one record: id m0, image m1.png
+    metadata[0]["id"] = "m0"
+    (second / "metadata.json").write_text(json.dumps(metadata))
+    pred = _truth_as_predictions(first, tmp_path / "pred")
+    _truth_as_predictions(second, pred)  # m0.png for the first set's image, m1.png for the second's
+    cells = run_benchmark(_config(tmp_path / "out", [first, second], pred, gallery=0))
+    assert [(c.dataset.name, r["id"], r["miou"]) for c in cells for r in cell_records(c, tmp_path / "out")] == \
+        [("first", "m0", 1.0), ("second", "m0", 1.0)]

@@ -33,13 +33,15 @@ class RegimeSpec:
 @dataclass(frozen=True)
 class SampleRegime:
     """What one method call is told: the regime kind, the K it may use (``None`` when autonomous), the dispatch mode,
-    and K_gt (which only a method whose dispatch mode is a documented concession may read)."""
+    and K_gt (which only a method whose dispatch mode is a documented concession may read); and which sample it is,
+    its record id and image file stem, by which a precomputed method finds its file."""
 
     kind: RegimeKind
     k: int | None
     k_gt: int
     mode: str
     sample_id: str = ""
+    image_stem: str = ""
 
     @property
     def exact_k(self) -> int | None:

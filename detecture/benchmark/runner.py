@@ -98,20 +98,18 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
     for method in methods:
         for d in datasets:
             records = d.records[: config.limit] if config.limit else d.records
-            if isinstance(method, PredictionsMethod):
-                method.stems.update({r.id: image_stem(r) for r in records})
             cells.append(Cell(method, d, regimes[d.name], dispatch_mode(method.kind, regimes[d.name]), records,
                               config.protocol))
     return methods, datasets, cells
 
 
-def _sample_regime(cell: Cell, k_gt: int, sample_id: str) -> SampleRegime:
+def _sample_regime(cell: Cell, k_gt: int, record: SampleRecord) -> SampleRegime:
     if cell.regime.kind == AUTONOMOUS:
-        return SampleRegime(AUTONOMOUS, None, k_gt, cell.mode, sample_id)
+        return SampleRegime(AUTONOMOUS, None, k_gt, cell.mode, record.id, image_stem(record))
     k = cell.regime.k if cell.regime.k is not None else k_gt
     if k < 1:
-        raise DatasetError(f"sample {sample_id!r}: oracle regime needs K ≥ 1 but every ground-truth mask is empty")
-    return SampleRegime(cell.regime.kind, k, k_gt, cell.mode, sample_id)
+        raise DatasetError(f"sample {record.id!r}: oracle regime needs K ≥ 1 but every ground-truth mask is empty")
+    return SampleRegime(cell.regime.kind, k, k_gt, cell.mode, record.id, image_stem(record))
 
 
 def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool) -> dict[str, Any]:
@@ -123,7 +121,7 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
         if warnings:
             log.warning("%s/%s: %s", cell.dataset.name, record.id, "; ".join(warnings))
         k_gt = gt_count(sample.masks)
-        output = cell.method.segment(sample.image, _sample_regime(cell, k_gt, record.id))
+        output = cell.method.segment(sample.image, _sample_regime(cell, k_gt, record))
         if output.logits.shape[1:] != sample.image.shape[:2]:
             raise MethodError(
                 f"logits are {output.logits.shape[2]}x{output.logits.shape[1]} but the image is "

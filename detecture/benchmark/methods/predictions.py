@@ -53,7 +53,7 @@ def check_pattern(name: str, pattern: str) -> None:
 
 
 class PredictionsMethod(Method):
-    """Precomputed label maps from ``folder``; ``stems`` maps record ids to image file stems."""
+    """Precomputed label maps from ``folder``, one per sample, named by ``pattern``."""
 
     kind = "predictions"
 
@@ -61,7 +61,6 @@ class PredictionsMethod(Method):
         super().__init__(options, name)
         self.folder = Path(folder).expanduser()
         self.pattern = pattern
-        self.stems: dict[str, str] = {}
         if not self.folder.is_dir():
             raise InputError(f"predictions {name!r}: folder {self.folder} not found")
         check_pattern(name, pattern)
@@ -72,14 +71,15 @@ class PredictionsMethod(Method):
         """Another folder or pattern is another experiment: its results must not join this cell's mean."""
         return {"folder": str(self.folder.resolve()), "pattern": self.pattern}
 
-    def path_for(self, sample_id: str) -> Path:
-        """The sample's label map; a record id that would lead outside the folder is that sample's error."""
-        name = self.pattern.format(id=sample_id, stem=self.stems.get(sample_id, sample_id))
-        return resolve_within(self.folder, name, source=f"predictions {self.name!r}: sample {sample_id!r}",
+    def path_for(self, regime: SampleRegime) -> Path:
+        """The sample's label map; a record id that would lead outside the folder is that sample's error. The stem
+        is the sample's own (two datasets may hold one record id, each with its own image file)."""
+        name = self.pattern.format(id=regime.sample_id, stem=regime.image_stem or regime.sample_id)
+        return resolve_within(self.folder, name, source=f"predictions {self.name!r}: sample {regime.sample_id!r}",
                               what=FOLDER)
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
-        path = self.path_for(regime.sample_id)
+        path = self.path_for(regime)
         try:
             with open_image(path, "prediction") as im:
                 labels = np.asarray(im.convert("L") if im.mode not in ("L", "I", "I;16", "P") else im)
