@@ -243,6 +243,21 @@ def test_a_label_map_with_more_levels_than_a_partition_holds_is_one_failed_sampl
         MethodOutput(np.zeros((255, 2, 2), np.float32))  # any method: one rule for every output
 
 
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_colour_label_map_has_one_region_per_colour_even_where_two_share_a_grey_level(tmp_path, mode):
+    """(255, 0, 0) and (0, 130, 0) are both grey level 76: read as grey, the two regions would be one."""
+    truth = np.zeros((8, 10), np.uint8)
+    truth[:, 5:] = 1
+    truth[6:, :] = 2
+    colours = np.array([[255, 0, 0, 255], [0, 130, 0, 255], [0, 0, 255, 255]], np.uint8)[:, : len(mode)]
+    colour_map = Image.fromarray(colours[truth], mode)
+    assert len(np.unique(np.asarray(colour_map.convert("L")))) == 2
+    colour_map.save(tmp_path / "r1.png")
+    method = PredictionsMethod(MethodOptions(), "peer", tmp_path, "{id}.png")
+    out = method.segment(np.zeros((8, 10, 3), np.uint8), SampleRegime(ORACLE, 3, 3, "precomputed", "r1"))
+    assert out.logits.shape == (3, 8, 10) and score_labels(truth + 1, partition(out.logits)).miou == 1.0
+
+
 @pytest.mark.parametrize("pattern, problem", [
     ("seg{stem}{.png", "malformed"), ("seg{stem}{foo}.png", "{foo} is not allowed"),
     ("{id!r}.png", "{id!r} is not allowed"), ("{stem:>9}.png", "{stem:>9} is not allowed"), ("{}.png", "{} is not"),

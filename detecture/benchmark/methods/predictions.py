@@ -1,7 +1,7 @@
 """``predictions``: score label maps another tool already produced (a peer's published outputs, say).
 
-Each sample's prediction is a PNG label map (one grey level per segment; 0 is an ordinary segment, not "unassigned",
-because published label maps use every level for a region). Each distinct level becomes a one-hot channel, converted
+Each sample's prediction is a PNG label map (one grey level, palette index or colour per segment; 0 is an ordinary
+segment, not "unassigned", because published label maps use every level for a region). Each distinct level becomes a one-hot channel, converted
 with the mask-only rule 5·(2m − 1), so precomputed results go through the same scoring path as live methods. The file
 name comes from a pattern with ``{id}`` (record id) and ``{stem}`` (image file stem), e.g. ``seg{stem}.png``; record
 ids are data, so the name is resolved inside the predictions folder like any dataset path.
@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from ...data.metadata import resolve_within
 from ...errors import DatasetError, InputError
@@ -33,6 +34,16 @@ def label_map_logits(labels: np.ndarray, source: str = "prediction") -> np.ndarr
     levels = np.unique(labels)
     check_region_count(len(levels), source)
     return mask_logits(labels[None] == levels[:, None, None])
+
+
+def label_values(im: Image.Image) -> np.ndarray:
+    """(H, W) labels of a label map as it is stored: grey levels, palette indices, 16- or 32-bit integers; a colour
+    map's pixels each packed into one integer, so every distinct colour is its own segment (converted to grey, two
+    colours of one brightness, such as (255, 0, 0) and (0, 130, 0), would be merged into one)."""
+    values = np.asarray(im)
+    if values.ndim == 3:
+        values = sum(values[..., b].astype(np.int64) << (8 * b) for b in range(values.shape[-1]))
+    return values
 
 
 def check_pattern(name: str, pattern: str) -> None:
@@ -82,7 +93,7 @@ class PredictionsMethod(Method):
         path = self.path_for(regime)
         try:
             with open_image(path, "prediction") as im:
-                labels = np.asarray(im.convert("L") if im.mode not in ("L", "I", "I;16", "P") else im)
+                labels = label_values(im)
         except InputError as exc:
             raise DatasetError(str(exc)) from None
         if labels.shape != image.shape[:2]:
