@@ -76,3 +76,22 @@ def test_two_datasets_with_one_record_id_each_read_the_prediction_of_their_own_i
     cells = run_benchmark(_config(tmp_path / "out", [first, second], pred, gallery=0))
     assert [(c.dataset.name, r["id"], r["miou"]) for c in cells for r in cell_records(c, tmp_path / "out")] == \
         [("first", "m0", 1.0), ("second", "m0", 1.0)]
+
+
+def test_a_sample_whose_files_changed_is_scored_again_and_a_moved_dataset_is_not(tmp_path):
+    """A dataset rebuilt under the same folder name must not keep the old version's results in its cell."""
+    old, new, moved = tmp_path / "v1" / "set", tmp_path / "v2" / "set", tmp_path / "v3" / "set"
+    make_unified(old, 2)
+    shutil.copytree(old, new)
+    shutil.copytree(old, moved)
+    truth = np.asarray(Image.open(new / "masks" / "m1_a.png")) > 0
+    Image.fromarray(np.where(np.roll(truth, 9, axis=0), 255, 0).astype(np.uint8)).save(new / "masks" / "m1_a.png")
+    pred = _truth_as_predictions(old, tmp_path / "pred")
+    out = tmp_path / "out"
+    run_benchmark(_config(out, [old], pred, gallery=0))
+    cells = run_benchmark(_config(out, [moved], pred, gallery=0))  # the same bytes elsewhere: nothing redone
+    first = cell_records(cells[0], out)
+    assert [r["miou"] for r in first] == [1.0, 1.0]
+    cells = run_benchmark(_config(out, [new], pred, gallery=0))
+    again = cell_records(cells[0], out)
+    assert again[0] == first[0] and again[1]["finished"] > first[1]["finished"] and again[1]["miou"] < 1.0

@@ -11,6 +11,8 @@ that sample's failure by the runner.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,22 @@ class BenchDataset:
     def key(self) -> str:
         """Lower-case name used for the regime table."""
         return self.name.lower()
+
+    def digest(self, record: SampleRecord) -> str:
+        """A digest of a record and of the bytes of every file it names. A result belongs to the sample as it was
+        scored: one whose files changed since (a failed sample's file fixed, a dataset rebuilt under the same folder
+        name) is scored again, while moving or copying the dataset changes nothing. A file that cannot be read
+        counts as such (the sample fails when it is read)."""
+        digest = hashlib.sha256(json.dumps(record.to_json(), sort_keys=True).encode())
+        for path in (record.image_path, *(t.mask_path for t in record.textures)):
+            digest.update(b"\0")
+            try:
+                with (self.root / path).open("rb") as fh:
+                    for chunk in iter(lambda: fh.read(1 << 20), b""):
+                        digest.update(chunk)
+            except OSError:
+                digest.update(b"\0unreadable")
+        return digest.hexdigest()[:16]
 
     def load(self, record: SampleRecord) -> tuple[LoadedSample, list[str]]:
         """Read one sample; returns it with warnings (empty GT masks are reported, not fatal)."""

@@ -35,6 +35,8 @@ from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_
 
 log = logging.getLogger(__name__)
 
+DIGEST = "data"  # a result's key: the digest of its sample's record and files when it was scored
+
 
 @dataclass
 class BenchConfig:
@@ -115,7 +117,7 @@ def _sample_regime(cell: Cell, k_gt: int, record: SampleRecord) -> SampleRegime:
 def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool) -> dict[str, Any]:
     """Segment and score one sample; a data error becomes a recorded failure, never a vanished sample."""
     start = time.perf_counter()
-    base: dict[str, Any] = {"id": record.id}
+    base: dict[str, Any] = {"id": record.id, DIGEST: cell.dataset.digest(record)}
     try:
         sample, warnings = cell.dataset.load(record)
         if warnings:
@@ -143,16 +145,29 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
 
 
 def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard) -> list[SampleRecord]:
-    """This shard's samples without a recorded result (with ``retry_failed``, also those recorded as failures: the
-    new record, appended later, replaces the old one when the cell is read)."""
+    """This shard's samples without a result for their files as they are now (with ``retry_failed``, also those
+    recorded as failures): the new record, finished later, replaces the old one when the cell is read.
+
+    A sample whose files changed since its result was recorded (:meth:`BenchDataset.digest`) is scored again, so a
+    cell never holds results of two versions of its dataset; results recorded without a digest are kept."""
     done = cell_store.read_cell(cell.directory(out))
     if retry_failed:
         done = {i: r for i, r in done.items() if r.get("status") == "ok"}
-    return [r for r in share(cell.records, shard) if r.id not in done]
+    pending = []
+    for record in share(cell.records, shard):
+        held = done.get(record.id)
+        if held is not None and held.get(DIGEST) not in (None, cell.dataset.digest(record)):
+            log.info("%s/%s: its files changed since it was scored; scoring it again", cell.dataset.name, record.id)
+            held = None
+        if held is None:
+            pending.append(record)
+    return pending
 
 
 def cell_settings(cell: Cell) -> dict[str, Any]:
-    """What a cell's results depend on beyond its dataset, method name and protocol (which name its folder)."""
+    """What a cell's results depend on beyond its dataset's and method's names and its protocol (which name its
+    folder): the regime and the method's settings. (What it depends on in the data is each sample's own: a
+    result records the digest of its sample's files, :func:`_pending`.)"""
     return {"regime": {"kind": cell.regime.kind, "k": cell.regime.k}, "method": cell.method.settings()}
 
 
