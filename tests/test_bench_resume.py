@@ -95,3 +95,17 @@ def test_a_sample_whose_files_changed_is_scored_again_and_a_moved_dataset_is_not
     cells = run_benchmark(_config(out, [new], pred, gallery=0))
     again = cell_records(cells[0], out)
     assert again[0] == first[0] and again[1]["finished"] > first[1]["finished"] and again[1]["miou"] < 1.0
+
+
+def test_a_share_with_failed_samples_exits_1_and_says_how_many(tmp_path, capsys):
+    root = make_unified(tmp_path / "set", 4)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    (pred / "m3.png").unlink()
+    argv = ["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p={pred}",
+            "--out", str(tmp_path / "out")]
+    assert main([*argv, "--shard", "1/2"]) == 0  # m0, m1
+    assert "2 of 2 sample(s) scored, 0 failed" in capsys.readouterr().out
+    assert main([*argv, "--shard", "2/2"]) == 1  # m2, m3
+    assert "1 of 2 sample(s) scored, 1 failed" in capsys.readouterr().out
+    assert main(argv) == 1  # the merge step reports the failure too
+    assert "3 of 4 sample(s) scored, 1 failed" in capsys.readouterr().out

@@ -243,5 +243,16 @@ def cell_records(cell: Cell, out: Path) -> list[dict[str, Any]]:
     return [recorded[r.id] for r in cell.records if r.id in recorded]
 
 
+def share_failures(cells: list[Cell], out: Path, shard: Shard) -> tuple[int, int]:
+    """(requested, failed) samples of a ``--shard`` run's share of ``cells``, as recorded."""
+    requested = failed = 0
+    for cell in cells:
+        recorded = cell_store.read_cell(cell.directory(out))
+        mine = share(cell.records, shard)
+        requested += len(mine)
+        failed += sum(recorded.get(r.id, {}).get("status") == "failed" for r in mine)
+    return requested, failed
+
+
 def metric_values(records: list[dict[str, Any]], metric: str) -> np.ndarray:
     return np.array([r[metric] for r in records if r.get("status") == "ok"], dtype=np.float64)

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..utils.parallel import Ranks, stop_unfinished
 from .gallery import write_gallery
 from .tables import CellSummary, summarise, write_reports
-from .runner import BenchConfig, run_benchmark
+from .runner import BenchConfig, run_benchmark, share_failures
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +20,27 @@ class BenchOutcome:
     files: dict[str, Path]
 
 
-def run(config: BenchConfig) -> BenchOutcome | None:
-    """Run all cells and write the reports; returns ``None`` where this process reports nothing (a ``--shard`` run,
-    or a launched process other than the main one)."""
+@dataclass
+class ShareOutcome:
+    """What a ``--shard`` run leaves: its share of every cell's samples, scored but neither merged nor reported."""
+
+    requested: int
+    failed: int
+
+
+def run(config: BenchConfig) -> BenchOutcome | ShareOutcome | None:
+    """Run all cells and write the reports (a ``--shard`` run: count its share's failures); returns ``None`` on a
+    launched process other than the main one, which reports nothing."""
     with stop_unfinished("bench"):
         return _run(config, Ranks())
 
 
-def _run(config: BenchConfig, ranks: Ranks) -> BenchOutcome | None:
+def _run(config: BenchConfig, ranks: Ranks) -> BenchOutcome | ShareOutcome | None:
     cells = run_benchmark(config, ranks)
-    if not ranks.is_main or not config.shard.whole:
+    if not ranks.is_main:
         return None
+    if not config.shard.whole:
+        return ShareOutcome(*share_failures(cells, Path(config.out), config.shard))
     out = Path(config.out)
     summaries = summarise(cells, out)
     files = write_reports(summaries, out)

@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     from ..benchmark.methods.base import MethodOptions
     from ..benchmark.methods.predictions import DEFAULT_PATTERN
     from ..benchmark.regimes import parse_regime
-    from ..benchmark.suite import run as run_bench
+    from ..benchmark.suite import ShareOutcome, run as run_bench
     from ..benchmark.runner import BenchConfig
     from ..utils.parallel import Shard
 
@@ -127,11 +127,13 @@ def run(args: argparse.Namespace) -> int:
                               seed=args.seed, classical_params=classical_params),
     )
     outcome = run_bench(config)
-    if outcome is None:  # a --shard run, or a launched process other than the main one: no report here
-        if args.shard:
-            print(f"share {args.shard} scored into {args.out}; once every share is done, run the same command "
-                  "without --shard to merge and report")
+    if outcome is None:  # a launched process other than the main one: the main one reports
         return OK
+    if isinstance(outcome, ShareOutcome):
+        print(f"share {args.shard} scored into {args.out}: {outcome.requested - outcome.failed} of "
+              f"{outcome.requested} sample(s) scored, {outcome.failed} failed; once every share is done, run the "
+              "same command without --shard to merge and report")
+        return for_failures(outcome.failed)
     print(outcome.files["markdown"].read_text(encoding="utf-8"), end="")
     failed = sum(s.failed for s in outcome.summaries)
     requested = sum(s.requested for s in outcome.summaries)
