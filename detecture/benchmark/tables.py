@@ -1,7 +1,8 @@
 """Reports: Markdown, CSV and LaTeX tables plus one bar chart per metric, all from the cells' recorded samples.
 
 Means are over the samples that ran; failed samples are counted in their own column (and missing ones — requested
-but not recorded, e.g. after an interrupted run — in another), so a method cannot look better by failing.
+but not recorded, e.g. after an interrupted run — in another). A method that fails on hard samples has a mean over
+easier ones, so the count stands in every table beside the means, and the report lists each failure's error.
 """
 
 from __future__ import annotations
