@@ -1,10 +1,11 @@
 """``predictions``: score label maps another tool already produced (a peer's published outputs, say).
 
 Each sample's prediction is a PNG label map (one grey level, palette index or colour per segment; 0 is an ordinary
-segment, not "unassigned", because published label maps use every level for a region). Each distinct level becomes a one-hot channel, converted
-with the mask-only rule 5·(2m − 1), so precomputed results go through the same scoring path as live methods. The file
-name comes from a pattern with ``{id}`` (record id) and ``{stem}`` (image file stem), e.g. ``seg{stem}.png``; record
-ids are data, so the name is resolved inside the predictions folder like any dataset path.
+segment, not "unassigned", because published label maps use every level for a region). Each distinct level becomes a
+one-hot channel, converted with the mask-only rule 5·(2m − 1), so precomputed results go through the same scoring
+path as live methods. The file name comes from a pattern with ``{id}`` (record id) and ``{stem}`` (image file stem),
+e.g. ``seg{stem}.png``; record ids are data, so the name is resolved inside the predictions folder like any dataset
+path.
 """
 
 from __future__ import annotations
