@@ -89,7 +89,10 @@ class SegmentationResult:
         """Per region, the mean softmax probability (over dustbin + K channels) of that region on its own pixels.
 
         A confidence in [0, 1] that means the same for every method: how clearly each pixel the region won was won.
+        A result with no regions (the model wrote no ``<|seg|>`` line) has no scores.
         """
+        if self.num_regions == 0:  # the dustbin alone: nothing to score, and softmax over no channels is undefined
+            return []
         h, w = self.image_size
         sums = np.zeros(self.num_regions + 1)
         counts = np.zeros(self.num_regions + 1)

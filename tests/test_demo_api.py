@@ -227,6 +227,23 @@ def test_engine_runs_the_vlm_methods_with_tiny_backbones(tiny_pipeline, tmp_path
     assert record["regime"]["query"] == "the rough bark" and record["method"] == TEXT
 
 
+@pytest.mark.parametrize("method", ["text", "bridge"])
+def test_engine_shows_a_reply_without_regions(tiny_pipeline, tmp_path, monkeypatch, method):
+    """A model that writes no ``<|seg|>`` line is a normal outcome: the page shows no regions, not an error."""
+    from detecture import service
+    from detecture.demo.engine import BRIDGE, TEXT, DemoEngine
+
+    monkeypatch.setattr(service, "forced_tiny_responses", lambda regime, count: ["I see no texture here."] * count)
+    path = tmp_path / "flat.png"
+    Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8)).save(path)
+    engine = DemoEngine(pipeline=tiny_pipeline)
+    try:
+        response = engine.run(path, TEXT if method == "text" else BRIDGE)
+    finally:
+        engine.close()
+    assert response.table == [] and response.annotations == [] and response.status.startswith("0 regions")
+
+
 def test_a_full_disk_on_the_server_is_one_readable_error(client, demo_server, tmp_path, monkeypatch):  # noqa: F811
     import errno
     import os

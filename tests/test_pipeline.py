@@ -79,10 +79,19 @@ def test_chunked_upsampling_equals_interpolate():
     np.testing.assert_allclose(parts, full.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_result_without_regions_is_all_dustbin():
-    result = SegmentationResult([], "", np.zeros((0, 4, 4)), (10, 12))
+@pytest.mark.parametrize("lowres", [(0, 4, 4), (0, 1, 1)])
+def test_result_without_regions_is_all_dustbin(lowres, tmp_path):
+    """No ``<|seg|>`` line is a normal outcome: every consumer of a result takes one with no regions."""
+    from detecture.output import write_outputs
+
+    result = SegmentationResult([], "", np.zeros(lowres), (10, 12))
     assert result.label_map.shape == (10, 12) and not result.label_map.any()
-    assert result.masks.shape == (0, 10, 12)
+    assert result.masks.shape == (0, 10, 12) and result.logits.shape == (0, 10, 12)
+    assert result.region_scores() == [] and result.to_hf() == []
+    (tmp_path / "in.png").write_bytes(b"")
+    row = write_outputs(tmp_path / "in.detecture", tmp_path / "in.png", np.zeros((10, 12, 3), np.uint8), result,
+                        Regime.autonomous())
+    assert row["regions"] == [] and (tmp_path / "in.detecture.png").is_file()
 
 
 def test_tiny_pipeline_uses_a_given_head_checkpoint(tmp_path):
