@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 
 from .utils.image_ops import REGION_COLOURS, fit_to_side, label_boundaries
-from .utils.plotting import pyplot, save_figure
+from .utils.plotting import literal_text, pyplot, save_figure
 
 MAX_DISPLAY_SIDE = 1600
 # Height / width of the image panel the figure is sized for: a taller image is drawn smaller inside it (a 20 x 2000 px
@@ -39,7 +39,8 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descri
     """Write a PNG: the image with its partition, and a legend mapping each colour to its description and area.
 
     The picture is bounded whatever the image's shape (at most :data:`MAX_DISPLAY_SIDE` px shown, in a panel at
-    most :data:`MAX_PANEL_ASPECT` times as high as wide), so its memory never grows with the input."""
+    most :data:`MAX_PANEL_ASPECT` times as high as wide), so its memory never grows with the input. Every text is
+    drawn as written (a ``$`` in a file name is a dollar sign, not mathtext)."""
     from matplotlib.patches import Patch
 
     plt = pyplot()
@@ -53,16 +54,17 @@ def save_overlay(path: str | Path, image: np.ndarray, labels: np.ndarray, descri
         handles.append(Patch(facecolor="none", edgecolor="black", label=f"unassigned ({fractions[0]:.0%})"))
     h, w = labels.shape
     fig_w = 6.0 + 4.5
-    fig, (ax, legend_ax) = plt.subplots(1, 2, figsize=(fig_w, max(4.0, 6.0 * min(h / w, MAX_PANEL_ASPECT))),
-                                        gridspec_kw={"width_ratios": [6.0, 4.5]})
-    ax.imshow(colorize(image, labels))
-    ax.set_axis_off()
-    if title:
-        ax.set_title(title, fontsize=9)
-    legend_ax.set_axis_off()
-    legend_ax.legend(handles=handles, loc="center left", fontsize=8, frameon=False,
-                     title=f"{len(descriptions)} texture region{'s' if len(descriptions) != 1 else ''}")
-    if note:
-        fig.text(0.5, 0.01, note, ha="center", fontsize=8, color="firebrick")
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
+    with literal_text():  # file names, queries and descriptions are the user's words, never mathtext
+        fig, (ax, legend_ax) = plt.subplots(1, 2, figsize=(fig_w, max(4.0, 6.0 * min(h / w, MAX_PANEL_ASPECT))),
+                                            gridspec_kw={"width_ratios": [6.0, 4.5]})
+        ax.imshow(colorize(image, labels))
+        ax.set_axis_off()
+        if title:
+            ax.set_title(title, fontsize=9)
+        legend_ax.set_axis_off()
+        legend_ax.legend(handles=handles, loc="center left", fontsize=8, frameon=False,
+                         title=f"{len(descriptions)} texture region{'s' if len(descriptions) != 1 else ''}")
+        if note:
+            fig.text(0.5, 0.01, note, ha="center", fontsize=8, color="firebrick")
+        fig.tight_layout()
+        return save_figure(fig, path, dpi=110)

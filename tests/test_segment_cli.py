@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +217,21 @@ def test_bad_files_are_reported_before_any_model_loads_and_the_run_goes_on(photo
     assert "0 image(s) segmented, 3 failed" in captured.out
     with pytest.raises(InputError, match="image array: image is 600x2, one side more than 200 times"):
         detecture.segment(np.zeros((2, 600, 3), np.uint8), method="detecture", tiny=True, k=2)
+
+
+def test_dollar_signs_in_names_and_queries_are_drawn_as_written(tmp_path, capsys):
+    """Matplotlib reads text between two ``$`` as mathtext; a file name or query is the user's words, and one that
+    is no valid formula must not fail its image (nor, since the error escaped, the rest of the batch)."""
+    rng = np.random.default_rng(0)
+    names = ["price $\\frac{1}$.png", "cost $x_$ and $5.png", "plain.png"]
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(tmp_path / name)
+    out = tmp_path / "out"
+    assert main(["segment", *(str(tmp_path / n) for n in names), "--method", "classical", "--workers", "1",
+                 "--out", str(out)]) == 0
+    assert "3 image(s) segmented, 0 failed" in capsys.readouterr().out
+    assert all((out / f"{Path(n).stem}.detecture.png").is_file() for n in names)
+    query = tmp_path / "query"
+    assert main(["segment", str(tmp_path / "plain.png"), "--tiny", "--query", "the $\\frac{1}$ bark",
+                 "--out", str(query)]) == 0
+    assert (query / "plain.detecture.png").is_file()

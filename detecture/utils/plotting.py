@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from .atomic import atomic_path
 
@@ -16,6 +18,17 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@contextmanager
+def literal_text() -> Iterator[None]:
+    """Text made inside the block is drawn as written: matplotlib otherwise reads a pair of ``$`` as mathtext, so
+    a file name, query or description such as ``price $\\frac{1}$.png`` would fail to draw (or change) its figure.
+    A context rather than a global setting, so a notebook's own figures keep their mathtext."""
+    import matplotlib
+
+    with matplotlib.rc_context({"text.parse_math": False}):
+        yield
 
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
