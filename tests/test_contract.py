@@ -110,6 +110,21 @@ def test_image_policies():
         ImagePolicy(mode="square")
 
 
+def test_shrinking_a_strip_the_shape_check_accepts_keeps_it_within_qwens_aspect_limit():
+    """The up-front check passes strips up to MAX_ASPECT:1 on their own size; shrinking one to the pixel budget must
+    not stretch it past that (truncating both sides did, and Qwen's processor raised after the models loaded)."""
+    from detecture.images import MAX_ASPECT, check_aspect
+
+    policy = ImagePolicy(max_pixels=1008 * 1008)
+    for short in range(2, 400):
+        for long in range(MAX_ASPECT * short - 3, MAX_ASPECT * short + 1):
+            for height, width in ((short, long), (long, short)):
+                check_aspect("strip", width, height)
+                size = policy.target_size(height, width)
+                if size is not None:
+                    assert max(size) <= MAX_ASPECT * min(size) and size[0] * size[1] <= policy.max_pixels
+
+
 def test_bad_contract_in_config_is_one_clear_error(backbones, tmp_path):
     qwen, sam = backbones
     DetectureHead(HeadConfig.for_backbones(qwen, sam)).save_pretrained(tmp_path / "h")

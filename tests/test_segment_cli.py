@@ -191,6 +191,14 @@ def test_overlay_of_a_tall_narrow_image_stays_a_bounded_picture(tmp_path, shape)
         assert overlay.height <= 2 * overlay.width <= 4000
 
 
+def test_a_panorama_just_within_the_aspect_limit_is_segmented(tmp_path, capsys):
+    """72 x 14400 passes the up-front 200:1 check; shrunk to the pixel budget it must still be one Qwen takes."""
+    strip = tmp_path / "panorama.png"
+    Image.new("RGB", (14400, 72), (90, 90, 90)).save(strip)
+    assert main(["segment", str(strip), "--tiny", "--k", "2", "--out", str(tmp_path / "out")]) == 0
+    assert "1 image(s) segmented, 0 failed" in capsys.readouterr().out
+
+
 def test_bad_files_are_reported_before_any_model_loads_and_the_run_goes_on(photos, tmp_path, capsys, monkeypatch):
     import detecture
     from bench_fixture import write_bomb_png

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import CheckpointError
+from ..images import MAX_ASPECT
 from ..prompt_sets import DEFAULT_PROMPT_SET, PUBLISHED_PROMPT_SET, PromptSet, prompt_set
 
 POSITION_MODES = ("line_local", "global")
@@ -47,13 +48,19 @@ class ImagePolicy:
             raise CheckpointError(f"max_pixels must be positive, got {self.max_pixels}")
 
     def target_size(self, height: int, width: int) -> tuple[int, int] | None:
-        """(height, width) to resize to, or None to keep the image as it is."""
+        """(height, width) to resize to, or None to keep the image as it is. An image within
+        :data:`~detecture.images.MAX_ASPECT` stays within it, so what the up-front shape check accepts Qwen takes."""
         if self.mode == "square":
             return None if (height, width) == (self.size, self.size) else (self.size, self.size)
         if self.max_pixels is None or height * width <= self.max_pixels:
             return None
         scale = math.sqrt(self.max_pixels / (height * width))
-        return max(1, int(height * scale)), max(1, int(width * scale))
+        size = max(1, int(height * scale)), max(1, int(width * scale))
+        if max(height, width) <= MAX_ASPECT * min(height, width):
+            # Truncating both sides can stretch a strip the up-front check accepted past what Qwen's image processor
+            # takes (72 x 14400 -> 71 x 14255, 200.8:1); its long side then gives up the pixel that does it.
+            size = tuple(min(side, MAX_ASPECT * min(size)) for side in size)
+        return size
 
 
 @dataclass(frozen=True)
