@@ -173,8 +173,9 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
 
     Arrays follow the files' rules: uint8 is used as is; integer arrays with values above 255 (16-bit data) are
     rescaled by their own range, like 16-bit files (:func:`rescale_by_range`); floats in [0, 1] are scaled to 0-255,
-    other values clipped to it. :class:`InputError` for arrays that are no image: too small, not real numbers, or
-    holding NaN or infinite values (:func:`check_finite`)."""
+    other values clipped to it. An (H, W, 4) array is RGBA and composited on white by :func:`to_rgb`, as an RGBA
+    file or PIL image is, so a transparent area is white whichever form it came in. :class:`InputError` for arrays
+    that are no image: too small, not real numbers, or holding NaN or infinite values (:func:`check_finite`)."""
     if isinstance(image, Image.Image):
         check_size("PIL image", image.width, image.height)
         return np.asarray(to_rgb(image, "PIL image"))
@@ -186,13 +187,24 @@ def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     check_size("image array", arr.shape[1], arr.shape[0])
     if arr.dtype.kind not in "biuf":
         raise InputError(f"image array: expected real numbers, got dtype {arr.dtype}")
-    arr = arr[:, :, :3]
     check_finite(arr, "image array")
-    if arr.dtype == np.uint8:
-        return arr
-    if arr.dtype.kind in "iu" and arr.max() > 255:
-        return rescale_by_range(arr, "image array")
-    return np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
+    rgb = _array_to_uint8(arr[:, :, :3])
+    if arr.shape[2] == 3:
+        return rgb
+    alpha = arr[:, :, 3]
+    if alpha.dtype.kind in "iu" and alpha.max() > 255:
+        alpha = alpha / 65535.0  # 16-bit opacity; rescaling by its own range would make an opaque image transparent
+    rgba = np.dstack([rgb, _array_to_uint8(alpha)])
+    return np.asarray(to_rgb(Image.fromarray(rgba), "image array"))
+
+
+def _array_to_uint8(values: np.ndarray) -> np.ndarray:
+    """The channels of a finite real array as uint8, by the rules :func:`as_rgb_array` states."""
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype.kind in "iu" and values.max() > 255:
+        return rescale_by_range(values, "image array")
+    return np.clip(values * (255.0 if values.max() <= 1.0 else 1.0), 0, 255).round().astype(np.uint8)
 
 
 def resize_linear(image: np.ndarray, size: int) -> np.ndarray:

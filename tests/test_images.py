@@ -153,6 +153,25 @@ def test_16_bit_arrays_and_files_are_rescaled_by_one_rule(tmp_path):
     assert np.array_equal(from_array, from_file) and from_array.min() == 0 and from_array.max() == 255
 
 
+def test_rgba_arrays_pil_images_and_files_give_the_same_pixels(tmp_path):
+    """Transparency is composited on white whatever form the image comes in (an array's alpha was dropped, so its
+    transparent areas showed whatever colour they stored, often black)."""
+    from detecture.service import as_image_array
+
+    rng = np.random.default_rng(0)
+    rgba = rng.integers(0, 256, (12, 10, 4), dtype=np.uint8)
+    rgba[:4, :, 3] = 0  # transparent, semi-transparent and opaque bands
+    rgba[4:8, :, 3] = 128
+    rgba[8:, :, 3] = 255
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    from_file = as_image_array(tmp_path / "rgba.png")
+    assert np.all(from_file[:4] == 255)
+    for other in (Image.fromarray(rgba), rgba, rgba.astype(np.float32) / 255):  # the last as plt.imread gives it
+        assert np.array_equal(as_image_array(other), from_file)
+    opaque_16bit = np.dstack([rgba[..., :3].astype(np.uint16) * 100, np.full((12, 10), 65535, np.uint16)])
+    assert np.array_equal(as_image_array(opaque_16bit), as_image_array(opaque_16bit[..., :3]))
+
+
 def test_a_pil_image_with_premultiplied_alpha_becomes_rgb():
     from detecture.images import as_rgb_array
 
