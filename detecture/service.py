@@ -20,7 +20,7 @@ import numpy as np
 
 from .backbones import DEFAULT_QWEN, DEFAULT_SAM3
 from .errors import InputError, ModelAccessError
-from .prompts import Regime, RegimeKind, format_response
+from .prompts import Regime, RegimeKind, format_response, user_prompt
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -36,6 +36,8 @@ GROUNDINGS = ("auto", "bridge", "text")
 CLASSICAL_SEED = 0
 TINY_NOTE = "tiny random backbones: this output is meaningless (it only shows the pipeline runs)"
 OFFLINE_HINT = "to segment without models, use --method classical (CPU, no weights)"
+BRIDGE_NEEDS_HEAD = ("--grounding bridge needs a trained head (--head PATH); use --grounding text for zero-shot "
+                     "results with the public weights")
 QUERY_NEEDS_VLM = ("a query needs the detecture method: the classical segmenter finds regions, it cannot read a "
                    "phrase")
 
@@ -134,6 +136,22 @@ class SegmentRequest:
         return cls(method=method, **options)
 
 
+def check_before_loading(request: SegmentRequest) -> None:
+    """Refuse, from the request and its head's config alone, what the loaded models would refuse for every image
+    minutes later: bridge grounding without a head (tiny backbones always carry one) and a regime the head's prompt
+    set has no wording for (the published head has no query prompt); a bad head folder is its own error. The CLI
+    calls it with its cheap checks, :func:`load_pipeline` before it loads. Nothing to check for the classical
+    method, which loads no model."""
+    if request.method != "detecture":
+        return
+    if request.grounding == "bridge" and request.head is None and not request.tiny:
+        raise InputError(BRIDGE_NEEDS_HEAD)
+    if request.head is not None:
+        from .bridge.head import read_head_config  # torch: only when a head is named
+
+        user_prompt(request.regime, read_head_config(request.head).effective_contract.prompts)
+
+
 def check_image(name: str | os.PathLike, width: int, height: int, request: SegmentRequest) -> None:
     """The shape rules for an image ``request`` is to segment: at least 2 x 2 px for every method
     (:func:`~detecture.images.check_size`), and for the detecture method a side at most 200 times the other
@@ -213,6 +231,7 @@ def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
     key = ("tiny", str(request.head)) if request.tiny else tuple(sorted((n, str(v)) for n, v in options.items()))
     if key in _PIPELINES:
         return _PIPELINES[key]
+    check_before_loading(request)
     if request.tiny:
         logger.warning(TINY_NOTE)
         pipeline = DetecturePipeline.tiny(head=request.head)

@@ -149,9 +149,18 @@ def test_output_names_skip_inputs_and_each_other(tmp_path):
     assert [claims.stems[i].name for i in (0, 1)] == ["photo_2.detecture", "photo_3.detecture"]
 
 
-@pytest.mark.parametrize("case", ["missing", "folder", "unwritable_out", "out_is_file", "head_is_file"])
+@pytest.mark.parametrize("case", ["missing", "folder", "unwritable_out", "out_is_file", "head_is_file",
+                                  "bridge_without_head", "query_the_head_cannot_ask"])
 def test_cheap_checks_fail_before_any_model_loads(photos, tmp_path, capsys, monkeypatch, case):
     from detecture.pipeline import DetecturePipeline
+
+    if case == "query_the_head_cannot_ask":  # a head under the published prompts, which have no query wording
+        from detecture.bridge.contract import published_contract
+        from detecture.bridge.head import DetectureHead, HeadConfig
+
+        head = DetecturePipeline.tiny(with_head=False)
+        config = HeadConfig.for_backbones(head.qwen, head.sam3, contract=published_contract())
+        head = DetectureHead(config).save_pretrained(tmp_path / "published-head")
 
     def no_models(*args, **kwargs):
         raise AssertionError("a model was loaded before the inputs were checked")
@@ -172,6 +181,10 @@ def test_cheap_checks_fail_before_any_model_loads(photos, tmp_path, capsys, monk
         out = photos["coffee"]
     elif case == "head_is_file":
         extra = ["--head", str(photos["coffee"])]
+    elif case == "bridge_without_head":
+        extra = ["--grounding", "bridge"]
+    elif case == "query_the_head_cannot_ask":
+        extra = ["--tiny", "--head", str(head), "--query", "the rough bark"]
     if case == "unwritable_out" and os.access(tmp_path / "locked", os.W_OK):
         pytest.skip("running as a user who can write anywhere (root)")
     code = main(["segment", image, "--out", str(out), *extra])

@@ -90,6 +90,17 @@ def test_bad_requests_are_refused_before_loading(options, message):
         SegmentRequest(**options)
 
 
+def test_api_refuses_bridge_grounding_without_a_head_before_loading(mosaic, monkeypatch):
+    from detecture.pipeline import DetecturePipeline
+
+    def no_models(*args, **kwargs):
+        raise AssertionError("models were loaded for a request that cannot run")
+
+    monkeypatch.setattr(DetecturePipeline, "from_pretrained", classmethod(no_models))
+    with pytest.raises(InputError, match="bridge needs a trained head"):
+        detecture.segment(mosaic, "detecture", grounding="bridge")
+
+
 def test_api_names_an_unknown_option(mosaic):
     with pytest.raises(InputError, match="unknown option.*qwn"):
         detecture.segment(mosaic, "detecture", qwn="Qwen/Qwen3-VL-2B-Instruct")

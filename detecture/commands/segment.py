@@ -131,8 +131,10 @@ def build_request(args: argparse.Namespace) -> "SegmentRequest":
                           classical_params=args.classical_config, **model)
 
 
-def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]:
-    """Everything checkable without a model: options, image paths, the head folder, the output folder."""
+def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[list[Path], int, "InputSet"]:
+    """Everything checkable without a model: options, image paths, the head folder and what the request asks of
+    it, the output folder."""
+    from ..service import check_before_loading
     from ..utils.paths import InputSet, require_file
 
     if args.batch_size < 1:
@@ -148,6 +150,7 @@ def check_inputs(args: argparse.Namespace) -> tuple[list[Path], int, "InputSet"]
         from ..bridge.head import read_head_config  # torch: only when a head is named
 
         read_head_config(args.head)
+    check_before_loading(request)
     inputs = InputSet([*images, args.head, args.classical_config])
     # `segment rx --out rx` would read its overlays back next time; `--out rx/seg` is never read (not recursive)
     InputSet(folders, flat=True).check_output_dir(args.out)
@@ -179,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
 
     request = build_request(args)
     shard = Shard.parse(args.shard)
-    images, skipped, inputs = check_inputs(args)
+    images, skipped, inputs = check_inputs(args, request)
     ranks = Ranks()
     mine = ranks.shard(shard)
     settings = settings_of(request)
