@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .backbones import DEFAULT_MAX_NEW_TOKENS
 from .backbones.qwen import DEFAULT_QWEN, QwenVL
 from .backbones.sam3 import DEFAULT_SAM3, Sam3Backbone
 from .bridge.contract import InferenceContract
@@ -67,7 +68,7 @@ class DetecturePipeline:
     """Frozen Qwen3-VL + frozen SAM3 + (optionally) a trained head."""
 
     def __init__(self, qwen: QwenVL, sam3: Sam3Backbone, head: DetectureHead | None = None, *,
-                 max_new_tokens: int = 300):
+                 max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS):
         self.qwen, self.sam3, self.head = qwen, sam3, head
         self.max_new_tokens = max_new_tokens
         self.timer = StageTimer()
@@ -91,7 +92,7 @@ class DetecturePipeline:
         attn_implementation: str | None = None,
         quantization: str | None = None,
         trust_remote_code: bool = False,
-        max_new_tokens: int = 300,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     ) -> "DetecturePipeline":
         """Load both backbones (hub ids or local folders) and, if given, a trained head folder."""
         # Fail on a bad head before spending minutes loading backbones.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
-from .backbones import DEFAULT_QWEN, DEFAULT_SAM3
+from .backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_QWEN, DEFAULT_SAM3
 from .errors import InputError, ModelAccessError
 from .prompts import Regime, RegimeKind, format_response, user_prompt
 
@@ -55,7 +55,9 @@ class SegmentRequest:
     ``k`` is the number of regions: an integer 1..6 (or its text), or ``None`` / ``"auto"`` to let the method choose.
     ``query`` asks for the one region matching a phrase (detecture only; excludes ``k``). ``grounding`` is ``auto``
     (bridge when a head is loaded, else text), ``bridge`` or ``text``. Model options left at ``None`` take the
-    defaults (``qwen``: :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3``: :data:`~detecture.backbones.DEFAULT_SAM3`).
+    defaults (``qwen``: :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3``: :data:`~detecture.backbones.DEFAULT_SAM3`,
+    ``max_new_tokens``: :data:`~detecture.backbones.DEFAULT_MAX_NEW_TOKENS`); the classical method refuses any that
+    is given, and a ``grounding`` other than ``auto``, rather than ignore it.
     ``classical_params`` are the classical segmenter's settings: a :class:`~detecture.classical.ClassicalParams`, or
     the path of a YAML file of its fields (read and checked here, before any image); ``None`` for the tuned defaults.
     """
@@ -93,6 +95,7 @@ class SegmentRequest:
             if regime.kind is RegimeKind.QUERY:
                 raise InputError(QUERY_NEEDS_VLM)
             given = [name for name in MODEL_OPTIONS if getattr(self, name) not in (None, False)]
+            given += ["grounding"] if self.grounding != "auto" else []
             if given:
                 raise InputError(f"model options ({', '.join(given)}) apply to method 'detecture' only")
             if self.classical_params is not None:
@@ -119,12 +122,10 @@ class SegmentRequest:
 
     def load_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`DetecturePipeline.from_pretrained` (defaults filled in here, once)."""
-        options = {"qwen": self.qwen or DEFAULT_QWEN, "sam3": self.sam3 or DEFAULT_SAM3, "head": self.head,
-                   "device": self.device, "dtype": self.dtype, "quantization": self.quantization,
-                   "attn_implementation": self.attn_implementation, "trust_remote_code": self.trust_remote_code}
-        if self.max_new_tokens is not None:
-            options["max_new_tokens"] = self.max_new_tokens
-        return options
+        return {"qwen": self.qwen or DEFAULT_QWEN, "sam3": self.sam3 or DEFAULT_SAM3, "head": self.head,
+                "device": self.device, "dtype": self.dtype, "quantization": self.quantization,
+                "attn_implementation": self.attn_implementation, "trust_remote_code": self.trust_remote_code,
+                "max_new_tokens": self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}
 
     @classmethod
     def from_options(cls, method: str, **options: Any) -> "SegmentRequest":

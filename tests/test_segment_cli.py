@@ -240,6 +240,20 @@ def test_bad_files_are_reported_before_any_model_loads_and_the_run_goes_on(photo
         detecture.segment(np.zeros((2, 600, 3), np.uint8), method="detecture", tiny=True, k=2)
 
 
+@pytest.mark.parametrize("options", [
+    ["--tiny", "--head", "h", "--device", "cuda:7", "--quantization", "4bit", "--grounding", "bridge"],
+    ["--qwen", "Qwen/Qwen3-VL-2B-Instruct"],
+    ["--max-new-tokens", "50"],
+])
+def test_classical_refuses_model_options_as_the_api_does(photos, tmp_path, capsys, options):
+    """The service decides which options belong to which method; the CLI no longer drops them unread."""
+    code = main(["segment", str(photos["brick"]), "--method", "classical", *options, "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("error: model options (") and err[0].endswith("apply to method 'detecture' only")
+    assert not (tmp_path / "o").exists()
+
+
 def test_dollar_signs_in_names_and_queries_are_drawn_as_written(tmp_path, capsys):
     """Matplotlib reads text between two ``$`` as mathtext; a file name or query is the user's words, and one that
     is no valid formula must not fail its image (nor, since the error escaped, the rest of the batch)."""

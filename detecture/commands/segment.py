@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
+from ..backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_QWEN, DEFAULT_SAM3
 from ..errors import DetectureError, InputError
 from ..utils.parallel import is_environment_error, stopped
 from .exit_status import for_failures
@@ -67,14 +67,17 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="bridge: trained head grounds the <|seg|> states; text: SAM3's text encoder grounds each "
                         "description (no training needed); auto: bridge when --head is given, else text")
     p.add_argument("--head", type=Path, help="trained head checkpoint folder (from 'detecture train')")
-    p.add_argument("--qwen", default=DEFAULT_QWEN, help="Qwen3-VL hub id or local folder")
-    p.add_argument("--sam3", default=DEFAULT_SAM3, help="SAM3 hub id or local folder (gated: needs a token)")
+    # Model options default to None ("not given"): the service fills in the defaults, and refuses any given to the
+    # classical method rather than ignore it.
+    p.add_argument("--qwen", help=f"Qwen3-VL hub id or local folder (default: {DEFAULT_QWEN})")
+    p.add_argument("--sam3", help=f"SAM3 hub id or local folder (gated: needs a token; default: {DEFAULT_SAM3})")
     p.add_argument("--out", type=Path, default=Path("detecture_out"), help="output folder")
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--quantization", choices=("4bit", "8bit"), help="load Qwen quantized (bitsandbytes, GPU)")
     p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
-    p.add_argument("--max-new-tokens", type=int, default=300, help="generation budget per image")
+    p.add_argument("--max-new-tokens", type=int,
+                   help=f"generation budget per image (default: {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
     p.add_argument("--tiny", action="store_true",
                    help="use tiny random backbones (offline, any machine); output is meaningless")
@@ -118,17 +121,15 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int, list[Path]]:
 
 
 def build_request(args: argparse.Namespace) -> "SegmentRequest":
-    """The service request the options describe (model options only for the method that loads models); the
-    service refuses what cannot run."""
+    """The service request the options describe, every option as given (``None`` / off when not): the service
+    fills in the defaults and refuses what cannot run, such as a model option for the classical method."""
     from ..service import SegmentRequest
 
-    model = {}
-    if args.method == "detecture":
-        model = dict(head=args.head, qwen=args.qwen, sam3=args.sam3, device=args.device, dtype=args.dtype,
-                     quantization=args.quantization, trust_remote_code=args.trust_remote_code,
-                     max_new_tokens=args.max_new_tokens, tiny=args.tiny)
     return SegmentRequest(method=args.method, k=args.k, query=args.query, grounding=args.grounding,
-                          classical_params=args.classical_config, **model)
+                          classical_params=args.classical_config, head=args.head, qwen=args.qwen, sam3=args.sam3,
+                          device=args.device, dtype=args.dtype, quantization=args.quantization,
+                          trust_remote_code=args.trust_remote_code, max_new_tokens=args.max_new_tokens,
+                          tiny=args.tiny)
 
 
 def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[list[Path], int, "InputSet"]:
@@ -139,18 +140,12 @@ def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[l
 
     if args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
-    if args.max_new_tokens < 1:
-        raise InputError("--max-new-tokens must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
     images, skipped, folders = gather_images(args.images)
     for path in images:
         require_file(path, "image")
-    if args.head is not None:
-        from ..bridge.head import read_head_config  # torch: only when a head is named
-
-        read_head_config(args.head)
-    check_before_loading(request)
+    check_before_loading(request)  # reads the head's config
     inputs = InputSet([*images, args.head, args.classical_config])
     # `segment rx --out rx` would read its overlays back next time; `--out rx/seg` is never read (not recursive)
     InputSet(folders, flat=True).check_output_dir(args.out)
@@ -167,10 +162,11 @@ def settings_of(request: "SegmentRequest") -> dict:
                 "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text}}
     if request.method == "detecture":
         head = resolved(request.head) if request.head is not None else None
+        options = request.load_options()  # the defaults filled in: the same run records the same settings
         settings.update(grounding=request.grounding, head=str(head) if head else None,
-                        head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=request.qwen,
-                        sam3=request.sam3, dtype=request.dtype, quantization=request.quantization,
-                        max_new_tokens=request.max_new_tokens, tiny=request.tiny)
+                        head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=options["qwen"],
+                        sam3=options["sam3"], dtype=request.dtype, quantization=request.quantization,
+                        max_new_tokens=options["max_new_tokens"], tiny=request.tiny)
     elif request.classical_params is not None:
         settings["classical_params"] = request.classical_params.to_dict()
     return settings
