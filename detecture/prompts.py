@@ -19,7 +19,7 @@ MAX_TEXTURES = 6
 # Detecture's own prompts live in detecture/prompt_sets/detecture.yaml; a head may carry another set (its contract).
 SYSTEM_PROMPT = prompt_set(DEFAULT_PROMPT_SET).system
 
-_LINE_RE = re.compile(r"^\s*TEXTURE_(\d+)\s*:\s*(.*?)\s*$")
+_MARKER_RE = re.compile(r"TEXTURE_\d+\s*:")
 
 
 class RegimeKind(StrEnum):
@@ -93,19 +93,26 @@ def format_response(descriptions: list[str]) -> str:
 
 
 def parse_response(text: str, require_seg: bool = True) -> list[str]:
-    """Descriptions of the texture lines, in order; other lines are ignored.
+    """Descriptions of the texture entries, in order; text outside an entry is ignored.
 
-    With ``require_seg`` only lines closed by a SEG token count, matching how the Bridge counts K from the SEG tokens
-    themselves. Text grounding needs only the words, so it also accepts ``TEXTURE_k: ...`` lines without one: a
-    model whose ``<|seg|>`` rows were never trained may leave the token out.
+    Each ``<|seg|>`` closes one entry, and its description is the text before it back to the previous ``<|seg|>``:
+    from the last ``TEXTURE_k:`` there, or, without one, the last non-blank line. So with ``require_seg`` there is
+    exactly one description per token, in the order the Bridge grounds the tokens' states, also when generation is
+    malformed: a doubled token gets an empty description instead of moving the next entry's words onto its mask,
+    and two entries on one line are two. Text grounding needs only the words, so it takes every entry that has
+    some, also ``TEXTURE_k:`` entries no token closes (each to the end of its line): a model whose ``<|seg|>`` rows
+    were never trained may leave the token out.
     """
     descriptions = []
-    for line in text.splitlines():
-        has_seg = SEG_TOKEN in line
-        body = line.split(SEG_TOKEN, 1)[0]
-        match = _LINE_RE.match(body)
-        if has_seg:
-            descriptions.append(match.group(2) if match else body.strip())
-        elif not require_seg and match and match.group(2):
-            descriptions.append(match.group(2))
+    *closed, trailing = text.split(SEG_TOKEN)
+    for chunk, is_closed in [(c, True) for c in closed] + [(trailing, False)]:
+        starts = [m.start() for m in _MARKER_RE.finditer(chunk)]
+        bodies = [_MARKER_RE.sub("", chunk[a:b], count=1) for a, b in zip(starts, starts[1:] + [len(chunk)])]
+        if is_closed:  # the last entry is the token's; without a marker, the line the token ends
+            lines = [line for line in chunk.splitlines() if line.strip()]
+            own = bodies.pop() if bodies else lines[-1] if lines else ""
+        if not require_seg:
+            descriptions += [words for words in (" ".join(b.split("\n", 1)[0].split()) for b in bodies) if words]
+        if is_closed and (require_seg or own.strip()):
+            descriptions.append(" ".join(own.split()))
     return descriptions

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from detecture.errors import CheckpointError, InputError
-from detecture.prompts import Regime, format_response
+from detecture.prompts import SEG_TOKEN, Regime, format_response
 from detecture.result import SegmentationResult, upsample_rows
 
 
@@ -38,6 +38,19 @@ def test_k_is_capped_by_the_regime(tiny_pipeline, texture_photos):
     assert result.num_regions == 2 and result.descriptions == ["a", "b"]
     query = tiny_pipeline.segment([texture_photos["brick"]], Regime.query("rough"), "text", [response])[0]
     assert query.num_regions == 1
+
+
+@pytest.mark.parametrize("response, expected", [
+    (f"TEXTURE_1: Texture of red brick {SEG_TOKEN}{SEG_TOKEN}\nTEXTURE_2: Texture of green grass {SEG_TOKEN}",
+     ["Texture of red brick", "", "Texture of green grass"]),
+    (f"TEXTURE_1: Texture of red brick {SEG_TOKEN} TEXTURE_2: Texture of green grass {SEG_TOKEN}",
+     ["Texture of red brick", "Texture of green grass"]),
+])
+def test_bridge_masks_carry_the_words_written_before_their_token(tiny_pipeline, texture_photos, response, expected):
+    """A malformed reply (a doubled ``<|seg|>``, two entries on one line) must not shift descriptions onto the
+    masks of other tokens: one mask per token, labelled with that token's own entry."""
+    result = tiny_pipeline.segment([texture_photos["brick"]], Regime.autonomous(), "bridge", [response])[0]
+    assert result.descriptions == expected and result.region_logits.shape[0] == response.count(SEG_TOKEN)
 
 
 def test_generation_path_runs_without_forcing(tiny_pipeline, texture_photos):

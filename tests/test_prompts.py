@@ -44,3 +44,21 @@ def test_text_grounding_accepts_lines_without_seg():
     text = f"TEXTURE_1: rough bark\nTEXTURE_2: smooth water {SEG_TOKEN}\nA remark."
     assert parse_response(text) == ["smooth water"]
     assert parse_response(text, require_seg=False) == ["rough bark", "smooth water"]
+
+
+@pytest.mark.parametrize("text, per_token, words", [
+    # a doubled token: its own (empty) entry, so the next words stay with the next token
+    (f"TEXTURE_1: Texture of red brick {SEG_TOKEN}{SEG_TOKEN}\nTEXTURE_2: Texture of green grass {SEG_TOKEN}",
+     ["Texture of red brick", "", "Texture of green grass"], ["Texture of red brick", "Texture of green grass"]),
+    # two entries on one line are two
+    (f"TEXTURE_1: Texture of red brick {SEG_TOKEN} TEXTURE_2: Texture of green grass {SEG_TOKEN}",
+     ["Texture of red brick", "Texture of green grass"], ["Texture of red brick", "Texture of green grass"]),
+    # a description wrapped onto a second line stays whole
+    (f"TEXTURE_1: red\nbrick wall {SEG_TOKEN}\nTEXTURE_2: green grass {SEG_TOKEN}",
+     ["red brick wall", "green grass"], ["red brick wall", "green grass"]),
+])
+def test_each_seg_token_gets_the_entry_before_it(text, per_token, words):
+    """The Bridge grounds one state per ``<|seg|>``: the descriptions must pair with the tokens one to one, in
+    order, however the lines are laid out; text grounding takes the entries that have words."""
+    assert parse_response(text) == per_token and len(per_token) == text.count(SEG_TOKEN)
+    assert parse_response(text, require_seg=False) == words
