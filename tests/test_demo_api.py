@@ -221,7 +221,7 @@ def test_engine_runs_the_vlm_methods_with_tiny_backbones(tiny_pipeline, tmp_path
     assert engine.methods[1:] == [TEXT, BRIDGE]
     response = engine.run(path, BRIDGE, k="2")
     assert len(response.table) == 2 and response.image.shape == (96, 96, 3)
-    response = engine.run(path, TEXT, query="the rough bark")
+    response = engine.run(path, TEXT, k="3", query="the rough bark")  # the query box replaces K, as labelled
     assert len(response.table) == 1 and "tiny" in response.status
     record = json.loads(open(response.files[0]).read())
     assert record["regime"]["query"] == "the rough bark" and record["method"] == TEXT

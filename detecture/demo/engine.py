@@ -124,10 +124,12 @@ class DemoEngine:
     @staticmethod
     def request(method: str, k: str = "auto", query: str = "") -> "SegmentRequest":
         """The service request a page choice makes: a method label names the method and its grounding; an empty
-        query box means no query."""
+        query box means no query, and a filled one replaces K (as the page's label says), whatever K shows."""
         from ..service import SegmentRequest
 
         query = (query or "").strip() or None
+        if query is not None:
+            k = None
         if method == CLASSICAL:
             return SegmentRequest("classical", k=k, query=query)
         return SegmentRequest("detecture", k=k, query=query, grounding="bridge" if method == BRIDGE else "text")
