@@ -103,6 +103,21 @@ def test_demo_on_an_address_of_another_machine_blames_the_host(capsys):
     assert err == [f"error: --host {host}: not an address of this machine (Cannot assign requested address)"], err
 
 
+def test_demo_with_a_mistyped_head_is_one_line_before_any_model_loads(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("gradio")
+    from demo_fixture import free_port
+    from detecture.demo.engine import DemoEngine
+
+    def no_demo(*args, **kwargs):
+        raise AssertionError("the demo started with a head folder that does not exist")
+
+    monkeypatch.setattr(DemoEngine, "create", classmethod(no_demo))
+    missing = tmp_path / "my-haed"
+    assert main(["demo", "--vlm", "--head", str(missing), "--port", str(free_port())]) == USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing}: head checkpoint not found"], err
+
+
 @pytest.mark.parametrize("signum,status", [(signal.SIGINT, 130), (signal.SIGTERM, 128 + signal.SIGTERM)])
 def test_demo_stopped_by_a_signal_leaves_no_temporary_folder(signum, status, tmp_path, monkeypatch, capsys):
     """Ctrl+C exits 130 and SIGTERM 143, each after removing the demo's folder and Gradio's upload cache; the warm-up

@@ -52,6 +52,10 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be 1..65535, got {args.port}")
     require_free_port(args.host, args.port)
+    if args.head is not None:  # a mistyped --head is the user's error, not a reason to serve classical only
+        from ..service import SegmentRequest, check_before_loading
+
+        check_before_loading(SegmentRequest("detecture", head=args.head, tiny=args.tiny))
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return _serve(args)
