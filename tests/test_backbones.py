@@ -44,6 +44,25 @@ def test_gated_and_missing_repos_say_what_to_do():
         load_from_hub("Qwen3-VL model", "Qwen/Qwen3-VL-8B-Instruct", offline)
 
 
+def test_a_failing_disk_while_loading_is_no_model_access_error(tmp_path):
+    """A full disk while downloading stays an OSError (the run stops, exit 3, a re-run finishes it); a folder that
+    holds no model is the model's problem, one ModelAccessError line."""
+    import errno
+
+    def disk_full():
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "blob"))
+
+    with pytest.raises(OSError) as caught:
+        load_from_hub("Qwen3-VL model", "Qwen/Qwen3-VL-8B-Instruct", disk_full)
+    assert not isinstance(caught.value, ModelAccessError) and caught.value.errno == errno.ENOSPC
+
+    def not_a_model():
+        raise OSError(f"{tmp_path} does not appear to have a file named config.json")
+
+    with pytest.raises(ModelAccessError, match="could not load Qwen3-VL model .*config.json"):
+        load_from_hub("Qwen3-VL model", str(tmp_path), not_a_model)
+
+
 def test_quantization_and_attention_defaults():
     assert bitsandbytes_config(None, torch.bfloat16) is None
     with pytest.raises(ModelAccessError, match="4bit"):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from detecture.data.metadata import load_metadata, load_sample
-from detecture.errors import InputError
+from detecture.errors import InputError, ModelAccessError, RunStopped
 from detecture.miner.config import load_config
 from detecture.miner.describers import QwenDescriber, validate_description
 from detecture.miner.orchestrate import MineOptions, mine
@@ -265,6 +265,38 @@ def test_invalid_descriptions_are_recorded_not_written(dataset, tmp_path):
     assert not (out / "images").exists() and not (out / "masks").exists()
 
 
+def test_a_describer_model_that_cannot_load_stops_the_run_and_a_rerun_mines_every_scene(tmp_path, tiny_model_dirs,
+                                                                                         capsys):
+    """A Qwen model path that does not exist: one error line naming it and nothing recorded for any scene, rather
+    than every kept scene recorded as a bad sample (which a re-run would skip for good); once the config names a
+    model that loads, the same command mines the scenes (the tiny random model writes gibberish, so they are
+    rejected for their descriptions, which shows they were described)."""
+    import yaml
+
+    from detecture.cli import main
+    from detecture.miner.config import configs_dir
+
+    ade, _ = fx.build(tmp_path / "ade", with_textured=False)
+    missing, config, out = tmp_path / "no_such_model", tmp_path / "miner.yaml", tmp_path / "out"
+    settings = yaml.safe_load((configs_dir() / "miner.yaml").read_text())
+    settings["describer"].update(qwen_model=str(missing), max_new_tokens=12)
+    config.write_text(yaml.safe_dump(settings))
+    argv = ["mine", "--root", str(ade), "--out", str(out), "--describer", "qwen", "--device", "cpu",
+            "--config", str(config)]
+    capsys.readouterr()
+    assert main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(missing) in errors[0], errors
+    assert not list(out.rglob("*.json")) and not (out / "rejected.jsonl").exists()
+
+    settings["describer"]["qwen_model"] = str(tiny_model_dirs[0])
+    config.write_text(yaml.safe_dump(settings))
+    assert main(argv) == 0
+    rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+    for scene in KEPT:
+        assert "invalid description" in rejected[scene]["reason"]
+
+
 class Flaky:
     """Template describer that raises ``error`` on the one scene with sky (ADE_train_fragment), once."""
 
@@ -274,6 +306,9 @@ class Flaky:
         from detecture.miner.describers import TemplateDescriber
 
         self.inner, self.error = TemplateDescriber(load_config().describer), error
+
+    def load(self):
+        self.inner.load()
 
     def describe(self, image, rmap, regions):
         if self.error is not None and any(r.name == "sky" for r in regions):
@@ -294,18 +329,19 @@ def test_a_scene_with_a_data_error_is_recorded_and_the_run_goes_on(dataset, tmp_
 
 
 @pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device", "images/x.jpg"),
-                                   RuntimeError("describer bug")], ids=["disk-full", "bug"])
+                                   RuntimeError("describer bug"),
+                                   ModelAccessError("could not load Qwen3-VL model 'm': disk full while downloading"),
+                                   RunStopped("x: stopped elsewhere; mine stopped unfinished")],
+                         ids=["disk-full", "bug", "model-lost", "stopped"])
 def test_an_environment_or_programming_error_stops_the_run_and_a_rerun_finishes_it(dataset, mined, tmp_path, error):
-    """Disk full (or a bug) on one scene: the run stops, the scene is not recorded as rejected, and the re-run mines
-    it, giving the same dataset as an uninterrupted run."""
-    from detecture.errors import RunStopped
-
+    """Disk full, a bug, a model that cannot load or a stop raised inside a scene's work: the run stops, the scene is
+    not recorded as rejected, and the re-run mines it, giving the same dataset as an uninterrupted run."""
     reference, _ = mined
     ade, textured = dataset
     out = tmp_path / "out"
     opts = MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1, arrow=True)
     expected = (RunStopped, "images/x.jpg: No space left on device; mine stopped unfinished") \
-        if isinstance(error, OSError) else (RuntimeError, "describer bug")
+        if isinstance(error, OSError) else (type(error), re.escape(str(error)))
     with pytest.raises(expected[0], match=expected[1]):
         mine(opts, describer=Flaky(error))
     assert not (out / "mine_state" / "scenes" / "ADE_train_fragment.json").exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import importlib.util
 import logging
@@ -22,6 +23,9 @@ log = logging.getLogger(__name__)
 
 HUB_PROBE_TIMEOUT = 3.0  # seconds; the hub client's own retries take a minute to give up
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+# OSErrors of the machine, not the model: a full disk while downloading is no wrong model id. They pass through as
+# environment errors (exit 3, "run it again"; detecture.utils.parallel) instead of becoming a ModelAccessError.
+SYSTEM_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def default_device(device: str | torch.device | None = None) -> torch.device:
@@ -102,7 +106,8 @@ def _print_hub_warnings_once() -> None:
 
 
 def load_from_hub(what: str, repo: str, loader: Callable[[], T]) -> T:
-    """Run a ``from_pretrained`` call, turning hub/disk failures into one actionable message."""
+    """Run a ``from_pretrained`` call, turning hub and model-folder failures into one actionable message (a failing
+    disk or a permission stays the OSError it is: :data:`SYSTEM_FAULTS`)."""
     from huggingface_hub.errors import GatedRepoError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     _print_hub_warnings_once()
@@ -124,6 +129,8 @@ def load_from_hub(what: str, repo: str, loader: Callable[[], T]) -> T:
             "connected machine with `hf download` and pass the folder path"
         ) from None
     except OSError as exc:
+        if exc.errno in SYSTEM_FAULTS:
+            raise
         reason = " ".join(str(exc).split())  # transformers' messages span several lines; the CLI prints one
         raise ModelAccessError(f"could not load {what} '{repo}': {reason}") from None
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from ..errors import InputError
+from ..errors import InputError, ModelAccessError
 from ..utils.image_ops import NAMED_REGION_COLOURS
 from .config import DescriberConfig
 from .overlay import draw_overlay
@@ -50,6 +50,10 @@ def validate_description(text: str, min_words: int, max_words: int) -> str | Non
 class Describer(Protocol):
     name: str
     in_worker: bool  # True: cheap and picklable, runs inside each worker process; False: runs in the main process
+
+    def load(self) -> None:
+        """Load what :meth:`describe` needs (a model), before the first scene: a model that cannot load must stop
+        the run with its own error, not fail each scene as if the scene were bad. Raises ModelAccessError."""
 
     def describe(self, image: Image.Image, region_map: np.ndarray, regions: list[Region]) -> list[str]:
         """One phrase per region (``region_map`` is 1-based: pixel value k belongs to ``regions[k-1]``)."""
@@ -99,6 +103,9 @@ class TemplateDescriber:
 
     def __init__(self, cfg: DescriberConfig) -> None:
         self.cfg = cfg
+
+    def load(self) -> None:
+        """Nothing to load."""
 
     def describe(self, image: Image.Image, region_map: np.ndarray, regions: list[Region]) -> list[str]:
         stride = max(1, min(region_map.shape) // 128)
@@ -183,9 +190,10 @@ def side_by_side(image: Image.Image, overlay: Image.Image) -> Image.Image:
 
 
 class QwenDescriber:
-    """Descriptions from the local Qwen3-VL (``detecture.backbones.qwen.QwenVL``), loaded once, lazily.
+    """Descriptions from the local Qwen3-VL (``detecture.backbones.qwen.QwenVL``), loaded once, by :meth:`load`.
 
-    ``model`` may be passed in (tests use ``QwenVL.tiny()``); otherwise ``cfg.qwen_model`` is loaded on first use.
+    ``model`` may be passed in (tests use ``QwenVL.tiny()``); otherwise ``cfg.qwen_model`` is loaded by
+    :meth:`load`, which the miner calls before the first scene (and :meth:`describe` on first use otherwise).
     """
 
     name = "qwen"
@@ -194,12 +202,15 @@ class QwenDescriber:
     def __init__(self, cfg: DescriberConfig, model: Any = None, device: str | None = None) -> None:
         self.cfg, self.model, self.device = cfg, model, device
 
+    def load(self) -> None:
+        self._model()
+
     def _model(self) -> Any:
         if self.model is None:
             try:
                 from ..backbones.qwen import QwenVL
             except ImportError as exc:
-                raise InputError(f"the qwen describer needs detecture.backbones.qwen ({exc})") from None
+                raise ModelAccessError(f"the qwen describer needs detecture.backbones.qwen ({exc})") from None
             log.info("loading %s for descriptions", self.cfg.qwen_model)
             self.model = QwenVL.from_pretrained(self.cfg.qwen_model, device=self.device)
         return self.model

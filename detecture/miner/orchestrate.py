@@ -8,8 +8,10 @@ an interrupted-and-resumed run and an uninterrupted one write byte-identical met
 records the settings that shape per-scene results; resuming under different settings is refused.
 
 Failures follow :mod:`detecture.utils.parallel`: only a data problem (unreadable label map or image, invalid
-description) rejects a scene or sample; an environment error (disk full, out of memory, interrupt) writes no result
-file and stops the run, so a re-run mines the scene.
+description) rejects a scene or sample; an environment error (disk full, out of memory, interrupt) or a describer
+model that cannot load writes no result file and stops the run, so a re-run mines the scene. The describer's model is
+loaded before the first scene, so it fails with nothing mined (and, before ``run.json`` is written, a re-run with the
+model's path fixed in the config is not refused as a change of settings).
 
 Past one process: under ``accelerate launch`` every process takes a share of the pending scenes and the main process
 assembles the outputs once all are done; with ``--shard I/N`` a process mines share I of the scenes and writes no
@@ -33,7 +35,7 @@ from ..errors import DetectureError, InputError, RunStopped
 from ..images import load_image
 from ..utils import atomic
 from ..utils.json_files import read_json_object
-from ..utils.parallel import Ranks, Shard, default_workers, share, stop_unfinished, unordered_map
+from ..utils.parallel import RUN_ERRORS, Ranks, Shard, default_workers, share, stop_unfinished, unordered_map
 from ..utils.paths import InputSet, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
@@ -109,6 +111,8 @@ class SceneMiner:
         not end a 25k-scene run); any other error propagates with no result file, so the scene stays to do."""
         try:
             state = self.mine_scene(scene)
+        except RUN_ERRORS:
+            raise
         except DetectureError as exc:
             log.warning("scene %s rejected: %s", scene.id, exc)
             state = {"scene": scene.id, "status": REJECTED,
@@ -122,6 +126,8 @@ class SceneMiner:
         try:
             label = self.source.read_label(scene)
             stats = label_stats(label, self.vocab.n_classes)
+        except RUN_ERRORS:
+            raise
         except DetectureError as exc:
             reason = str(exc) if str(scene.label) in str(exc) else f"{scene.label}: {exc}"
             rejected = [{"id": scene.id, "path": str(scene.label), "reason": reason}]
@@ -223,6 +229,8 @@ def _fingerprint(cfg: MinerConfig, vocab: Vocabulary, source: SceneSource, descr
 
 
 def _check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Refuse to resume ``out`` under settings other than those its ``run.json`` records (written by
+    :func:`_record_fingerprint` once the run is under way)."""
     path = out / STATE_DIR / "run.json"
     if path.exists():
         try:
@@ -235,7 +243,11 @@ def _check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
                 f"{out}: was mined with different settings ({', '.join(changed)}); "
                 f"mine into a new --out, or delete {out / STATE_DIR} to start over"
             )
-    else:
+
+
+def _record_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
+    path = out / STATE_DIR / "run.json"
+    if not path.exists():
         atomic.write_json(path, fingerprint)
 
 
@@ -326,13 +338,17 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | No
     if opts.limit is not None:
         scenes = scenes[: opts.limit]
     out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
-    _check_fingerprint(out, _fingerprint(cfg, vocab, source, describer.name))
+    fingerprint = _fingerprint(cfg, vocab, source, describer.name)
+    _check_fingerprint(out, fingerprint)
     miner = SceneMiner(source, vocab, cfg, describer, out)
     mine_here = share(scenes, opts.shard)  # job arrays: a fixed share of all scenes, whatever is done already
     states = _load_done(miner, mine_here)
     ranks.wait()  # every launched process sees the same finished scenes before any writes one
     pending = share([s for s in mine_here if s.id not in states], Shard(ranks.index, ranks.count))
+    if pending:  # a model that cannot load stops the run here, with no scene recorded (module docstring)
+        describer.load()
+    out.mkdir(parents=True, exist_ok=True)
+    _record_fingerprint(out, fingerprint)
     miner.remove_leftovers(pending)
     workers = max(1, opts.workers or default_workers())
     if not describer.in_worker and workers > 1:

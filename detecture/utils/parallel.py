@@ -6,7 +6,8 @@ Failure policy (every batch command, ``segment``, ``mine`` and ``bench``, follow
   description...) — is a per-item result: the item is reported or recorded as failed and the run goes on;
 * an **environment error** — :class:`OSError` (disk full, permission, I/O), :class:`MemoryError` or torch's
   out-of-memory, an interrupt — stops the run unfinished with one line naming the path and the cause (:func:`stopped`):
-  nothing is recorded for the item, so a re-run, once the cause is gone, finishes it;
+  nothing is recorded for the item, so a re-run, once the cause is gone, finishes it. So do the DetectureErrors
+  that are the run's, not the item's (:data:`RUN_ERRORS`: a run already stopped, a model that cannot load);
 * anything else is a **programming error** and propagates with its traceback.
 
 Worker processes start from a forkserver (spawn where there is none): the parent may already hold torch / OpenMP
@@ -32,12 +33,15 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from ..errors import DetectureError, InputError, RunStopped
+from ..errors import DetectureError, InputError, ModelAccessError, RunStopped
 
 T = TypeVar("T")
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 DATA_ERRORS: tuple[type[BaseException], ...] = (DetectureError,)
+# DetectureErrors that no item is to blame for: recorded as an item's failure, they would mark every later item bad
+# for good (a re-run skips recorded items), so they stop the run instead.
+RUN_ERRORS: tuple[type[BaseException], ...] = (RunStopped, ModelAccessError)
 PARENT_POLL_SECONDS = 0.5
 WORKER_POLL_SECONDS = 0.5
 
@@ -94,7 +98,7 @@ def item_outcome(fn: Callable[..., T], *args: Any) -> tuple[T | None, str | None
     """``(fn(*args), None)``, or ``(None, message)`` for a data error; other errors propagate (module docstring)."""
     try:
         return fn(*args), None
-    except RunStopped:
+    except RUN_ERRORS:
         raise
     except DATA_ERRORS as exc:
         return None, str(exc)
