@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from detecture.data.metadata import load_metadata, load_sample
-from detecture.errors import InputError
+from detecture.errors import DatasetError, InputError
 from detecture.miner.textured import degree_label, load_mapping, open_source, parse_degrees, parse_strength
 
 import miner_fixture as fx
@@ -124,6 +124,26 @@ def test_flat_and_nested_folders_merge(flat, tmp_path):
     Image.new("RGB", (fx.W, fx.H)).save(nested / "ADE_train_clean3.jpg")
     scenes = {s.id: s for s in open_source("ade20k", ade, textured_roots=[tmp_path, rel.release]).scenes()}
     assert {v.degree for v in scenes["ADE_train_clean3"].variants} == {"eta_0.7", "0.1", "0.3"}
+
+
+def test_a_folder_mixing_flat_images_and_a_degree_folder_is_refused_naming_it(flat, tmp_path):
+    """One stray sub-folder with images/ inside a flat folder: read as nested, every flat image would be left out
+    unlisted, so the folder is refused with one line naming it and the sub-folder, before anything is mined."""
+    from detecture.cli import main
+
+    ade, rel = flat
+    mixed = tmp_path / "ADE20K_0.3"
+    mixed.mkdir()
+    for name in ("ADE_train_clean2_textured_degree0_3.jpg", "ADE_train_clean3_textured_degree0_3.jpg"):
+        (mixed / name).write_bytes((rel.release / name).read_bytes())
+    (mixed / "old_copy" / "images").mkdir(parents=True)
+    Image.new("RGB", (fx.W, fx.H)).save(mixed / "old_copy" / "images" / "ADE_train_clean2.jpg")
+    with pytest.raises(DatasetError, match=rf"{mixed}: holds both degree folders with images/ \(old_copy\) and 2 "
+                                           r"image\(s\) of a flat folder"):
+        open_source("ade20k", ade, textured_roots=[mixed]).index()
+    out = tmp_path / "out"
+    assert main(["mine", "--root", str(ade), "--textured-root", str(mixed), "--out", str(out)]) == 2
+    assert not out.exists()
 
 
 def test_textured_names_that_are_not_utf8_are_rejected_when_listed(flat, tmp_path):

@@ -19,7 +19,8 @@ Two folder layouts are read, detected per ``--textured-root`` folder:
 Every variant shares its scene's label map, so a scene is scored once whatever its number of variants. Indexing is
 one directory listing per folder (no per-file stat): the all-strengths set is ~222k files for ~20k scenes. Files
 that cannot be used are listed with the reason (``SourceIndex.rejected``), never dropped silently; when several
-folders hold the same (scene, degree), the first folder given wins and the others are listed as duplicates.
+folders hold the same (scene, degree), the first folder given wins and the others are listed as duplicates. A folder
+that mixes the two layouts (a stray copy with ``images/`` beside flat files) is refused, naming it.
 """
 
 from __future__ import annotations
@@ -258,10 +259,18 @@ class TexturedVariants(SceneSource):
                              f"{', '.join(map(str, self.roots))} (strengths found: {have})")
 
     def _list_folder(self, root: Path, counts: Counter[str], rejected: list) -> Iterator[_Found]:
-        """One listing of ``root``: a nested layout if any sub-folder has ``images/``, else a flat folder."""
+        """One listing of ``root``: a nested layout if any sub-folder has ``images/``, else a flat folder. A folder
+        holding both is refused: read as either layout, the other's images would be left out unlisted."""
         with os.scandir(root) as it:
             entries = sorted(it, key=lambda e: e.name)
         degree_dirs = [e for e in entries if e.is_dir() and os.path.isdir(os.path.join(e.path, "images"))]
+        flat_images = [e for e in entries if not e.is_dir() and _is_image(e.name) and not e.name.startswith(".")]
+        if degree_dirs and flat_images:
+            raise DatasetError(
+                f"{root}: holds both degree folders with images/ ({', '.join(e.name for e in degree_dirs[:3])}"
+                f"{', ...' if len(degree_dirs) > 3 else ''}) and {len(flat_images)} image(s) of a flat folder (e.g. "
+                f"{flat_images[0].name}); expected one layout: move the degree folders, or the flat images, into a "
+                "folder of their own (another --textured-root) or out of it")
         if degree_dirs:
             yield from self._nested(degree_dirs, counts, rejected)
             return
