@@ -405,6 +405,28 @@ def test_a_file_name_that_is_not_utf8_is_rejected_when_listed(tmp_path, capsys):
     assert "undecodable_name" in capsys.readouterr().out
 
 
+def test_input_folders_whose_names_are_not_utf8_are_mined(tmp_path, capsys):
+    """--root and --textured-root under a Latin-1 folder name: the paths recorded in run.json and rejected.jsonl
+    carry the name escaped (\\xe9), and the run and its re-run finish instead of failing to write UTF-8 JSON."""
+    from detecture.cli import main
+
+    base = Path(os.fsdecode(bytes(tmp_path) + b"/d\xe9j\xe0"))
+    base.mkdir()
+    ade, _ = fx.build(base, with_textured=False)
+    flat = fx.build_flat(base, ade)
+    out = tmp_path / "out"
+    argv = ["mine", "--root", str(ade), "--textured-root", str(flat.release), "--out", str(out), "--workers", "1"]
+    for _ in range(2):
+        assert main(argv) == 0
+    shown = str(tmp_path / "d\\xe9j\\xe0")
+    run = json.loads((out / "mine_state" / "run.json").read_text(encoding="utf-8"))
+    assert run["source"]["root"].startswith(shown) and run["source"]["textured_roots"][0].startswith(shown)
+    rejected = [json.loads(line) for line in (out / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert {r["id"] for r in rejected} >= {"ADE_train_badimage", "ADE_train_badlabel", "ADE_train_nolabel__0.3"}
+    assert all(r["path"].startswith(shown) and r["path"] in r["reason"] for r in rejected)
+    assert {r.extra["scene"] for r in load_metadata(out)} == KEPT | {fx.COPY_ONLY}
+
+
 def test_rejections_are_data_not_failures(dataset, mined, capsys):
     """Exit status 0 with corrupt inputs rejected (they are what the miner filters); the count is on the last line.
     Re-running on the finished output only re-assembles it, so this costs no mining."""

@@ -36,7 +36,7 @@ from ..images import load_image
 from ..utils import atomic
 from ..utils.json_files import read_json_object
 from ..utils.parallel import RUN_ERRORS, Ranks, Shard, default_workers, share, stop_unfinished, unordered_map
-from ..utils.paths import InputSet, require_dir, require_file
+from ..utils.paths import InputSet, printable, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
 from .regions import Region, extract_regions, region_map
@@ -92,6 +92,12 @@ def mask_name(scene_id: str, k: int) -> str:
     return f"{scene_id}_{k}.png"
 
 
+def rejection(item_id: str, path: Path, reason: str) -> dict[str, str]:
+    """A ``rejected.jsonl`` record. Its path and reason go through :func:`printable`: a folder name that is not UTF-8
+    (``--root`` under a Latin-1 name) is in both, and the record is written as UTF-8 JSON."""
+    return {"id": item_id, "path": printable(path), "reason": printable(reason)}
+
+
 def write_state(path: Path, state: dict[str, Any]) -> None:
     """Write one scene's result file; its existence marks the scene as finished."""
     atomic.write_json(path, state)
@@ -116,7 +122,7 @@ class SceneMiner:
         except DetectureError as exc:
             log.warning("scene %s rejected: %s", scene.id, exc)
             state = {"scene": scene.id, "status": REJECTED,
-                     "rejected": [{"id": scene.id, "path": str(scene.image or scene.label), "reason": str(exc)}]}
+                     "rejected": [rejection(scene.id, scene.image or scene.label, str(exc))]}
         write_state(self.state_path(scene.id), state)
         return state
 
@@ -130,9 +136,9 @@ class SceneMiner:
             raise
         except DetectureError as exc:
             reason = str(exc) if str(scene.label) in str(exc) else f"{scene.label}: {exc}"
-            rejected = [{"id": scene.id, "path": str(scene.label), "reason": reason}]
-            rejected += [{"id": f"{scene.id}__{v.degree}", "path": str(v.image),
-                          "reason": f"{v.image}: variant of scene {scene.id}, whose label map is unusable ({reason})"}
+            rejected = [rejection(scene.id, scene.label, reason)]
+            rejected += [rejection(f"{scene.id}__{v.degree}", v.image,
+                                   f"{v.image}: variant of scene {scene.id}, whose label map is unusable ({reason})")
                          for v in scene.variants]
             return {**state, "status": REJECTED, "rejected": rejected}
         score = score_scene(stats, self.vocab, self.cfg.scoring)
@@ -147,7 +153,7 @@ class SceneMiner:
         for sample_id, degree, path in candidates(scene):
             sample, reason = self._sample(sample_id, degree, path, label.shape, rmap, regions)
             if sample is None:
-                rejected.append({"id": sample_id, "path": str(path), "reason": reason})
+                rejected.append(rejection(sample_id, path, reason))
             else:
                 samples.append(sample)
         masks = []

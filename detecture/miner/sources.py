@@ -69,10 +69,11 @@ def is_utf8_name(name: str) -> bool:
 
 
 def rejected_file(kind: str, path: str, reason: str) -> dict[str, str]:
-    """A ``rejected.jsonl`` record for a listed file that is not mined (see :class:`SourceIndex`)."""
+    """A ``rejected.jsonl`` record for a listed file that is not mined (see :class:`SourceIndex`); the reason goes
+    through :func:`printable` too, since it may name other files (a duplicate's original, a missing label map)."""
     shown = printable(path)
-    return {"id": os.path.splitext(os.path.basename(shown))[0], "path": shown, "reason": f"{shown}: {reason}",
-            "kind": kind}
+    return {"id": os.path.splitext(os.path.basename(shown))[0], "path": shown,
+            "reason": f"{shown}: {printable(reason)}", "kind": kind}
 
 
 def _index_images(folder: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
@@ -152,7 +153,7 @@ class SceneSource(ABC):
     def describe(self) -> dict[str, object]:
         """What makes this source's scenes what they are (recorded so a resumed run can check it is the same): its
         kind and its folder, resolved, since mining another dataset into the same output would mix the two."""
-        return {"source": self.name, "root": str(resolved(self.root))}
+        return {"source": self.name, "root": printable(resolved(self.root))}
 
 
 class ADE20KSource(SceneSource):

@@ -41,7 +41,7 @@ import numpy as np
 from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError, InputError
 from ..utils.json_files import read_json
-from ..utils.paths import resolved
+from ..utils.paths import printable, resolved
 from .sources import (NOT_UTF8, ORIGINAL, SOURCES, UNDECODABLE, Scene, SceneSource, SourceIndex, Variant, is_utf8_name,
                       rejected_file)
 
@@ -168,7 +168,7 @@ class TexturedVariants(SceneSource):
 
     def describe(self) -> dict[str, object]:
         mapping = hashlib.sha256(self.mapping_path.read_bytes()).hexdigest() if self.mapping_path else None
-        roots = [str(resolved(r)) for r in self.roots]  # in the order given: the first wins on duplicates
+        roots = [printable(resolved(r)) for r in self.roots]  # in the order given: the first wins on duplicates
         degrees = list(self.degrees) if self.degrees else "all"
         return {**self.base.describe(), "textured_roots": roots, "degrees": degrees, "mapping_sha256": mapping}
 
