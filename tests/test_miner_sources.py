@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,35 @@ def test_ade_layout_lists_scenes_sorted(dataset):
     assert ids == sorted(ids) and "ADE_train_clean2" in ids and "ADE_train_nolabel" in ids
     clean = next(s for s in scenes if s.id == "ADE_train_clean2")
     assert clean.label == ade / "annotations" / "training" / "ADE_train_clean2.png" and clean.variants == ()
+
+
+def test_of_two_images_of_one_scene_the_first_by_name_is_mined_and_the_other_listed(tmp_path, monkeypatch):
+    """``A.jpg`` beside ``A.png``: whatever order the file system lists them in, the same one is the scene's image,
+    and the other is listed as a duplicate naming the one used (it was dropped unlisted, by listing order)."""
+    ade, _ = fx.build(tmp_path, with_textured=False)
+    images = ade / "images" / "training"
+    Image.open(images / "ADE_train_clean2.jpg").save(images / "ADE_train_clean2.png")
+    real_scandir = os.scandir
+
+    class Listing:
+        def __init__(self, path, reverse):
+            with real_scandir(path) as it:
+                self.entries = sorted(it, key=lambda e: e.name, reverse=reverse)
+
+        def __enter__(self):
+            return iter(self.entries)
+
+        def __exit__(self, *exc):
+            return False
+
+    for reverse in (False, True):
+        monkeypatch.setattr(os, "scandir", lambda path, reverse=reverse: Listing(path, reverse))
+        index = ADE20KSource(ade).index()
+        clean2 = next(s for s in index.scenes if s.id == "ADE_train_clean2")
+        assert clean2.image == images / "ADE_train_clean2.jpg"
+        [record] = index.rejected
+        assert record["kind"] == "duplicate" and record["path"] == str(images / "ADE_train_clean2.png")
+        assert "ADE_train_clean2.jpg" in record["reason"] and index.counts["rejected"] == {"duplicate": 1}
 
 
 def test_object_info_names(tmp_path, dataset):

@@ -26,6 +26,7 @@ from ..utils.paths import printable, resolved
 
 ORIGINAL = "original"
 UNDECODABLE = "undecodable_name"  # the "kind" of a rejected file whose name is not UTF-8
+DUPLICATE = "duplicate"  # the "kind" of a rejected file whose scene and degree another file already gives
 NOT_UTF8 = "file name is not valid UTF-8; rename the file to mine it"
 
 
@@ -78,18 +79,24 @@ def rejected_file(kind: str, path: str, reason: str) -> dict[str, str]:
 
 def _index_images(folder: Path) -> tuple[dict[str, Path], list[dict[str, str]]]:
     """``stem -> path`` for the image files directly inside ``folder`` (one directory listing, no per-file stat), and
-    the rejections of those whose name cannot be an id."""
+    the rejections of those whose name cannot be an id. Of two images with one stem (``A.jpg``, ``A.png``) the first
+    by name is the scene's and the other is listed as a duplicate: the listing's order is the file system's, so
+    taking whichever came first would mine a different file on another machine."""
     out: dict[str, Path] = {}
     rejected = []
     with os.scandir(folder) as it:
-        for entry in it:
-            stem, ext = os.path.splitext(entry.name)
-            if ext.lower() not in IMAGE_SUFFIXES or entry.name.startswith("."):
-                continue
-            if is_utf8_name(entry.name):
-                out.setdefault(stem, Path(entry.path))
-            else:
-                rejected.append(rejected_file(UNDECODABLE, entry.path, NOT_UTF8))
+        entries = sorted((e.name, e.path) for e in it)
+    for name, path in entries:
+        stem, ext = os.path.splitext(name)
+        if ext.lower() not in IMAGE_SUFFIXES or name.startswith("."):
+            continue
+        if not is_utf8_name(name):
+            rejected.append(rejected_file(UNDECODABLE, path, NOT_UTF8))
+        elif stem in out:
+            rejected.append(rejected_file(DUPLICATE, path, f"another image of scene {stem}, {out[stem].name}, is "
+                                                           "mined (the first by file name)"))
+        else:
+            out[stem] = Path(path)
     return out, rejected
 
 

@@ -42,8 +42,8 @@ from ..data.layouts import IMAGE_SUFFIXES
 from ..errors import DatasetError, InputError
 from ..utils.json_files import read_json
 from ..utils.paths import printable, resolved
-from .sources import (NOT_UTF8, ORIGINAL, SOURCES, UNDECODABLE, Scene, SceneSource, SourceIndex, Variant, is_utf8_name,
-                      rejected_file)
+from .sources import (DUPLICATE, NOT_UTF8, ORIGINAL, SOURCES, UNDECODABLE, Scene, SceneSource, SourceIndex, Variant,
+                      is_utf8_name, rejected_file)
 
 TEXTURED_NAME = re.compile(r"^(?P<scene>.+?)_textured_degree(?P<spec>.*)$")
 STRENGTH = re.compile(r"^\d+(?:[._]\d+)?$")
@@ -51,8 +51,7 @@ TRAILING_STRENGTH = re.compile(r"(\d+(?:[._]\d+)?)$")
 DEGREE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 # kinds of rejected files (the "kind" field of rejected.jsonl records and the keys of the summary counts)
-NO_SCENE, NO_ANNOTATION, UNPARSABLE, DUPLICATE, UNSUPPORTED = (
-    "no_scene", "no_annotation", "unparsable_name", "duplicate", "unsupported_file")
+NO_SCENE, NO_ANNOTATION, UNPARSABLE, UNSUPPORTED = "no_scene", "no_annotation", "unparsable_name", "unsupported_file"
 
 EXPECTED = ("a flat folder of <scene>_textured_degree<strength>.jpg files (TextureSAM's ADE20K_0.3) or "
             "<folder>/<degree>/images/[<subset>/]<scene>.jpg")
