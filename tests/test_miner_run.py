@@ -317,15 +317,55 @@ class Flaky:
         return self.inner.describe(image, rmap, regions)
 
 
-def test_a_scene_with_a_data_error_is_recorded_and_the_run_goes_on(dataset, tmp_path):
-    ade, _ = dataset
+def referenced_and_written(out: Path) -> tuple[set[str], set[str]]:
+    """The images and masks the metadata names, and those under ``out``."""
+    records = load_metadata(out)
+    referenced = {r.image_path for r in records} | {t.mask_path for r in records for t in r.textures}
+    written = {f"{folder}/{p.name}" for folder in ("images", "masks") if (out / folder).is_dir()
+               for p in (out / folder).iterdir()}
+    return referenced, written
+
+
+def test_a_describer_data_error_rejects_that_image_and_the_run_goes_on(dataset, tmp_path):
+    """The describer fails on one image of a scene: that image is recorded, named, and the scene's other images
+    (its textured variants) are still mined."""
+    ade, textured = dataset
     out = tmp_path / "flaky"
-    summary = mine(MineOptions(source="ade20k", root=ade, out=out, workers=1),
+    summary = mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1),
                    describer=Flaky(InputError("odd region layout")))
     rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
-    assert rejected["ADE_train_fragment"]["reason"] == "odd region layout"
-    assert {r.extra["scene"] for r in load_metadata(out)} == KEPT - {"ADE_train_fragment"}
-    assert summary["status"]["kept"] == 2
+    original = ade / "images" / "training" / "ADE_train_fragment.jpg"
+    assert rejected["ADE_train_fragment"] == {"id": "ADE_train_fragment", "path": str(original),
+                                              "reason": f"{original}: odd region layout"}
+    records = load_metadata(out)
+    assert {r.extra["degree"] for r in records if r.extra["scene"] == "ADE_train_fragment"} == {"eta_0.3", "degree_1"}
+    assert {r.extra["scene"] for r in records} == KEPT and summary["status"]["kept"] == 3
+    referenced, written = referenced_and_written(out)
+    assert written == referenced
+
+
+def test_a_scene_rejected_partway_leaves_none_of_its_files(dataset, tmp_path, monkeypatch):
+    """A data error after a scene wrote images and a mask (here on its second mask) rejects the scene and deletes
+    what it wrote: no record would name those files."""
+    from detecture.errors import DatasetError
+    from detecture.miner import orchestrate
+
+    real_save = orchestrate.save_binary_mask
+
+    def save_binary_mask(path, mask):
+        if Path(path).name == "ADE_train_clean2_2.png":
+            raise DatasetError(f"{path}: unusable mask")
+        real_save(path, mask)
+
+    monkeypatch.setattr(orchestrate, "save_binary_mask", save_binary_mask)
+    ade, textured = dataset
+    out = tmp_path / "out"
+    mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1))
+    rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
+    assert "unusable mask" in rejected["ADE_train_clean2"]["reason"]
+    assert {r.extra["scene"] for r in load_metadata(out)} == KEPT - {"ADE_train_clean2"}
+    referenced, written = referenced_and_written(out)
+    assert written == referenced
 
 
 @pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device", "images/x.jpg"),

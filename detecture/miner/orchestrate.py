@@ -121,10 +121,18 @@ class SceneMiner:
             raise
         except DetectureError as exc:
             log.warning("scene %s rejected: %s", scene.id, exc)
+            self._remove_outputs(scene)
             state = {"scene": scene.id, "status": REJECTED,
                      "rejected": [rejection(scene.id, scene.image or scene.label, str(exc))]}
         write_state(self.state_path(scene.id), state)
         return state
+
+    def _remove_outputs(self, scene: Scene) -> None:
+        """Delete the images and masks a scene rejected partway had already written: no record will name them."""
+        names = [f"images/{image_name(sample_id, path)}" for sample_id, _, path in candidates(scene)]
+        names += [f"masks/{mask_name(scene.id, k)}" for k in range(1, self.cfg.regions.max_regions + 1)]
+        for name in names:
+            (self.out / name).unlink(missing_ok=True)
 
     def mine_scene(self, scene: Scene) -> dict[str, Any]:
         """Score, extract, describe and write one scene; returns its result record (see module docstring)."""
@@ -173,21 +181,27 @@ class SceneMiner:
     def _sample(
         self, sample_id: str, degree: str, path: Path, shape: tuple[int, ...], rmap: np.ndarray, regions: list[Region]
     ) -> tuple[dict[str, Any] | None, str | None]:
-        """Describe and copy one image of the scene; returns ``(sample, None)`` or ``(None, reason)``."""
+        """Describe and copy one image of the scene; returns ``(sample, None)`` or ``(None, reason)``, the reason
+        naming the image. A describer's data error rejects this image only: the scene's other images may be fine."""
         try:
             image = load_image(path)
         except InputError as exc:
             return None, str(exc)
         if (image.height, image.width) != tuple(shape):
             return None, f"{path}: image is {image.width}x{image.height} but its label map is {shape[1]}x{shape[0]}"
-        descriptions = self.describer.describe(image, rmap, regions)
+        try:
+            descriptions = self.describer.describe(image, rmap, regions)
+        except RUN_ERRORS:
+            raise
+        except DetectureError as exc:
+            return None, str(exc) if str(path) in str(exc) else f"{path}: {exc}"
         d = self.cfg.describer
         problems = [f"region {k} {why}: {text!r}" for k, text in enumerate(descriptions, start=1)
                     if (why := validate_description(text, d.min_words, d.max_words))]
         if len(descriptions) != len(regions):
             problems.append(f"{len(descriptions)} descriptions for {len(regions)} regions")
         if problems:
-            return None, "invalid description: " + "; ".join(problems)
+            return None, f"{path}: invalid description: " + "; ".join(problems)
         image_rel = f"images/{image_name(sample_id, path)}"
         atomic.write_bytes(self.out / image_rel, path.read_bytes())
         return {"id": sample_id, "degree": degree, "image_path": image_rel, "descriptions": descriptions}, None
