@@ -68,3 +68,92 @@ def test_a_file_system_refusing_the_temporary_is_reported_for_the_file_being_wri
     with pytest.raises(OSError) as caught:
         atomic.write_text(tmp_path / "result.json", "{}")
     assert (caught.value.errno, caught.value.filename) == (errno.EROFS, str(tmp_path / "result.json"))
+
+
+def _record_syncs(monkeypatch, events: list, fail=None) -> None:
+    """Record each fsync (by the path of its file descriptor) and rename in ``events``; ``fail(fd)`` may return an
+    errno for fsync to fail with."""
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        code = fail(fd) if fail else None
+        if code:
+            raise OSError(code, os.strerror(code))
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.path.realpath(src), os.path.realpath(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+
+
+needs_proc = pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="names a file descriptor through /proc")
+
+
+@needs_proc
+def test_a_file_reaches_the_disk_before_its_name_and_its_name_after(tmp_path, monkeypatch):
+    """A power loss after the rename must not leave the new name over data still in memory (a result file vouching
+    for images that are not on disk), nor lose the rename: the temporary is flushed, renamed, then its folder."""
+    folder = os.path.realpath(tmp_path)
+    events: list = []
+    _record_syncs(monkeypatch, events)
+    atomic.write_json(tmp_path / "result.json", {"a": 1})
+    [(_, tmp, target)] = [e for e in events if e[0] == "replace"]
+    assert target == os.path.join(folder, "result.json")
+    assert events == [("fsync", tmp), ("replace", tmp, target), ("fsync", folder)]
+    assert (tmp_path / "result.json").read_text() == '{\n "a": 1\n}\n'
+
+
+@needs_proc
+def test_a_folder_written_whole_reaches_the_disk_before_its_name(tmp_path, monkeypatch):
+    folder = os.path.realpath(tmp_path)
+    (tmp_path / "ckpt").mkdir()
+    (tmp_path / "ckpt" / "old.bin").write_bytes(b"old")
+    events: list = []
+    _record_syncs(monkeypatch, events)
+    with atomic.atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "weights.bin").write_bytes(b"0")
+        (tmp / "config.json").write_text("{}")
+        written = os.path.realpath(tmp)
+    renamed_in = next(i for i, e in enumerate(events) if e[0] == "replace" and e[1] == written)
+    before = {e[1] for e in events[:renamed_in] if e[0] == "fsync"}
+    assert {written, *(os.path.join(written, name) for name in ("config.json", "sub", "sub/weights.bin"))} <= before
+    assert ("fsync", folder) in events[renamed_in:]
+    assert sorted(p.name for p in (tmp_path / "ckpt").iterdir()) == ["config.json", "sub"]
+
+
+def test_a_folder_that_cannot_be_flushed_still_gets_its_file(tmp_path, monkeypatch):
+    """Some platforms refuse to fsync a folder: the write still succeeds (the folder's flush is best effort)."""
+    import errno
+
+    def refuse_folders(fd):
+        return errno.EINVAL if stat.S_ISDIR(os.fstat(fd).st_mode) else None
+
+    _record_syncs(monkeypatch, [], fail=refuse_folders)
+    atomic.write_text(tmp_path / "report.md", "new")
+    with atomic.atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "weights.bin").write_bytes(b"0")
+    assert (tmp_path / "report.md").read_text() == "new"
+    assert (tmp_path / "ckpt" / "weights.bin").read_bytes() == b"0"
+
+
+def test_a_disk_error_at_the_flush_is_reported_for_the_file_and_keeps_the_old_one(tmp_path, monkeypatch):
+    """A full disk or an I/O error often shows only when the data is flushed: the write fails naming the file, the
+    previous version stays, and no temporary is left."""
+    import errno
+
+    path = tmp_path / "result.json"
+    path.write_text("old")
+
+    def fail_files(fd):
+        return None if stat.S_ISDIR(os.fstat(fd).st_mode) else errno.EIO
+
+    _record_syncs(monkeypatch, [], fail=fail_files)
+    with pytest.raises(OSError) as caught:
+        atomic.write_text(path, "new")
+    assert (caught.value.errno, caught.value.filename) == (errno.EIO, str(path))
+    assert path.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["result.json"]

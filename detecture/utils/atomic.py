@@ -1,15 +1,20 @@
-"""Atomic file writes: write to a temporary sibling, then ``os.replace``.
+"""Atomic file writes: write to a temporary sibling, flush it to disk, then ``os.replace`` and flush the folder.
 
 A killed process must never leave a half-written checkpoint, metadata file or result line behind; readers either see
-the old file or the complete new one. ``mkstemp`` / ``mkdtemp`` create private (0600 / 0700) entries; the result gets
-the mode a plain ``open(path, "w")`` / ``mkdir`` would have given it (an existing file keeps its mode, a new one gets
-0666 / 0777 minus the umask), so datasets, reports and checkpoints stay readable by whoever the umask allows. The
-same holds for everything written inside an :func:`atomic_dir`, whatever library wrote it (safetensors' writer
-creates its files 0600).
+the old file or the complete new one. The flushes (``fsync``) carry that over a power loss: without the first, the
+rename can reach the disk before the data, leaving a complete-looking name over empty or partial contents (and a
+mining result file vouching for images that are not there); without the second, the rename itself may be lost. A
+folder's flush is best effort: some platforms refuse it.
+
+``mkstemp`` / ``mkdtemp`` create private (0600 / 0700) entries; the result gets the mode a plain ``open(path, "w")``
+/ ``mkdir`` would have given it (an existing file keeps its mode, a new one gets 0666 / 0777 minus the umask), so
+datasets, reports and checkpoints stay readable by whoever the umask allows. The same holds for everything written
+inside an :func:`atomic_dir`, whatever library wrote it (safetensors' writer creates its files 0600).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -45,6 +50,36 @@ def _plain_mode(path: Path, base: int) -> int:
 
 
 _OS_ERROR_IN_MESSAGE = re.compile(r"os error (\d+)")
+# what a platform or file system answers when it cannot open or fsync a directory (Windows, some network mounts)
+_NO_DIRECTORY_SYNC = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EBADF, errno.EISDIR,
+                                errno.EACCES, errno.EPERM})
+
+
+def _fsync_file(path: Path) -> None:
+    """Flush a written file's data to disk. It is reopened since whoever wrote it (torch, safetensors, PIL) closed
+    it; a disk error that only shows at the flush (ENOSPC, EIO) is raised like a failed write."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename into it, new files) to disk; best effort, as some platforms refuse it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        if exc.errno in _NO_DIRECTORY_SYNC:
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in _NO_DIRECTORY_SYNC:
+            raise
+    finally:
+        os.close(fd)
 
 
 def _failed_write(exc: Exception, path: Path, tmp: Path) -> OSError | None:
@@ -74,8 +109,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        _fsync_file(tmp_path)  # before the chmod: the mode a umask gives may not let the owner read it back
         os.chmod(tmp_path, _plain_mode(path, 0o666))
         os.replace(tmp_path, path)
+        _fsync_dir(path.parent)
     except Exception as exc:
         failure = _failed_write(exc, path, tmp_path)
         if failure is None:
@@ -104,14 +141,17 @@ def moved_aside(path: Path) -> Path:
     return path.with_name(f".{path.name}.old")
 
 
-def _give_plain_modes(tree: Path) -> None:
-    """Give every file and folder below ``tree`` the mode a plain write under the current umask would."""
+def _give_plain_modes_and_sync(tree: Path) -> None:
+    """Give every file and folder below ``tree`` the mode a plain write under the current umask would, and flush
+    each to disk (files, then the folder listing them) before the tree is renamed into place."""
     umask = current_umask()
-    for root, dirs, files in os.walk(tree):
+    for root, dirs, files in os.walk(tree, topdown=False):
         for name in dirs:
             os.chmod(os.path.join(root, name), 0o777 & ~umask)
         for name in files:
+            _fsync_file(Path(root, name))
             os.chmod(os.path.join(root, name), 0o666 & ~umask)
+        _fsync_dir(Path(root))
 
 
 @contextmanager
@@ -127,7 +167,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        _give_plain_modes(tmp)
+        _give_plain_modes_and_sync(tmp)
         os.chmod(tmp, _plain_mode(path, 0o777))
         if path.exists():
             old = moved_aside(path)
@@ -135,9 +175,11 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
                 shutil.rmtree(old)
             os.replace(path, old)
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
             shutil.rmtree(old)
         else:
             os.replace(tmp, path)
+            _fsync_dir(path.parent)
     except Exception as exc:
         failure = _failed_write(exc, path, tmp)
         if failure is None:
