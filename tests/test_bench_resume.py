@@ -109,3 +109,13 @@ def test_a_share_with_failed_samples_exits_1_and_says_how_many(tmp_path, capsys)
     assert "1 of 2 sample(s) scored, 1 failed" in capsys.readouterr().out
     assert main(argv) == 1  # the merge step reports the failure too
     assert "3 of 4 sample(s) scored, 1 failed" in capsys.readouterr().out
+
+
+def test_dataset_and_method_names_are_drawn_as_written_not_as_mathtext(tmp_path, capsys):
+    """A pair of $ in a name made matplotlib parse it as mathtext; ``$\\frac{1}$`` failed the gallery and charts."""
+    root = make_unified(tmp_path / "set $\\frac{1}$", 1)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    out = tmp_path / "out"
+    assert main(["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p $\\frac{{1}}$={pred}",
+                 "--out", str(out)]) == 0
+    assert (out / "gallery" / "set_frac_1.png").is_file() and (out / "charts" / "miou.png").is_file()

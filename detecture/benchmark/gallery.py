@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..utils.image_ops import LABEL_COLOURS
-from ..utils.plotting import pyplot, save_figure
+from ..utils.plotting import literal_text, pyplot, save_figure
 from . import cell_store
 from .metrics import gt_label_map
 from .runner import Cell
@@ -51,6 +51,15 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
     dataset = dataset_cells[0].dataset
     records = dataset_cells[0].records[:n_samples]
     recorded = [cell_store.read_cell(c.directory(out)) for c in dataset_cells]
+    path = out / "gallery" / f"{cell_store.safe_name(dataset.name)}.png"
+    with literal_text():  # dataset and method names are the user's words, never mathtext
+        save_figure(_draw(plt, dataset_cells, records, recorded, out), path)
+    return path
+
+
+def _draw(plt, dataset_cells: list[Cell], records: list, recorded: list[dict[str, Any]], out: Path):
+    """The gallery's figure: a row per record, the image, its ground truth and each cell's partition."""
+    dataset = dataset_cells[0].dataset
     n_cols = 2 + len(dataset_cells)
     fig, axes = plt.subplots(len(records), n_cols, figsize=(1.9 * n_cols, 1.9 * len(records)), dpi=100,
                              squeeze=False)
@@ -78,6 +87,4 @@ def write_gallery(dataset_cells: list[Cell], out: Path, n_samples: int) -> Path 
                 ax.set_title(title, fontsize=8)
     fig.suptitle(dataset.name, fontsize=10)
     fig.tight_layout()
-    path = out / "gallery" / f"{cell_store.safe_name(dataset.name)}.png"
-    save_figure(fig, path)
-    return path
+    return fig

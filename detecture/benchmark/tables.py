@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..utils import atomic
-from ..utils.plotting import pyplot, save_figure
+from ..utils.plotting import literal_text, pyplot, save_figure
 from .metrics import Aggregate, bootstrap_mean
 from .runner import Cell, cell_records, metric_values
 
@@ -161,7 +161,13 @@ def latex(summaries: list[CellSummary]) -> str:
 
 
 def bar_chart(summaries: list[CellSummary], metric: str, title: str, path: Path) -> None:
-    """Grouped bars (datasets on the x axis, one bar per method) with the CI as error bars."""
+    """Grouped bars (datasets on the x axis, one bar per method) with the CI as error bars; dataset and method names
+    are drawn as written, never as mathtext."""
+    with literal_text():
+        _bar_chart(summaries, metric, title, path)
+
+
+def _bar_chart(summaries: list[CellSummary], metric: str, title: str, path: Path) -> None:
     plt = pyplot()
     import numpy as np
 
