@@ -226,12 +226,15 @@ def test_two_process_ddp_gloo_run_keeps_ranks_identical_and_resumes(data, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.skipif(not torch.cuda.is_available(),
-                    reason="accelerate enables FSDP on GPUs only; test_train_sharding.py covers FSDP2 on CPU")
-def test_fsdp_launch_on_gpus_trains_exports_and_resumes(data, tmp_path):
-    """configs/accelerate/fsdp.yaml end to end on the GPUs present (one is enough to run accelerate's FSDP2 path)."""
-    launch = ["--config_file", str(TESTS.parent / "configs" / "accelerate" / "fsdp.yaml"),
+                    reason="accelerate enables FSDP and NCCL on GPUs only; test_train_sharding.py covers FSDP2 on "
+                           "CPU, the gloo test above DDP")
+@pytest.mark.parametrize("config", ["ddp", "fsdp"])
+def test_launch_on_gpus_trains_exports_and_resumes(data, tmp_path, config):
+    """configs/accelerate/{ddp,fsdp}.yaml end to end on the GPUs present (one is enough to run accelerate's FSDP2
+    path, and DDP's NCCL group, which takes CUDA tensors only: every collective of the step must hand it one)."""
+    launch = ["--config_file", str(TESTS.parent / "configs" / "accelerate" / f"{config}.yaml"),
               "--num_processes", str(torch.cuda.device_count())]
-    out, split = tmp_path / "fsdp", tmp_path / "split"
+    out, split = tmp_path / config, tmp_path / "split"
     done = launched_run(launch, data, out)
     assert "rank 0 of" in done.stdout and (out / "final" / "model.safetensors").exists()
     launched_run(launch, data, split, "--max-steps", "3")

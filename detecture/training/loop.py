@@ -267,8 +267,12 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------------------------
 
     def optimizer_step(self, loss_sum: torch.Tensor) -> tuple[bool, float]:
-        """Clip and step unless the loss or the gradient is non-finite on any rank; returns (stepped, grad norm)."""
-        finite = self.acc.reduce(torch.isfinite(loss_sum).float().reshape(1), reduction="sum")
+        """Clip and step unless the loss or the gradient is non-finite on any rank; returns (stepped, grad norm).
+
+        The flag is reduced on the accelerator's device: an NCCL group (DDP on GPUs) only takes CUDA tensors, and
+        the loss sum is kept on the CPU."""
+        flag = torch.isfinite(loss_sum).float().reshape(1).to(self.acc.device)
+        finite = self.acc.reduce(flag, reduction="sum").cpu()
         # All parameters, as FSDP clipping requires (frozen ones have no gradient); a sharded norm is a DTensor.
         norm = self.acc.clip_grad_norm_(list(self.model.parameters()), self.cfg.optim.clip_norm)
         if isinstance(norm, DTensor):
