@@ -150,6 +150,22 @@ def test_micro_warmup_restart_scales_peaks_and_clamps_min_per_group():
     assert restored == s
 
 
+@pytest.mark.parametrize("steps_per_epoch", [3, 5, 7])
+@pytest.mark.parametrize("warmup_epochs", [0.1, 0.3, 0.5, 1.5, 2.7])
+def test_a_fractional_warmup_never_exceeds_the_peak(warmup_epochs, steps_per_epoch):
+    """Linear warm-up to the peak, then cosine below it: no step's lr is above the peak, for a warm-up of any
+    length in steps, at the start and after a restart."""
+    s = _schedule(epochs=8, stage1_epochs=4, warmup_epochs=warmup_epochs, steps_per_epoch=steps_per_epoch)
+    lrs = [s.lr_at("head", t) for t in range(4 * steps_per_epoch)]  # stage 1: the head's peak is lr
+    assert max(lrs) <= 1e-4 * (1 + 1e-12) and max(lrs) == pytest.approx(1e-4)  # the peak is reached, not passed
+    ramp = lrs[: math.ceil(warmup_epochs * steps_per_epoch)]
+    assert ramp == sorted(ramp)
+    r = s.with_restart(step=4 * steps_per_epoch, lr_scale=0.15, warmup_epochs=warmup_epochs, epochs=8)
+    peak = 1e-4 * 0.1 * 0.15  # stage-2 head peak × lr_scale
+    after = [r.lr_at("head", t) for t in range(4 * steps_per_epoch, 8 * steps_per_epoch)]
+    assert max(after) <= peak * (1 + 1e-12) and max(after) == pytest.approx(peak)
+
+
 def test_optimizer_and_rng_checkpoint_roundtrip(tmp_path):
     from detecture.training import checkpoint as ckpt
     from detecture.training.sharding import optimizer_state, trainable_state

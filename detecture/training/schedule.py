@@ -77,7 +77,8 @@ class LRSchedule:
             start, warmup = self.restart.step, self.restart.warmup_epochs * self.steps_per_epoch
         u = step - start
         if u < warmup:
-            return peak * (u + 1) / warmup
+            # capped: a warm-up that is not a whole number of steps (0.5 epoch of 5 steps) would end above the peak
+            return peak * min(1.0, (u + 1) / warmup)
         span = max(1.0, self.total_steps - start - warmup)
         progress = min(1.0, (u - warmup) / span)
         return floor + (peak - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
