@@ -293,6 +293,27 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
     assert all(math.isnan(v) for v in losses(tmp_path / "nan"))
 
 
+def test_a_run_killed_before_its_first_checkpoint_starts_its_logs_afresh(data, tmp_path, monkeypatch):
+    """Nothing to resume, so the same command trains from step 1 again: its logs must not hold the killed attempt's
+    steps as well."""
+    overrides = {**FAST, "train.save_every_steps": 2, "optim.batch_size": 1, "optim.grad_accum": 1,
+                 "optim.epochs": 1, "optim.stage1_epochs": 1}
+    out = tmp_path / "run"
+
+    def killed(self):
+        raise KeyboardInterrupt("killed before the first checkpoint")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "save", killed)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer.from_config(load_config(None, overrides), data, out, max_steps=3).run()
+    assert len(losses(out)) == 2 and not (out / "checkpoints").exists()
+    Trainer.from_config(load_config(None, overrides), data, out, max_steps=3).run()
+    with (out / "train_log.csv").open() as f:
+        assert [r["step"] for r in csv.DictReader(f)] == ["1", "2", "3"]
+    assert len(list((out / "tensorboard").glob("events.*"))) == 1  # the killed attempt's events are gone too
+
+
 def test_cli_help_and_refusing_to_overwrite(data, tmp_path):
     with pytest.raises(SystemExit):
         main(["train", "--help"])

@@ -31,7 +31,7 @@ from .config import GROUPS, Config
 from .evaluate import live_evaluate, teacher_forced_scores
 from .factory import TRACKER_RUN, TrainingParts, build_parts, run_contract
 from .model import Batch
-from .monitor import EVAL_CSV, STEPS_CSV, Monitor, plot_curves, truncate_after
+from .monitor import EVAL_CSV, STEPS_CSV, Monitor, clear_logs, plot_curves, truncate_after
 from .schedule import LRSchedule
 
 log = logging.getLogger(__name__)
@@ -148,11 +148,13 @@ class Trainer:
         self.acc.wait_for_everyone()
 
     def restore(self, options: ResumeOptions) -> None:
-        """Load the latest checkpoint (``--resume``), or refuse to overwrite an existing run without it."""
+        """Load the latest checkpoint (``--resume``), or refuse to overwrite an existing run without it. A fresh
+        start also starts the logs afresh (those of an attempt killed before its first checkpoint)."""
         latest = check_resume(self.out, options)
         if latest is None:
             if self.main:
                 self.out.mkdir(parents=True, exist_ok=True)
+                clear_logs(self.out, TRACKER_RUN)
                 atomic.write_json(self.out / RUN_CONTRACT, self._run_contract())
             return
         recorded = self.out / RUN_CONTRACT

@@ -2,18 +2,23 @@
 loss-curve PNGs at the end.
 
 The CSV is append-only and flushed every row, so a killed run keeps its history; on resume rows past the checkpoint
-step are dropped first, so the file reads as one uninterrupted run.
+step are dropped first, so the file reads as one uninterrupted run. A run killed before its first checkpoint starts
+afresh when run again, and so do its logs (:func:`clear_logs`).
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import math
+import shutil
 from pathlib import Path
 from typing import Any
 
 from ..utils import atomic
 from ..utils.plotting import pyplot, save_figure
+
+log = logging.getLogger(__name__)
 
 STEPS_CSV = "train_log.csv"
 EVAL_CSV = "eval_log.csv"
@@ -36,6 +41,20 @@ def truncate_after(path: Path, step: int, key: str = "step") -> None:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(kept)
+
+
+def clear_logs(out: Path, tracker_run: str) -> None:
+    """Delete the CSV logs and the tracker's folder (``<out>/<tracker_run>``, TensorBoard's events) of a run that
+    stopped before its first checkpoint: training starts again from step 1, and appending would log its steps twice."""
+    stale = [path for path in (out / STEPS_CSV, out / EVAL_CSV, out / tracker_run) if path.exists()]
+    for path in stale:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    if stale:
+        log.info("starting afresh: removed %s of a run that stopped before its first checkpoint",
+                 ", ".join(p.name for p in stale))
 
 
 class CsvLog:
