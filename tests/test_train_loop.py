@@ -182,6 +182,30 @@ def test_micro_warmup_restart_on_resume(data, tmp_path):
     assert losses(out, "lr_lora")[5] == pytest.approx(1e-4 * 0.01 * 0.15)
 
 
+def test_resume_refuses_a_change_the_checkpoint_would_ignore(data, tmp_path, capsys):
+    """The schedule and AdamW's settings come from the checkpoint: a changed lr or weight_decay would be ignored
+    while config.json recorded it, so it is one error line, before models load. Epochs and cadences may change."""
+    overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 1, "optim.stage1_epochs": 1,
+                 "optim.warmup_epochs": 0}
+    out = tmp_path / "run"
+    args = cli("--data", str(data), "--out", str(out), *sets(overrides))[3:]  # the CLI, in-process
+    assert main(args) == 0
+    recorded = (out / "config.json").read_text()
+    capsys.readouterr()
+    changed = ["--resume", "--epochs", "2", "--set", "optim.lr=5e-3", "--set", "optim.weight_decay=0.5"]
+    assert main([*args, *changed]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert "optim.lr (0.0001 -> 0.005)" in err and "optim.weight_decay (0.01 -> 0.5)" in err
+    assert "optim.epochs" not in err and (out / "config.json").read_text() == recorded
+    # a restart's warm-up defaults to optim.warmup_epochs, so it may change together with --resume-lr-scale
+    allowed = ["--resume", "--epochs", "2", "--set", "train.log_every=2", "--set", "optim.warmup_epochs=1",
+               "--resume-lr-scale", "0.5"]
+    assert main([*args, *allowed]) == 0
+    assert json.loads((out / "config.json").read_text())["optim"]["warmup_epochs"] == 1
+    assert main([*args, "--resume", "--epochs", "2", "--set", "optim.warmup_epochs=1"]) == 0  # as recorded: no change
+
+
 def launched_run(launch: list[str], data: Path, out: Path, *extra: str, env: dict | None = None
                  ) -> subprocess.CompletedProcess:
     """``accelerate launch <launch> train_launch_worker.py`` with the tiny config (2 epochs, stage 2 from epoch 2)."""

@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         read_head_config(args.init)
     InputSet([args.data, args.val_data, args.config, args.init]).check_output_dir(args.out)
     resume = ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs)
-    check_resume(args.out, resume)
+    check_resume(args.out, resume, cfg)
     trainer = Trainer.from_config(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps,
                                   init=args.init)
     result = trainer.run(resume)

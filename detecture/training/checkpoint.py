@@ -211,7 +211,9 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from None
 
 
-def _read_state(path: Path) -> TrainerState:
+def read_state(directory: Path) -> TrainerState:
+    """The trainer state of the checkpoint ``directory`` (cheap: no tensors are read)."""
+    path = Path(directory) / "trainer_state.json"
     try:
         return parse_config(TrainerState, _read_json(path), str(path), json=True)
     except InputError as exc:
@@ -223,7 +225,7 @@ def load_checkpoint(directory: Path, model: torch.nn.Module, optimizer: torch.op
     """Restore weights, optimizer and this rank's RNG in place; return the trainer state. Every rank calls it (each
     reads the full files and keeps its own shard under FSDP)."""
     directory = Path(directory)
-    state = _read_state(directory / "trainer_state.json")
+    state = read_state(directory)
     sharding.load_trainable_state(model, _read_tensors(directory / "trainable.safetensors"), str(directory))
     saved = optimizer_from_files(_read_tensors(directory / "optimizer.safetensors"),
                                  _read_json(directory / "optimizer.json"))

@@ -9,6 +9,7 @@ must be safetensors + JSON (``save_state`` pickles the optimizer and RNG states)
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone
-from ..errors import CheckpointError, DetectureError
+from ..errors import CheckpointError, DetectureError, InputError
 from ..pipeline import DetecturePipeline
 from ..utils import atomic
 from ..utils.json_files import read_json_object
@@ -43,6 +44,14 @@ LOSS_TERMS = ("total", "mask_ce", "mask_dice", "lm")
 STEP_FIELDS = ["step", "epoch", "stage", *LOSS_TERMS, "grad_norm", *(f"lr_{g}" for g in GROUPS), "skipped",
                "samples_per_s", "val_seg_emission", "val_miou_tf"]
 EVAL_FIELDS = ["step", "epoch", "n", "failures", "seg_emission", "k_accuracy", "miou", "panoptic_iou", "ari"]
+# Settings a checkpoint fixes, which --resume may not change: the LR schedule and AdamW's hyper-parameters are
+# restored from it (a new value would be ignored while config.json and later checkpoints recorded it), and its data
+# position counts micro-batches of this size in this seed's sample order. What the loop reads from the config at each
+# step (epochs, cadences, clip_norm, loss weights, ...) may change; a new peak and warm-up are a restart's
+# (--resume-lr-scale, --resume-warmup-epochs).
+FIXED_ON_RESUME = ("optim.lr", "optim.min_lr", "optim.warmup_epochs", "optim.stage1_epochs", "optim.stage1_scales",
+                   "optim.stage2_scales", "optim.weight_decay", "optim.betas", "optim.batch_size", "optim.grad_accum",
+                   "train.seed")
 
 
 class NonFiniteLossError(DetectureError):
@@ -56,9 +65,10 @@ class ResumeOptions:
     warmup_epochs: float | None = None
 
 
-def check_resume(out: Path, options: ResumeOptions) -> Path | None:
+def check_resume(out: Path, options: ResumeOptions, cfg: Config | None = None) -> Path | None:
     """The checkpoint to resume from (``None`` for a fresh run); refuses to overwrite an existing run without
-    ``--resume`` and a ``--resume`` with nothing to resume. Cheap: ``detecture train`` calls it before loading models."""
+    ``--resume``, a ``--resume`` with nothing to resume, and one that changes a setting the checkpoint fixes
+    (:data:`FIXED_ON_RESUME`, compared with ``cfg``). Cheap: ``detecture train`` calls it before loading models."""
     checkpoints = Path(out) / CHECKPOINTS
     latest = ckpt.latest_checkpoint(checkpoints)
     if not options.resume:
@@ -70,7 +80,30 @@ def check_resume(out: Path, options: ResumeOptions) -> Path | None:
         return None
     if latest is None:
         raise CheckpointError(f"{checkpoints}: no checkpoint to resume from")
+    if cfg is not None:
+        changed = changed_on_resume(ckpt.read_state(latest).config, cfg, options)
+        if changed:
+            raise InputError(
+                f"{latest}: --resume cannot change {', '.join(changed)}: the checkpoint's schedule, AdamW settings "
+                "and data position stay in force; resume with the run's values (its config.json), or restart with "
+                "a new peak and warm-up through --resume-lr-scale / --resume-warmup-epochs")
     return latest
+
+
+def changed_on_resume(saved: dict, cfg: Config, options: ResumeOptions) -> list[str]:
+    """``"key (old -> new)"`` for each :data:`FIXED_ON_RESUME` key whose value in ``cfg`` differs from the checkpoint's
+    config ``saved`` (a key that config lacks is not compared). A restart without ``--resume-warmup-epochs`` takes its
+    warm-up from ``optim.warmup_epochs``, so that key may change then."""
+    now = json.loads(json.dumps(cfg.to_dict()))  # tuples as lists, as the checkpoint's JSON holds them
+    exempt = {"optim.warmup_epochs"} if options.lr_scale is not None and options.warmup_epochs is None else set()
+    changed = []
+    for key in FIXED_ON_RESUME:
+        section, name = key.split(".")
+        values = saved.get(section)
+        old, new = values.get(name) if isinstance(values, dict) else None, now[section][name]
+        if old is not None and old != new and key not in exempt:
+            changed.append(f"{key} ({json.dumps(old)} -> {json.dumps(new)})")
+    return changed
 
 
 @dataclass
@@ -150,7 +183,7 @@ class Trainer:
     def restore(self, options: ResumeOptions) -> None:
         """Load the latest checkpoint (``--resume``), or refuse to overwrite an existing run without it. A fresh
         start also starts the logs afresh (those of an attempt killed before its first checkpoint)."""
-        latest = check_resume(self.out, options)
+        latest = check_resume(self.out, options, self.cfg)
         if latest is None:
             if self.main:
                 self.out.mkdir(parents=True, exist_ok=True)
