@@ -138,6 +138,32 @@ def test_out_of_range_optimizer_values_are_one_line_at_load(tmp_path, dotted, va
     assert str(info.value).startswith(f"{path}: {expected}")
 
 
+@pytest.mark.parametrize(
+    ("dotted", "value", "expected"),
+    [
+        ("train.log_every", 0, "train.log_every must be >= 1"),  # the loop takes step % log_every
+        ("train.emission_check_samples", 0, "train.emission_check_samples must be >= 1"),
+        ("train.eval_max_samples", 0, "train.eval_max_samples must be >= 1"),
+        ("train.max_new_tokens", 0, "train.max_new_tokens must be >= 1"),
+        ("train.eval_every_epochs", -1, "train.eval_every_epochs must be >= 0 (0 switches it off)"),
+        ("train.emission_every_steps", -5, "train.emission_every_steps must be >= 0 (0 switches it off)"),
+        ("train.save_every_steps", -500, "train.save_every_steps must be >= 0 (0 switches it off)"),
+    ],
+)
+def test_out_of_range_run_control_values_are_one_line_at_load(tmp_path, dotted, value, expected):
+    """Caught when the file is read, not as a ZeroDivisionError (or a silently odd cadence) after the models load."""
+    path = _write_with(tmp_path, CONFIGS / "train.yaml", dotted, value)
+    with pytest.raises(InputError) as info:
+        load_train_config(path)
+    assert str(info.value) == f"{path}: {expected}"
+
+
+def test_zero_switches_the_optional_run_controls_off():
+    cfg = load_train_config(None, {"train.eval_every_epochs": 0, "train.emission_every_steps": 0,
+                                   "train.save_every_steps": 0})
+    assert (cfg.train.eval_every_epochs, cfg.train.emission_every_steps, cfg.train.save_every_steps) == (0, 0, 0)
+
+
 def test_range_errors_blame_the_command_line_option_that_set_the_value(tmp_path, capsys):
     """`--epochs 1` under the default stage1_epochs 8 is the option's fault, not the YAML file's."""
     from detecture.cli import main

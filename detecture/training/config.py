@@ -120,7 +120,7 @@ class TrainConfig:
     seed: Integer = 42
     mixed_precision: Literal["bf16", "no"] = "bf16"  # "bf16" | "no"
     log_every: Integer = 1
-    save_every_steps: Integer = 500  # optimizer steps; a checkpoint is also written at every epoch end
+    save_every_steps: Integer = 500  # optimizer steps (0: none); a checkpoint is also written at every epoch end
     keep_checkpoints: Integer = 3  # older step-* directories are deleted
     max_nonfinite_steps: Integer = 10
     eval_every_epochs: Integer = 1  # 0 disables live evaluation
@@ -150,7 +150,7 @@ class Config:
         ``origins`` maps a dotted key set on the command line to how it was given (``--epochs``), so a failed check
         blames the option rather than ``source`` for a value the file never held.
         """
-        o = self.optim
+        o, t = self.optim, self.train
         checks: list[tuple[bool, tuple[str, ...], str]] = [
             (o.epochs >= 1, ("optim.epochs",), "optim.epochs must be >= 1"),
             (0 <= o.stage1_epochs <= o.epochs, ("optim.stage1_epochs", "optim.epochs"),
@@ -171,6 +171,12 @@ class Config:
             (self.train.keep_checkpoints >= 1, ("train.keep_checkpoints",), "train.keep_checkpoints must be >= 1"),
             (self.train.max_nonfinite_steps >= 1, ("train.max_nonfinite_steps",),
              "train.max_nonfinite_steps must be >= 1"),
+            # None of these has an off value: the loop takes step % log_every, and scoring needs a sample and a token.
+            *((getattr(t, name) >= 1, (f"train.{name}",), f"train.{name} must be >= 1")
+              for name in ("log_every", "emission_check_samples", "eval_max_samples", "max_new_tokens")),
+            # 0 switches these off; a negative one would act as its absolute value (n % -k == 0 when n % k == 0).
+            *((getattr(t, name) >= 0, (f"train.{name}",), f"train.{name} must be >= 0 (0 switches it off)")
+              for name in ("save_every_steps", "eval_every_epochs", "emission_every_steps")),
             (self.cache.views >= 1, ("cache.views",), "cache.views must be >= 1"),
         ]
         for scales_name in ("stage1_scales", "stage2_scales"):
