@@ -349,6 +349,32 @@ def test_cli_help_and_refusing_to_overwrite(data, tmp_path):
     assert main(["train", "--tiny", "--data", str(data), "--out", str(out)]) == 2  # needs --resume
 
 
+class FailingPipeline:
+    """Stands in for the pipeline at the point where a live-evaluation sample raises ``exc``."""
+
+    def __init__(self, exc: BaseException) -> None:
+        self.exc = exc
+
+    def segment(self, images, regime):
+        raise self.exc
+
+
+def test_live_evaluation_records_data_errors_and_stops_on_environment_faults(data):
+    """A sample's data error is a recorded failure; out of memory or a CUDA/NCCL fault is nobody's bad sample and
+    must stop the run (it was recorded as two failed samples and training went on)."""
+    from detecture.errors import DatasetError
+    from detecture.training.config import DataConfig
+    from detecture.training.dataset import TextureDataset
+    from detecture.training.evaluate import live_evaluate
+
+    val = TextureDataset(data, DataConfig(), seed=0, train=False)
+    scores = live_evaluate(FailingPipeline(DatasetError("unusable sample")), val, [0, 1])
+    assert (scores.n, scores.failures) == (2, 2)
+    for fault in (torch.OutOfMemoryError("CUDA out of memory"), RuntimeError("NCCL error: unhandled system error")):
+        with pytest.raises(type(fault)):
+            live_evaluate(FailingPipeline(fault), val, [0, 1])
+
+
 def test_live_evaluation_monitoring_and_exported_weights(data, tmp_path):
     from detecture.backbones.qwen import QwenVL
     from detecture.bridge.head import DetectureHead

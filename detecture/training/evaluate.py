@@ -5,7 +5,9 @@ mIoU exactly 0 in that state):
 
 * :func:`teacher_forced_scores` — cheap, every few steps: mIoU of the head on GT responses;
 * :func:`live_evaluate` — every N epochs: greedy generation through :class:`DetecturePipeline`, reporting the SEG
-  emission rate, K accuracy, mIoU, panoptic IoU and ARI. A sample that raises is counted as a failure, never dropped.
+  emission rate, K accuracy, mIoU, panoptic IoU and ARI. A sample whose data fails (a ``DetectureError``) is counted
+  as a failure, never dropped; an environment fault (out of memory, a CUDA or NCCL error) is no sample's failure and
+  stops the run.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ import torch
 import torch.nn.functional as F
 
 from ..benchmark.scoring import score_logits
-from ..errors import DetectureError
+from ..errors import RunStopped
 from ..pipeline import DetecturePipeline
 from ..prompts import Regime, RegimeKind
+from ..utils.parallel import DATA_ERRORS
 from .dataset import TextureDataset
 from .model import Batch, TrainModule
 
@@ -76,7 +79,9 @@ def live_evaluate(
         item = dataset.item(index, epoch=0)
         try:
             result = pipeline.segment([item.image], regime_for(regime, len(item.descriptions)))[0]
-        except (DetectureError, RuntimeError, ValueError) as exc:
+        except RunStopped:
+            raise
+        except DATA_ERRORS as exc:
             log.warning("live evaluation failed on %s: %s", item.id, exc)
             failures += 1
             continue
