@@ -349,6 +349,15 @@ def test_cli_help_and_refusing_to_overwrite(data, tmp_path):
     assert main(["train", "--tiny", "--data", str(data), "--out", str(out)]) == 2  # needs --resume
 
 
+def test_a_restart_warmup_without_a_restart_is_a_usage_error(data, tmp_path, capsys):
+    """--resume-warmup-epochs is the warm-up of a --resume-lr-scale restart: alone it did nothing, silently."""
+    for resume in ([], ["--resume"]):
+        args = ["train", "--tiny", "--data", str(data), "--out", str(tmp_path / "run"), *resume]
+        assert main([*args, "--resume-warmup-epochs", "2"]) == 2
+        assert capsys.readouterr().err == ("error: --resume-warmup-epochs only applies together with "
+                                           "--resume-lr-scale (the warm-up of its restart)\n")
+
+
 class FailingPipeline:
     """Stands in for the pipeline at the point where a live-evaluation sample raises ``exc``."""
 

@@ -66,9 +66,13 @@ class ResumeOptions:
 
 
 def check_resume(out: Path, options: ResumeOptions, cfg: Config | None = None) -> Path | None:
-    """The checkpoint to resume from (``None`` for a fresh run); refuses to overwrite an existing run without
-    ``--resume``, a ``--resume`` with nothing to resume, and one that changes a setting the checkpoint fixes
-    (:data:`FIXED_ON_RESUME`, compared with ``cfg``). Cheap: ``detecture train`` calls it before loading models."""
+    """The checkpoint to resume from (``None`` for a fresh run); refuses a restart's warm-up without its restart, to
+    overwrite an existing run without ``--resume``, a ``--resume`` with nothing to resume, and one that changes a
+    setting the checkpoint fixes (:data:`FIXED_ON_RESUME`, compared with ``cfg``). Cheap: ``detecture train`` calls it
+    before loading models."""
+    if options.warmup_epochs is not None and options.lr_scale is None:
+        raise InputError("--resume-warmup-epochs only applies together with --resume-lr-scale (the warm-up of its "
+                         "restart)")
     checkpoints = Path(out) / CHECKPOINTS
     latest = ckpt.latest_checkpoint(checkpoints)
     if not options.resume:
