@@ -180,6 +180,14 @@ def test_micro_warmup_restart_on_resume(data, tmp_path):
     assert lr[3] == pytest.approx(peak / 3) and lr[5] == pytest.approx(peak)  # 1-epoch warm-up to the scaled peak
     assert 1e-6 <= lr[8] < lr[5]  # cosine towards the group's floor min(min_lr, peak)
     assert losses(out, "lr_lora")[5] == pytest.approx(1e-4 * 0.01 * 0.15)
+    # The restart stopped after step 5 (a crash), then the same command again: it continues the restart the
+    # checkpoint holds, anchored at step 3, instead of warming up again from step 5.
+    crashed = cli("--data", str(data), "--out", str(tmp_path / "crashed"), *sets(overrides))[3:]
+    restart = ["--resume", "--epochs", "3", "--resume-lr-scale", "0.15", "--resume-warmup-epochs", "1"]
+    assert main(crashed) == 0 and main([*crashed, *restart, "--max-steps", "5"]) == 0
+    assert main([*crashed, *restart]) == 0
+    for key in ("lr_head", "lr_lora", "total"):
+        assert losses(tmp_path / "crashed", key) == losses(out, key), key
 
 
 def test_resume_refuses_a_change_the_checkpoint_would_ignore(data, tmp_path, capsys):

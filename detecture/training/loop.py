@@ -211,8 +211,12 @@ class Trainer:
         self.schedule = saved.with_epochs(self.cfg.optim.epochs)
         if options.lr_scale is not None:
             warmup = options.warmup_epochs if options.warmup_epochs is not None else self.cfg.optim.warmup_epochs
-            self.schedule = saved.with_restart(self.state.optimizer_step, options.lr_scale, warmup,
-                                               self.cfg.optim.epochs)
+            if saved.holds_restart(options.lr_scale, warmup, self.cfg.optim.epochs):
+                log.info("the checkpoint already holds this restart (from step %d): continuing it",
+                         saved.restart.step)
+            else:
+                self.schedule = saved.with_restart(self.state.optimizer_step, options.lr_scale, warmup,
+                                                   self.cfg.optim.epochs)
         if self.main:
             for name in (STEPS_CSV, EVAL_CSV):
                 truncate_after(self.out / name, self.state.optimizer_step)

@@ -95,6 +95,13 @@ class LRSchedule:
         fields = {**asdict(self), "epochs": epochs, "restart": Restart(step, lr_scale, warmup_epochs)}
         return LRSchedule(**fields)
 
+    def holds_restart(self, lr_scale: float, warmup_epochs: float, epochs: int) -> bool:
+        """Whether this schedule is already the restart that :meth:`with_restart` makes of these arguments: the same
+        restart command run again after a crash then continues it from its own step instead of warming up again
+        from wherever the run resumes."""
+        r = self.restart
+        return r is not None and (r.lr_scale, r.warmup_epochs, self.epochs) == (lr_scale, warmup_epochs, epochs)
+
     def with_epochs(self, epochs: int) -> "LRSchedule":
         return LRSchedule(**{**asdict(self), "epochs": epochs, "restart": self.restart})
 
