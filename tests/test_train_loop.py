@@ -392,6 +392,28 @@ def test_live_evaluation_records_data_errors_and_stops_on_environment_faults(dat
             live_evaluate(FailingPipeline(fault), val, [0, 1])
 
 
+def test_an_epoch_evaluated_before_a_kill_is_logged_once(data, tmp_path, monkeypatch):
+    """The kill comes after the epoch-end evaluation wrote its row and before the epoch-end checkpoint: the resumed
+    run evaluates that epoch again, and its log must still hold one row per epoch."""
+    val = write_mosaics(tmp_path / "val", n=1, size=64)
+    overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 1, "optim.stage1_epochs": 1,
+                 "train.eval_every_epochs": 1, "train.eval_max_samples": 1, "train.max_new_tokens": 4}
+    out = tmp_path / "run"
+    evaluate = Trainer.full_evaluation
+
+    def killed_after(self, monitor, epoch):
+        evaluate(self, monitor, epoch)
+        raise KeyboardInterrupt("killed after the evaluation, before its checkpoint")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "full_evaluation", killed_after)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer.from_config(load_config(None, overrides), data, out, val_data=val).run()
+    Trainer.from_config(load_config(None, overrides), data, out, val_data=val).run(ResumeOptions(resume=True))
+    with (out / "eval_log.csv").open() as f:
+        assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
+
+
 def test_live_evaluation_monitoring_and_exported_weights(data, tmp_path):
     from detecture.backbones.qwen import QwenVL
     from detecture.bridge.head import DetectureHead

@@ -218,8 +218,10 @@ class Trainer:
                 self.schedule = saved.with_restart(self.state.optimizer_step, options.lr_scale, warmup,
                                                    self.cfg.optim.epochs)
         if self.main:
-            for name in (STEPS_CSV, EVAL_CSV):
-                truncate_after(self.out / name, self.state.optimizer_step)
+            # An epoch's evaluation row precedes its checkpoint: a kill between them leaves a row of the step resumed
+            # from whose evaluation runs again, so evaluation rows are kept by the epochs the checkpoint has done.
+            truncate_after(self.out / STEPS_CSV, self.state.optimizer_step)
+            truncate_after(self.out / EVAL_CSV, self.state.epoch, key="epoch")
         log.info("resumed from %s: epoch %d, batch %d, step %d", latest.name, self.state.epoch,
                  self.state.batch_in_epoch, self.state.optimizer_step)
 

@@ -2,7 +2,8 @@
 loss-curve PNGs at the end.
 
 The CSV is append-only and flushed every row, so a killed run keeps its history; on resume rows past the checkpoint
-step are dropped first, so the file reads as one uninterrupted run. A run killed before its first checkpoint starts
+(its step; for evaluation rows, the epochs it has finished) are dropped first, so the file reads as one uninterrupted
+run. A run killed before its first checkpoint starts
 afresh when run again, and so do its logs (:func:`clear_logs`).
 """
 
@@ -32,7 +33,8 @@ def _read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def truncate_after(path: Path, step: int, key: str = "step") -> None:
-    """Keep only rows with ``row[key] <= step`` (atomic rewrite); used when resuming from a checkpoint."""
+    """Keep only rows with ``row[key] <= step`` (atomic rewrite; ``key`` may be ``"epoch"``); used when resuming
+    from a checkpoint."""
     rows = _read_rows(path)
     if not rows:
         return
