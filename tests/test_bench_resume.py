@@ -119,3 +119,17 @@ def test_dataset_and_method_names_are_drawn_as_written_not_as_mathtext(tmp_path,
     assert main(["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p $\\frac{{1}}$={pred}",
                  "--out", str(out)]) == 0
     assert (out / "gallery" / "set_frac_1.png").is_file() and (out / "charts" / "miou.png").is_file()
+
+
+def test_a_larger_gallery_on_a_complete_cell_draws_the_samples_it_adds(tmp_path):
+    root = make_unified(tmp_path / "set", 3)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    out = tmp_path / "out"
+    run_benchmark(_config(out, [root], pred, gallery=1))
+    folder = out / "partitions" / "set" / "p"
+    assert sorted(p.name for p in folder.iterdir()) == ["m0.png"]
+    first = {r["id"]: r for r in cell_records(run_benchmark(_config(out, [root], pred, gallery=1))[0], out)}
+    cells = run_benchmark(_config(out, [root], pred, gallery=2))
+    assert sorted(p.name for p in folder.iterdir()) == ["m0.png", "m1.png"]
+    again = {r["id"]: r for r in cell_records(cells[0], out)}
+    assert again["m0"] == first["m0"] and again["m2"] == first["m2"] and again["m1"]["miou"] == 1.0

@@ -144,20 +144,27 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
     return base
 
 
-def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard) -> list[SampleRecord]:
+def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard, gallery: int) -> list[SampleRecord]:
     """This shard's samples without a result for their files as they are now (with ``retry_failed``, also those
     recorded as failures): the new record, finished later, replaces the old one when the cell is read.
 
     A sample whose files changed since its result was recorded (:meth:`BenchDataset.digest`) is scored again, so a
-    cell never holds results of two versions of its dataset; results recorded without a digest are kept."""
+    cell never holds results of two versions of its dataset; results recorded without a digest are kept. So is one
+    of the first ``gallery`` samples scored without its partition saved (an earlier run drew fewer), which the
+    gallery would otherwise show as missing."""
     done = cell_store.read_cell(cell.directory(out))
     if retry_failed:
         done = {i: r for i, r in done.items() if r.get("status") == "ok"}
+    drawn = {r.id for r in cell.records[:gallery]}
     pending = []
     for record in share(cell.records, shard):
         held = done.get(record.id)
         if held is not None and held.get(DIGEST) not in (None, cell.dataset.digest(record)):
             log.info("%s/%s: its files changed since it was scored; scoring it again", cell.dataset.name, record.id)
+            held = None
+        elif held is not None and held.get("status") == "ok" and record.id in drawn \
+                and not cell.partition_path(out, record.id).exists():
+            log.info("%s/%s: scoring it again to draw it in the gallery", cell.dataset.name, record.id)
             held = None
         if held is None:
             pending.append(record)
@@ -202,7 +209,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     ranks.wait()
     for method in methods:
         mine = [c for c in cells if c.method is method]
-        todo = [(c, _pending(c, out, config.retry_failed, config.shard)) for c in mine]
+        todo = [(c, _pending(c, out, config.retry_failed, config.shard, config.gallery)) for c in mine]
         todo = [(c, p) for c, p in todo if p]
         for c in mine:
             if not any(c is t for t, _ in todo):
