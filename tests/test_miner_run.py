@@ -477,3 +477,28 @@ def test_rejections_are_data_not_failures(dataset, mined, capsys):
     assert main(mine_args(dataset, out, "--workers", "1")) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith(f"{summary['samples']} sample(s) kept, {summary['rejected_samples']} rejected")
+
+
+def test_an_arrow_export_killed_midway_leaves_the_previous_copy_whole(mined, tmp_path, monkeypatch):
+    import shutil
+
+    import datasets
+
+    from detecture.data.layouts import read_records
+    from detecture.miner.hub import export_dataset
+
+    out = tmp_path / "copy"
+    shutil.copytree(mined[0], out)
+    before = datasets.load_from_disk(str(out / "hf_dataset"))
+
+    def killed(self, path, **kwargs):
+        (Path(path) / "train").mkdir(parents=True)
+        (Path(path) / "dataset_dict.json").write_text('{"splits": ["train"]}')  # a readable start, then the kill
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(datasets.DatasetDict, "save_to_disk", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_dataset(out, read_records(out))
+    after = datasets.load_from_disk(str(out / "hf_dataset"))
+    assert {s: len(d) for s, d in after.items()} == {s: len(d) for s, d in before.items()}
+    assert [p.name for p in out.iterdir() if p.name.startswith(".hf_dataset")] == []

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data.metadata import SampleRecord, resolve_within
+from ..utils import atomic
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,8 @@ def export_dataset(out: Path, records: list[SampleRecord], push_to_hub: str | No
 
     dd = datasets.DatasetDict({s: datasets.Dataset.from_dict(rows(s), features=features) for s in ("train", "val")})
     target = out / HF_DIR
-    dd.save_to_disk(str(target))  # embeds the image and mask bytes: the copy does not point back at our files
+    with atomic.atomic_dir(target) as tmp:  # a kill mid-save must not leave a partial copy a reader can load
+        dd.save_to_disk(str(tmp))  # embeds the image and mask bytes: the copy does not point back at our files
     log.info("saved HuggingFace dataset to %s", target)
     if push_to_hub:
         dd.push_to_hub(push_to_hub)
