@@ -215,6 +215,14 @@ def test_every_method_states_its_settings_as_json_and_a_changed_option_changes_t
     assert build_method(name, changed[name]).settings() != base.settings()
 
 
+@pytest.mark.parametrize("name", ["sam3", "detecture-text"])
+def test_the_seed_of_tiny_random_weights_is_a_setting(name):
+    """Under --tiny the seed draws the weights, so it decides the outputs; with real weights it does not."""
+    tiny = [build_method(name, MethodOptions(tiny=True, seed=seed)).settings() for seed in (0, 1)]
+    real = [build_method(name, MethodOptions(seed=seed)).settings() for seed in (0, 1)]
+    assert tiny[0] != tiny[1] and real[0] == real[1]
+
+
 def _with_predictions(tmp_path, n: int):
     """A unified set of ``n`` mosaics and a folder of their ground truth as label maps named ``<id>.png``."""
     root = make_unified(tmp_path / "set", n)

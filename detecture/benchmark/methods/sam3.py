@@ -46,8 +46,11 @@ class Sam3Method(Method):
     kind = "sam3"
 
     def settings(self) -> dict[str, Any]:
-        return {"sam3": self.model_id("sam3", DEFAULT_MODEL), "prompt": self.options.prompt or DEFAULT_PROMPT,
-                "tiny": self.options.tiny}
+        settings = {"sam3": self.model_id("sam3", DEFAULT_MODEL), "prompt": self.options.prompt or DEFAULT_PROMPT,
+                    "tiny": self.options.tiny}
+        if self.options.tiny:  # the seed draws tiny random weights; cells scored with real ones keep their record
+            settings["seed"] = self.options.seed
+        return settings
 
     def load(self) -> None:
         from ...backbones.sam3 import Sam3Backbone
