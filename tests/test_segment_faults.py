@@ -207,6 +207,27 @@ def test_a_worker_that_dies_stops_the_pool_instead_of_hanging():
     assert done.stdout.strip() == "WorkerLost a worker process was killed by SIGKILL (the out-of-memory killer, or kill -9)"
 
 
+def test_a_dead_workers_status_is_the_one_the_pool_reads_not_unknown():
+    """Pool's thread reads a dead worker's status as its sentinel wakes; reading it at the same moment from another
+    thread got the forkserver's 255 ("unknown") in a third of these tries, so the message lost "killed by SIGKILL"."""
+    code = ("import multiprocessing as mp, signal, threading\n"
+            "from detecture.utils import parallel\n"
+            "parallel.WORKER_EXIT_GRACE_SECONDS = 0.02  # a tenth of the real grace: the stricter test\n"
+            "ctx, codes = mp.get_context('forkserver'), set()\n"
+            "for _ in range(20):\n"
+            "    worker = ctx.Process(target=signal.raise_signal, args=(signal.SIGKILL,))\n"
+            "    worker.start()\n"
+            "    pool = threading.Thread(target=lambda: (mp.connection.wait([worker.sentinel]), worker.exitcode))\n"
+            "    pool.start()\n"
+            "    mp.connection.wait([worker.sentinel])\n"
+            "    codes.add(parallel._exit_status(worker))\n"
+            "    pool.join()\n"
+            "print(sorted(codes))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.stdout.strip() == f"[{-signal.SIGKILL}]", done.stderr
+
+
 def test_an_image_whose_name_is_not_utf8_is_segmented_and_recorded_with_its_name_escaped(mosaics, tmp_path, capsys):
     latin1 = mosaics / os.fsdecode(b"caf\xe9.png")  # a Latin-1 name, kept by Python as a lone surrogate
     (mosaics / "m0.png").rename(latin1)

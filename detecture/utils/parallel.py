@@ -24,10 +24,12 @@ process takes a disjoint, deterministic share of the items (:func:`share`).
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import sys
 import threading
+import time
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -44,6 +46,7 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (DetectureError,)
 RUN_ERRORS: tuple[type[BaseException], ...] = (RunStopped, ModelAccessError)
 PARENT_POLL_SECONDS = 0.5
 WORKER_POLL_SECONDS = 0.5
+WORKER_EXIT_GRACE_SECONDS = 0.2  # see _exit_status
 
 
 class WorkerLost(ChildProcessError):
@@ -240,18 +243,30 @@ def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
 def _watched(results: Any, count: int, started: list[multiprocessing.process.BaseProcess]) -> Iterator[T]:
     """The ``count`` results of a pool's ``imap_unordered``, raising :class:`WorkerLost` once one of the workers it
     ``started`` with has died: ``Pool`` replaces a dead worker but never its items, so the results would never
-    all come."""
+    all come. A death is seen on the worker's sentinel, which waiting on does not consume (:func:`_exit_status`)."""
+    sentinels = {process.sentinel: process for process in started}
     for _ in range(count):
         while True:
-            for process in started:
-                if process.exitcode is not None:
-                    raise WorkerLost(process.exitcode)
+            dead = multiprocessing.connection.wait(list(sentinels), timeout=0)
+            if dead:
+                raise WorkerLost(_exit_status(sentinels[dead[0]]))
             try:
                 result = results.next(timeout=WORKER_POLL_SECONDS)
             except multiprocessing.TimeoutError:
                 continue
             break
         yield result
+
+
+def _exit_status(process: multiprocessing.process.BaseProcess) -> int:
+    """The exit status of a worker that has died, once the pool has read it.
+
+    ``Pool``'s own thread wakes on the same sentinel and reads the status at once. Under the forkserver the status is
+    a message on the sentinel's pipe that only one reader gets: a second thread reading at the same moment gets 255
+    ("unknown") and may keep it as the process's exit code (8 and 4 of 2000 simultaneous reads here), which turned
+    "killed by SIGKILL" into "exited unexpectedly (status 255)". So the pool's thread is given a moment first."""
+    time.sleep(WORKER_EXIT_GRACE_SECONDS)
+    return process.exitcode
 
 
 @dataclass(frozen=True)
