@@ -3,8 +3,7 @@ loss-curve PNGs at the end.
 
 The CSV is append-only and flushed every row, so a killed run keeps its history; on resume rows past the checkpoint
 (its step; for evaluation rows, the epochs it has finished) are dropped first, so the file reads as one uninterrupted
-run. A run killed before its first checkpoint starts
-afresh when run again, and so do its logs (:func:`clear_logs`).
+run. A run killed before its first checkpoint starts afresh when run again, and so do its logs (:func:`clear_logs`).
 """
 
 from __future__ import annotations
