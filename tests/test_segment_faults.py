@@ -192,6 +192,12 @@ def test_workers_stop_at_ctrl_c_and_die_with_a_killed_parent(mosaics, tmp_path):
     assert len(list(out.glob("*.png"))) == pngs
 
 
+def _python(code: str) -> subprocess.CompletedProcess:
+    """``code`` run by a fresh interpreter on this checkout: a forkserver's workers must import what they run."""
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
 def test_a_worker_that_dies_stops_the_pool_instead_of_hanging():
     # SIGCHLD's default action is to ignore it: those items succeed; the SIGKILL item kills its worker (what the
     # out-of-memory killer does), whose item Pool would never run again
@@ -202,8 +208,7 @@ def test_a_worker_that_dies_stops_the_pool_instead_of_hanging():
             "    list(unordered_map(signal.raise_signal, items, 2))\n"
             "except OSError as exc:\n"
             "    print(type(exc).__name__, exc)\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = _python(code)
     assert done.stdout.strip() == "WorkerLost a worker process was killed by SIGKILL (the out-of-memory killer, or kill -9)"
 
 
@@ -223,8 +228,7 @@ def test_a_dead_workers_status_is_the_one_the_pool_reads_not_unknown():
             "    codes.add(parallel._exit_status(worker))\n"
             "    pool.join()\n"
             "print(sorted(codes))\n")
-    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = _python(code)
     assert done.stdout.strip() == f"[{-signal.SIGKILL}]", done.stderr
 
 
