@@ -31,16 +31,16 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_metadata
-from ..errors import DetectureError, InputError, RunStopped
+from ..errors import InputError, RunStopped
 from ..images import load_image
 from ..utils import atomic
 from ..utils.json_files import read_json_object
-from ..utils.parallel import RUN_ERRORS, Ranks, Shard, default_workers, share, stop_unfinished, unordered_map
+from ..utils.parallel import Ranks, Shard, default_workers, item_outcome, share, stop_unfinished, unordered_map
 from ..utils.paths import InputSet, printable, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
 from .regions import Region, extract_regions, region_map
-from .scoring import label_stats, score_scene
+from .scoring import LabelStats, label_stats, score_scene
 from .sources import ORIGINAL, Scene, SceneSource
 from .textured import open_source
 from .split import scene_split
@@ -98,6 +98,11 @@ def rejection(item_id: str, path: Path, reason: str) -> dict[str, str]:
     return {"id": item_id, "path": printable(path), "reason": printable(reason)}
 
 
+def _naming(path: Path, message: str) -> str:
+    """An error message as a reason that names ``path`` (most already do)."""
+    return message if str(path) in message else f"{path}: {message}"
+
+
 def write_state(path: Path, state: dict[str, Any]) -> None:
     """Write one scene's result file; its existence marks the scene as finished."""
     atomic.write_json(path, state)
@@ -115,15 +120,12 @@ class SceneMiner:
     def __call__(self, scene: Scene) -> dict[str, Any]:
         """Mine one scene and write its result file. A data problem rejects the scene (recorded: one bad scene must
         not end a 25k-scene run); any other error propagates with no result file, so the scene stays to do."""
-        try:
-            state = self.mine_scene(scene)
-        except RUN_ERRORS:
-            raise
-        except DetectureError as exc:
-            log.warning("scene %s rejected: %s", scene.id, exc)
+        state, error = item_outcome(self.mine_scene, scene)
+        if error is not None:
+            log.warning("scene %s rejected: %s", scene.id, error)
             self._remove_outputs(scene)
             state = {"scene": scene.id, "status": REJECTED,
-                     "rejected": [rejection(scene.id, scene.image or scene.label, str(exc))]}
+                     "rejected": [rejection(scene.id, scene.image or scene.label, error)]}
         write_state(self.state_path(scene.id), state)
         return state
 
@@ -134,21 +136,22 @@ class SceneMiner:
         for name in names:
             (self.out / name).unlink(missing_ok=True)
 
+    def _read_label(self, scene: Scene) -> tuple[np.ndarray, LabelStats]:
+        label = self.source.read_label(scene)
+        return label, label_stats(label, self.vocab.n_classes)
+
     def mine_scene(self, scene: Scene) -> dict[str, Any]:
         """Score, extract, describe and write one scene; returns its result record (see module docstring)."""
         state: dict[str, Any] = {"scene": scene.id}
-        try:
-            label = self.source.read_label(scene)
-            stats = label_stats(label, self.vocab.n_classes)
-        except RUN_ERRORS:
-            raise
-        except DetectureError as exc:
-            reason = str(exc) if str(scene.label) in str(exc) else f"{scene.label}: {exc}"
+        loaded, error = item_outcome(self._read_label, scene)
+        if error is not None:
+            reason = _naming(scene.label, error)
             rejected = [rejection(scene.id, scene.label, reason)]
             rejected += [rejection(f"{scene.id}__{v.degree}", v.image,
                                    f"{v.image}: variant of scene {scene.id}, whose label map is unusable ({reason})")
                          for v in scene.variants]
             return {**state, "status": REJECTED, "rejected": rejected}
+        label, stats = loaded
         score = score_scene(stats, self.vocab, self.cfg.scoring)
         state.update(score=score.total, components=score.components)
         if score.total < self.cfg.threshold:
@@ -189,12 +192,9 @@ class SceneMiner:
             return None, str(exc)
         if (image.height, image.width) != tuple(shape):
             return None, f"{path}: image is {image.width}x{image.height} but its label map is {shape[1]}x{shape[0]}"
-        try:
-            descriptions = self.describer.describe(image, rmap, regions)
-        except RUN_ERRORS:
-            raise
-        except DetectureError as exc:
-            return None, str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+        descriptions, error = item_outcome(self.describer.describe, image, rmap, regions)
+        if error is not None:
+            return None, _naming(path, error)
         d = self.cfg.describer
         problems = [f"region {k} {why}: {text!r}" for k, text in enumerate(descriptions, start=1)
                     if (why := validate_description(text, d.min_words, d.max_words))]
