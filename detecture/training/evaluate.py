@@ -20,10 +20,9 @@ import torch
 import torch.nn.functional as F
 
 from ..benchmark.scoring import score_logits
-from ..errors import RunStopped
 from ..pipeline import DetecturePipeline
 from ..prompts import Regime, RegimeKind
-from ..utils.parallel import DATA_ERRORS
+from ..utils.parallel import item_outcome
 from .dataset import TextureDataset
 from .model import Batch, TrainModule
 
@@ -77,14 +76,12 @@ def live_evaluate(
     failures = 0
     for index in indices:
         item = dataset.item(index, epoch=0)
-        try:
-            result = pipeline.segment([item.image], regime_for(regime, len(item.descriptions)))[0]
-        except RunStopped:
-            raise
-        except DATA_ERRORS as exc:
-            log.warning("live evaluation failed on %s: %s", item.id, exc)
+        results, error = item_outcome(pipeline.segment, [item.image], regime_for(regime, len(item.descriptions)))
+        if error is not None:
+            log.warning("live evaluation failed on %s: %s", item.id, error)
             failures += 1
             continue
+        result = results[0]
         emitted.append(float(result.num_regions > 0))
         score, _ = score_logits(result.logits, item.masks)
         k_ok.append(float(result.num_regions == len(item.descriptions)))  # K as emitted, not as surviving argmax
