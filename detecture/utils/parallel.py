@@ -263,8 +263,8 @@ def _exit_status(process: multiprocessing.process.BaseProcess) -> int:
 
     ``Pool``'s own thread wakes on the same sentinel and reads the status at once. Under the forkserver the status is
     a message on the sentinel's pipe that only one reader gets: a second thread reading at the same moment gets 255
-    ("unknown") and may keep it as the process's exit code (8 and 4 of 2000 simultaneous reads here), which turned
-    "killed by SIGKILL" into "exited unexpectedly (status 255)". So the pool's thread is given a moment first."""
+    ("unknown") and may keep it as the process's exit code, which turned "killed by SIGKILL" into "exited
+    unexpectedly (status 255)" (tests/test_segment_faults.py shows it). So the pool's thread is given a moment first."""
     time.sleep(WORKER_EXIT_GRACE_SECONDS)
     return process.exitcode
 
