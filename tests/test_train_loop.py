@@ -35,6 +35,15 @@ def losses(out: Path, key: str = "total") -> list[float]:
         return [float(r[key]) if r[key] != "" else math.nan for r in csv.DictReader(f)]
 
 
+def tensorboard_steps(out: Path, tag: str) -> list[int]:
+    """The steps TensorBoard shows for ``tag``, read by its own event loader (which drops orphaned steps itself)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    return [event.step for event in events.Scalars(tag)]
+
+
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "detecture", "train", "--tiny", *args]
 
@@ -151,6 +160,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(data, tmp_path):
         assert abs(a - b) <= 1e-6 * max(1.0, abs(b)), (again, reference)
     for term in ("lm", "lr_lora"):
         assert losses(killed, term)[6:] == losses(full, term)[6:]
+    assert tensorboard_steps(killed, "train/total") == list(range(1, 13))
 
 
 @pytest.mark.slow
@@ -412,6 +422,29 @@ def test_an_epoch_evaluated_before_a_kill_is_logged_once(data, tmp_path, monkeyp
     Trainer.from_config(load_config(None, overrides), data, out, val_data=val).run(ResumeOptions(resume=True))
     with (out / "eval_log.csv").open() as f:
         assert [r["epoch"] for r in csv.DictReader(f)] == ["1"]
+    assert tensorboard_steps(out, "eval/miou") == [3]
+
+
+def test_steps_logged_after_the_checkpoint_are_logged_once_after_resume(data, tmp_path, monkeypatch):
+    """Interrupted (Ctrl-C) one step after its checkpoint: the resumed run logs that step again, and TensorBoard
+    must show it once, with the resumed run's values."""
+    overrides = {**FAST, "train.save_every_steps": 2, "optim.batch_size": 1, "optim.grad_accum": 1,
+                 "optim.epochs": 1, "optim.stage1_epochs": 1}
+    out = tmp_path / "run"
+    log_step = Trainer.log_step
+
+    def interrupted_after_step_3(self, row, monitor, progress):
+        log_step(self, row, monitor, progress)
+        if row["step"] == 3:
+            raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Trainer, "log_step", interrupted_after_step_3)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer.from_config(load_config(None, overrides), data, out).run()
+    Trainer.from_config(load_config(None, overrides), data, out).run(ResumeOptions(resume=True))
+    assert [int(step) for step in losses(out, "step")] == list(range(1, 7))
+    assert tensorboard_steps(out, "train/total") == list(range(1, 7))
 
 
 def test_live_evaluation_monitoring_and_exported_weights(data, tmp_path):

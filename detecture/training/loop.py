@@ -191,7 +191,7 @@ class Trainer:
         if latest is None:
             if self.main:
                 self.out.mkdir(parents=True, exist_ok=True)
-                clear_logs(self.out, TRACKER_RUN)
+                clear_logs(self.out)
                 atomic.write_json(self.out / RUN_CONTRACT, self._run_contract())
             return
         recorded = self.out / RUN_CONTRACT

@@ -4,6 +4,8 @@ loss-curve PNGs at the end.
 The CSV is append-only and flushed every row, so a killed run keeps its history; on resume rows past the checkpoint
 (its step; for evaluation rows, the epochs it has finished) are dropped first, so the file reads as one uninterrupted
 run. A run killed before its first checkpoint starts afresh when run again, and so do its logs (:func:`clear_logs`).
+TensorBoard's events are rebuilt from the CSVs when a run starts: a kill loses the events its writer had not flushed
+yet and leaves those of steps past the checkpoint, which the resumed run logs again.
 """
 
 from __future__ import annotations
@@ -44,18 +46,25 @@ def truncate_after(path: Path, step: int, key: str = "step") -> None:
         writer.writerows(kept)
 
 
-def clear_logs(out: Path, tracker_run: str) -> None:
-    """Delete the CSV logs and the tracker's folder (``<out>/<tracker_run>``, TensorBoard's events) of a run that
-    stopped before its first checkpoint: training starts again from step 1, and appending would log its steps twice."""
-    stale = [path for path in (out / STEPS_CSV, out / EVAL_CSV, out / tracker_run) if path.exists()]
+def clear_logs(out: Path) -> None:
+    """Delete the CSV logs of a run that stopped before its first checkpoint: training starts again from step 1, and
+    appending would log its steps twice (the tracker's events are rebuilt from these CSVs, see :class:`Monitor`)."""
+    stale = [path for path in (out / STEPS_CSV, out / EVAL_CSV) if path.exists()]
     for path in stale:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+        path.unlink()
     if stale:
         log.info("starting afresh: removed %s of a run that stopped before its first checkpoint",
                  ", ".join(p.name for p in stale))
+
+
+def _number(text: str) -> int | float | str:
+    """A CSV cell as the number it was logged as (``""`` and words stay text, which the trackers skip)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 class CsvLog:
@@ -96,7 +105,17 @@ class Monitor:
             return
         self.steps = CsvLog(self.out / STEPS_CSV, step_fields)
         self.evals = CsvLog(self.out / EVAL_CSV, eval_fields)
+        if (self.out / tracker_run).is_dir():
+            shutil.rmtree(self.out / tracker_run)
         accelerator.init_trackers(tracker_run)
+        self._replay()
+
+    def _replay(self) -> None:
+        """Log the rows the CSVs already hold (those a resumed run keeps) to the freshly started trackers."""
+        for row in _read_rows(self.steps.path):
+            self._track_step({key: _number(value) for key, value in row.items()})
+        for row in _read_rows(self.evals.path):
+            self._track_eval({key: _number(value) for key, value in row.items()})
 
     def _track(self, prefix: str, row: dict[str, Any], skip: tuple[str, ...]) -> None:
         values = {f"{prefix}/{key}": value for key, value in row.items()
@@ -107,12 +126,18 @@ class Monitor:
         if not self.enabled:
             return
         self.steps.write(row)
-        self._track("train", row, ("step",))
+        self._track_step(row)
 
     def log_eval(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
         self.evals.write(row)
+        self._track_eval(row)
+
+    def _track_step(self, row: dict[str, Any]) -> None:
+        self._track("train", row, ("step",))
+
+    def _track_eval(self, row: dict[str, Any]) -> None:
         self._track("eval", row, ("step", "epoch"))
 
     def close(self) -> None:
