@@ -88,6 +88,8 @@ def test_parallel_workers_glob_and_repeated_names(photo_dir, tmp_path, texture_p
 @pytest.mark.parametrize("args, message", [
     (["--query", "bark"], "a query needs the detecture method"),
     (["--workers", "0"], "--workers must be at least 1"),
+    (["--batch-size", "4"], "--batch-size applies to method 'detecture' only"),
+    (["--show-contract"], "--show-contract applies to method 'detecture' only"),
 ])
 def test_bad_options_for_classical(photo_dir, tmp_path, capsys, args, message):
     code = main(["segment", str(photo_dir / "disc.png"), "--method", "classical", "--out", str(tmp_path), *args])

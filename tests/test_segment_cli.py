@@ -65,6 +65,7 @@ def test_bad_image_is_reported_and_others_finish(photos, tmp_path, capsys):
     (["--k", "0"], "1 to 6"),
     (["--query", " "], "query is empty"),
     (["--head", "does/not/exist"], "head checkpoint not found"),
+    (["--tiny", "--workers", "2"], "--workers applies to method 'classical' only"),
 ])
 def test_bad_arguments_give_one_error_line(photos, tmp_path, capsys, args, message):
     code = main(["segment", str(photos["brick"]), "--out", str(tmp_path / "o"), *args])

@@ -75,7 +75,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--quantization", choices=("4bit", "8bit"), help="load Qwen quantized (bitsandbytes, GPU)")
-    p.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    p.add_argument("--batch-size", type=int, help="images per forward pass of --method detecture (default: 1)")
     p.add_argument("--max-new-tokens", type=int,
                    help=f"generation budget per image (default: {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
@@ -120,6 +120,20 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int, list[Path]]:
     return images, skipped, folders
 
 
+# The command line's own options that serve one method only: refused for the other rather than ignored (the model
+# options are the service's to refuse, see detecture.service.MODEL_OPTIONS).
+METHOD_FLAGS = {"workers": ("--workers", "classical"), "batch_size": ("--batch-size", "detecture"),
+                "show_contract": ("--show-contract", "detecture")}
+
+
+def check_method_flags(args: argparse.Namespace) -> None:
+    """Refuse a flag given for the method it does not serve (`--workers` with detecture, `--batch-size` with
+    classical, ...)."""
+    for dest, (flag, method) in METHOD_FLAGS.items():
+        if method != args.method and getattr(args, dest) not in (None, False):
+            raise InputError(f"{flag} applies to method '{method}' only")
+
+
 def build_request(args: argparse.Namespace) -> "SegmentRequest":
     """The service request the options describe, every option as given (``None`` / off when not): the service
     fills in the defaults and refuses what cannot run, such as a model option for the classical method."""
@@ -138,7 +152,8 @@ def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[l
     from ..service import check_before_loading
     from ..utils.paths import InputSet, require_file
 
-    if args.batch_size < 1:
+    check_method_flags(args)
+    if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
@@ -287,9 +302,10 @@ def _run_detecture(args: argparse.Namespace, request: "SegmentRequest", settings
         print(pipe.contract.summary())
     planned = work.planned
     progress = tqdm(total=len(planned), desc="segment", unit="img")
-    for start in range(0, len(planned), args.batch_size):
+    batch_size = args.batch_size or 1
+    for start in range(0, len(planned), batch_size):
         loaded = []
-        for index, path, stem in planned[start:start + args.batch_size]:
+        for index, path, stem in planned[start:start + batch_size]:
             try:
                 loaded.append((index, path, stem, as_rgb_array(load_image(path))))
             except DetectureError as exc:
