@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from PIL import Image
 
 from detecture.errors import DatasetError
-from detecture.miner.sources import ADE20KSource, FolderSource, read_label_png
+from detecture.miner.orchestrate import MineOptions, mine
+from detecture.miner.sources import ID_CLASH, ADE20KSource, FolderSource, read_label_png, without_id_clashes
 from detecture.miner.textured import open_source
 from detecture.miner.textured import TexturedVariants
 
@@ -153,3 +155,24 @@ def test_cli_choices_match_the_registries():
     from detecture.miner.sources import SOURCES
 
     assert sorted(SOURCE_NAMES) == sorted(SOURCES) and tuple(DESCRIBER_NAMES) == tuple(DESCRIBERS)
+
+
+def test_a_scene_named_like_another_scenes_variant_is_listed_not_mined(tmp_path):
+    """``X__eta_0.3`` as a scene of its own and scene ``X``'s variant ``eta_0.3`` would both be sample
+    ``X__eta_0.3``, one image file: the later scene is rejected, naming the other, and the run goes on."""
+    root, textured = tmp_path / "root", tmp_path / "textured" / "eta_0.3" / "images"
+    for folder in (root / "images", root / "labels", textured):
+        folder.mkdir(parents=True)
+    for name in ("X", "X__eta_0.3", "Y"):
+        Image.new("RGB", (8, 8)).save(root / "images" / f"{name}.png")
+        Image.fromarray(np.ones((8, 8), np.uint8)).save(root / "labels" / f"{name}.png")
+    Image.new("RGB", (8, 8)).save(textured / "X.png")
+    index = without_id_clashes(open_source("folder", root, textured_roots=[tmp_path / "textured"]).index())
+    assert [scene.id for scene in index.scenes] == ["X", "Y"]
+    [record] = [r for r in index.rejected if r["kind"] == ID_CLASH]
+    assert record["id"] == "X__eta_0.3" and "an image of scene X;" in record["reason"]
+
+    out = tmp_path / "out"
+    mine(MineOptions(source="folder", root=root, textured_roots=(tmp_path / "textured",), out=out, workers=1))
+    listed = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in listed if r.get("kind") == ID_CLASH] == ["X__eta_0.3"]

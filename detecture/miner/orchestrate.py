@@ -41,7 +41,7 @@ from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
 from .regions import Region, extract_regions, region_map
 from .scoring import LabelStats, label_stats, score_scene
-from .sources import ORIGINAL, Scene, SceneSource
+from .sources import ORIGINAL, Scene, SceneSource, sample_id_of, without_id_clashes
 from .textured import open_source
 from .split import scene_split
 from .vocabulary import Vocabulary, load_vocabulary
@@ -79,7 +79,7 @@ class MineOptions:
 def candidates(scene: Scene) -> list[tuple[str, str, Path]]:
     """``(sample id, degree, image)`` of every image of the scene: its original (if any), then its variants."""
     found = [(scene.id, ORIGINAL, scene.image)] if scene.image is not None else []
-    return found + [(f"{scene.id}__{v.degree}", v.degree, v.image) for v in scene.variants]
+    return found + [(sample_id_of(scene.id, v.degree), v.degree, v.image) for v in scene.variants]
 
 
 def image_name(sample_id: str, source: Path) -> str:
@@ -147,7 +147,7 @@ class SceneMiner:
         if error is not None:
             reason = _naming(scene.label, error)
             rejected = [rejection(scene.id, scene.label, reason)]
-            rejected += [rejection(f"{scene.id}__{v.degree}", v.image,
+            rejected += [rejection(sample_id_of(scene.id, v.degree), v.image,
                                    f"{v.image}: variant of scene {scene.id}, whose label map is unusable ({reason})")
                          for v in scene.variants]
             return {**state, "status": REJECTED, "rejected": rejected}
@@ -349,7 +349,7 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | No
         cfg = replace(cfg, threshold=float(opts.threshold))
     source = open_source(opts.source, opts.root, opts.subset, opts.textured_roots, opts.degrees, opts.textured_mapping)
     vocab = load_vocabulary(opts.vocabulary or configs_dir() / source.vocabulary_file).with_names(source.class_names())
-    index = source.index()  # before the describer: a bad --degrees must fail before any model loads
+    index = without_id_clashes(source.index())  # before the describer: a bad --degrees fails before any model loads
     ranks = Ranks()
     if describer is None:
         kwargs = {"device": opts.device or ranks.device} if opts.describer == "qwen" else {}

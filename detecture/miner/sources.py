@@ -27,6 +27,7 @@ from ..utils.paths import printable, resolved
 ORIGINAL = "original"
 UNDECODABLE = "undecodable_name"  # the "kind" of a rejected file whose name is not UTF-8
 DUPLICATE = "duplicate"  # the "kind" of a rejected file whose scene and degree another file already gives
+ID_CLASH = "id_clash"  # the "kind" of a rejected scene named like another scene's variant (see without_id_clashes)
 NOT_UTF8 = "file name is not valid UTF-8; rename the file to mine it"
 
 
@@ -57,6 +58,37 @@ class SourceIndex:
     scenes: list[Scene]
     rejected: list[dict[str, str]] = field(default_factory=list)
     counts: dict[str, Any] = field(default_factory=dict)
+
+
+def sample_id_of(scene_id: str, degree: str) -> str:
+    """The id of one image of a scene: the scene's own for its original, ``<scene>__<degree>`` for a variant."""
+    return scene_id if degree == ORIGINAL else f"{scene_id}__{degree}"
+
+
+def sample_ids(scene: Scene) -> list[str]:
+    return ([scene.id] if scene.image is not None else []) + [sample_id_of(scene.id, v.degree) for v in scene.variants]
+
+
+def without_id_clashes(index: SourceIndex) -> SourceIndex:
+    """The index without scenes that would share a sample id with an earlier one: a scene named ``X__0.3`` beside
+    scene ``X`` and its variant at strength 0.3 would write the same image file. The later scene by id (the longer
+    name) is listed as rejected, naming the other, and not mined."""
+    owners: dict[str, str] = {}
+    kept, rejected = [], []
+    for scene in index.scenes:
+        ids = sample_ids(scene)
+        clash = next((i for i in ids if i in owners), None)
+        if clash is None:
+            owners.update(dict.fromkeys(ids, scene.id))
+            kept.append(scene)
+            continue
+        path = scene.image if scene.image is not None else scene.variants[0].image
+        rejected.append(rejected_file(ID_CLASH, str(path), f"scene {scene.id} would write sample {clash}, which is "
+                                                         f"an image of scene {owners[clash]}; rename the file to "
+                                                         "mine it"))
+    if not rejected:
+        return index
+    return SourceIndex(kept, [*index.rejected, *rejected], {**index.counts, "id_clashes": len(rejected)})
 
 
 def is_utf8_name(name: str) -> bool:
