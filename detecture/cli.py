@@ -1,4 +1,5 @@
-"""The ``detecture`` console command: one sub-command per workflow (segment, train, mine, bench).
+"""The ``detecture`` console command: one sub-command per workflow (segment, train, mine, bench,
+convert, demo).
 
 Each sub-command lives in ``detecture/commands/<name>.py`` and exposes ``add_parser(subparsers)``; heavy libraries are
 imported inside the command, so ``detecture --help`` stays fast. A :class:`DetectureError` becomes one clear

@@ -135,7 +135,7 @@ class InferenceContract:
         return cls(**values)
 
     def summary(self) -> str:
-        """One line per term, for ``detecture segment -v``."""
+        """One line per term, for ``detecture segment --show-contract``."""
         image = self.qwen_image
         seen = (f"square {image.size}x{image.size}" if image.mode == "square"
                 else f"native, at most {image.max_pixels} pixels" if image.max_pixels else "native (hub limits)")

@@ -1,4 +1,4 @@
-"""The exit statuses every ``detecture`` command uses (the README's "Exit status" table says the same).
+"""The exit statuses every ``detecture`` command uses (docs/conventions.md lists them for users).
 
 * 0: everything asked for was done.
 * 1: the command ran to the end but some items it was asked for failed (``segment`` images, ``bench`` samples):
