@@ -75,7 +75,7 @@ def test_seeded_runs_are_identical_and_odd_sizes_work(two_textures, two_region_l
     assert segment_texture(tiny, 2).shape[1:] == (12, 20)
 
 
-@pytest.mark.parametrize("shape", [(2, 2), (2, 3), (3, 3), (4, 7), (2, 300), (300, 3)])
+@pytest.mark.parametrize("shape", [(2, 2), (2, 3), (3, 3), (4, 7), (2, 300), (300, 3), (2, 5000)])
 @pytest.mark.parametrize("k", [None, 2, 6, 12])
 def test_the_smallest_and_thinnest_images_get_a_partition(shape, k):
     """Every image the size rule admits (2 × 2 and up) is segmented, with no numerical warning: fewer pixels than

@@ -68,10 +68,11 @@ def cut_band(unary: np.ndarray, fixed: np.ndarray, lab: np.ndarray, params: Clas
 
 def _edge_weights(lab: np.ndarray, edge: float, contrast: float):
     """(slice a, slice b, nats) for the vertical and horizontal 4-neighbour edges: the contrast-sensitive Potts
-    weight ``edge · exp(−contrast · |ΔLab|² / mean |ΔLab|²)``, ``edge`` nats between pixels of equal colour."""
+    weight ``edge · exp(−contrast · |ΔLab|² / mean |ΔLab|²)``, ``edge`` nats between pixels of equal colour. The mean
+    is over every edge: a copy one pixel tall has no vertical edges, and a mean of the two means would be NaN."""
     lab = lab.astype(np.float32)
     pairs = (((slice(None, -1), slice(None)), (slice(1, None), slice(None))),
              ((slice(None), slice(None, -1)), (slice(None), slice(1, None))))
     steps = [((lab[a] - lab[b]) ** 2).sum(-1) for a, b in pairs]
-    mean = float(np.mean([s.mean() for s in steps])) + 1e-6
+    mean = float(sum(s.sum() for s in steps) / sum(s.size for s in steps)) + 1e-6
     return [(a, b, edge * np.exp(-contrast * s / mean)) for (a, b), s in zip(pairs, steps)]
