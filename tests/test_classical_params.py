@@ -52,6 +52,14 @@ def test_invalid_values_are_refused_naming_the_field(field, value):
         ClassicalParams(**{field: value})
 
 
+@pytest.mark.parametrize("k", [None, 3, 6])
+def test_the_smallest_fit_sample_still_fits_every_region(disc, k):
+    """``fit_pixels`` is a total over K regions: 5 still gives each region the two pixels its class covariance needs,
+    instead of one or none."""
+    logits = segment_texture(disc, k, params=ClassicalParams(fit_pixels=5))
+    assert logits.shape[1:] == disc.shape[:2] and np.isfinite(logits).all()
+
+
 def test_params_are_frozen_and_list_frequencies_become_a_tuple():
     params = ClassicalParams(frequencies=[0.1, 0.2])
     assert params.frequencies == (0.1, 0.2) and hash(params) == hash(ClassicalParams(frequencies=(0.1, 0.2)))

@@ -338,7 +338,7 @@ def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int,
     xs, ys = [], []
     for c, m in enumerate(interiors):
         idx = np.flatnonzero(m)
-        idx = rng.choice(idx, size=min(params.fit_pixels // k, idx.size), replace=False)
+        idx = rng.choice(idx, size=min(max(2, params.fit_pixels // k), idx.size), replace=False)
         xs.append(feats.reshape(-1, d)[idx])
         ys.append(np.full(idx.size, c))
     lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto", priors=np.full(k, 1.0 / k))
