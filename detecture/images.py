@@ -3,15 +3,18 @@
 Handles EXIF orientation (:func:`exif_orientation`: unreadable EXIF is ignored with a warning, since the pixels
 are fine), greyscale, palette, alpha (composited on white so transparent areas do not turn black),
 and 16-bit / float images (rescaled to 8 bits by their own range, since e.g. 16-bit PNGs rarely use the full range;
-NaN or infinite pixels are refused). Arrays passed to the API follow the same rules (:func:`as_rgb_array`).
-Every input image file (photo, mask, label map) is opened through :func:`open_image`, which decides what a bad file
-is.
+NaN or infinite pixels are refused). Pillow has no 16-bit colour modes and would keep only the high byte of a
+16-bit colour PNG or TIFF (a 12-bit camera's data would come out nearly black), so those are decoded at full depth by
+``pypng`` and ``tifffile`` (:func:`read_deep_colour`). Arrays passed to the API follow the same rules
+(:func:`as_rgb_array`). Every input image file (photo, mask, label map) is opened through :func:`open_image`, which
+decides what a bad file is.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import zlib
 import os
 import stat
 from contextlib import contextmanager
@@ -100,6 +103,54 @@ def to_rgb(image: Image.Image, name: str | os.PathLike = "image") -> Image.Image
     return image.convert("RGB")
 
 
+def is_deep_colour(im: Image.Image) -> bool:
+    """Whether ``im`` holds 16-bit colour (or grey + alpha) pixels, which Pillow would decode by dropping each
+    channel's low byte: it opens such a file as RGB, RGBA or LA. Ask before anything loads the pixels (reading a
+    PNG's EXIF does), since only the undecoded file says how deep they are."""
+    args = im.tile[0].args if im.tile else None
+    rawmode = args if isinstance(args, str) else (args[0] if args else "")
+    return im.mode in ("RGB", "RGBA", "LA") and ";16" in str(rawmode)
+
+
+def read_deep_colour(path: str | os.PathLike, im: Image.Image, name: str | os.PathLike) -> Image.Image:
+    """The 8-bit RGB image of a 16-bit colour PNG or TIFF (:func:`is_deep_colour`) decoded at full depth: colour
+    rescaled by its own range as other deep pixels are (:func:`rescale_by_range`), a 16-bit alpha scaled by its
+    type (an opaque image stays opaque) and composited on white by :func:`to_rgb`. A decoding error is a
+    ``ValueError``, which :func:`open_image` reports as the file's fault."""
+    pixels = _deep_pixels(path, im.format)
+    colour, alpha = (pixels[..., :-1], pixels[..., -1]) if pixels.shape[2] in (2, 4) else (pixels, None)
+    rgb = rescale_by_range(colour, name)
+    if rgb.shape[2] == 1:
+        rgb = np.repeat(rgb, 3, axis=2)
+    if alpha is None:
+        return Image.fromarray(rgb)
+    rgba = np.dstack([rgb, np.round(alpha / 257.0).astype(np.uint8)])
+    return to_rgb(Image.fromarray(rgba, mode="RGBA"), name)
+
+
+def _deep_pixels(path: str | os.PathLike, image_format: str | None) -> np.ndarray:
+    """(H, W, channels) uint16 pixels of a 16-bit colour PNG (``pypng``) or TIFF (``tifffile``, first page)."""
+    if image_format == "PNG":
+        import png
+
+        try:
+            width, height, rows, info = png.Reader(filename=os.fspath(path)).asDirect()
+            pixels = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+        except (png.Error, zlib.error) as exc:
+            raise ValueError(str(exc)) from exc
+        return pixels.reshape(height, width, info["planes"])
+    if image_format == "TIFF":
+        import tifffile
+
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            pixels, axes = page.asarray(), page.axes
+        if axes not in ("YXS", "SYX"):
+            raise ValueError(f"16-bit colour TIFF with axes {axes}; expected one image of Y, X and samples")
+        return np.moveaxis(pixels, 0, -1) if axes == "SYX" else pixels
+    raise ValueError(f"16-bit colour {image_format} files are not supported; save it as a 16-bit PNG or TIFF")
+
+
 def check_finite(values: np.ndarray, name: str | os.PathLike) -> None:
     """Raise :class:`InputError` naming ``name`` when float ``values`` hold NaN or infinity (a float TIFF's missing
     data, say): cast or rescaled they would turn into arbitrary or black pixels; the same rule for files and arrays."""
@@ -162,8 +213,12 @@ def input_fault(exc: BaseException, what: str) -> str:
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it."""
     with open_image(path) as im:
-        im.load()
-        image = to_rgb(upright(im, exif_orientation(im, path)), path)
+        if is_deep_colour(im):
+            image = read_deep_colour(path, im, path)
+        else:
+            im.load()
+            image = to_rgb(im, path)
+        image = upright(image, exif_orientation(im, path))
     check_size(path, image.width, image.height)
     return image
 

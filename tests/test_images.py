@@ -186,3 +186,41 @@ def test_a_named_pipe_is_refused_instead_of_waiting_for_a_writer(tmp_path):
     os.mkfifo(pipe)
     with pytest.raises(InputError, match=r"pipe\.png: not a regular file"):
         load_image(pipe)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_16_bit_colour_files_keep_their_low_bits(tmp_path, suffix, channels):
+    """12-bit camera data in a 16-bit colour file: Pillow alone keeps each channel's high byte (16 dark levels);
+    loaded at full depth it is rescaled by its own range like 16-bit grey, and a full 16-bit alpha is opaque. The
+    same pixels come through a demo upload."""
+    import png
+    import tifffile
+
+    from detecture.demo.uploads import load_upload
+
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 4096, (20, 30, 3)).astype(np.uint16)
+    pixels = np.dstack([colour, np.full((20, 30), 65535, np.uint16)]) if channels == 4 else colour
+    path = tmp_path / f"camera{suffix}"
+    if suffix == ".png":
+        with path.open("wb") as f:
+            png.Writer(30, 20, greyscale=False, alpha=channels == 4, bitdepth=16).write(f, pixels.reshape(20, -1))
+    else:
+        tifffile.imwrite(path, pixels, photometric="rgb", extrasamples=["unassalpha"] if channels == 4 else None)
+    lo, hi = colour.min(), colour.max()
+    expected = np.round((colour - float(lo)) / (hi - lo) * 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(load_image(path)), expected)
+    assert np.array_equal(load_upload(path)[0], expected)
+
+
+def test_a_corrupt_16_bit_colour_png_names_the_file(tmp_path):
+    import png
+
+    path = tmp_path / "broken.png"
+    with path.open("wb") as f:
+        png.Writer(30, 20, greyscale=False, bitdepth=16).write(f, np.zeros((20, 90), np.uint16))
+    data = path.read_bytes()
+    path.write_bytes(data[:60] + bytes(40) + data[100:])
+    with pytest.raises(InputError, match=r"broken\.png: "):
+        load_image(path)

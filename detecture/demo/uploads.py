@@ -19,7 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..images import MIN_SIDE, check_size, exif_orientation, input_fault, to_rgb, upright
+from ..images import (MIN_SIDE, check_size, exif_orientation, input_fault, is_deep_colour, read_deep_colour, to_rgb,
+                      upright)
 from ..utils.faults import DECODE_ERRORS, is_input_fault
 
 MAX_UPLOAD_PIXELS = 100_000_000
@@ -27,8 +28,12 @@ MAX_DECODED_BYTES = 400 * 2**20  # e.g. 100 MP of 8-bit RGB(A) or 32-bit float g
 ANALYSIS_SIDE = 1024
 
 
-def decoded_bytes(im: Image.Image) -> int:
-    """Memory Pillow takes for the decoded pixels (it stores 3-band and 2-band images in 4 bytes per pixel)."""
+def decoded_bytes(im: Image.Image, deep: bool = False) -> int:
+    """Memory Pillow takes for the decoded pixels (it stores 3-band and 2-band images in 4 bytes per pixel); a 16-bit
+    colour file (``deep``, :func:`~detecture.images.is_deep_colour`), decoded at full depth and rescaled in float64,
+    takes about 32."""
+    if deep:
+        return im.width * im.height * 32
     per_pixel = 1 if im.mode in ("1", "L", "P") else 2 if im.mode.startswith("I;16") else 4
     return im.width * im.height * per_pixel
 
@@ -61,6 +66,7 @@ def load_upload(path: str | Path, name: str | None = None,
     try:
         with Image.open(path) as im:
             width, height = im.size
+            deep = is_deep_colour(im)  # before the EXIF read, which loads a PNG (and then its tile is gone)
             orientation = exif_orientation(im, name)
             if orientation in (5, 6, 7, 8):  # EXIF says the picture is shown rotated by 90°
                 width, height = height, width
@@ -68,12 +74,15 @@ def load_upload(path: str | Path, name: str | None = None,
                 raise too_many_pixels(name, width * height, (width, height))
             check_size(name, width, height)
             im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is enough
-            if decoded_bytes(im) > MAX_DECODED_BYTES:
-                raise InputError(f"{name}: {width}x{height} {im.mode} pixels take {decoded_bytes(im) / 2**20:.0f} MB "
+            decoded = decoded_bytes(im, deep)
+            if decoded > MAX_DECODED_BYTES:
+                raise InputError(f"{name}: {width}x{height} {im.mode} pixels take {decoded / 2**20:.0f} MB "
                                  f"decoded; the demo decodes at most {MAX_DECODED_BYTES // 2**20} MB per image")
-            im.load()
-            small = shrink_native(im, max_side)
-            image = to_rgb(upright(small, orientation), name)
+            if deep:  # 16-bit colour: Pillow alone would keep each channel's high byte only
+                image = upright(read_deep_colour(path, im, name), orientation)
+            else:
+                im.load()
+                image = to_rgb(upright(shrink_native(im, max_side), orientation), name)
             image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
     except Image.DecompressionBombError as exc:  # says only "Image size (N pixels) exceeds limit ..."
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
