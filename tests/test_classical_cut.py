@@ -58,6 +58,20 @@ def test_nothing_to_decide_returns_the_fixed_labels():
     np.testing.assert_array_equal(labels, fixed)
 
 
+def test_undecided_pixels_that_touch_no_other_take_the_label_their_neighbours_and_evidence_favour():
+    """Undecided pixels on a lattice among decided ones: the graph has nodes but no edges between them. Each pixel
+    weighs its own weak evidence for label 0 against the edges to its decided neighbours, at least three of four of
+    label 1, and takes label 1."""
+    fixed = np.ones((8, 8), int)
+    fixed[:, 0] = 0
+    fixed[1::2, 1::2] = -1
+    unary = np.zeros((2, 8, 8))
+    unary[1] = 0.5  # weak evidence for label 0 everywhere
+    labels = cut_band(unary, fixed, _split_image(8, 8, 4), ClassicalParams())
+    assert (labels[fixed < 0] == 1).all()
+    assert (labels[fixed >= 0] == fixed[fixed >= 0]).all()
+
+
 def test_the_partition_does_not_depend_on_the_units_of_the_costs():
     """Evidence and boundary cost scaled together (nats or tenths of nats, a stronger or weaker temperature) give the
     same partition: the cut counts costs relative to the largest one, not in a fixed unit."""

@@ -57,10 +57,13 @@ def cut_band(unary: np.ndarray, fixed: np.ndarray, lab: np.ndarray, params: Clas
             extra = np.repeat(weight[one][:, None], k, axis=1)
             extra[np.arange(extra.shape[0]), fixed[there][one]] = 0.0
             np.add.at(costs, node[here][one], extra)
-    labels = gco.cut_general_graph(np.concatenate(edges).astype(np.int32),
-                                   np.rint(np.concatenate(weights)).astype(np.int32),
-                                   np.rint(costs).astype(np.int32), (1 - np.eye(k)).astype(np.int32),
-                                   algorithm="expansion", n_iter=1, down_weight_factor=1)
+    pairs = np.concatenate(edges)
+    if len(pairs) == 0:  # no two undecided pixels touch: each takes its cheapest label (gco refuses an empty graph)
+        labels = costs.argmin(axis=1)
+    else:
+        labels = gco.cut_general_graph(pairs.astype(np.int32), np.rint(np.concatenate(weights)).astype(np.int32),
+                                       np.rint(costs).astype(np.int32), (1 - np.eye(k)).astype(np.int32),
+                                       algorithm="expansion", n_iter=1, down_weight_factor=1)
     out = fixed.copy()
     out[free] = labels
     return out
