@@ -15,10 +15,12 @@ import argparse
 import errno
 import importlib
 import logging
+import os
+import select
 import sys
 
 from . import __version__
-from .commands.exit_status import INTERRUPTED, SYSTEM_ERROR, USAGE_ERROR
+from .commands.exit_status import INTERRUPTED, OUTPUT_CLOSED, SYSTEM_ERROR, USAGE_ERROR
 from .errors import DetectureError, RunStopped
 
 COMMANDS = ("segment", "train", "mine", "bench", "convert", "demo")
@@ -73,12 +75,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return USAGE_ERROR
     except OSError as exc:
+        if isinstance(exc, BrokenPipeError) and stdout_closed():
+            # Python's documented recipe: point stdout at devnull so the exit's own flush does not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return OUTPUT_CLOSED
         log.debug("stopped by a system error", exc_info=True)
         print(f"error: {describe_system_error(exc)}", file=sys.stderr)
         return SYSTEM_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED
+
+
+def stdout_closed() -> bool:
+    """Whether standard output is a pipe whose reader has gone (``| head`` exited): then a ``BrokenPipeError`` is
+    that, not a worker's pipe breaking, which is a system fault like any other."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (AttributeError, OSError, ValueError):  # no poll (Windows) or no usable stdout
+        return False
 
 
 def describe_system_error(exc: OSError) -> str:

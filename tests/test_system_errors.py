@@ -143,3 +143,25 @@ def test_demo_stopped_by_a_signal_leaves_no_temporary_folder(signum, status, tmp
         code = exc.code
     assert code == status
     assert not list(tmp_path.iterdir())
+
+
+def test_output_closed_by_its_reader_is_quiet_status_141_and_keeps_the_work(tmp_path):
+    """``detecture segment ... | head -0``: the summary cannot be printed, but every image was segmented. Not a
+    system fault ("stopped unfinished, run again"), and no traceback from the exit's own flush either."""
+    import subprocess
+    import sys
+
+    import numpy as np
+    from PIL import Image
+
+    image = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 24, 3), dtype=np.uint8)).save(image)
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    proc = subprocess.run([sys.executable, "-m", "detecture", "segment", str(image), "--method", "classical",
+                           "--k", "2", "--workers", "1", "--out", str(tmp_path / "out")],
+                          stdout=write, stderr=subprocess.PIPE, text=True, timeout=120)
+    os.close(write)
+    assert proc.returncode == 141, proc.stderr
+    assert "error" not in proc.stderr and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
+    assert (tmp_path / "out" / "noise.detecture.json").is_file()

@@ -9,6 +9,8 @@
   ``error:`` line naming the path and the cause). Whatever was finished is kept and nothing half-written is left; the
   same command run again after the cause is fixed completes the run (``train`` with ``--resume``).
 * 130: interrupted (Ctrl-C).
+* 141: standard output closed by its reader (``detecture ... | head``), silently, as the shell's own tools do; work
+  finished before is kept, and a re-run completes the rest.
 
 Samples a command filters out of a dataset are data, not failures: ``mine``'s rejected scenes and samples (low
 score, corrupt image, invalid description, listed in ``rejected.jsonl``) and the samples ``train``'s up-front scan
@@ -23,6 +25,7 @@ PARTIAL_FAILURE = 1
 USAGE_ERROR = 2
 SYSTEM_ERROR = 3
 INTERRUPTED = 130
+OUTPUT_CLOSED = 128 + 13  # SIGPIPE's status in a shell
 
 
 def for_failures(failed: int) -> int:
