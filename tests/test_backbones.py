@@ -69,3 +69,20 @@ def test_quantization_and_attention_defaults():
         bitsandbytes_config("3bit", torch.bfloat16)
     assert default_attn_implementation(torch.device("cpu")) == "sdpa"
     assert default_attn_implementation(torch.device("cpu"), "eager") == "eager"
+
+
+@pytest.mark.parametrize("height, width", [(3, 600), (3, 3)])
+def test_qwen_reads_an_image_three_pixels_tall_as_rows_not_channels(height, width):
+    """An (H, W, 3) array with H == 3 is ambiguous to the image processor, which guessed channels-first: a 3 x 600
+    strip reached Qwen as a tall image of other pixels. Qwen must see what it sees of the same image given as PIL."""
+    import numpy as np
+    from PIL import Image
+
+    from detecture.backbones.qwen import QwenVL
+
+    qwen = QwenVL.tiny()
+    image = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    seen = qwen._image_features([image])
+    reference = qwen.image_processor(images=[Image.fromarray(image)], return_tensors="pt")
+    assert torch.equal(seen["image_grid_thw"], reference["image_grid_thw"])
+    assert torch.equal(seen["pixel_values"], reference["pixel_values"])

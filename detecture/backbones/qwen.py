@@ -179,8 +179,10 @@ class QwenVL:
         return self.core.get_rope_index(**kwargs)
 
     def _image_features(self, images: Sequence[Image.Image | np.ndarray]) -> BatchFeature:
+        """Pixel patches of (H, W, 3) arrays. The layout is stated: left to guess, the processor reads an image
+        exactly 3 px tall as channels-first and Qwen sees other pixels."""
         arrays = [fit_image(as_rgb_array(im), self.image_policy) for im in images]
-        return self.image_processor(images=arrays, return_tensors="pt")
+        return self.image_processor(images=arrays, return_tensors="pt", input_data_format="channels_last")
 
     def build_inputs(
         self,
