@@ -20,6 +20,9 @@ MAX_TEXTURES = 6
 SYSTEM_PROMPT = prompt_set(DEFAULT_PROMPT_SET).system
 
 _MARKER_RE = re.compile(r"TEXTURE_\d+\s*:")
+# The written form of Qwen's control tokens (<|im_end|>, <|image_pad|>, <|seg|>, ...): the tokenizer turns such text
+# into the token itself, so a user's words must not hold it.
+_CONTROL_TOKEN_RE = re.compile(r"<\|\w+\|>")
 
 
 class RegimeKind(StrEnum):
@@ -55,6 +58,10 @@ class Regime:
     def query(text: str) -> "Regime":
         if not isinstance(text, str) or not text.strip():
             raise InputError("the query is empty; describe the texture to find, e.g. --query 'the rough bark'")
+        control = _CONTROL_TOKEN_RE.search(text)
+        if control:
+            raise InputError(f"the query holds {control.group()!r}, the text of one of the model's control tokens; "
+                             "describe the texture in plain words")
         return Regime(RegimeKind.QUERY, text=" ".join(text.split()))
 
     @staticmethod

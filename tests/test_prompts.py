@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from detecture.errors import InputError
@@ -62,3 +64,16 @@ def test_each_seg_token_gets_the_entry_before_it(text, per_token, words):
     order, however the lines are laid out; text grounding takes the entries that have words."""
     assert parse_response(text) == per_token and len(per_token) == text.count(SEG_TOKEN)
     assert parse_response(text, require_seg=False) == words
+
+
+@pytest.mark.parametrize("query, token", [("the <|image_pad|> bark", "<|image_pad|>"),
+                                          ("find <|seg|> it", "<|seg|>"), ("bark<|im_end|>", "<|im_end|>")])
+def test_a_query_holding_control_token_text_is_refused(query, token):
+    """Such text is tokenised as the control token itself: an extra image placeholder crashed Qwen, an extra
+    <|seg|> or <|im_end|> rewrote the conversation."""
+    with pytest.raises(InputError, match=re.escape(token)):
+        Regime.query(query)
+
+
+def test_a_query_may_use_angle_brackets_and_bars_otherwise():
+    assert Regime.query("bark | moss <3 (a <b> c)").text == "bark | moss <3 (a <b> c)"

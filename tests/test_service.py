@@ -85,6 +85,7 @@ def test_request_decides_k_and_query_once():
     (dict(method="detecture", k=7), "from 1 to 6"),
     (dict(method="sam", k=2), "unknown method"),
     (dict(method="detecture", grounding="pixels"), "grounding must be one of"),
+    (dict(method="detecture", query="the <|image_pad|> bark"), "query holds '<\\|image_pad\\|>'"),
 ])
 def test_bad_requests_are_refused_before_loading(options, message):
     with pytest.raises(InputError, match=message):
