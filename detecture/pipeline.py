@@ -19,10 +19,10 @@ import torch
 from PIL import Image
 
 from .backbones import DEFAULT_MAX_NEW_TOKENS
-from .backbones.qwen import DEFAULT_QWEN, QwenVL
+from .backbones.qwen import QwenVL
 from .backbones.sam3 import DEFAULT_SAM3, Sam3Backbone
 from .bridge.contract import InferenceContract
-from .bridge.head import DetectureHead, HeadConfig
+from .bridge.head import DetectureHead, HeadConfig, default_qwen
 from .errors import CheckpointError, InputError
 from .images import as_rgb_array, resize_linear
 from .prompts import MAX_TEXTURES, SEG_TOKEN, Regime, RegimeKind, format_response, parse_response, user_prompt
@@ -83,7 +83,7 @@ class DetecturePipeline:
     @classmethod
     def from_pretrained(
         cls,
-        qwen: str | Path = DEFAULT_QWEN,
+        qwen: str | Path | None = None,
         sam3: str | Path = DEFAULT_SAM3,
         head: str | Path | None = None,
         *,
@@ -94,9 +94,11 @@ class DetecturePipeline:
         trust_remote_code: bool = False,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     ) -> "DetecturePipeline":
-        """Load both backbones (hub ids or local folders) and, if given, a trained head folder."""
+        """Load both backbones (hub ids or local folders) and, if given, a trained head folder; ``qwen`` left out is
+        the Qwen the head was trained on (:func:`~detecture.bridge.head.default_qwen`)."""
         # Fail on a bad head before spending minutes loading backbones.
         head_module = DetectureHead.from_pretrained(head) if head is not None else None
+        qwen = qwen or default_qwen(head_module.config if head_module is not None else None)
         autocast = head_module is not None and head_module.config.effective_contract.precision == "bf16_autocast"
         qwen_vl = QwenVL.from_pretrained(qwen, device=device, dtype=dtype, attn_implementation=attn_implementation,
                                          quantization=quantization, trust_remote_code=trust_remote_code)

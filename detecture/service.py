@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
-from .backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_QWEN, DEFAULT_SAM3
+from .backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAM3
 from .errors import InputError, ModelAccessError
 from .prompts import Regime, RegimeKind, format_response, user_prompt
 
@@ -55,7 +55,8 @@ class SegmentRequest:
     ``k`` is the number of regions: an integer 1..6 (or its text), or ``None`` / ``"auto"`` to let the method choose.
     ``query`` asks for the one region matching a phrase (detecture only; excludes ``k``). ``grounding`` is ``auto``
     (bridge when a head is loaded, else text), ``bridge`` or ``text``. Model options left at ``None`` take the
-    defaults (``qwen``: :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3``: :data:`~detecture.backbones.DEFAULT_SAM3`,
+    defaults (``qwen``: the Qwen the head was trained on, else :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3``:
+    :data:`~detecture.backbones.DEFAULT_SAM3`,
     ``max_new_tokens``: :data:`~detecture.backbones.DEFAULT_MAX_NEW_TOKENS`); the classical method refuses any that
     is given, and a ``grounding`` other than ``auto``, rather than ignore it.
     ``classical_params`` are the classical segmenter's settings: a :class:`~detecture.classical.ClassicalParams`, or
@@ -121,8 +122,14 @@ class SegmentRequest:
         return Regime.parse(str(self.k))
 
     def load_options(self) -> dict[str, Any]:
-        """Keyword arguments for :meth:`DetecturePipeline.from_pretrained` (defaults filled in here, once)."""
-        return {"qwen": self.qwen or DEFAULT_QWEN, "sam3": self.sam3 or DEFAULT_SAM3, "head": self.head,
+        """Keyword arguments for :meth:`DetecturePipeline.from_pretrained` (defaults filled in here, once; reads the
+        head's config when ``qwen`` is left to it)."""
+        qwen = self.qwen
+        if qwen is None:
+            from .bridge.head import default_qwen, read_head_config  # torch: only for the detecture method
+
+            qwen = default_qwen(read_head_config(self.head) if self.head is not None else None)
+        return {"qwen": qwen, "sam3": self.sam3 or DEFAULT_SAM3, "head": self.head,
                 "device": self.device, "dtype": self.dtype, "quantization": self.quantization,
                 "attn_implementation": self.attn_implementation, "trust_remote_code": self.trust_remote_code,
                 "max_new_tokens": self.max_new_tokens or DEFAULT_MAX_NEW_TOKENS}

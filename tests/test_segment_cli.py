@@ -95,6 +95,23 @@ def test_head_for_another_qwen_width(tiny_model_dirs, photos, tmp_path, capsys):
     assert code == 2 and "head8b" in err and "4096" in err and "has 64" in err
 
 
+def test_a_head_runs_on_the_qwen_it_records_when_no_qwen_is_given(tiny_model_dirs, photos, tmp_path):
+    """Without --qwen the head's own Qwen (its config's qwen_model) loads, not the default 8B one it may not fit."""
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge import DetectureHead, HeadConfig
+
+    qwen_dir, sam3_dir = tiny_model_dirs
+    config = HeadConfig.for_backbones(QwenVL.tiny(), Sam3Backbone.tiny())
+    config.qwen_model = str(qwen_dir)
+    path = DetectureHead(config).save_pretrained(tmp_path / "head")
+    out = tmp_path / "o"
+    code = main(["segment", str(photos["brick"]), "--sam3", str(sam3_dir), "--head", str(path), "--device", "cpu",
+                 "--max-new-tokens", "4", "--out", str(out)])
+    record = json.loads((out / "brick.detecture.json").read_text())
+    assert code == 0 and record["settings"]["qwen"] == str(qwen_dir)
+
+
 def test_missing_model_folder_says_what_to_do(photos, tmp_path, capsys):
     code = main(["segment", str(photos["brick"]), "--qwen", str(tmp_path / "no-such-model"), "--out",
                  str(tmp_path / "o")])

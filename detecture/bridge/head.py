@@ -21,6 +21,7 @@ from pydantic import Field, SkipValidation
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from ..backbones import DEFAULT_QWEN
 from ..utils.atomic import atomic_dir
 from ..errors import CheckpointError, InputError
 from ..prompts import MAX_TEXTURES
@@ -72,6 +73,13 @@ class HeadConfig:
     @property
     def effective_contract(self) -> InferenceContract:
         return self.contract if self.contract is not None else legacy_contract()
+
+
+def default_qwen(config: HeadConfig | None) -> str:
+    """The Qwen to load when none is named: the one the head was trained on (its ``qwen_model``), since a head only
+    fits that model's width and states; :data:`~detecture.backbones.DEFAULT_QWEN` without a head, or for a head that
+    records none."""
+    return config.qwen_model if config is not None and config.qwen_model else DEFAULT_QWEN
 
 
 def read_head_config(path: str | Path) -> HeadConfig:

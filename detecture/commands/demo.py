@@ -38,7 +38,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vlm", action="store_true", help="load Qwen3-VL + SAM3 at start for the detecture methods")
     p.add_argument("--tiny", action="store_true", help="tiny random backbones for the detecture methods (plumbing)")
     p.add_argument("--head", type=Path, help="trained head folder: adds bridge grounding")
-    p.add_argument("--qwen", default=DEFAULT_QWEN, help="Qwen3-VL hub id or local folder")
+    p.add_argument("--qwen", help=f"Qwen3-VL hub id or local folder (default: the one --head was trained on, else "
+                                  f"{DEFAULT_QWEN})")
     p.add_argument("--sam3", default=DEFAULT_SAM3, help="SAM3 hub id or local folder (gated: needs a token)")
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")

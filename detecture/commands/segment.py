@@ -69,7 +69,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", type=Path, help="trained head checkpoint folder (from 'detecture train')")
     # Model options default to None ("not given"): the service fills in the defaults, and refuses any given to the
     # classical method rather than ignore it.
-    p.add_argument("--qwen", help=f"Qwen3-VL hub id or local folder (default: {DEFAULT_QWEN})")
+    p.add_argument("--qwen", help=f"Qwen3-VL hub id or local folder (default: the one --head was trained on, "
+                                  f"else {DEFAULT_QWEN})")
     p.add_argument("--sam3", help=f"SAM3 hub id or local folder (gated: needs a token; default: {DEFAULT_SAM3})")
     p.add_argument("--out", type=Path, default=Path("detecture_out"), help="output folder")
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
