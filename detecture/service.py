@@ -228,16 +228,30 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
                               meta={"method": "classical", "grounding": None})
 
 
+def _head_files(head: str | os.PathLike | None) -> tuple:
+    """The head folder as a cache key: its resolved path and each file's stat signature, so a head rewritten in place
+    (retrained into the same folder) is loaded again instead of its old weights being kept."""
+    if head is None:
+        return ()
+    from .utils.paths import resolved
+
+    root = resolved(head)
+    stats = {str(p.relative_to(root)): p.stat() for p in sorted(root.rglob("*")) if p.is_file()}
+    return (str(root), *((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, st in stats.items()))
+
+
 def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
-    """The VLM pipeline a request names, loaded once per distinct set of loading options and kept for later calls
-    (reloading an 8B model per image would dominate a session). A failed load names the offline method."""
+    """The VLM pipeline a request names, loaded once per distinct set of loading options (and state of the head
+    folder's files) and kept for later calls (reloading an 8B model per image would dominate a session). A failed
+    load names the offline method."""
     import torch
 
     from .pipeline import DetecturePipeline
 
     options = request.load_options()
     # Tiny backbones are built from a fixed seed whatever the hub options say: only the head tells two apart.
-    key = ("tiny", str(request.head)) if request.tiny else tuple(sorted((n, str(v)) for n, v in options.items()))
+    key = ("tiny",) if request.tiny else tuple(sorted((n, str(v)) for n, v in options.items()))
+    key += _head_files(request.head)
     if key in _PIPELINES:
         return _PIPELINES[key]
     check_before_loading(request)

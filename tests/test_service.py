@@ -112,3 +112,18 @@ def test_api_names_an_unknown_option(mosaic):
 def test_a_seed_that_is_no_whole_number_is_one_input_error(seed):
     with pytest.raises(InputError, match="seed must be a whole number"):  # "x" was a TypeError deep in numpy
         detecture.segment(np.zeros((8, 8, 3), np.uint8), k=2, seed=seed)
+
+
+def test_a_head_rewritten_in_place_is_loaded_again(mosaic, tmp_path):
+    """Pipelines are kept per set of options; retraining into the same head folder must not keep the old weights."""
+    from detecture.pipeline import DetecturePipeline
+    from detecture.service import segment
+
+    head = tmp_path / "head"
+    DetecturePipeline.tiny(seed=1).head.save_pretrained(head)
+    first = detecture.segment(mosaic, "detecture", tiny=True, head=head).region_logits
+    DetecturePipeline.tiny(seed=2).head.save_pretrained(head)
+    second = detecture.segment(mosaic, "detecture", tiny=True, head=head).region_logits
+    request = SegmentRequest("detecture", tiny=True, head=head)
+    fresh = segment([np.asarray(Image.open(mosaic).convert("RGB"))], request, DetecturePipeline.tiny(head=head))[0]
+    assert not np.array_equal(first, second) and np.array_equal(second, fresh.region_logits)
