@@ -135,6 +135,33 @@ def test_bad_contract_in_config_is_one_clear_error(backbones, tmp_path):
         DetectureHead.from_pretrained(tmp_path / "h")
 
 
+@pytest.mark.parametrize("key, value, named, bad", [
+    ("embedding_shrink", "0.97", "embedding_shrink", "0.97"),  # JSON has real numbers: a quoted one is wrongly typed
+    ("sam3_vit_eps", "1e-5", "sam3_vit_eps", "1e-5"),
+    ("qwen_image", {"mode": "native", "max_pixels": "1000"}, "qwen_image.max_pixels", "1000"),
+    ("qwen_image", {"mode": "square", "size": 10.5}, "qwen_image.size", 10.5),
+    ("logit_scale", "abc", "logit_scale", "abc"),
+    ("logit_scale", -3.0, "logit_scale", -3.0),  # would flip every mask
+    ("logit_scale", 0, "logit_scale", 0),
+    ("vocab_limit", True, "vocab_limit", True),  # JSON true is no count of ids
+    ("embedding_shrink", float("nan"), "embedding_shrink", float("nan")),
+])
+def test_a_wrongly_typed_contract_value_is_one_error_naming_file_and_key(backbones, tmp_path, key, value, named, bad):
+    """Checked by read_head_config, before any model loads; they were raw TypeErrors or silently accepted."""
+    from detecture.bridge.head import read_head_config
+
+    qwen, sam = backbones
+    DetectureHead(HeadConfig.for_backbones(qwen, sam)).save_pretrained(tmp_path / "h")
+    config_file = tmp_path / "h" / CONFIG_FILE
+    config = json.loads(config_file.read_text())
+    config["contract"][key] = value
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(CheckpointError) as info:
+        read_head_config(tmp_path / "h")
+    message = str(info.value)
+    assert message.startswith(f"{config_file}: contract {named} ") and message.endswith(f"got {bad!r}")
+
+
 def test_position_mode_decides_whether_a_line_sees_earlier_line_lengths(backbones, texture_photos):
     image = texture_photos["brick"][:64, :64]
     short = format_response(["Texture of brick", LINES[1]])

@@ -30,6 +30,19 @@ DEFAULT_QWEN_PIXELS = 1008 * 1008
 PUBLISHED_VOCABULARY = 151_670  # rows of the published model's embedding (<|seg|> is the last)
 
 
+def _check_positive(value: Any, what: str, *, integer: bool = False, optional: bool = False) -> None:
+    """The one rule for a contract's numeric terms: a real number (an integer where asked), finite and above zero, or
+    None where the term allows it. A JSON string, ``true`` or a non-positive scale is refused here rather than failing
+    as a TypeError at first use, or silently flipping masks."""
+    if value is None and optional:
+        return
+    kinds = int if integer else (int, float)
+    number = isinstance(value, kinds) and not isinstance(value, bool)
+    if not number or (isinstance(value, float) and not math.isfinite(value)) or not value > 0:
+        expected = f"a positive {'integer' if integer else 'number'}" + (" or null" if optional else "")
+        raise CheckpointError(f"contract {what} must be {expected}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class ImagePolicy:
     """The image Qwen sees: ``native`` aspect, downscaled to at most ``max_pixels`` (None: only the hub
@@ -41,11 +54,9 @@ class ImagePolicy:
 
     def __post_init__(self) -> None:
         if self.mode not in IMAGE_MODES:
-            raise CheckpointError(f"image mode must be one of {', '.join(IMAGE_MODES)}, got {self.mode!r}")
-        if self.mode == "square" and not (isinstance(self.size, int) and self.size > 0):
-            raise CheckpointError(f"a square image policy needs a positive size, got {self.size!r}")
-        if self.max_pixels is not None and self.max_pixels < 1:
-            raise CheckpointError(f"max_pixels must be positive, got {self.max_pixels}")
+            raise CheckpointError(f"contract qwen_image.mode must be one of {', '.join(IMAGE_MODES)}, got {self.mode!r}")
+        _check_positive(self.max_pixels, "qwen_image.max_pixels", integer=True, optional=True)
+        _check_positive(self.size, "qwen_image.size", integer=True, optional=self.mode != "square")
 
     def target_size(self, height: int, width: int) -> tuple[int, int] | None:
         """(height, width) to resize to, or None to keep the image as it is. An image within
@@ -105,12 +116,10 @@ class InferenceContract:
                                      (self.precision, PRECISIONS, "precision")):
             if value not in allowed:
                 raise CheckpointError(f"contract {what} must be one of {', '.join(allowed)}, got {value!r}")
-        if not self.embedding_shrink > 0:
-            raise CheckpointError(f"contract embedding_shrink must be positive, got {self.embedding_shrink}")
-        if self.vocab_limit is not None and not (isinstance(self.vocab_limit, int) and self.vocab_limit > 0):
-            raise CheckpointError(f"contract vocab_limit must be a positive integer, got {self.vocab_limit!r}")
-        if self.sam3_vit_eps is not None and not self.sam3_vit_eps > 0:
-            raise CheckpointError(f"contract sam3_vit_eps must be positive, got {self.sam3_vit_eps}")
+        _check_positive(self.embedding_shrink, "embedding_shrink")
+        _check_positive(self.logit_scale, "logit_scale", optional=True)
+        _check_positive(self.vocab_limit, "vocab_limit", integer=True, optional=True)
+        _check_positive(self.sam3_vit_eps, "sam3_vit_eps", optional=True)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -127,12 +136,15 @@ class InferenceContract:
         values = dict(raw)
         if "prompts" in values:
             values["prompts"] = PromptSet.from_dict(values["prompts"], where)
-        if "qwen_image" in values:
-            image = values["qwen_image"]
-            if not isinstance(image, dict) or set(image) - {"mode", "max_pixels", "size"}:
-                raise CheckpointError(f"{where}: qwen_image must be a mapping of mode, max_pixels, size")
-            values["qwen_image"] = ImagePolicy(**image)
-        return cls(**values)
+        image = values.get("qwen_image", {})
+        if not isinstance(image, dict) or set(image) - {"mode", "max_pixels", "size"}:
+            raise CheckpointError(f"{where}: qwen_image must be a mapping of mode, max_pixels, size")
+        try:
+            if "qwen_image" in values:
+                values["qwen_image"] = ImagePolicy(**image)
+            return cls(**values)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{where}: {exc}") from None
 
     def summary(self) -> str:
         """One line per term, for ``detecture segment --show-contract``."""
