@@ -73,6 +73,8 @@ class DetecturePipeline:
         self.max_new_tokens = max_new_tokens
         self.timer = StageTimer()
         self.tiny = qwen.name == "tiny"
+        if head is not None:
+            head.check_sam3_widths(sam3)
         self.contract = head.config.effective_contract if head is not None else InferenceContract()
         qwen.apply_contract(self.contract)
         if self.contract.sam3_vit_eps is not None:

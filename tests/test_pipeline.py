@@ -115,3 +115,25 @@ def test_tiny_pipeline_uses_a_given_head_checkpoint(tmp_path):
     loaded = DetecturePipeline.tiny(seed=0, head=path).head
     for (name, a), (_, b) in zip(trained.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_a_head_for_another_sam3_width_is_refused_when_the_pipeline_is_built():
+    """It was a raw torch shape error at the first image, after both models had loaded."""
+    from transformers import Sam3Model
+
+    from detecture.backbones import tiny
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge import DetectureHead, HeadConfig
+    from detecture.pipeline import DetecturePipeline
+
+    qwen, sam = QwenVL.tiny(), Sam3Backbone.tiny()
+    head = DetectureHead(HeadConfig.for_backbones(qwen, sam))
+    config = tiny.tiny_sam3_config(len(sam.tokenizer))
+    config.text_config.hidden_size = 2 * sam.text_hidden_size
+    other = Sam3Backbone(Sam3Model(config).eval(), sam.tokenizer, name="other-sam3")
+    with pytest.raises(CheckpointError) as info:
+        DetecturePipeline(qwen, other, head)
+    message = str(info.value)
+    assert f"sam_text_hidden_size {sam.text_hidden_size}" in message and "other-sam3" in message
+    assert str(2 * sam.text_hidden_size) in message and "--sam3" in message

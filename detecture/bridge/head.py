@@ -242,6 +242,20 @@ class DetectureHead(nn.Module):
                 "pass the matching --qwen model or a head trained for this one"
             )
 
+    def check_sam3_widths(self, sam3) -> None:
+        """A head only fits the SAM3 widths it was trained on: the Bridge writes SAM3's text width, the mask head
+        reads its prompt and pixel widths. Checked when a pipeline is built, not as a shape error at the first image."""
+        loaded = {"sam_text_hidden_size": sam3.text_hidden_size, "prompt_dim": sam3.prompt_dim,
+                  "pixel_dim": sam3.pixel_dim}
+        wrong = [key for key, width in loaded.items() if getattr(self.config, key) != width]
+        if wrong:
+            raise CheckpointError(
+                f"head was trained for a SAM3 with {', '.join(f'{k} {getattr(self.config, k)}' for k in wrong)} "
+                f"({self.config.sam3_model or 'unknown model'}), but the loaded {sam3.name} has "
+                f"{', '.join(f'{k} {loaded[k]}' for k in wrong)}; pass the matching --sam3 model or a head trained "
+                "for this one"
+            )
+
     @staticmethod
     def adapter_path(path: str | Path) -> Path | None:
         adapter = Path(path) / ADAPTER_DIR
