@@ -175,10 +175,11 @@ class DetecturePipeline:
         return {"suppress_tokens": list(range(limit, rows))} if limit is not None and rows > limit else {}
 
     def _max_regions(self, regime: Regime) -> int:
-        """Regions kept per image: the regime's count, or up to 6 under a contract without the oracle-K cap."""
-        if self.contract.oracle_k == "none" and regime.kind is RegimeKind.ORACLE:
-            return MAX_TEXTURES
-        return regime.max_regions
+        """Regions kept per image: the regime's count, or up to 6 under a contract without the oracle-K cap; never
+        more than the head has slots for (``num_slots`` may be below 7)."""
+        wanted = MAX_TEXTURES if self.contract.oracle_k == "none" and regime.kind is RegimeKind.ORACLE \
+            else regime.max_regions
+        return min(wanted, self.head.config.max_regions) if self.head is not None else wanted
 
     def _seg_states(self, inputs, cache, regime: Regime) -> list[torch.Tensor]:
         batch = inputs["input_ids"].shape[0]

@@ -146,8 +146,9 @@ class SegmentRequest:
 
 def check_before_loading(request: SegmentRequest) -> None:
     """Refuse, from the request and its head's config alone, what the loaded models would refuse for every image
-    minutes later: bridge grounding without a head (tiny backbones always carry one) and a regime the head's prompt
-    set has no wording for (the published head has no query prompt); a bad head folder is its own error. The CLI
+    minutes later: bridge grounding without a head (tiny backbones always carry one), a regime the head's prompt
+    set has no wording for (the published head has no query prompt) and, for bridge grounding, a K beyond the head's
+    slots; a bad head folder is its own error. The CLI
     calls it with its cheap checks, :func:`load_pipeline` before it loads. Nothing to check for the classical
     method, which loads no model."""
     if request.method != "detecture":
@@ -157,7 +158,13 @@ def check_before_loading(request: SegmentRequest) -> None:
     if request.head is not None:
         from .bridge.head import read_head_config  # torch: only when a head is named
 
-        user_prompt(request.regime, read_head_config(request.head).effective_contract.prompts)
+        config = read_head_config(request.head)
+        user_prompt(request.regime, config.effective_contract.prompts)
+        k = request.regime.exact_k
+        if k is not None and request.grounding != "text" and k > config.max_regions:
+            raise InputError(f"{request.head}: the head has room for {config.max_regions} regions (num_slots "
+                             f"{config.num_slots}), fewer than --k {k}; ask for at most {config.max_regions} or use "
+                             "--grounding text")
 
 
 def check_image(name: str | os.PathLike, width: int, height: int, request: SegmentRequest) -> None:

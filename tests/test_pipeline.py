@@ -137,3 +137,17 @@ def test_a_head_for_another_sam3_width_is_refused_when_the_pipeline_is_built():
     message = str(info.value)
     assert f"sam_text_hidden_size {sam.text_hidden_size}" in message and "other-sam3" in message
     assert str(2 * sam.text_hidden_size) in message and "--sam3" in message
+
+
+def test_a_head_with_few_slots_grounds_as_many_lines_as_it_has_room_for(texture_photos):
+    """``num_slots`` is a head config key (at least 2); more lines than slots was a raw ValueError."""
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge import DetectureHead, HeadConfig
+    from detecture.pipeline import DetecturePipeline
+
+    qwen, sam = QwenVL.tiny(), Sam3Backbone.tiny()
+    pipe = DetecturePipeline(qwen, sam, DetectureHead(HeadConfig.for_backbones(qwen, sam, num_slots=3)))
+    response = format_response(["Texture of a", "Texture of b", "Texture of c"])
+    result = pipe.segment([texture_photos["brick"]], Regime.autonomous(), "bridge", [response])[0]
+    assert result.descriptions == ["Texture of a", "Texture of b"] and result.region_logits.shape[0] == 2

@@ -127,3 +127,17 @@ def test_a_head_rewritten_in_place_is_loaded_again(mosaic, tmp_path):
     request = SegmentRequest("detecture", tiny=True, head=head)
     fresh = segment([np.asarray(Image.open(mosaic).convert("RGB"))], request, DetecturePipeline.tiny(head=head))[0]
     assert not np.array_equal(first, second) and np.array_equal(second, fresh.region_logits)
+
+
+def test_an_explicit_k_beyond_the_heads_slots_is_refused_before_loading(tmp_path):
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge import DetectureHead, HeadConfig
+    from detecture.service import check_before_loading
+
+    qwen, sam = QwenVL.tiny(), Sam3Backbone.tiny()
+    head = DetectureHead(HeadConfig.for_backbones(qwen, sam, num_slots=3)).save_pretrained(tmp_path / "head")
+    with pytest.raises(InputError, match=r"head.*room for 2 regions.*--k 3"):
+        check_before_loading(SegmentRequest("detecture", k=3, head=head))
+    check_before_loading(SegmentRequest("detecture", k=2, head=head))
+    check_before_loading(SegmentRequest("detecture", k=3, head=head, grounding="text"))  # no slots in text grounding

@@ -71,6 +71,11 @@ class HeadConfig:
                    contract=overrides.pop("contract", InferenceContract()), **overrides)
 
     @property
+    def max_regions(self) -> int:
+        """Texture regions the head grounds per image: every slot but the dustbin."""
+        return self.num_slots - 1
+
+    @property
     def effective_contract(self) -> InferenceContract:
         return self.contract if self.contract is not None else legacy_contract()
 
@@ -176,8 +181,8 @@ class DetectureHead(nn.Module):
         live = torch.zeros(batch, num_slots, dtype=torch.bool, device=self.dustbin.device)
         for b, states in enumerate(seg_states):
             k = states.shape[0]
-            if k > num_slots - 1:
-                raise ValueError(f"image {b} has {k} regions; the head has room for {num_slots - 1}")
+            if k > self.config.max_regions:
+                raise ValueError(f"image {b} has {k} regions; the head has room for {self.config.max_regions}")
             slots[b, 0] = self.dustbin
             slots[b, 1:k + 1] = states.to(slots.dtype)
             live[b, :k + 1] = True
