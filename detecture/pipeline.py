@@ -136,6 +136,13 @@ class DetecturePipeline:
             return torch.autocast(device_type=self.sam3.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    def _model_images(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """The images both models are fed under the contract: one shared square INTER_LINEAR image (published), or
+        the arrays as they are (each model resizes its own)."""
+        if self.contract.image_resize == "shared_linear":
+            return [resize_linear(arr, self.sam3.image_size) for arr in arrays]
+        return arrays
+
     def _language_inputs(self, images: list[np.ndarray], regime: Regime, forced: Sequence[str] | None,
                          grounding: str):
         """Qwen inputs with the response as suffix: generated greedily, or the forced text when given."""
@@ -192,7 +199,8 @@ class DetecturePipeline:
                          states: list[torch.Tensor], regime: Regime) -> list[str]:
         """Under a ``texture_lines`` contract, ground each image whose response has texture lines but no ``<|seg|>``
         by re-encoding it with ``<|seg|>`` closing each line (only those images; ``states`` updated in place).
-        Returns the responses the states belong to."""
+        ``arrays`` are the images as given (:meth:`seg_states` fits them to the contract). Returns the responses the
+        states belong to."""
         repaired = {b: fallback_response(r, t) for b, (r, t, s) in enumerate(zip(responses, truncated, states))
                     if s.shape[0] == 0}
         repaired = {b: r for b, r in repaired.items() if r is not None}
@@ -242,7 +250,8 @@ class DetecturePipeline:
         tokens from the decoupled re-encode pass, under this pipeline's contract (positions, image, K policy)."""
         if len(responses) != len(images):
             raise InputError(f"{len(responses)} responses for {len(images)} images")
-        inputs, cache = self._language_inputs([as_rgb_array(im) for im in images], regime, list(responses), "bridge")
+        arrays = self._model_images([as_rgb_array(im) for im in images])
+        inputs, cache = self._language_inputs(arrays, regime, list(responses), "bridge")
         return self._seg_states(inputs, cache, regime)
 
     @torch.no_grad()
@@ -268,10 +277,9 @@ class DetecturePipeline:
             raise InputError(f"{len(forced_responses)} forced responses for {len(images)} images")
         if not images:
             return []
-        arrays = [as_rgb_array(im) for im in images]
-        sizes = [arr.shape[:2] for arr in arrays]
-        if self.contract.image_resize == "shared_linear":  # one square image feeds both models (published)
-            arrays = [resize_linear(arr, self.sam3.image_size) for arr in arrays]
+        originals = [as_rgb_array(im) for im in images]
+        sizes = [arr.shape[:2] for arr in originals]
+        arrays = self._model_images(originals)
         inputs, cache = self._language_inputs(arrays, regime, forced_responses, grounding)
         prefix_len = int(inputs["prefix_length"])
         responses = [self.qwen.decode(row) for row in inputs["input_ids"][:, prefix_len:]]
@@ -282,7 +290,7 @@ class DetecturePipeline:
             if self.contract.fallback == "texture_lines" and forced_responses is None:
                 suffix = inputs["input_ids"][:, prefix_len:]
                 truncated = [not bool((row == self.qwen.end_token_id).any()) for row in suffix]
-                grounded = self._fallback_states(arrays, responses, truncated, states, regime)
+                grounded = self._fallback_states(originals, responses, truncated, states, regime)
             else:
                 grounded = responses
             logits = self._bridge_logits(states, vision)

@@ -91,6 +91,19 @@ def test_shared_linear_image_feeds_both_models_and_results_keep_the_original_siz
     assert result.image_size == (160, 240) and result.logits.shape[1:] == (160, 240)
 
 
+def test_seg_states_ground_the_image_segment_grounds_under_the_shared_resize(monkeypatch):
+    """The public seg_states is what the Bridge grounds under the pipeline's contract: the shared square image too."""
+    pipe = _pipeline(InferenceContract(image_resize="shared_linear"))
+    image = photo(160, 240)
+    response = "TEXTURE_1: Texture of brick <|seg|>\nTEXTURE_2: Texture of stone <|seg|>"
+    grounded = []
+    bridge_logits = pipe._bridge_logits
+    monkeypatch.setattr(pipe, "_bridge_logits", lambda states, vision: (grounded.append(states),
+                                                                         bridge_logits(states, vision))[1])
+    pipe.segment([image], Regime.autonomous(), "bridge", [response])
+    torch.testing.assert_close(pipe.seg_states([image], Regime.autonomous(), [response])[0], grounded[0][0])
+
+
 def test_vocabulary_limit_keeps_generation_below_it():
     pipe = _pipeline(InferenceContract(vocab_limit=40))
     inputs, _ = pipe._language_inputs([photo(64, 64)], Regime.autonomous(), None, "text")
