@@ -189,7 +189,12 @@ class DetecturePipeline:
         return min(wanted, self.head.config.max_regions) if self.head is not None else wanted
 
     def _seg_states(self, inputs, cache, regime: Regime) -> list[torch.Tensor]:
+        """Per image, the states at its ``<|seg|>`` tokens. A batch whose replies hold none (an empty forced reply
+        has no suffix at all to encode) grounds nothing: no re-encode pass, no states."""
         batch = inputs["input_ids"].shape[0]
+        suffix = inputs["input_ids"][:, int(inputs["prefix_length"]):]
+        if not bool((suffix == self.qwen.seg_token_id).any()):
+            return [torch.zeros(0, self.qwen.hidden_size, dtype=self.qwen.dtype, device=self.qwen.device)] * batch
         with self.timer.stage("reencode"):
             hidden = suffix_hidden_states(self.qwen, inputs, cache, decoupled=True, use_cache=True,
                                           positions_mode=self.contract.positions)

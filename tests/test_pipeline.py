@@ -151,3 +151,11 @@ def test_a_head_with_few_slots_grounds_as_many_lines_as_it_has_room_for(texture_
     response = format_response(["Texture of a", "Texture of b", "Texture of c"])
     result = pipe.segment([texture_photos["brick"]], Regime.autonomous(), "bridge", [response])[0]
     assert result.descriptions == ["Texture of a", "Texture of b"] and result.region_logits.shape[0] == 2
+
+
+@pytest.mark.parametrize("grounding", ["bridge", "text"])
+def test_an_empty_forced_response_gets_no_regions(tiny_pipeline, texture_photos, grounding):
+    """An empty reply has nothing to ground; under bridge grounding its empty suffix crashed the re-encode pass."""
+    image = texture_photos["brick"][:64, :64]
+    result = tiny_pipeline.segment([image], Regime.autonomous(), grounding, [""])[0]
+    assert result.num_regions == 0 and result.descriptions == [] and not result.label_map.any()
