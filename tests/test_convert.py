@@ -114,6 +114,19 @@ def test_input_is_never_overwritten_and_out_must_be_new(converted, capsys):
     assert best.stat().st_mtime_ns == before
 
 
+@pytest.mark.parametrize("layout, options, named, owner", [
+    ("published", ["--bpe", "vocab.txt.gz", "--tokenizer", "tok"], "--bpe, --tokenizer", "sam3"),
+    ("sam3", ["--base", "Qwen/Qwen3-VL-8B-Instruct"], "--base", "published"),
+])
+def test_an_option_of_the_other_layout_is_refused_not_ignored(converted, tmp_path, capsys, layout, options, named,
+                                                               owner):
+    best = converted[0] / "best.pt"
+    assert main(["convert", layout, str(best), "--out", str(tmp_path / "out"), *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and named in err[0] and f"'convert {owner}'" in err[0], err
+    assert not (tmp_path / "out").exists()
+
+
 def test_seg_index_mismatch_is_one_clear_error(backbones, tmp_path):
     from detecture.errors import CheckpointError
 

@@ -6,7 +6,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..errors import InputError
 from .help_format import DefaultsHelpFormatter
+
+# The layout each layout-specific option belongs to: the other layout refuses it rather than ignore it.
+LAYOUT_OF_OPTION = {"base": "published", "bpe": "sam3", "tokenizer": "sam3"}
 
 EPILOG = """\
 examples:
@@ -37,8 +41,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="the input file (never modified)")
     p.add_argument("--out", type=Path, required=True, help="new head folder to write (must not exist)")
     p.add_argument("--base", metavar="QWEN",
-                   help="base Qwen3-VL (folder or hub id) to measure the embedding shrink factor against; "
-                        "recorded in the contract and applied at inference")
+                   help="published only: base Qwen3-VL (folder or hub id) to measure the embedding shrink factor "
+                        "against; recorded in the contract and applied at inference")
     p.add_argument("--bpe", type=Path,
                    help="sam3 only: CLIP's bpe_simple_vocab_16e6.txt.gz for the tokenizer (default: found in the "
                         "installed sam3 or open_clip_torch package)")
@@ -46,7 +50,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def refuse_other_layouts_options(args: argparse.Namespace) -> None:
+    """An option of the other layout would be silently ignored; refuse it before any file is read."""
+    given = [f"--{name}" for name, layout in LAYOUT_OF_OPTION.items()
+             if layout != args.layout and getattr(args, name) is not None]
+    if given:
+        owner = LAYOUT_OF_OPTION[given[0].removeprefix("--")]
+        verb = "apply" if len(given) > 1 else "applies"
+        raise InputError(f"{', '.join(given)} {verb} to 'convert {owner}' only, not to 'convert {args.layout}'")
+
+
 def run(args: argparse.Namespace) -> int:
+    refuse_other_layouts_options(args)
     if args.layout == "sam3":
         return run_sam3(args)
     from ..bridge.published import convert
