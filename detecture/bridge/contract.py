@@ -54,7 +54,8 @@ class ImagePolicy:
 
     def __post_init__(self) -> None:
         if self.mode not in IMAGE_MODES:
-            raise CheckpointError(f"contract qwen_image.mode must be one of {', '.join(IMAGE_MODES)}, got {self.mode!r}")
+            raise CheckpointError(f"contract qwen_image.mode must be one of {', '.join(IMAGE_MODES)}, "
+                                  f"got {self.mode!r}")
         _check_positive(self.max_pixels, "qwen_image.max_pixels", integer=True, optional=True)
         _check_positive(self.size, "qwen_image.size", integer=True, optional=self.mode != "square")
 
