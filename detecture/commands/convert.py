@@ -30,16 +30,17 @@ The folder holds config.json (with the published inference contract), model.safe
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "convert", help="import the published checkpoint (best.pt) as a head folder, or Meta's sam3.pt as a SAM3 folder",
-        description="Convert a checkpoint of another layout into a Detecture head folder + PEFT adapter. The file "
-                    "is read with torch.load(weights_only=True, mmap=True): nothing in it is executed and the "
-                    "7.5 GB file is never loaded whole. 'sam3' converts Meta's SAM3 checkpoint into a folder for "
-                    "--sam3 (Sam3Model.from_pretrained), read the same safe way.",
+        description="Convert a checkpoint of another layout: 'published' into a Detecture head folder + PEFT "
+                    "adapter, 'sam3' (Meta's SAM3 checkpoint) into a Sam3Model folder for --sam3. The file is read "
+                    "with torch.load(weights_only=True, mmap=True): nothing in it is executed and the 7.5 GB "
+                    "published file is never loaded whole.",
         epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("layout", choices=("published", "sam3"),
                    help="layout of the input: 'published' (NeurIPS 2026 best.pt) or 'sam3' (Meta's sam3.pt)")
     p.add_argument("checkpoint", type=Path, help="the input file (never modified)")
-    p.add_argument("--out", type=Path, required=True, help="new head folder to write (must not exist)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="new folder to write (must not exist): a head folder, or a Sam3Model folder for 'sam3'")
     p.add_argument("--base", metavar="QWEN",
                    help="published only: base Qwen3-VL (folder or hub id) to measure the embedding shrink factor "
                         "against; recorded in the contract and applied at inference")
