@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .backbones import DEFAULT_MAX_NEW_TOKENS
+from .backbones import DEFAULT_MAX_NEW_TOKENS, TINY_NAME
 from .backbones.qwen import QwenVL
 from .backbones.sam3 import DEFAULT_SAM3, Sam3Backbone
 from .bridge.contract import InferenceContract
@@ -72,7 +72,7 @@ class DetecturePipeline:
         self.qwen, self.sam3, self.head = qwen, sam3, head
         self.max_new_tokens = max_new_tokens
         self.timer = StageTimer()
-        self.tiny = qwen.name == "tiny"
+        self.tiny = qwen.name == TINY_NAME
         if head is not None:
             head.check_sam3_widths(sam3)
         self.contract = head.config.effective_contract if head is not None else InferenceContract()

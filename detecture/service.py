@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 
 import numpy as np
 
-from .backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAM3
+from .backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAM3, TINY_NAME
 from .errors import InputError, ModelAccessError
 from .prompts import Regime, RegimeKind, format_response, user_prompt
 
@@ -159,6 +159,9 @@ def check_before_loading(request: SegmentRequest) -> None:
         from .bridge.head import read_head_config  # torch: only when a head is named
 
         config = read_head_config(request.head)
+        if config.qwen_model == TINY_NAME and request.qwen is None and not request.tiny:
+            raise InputError(f"{request.head}: the head was trained on tiny random backbones; add --tiny (tiny=True) "
+                             "to run it on them, or name the Qwen with --qwen")
         user_prompt(request.regime, config.effective_contract.prompts)
         k = request.regime.exact_k
         if k is not None and request.grounding != "text" and k > config.max_regions:

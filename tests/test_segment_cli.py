@@ -112,6 +112,18 @@ def test_a_head_runs_on_the_qwen_it_records_when_no_qwen_is_given(tiny_model_dir
     assert code == 0 and record["settings"]["qwen"] == str(qwen_dir)
 
 
+def test_a_head_trained_on_tiny_backbones_asks_for_tiny_before_loading(photos, tmp_path, capsys):
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge import DetectureHead, HeadConfig
+
+    path = DetectureHead(HeadConfig.for_backbones(QwenVL.tiny(), Sam3Backbone.tiny())).save_pretrained(tmp_path / "h")
+    code = main(["segment", str(photos["brick"]), "--head", str(path), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "trained on tiny random backbones; add --tiny" in err[0]
+    assert not (tmp_path / "o").exists()
+
+
 def test_missing_model_folder_says_what_to_do(photos, tmp_path, capsys):
     code = main(["segment", str(photos["brick"]), "--qwen", str(tmp_path / "no-such-model"), "--out",
                  str(tmp_path / "o")])

@@ -138,6 +138,6 @@ def test_an_explicit_k_beyond_the_heads_slots_is_refused_before_loading(tmp_path
     qwen, sam = QwenVL.tiny(), Sam3Backbone.tiny()
     head = DetectureHead(HeadConfig.for_backbones(qwen, sam, num_slots=3)).save_pretrained(tmp_path / "head")
     with pytest.raises(InputError, match=r"head.*room for 2 regions.*--k 3"):
-        check_before_loading(SegmentRequest("detecture", k=3, head=head))
-    check_before_loading(SegmentRequest("detecture", k=2, head=head))
-    check_before_loading(SegmentRequest("detecture", k=3, head=head, grounding="text"))  # no slots in text grounding
+        check_before_loading(SegmentRequest("detecture", k=3, head=head, tiny=True))
+    check_before_loading(SegmentRequest("detecture", k=2, head=head, tiny=True))
+    check_before_loading(SegmentRequest("detecture", k=3, head=head, grounding="text", tiny=True))  # no slots in text grounding

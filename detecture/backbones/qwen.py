@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from ..bridge.contract import ImagePolicy, InferenceContract
-from . import DEFAULT_QWEN
+from . import DEFAULT_QWEN, TINY_NAME
 from ..prompt_sets import DEFAULT_PROMPT_SET, PromptSet, prompt_set
 from ..images import as_rgb_array
 from ..prompts import SYSTEM_PROMPT
@@ -117,7 +117,7 @@ class QwenVL:
 
         tokenizer = tiny_qwen_tokenizer()
         model = tiny_qwen_model(tokenizer, seed=seed).requires_grad_(False)
-        return cls(model=model, tokenizer=tokenizer, image_processor=tiny_qwen_image_processor(), name="tiny")
+        return cls(model=model, tokenizer=tokenizer, image_processor=tiny_qwen_image_processor(), name=TINY_NAME)
 
     def apply_contract(self, contract: InferenceContract) -> None:
         """Run under a head's contract: its prompts, its Qwen image, and its embedding shrink (applied once)."""

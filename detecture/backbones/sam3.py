@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Sam3Model
 
 from ..images import as_rgb_array
-from . import DEFAULT_SAM3
+from . import DEFAULT_SAM3, TINY_NAME
 from .loading import default_device, default_dtype, load_from_hub
 
 TEXT_PROMPT_LENGTH = 32  # what Sam3Processor pads text prompts to
@@ -58,7 +58,7 @@ class Sam3Backbone:
         from .tiny import tiny_sam3_model, tiny_sam3_tokenizer
 
         tokenizer = tiny_sam3_tokenizer()
-        return cls(model=tiny_sam3_model(len(tokenizer), seed=seed), tokenizer=tokenizer, name="tiny")
+        return cls(model=tiny_sam3_model(len(tokenizer), seed=seed), tokenizer=tokenizer, name=TINY_NAME)
 
     @property
     def image_size(self) -> int:
