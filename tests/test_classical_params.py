@@ -95,6 +95,7 @@ def test_a_settings_file_is_read_with_yaml_numbers_and_any_subset_of_fields(tmp_
     ("max_k: 0", "max_k=0: must be ≥ 1"),
     ("[1, 2]", "expected a mapping"),
     ("max_k: [", "not valid YAML"),
+    ("max_k: 3\nwork_side: 256\nmax_k: 4", "not valid YAML (line 3, column 1: key 'max_k' is given twice)"),
 ])
 def test_a_bad_settings_file_is_one_line_naming_the_file_and_key(tmp_path, text, problem):
     path = tmp_path / "classical.yaml"
@@ -183,3 +184,8 @@ def test_bench_never_mixes_results_of_two_settings_in_one_cell(tmp_path, capsys)
     assert main([*command, "--force"]) == 0
     recorded = json.loads((samples.parent / "settings.json").read_text())
     assert recorded["method"]["classical_params"]["max_k"] == 2 and len(samples.read_text().splitlines()) == 2
+
+
+def test_a_folder_given_as_the_settings_file_says_so(tmp_path):
+    with pytest.raises(InputError, match=rf"^{tmp_path}: is a folder, expected a classical settings file$"):
+        load_params(tmp_path)
