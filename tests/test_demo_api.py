@@ -265,3 +265,51 @@ def test_a_full_disk_on_the_server_is_one_readable_error(client, demo_server, tm
     with pytest.raises(AppError, match=r"or write the results \(No space left on device\)"):
         client.predict(handle_file(str(good)), "classical", "auto", "", api_name="/segment")
     assert not [p for p in requests.rglob("*") if p.name.startswith(".")]  # no half-written download left
+
+
+@pytest.fixture()
+def quick_cleanup_url(monkeypatch, tmp_path):
+    """URL of a demo whose Gradio cache clean-up runs every second on files over a second old (the served demo:
+    every minute, over 10 minutes)."""
+    pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e .[demo])")
+    from detecture.demo import app as demo_app
+    from detecture.demo.engine import DemoEngine
+
+    monkeypatch.setattr(demo_app, "DELETE_CACHE", (1, 1))
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # put back after the app points it at its engine's folder
+    engine = DemoEngine()
+    app = demo_app.launch(engine, port=free_port(), block=False, warm_up=False)
+    try:
+        yield app.local_url
+    finally:
+        app.close()
+        engine.close()
+
+
+def segment_stored(url: str, stored: dict) -> str:
+    """The reply (server-sent events) of ``/segment`` on a file already in the server's cache, as the page sends
+    it when an example was clicked or the shown upload is segmented again (``gradio_client`` would upload anew)."""
+    import httpx
+
+    call = httpx.post(f"{url}gradio_api/call/segment", json={"data": [stored, "classical", "auto", ""]})
+    return httpx.get(f"{url}gradio_api/call/segment/{call.json()['event_id']}", timeout=60).text
+
+
+def test_examples_outlive_the_cache_clean_up_and_an_expired_upload_says_upload_again(quick_cleanup_url):
+    import time
+
+    import httpx
+    from gradio_client import Client
+
+    client = Client(quick_cleanup_url, verbose=False, download_files=False)
+    example = client.predict(0, api_name="/load_example")["value"]  # what a click on the first example loads
+    image = httpx.get(example["url"]).content
+    stored = httpx.post(f"{quick_cleanup_url}gradio_api/upload", files=[("files", ("mine.png", image))]).json()[0]
+    deadline = time.monotonic() + 30
+    while Path(stored).exists() and time.monotonic() < deadline:  # the clean-up runs, as it does after 10 minutes
+        time.sleep(0.2)
+    assert not Path(stored).exists()
+    assert segment_stored(quick_cleanup_url, example).startswith("event: complete")
+    reply = segment_stored(quick_cleanup_url, {"path": stored, "orig_name": "mine.png",
+                                               "meta": {"_type": "gradio.FileData"}})
+    assert reply.startswith("event: error") and "mine.png: the upload expired; upload it again" in reply

@@ -11,14 +11,15 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from ..errors import DetectureError
+from ..errors import DetectureError, InputError
 from .engine import CLASSICAL, K_CHOICES, TABLE_HEADERS, DemoEngine
 from .examples import write_examples
 
 logger = logging.getLogger(__name__)
 
 MAX_FILE_SIZE = "200mb"
-# Gradio keeps a copy of every upload and output in its cache: every minute, those older than 10 minutes go.
+# Gradio keeps a copy of every upload and output in its cache: every minute, those older than 10 minutes go (all but
+# the examples' copies, which the page offers for as long as it serves: see _keep_examples).
 DELETE_CACHE = (60, 600)
 # A GRADIO_TEMP_DIR the user set is theirs; otherwise Gradio's cache lives in the engine's folder, removed at exit.
 USER_CACHE = os.environ.get("GRADIO_TEMP_DIR")
@@ -36,6 +37,7 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
 
     def segment(path: str | None, method: str, k: str, query: str):
         try:
+            _require_stored(path)
             response = engine.run(path, method, k, query)
         except DetectureError as exc:
             raise gr.Error(str(exc), print_exception=False) from None
@@ -59,6 +61,7 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
                                    visible=engine.pipeline is not None, elem_id="query")
                 run = gr.Button("Segment", variant="primary", elem_id="run")
                 gr.Examples([[str(p)] for p in examples], inputs=[upload], label="Examples")
+                _keep_examples(upload, examples)
             with gr.Column(scale=2):
                 annotated = gr.AnnotatedImage(label="Regions", elem_id="regions")
                 status = gr.Markdown(elem_id="status")
@@ -70,6 +73,22 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
         run.click(segment, [upload, method, k, query], [annotated, table, files, status], api_name="segment",
                   concurrency_limit=1)
     return app
+
+
+def _keep_examples(upload: gr.File, examples: list[Path]) -> None:
+    """Exempt the examples' cached copies from Gradio's clean-up (``delete_cache``). ``gr.Examples`` copies each
+    example into the upload component's cache when the page is built, but without marking the copy as kept, so the
+    clean-up deleted it 10 minutes after start and every later click on that example found no image. The copy's
+    path is a hash of the file, so copying again here names (and touches) the same file."""
+    for path in examples:
+        upload.keep_in_cache.add(upload.move_resource_to_block_cache(path))
+
+
+def _require_stored(path: str | None) -> None:
+    """Gradio's clean-up deletes an upload 10 minutes after it arrived while the page still shows it; pressing
+    Segment on it again must tell the user to upload it again, not call their image missing."""
+    if path is not None and not Path(path).exists():
+        raise InputError(f"{Path(path).name}: the upload expired; upload it again")
 
 
 def _quiet_refusals(component: gr.components.Component) -> gr.components.Component:
