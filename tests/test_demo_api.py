@@ -313,3 +313,25 @@ def test_examples_outlive_the_cache_clean_up_and_an_expired_upload_says_upload_a
     reply = segment_stored(quick_cleanup_url, {"path": stored, "orig_name": "mine.png",
                                                "meta": {"_type": "gradio.FileData"}})
     assert reply.startswith("event: error") and "mine.png: the upload expired; upload it again" in reply
+
+
+def test_an_interrupt_during_the_warm_up_closes_the_server_and_removes_the_folder(monkeypatch, tmp_path):
+    """Ctrl+C while the demo starts (its warm-up request runs once the server is up) stops it as while serving."""
+    import socket
+
+    pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e .[demo])")
+    from detecture.demo import app as demo_app
+    from detecture.demo.engine import DemoEngine
+
+    def interrupted(app, engine):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(demo_app, "_warm_up", interrupted)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # put back after the app points it at its engine's folder
+    engine, port = DemoEngine(), free_port()
+    with pytest.raises(KeyboardInterrupt):
+        demo_app.launch(engine, port=port, block=True, warm_up=True)
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))  # the server no longer holds the port
+    assert not engine.workdir.exists()

@@ -113,6 +113,8 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None,
     """Serve the app; ``block=False`` returns at once (tests, benchmarks) and the caller calls ``app.close()``.
     With ``block=True`` it serves until interrupted, then closes the server and removes the engine's folder (its
     downloads and Gradio's cache) and lets the ``KeyboardInterrupt`` go on, so the command exits with status 130.
+    An interrupt or error after the server started but before serving (in the warm-up) closes both the same way,
+    whatever ``block`` says.
 
     ``warm_up`` sends one example through the app's own endpoint before serving users: the first request otherwise
     pays several seconds of one-off imports and initialisation in the web stack and the segmenter.
@@ -122,20 +124,25 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None,
     app.queue(default_concurrency_limit=1).launch(
         server_name=host, server_port=port, share=share, max_file_size=MAX_FILE_SIZE,
         allowed_paths=[str(engine.workdir)], prevent_thread_lock=True, quiet=True)
-    for folder in stray:  # deepest first; one that holds anything is left alone
-        try:
-            folder.rmdir()
-        except OSError:
-            pass
-    if warm_up:
-        _warm_up(app, engine)
-    if block:
-        print(f"Detecture demo ready on {app.local_url}" + (f" and {app.share_url}" if app.share_url else "")
-              + " (Ctrl+C stops it)", flush=True)
-        try:
+    # From here the server runs: an interrupt during the warm-up (Ctrl+C while starting) closes it like one while
+    # serving, or its thread would keep answering and write into the engine's folder after it was removed.
+    handed_over = False
+    try:
+        for folder in stray:  # deepest first; one that holds anything is left alone
+            try:
+                folder.rmdir()
+            except OSError:
+                pass
+        if warm_up:
+            _warm_up(app, engine)
+        if block:
+            print(f"Detecture demo ready on {app.local_url}" + (f" and {app.share_url}" if app.share_url else "")
+                  + " (Ctrl+C stops it)", flush=True)
             while app.is_running:  # Gradio's block_thread() would swallow the interrupt
                 time.sleep(0.1)
-        finally:
+        handed_over = not block
+    finally:
+        if not handed_over:
             app.close()
             engine.close()
     return app
