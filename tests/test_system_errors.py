@@ -165,3 +165,18 @@ def test_output_closed_by_its_reader_is_quiet_status_141_and_keeps_the_work(tmp_
     assert proc.returncode == 141, proc.stderr
     assert "error" not in proc.stderr and "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr
     assert (tmp_path / "out" / "noise.detecture.json").is_file()
+
+
+@pytest.mark.parametrize("host", ["::1", "::", "[::1]"])
+def test_demo_on_an_ipv6_address_is_one_line_that_says_what_works(host, capsys, monkeypatch):
+    pytest.importorskip("gradio")
+    from detecture.demo.engine import DemoEngine
+
+    def no_demo(*args, **kwargs):
+        raise AssertionError("the demo started on an address it cannot serve")
+
+    monkeypatch.setattr(DemoEngine, "create", classmethod(no_demo))
+    assert main(["demo", "--host", host, "--port", "7860"]) == USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --host {host}: ") and "IPv6" in err[0], err
+    assert "host name" in err[0] and "IPv4" in err[0]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.util
+import ipaddress
 import logging
 import signal
 import socket
@@ -32,7 +33,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "their descriptions, a table and downloads. Binds 127.0.0.1 unless --host says otherwise.",
         epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0 serves the local network)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="host name or IPv4 address to bind (0.0.0.0 serves the local network)")
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--vlm", action="store_true", help="load Qwen3-VL + SAM3 at start for the detecture methods")
@@ -94,6 +96,7 @@ def require_free_port(host: str, port: int) -> None:
     """Refuse an address the server cannot bind before any model loads (Gradio's own error is a traceback that
     advises a ``launch()`` argument the command line does not have), saying which option is at fault: --host when
     the address is not this machine's, --port when another program holds it (or it needs privileges)."""
+    refuse_ipv6_literal(host)
     try:
         family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
     except socket.gaierror as exc:
@@ -109,3 +112,16 @@ def require_free_port(host: str, port: int) -> None:
                 raise InputError(f"--port {port}: cannot serve on {host}:{port} ({exc.strerror}); another program "
                                  "(another demo?) uses it: choose another --port") from None
             raise InputError(f"--port {port}: cannot serve on {host}:{port} ({exc.strerror})") from None
+
+
+def refuse_ipv6_literal(host: str) -> None:
+    """Refuse an IPv6 address (``::1``, ``::``, bracketed or not): Gradio writes the host into its own URL without
+    brackets (``http://::1:7860/``), so the server would start and then fail with a traceback. A host name that
+    resolves to IPv6 (``localhost``) makes a valid URL and is accepted."""
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return
+    if address.version == 6:
+        raise InputError(f"--host {host}: the demo cannot serve on an IPv6 address; use a host name (localhost) or an "
+                         "IPv4 address (127.0.0.1, or 0.0.0.0 for the local network)")
