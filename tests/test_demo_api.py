@@ -335,3 +335,26 @@ def test_an_interrupt_during_the_warm_up_closes_the_server_and_removes_the_folde
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         probe.bind(("127.0.0.1", port))  # the server no longer holds the port
     assert not engine.workdir.exists()
+
+
+def test_the_aspect_limit_judges_the_uploaded_size_and_the_page_wording(tiny_pipeline, tmp_path):
+    """A strip at the detecture methods' limit (one side 200 times the other) is accepted, though shrinking it to
+    the analysis size rounds its short side down; one past the limit is refused naming the file and its size as
+    uploaded, and pointing at the page's classical method, which accepts it."""
+    from detecture.demo.engine import CLASSICAL, TEXT, DemoEngine
+
+    rng = np.random.default_rng(0)
+    at_limit, past_limit = tmp_path / "at-limit.png", tmp_path / "past-limit.png"
+    Image.fromarray(rng.integers(0, 255, (2000, 10, 3), dtype=np.uint8)).save(at_limit)
+    Image.fromarray(rng.integers(0, 255, (2010, 10, 3), dtype=np.uint8)).save(past_limit)
+    engine = DemoEngine(pipeline=tiny_pipeline)
+    try:
+        assert len(engine.run(at_limit, TEXT, k="2").table) == 2
+        with pytest.raises(InputError) as refused:
+            engine.run(past_limit, TEXT, k="2")
+        assert engine.run(past_limit, CLASSICAL, k="2").table
+    finally:
+        engine.close()
+    message = str(refused.value)
+    assert message.startswith("past-limit.png: 10x2010 ") and message.endswith("choose the classical method")
+    assert "--method" not in message

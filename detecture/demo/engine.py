@@ -104,7 +104,7 @@ class DemoEngine:
             raise InputError(f"method {method!r} is not available here (available: {', '.join(self.methods)})")
         request = self.request(method, k, query)
         name = name or Path(path).name
-        image, original = load_upload(path, name, self.max_side)
+        image, original = load_upload(path, name, self.max_side, aspect_limited=method != CLASSICAL)
         start = time.perf_counter()
         if method == CLASSICAL:
             result = service.segment([image], request)[0]
@@ -113,7 +113,7 @@ class DemoEngine:
 
             try:
                 with self._gpu_lock:
-                    result = service.segment([image], request, self.pipeline)[0]
+                    result = service.segment([image], request, self.pipeline, [name])[0]
             except torch.OutOfMemoryError:
                 raise InputError(f"{name}: out of GPU memory for this image; try a smaller image or the classical "
                                  "method") from None

@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..images import (MIN_SIDE, check_size, exif_orientation, input_fault, is_deep_colour, read_deep_colour, to_rgb,
-                      upright)
+from ..images import (MAX_ASPECT, MIN_SIDE, check_size, exif_orientation, input_fault, is_deep_colour,
+                      read_deep_colour, to_rgb, upright)
 from ..utils.faults import DECODE_ERRORS, is_input_fault
 
 MAX_UPLOAD_PIXELS = 100_000_000
@@ -38,14 +38,25 @@ def decoded_bytes(im: Image.Image, deep: bool = False) -> int:
     return im.width * im.height * per_pixel
 
 
+def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
+    """(W, H) to analyse a ``width`` x ``height`` image at: at most ``max_side`` px on the longer side. A thin strip
+    keeps the MIN_SIDE px every segmenter needs rather than round to a single row, and a strip within the detecture
+    methods' :data:`~detecture.images.MAX_ASPECT` stays within it (rounding 10 x 2000 px to 5 x 1024 would not)."""
+    if max(width, height) <= max_side:
+        return width, height
+    scale = max_side / max(width, height)
+    w, h = max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
+    if max(width, height) <= MAX_ASPECT * min(width, height):
+        w, h = min(w, MAX_ASPECT * h), min(h, MAX_ASPECT * w)
+    return w, h
+
+
 def shrink_native(im: Image.Image, max_side: int) -> Image.Image:
-    """``im`` at most ``max_side`` px on its longer side, resampled in its own mode (palette indices by nearest
-    neighbour, since they cannot be averaged), so later conversions only ever copy the small image."""
-    if max(im.size) <= max_side:
+    """``im`` at its :func:`analysis_size`, resampled in its own mode (palette indices by nearest neighbour, since
+    they cannot be averaged), so later conversions only ever copy the small image."""
+    size = analysis_size(im.width, im.height, max_side)
+    if size == im.size:
         return im
-    scale = max_side / max(im.size)
-    # a thin strip keeps the MIN_SIDE px every segmenter needs rather than round to a single row
-    size = (max(MIN_SIDE, round(im.width * scale)), max(MIN_SIDE, round(im.height * scale)))
     if im.mode in ("P", "PA", "1"):
         return im.resize(size, Image.Resampling.NEAREST)
     # Pillow's reduce() step has no 16-bit integer kernel; the plain resize does.
@@ -59,9 +70,19 @@ def too_many_pixels(name: str, pixels: int, size: tuple[int, int] | None = None)
                       f"{MAX_UPLOAD_PIXELS // 1_000_000} MP")
 
 
-def load_upload(path: str | Path, name: str | None = None,
-                max_side: int = ANALYSIS_SIDE) -> tuple[np.ndarray, tuple[int, int]]:
-    """(analysis image (h, w, 3) uint8, original (H, W)) of an uploaded file; :class:`InputError` if unusable."""
+def check_aspect_for_page(name: str, width: int, height: int) -> None:
+    """The detecture methods' :func:`~detecture.images.check_aspect` on the size the user uploaded (not the shrunk
+    one), worded for the page, which has a method choice where the command line has an option."""
+    if max(width, height) > MAX_ASPECT * min(width, height):
+        raise InputError(f"{name}: {width}x{height} has one side more than {MAX_ASPECT} times the other, which the "
+                         "detecture methods' vision model refuses; choose the classical method")
+
+
+def load_upload(path: str | Path, name: str | None = None, max_side: int = ANALYSIS_SIDE,
+                aspect_limited: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
+    """(analysis image (h, w, 3) uint8, original (H, W)) of an uploaded file; :class:`InputError` if unusable.
+    ``aspect_limited`` (a detecture method will read it) also refuses a strip over
+    :data:`~detecture.images.MAX_ASPECT`, from the header."""
     name = name or Path(path).name
     try:
         with Image.open(path) as im:
@@ -73,17 +94,18 @@ def load_upload(path: str | Path, name: str | None = None,
             if width * height > MAX_UPLOAD_PIXELS:
                 raise too_many_pixels(name, width * height, (width, height))
             check_size(name, width, height)
+            if aspect_limited:
+                check_aspect_for_page(name, width, height)
             im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is enough
             decoded = decoded_bytes(im, deep)
             if decoded > MAX_DECODED_BYTES:
                 raise InputError(f"{name}: {width}x{height} {im.mode} pixels take {decoded / 2**20:.0f} MB "
                                  f"decoded; the demo decodes at most {MAX_DECODED_BYTES // 2**20} MB per image")
             if deep:  # 16-bit colour: Pillow alone would keep each channel's high byte only
-                image = upright(read_deep_colour(path, im, name), orientation)
+                image = shrink_native(upright(read_deep_colour(path, im, name), orientation), max_side)
             else:
                 im.load()
                 image = to_rgb(upright(shrink_native(im, max_side), orientation), name)
-            image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
     except Image.DecompressionBombError as exc:  # says only "Image size (N pixels) exceeds limit ..."
         claimed = re.search(r"\((\d+) pixels\)", str(exc))
         raise too_many_pixels(name, int(claimed.group(1)) if claimed else 2 * Image.MAX_IMAGE_PIXELS) from None
