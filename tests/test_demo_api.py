@@ -358,3 +358,18 @@ def test_the_aspect_limit_judges_the_uploaded_size_and_the_page_wording(tiny_pip
     message = str(refused.value)
     assert message.startswith("past-limit.png: 10x2010 ") and message.endswith("choose the classical method")
     assert "--method" not in message
+
+
+@pytest.mark.parametrize("upload", ["photo.v2.png", "scan.2024.01.05.png"])
+def test_both_downloads_keep_the_whole_name_of_an_upload_with_dots(upload, tmp_path):
+    from detecture.demo.engine import CLASSICAL, DemoEngine
+
+    path = tmp_path / upload
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(path, format="PNG")
+    engine = DemoEngine()
+    try:
+        names = sorted(Path(f).name for f in engine.run(path, CLASSICAL, k="2").files)
+    finally:
+        engine.close()
+    stem = upload.removesuffix(".png")
+    assert names == [f"{stem}.json", f"{stem}_labels.png"]

@@ -148,12 +148,13 @@ class DemoEngine:
             table.append([k, region["description"], round(100 * share, 1), round(score, 3)])
             annotations.append(((shown_labels == k) * MASK_OPACITY, f"{k}. {region['description']}"))
         folder = self._request_folder()
-        stem = folder / name.stem
-        atomic.write_json(stem.with_suffix(".json"), record)
+        # the upload's name without its last suffix, dots kept ("photo.v2.png" -> "photo.v2.json"), as the CLI does
+        json_path, labels_path = folder / f"{name.stem}.json", folder / f"{name.stem}_labels.png"
+        atomic.write_json(json_path, record)
         label_png = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
         # index k = region k, shown in its overlay colour
         label_png.putpalette([0, 0, 0] + REGION_COLOURS.ravel().tolist())
-        with atomic.atomic_path(stem.parent / f"{stem.name}_labels.png") as tmp:
+        with atomic.atomic_path(labels_path) as tmp:
             label_png.save(tmp, format="PNG")
         h, w = labels.shape
         scaled = f" (analysed at {w}x{h})" if (h, w) != original else ""
@@ -161,8 +162,7 @@ class DemoEngine:
                   f"{elapsed:.2f} s; image {original[1]}x{original[0]}{scaled}.")
         if self.note:
             status += f" {self.note}"
-        return DemoResponse(shown_image, annotations, table,
-                            [str(stem.with_suffix(".json")), str(stem.parent / f"{stem.name}_labels.png")], status)
+        return DemoResponse(shown_image, annotations, table, [str(json_path), str(labels_path)], status)
 
     def _request_folder(self) -> Path:
         root = self.workdir / "requests"
