@@ -19,6 +19,7 @@ import pytest
 
 from detecture.cli import main
 from detecture.commands.exit_status import SYSTEM_ERROR, USAGE_ERROR
+from detecture.errors import InputError
 
 
 def _disk_full_in(out: Path, monkeypatch) -> None:
@@ -180,3 +181,27 @@ def test_demo_on_an_ipv6_address_is_one_line_that_says_what_works(host, capsys, 
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: --host {host}: ") and "IPv6" in err[0], err
     assert "host name" in err[0] and "IPv4" in err[0]
+
+
+def test_demo_model_options_without_models_to_load_are_refused(capsys, monkeypatch):
+    """--qwen, --device ... only shape how --vlm / --head load the models; without them the demo serves classical
+    only, so they are refused rather than silently ignored, and passed on when the models do load."""
+    pytest.importorskip("gradio")
+    from demo_fixture import free_port
+    from detecture.demo.engine import DemoEngine
+
+    loaded = {}
+
+    def record(cls, **options):
+        loaded.update(options)
+        raise InputError("stop before serving")
+
+    monkeypatch.setattr(DemoEngine, "create", classmethod(record))
+    options = ["--qwen", "my/qwen", "--device", "cuda:7", "--dtype", "fp16"]
+    assert main(["demo", *options, "--port", str(free_port())]) == USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --qwen, --device, --dtype: ") and "--vlm" in err[0], err
+    assert not loaded
+    assert main(["demo", "--vlm", *options, "--port", str(free_port())]) == USAGE_ERROR
+    assert capsys.readouterr().err.strip() == "error: stop before serving"
+    assert (loaded["qwen"], loaded["device"], loaded["dtype"]) == ("my/qwen", "cuda:7", "fp16")

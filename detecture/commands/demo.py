@@ -17,6 +17,8 @@ from .help_format import DefaultsHelpFormatter
 
 logger = logging.getLogger(__name__)
 
+LOADING_OPTIONS = ("qwen", "sam3", "device", "dtype", "quantization")  # how --vlm / --head load the models
+
 EPILOG = """\
 examples:
   detecture demo                                   (classical only, http://127.0.0.1:7860)
@@ -42,7 +44,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", type=Path, help="trained head folder: adds bridge grounding")
     p.add_argument("--qwen", help=f"Qwen3-VL hub id or local folder (default: the one --head was trained on, else "
                                   f"{DEFAULT_QWEN})")
-    p.add_argument("--sam3", default=DEFAULT_SAM3, help="SAM3 hub id or local folder (gated: needs a token)")
+    p.add_argument("--sam3", help=f"SAM3 hub id or local folder (gated: needs a token; default: {DEFAULT_SAM3})")
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--quantization", choices=("4bit", "8bit"), help="load Qwen quantized (bitsandbytes, GPU)")
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("the demo needs Gradio: pip install -e '.[demo]' (or pip install gradio)")
     if not 0 < args.port < 65536:
         raise InputError(f"--port must be 1..65535, got {args.port}")
+    refuse_idle_model_options(args)
     require_free_port(args.host, args.port)
     if args.head is not None:  # a mistyped --head is the user's error, not a reason to serve classical only
         from ..service import SegmentRequest, check_before_loading
@@ -64,6 +67,16 @@ def run(args: argparse.Namespace) -> int:
         return _serve(args)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def refuse_idle_model_options(args: argparse.Namespace) -> None:
+    """Refuse the model-loading options when no model loads (no --vlm or --head): the demo would serve classical
+    only and the user would think their --qwen or --device was in use."""
+    if args.vlm or args.head is not None:
+        return
+    given = [f"--{name}" for name in LOADING_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise InputError(f"{', '.join(given)}: model options apply only when the models load; add --vlm (or --head)")
 
 
 def _exit_on_sigterm(signum: int, frame) -> None:
