@@ -373,3 +373,37 @@ def test_both_downloads_keep_the_whole_name_of_an_upload_with_dots(upload, tmp_p
         engine.close()
     stem = upload.removesuffix(".png")
     assert names == [f"{stem}.json", f"{stem}_labels.png"]
+
+
+
+def test_page_regions_have_the_colours_of_the_label_png(monkeypatch, tmp_path):
+    """The page draws each region in the colour the downloaded label PNG (and the CLI's overlay) gives it, not in
+    colours of its own that follow the regions' order: the Segment button's handler hands the AnnotatedImage a
+    colour map along with the regions."""
+    gr = pytest.importorskip("gradio", reason="the demo extra is not installed (pip install -e .[demo])")
+    from detecture.demo.app import build_app
+    from detecture.demo.engine import CLASSICAL, DemoEngine
+    from detecture.demo.examples import mosaic_three
+
+    path = tmp_path / "three.png"
+    Image.fromarray(mosaic_three(192)[0]).save(path)
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path))  # put back after the app points it at its engine's folder
+    engine = DemoEngine()
+    try:
+        app = build_app(engine)
+        run = next(block for block in app.blocks.values() if block.elem_id == "run")
+        page = next(fn for fn in app.fns.values() if (run._id, "click") in fn.targets)
+        regions, _, files, _ = page.fn(str(path), CLASSICAL, "3", "")
+        with Image.open(next(f for f in files if f.endswith("_labels.png"))) as labels_png:
+            palette = np.array(labels_png.getpalette()).reshape(-1, 3)
+        colour_map = regions["color_map"]
+        assert sorted(colour_map) == sorted(label for _, label in regions["value"][1]) and len(colour_map) == 3
+        drawn = gr.AnnotatedImage(color_map=colour_map).postprocess(regions["value"])  # as the server draws them
+        for annotation in drawn.annotations:
+            k = int(annotation.label.split(".")[0])
+            assert colour_map[annotation.label] == "#{:02x}{:02x}{:02x}".format(*palette[k])
+            with Image.open(annotation.image.path) as mask:
+                rgba = np.asarray(mask.convert("RGBA")).reshape(-1, 4)
+            assert np.unique(rgba[rgba[:, 3] > 0, :3], axis=0).tolist() == [palette[k].tolist()], annotation.label
+    finally:
+        engine.close()

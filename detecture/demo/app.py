@@ -12,7 +12,7 @@ import gradio as gr
 import pandas as pd
 
 from ..errors import DetectureError, InputError
-from .engine import CLASSICAL, K_CHOICES, TABLE_HEADERS, DemoEngine
+from .engine import CLASSICAL, K_CHOICES, TABLE_HEADERS, DemoEngine, DemoResponse
 from .examples import write_examples
 
 logger = logging.getLogger(__name__)
@@ -30,25 +30,21 @@ INTRO = ("# Detecture: texture regions\n"
 
 
 def build_app(engine: DemoEngine) -> gr.Blocks:
-    """The Gradio Blocks app over ``engine``; the segment call is also the API endpoint ``/segment``."""
+    """The Gradio Blocks app over ``engine``; the Segment button runs the request the API endpoint ``/segment`` runs."""
     examples = write_examples(engine.workdir / "examples")
     if USER_CACHE is None:
         os.environ["GRADIO_TEMP_DIR"] = str(engine.workdir / "gradio")  # read when the Blocks and server are made
 
     def segment(path: str | None, method: str, k: str, query: str):
-        try:
-            _require_stored(path)
-            response = engine.run(path, method, k, query)
-        except DetectureError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
-        except MemoryError:
-            raise gr.Error("not enough memory for this image; try a smaller one", print_exception=False) from None
-        except OSError as exc:  # the server's disk (reading the stored upload or writing results), not the image
-            logger.error("request failed: %s", exc)
-            raise gr.Error(f"the server could not read the upload or write the results ({exc.strerror or exc}); "
-                           "try again later", print_exception=False) from None
-        table = pd.DataFrame(response.table, columns=TABLE_HEADERS)
-        return (response.image, response.annotations), table, response.files, response.status
+        response = _respond(engine, path, method, k, query)
+        return (response.image, response.annotations), _table(response), response.files, response.status
+
+    def show(path: str | None, method: str, k: str, query: str):
+        """:func:`segment` for the page: the regions' colours (the label PNG's) go with each response, as the labels
+        they are keyed by carry the descriptions; without them the page colours regions by their order."""
+        response = _respond(engine, path, method, k, query)
+        regions = gr.update(value=(response.image, response.annotations), color_map=response.colours)
+        return regions, _table(response), response.files, response.status
 
     with gr.Blocks(title="Detecture demo", analytics_enabled=False, delete_cache=DELETE_CACHE) as app:
         gr.Markdown(INTRO + (f"\n\n*{engine.note}*" if engine.note else ""))
@@ -70,9 +66,32 @@ def build_app(engine: DemoEngine) -> gr.Blocks:
                                 elem_id="downloads")
         for component in (upload, method, k, query):
             _quiet_refusals(component)
-        run.click(segment, [upload, method, k, query], [annotated, table, files, status], api_name="segment",
-                  concurrency_limit=1)
+        inputs, outputs = [upload, method, k, query], [annotated, table, files, status]
+        run.click(show, inputs, outputs, api_visibility="private", concurrency_id="segment", concurrency_limit=1)
+        # The API endpoint returns plain values: gradio_client would hand its users the page's property update as
+        # is. Nothing on the page triggers it.
+        gr.Button(visible=False).click(segment, inputs, outputs, api_name="segment", concurrency_id="segment",
+                                       concurrency_limit=1)
     return app
+
+
+def _respond(engine: DemoEngine, path: str | None, method: str, k: str, query: str) -> DemoResponse:
+    """``engine.run`` with every failure turned into the one-line message the page and the API client show."""
+    try:
+        _require_stored(path)
+        return engine.run(path, method, k, query)
+    except DetectureError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
+    except MemoryError:
+        raise gr.Error("not enough memory for this image; try a smaller one", print_exception=False) from None
+    except OSError as exc:  # the server's disk (reading the stored upload or writing results), not the image
+        logger.error("request failed: %s", exc)
+        raise gr.Error(f"the server could not read the upload or write the results ({exc.strerror or exc}); "
+                       "try again later", print_exception=False) from None
+
+
+def _table(response: DemoResponse) -> pd.DataFrame:
+    return pd.DataFrame(response.table, columns=TABLE_HEADERS)
 
 
 def _keep_examples(upload: gr.File, examples: list[Path]) -> None:

@@ -23,6 +23,7 @@ from PIL import Image
 from ..errors import DetectureError, InputError
 from ..utils import atomic
 from ..utils.image_ops import REGION_COLOURS, fit_to_side
+from ..visualize import region_color
 from .uploads import ANALYSIS_SIDE, load_upload
 
 if TYPE_CHECKING:
@@ -43,13 +44,16 @@ MASK_OPACITY = 0.55  # the annotated view draws a mask with alpha = its value: k
 @dataclass
 class DemoResponse:
     """Everything one request shows: the annotated image (display size), the region table (areas measured at analysis
-    size), download files and a status line."""
+    size), download files and a status line. ``colours`` maps each annotation's label to its region's colour
+    (``#rrggbb``), the one the label PNG and the CLI's overlay give it: without it the page colours regions by
+    their order among the annotations."""
 
     image: np.ndarray
     annotations: list[tuple[np.ndarray, str]]
     table: list[list[Any]]
     files: list[str]
     status: str
+    colours: dict[str, str]
 
 
 @dataclass
@@ -142,11 +146,13 @@ class DemoEngine:
         record.update(method=method, original_size=list(original))
         scores = result.region_scores()
         shown_image, shown_labels = fit_to_side(image, labels, DISPLAY_SIDE)
-        table, annotations = [], []
+        table, annotations, colours = [], [], {}
         for region, score in zip(record["regions"], scores):
             k, share = region["index"], region["area_fraction"]
             table.append([k, region["description"], round(100 * share, 1), round(score, 3)])
-            annotations.append(((shown_labels == k) * MASK_OPACITY, f"{k}. {region['description']}"))
+            label = f"{k}. {region['description']}"
+            annotations.append(((shown_labels == k) * MASK_OPACITY, label))
+            colours[label] = "#{:02x}{:02x}{:02x}".format(*region_color(k))
         folder = self._request_folder()
         # the upload's name without its last suffix, dots kept ("photo.v2.png" -> "photo.v2.json"), as the CLI does
         json_path, labels_path = folder / f"{name.stem}.json", folder / f"{name.stem}_labels.png"
@@ -162,7 +168,7 @@ class DemoEngine:
                   f"{elapsed:.2f} s; image {original[1]}x{original[0]}{scaled}.")
         if self.note:
             status += f" {self.note}"
-        return DemoResponse(shown_image, annotations, table, [str(json_path), str(labels_path)], status)
+        return DemoResponse(shown_image, annotations, table, [str(json_path), str(labels_path)], status, colours)
 
     def _request_folder(self) -> Path:
         root = self.workdir / "requests"
