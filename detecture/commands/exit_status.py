@@ -11,6 +11,8 @@
 * 130: interrupted (Ctrl-C).
 * 141: standard output closed by its reader (``detecture ... | head``), silently, as the shell's own tools do; work
   finished before is kept, and a re-run completes the rest.
+* 143: stopped by SIGTERM (``demo``, stopped by a service manager or ``kill``: 128 + the signal's number, as
+  shells report it), after the same clean-up as Ctrl-C.
 
 Samples a command filters out of a dataset are data, not failures: ``mine``'s rejected scenes and samples (low
 score, corrupt image, invalid description, listed in ``rejected.jsonl``) and the samples ``train``'s up-front scan
