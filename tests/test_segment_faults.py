@@ -212,6 +212,28 @@ def test_a_worker_that_dies_stops_the_pool_instead_of_hanging():
     assert done.stdout.strip() == "WorkerLost a worker process was killed by SIGKILL (the out-of-memory killer, or kill -9)"
 
 
+def test_a_batch_of_many_items_returns_each_result_once():
+    """Past 16 items per worker the pool sends items in chunks; every result still comes back, once."""
+    code = ("from detecture.utils.parallel import unordered_map\n"
+            "print(sorted(unordered_map(abs, list(range(-40, 0)), 2)) == list(range(1, 41)))\n")
+    done = _python(code)
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
+
+
+def test_a_worker_error_whose_class_cannot_be_rebuilt_still_stops_the_run():
+    """Pool's result thread dies on an exception it cannot unpickle, and the parent would wait forever."""
+    code = ("import sys\n"
+            "sys.path.insert(0, 'tests')\n"
+            "import pool_items\n"
+            "from detecture.utils.parallel import unordered_map\n"
+            "try:\n"
+            "    list(unordered_map(pool_items.fail_on_three, list(range(8)), 2))\n"
+            "except RuntimeError as exc:\n"
+            "    print(exc)\n")
+    done = _python(code)
+    assert done.stdout.strip() == "TwoPartError: img3.png: bad", done.stderr[-2000:]
+
+
 def test_a_dead_workers_status_is_the_one_the_pool_reads_not_unknown():
     """Pool's thread reads a dead worker's status as its sentinel wakes; reading it at the same moment from another
     thread got the forkserver's 255 ("unknown") in a third of these tries, so the message lost "killed by SIGKILL"."""

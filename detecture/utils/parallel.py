@@ -26,6 +26,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.connection
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -230,17 +231,36 @@ def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
     if workers == 1:
         yield from map(fn, items)
         return
-    chunksize = max(1, min(16, len(items) // (workers * 8)))
+    size = max(1, min(16, len(items) // (workers * 8)))
+    # Chunked here, one chunk per task: with chunksize > 1 imap_unordered returns a plain generator, which has no
+    # next(timeout=) for _watched to poll.
+    chunks = [(fn, items[i:i + size]) for i in range(0, len(items), size)]
     with ExitStack() as stack:  # leaving it, normally or not, terminates the workers
         with _sigint_held():  # a Ctrl+C held back here is raised as the block ends: the pool is in the stack by then
             before = set(multiprocessing.active_children())
             pool = stack.enter_context(_context(preload).Pool(workers, initializer=_start_worker,
                                                               initargs=(os.getpid(), initializer, initargs)))
             started = [p for p in multiprocessing.active_children() if p not in before]
-        yield from _watched(pool.imap_unordered(fn, items, chunksize=chunksize), len(items), started)
+        for results in _watched(pool.imap_unordered(_run_chunk, chunks), len(chunks), started):
+            yield from results
 
 
-def _watched(results: Any, count: int, started: list[multiprocessing.process.BaseProcess]) -> Iterator[T]:
+def _run_chunk(job: tuple[Callable[[Any], T], Sequence[Any]]) -> list[T]:
+    """A worker's task: ``fn`` over a chunk of items. An exception goes back to the parent only if it survives the
+    trip: one whose class cannot be rebuilt from its pickle (an ``__init__`` with other arguments) would kill the
+    pool's result thread and leave the parent waiting forever, so it travels as a RuntimeError with its text."""
+    fn, chunk = job
+    try:
+        return [fn(item) for item in chunk]
+    except Exception as exc:
+        try:
+            pickle.loads(pickle.dumps(exc))
+        except Exception:
+            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
+        raise
+
+
+def _watched(results: Any, count: int, started: list[multiprocessing.process.BaseProcess]) -> Iterator[Any]:
     """The ``count`` results of a pool's ``imap_unordered``, raising :class:`WorkerLost` once one of the workers it
     ``started`` with has died: ``Pool`` replaces a dead worker but never its items, so the results would never
     all come. A death is seen on the worker's sentinel, which waiting on does not consume (:func:`_exit_status`)."""

@@ -1,0 +1,17 @@
+"""Module-level work for the worker-pool tests: forkserver workers import what they run by its module's name."""
+
+from __future__ import annotations
+
+
+class TwoPartError(Exception):
+    """An exception whose class cannot be rebuilt from its pickle: ``__init__`` takes two arguments, while the
+    pickle holds the one message passed to ``Exception``."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+
+
+def fail_on_three(item: int) -> int:
+    if item == 3:
+        raise TwoPartError(f"img{item}.png", "bad")
+    return item
