@@ -315,14 +315,14 @@ def test_augmentation_moves_image_and_masks_together():
     cfg = AugmentConfig(hflip=0.5, vflip=0.5, scale_crop=(0.5, 0.9), scale_crop_prob=1.0, color_jitter=0.0)
     changed = 0
     for seed in range(12):
-        img, m = augment(image, masks, cfg, sample_rng(seed, 0, 0))
+        img, m, _ = augment(image, masks, cfg, sample_rng(seed, 0, 0))
         assert img.shape[:2] == m.shape[1:]
         for k in range(3):
             assert (img[m[k]].argmax(axis=1) == k).all()  # every mask pixel still shows its region's colour
         changed += img.shape[0] != size
     assert changed > 0
-    a, _ = augment(image, masks, cfg, sample_rng(3, 1, 7))
-    b, _ = augment(image, masks, cfg, sample_rng(3, 1, 7))
+    a, _, _ = augment(image, masks, cfg, sample_rng(3, 1, 7))
+    b, _, _ = augment(image, masks, cfg, sample_rng(3, 1, 7))
     assert np.array_equal(a, b)  # deterministic per (seed, epoch, index)
 
 

@@ -1,5 +1,5 @@
 """Training augmentation: flips and scale-crop applied identically to the image and every mask; colour jitter on the
-image only.
+image only; a flip also mirrors the position words of the sample's descriptions (:func:`mirror_words`).
 
 Every random draw comes from a generator seeded by (seed, epoch, sample index), not from global state, so a sample
 looks the same whichever DataLoader worker builds it and a resumed run sees exactly the augmentations the
@@ -8,10 +8,55 @@ uninterrupted run would have seen.
 
 from __future__ import annotations
 
+import re
+from typing import NamedTuple
+
 import numpy as np
 from PIL import Image, ImageEnhance
 
 from .config import AugmentConfig
+
+
+# The position words a flip reverses: mined descriptions end with where the region is ("along the left side of the
+# image", "in the upper right part"), and a description naming the side its mask is no longer on teaches the model
+# wrong words. Whole words only ("leftover" stays); a crop keeps them (a region keeps its side in the crop mostly).
+_MIRRORED = {
+    "horizontal": {"left": "right", "right": "left"},
+    "vertical": {"top": "bottom", "bottom": "top", "upper": "lower", "lower": "upper"},
+}
+_MIRROR_RE = {axis: re.compile(rf"\b({'|'.join(words)})\b", re.IGNORECASE) for axis, words in _MIRRORED.items()}
+
+
+class Flips(NamedTuple):
+    """Which flips :func:`augment` applied to a sample."""
+
+    horizontal: bool = False
+    vertical: bool = False
+
+
+class Augmented(NamedTuple):
+    """An augmented sample: image, masks, and the flips its descriptions must follow."""
+
+    image: np.ndarray
+    masks: np.ndarray
+    flips: Flips
+
+
+def _same_case(word: str, like: str) -> str:
+    """``word`` (lower case) written in the case of ``like``: all caps, capitalised, or lower."""
+    if like.isupper():
+        return word.upper()
+    return word.capitalize() if like[0].isupper() else word
+
+
+def mirror_words(text: str, flips: Flips) -> str:
+    """``text`` with its position words swapped for the applied flips (left <-> right for a horizontal flip; top <->
+    bottom and upper <-> lower for a vertical one), keeping each word's case."""
+    for axis, flipped in zip(("horizontal", "vertical"), flips):
+        if flipped:
+            swap = _MIRRORED[axis]
+            text = _MIRROR_RE[axis].sub(lambda m: _same_case(swap[m.group().lower()], m.group()), text)
+    return text
 
 
 def sample_rng(seed: int, epoch: int, index: int, stream: int = 0) -> np.random.Generator:
@@ -39,8 +84,9 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float) -
 
 def augment(
     image: np.ndarray, masks: np.ndarray, cfg: AugmentConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Augment an (H, W, 3) uint8 image and its (K, H, W) bool masks consistently.
+) -> Augmented:
+    """Augment an (H, W, 3) uint8 image and its (K, H, W) bool masks consistently; the returned flips say how the
+    sample's descriptions must be mirrored (:func:`mirror_words`).
 
     A crop may empty some masks; callers drop those regions (and their descriptions). If a crop would empty *every*
     region it is not applied.
@@ -51,10 +97,12 @@ def augment(
         cropped = masks[:, top:bottom, left:right]
         if cropped.any(axis=(1, 2)).any():
             image, masks = image[top:bottom, left:right], cropped
-    if rng.random() < cfg.hflip:
+    horizontal = bool(rng.random() < cfg.hflip)  # drawn before the vertical flip, as always: exact resume
+    flips = Flips(horizontal, vertical=bool(rng.random() < cfg.vflip))
+    if flips.horizontal:
         image, masks = image[:, ::-1], masks[:, :, ::-1]
-    if rng.random() < cfg.vflip:
+    if flips.vertical:
         image, masks = image[::-1], masks[:, ::-1]
     if cfg.color_jitter > 0:
         image = color_jitter(np.ascontiguousarray(image), rng, cfg.color_jitter)
-    return np.ascontiguousarray(image), np.ascontiguousarray(masks)
+    return Augmented(np.ascontiguousarray(image), np.ascontiguousarray(masks), flips)

@@ -24,7 +24,7 @@ from ..data.metadata import LoadedSample, SampleRecord, load_sample, resolve_wit
 from ..errors import DatasetError
 from ..prompts import Regime
 from ..utils.faults import is_input_fault
-from .augment import augment, sample_rng
+from .augment import augment, mirror_words, sample_rng
 from .config import DataConfig
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,9 @@ class TextureDataset(Dataset):
         image, masks, descriptions = sample.image, sample.masks, sample.descriptions
         regime_rng = sample_rng(self.seed, epoch, index, stream=1)
         if self.train:
-            image, masks = augment(image, masks, self.cfg.augment, sample_rng(self.seed, epoch, index, stream=0))
+            augment_rng = sample_rng(self.seed, epoch, index, stream=0)
+            image, masks, flips = augment(image, masks, self.cfg.augment, augment_rng)
+            descriptions = [mirror_words(d, flips) for d in descriptions]
             keep = masks.any(axis=(1, 2))
             masks, descriptions = masks[keep], [d for d, k in zip(descriptions, keep) if k]
             order = regime_rng.permutation(len(descriptions))
