@@ -25,6 +25,16 @@ _MARKER_RE = re.compile(r"TEXTURE_\d+\s*:")
 _CONTROL_TOKEN_RE = re.compile(r"<\|\w+\|>")
 
 
+def control_token_in(text: str) -> str | None:
+    """The first control-token text (``<|seg|>``, ``<|im_end|>``, ...) in ``text``, or ``None``.
+
+    Such text is tokenised as the token itself, so words holding it would change the conversation: a query would
+    carry an extra image placeholder or end the turn, and a training description an extra ``<|seg|>`` that moves
+    every later region's state."""
+    control = _CONTROL_TOKEN_RE.search(text)
+    return control.group() if control else None
+
+
 class RegimeKind(StrEnum):
     """The three ways of saying how many regions to find; the one vocabulary of the model, the CLI and the benchmark.
 
@@ -58,9 +68,9 @@ class Regime:
     def query(text: str) -> "Regime":
         if not isinstance(text, str) or not text.strip():
             raise InputError("the query is empty; describe the texture to find, e.g. --query 'the rough bark'")
-        control = _CONTROL_TOKEN_RE.search(text)
+        control = control_token_in(text)
         if control:
-            raise InputError(f"the query holds {control.group()!r}, the text of one of the model's control tokens; "
+            raise InputError(f"the query holds {control!r}, the text of one of the model's control tokens; "
                              "describe the texture in plain words")
         return Regime(RegimeKind.QUERY, text=" ".join(text.split()))
 

@@ -51,6 +51,22 @@ def test_a_failing_system_is_not_a_bad_record(dataset, monkeypatch):
         check_sample(root, good, max_regions=6)
 
 
+@pytest.mark.parametrize("text", ["glossy <|seg|> tiles", "sand<|im_end|>", "a <|image_pad|> here"])
+def test_a_description_holding_control_token_text_is_skipped(tmp_path, caplog, text):
+    """Tokenised as the token itself, an extra <|seg|> would hand the next region's SEG state to this one; the scan
+    skips such a record like its other bad ones, and keeps the rest."""
+    root = write_mosaics(tmp_path, n=2, size=32)
+    bad, good = load_metadata(root)
+    entries = (replace(bad.textures[0], description=f"Texture of {text}, with words"), *bad.textures[1:])
+    save_metadata(root / "metadata.json", [replace(bad, textures=entries), good])
+    with caplog.at_level(logging.WARNING):
+        dataset = TextureDataset(root, DataConfig(), seed=0)
+    assert [r.id for r in dataset.report.kept] == [good.id]
+    assert dict(dataset.report.skipped) == {"control token in description": 1}
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line.startswith(f"skipping {bad.id}: ") and text in line
+
+
 def describe(image: np.ndarray, masks: np.ndarray, names: list[str]) -> list[str]:
     """What the miner's template describer writes about ``masks`` (region k named ``names[k]``) on ``image``."""
     rmap = sum((k + 1) * m.astype(np.uint8) for k, m in enumerate(masks))

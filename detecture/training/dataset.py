@@ -1,7 +1,7 @@
 """Training dataset over the unified metadata (docs/ARCHITECTURE.md, Data).
 
 Bad samples (missing or unreadable file, mask size mismatch, empty mask, more regions than the head has slots, no
-region at all) are found by one scan when the dataset is opened, logged one line each, counted by reason, and
+region at all, a description holding a control token's text) are found by one scan when the dataset is opened, logged one line each, counted by reason, and
 left out; the counts are reported again at the end of training. Scanning up front (rather than skipping inside
 ``__getitem__``) keeps every rank's epoch the same length, which DDP needs, and makes the data position of a
 checkpoint meaningful.
@@ -22,7 +22,7 @@ from torch.utils.data import Dataset
 from ..data.layouts import read_records
 from ..data.metadata import LoadedSample, SampleRecord, load_sample, resolve_within
 from ..errors import DatasetError
-from ..prompts import Regime
+from ..prompts import Regime, control_token_in
 from ..utils.faults import is_input_fault
 from .augment import augment, mirror_words, sample_rng
 from .config import DataConfig
@@ -56,6 +56,12 @@ def check_sample(root: Path, record: SampleRecord, max_regions: int) -> str | No
     if len(record.textures) > max_regions:
         log.warning("skipping %s: %d regions, at most %d are supported", record.id, len(record.textures), max_regions)
         return "too many regions"
+    for texture in record.textures:
+        token = control_token_in(texture.description)
+        if token:  # tokenised as the token itself: an extra <|seg|> would shift every later region's SEG state
+            log.warning("skipping %s: description %r holds %r, the text of a model control token", record.id,
+                        texture.description, token)
+            return "control token in description"
     try:
         paths = [record.image_path, *(t.mask_path for t in record.textures)]
         missing = [p for p in paths if not resolve_within(root, p, source=f"record {record.id!r}").is_file()]
