@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,7 +23,14 @@ from train_fixture import write_mosaics
 
 from detecture.cli import main
 from detecture.training.config import load_config
-from detecture.training.loop import NonFiniteLossError, ResumeOptions, Trainer
+from detecture.training.loop import (
+    Accumulation,
+    NonFiniteLossError,
+    ResumeOptions,
+    Trainer,
+    accumulation_samples,
+)
+from detecture.training.losses import LossTerms
 
 TESTS = Path(__file__).parent
 FAST = {  # tiny backbones, no live evaluation, one checkpoint per optimizer step
@@ -118,6 +127,46 @@ def test_stage2_lowers_the_lm_loss_and_raises_seg_emission(data):
         lm.append(terms.lm.item())
     assert lm == sorted(lm, reverse=True) and lm[-1] < 0.95 * lm[0], lm
     assert seg_log_prob(trainer, batch) > before + 0.5
+
+
+class MeanSquaredError(torch.nn.Module):
+    """A micro-batch's loss as the real ones are: a mean over its samples (of ``(w . x_i - y_i)^2`` here)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        super().__init__()
+        self.w, self.x, self.y = torch.nn.Parameter(torch.ones(x.shape[1])), x, y
+
+    def per_sample(self, indices: list[int]) -> torch.Tensor:
+        return (self.x[indices] @ self.w - self.y[indices]) ** 2
+
+    def forward(self, batch, stage: int) -> LossTerms:
+        loss = self.per_sample(batch.ids).mean()
+        return LossTerms(total=loss, mask_ce=loss, mask_dice=loss * 0, lm=loss * 0)
+
+
+@pytest.mark.parametrize("n, batch_size, accum", [(5, 2, 4), (10, 3, 2), (7, 2, 2), (6, 2, 3)])
+def test_an_accumulated_step_is_the_mean_gradient_over_its_samples(n, batch_size, accum):
+    """However the epoch's last micro-batch and group fall short, each optimizer step's gradient is the gradient of the
+    plain mean loss over the group's samples: a short micro-batch counts per sample, not as much as a full one."""
+    generator = torch.Generator().manual_seed(0)
+    model = MeanSquaredError(torch.randn(n, 3, generator=generator), torch.randn(n, generator=generator))
+    acc = SimpleNamespace(device="cpu", no_sync=lambda m: contextlib.nullcontext(), autocast=contextlib.nullcontext,
+                          backward=torch.Tensor.backward)
+    trainer = SimpleNamespace(acc=acc, model=model, stage=1)
+    sizes = accumulation_samples(n, batch_size, accum)
+    samples = [list(range(start, min(n, start + batch_size))) for start in range(0, n, batch_size)]
+    group, in_group = Accumulation(), []
+    for b, ids in enumerate(samples):
+        last = (b + 1) % accum == 0 or b + 1 == len(samples)
+        batch = SimpleNamespace(ids=ids)
+        batch.to = lambda device, batch=batch: batch
+        Trainer.accumulate(trainer, batch, sizes[b], last, group)
+        in_group += ids
+        if last:
+            [expected] = torch.autograd.grad(model.per_sample(in_group).mean(), model.w)
+            torch.testing.assert_close(model.w.grad, expected)
+            assert group.sums[0].item() == pytest.approx(model.per_sample(in_group).mean().item())
+            model.w.grad, group, in_group = None, Accumulation(), []
 
 
 @pytest.mark.slow

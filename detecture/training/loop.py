@@ -121,7 +121,8 @@ class TrainResult:
 
 @dataclass
 class Accumulation:
-    """One accumulation group's running loss terms (already divided by the group size), loss sum and sample count."""
+    """One accumulation group's running loss terms (each micro-batch's weighted by its share of the group's
+    samples), loss sum and sample count."""
 
     sums: torch.Tensor = field(default_factory=lambda: torch.zeros(len(LOSS_TERMS)))
     loss_sum: torch.Tensor = field(default_factory=lambda: torch.zeros(()))
@@ -129,9 +130,12 @@ class Accumulation:
     started: float = field(default_factory=time.perf_counter)
 
 
-def accumulation_sizes(n_batches: int, accum: int) -> list[int]:
-    """Size of the accumulation group of every micro-batch (the last group of an epoch may be short)."""
-    return [min(accum, n_batches - (b // accum) * accum) for b in range(n_batches)]
+def accumulation_samples(n_samples: int, batch_size: int, accum: int) -> list[int]:
+    """The number of samples in the accumulation group of every micro-batch of an epoch of ``n_samples`` (the last
+    micro-batch and the last group may be short), cut as the DataLoader and the feature cache cut the epoch."""
+    n_batches = -(-n_samples // batch_size)
+    group = accum * batch_size
+    return [min(group, n_samples - (b // accum) * group) for b in range(n_batches)]
 
 
 class Trainer:
@@ -366,7 +370,9 @@ class Trainer:
     def _loop(self, monitor: Monitor) -> bool:
         """Train to the configured epoch count; returns True if stopped early by ``max_steps``."""
         cfg, state = self.cfg, self.state
-        sizes = accumulation_sizes(self.batches_per_epoch, cfg.optim.grad_accum)
+        # This rank's share: DDP averages the ranks' gradients, and every rank's share is cut into groups of the same
+        # sample counts (EpochSampler pads the ranks to one length), so a step is the mean over all its samples.
+        sizes = accumulation_samples(len(self.sampler.indices()), cfg.optim.batch_size, cfg.optim.grad_accum)
         with tqdm(total=cfg.optim.epochs * self.steps_per_epoch, initial=state.optimizer_step, desc="train",
                   unit="step", disable=not self.main, dynamic_ncols=True) as progress:
             return self._epochs(monitor, sizes, progress)
@@ -401,15 +407,19 @@ class Trainer:
                 self.save()
         return False
 
-    def accumulate(self, batch: Batch, group_size: int, last: bool, group: "Accumulation") -> None:
-        """Forward and backward one micro-batch, its loss divided by its group's size; DDP syncs gradients only on
-        the group's last micro-batch."""
+    def accumulate(self, batch: Batch, group_samples: int, last: bool, group: "Accumulation") -> None:
+        """Forward and backward one micro-batch; DDP syncs gradients only on the group's last micro-batch.
+
+        The micro-batch's loss is a mean over its samples, so it is weighted by its share of the group's
+        ``group_samples``: the step's gradient is then the mean over the group's samples, also when an epoch's last
+        micro-batch is short (a 1-sample micro-batch beside 2-sample ones would otherwise count twice)."""
+        weight = len(batch.ids) / group_samples
         with contextlib.nullcontext() if last else self.acc.no_sync(self.model):
             with self.acc.autocast():
                 terms = self.model(batch.to(self.acc.device), self.stage)
-            self.acc.backward(terms.total / group_size)
+            self.acc.backward(terms.total * weight)
         values = terms.as_floats()
-        group.sums += torch.tensor([values[k] for k in LOSS_TERMS]) / group_size
+        group.sums += torch.tensor([values[k] for k in LOSS_TERMS]) * weight
         group.loss_sum = group.loss_sum + terms.total.detach().float().cpu()
         group.samples += len(batch.ids)
 
