@@ -72,6 +72,19 @@ def test_feature_cache_of_another_contract_is_not_reused(head_dir, tmp_path):
     assert not plain.cache.is_complete()
 
 
+def test_a_feature_cache_an_older_version_built_is_not_reused(tmp_path, monkeypatch):
+    """What a cached view holds changes with the code (flipped views' descriptions are mirrored now): a cache keyed
+    under another format, in a shared cache.dir say, must be rebuilt."""
+    from detecture.training import feature_cache
+
+    data = write_mosaics(tmp_path / "data", n=3, size=64)
+    cfg = load_config(None, {**FAST, "cache.enabled": True})
+    dataset = Trainer.from_config(cfg, data, tmp_path / "run").dataset
+    current = feature_cache.fingerprint(cfg, dataset)
+    monkeypatch.setattr(feature_cache, "CACHE_FORMAT", feature_cache.CACHE_FORMAT - 1)
+    assert feature_cache.fingerprint(cfg, dataset) != current
+
+
 def test_a_bad_init_head_stops_the_command_before_anything_is_written(head_dir, tmp_path, capsys):
     """The head's config is checked before the backbones load and before --out is made, so a re-run into the same
     --out starts clean."""
