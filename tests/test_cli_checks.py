@@ -74,6 +74,26 @@ def test_output_folder_cannot_lie_inside_an_input_folder(tmp_path, capsys, no_mo
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_output_folder_cannot_hold_an_input_file(tmp_path, capsys, no_models):
+    """train writes OUT/config.json and mine its own files under fixed names: a config the user keeps in the output
+    folder would be replaced by the run's (train's with the --set overrides baked in)."""
+    root, out = tmp_path / "ade", tmp_path / "run"
+    (root / "images" / "training").mkdir(parents=True)
+    out.mkdir()
+    (out / "config.json").write_text("{}\n")
+    (out / "miner.yaml").write_text("{}\n")
+    data = make_unified(tmp_path / "mosaics", 1)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for argv, config in [
+        (["train", "--tiny", "--config", str(out / "config.json"), "--data", str(data), "--out", str(out),
+          "--set", "optim.lr=0.5"], out / "config.json"),
+        (["mine", "--root", str(root), "--config", str(out / "miner.yaml"), "--out", str(out)], out / "miner.yaml"),
+    ]:
+        err = _one_error_line(capsys, argv)
+        assert f"contains the input file {config}; choose a separate output folder" in err, err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
 def test_segment_output_folder_may_lie_inside_a_folder_it_reads_one_level_deep(tmp_path):
     """`segment . --out results/` (README): the folder's images are read, never its sub-folders."""
     from detecture.utils.paths import InputSet

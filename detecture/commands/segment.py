@@ -165,7 +165,7 @@ def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[l
     inputs = InputSet([*images, args.head, args.classical_config])
     # `segment rx --out rx` would read its overlays back next time; `--out rx/seg` is never read (not recursive)
     InputSet(folders, flat=True).check_output_dir(args.out)
-    inputs.check_output_dir(args.out)
+    inputs.check_output_dir(args.out, names_avoid_inputs=True)  # OutputFolder numbers names around inputs
     return images, skipped, inputs
 
 

@@ -9,6 +9,9 @@ Two rules every command follows through these helpers:
   ``bench --force``, checkpoint rotation), nor lie inside one: datasets, checkpoints and textured-variant trees are
   read at any depth, so an output written there would replace inputs (``mine --textured-root T --out T/eta_0.3``)
   or be read back as one by the next run. Only folders read one level deep (``segment photos/``) may hold it.
+  Nor may it hold an input file: ``train``, ``mine`` and ``bench`` write fixed names there (``train --config
+  OUT/config.json --out OUT`` would replace the user's config with the run's). Only ``segment``, which numbers its
+  output names around its inputs, may write next to its images.
 """
 
 from __future__ import annotations
@@ -115,19 +118,21 @@ class InputSet:
             raise InputError(f"{path}: is an input of this command; refusing to overwrite it (choose another --out)")
         return Path(path)
 
-    def check_output_dir(self, out: PathLike, option: str = "--out") -> Path:
-        """A writable output folder that is not an input folder, holds none, and lies in none unless ``flat``."""
+    def check_output_dir(self, out: PathLike, option: str = "--out", *, names_avoid_inputs: bool = False) -> Path:
+        """A writable output folder that is not an input folder, holds no input (folder or file) and lies in no input
+        folder unless ``flat``. ``names_avoid_inputs``: the command picks output names that never equal an input
+        (segment's numbered names), so input files may lie in the folder; input folders still may not."""
         out = require_writable_dir(out, option)
         target = resolved(out)
         for path in sorted(self.paths):
-            if not path.is_dir():
-                continue
-            if _inside(path, target):
+            is_dir = path.is_dir()
+            if _inside(path, target) and (is_dir or not names_avoid_inputs):
                 relation = "is" if path == target else "contains"
-            elif _inside(target, path) and not self.flat:
+            elif is_dir and _inside(target, path) and not self.flat:
                 relation = "is inside"
             else:
                 continue
-            raise InputError(f"{option} {out}: {relation} the input folder {path}; choose a separate output "
+            kind = "folder" if is_dir else "file"
+            raise InputError(f"{option} {out}: {relation} the input {kind} {path}; choose a separate output "
                              "folder (a command never writes over its inputs)")
         return out
