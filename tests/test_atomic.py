@@ -57,6 +57,25 @@ def test_remove_temporaries_of_removes_only_the_named_files_leftovers(tmp_path):
     assert atomic.remove_temporaries_of(tmp_path / "missing", {"a_1.png"}) == []
 
 
+@pytest.mark.parametrize("name", ["b" * 240 + ".json", "é" * 125 + ".json"])
+def test_a_name_the_file_system_takes_is_written_atomically_and_its_leftovers_found(tmp_path, name):
+    """A 245 or 255-byte name is legal, but ``.<name>.<8>.tmp`` is 14 bytes longer: the temporary carries a cut name
+    (segment stopped at such an image on every re-run). The clean-up still finds a killed write's temporary, and
+    only its: another long name with the same beginning keeps its write in progress."""
+    assert 245 <= len(os.fsencode(name)) <= 255
+    path, sibling = tmp_path / name, tmp_path / (name[:-5] + ".yaml")
+    with atomic.atomic_path(path) as tmp:
+        tmp.write_text("complete")
+        temporary = tmp.name
+    assert path.read_text() == "complete" and sorted(os.listdir(tmp_path)) == [name]
+    with atomic.atomic_path(sibling) as tmp:
+        in_progress = tmp.name
+        (tmp_path / temporary).write_bytes(b"left by a killed write")
+        assert atomic.remove_temporaries_of(tmp_path, {name}) == [tmp_path / temporary]
+        assert sorted(os.listdir(tmp_path)) == sorted([name, in_progress])
+    assert sorted(os.listdir(tmp_path)) == sorted([name, sibling.name])
+
+
 def test_a_file_system_refusing_the_temporary_is_reported_for_the_file_being_written(tmp_path, monkeypatch):
     import errno
     import tempfile

@@ -15,6 +15,7 @@ inside an :func:`atomic_dir`, whatever library wrote it (safetensors' writer cre
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import re
@@ -96,13 +97,31 @@ def _failed_write(exc: Exception, path: Path, tmp: Path) -> OSError | None:
     return None if code is None else OSError(code, os.strerror(code), str(path))
 
 
+# a temporary is named "." + stem + "." + 8 random characters + ".tmp": 14 bytes more than its stem, and a file
+# system takes names of at most 255 bytes
+_LONGEST_STEM = 255 - 14
+_KEPT_BYTES = 200
+
+
+def _temporary_stem(name: str) -> str:
+    """The part of ``name`` that its temporaries carry: ``name`` itself, or, where that would make the temporary's
+    name too long for the file system (a legal 242 to 255-byte name), its first 200 bytes and a hash of the whole, so
+    the write still succeeds and two long names sharing a beginning still have distinct temporaries."""
+    if len(os.fsencode(name)) <= _LONGEST_STEM:
+        return name
+    kept = name[:_KEPT_BYTES]
+    while len(os.fsencode(kept)) > _KEPT_BYTES:  # cut between characters, not inside one's UTF-8 bytes
+        kept = kept[:-1]
+    return f"{kept}~{hashlib.sha256(os.fsencode(name)).hexdigest()[:16]}"
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it replaces ``path`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{_temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:  # read-only or full file system: name the file the user knows, not a hidden temporary
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
     os.close(fd)
@@ -164,7 +183,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{_temporary_stem(path.name)}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
         _give_plain_modes_and_sync(tmp)
@@ -203,8 +222,8 @@ def restore_moved_aside(path: str | os.PathLike) -> bool:
     return path.exists()
 
 
-# what atomic_path's mkstemp names a temporary: "." + the target's name + "." + 8 random characters + ".tmp"
-_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+# what atomic_path's mkstemp names a temporary: "." + the target's _temporary_stem + "." + 8 random characters + ".tmp"
+_TEMPORARY = re.compile(r"\.(?P<stem>.+)\.[a-z0-9_]{8}\.tmp")
 
 
 def remove_temporaries_of(folder: str | os.PathLike, names: Collection[str]) -> list[Path]:
@@ -213,9 +232,10 @@ def remove_temporaries_of(folder: str | os.PathLike, names: Collection[str]) -> 
     For a folder that several processes write at once (the shares of a launch or a job array): each removes what
     its own killed predecessor left for the files it alone writes, never another process's write in progress. One
     listing of ``folder``, however many names."""
+    stems = {_temporary_stem(name) for name in names}
     try:
         with os.scandir(folder) as it:
-            stale = [Path(e.path) for e in it if (m := _TEMPORARY.fullmatch(e.name)) and m["name"] in names
+            stale = [Path(e.path) for e in it if (m := _TEMPORARY.fullmatch(e.name)) and m["stem"] in stems
                      and e.is_file(follow_symlinks=False)]
     except FileNotFoundError:
         return []
@@ -226,7 +246,8 @@ def remove_temporaries_of(folder: str | os.PathLike, names: Collection[str]) -> 
 
 def remove_temporaries(folder: str | os.PathLike, name_glob: str = "*") -> list[Path]:
     """Delete what killed atomic writes of entries named ``name_glob`` in ``folder`` left behind: ``.<name>.*.tmp``
-    files and folders, and moved-aside ``.<name>.old`` copies whose ``<name>`` exists again. Call it only while no
+    files and folders (a name too long to carry whole is cut, see :func:`_temporary_stem`: a glob that ends in ``*``
+    still matches it), and moved-aside ``.<name>.old`` copies whose ``<name>`` exists again. Call it only while no
     write into ``folder`` is in progress, and after :func:`restore_moved_aside` for anything still needed."""
     folder = Path(folder)
     stale = list(folder.glob(f".{name_glob}.*.tmp"))
