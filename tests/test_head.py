@@ -120,6 +120,43 @@ def test_corrupt_or_mismatched_weights_are_found_from_the_header(tmp_path):
         read_head_config(path)
 
 
+@pytest.mark.parametrize("how", ["chmod", "refused_open"])
+@pytest.mark.parametrize("weights", ["model.safetensors", "adapter/adapter_model.safetensors"])
+def test_an_unreadable_weights_file_is_an_environment_fault_not_a_corrupt_file(tmp_path, monkeypatch, how, weights):
+    """Permission denied is the system's answer, raised as such (the CLI's one line, exit 3, the same as for the
+    head's config.json); it was reported as "corrupt safetensors file (No such file or directory)"."""
+    import builtins
+    import errno
+    import os
+
+    from safetensors.torch import save_file
+
+    from detecture.bridge.head import read_head_config
+
+    source = tmp_path / "adapter"
+    source.mkdir()
+    (source / "adapter_config.json").write_text("{}")
+    save_file({"lora_A": torch.zeros(8, 4)}, source / "adapter_model.safetensors")
+    path = _head().save_pretrained(tmp_path / "head", adapter_dir=source)
+    locked = path / weights
+    if how == "chmod":
+        os.chmod(locked, 0)
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as a user who can read anything (root)")
+    else:
+        real_open = builtins.open
+
+        def refusing_open(file, *args, **kwargs):
+            if os.fspath(file) == str(locked):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(locked))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing_open)
+    with pytest.raises(PermissionError) as raised:
+        read_head_config(path)
+    assert raised.value.filename == str(locked)
+
+
 @pytest.mark.parametrize("hidden", [2048, 2560, 4096])
 def test_published_qwen_widths_build(hidden):
     head = DetectureHead(HeadConfig(qwen_hidden_size=hidden))

@@ -12,9 +12,15 @@ from ..errors import CheckpointError
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every tensor in ``path``, read off its header without the tensors; a file whose header or
-    data is cut short, or that is no safetensors file, is a :class:`CheckpointError` naming it."""
+    data is cut short, or that is no safetensors file, is a :class:`CheckpointError` naming it.
+
+    A file that cannot be opened (permission denied, an I/O error) raises the system's ``OSError``: an environment
+    fault, as for the checkpoint's JSON config. The file is opened here first because safetensors' reader words such
+    a failure as its own error, with the wrong cause ("No such file or directory" for permission denied)."""
+    with open(path, "rb"):
+        pass
     try:
         with safe_open(str(path), framework="pt") as weights:
             return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
-    except (SafetensorError, OSError) as exc:
+    except SafetensorError as exc:
         raise CheckpointError(f"{path}: corrupt safetensors file ({exc})") from None
