@@ -17,10 +17,20 @@ def test_label_boundaries_match_a_pixel_loop():
     assert np.array_equal(label_boundaries(labels), expected)
 
 
-def test_partition_is_argmax_with_a_dustbin_at_zero():
-    logits = np.random.default_rng(1).normal(size=(4, 16, 16)).astype(np.float32)
-    with_dustbin = np.concatenate([np.zeros((1, 16, 16), np.float32), logits])
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int64])
+def test_partition_is_argmax_with_a_dustbin_at_zero(dtype):
+    logits = (np.random.default_rng(1).normal(size=(4, 16, 16)) * 3).astype(dtype)
+    with_dustbin = np.concatenate([np.zeros((1, 16, 16), dtype), logits])
     assert np.array_equal(partition(logits), np.argmax(with_dustbin, axis=0))
+
+
+@pytest.mark.parametrize("values", [[0.1, 0.1 + 1e-9], [1e39, 2e39]])
+def test_partition_of_float64_logits_compares_them_in_float64(values):
+    """A later, strictly larger float64 logit wins (it lost to a float32-rounded best), and logits beyond float32's
+    range are not overflowed to infinity."""
+    logits = np.array(values)[:, None, None]
+    with_dustbin = np.concatenate([np.zeros((1, 1, 1)), logits])
+    assert partition(logits)[0, 0] == np.argmax(with_dustbin[:, 0, 0]) == 2
 
 
 @pytest.mark.parametrize("shape, side, expected", [((300, 200), 150, (150, 100)), ((80, 60), 150, (80, 60))])
