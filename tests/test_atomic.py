@@ -33,6 +33,24 @@ def test_atomic_writes_match_plain_writes(tmp_path, umask):
     assert (tmp_path / "ckpt" / "weights.bin").read_bytes() == b"0"
 
 
+def test_folders_written_whole_in_a_setgid_folder_keep_the_bit_a_plain_mkdir_gives(tmp_path):
+    """A shared folder (chmod g+s) hands its group and the setgid bit down to new folders; the chmod to 0777 minus
+    the umask dropped the bit, so files later written in a checkpoint lost the project's group."""
+    os.chmod(tmp_path, 0o2775)
+    (tmp_path / "plain" / "sub").mkdir(parents=True)
+    if not _mode(tmp_path / "plain") & stat.S_ISGID:
+        pytest.skip("this file system does not hand the setgid bit down")
+    with atomic.atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "weights.bin").write_bytes(b"0")
+    assert _mode(tmp_path / "ckpt") == _mode(tmp_path / "plain") == 0o2777 & ~atomic.current_umask()
+    assert _mode(tmp_path / "ckpt" / "sub") == _mode(tmp_path / "plain" / "sub")
+    os.chmod(tmp_path, 0o775)
+    with atomic.atomic_dir(tmp_path / "elsewhere") as tmp:
+        (tmp / "sub").mkdir()
+    assert not (_mode(tmp_path / "elsewhere") | _mode(tmp_path / "elsewhere" / "sub")) & stat.S_ISGID
+
+
 def test_rewriting_a_file_keeps_its_mode(tmp_path):
     path = tmp_path / "report.md"
     path.write_text("old")

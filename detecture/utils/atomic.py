@@ -7,8 +7,9 @@ mining result file vouching for images that are not there); without the second, 
 folder's flush is best effort: some platforms refuse it.
 
 ``mkstemp`` / ``mkdtemp`` create private (0600 / 0700) entries; the result gets the mode a plain ``open(path, "w")``
-/ ``mkdir`` would have given it (an existing file keeps its mode, a new one gets 0666 / 0777 minus the umask), so
-datasets, reports and checkpoints stay readable by whoever the umask allows. The same holds for everything written
+/ ``mkdir`` would have given it (an existing file keeps its mode, a new one gets 0666 / 0777 minus the umask, and a
+new folder in a setgid folder keeps the setgid bit), so datasets, reports and checkpoints stay readable by whoever
+the umask allows, and a shared folder's entries keep its group. The same holds for everything written
 inside an :func:`atomic_dir`, whatever library wrote it (safetensors' writer creates its files 0600).
 """
 
@@ -42,12 +43,19 @@ def current_umask() -> int:
     return mask
 
 
-def _plain_mode(path: Path, base: int) -> int:
-    """What a plain write would leave: the existing entry's permission bits, else ``base`` minus the umask."""
+def _plain_mode(path: Path, fresh: int) -> int:
+    """What a plain write would leave: the existing entry's permission bits, else ``fresh`` (a new entry's)."""
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        return base & ~current_umask()
+        return fresh
+
+
+def _mkdir_mode(made: Path, umask: int) -> int:
+    """The mode a plain ``mkdir`` gives the folder ``made``: 0777 minus the umask, and the setgid bit the system gave
+    it in a setgid parent (a shared folder whose entries keep the project's group, and whose folders hand the bit
+    down), which the chmod to 0777 minus the umask would otherwise drop."""
+    return (0o777 & ~umask) | (os.lstat(made).st_mode & stat.S_ISGID)
 
 
 _OS_ERROR_IN_MESSAGE = re.compile(r"os error (\d+)")
@@ -129,7 +137,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         _fsync_file(tmp_path)  # before the chmod: the mode a umask gives may not let the owner read it back
-        os.chmod(tmp_path, _plain_mode(path, 0o666))
+        os.chmod(tmp_path, _plain_mode(path, 0o666 & ~current_umask()))
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     except Exception as exc:
@@ -166,7 +174,7 @@ def _give_plain_modes_and_sync(tree: Path) -> None:
     umask = current_umask()
     for root, dirs, files in os.walk(tree, topdown=False):
         for name in dirs:
-            os.chmod(os.path.join(root, name), 0o777 & ~umask)
+            os.chmod(os.path.join(root, name), _mkdir_mode(Path(root, name), umask))
         for name in files:
             _fsync_file(Path(root, name))
             os.chmod(os.path.join(root, name), 0o666 & ~umask)
@@ -187,7 +195,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         _give_plain_modes_and_sync(tmp)
-        os.chmod(tmp, _plain_mode(path, 0o777))
+        os.chmod(tmp, _plain_mode(path, _mkdir_mode(tmp, current_umask())))
         if path.exists():
             old = moved_aside(path)
             if old.exists():
