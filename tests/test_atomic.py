@@ -51,6 +51,24 @@ def test_folders_written_whole_in_a_setgid_folder_keep_the_bit_a_plain_mkdir_giv
     assert not (_mode(tmp_path / "elsewhere") | _mode(tmp_path / "elsewhere" / "sub")) & stat.S_ISGID
 
 
+def test_links_in_a_folder_written_whole_leave_what_they_point_to_alone(tmp_path):
+    """Giving plain modes to a checkpoint's entries followed its symbolic links: a link to a shared file or folder
+    (or to one outside the checkpoint) changed that target's mode, and a dangling link failed the flush."""
+    secret, shared = tmp_path / "private_key", tmp_path / "shared"
+    secret.write_text("k")
+    os.chmod(secret, 0o600)
+    shared.mkdir()
+    os.chmod(shared, 0o700)
+    with atomic.atomic_dir(tmp_path / "ckpt") as tmp:
+        (tmp / "to_file").symlink_to(secret)
+        (tmp / "to_folder").symlink_to(shared)
+        (tmp / "dangling").symlink_to(tmp_path / "nothing")
+        (tmp / "weights.bin").write_bytes(b"0")
+    assert _mode(secret) == 0o600 and _mode(shared) == 0o700
+    assert all((tmp_path / "ckpt" / name).is_symlink() for name in ("to_file", "to_folder", "dangling"))
+    assert _mode(tmp_path / "ckpt" / "weights.bin") == 0o666 & ~atomic.current_umask()
+
+
 def test_rewriting_a_file_keeps_its_mode(tmp_path):
     path = tmp_path / "report.md"
     path.write_text("old")

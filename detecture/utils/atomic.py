@@ -170,15 +170,18 @@ def moved_aside(path: Path) -> Path:
 
 def _give_plain_modes_and_sync(tree: Path) -> None:
     """Give every file and folder below ``tree`` the mode a plain write under the current umask would, and flush
-    each to disk (files, then the folder listing them) before the tree is renamed into place."""
+    each to disk (files, then the folder listing them) before the tree is renamed into place. Symbolic links are
+    left alone: a chmod would change, and a flush open, what they point to, which may lie outside the tree (or
+    nowhere); the link itself is flushed with its folder."""
     umask = current_umask()
     for root, dirs, files in os.walk(tree, topdown=False):
-        for name in dirs:
-            os.chmod(os.path.join(root, name), _mkdir_mode(Path(root, name), umask))
-        for name in files:
-            _fsync_file(Path(root, name))
-            os.chmod(os.path.join(root, name), 0o666 & ~umask)
-        _fsync_dir(Path(root))
+        folder = Path(root)
+        for entry in (folder / name for name in dirs if not (folder / name).is_symlink()):
+            os.chmod(entry, _mkdir_mode(entry, umask))
+        for entry in (folder / name for name in files if not (folder / name).is_symlink()):
+            _fsync_file(entry)
+            os.chmod(entry, 0o666 & ~umask)
+        _fsync_dir(folder)
 
 
 @contextmanager
