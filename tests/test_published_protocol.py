@@ -11,18 +11,23 @@ matched mean IoU by brute force over assignments. Tolerances: see ``check``.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
 
 from detecture.benchmark.metrics import MISSING_LOGIT, gt_label_map
+from detecture.benchmark.published_protocol import published_gt
 from detecture.benchmark.scoring import score_logits
 
 SIZE = 1008
 
 
 def nearest_rows(n_src: int, n_dst: int = SIZE) -> np.ndarray:
-    return np.array([min(int(np.floor(d * n_src / n_dst)), n_src - 1) for d in range(n_dst)])
+    """OpenCV's resizeNN (imgproc/src/resize.cpp): ``ifx = 1. / inv_scale`` with ``inv_scale = dst / src`` as doubles,
+    then ``min(cvFloor(d * ifx), src - 1)``; Python floats are the same IEEE doubles."""
+    ifx = 1.0 / (n_dst / n_src)
+    return np.array([min(math.floor(d * ifx), n_src - 1) for d in range(n_dst)])
 
 
 def reference_gt(masks: np.ndarray) -> tuple[np.ndarray, int]:
@@ -138,9 +143,25 @@ def test_non_square_image_is_scored_at_1008_squared_with_nearest_ground_truth():
     masks[1, :, 1000:] = True
     logits = blocks(2, 288, 288, rng)
     score, _, gt = check(logits, masks)
-    # OpenCV nearest: destination column d reads source column floor(d * 2400 / 1008)
-    boundary = next(d for d in range(SIZE) if np.floor(d * 2400 / SIZE) >= 1000)
+    # OpenCV nearest: destination column d reads source column floor(d * (1 / (1008 / 2400)))
+    boundary = next(d for d in range(SIZE) if nearest_rows(2400)[d] >= 1000)
     assert (gt[:, boundary - 1] == 1).all() and (gt[:, boundary] == 2).all()
+
+
+def test_nearest_ground_truth_uses_opencvs_rounded_reciprocal_scale():
+    """A 375-row image: 1 / (1008 / 375) rounds below 375 / 1008, so OpenCV reads source row 124 for destination
+    row 336 (336 * 375 / 1008 is exactly 125); a GT boundary at source row 125 lands one row lower than
+    ``floor(d * src / dst)`` puts it."""
+    masks = np.zeros((2, 375, 500), bool)
+    masks[0, :125] = True
+    masks[1, 125:] = True
+    assert nearest_rows(375)[336] == 124 and 336 * 375 // SIZE == 125
+    gt, _ = published_gt(masks)
+    assert np.array_equal(gt, reference_gt(masks)[0])
+    assert (gt[336] == 1).all() and (gt[337] == 2).all()
+    exact = np.stack([gt == 1, gt == 2])
+    score, _ = score_logits(np.where(exact, 5.0, -5.0).astype(np.float32), masks, protocol="published")
+    assert score.miou == 1.0  # a prediction equal to the evaluator's GT, given at 1008², is perfect
 
 
 def test_padding_channels_leave_a_nan_border_that_goes_to_no_region():

@@ -4,7 +4,7 @@ Read from the published test script and dataset (aviadcohz/Qwen2SAM_Detecture: s
 data/dataset.py, training/monitor.py), it differs from :mod:`detecture.benchmark.metrics` in five ways:
 
 * everything is scored at 1008 x 1008: the ground-truth masks are resized with OpenCV's nearest rule
-  (source index ``floor(dst * src / dst_size)``), whatever the image's aspect;
+  (source index ``floor(dst * (1 / (dst_size / src)))``, see :func:`opencv_nearest`), whatever the image's aspect;
 * only the first 6 ground-truth textures are kept, painted in order into one index map, so where masks overlap the
   **last** texture wins; every kept mask counts in K_gt, **empty ones included** (they can only be matched at IoU 0);
 * the prediction is the argmax over ``[dustbin, texture_1..K, padding..]`` (7 channels) after bilinear upsampling
@@ -32,12 +32,18 @@ PUBLISHED_SIZE = 1008
 PUBLISHED_MAX_TEXTURES = 6
 
 
+def nearest_source_index(src: int, size: int = PUBLISHED_SIZE) -> np.ndarray:
+    """OpenCV resizeNN's source index for each of ``size`` destination indices: ``min(floor(d * ifx), src - 1)``
+    with ``ifx = 1 / (size / src)`` in double precision. The reciprocal is rounded on its own, so this is not
+    ``floor(d * src / size)``: for 451 source sizes in 100..4099 (375 among them) some indices differ by one."""
+    ifx = 1.0 / (size / src)
+    return np.minimum(np.floor(np.arange(size) * ifx).astype(np.int64), src - 1)
+
+
 def opencv_nearest(mask: np.ndarray, size: int = PUBLISHED_SIZE) -> np.ndarray:
-    """``cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)``: source index ``floor(d * src / size)``."""
+    """``cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)``, as the published dataset.py resized GT."""
     h, w = mask.shape[:2]
-    rows = np.minimum((np.arange(size) * (h / size)).astype(np.int64), h - 1)
-    cols = np.minimum((np.arange(size) * (w / size)).astype(np.int64), w - 1)
-    return mask[rows[:, None], cols[None, :]]
+    return mask[nearest_source_index(h, size)[:, None], nearest_source_index(w, size)[None, :]]
 
 
 def published_gt(gt_masks: np.ndarray, size: int = PUBLISHED_SIZE) -> tuple[np.ndarray, int]:
