@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from detecture.benchmark.metrics import MISSING_LOGIT, gt_label_map
 from detecture.benchmark.published_protocol import published_gt
@@ -180,6 +181,43 @@ def test_padding_channels_leave_a_nan_border_that_goes_to_no_region():
     full, _ = score_logits(np.concatenate([logits, np.full((4, 288, 288), MISSING_LOGIT, np.float32)]), masks,
                            protocol="published")
     assert full.k_pred == 2  # trailing padding channels are not emitted textures
+
+
+def reference_boundary_f(gt: np.ndarray, pred: np.ndarray, tolerance: int = 2) -> float:
+    """Boundary F by distance transform: boundary pixels are those whose right or lower neighbour differs, and one
+    is hit when the other map's nearest boundary pixel is within ``tolerance`` (city-block)."""
+    def edges(labels: np.ndarray) -> np.ndarray:
+        right = np.pad(labels[:, :-1] != labels[:, 1:], ((0, 0), (0, 1)))
+        down = np.pad(labels[:-1] != labels[1:], ((0, 1), (0, 0)))
+        return right | down
+
+    b_gt, b_pred = edges(gt), edges(pred)
+    near_gt = ndimage.distance_transform_cdt(~b_gt, metric="taxicab") <= tolerance
+    near_pred = ndimage.distance_transform_cdt(~b_pred, metric="taxicab") <= tolerance
+    precision, recall = (b_pred & near_gt).sum() / b_pred.sum(), (b_gt & near_pred).sum() / b_gt.sum()
+    return 2 * precision * recall / (precision + recall)
+
+
+def test_boundary_f_leaves_the_nan_border_out_of_both_maps():
+    """The padding border (top two rows, left two columns at 288 -> 1008) has no label to compare: boundary F is
+    that of the two maps without it, so a prediction exact away from the border scores 1, not ~0.5."""
+    masks = np.zeros((2, 1008, 1008), bool)
+    masks[0, :, :504] = True
+    masks[1, :, 504:] = True
+    exact = np.full((2, 288, 288), -8.0, np.float32)
+    exact[0, :, :144] = 8.0
+    exact[1, :, 144:] = 8.0
+    perfect, _ = score_logits(exact, masks, protocol="published")
+    assert perfect.boundary_f == 1.0
+    cut = np.repeat([144, 144, 146, 144, 144, 141, 144, 144, 144, 150, 144, 144], 24)  # a boundary off in places
+    left = np.arange(288)[None, :] < cut[:, None]
+    logits = np.where(np.stack([left, ~left]), 8.0, -8.0).astype(np.float32)
+    logits[:, 40:60, 40:60] *= -1  # and a wrong square inside the first region
+    score, _ = score_logits(logits, masks, protocol="published")
+    gt, _ = reference_gt(masks)
+    pred, _ = reference_prediction(logits)
+    assert (pred[:2] > 2).all() and (pred[:, :2] > 2).all() and (pred[2:, 2:] <= 2).all()
+    assert score.boundary_f == pytest.approx(reference_boundary_f(gt[2:, 2:], pred[2:, 2:]), abs=2e-3)
 
 
 def test_unknown_protocol_is_refused():

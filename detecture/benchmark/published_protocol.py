@@ -15,8 +15,10 @@ data/dataset.py, training/monitor.py), it differs from :mod:`detecture.benchmark
 * mIoU is the mean IoU over Hungarian pairs of (K_pred, K_gt) classes (cost 1 - IoU, union floored at 1 pixel),
   0 when nothing is matched; ARI is over every pixel of the two 1008² label maps (padding labels included).
 
-Panoptic IoU (matched sum / max(K_pred, K_gt)) and boundary F (padding labels read as unassigned) are reported on
-the same maps for completeness; the published evaluator has neither.
+Panoptic IoU (matched sum / max(K_pred, K_gt)) and boundary F are reported on the same maps for completeness; the
+published evaluator has neither. Boundary F leaves the padding pixels out of both maps: read as a region (or as the
+dustbin), the NaN border's inner edge would count as a predicted boundary and roughly halve the score of a perfect
+prediction.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def score_published(logits: np.ndarray, gt_masks: np.ndarray) -> tuple[SampleSco
         miou=miou,
         panoptic_iou=float(sum(p[2] for p in pairs) / denom) if denom else 1.0,
         ari=ari_from_table(contingency(gt, pred)),
-        boundary_f=boundary_f(gt, labels),
+        boundary_f=boundary_f(gt, labels, valid=pred <= k_pred),
         k_pred=k_pred,
         k_gt=k_gt,
         matches=tuple(pairs),
