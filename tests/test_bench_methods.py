@@ -282,6 +282,26 @@ def test_a_bad_predictions_pattern_is_one_line_before_anything_runs(tmp_path, ca
     assert not (out / "cells").exists()  # classical, named first, did not run
 
 
+def test_a_pattern_naming_one_file_for_two_records_is_refused_before_anything_runs(tmp_path):
+    """images/a/x.png and images/b/x.png have one stem: under '{stem}.png' both samples would read pred/x.png."""
+    root, pred = _with_predictions(tmp_path, 2)
+    records = json.loads((root / "metadata.json").read_text())
+    for record, folder in zip(records, ("a", "b")):
+        (root / "images" / folder).mkdir()
+        (root / record["image_path"]).rename(root / "images" / folder / "x.png")
+        record["image_path"] = f"images/{folder}/x.png"
+    (root / "metadata.json").write_text(json.dumps(records))
+    config = BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)],
+                         predictions=[("p", str(pred))])
+    with pytest.raises(InputError) as refused:
+        build_plan(config)
+    message = str(refused.value)
+    assert "\n" not in message and "'m0' and 'm1'" in message and "x.png" in message and "{id}" in message
+    _, _, cells = build_plan(BenchConfig(out=tmp_path / "out", methods=[], datasets=[str(root)],
+                                         predictions=[("p", str(pred))], predictions_pattern="{id}.png"))
+    assert [r.id for r in cells[0].records] == ["m0", "m1"]
+
+
 def test_record_ids_cannot_lead_outside_the_predictions_folder(tmp_path):
     (tmp_path / "pred").mkdir()
     outside = tmp_path / "outside.png"

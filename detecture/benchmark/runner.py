@@ -76,7 +76,8 @@ class Cell:
 
 
 def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], list[Cell]]:
-    """Open datasets, build (unloaded) methods and check every cell's dispatch rule — before any weights load."""
+    """Open datasets, build (unloaded) methods and check every cell's dispatch rule and records — before any weights
+    load."""
     if not config.methods and not config.predictions:
         raise InputError("no methods selected")
     if not config.datasets:
@@ -100,6 +101,7 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
     for method in methods:
         for d in datasets:
             records = d.records[: config.limit] if config.limit else d.records
+            method.check_records(d.name, records)
             cells.append(Cell(method, d, regimes[d.name], dispatch_mode(method.kind, regimes[d.name]), records,
                               config.protocol))
     return methods, datasets, cells

@@ -21,6 +21,7 @@ from ..regimes import SampleRegime
 
 if TYPE_CHECKING:
     from ...classical import ClassicalParams
+    from ...data.metadata import SampleRecord
 
 
 def check_region_count(count: int, what: str = "method output") -> None:
@@ -77,6 +78,10 @@ class Method(ABC):
     def check(self) -> None:
         """Cheap prerequisite checks (permissions, paths, optional packages), run for every method before the first
         model loads, so a run of several methods cannot fail on the last one after hours on the others."""
+
+    def check_records(self, dataset: str, records: list[SampleRecord]) -> None:
+        """Checks against the records a cell will segment, run with :meth:`check` before the first model loads, for
+        a problem that would otherwise pass silently sample by sample; nothing to check by default."""
 
     def load(self) -> None:
         """Load weights into :attr:`loaded` (no-op for weightless methods)."""

@@ -5,11 +5,13 @@ segment, not "unassigned", because published label maps use every level for a re
 one-hot channel, converted with the mask-only rule 5·(2m − 1), so precomputed results go through the same scoring
 path as live methods. The file name comes from a pattern with ``{id}`` (record id) and ``{stem}`` (image file stem),
 e.g. ``seg{stem}.png``; record ids are data, so the name is resolved inside the predictions folder like any dataset
-path.
+path. A pattern that names one file for two records of a dataset (``{stem}`` with ``images/a/x.png`` and
+``images/b/x.png``) is refused before anything runs: both samples would be scored against one prediction.
 """
 
 from __future__ import annotations
 
+import os
 import string
 from pathlib import Path
 from typing import Any
@@ -17,9 +19,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ...data.metadata import resolve_within
+from ...data.metadata import SampleRecord, resolve_within
 from ...errors import DatasetError, InputError
 from ...images import open_image
+from ..datasets import image_stem
 from ..metrics import mask_logits
 from ..regimes import SampleRegime
 from .base import Method, MethodOptions, MethodOutput, check_region_count
@@ -83,10 +86,26 @@ class PredictionsMethod(Method):
         """Another folder or pattern is another experiment: its results must not join this cell's mean."""
         return {"folder": str(self.folder.resolve()), "pattern": self.pattern}
 
+    def file_name(self, sample_id: str, stem: str | None) -> str:
+        """The pattern filled in for one sample (the id stands for a missing stem)."""
+        return self.pattern.format(id=sample_id, stem=stem or sample_id)
+
+    def check_records(self, dataset: str, records: list[SampleRecord]) -> None:
+        """Refuse a pattern that names one file for two records: the second sample would be scored, silently, against
+        the first one's prediction (``{stem}`` where two images in different folders share a file name)."""
+        owner: dict[str, str] = {}
+        for record in records:
+            name = os.path.normpath(self.file_name(record.id, image_stem(record)))
+            if name in owner:
+                raise InputError(f"predictions {self.name!r}: pattern {self.pattern!r} names one file, {name}, for "
+                                 f"samples {owner[name]!r} and {record.id!r} of dataset {dataset}; use a pattern "
+                                 f"with {{id}} (e.g. '{{id}}.png')")
+            owner[name] = record.id
+
     def path_for(self, regime: SampleRegime) -> Path:
         """The sample's label map; a record id that would lead outside the folder is that sample's error. The stem
         is the sample's own (two datasets may hold one record id, each with its own image file)."""
-        name = self.pattern.format(id=regime.sample_id, stem=regime.image_stem or regime.sample_id)
+        name = self.file_name(regime.sample_id, regime.image_stem)
         return resolve_within(self.folder, name, source=f"predictions {self.name!r}: sample {regime.sample_id!r}",
                               what=FOLDER)
 
