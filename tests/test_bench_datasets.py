@@ -37,6 +37,16 @@ def test_rwtd_native_layout(tmp_path):
     assert np.array_equal(sample.masks[0], ~sample.masks[1])
 
 
+def test_rwtd_images_sharing_a_stem_are_refused_naming_both(tmp_path, capsys):
+    """images/000.jpg beside images/000.png: both would be sample '000' with the same masks, counted twice."""
+    root = make_rwtd(tmp_path / "rwtd", 2)
+    Image.open(root / "images" / "000.png").save(root / "images" / "000.jpg")
+    line = _cli_error(capsys, ["bench", "--datasets", str(root), "--methods", "classical", "--out",
+                               str(tmp_path / "out")])
+    assert line.startswith(f"error: {root / 'images'}: ") and "000.jpg and 000.png" in line and "'000'" in line
+    assert not (tmp_path / "out" / "cells").exists()
+
+
 def test_masks_are_binarised_above_127_and_empty_masks_reported(tmp_path):
     root = make_unified(tmp_path / "set", 1)
     Image.fromarray(np.full((96, 96), 127, np.uint8)).save(root / "masks" / "m0_b.png")  # 127 is "out": empty

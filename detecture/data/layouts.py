@@ -17,11 +17,23 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 RWTD_MASK_SUFFIXES = ("_mask_a.png", "_mask_b.png")
 
 
+def check_unique_stems(images: list[Path]) -> None:
+    """Refuse two images with one stem (``x.jpg`` and ``x.png``): the stem is the record id and names the masks, so
+    both would be one sample read twice, its result counted twice (as :func:`load_metadata` refuses a duplicate id)."""
+    first: dict[str, Path] = {}
+    for path in images:
+        if path.stem in first:
+            raise DatasetError(f"{path.parent}: {first[path.stem].name} and {path.name} share the stem "
+                               f"{path.stem!r}, which is the sample id in the RWTD layout; keep one of them")
+        first[path.stem] = path
+
+
 def rwtd_records(root: Path) -> list[SampleRecord]:
     """Records for RWTD's native layout: ``images/<stem>.<ext>`` with ``textures_mask/<stem>_mask_a|b.png``."""
     images = sorted(p for p in (root / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise DatasetError(f"{root / 'images'}: no images found")
+    check_unique_stems(images)
     return [
         SampleRecord(
             id=p.stem,
