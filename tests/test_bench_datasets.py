@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -10,7 +11,8 @@ from PIL import Image
 
 from bench_fixture import make_rwtd, make_unified, write_bomb_png
 from detecture.benchmark.datasets import open_dataset
-from detecture.benchmark.methods import MethodOptions
+from detecture.benchmark.methods import MethodOptions, MethodOutput
+from detecture.benchmark.regimes import SampleRegime
 from detecture.benchmark.runner import BenchConfig, build_plan, run_sample
 from detecture.cli import main
 from detecture.errors import DatasetError
@@ -57,6 +59,26 @@ def test_masks_are_binarised_above_127_and_empty_masks_reported(tmp_path):
     sample, warnings = ds.load(ds.records[0])
     assert sample.masks[0].sum() == 96 * 10 and not sample.masks[1].any()
     assert warnings == ["empty mask masks/m0_b.png"]
+
+
+def test_a_mask_under_an_earlier_one_is_no_region_for_k_gt_and_is_reported(tmp_path, caplog):
+    """masks/m0_a.png covers the whole image, so the first-mask-wins GT has one region: the method is told K = 1 and
+    scored against K_gt = 1, and the log names the sample and the mask that vanished."""
+    root = make_unified(tmp_path / "set", 1)
+    Image.fromarray(np.full((96, 96), 255, np.uint8)).save(root / "masks" / "m0_a.png")
+    _, _, cells = build_plan(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)]))
+    told = []
+
+    def whole_image(image: np.ndarray, regime: SampleRegime) -> MethodOutput:
+        told.append(regime.k)
+        return MethodOutput(np.full((1, *image.shape[:2]), 5.0, np.float32))
+
+    cells[0].method.segment = whole_image
+    with caplog.at_level(logging.WARNING):
+        rec = run_sample(cells[0], cells[0].records[0], tmp_path / "out", save_partition=False)
+    assert told == [1] and rec["status"] == "ok" and rec["k_gt"] == 1 and rec["miou"] == 1.0
+    assert any("m0" in r.getMessage() and "masks/m0_b.png" in r.getMessage() and "earlier masks" in r.getMessage()
+               for r in caplog.records)
 
 
 def _cli_error(capsys, argv: list[str]) -> str:

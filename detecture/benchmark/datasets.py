@@ -22,6 +22,7 @@ import numpy as np
 from ..data.layouts import check_paths, read_records
 from ..data.metadata import LoadedSample, SampleRecord, datasets_root, load_sample
 from ..errors import DatasetError
+from .metrics import gt_label_map
 from ..utils.paths import require_dir
 
 
@@ -55,10 +56,19 @@ class BenchDataset:
         return digest.hexdigest()[:16]
 
     def load(self, record: SampleRecord) -> tuple[LoadedSample, list[str]]:
-        """Read one sample; returns it with warnings (empty GT masks are reported, not fatal)."""
+        """Read one sample; returns it with warnings for masks that are no region of the scored GT (empty, or
+        entirely under earlier masks): reported, not fatal, because the sample is still scored without them."""
         sample = load_sample(self.root, record)
-        empty = [record.textures[i].mask_path for i in range(sample.masks.shape[0]) if not sample.masks[i].any()]
-        return sample, [f"empty mask {p}" for p in empty]
+        regions = set(scored_regions(sample.masks).tolist())
+        warnings = []
+        for i in range(sample.masks.shape[0]):
+            path = record.textures[i].mask_path
+            if not sample.masks[i].any():
+                warnings.append(f"empty mask {path}")
+            elif i not in regions:
+                warnings.append(f"mask {path} lies entirely under earlier masks (the first mask wins an overlap), so "
+                                f"it is no region")
+        return sample, warnings
 
 
 def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
@@ -97,6 +107,15 @@ def image_stem(record: SampleRecord) -> str:
     return Path(record.image_path).stem
 
 
+def scored_regions(masks: np.ndarray) -> np.ndarray:
+    """0-based indices of the GT masks that are regions of the label map the scorer builds (:func:`gt_label_map`,
+    where the first mask wins an overlap): an empty mask, or one entirely under earlier masks, is not among them."""
+    masks = np.asarray(masks, dtype=bool)
+    pixels = np.bincount(gt_label_map(masks).ravel(), minlength=masks.shape[0] + 1)
+    return np.flatnonzero(pixels[1:])
+
+
 def gt_count(masks: np.ndarray) -> int:
-    """K_gt: the number of non-empty GT masks."""
-    return int(np.count_nonzero(masks.reshape(masks.shape[0], -1).any(axis=1))) if masks.size else 0
+    """K_gt as the scorer counts it (:func:`scored_regions`), so an oracle method is told the K it is scored
+    against."""
+    return len(scored_regions(masks))
