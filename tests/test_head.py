@@ -196,3 +196,17 @@ def test_a_corrupt_adapter_in_a_head_folder_is_named_before_qwen_loads(tmp_path)
     weights.unlink()
     with pytest.raises(CheckpointError, match="not a PEFT adapter folder"):
         read_head_config(path)
+
+
+def test_a_head_left_aside_by_an_interrupted_rewrite_is_named_in_the_error(tmp_path):
+    """A kill between atomic_dir's two renames leaves the complete old head only under its moved-aside name: the
+    error must say where it is instead of calling the head missing."""
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge.head import read_head_config
+    from detecture.utils.atomic import moved_aside
+
+    path = DetectureHead(HeadConfig.for_backbones(QwenVL.tiny(), Sam3Backbone.tiny())).save_pretrained(tmp_path / "h")
+    path.rename(moved_aside(path))
+    with pytest.raises(CheckpointError, match=rf"head checkpoint not found, but .* is at {moved_aside(path)} "):
+        read_head_config(path)

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ..backbones import DEFAULT_QWEN
-from ..utils.atomic import atomic_dir
+from ..utils.atomic import atomic_dir, moved_aside
 from ..errors import CheckpointError, InputError
 from ..prompts import MAX_TEXTURES
 from ..utils.adapter_files import read_adapter_config
@@ -94,6 +94,10 @@ def read_head_config(path: str | Path) -> HeadConfig:
     path = Path(path)
     config_file, weights_file = path / CONFIG_FILE, path / WEIGHTS_FILE
     if not path.exists():
+        earlier = moved_aside(path)
+        if earlier.is_dir():  # a kill between atomic_dir's two renames, when a head was written over this one
+            raise CheckpointError(f"{path}: head checkpoint not found, but the complete one it was replacing is at "
+                                  f"{earlier} (the write was interrupted): rename it back, or write the head again")
         raise CheckpointError(f"{path}: head checkpoint not found")
     if not path.is_dir():
         raise CheckpointError(f"{path}: is a file, expected a head checkpoint folder")
