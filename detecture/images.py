@@ -114,22 +114,24 @@ def is_deep_colour(im: Image.Image) -> bool:
 
 def read_deep_colour(path: str | os.PathLike, im: Image.Image, name: str | os.PathLike) -> Image.Image:
     """The 8-bit RGB image of a 16-bit colour PNG or TIFF (:func:`is_deep_colour`) decoded at full depth: colour
-    rescaled by its own range as other deep pixels are (:func:`rescale_by_range`), a 16-bit alpha scaled by its
-    type (an opaque image stays opaque) and composited on white by :func:`to_rgb`. A decoding error is a
+    rescaled by its own range as other deep pixels are (:func:`rescale_by_range`), alpha scaled by the depth the
+    file declares (an opaque image stays opaque) and composited on white by :func:`to_rgb`. A decoding error is a
     ``ValueError``, which :func:`open_image` reports as the file's fault."""
-    pixels = _deep_pixels(path, im.format)
+    pixels, opaque = _deep_pixels(path, im.format)
     colour, alpha = (pixels[..., :-1], pixels[..., -1]) if pixels.shape[2] in (2, 4) else (pixels, None)
     rgb = rescale_by_range(colour, name)
     if rgb.shape[2] == 1:
         rgb = np.repeat(rgb, 3, axis=2)
     if alpha is None:
         return Image.fromarray(rgb)
-    rgba = np.dstack([rgb, np.round(alpha / 257.0).astype(np.uint8)])
+    rgba = np.dstack([rgb, np.round(alpha * (255.0 / opaque)).astype(np.uint8)])
     return to_rgb(Image.fromarray(rgba, mode="RGBA"), name)
 
 
-def _deep_pixels(path: str | os.PathLike, image_format: str | None) -> np.ndarray:
-    """(H, W, channels) uint16 pixels of a 16-bit colour PNG (``pypng``) or TIFF (``tifffile``, first page)."""
+def _deep_pixels(path: str | os.PathLike, image_format: str | None) -> tuple[np.ndarray, int]:
+    """(H, W, channels) uint16 pixels of a 16-bit colour PNG (``pypng``) or TIFF (``tifffile``, first page), and the
+    value that stands for fully opaque: ``pypng`` brings a PNG's pixels down to the depth its ``sBIT`` chunk declares
+    (4095 for 12-bit data)."""
     if image_format == "PNG":
         import png
 
@@ -138,7 +140,7 @@ def _deep_pixels(path: str | os.PathLike, image_format: str | None) -> np.ndarra
             pixels = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
         except (png.Error, zlib.error) as exc:
             raise ValueError(str(exc)) from exc
-        return pixels.reshape(height, width, info["planes"])
+        return pixels.reshape(height, width, info["planes"]), 2 ** info["bitdepth"] - 1
     if image_format == "TIFF":
         import tifffile
 
@@ -147,7 +149,7 @@ def _deep_pixels(path: str | os.PathLike, image_format: str | None) -> np.ndarra
             pixels, axes = page.asarray(), page.axes
         if axes not in ("YXS", "SYX"):
             raise ValueError(f"16-bit colour TIFF with axes {axes}; expected one image of Y, X and samples")
-        return np.moveaxis(pixels, 0, -1) if axes == "SYX" else pixels
+        return (np.moveaxis(pixels, 0, -1) if axes == "SYX" else pixels), np.iinfo(np.uint16).max
     raise ValueError(f"16-bit colour {image_format} files are not supported; save it as a 16-bit PNG or TIFF")
 
 

@@ -214,6 +214,22 @@ def test_16_bit_colour_files_keep_their_low_bits(tmp_path, suffix, channels):
     assert np.array_equal(load_upload(path)[0], expected)
 
 
+def test_an_opaque_12_bit_png_with_alpha_stays_opaque(tmp_path):
+    """A 12-bit camera's PNG is stored as 16 bits with an sBIT chunk saying 12: its alpha of 4095 is opaque, not
+    4095 / 65535 of it (the white background would show through)."""
+    import png
+
+    rng = np.random.default_rng(1)
+    colour = rng.integers(0, 4096, (20, 30, 3)).astype(np.uint16)
+    pixels = np.dstack([colour, np.full((20, 30), 4095, np.uint16)])
+    path = tmp_path / "camera12.png"
+    with path.open("wb") as f:
+        png.Writer(30, 20, greyscale=False, alpha=True, bitdepth=12).write(f, pixels.reshape(20, -1))
+    lo, hi = colour.min(), colour.max()
+    expected = np.round((colour - float(lo)) / (hi - lo) * 255).astype(np.uint8)
+    assert np.array_equal(np.asarray(load_image(path)), expected)
+
+
 def test_a_corrupt_16_bit_colour_png_names_the_file(tmp_path):
     import png
 
