@@ -137,7 +137,9 @@ def _deep_pixels(path: str | os.PathLike, image_format: str | None) -> tuple[np.
 
         try:
             width, height, rows, info = png.Reader(filename=os.fspath(path)).asDirect()
-            pixels = np.vstack([np.asarray(row, dtype=np.uint16) for row in rows])
+            pixels = np.empty((height, width * info["planes"]), dtype=np.uint16)
+            for y, row in enumerate(rows):  # row by row: the rows are never all held as Python arrays at once
+                pixels[y] = row
         except (png.Error, zlib.error) as exc:
             raise ValueError(str(exc)) from exc
         return pixels.reshape(height, width, info["planes"]), 2 ** info["bitdepth"] - 1
@@ -165,10 +167,15 @@ def rescale_by_range(values: np.ndarray, name: str | os.PathLike) -> np.ndarray:
     rarely spans its type's range (a 16-bit PNG of a 12-bit sensor), so scaling by the type would leave it dark. The
     one rule for 16-bit and float files and for integer arrays beyond 8 bits."""
     check_finite(values, name)
-    values = values.astype(np.float64, copy=False)
+    # float32 holds every 16-bit value exactly at half float64's memory; wider data keeps float64's range
+    work = np.float32 if values.dtype.kind in "biu" and values.dtype.itemsize <= 2 else np.float64
     lo, hi = float(values.min()), float(values.max())
-    scaled = np.zeros_like(values) if hi <= lo else (values - lo) / (hi - lo) * 255.0
-    return scaled.round().astype(np.uint8)
+    if hi <= lo:
+        return np.zeros(values.shape, np.uint8)
+    scaled = values.astype(work)
+    scaled -= lo
+    scaled *= 255.0 / (hi - lo)
+    return np.rint(scaled, out=scaled).astype(np.uint8)
 
 
 @contextmanager

@@ -73,3 +73,19 @@ def test_an_upload_over_the_decoding_budget_is_refused_before_decoding(tmp_path,
     monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("decoded"))
     with pytest.raises(InputError, match=r"f.tif: 4800x3200 F pixels take 59 MB decoded; the demo decodes at most"):
         uploads.load_upload(path)
+
+
+def test_a_16_bit_colour_upload_peaks_within_what_the_budget_counts_for_it(tmp_path):
+    """Decoded at full depth, a 16-bit colour upload has several full-size copies; the budget counts
+    DEEP_COLOUR_BYTES a pixel for it, which must cover the real peak."""
+    import png
+
+    w, h = 1500, 1000
+    colour = np.broadcast_to((np.linspace(0, 1, w)[None, :, None] * 4095).astype(np.uint16), (h, w, 3))
+    path = tmp_path / "c16.png"
+    with path.open("wb") as f:
+        png.Writer(w, h, greyscale=False, bitdepth=16).write(f, colour.reshape(h, -1))
+    with Image.open(path) as im:
+        counted = uploads.decoded_bytes(im, deep=True)
+    growth = _peak_growth(lambda: uploads.load_upload(path, max_side=512))
+    assert growth < counted, f"peak +{growth / 2**20:.0f} MB against {counted / 2**20:.0f} MB counted"
