@@ -45,7 +45,9 @@ QUERY_NEEDS_VLM = ("a query needs the detecture method: the classical segmenter 
 MODEL_OPTIONS = ("head", "qwen", "sam3", "device", "dtype", "quantization", "attn_implementation",
                  "trust_remote_code", "max_new_tokens", "tiny")
 
-_PIPELINES: dict[tuple, "DetecturePipeline"] = {}
+# Loading options and head folder -> (the head files' signature when loaded, the pipeline): one pipeline per key, so
+# a head rewritten in place replaces its old pipeline instead of keeping both loaded.
+_PIPELINES: dict[tuple, tuple[tuple, "DetecturePipeline"]] = {}
 
 
 @dataclass(frozen=True)
@@ -238,16 +240,16 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
                               meta={"method": "classical", "grounding": None})
 
 
-def _head_files(head: str | os.PathLike | None) -> tuple:
-    """The head folder as a cache key: its resolved path and each file's stat signature, so a head rewritten in place
+def _head_files(head: str | os.PathLike | None) -> tuple[str | None, tuple]:
+    """The head folder's resolved path and each of its files' stat signature, so a head rewritten in place
     (retrained into the same folder) is loaded again instead of its old weights being kept."""
     if head is None:
-        return ()
+        return None, ()
     from .utils.paths import resolved
 
     root = resolved(head)
     stats = {str(p.relative_to(root)): p.stat() for p in sorted(root.rglob("*")) if p.is_file()}
-    return (str(root), *((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, st in stats.items()))
+    return str(root), tuple((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, st in stats.items())
 
 
 def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
@@ -258,12 +260,14 @@ def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
 
     from .pipeline import DetecturePipeline
 
-    options = request.load_options()
     # Tiny backbones are built from a fixed seed whatever the hub options say: only the head tells two apart.
-    key = ("tiny",) if request.tiny else tuple(sorted((n, str(v)) for n, v in options.items()))
-    key += _head_files(request.head)
+    options = None if request.tiny else request.load_options()
+    root, signature = _head_files(request.head)
+    key = ("tiny", root) if options is None else (*sorted((n, str(v)) for n, v in options.items()), root)
     if key in _PIPELINES:
-        return _PIPELINES[key]
+        if _PIPELINES[key][0] == signature:
+            return _PIPELINES[key][1]
+        del _PIPELINES[key]  # the head was rewritten: free the old pipeline before loading the new one
     check_before_loading(request)
     if request.tiny:
         logger.warning(TINY_NOTE)
@@ -276,7 +280,7 @@ def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
         except torch.OutOfMemoryError:
             raise ModelAccessError("not enough memory to load Qwen3-VL + SAM3 (try --quantization 4bit, a smaller "
                                    f"--qwen, or another --device); {OFFLINE_HINT}") from None
-    _PIPELINES[key] = pipeline
+    _PIPELINES[key] = (signature, pipeline)
     return pipeline
 
 

@@ -115,18 +115,25 @@ def test_a_seed_that_is_no_whole_number_is_one_input_error(seed):
 
 
 def test_a_head_rewritten_in_place_is_loaded_again(mosaic, tmp_path):
-    """Pipelines are kept per set of options; retraining into the same head folder must not keep the old weights."""
+    """Pipelines are kept per set of options; retraining into the same head folder must not keep the old weights,
+    nor the old pipeline beside the new one (two 8B models in memory)."""
+    import gc
+    import weakref
+
     from detecture.pipeline import DetecturePipeline
-    from detecture.service import segment
+    from detecture.service import load_pipeline, segment
 
     head = tmp_path / "head"
+    request = SegmentRequest("detecture", tiny=True, head=head)
     DetecturePipeline.tiny(seed=1).head.save_pretrained(head)
     first = detecture.segment(mosaic, "detecture", tiny=True, head=head).region_logits
+    old = weakref.ref(load_pipeline(request))
     DetecturePipeline.tiny(seed=2).head.save_pretrained(head)
     second = detecture.segment(mosaic, "detecture", tiny=True, head=head).region_logits
-    request = SegmentRequest("detecture", tiny=True, head=head)
     fresh = segment([np.asarray(Image.open(mosaic).convert("RGB"))], request, DetecturePipeline.tiny(head=head))[0]
     assert not np.array_equal(first, second) and np.array_equal(second, fresh.region_logits)
+    gc.collect()
+    assert old() is None
 
 
 def test_an_explicit_k_beyond_the_heads_slots_is_refused_before_loading(tmp_path):
