@@ -100,7 +100,7 @@ class DetecturePipeline:
         the Qwen the head was trained on (:func:`~detecture.bridge.head.default_qwen`)."""
         # Fail on a bad head before spending minutes loading backbones.
         head_module = DetectureHead.from_pretrained(head) if head is not None else None
-        qwen = qwen or default_qwen(head_module.config if head_module is not None else None)
+        qwen = qwen or default_qwen(head_module.config if head_module is not None else None, head)
         autocast = head_module is not None and head_module.config.effective_contract.precision == "bf16_autocast"
         qwen_vl = QwenVL.from_pretrained(qwen, device=device, dtype=dtype, attn_implementation=attn_implementation,
                                          quantization=quantization, trust_remote_code=trust_remote_code)

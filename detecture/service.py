@@ -126,11 +126,11 @@ class SegmentRequest:
     def load_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`DetecturePipeline.from_pretrained` (defaults filled in here, once; reads the
         head's config when ``qwen`` is left to it)."""
-        qwen = self.qwen
+        qwen = self.qwen or (TINY_NAME if self.tiny else None)
         if qwen is None:
             from .bridge.head import default_qwen, read_head_config  # torch: only for the detecture method
 
-            qwen = default_qwen(read_head_config(self.head) if self.head is not None else None)
+            qwen = default_qwen(read_head_config(self.head) if self.head is not None else None, self.head)
         return {"qwen": qwen, "sam3": self.sam3 or DEFAULT_SAM3, "head": self.head,
                 "device": self.device, "dtype": self.dtype, "quantization": self.quantization,
                 "attn_implementation": self.attn_implementation, "trust_remote_code": self.trust_remote_code,
@@ -158,12 +158,11 @@ def check_before_loading(request: SegmentRequest) -> None:
     if request.grounding == "bridge" and request.head is None and not request.tiny:
         raise InputError(BRIDGE_NEEDS_HEAD)
     if request.head is not None:
-        from .bridge.head import read_head_config  # torch: only when a head is named
+        from .bridge.head import default_qwen, read_head_config  # torch: only when a head is named
 
         config = read_head_config(request.head)
-        if config.qwen_model == TINY_NAME and request.qwen is None and not request.tiny:
-            raise InputError(f"{request.head}: the head was trained on tiny random backbones; add --tiny (tiny=True) "
-                             "to run it on them, or name the Qwen with --qwen")
+        if request.qwen is None and not request.tiny:
+            default_qwen(config, request.head)  # refuses a head trained on tiny backbones
         user_prompt(request.regime, config.effective_contract.prompts)
         k = request.regime.exact_k
         if k is not None and request.grounding != "text" and k > config.max_regions:

@@ -151,3 +151,18 @@ def test_disk_full_while_recording_a_sample_names_the_results_file(tmp_path, mon
     shard = tmp_path / "out" / "cells" / "rwtd" / "p" / "part-0.jsonl"
     assert last == f"error: {shard}: No space left on device; bench stopped unfinished (re-run the same command to " \
                    "finish it)"
+
+
+def test_a_head_trained_on_tiny_backbones_is_refused_before_any_cell_runs(tmp_path, capsys):
+    """Without --tiny such a head has no Qwen to load: one line asking for --tiny, before the classical cells run and
+    minutes before the detecture method would fail to load a model called 'tiny'."""
+    from detecture.pipeline import DetecturePipeline
+
+    root = make_rwtd(tmp_path / "rwtd", n=2)
+    head = DetecturePipeline.tiny().head.save_pretrained(tmp_path / "head")
+    out = tmp_path / "out"
+    argv = ["bench", "--datasets", str(root), "--methods", "classical,detecture", "--head", str(head), "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained on tiny random backbones; add --tiny" in err[0], err
+    assert not list(out.rglob("samples*.jsonl"))

@@ -21,7 +21,7 @@ from pydantic import Field, SkipValidation
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ..backbones import DEFAULT_QWEN
+from ..backbones import DEFAULT_QWEN, TINY_NAME
 from ..utils.atomic import atomic_dir, moved_aside
 from ..errors import CheckpointError, InputError
 from ..prompts import MAX_TEXTURES
@@ -80,10 +80,14 @@ class HeadConfig:
         return self.contract if self.contract is not None else legacy_contract()
 
 
-def default_qwen(config: HeadConfig | None) -> str:
-    """The Qwen to load when none is named: the one the head was trained on (its ``qwen_model``), since a head only
-    fits that model's width and states; :data:`~detecture.backbones.DEFAULT_QWEN` without a head, or for a head that
-    records none."""
+def default_qwen(config: HeadConfig | None, head: str | Path | None = None) -> str:
+    """The Qwen to load when none is named: the one the head (at ``head``) was trained on, its ``qwen_model``, since a
+    head only fits that model's width and states; :data:`~detecture.backbones.DEFAULT_QWEN` without a head, or for a
+    head that records none. A head trained on tiny random backbones names no Qwen that could load: refused, asking
+    for ``--tiny``."""
+    if config is not None and config.qwen_model == TINY_NAME:
+        raise InputError(f"{head or 'head'}: the head was trained on tiny random backbones; add --tiny (tiny=True) to "
+                         "run it on them, or name the Qwen with --qwen")
     return config.qwen_model if config is not None and config.qwen_model else DEFAULT_QWEN
 
 

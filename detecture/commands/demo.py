@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     if args.head is not None:  # a mistyped --head is the user's error, not a reason to serve classical only
         from ..service import SegmentRequest, check_before_loading
 
-        check_before_loading(SegmentRequest("detecture", head=args.head, tiny=args.tiny))
+        check_before_loading(SegmentRequest("detecture", head=args.head, qwen=args.qwen, tiny=args.tiny))
     previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return _serve(args)

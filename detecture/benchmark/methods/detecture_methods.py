@@ -28,9 +28,11 @@ class _DetectureMethod(Method):
             raise CheckpointError("method 'detecture' needs a trained head: pass --head PATH "
                                   "(or benchmark 'detecture-text', which needs no trained weights)")
         if self.grounding == "bridge" and self.options.head is not None:
-            from ...bridge.head import read_head_config
+            from ...bridge.head import default_qwen, read_head_config
 
-            read_head_config(self.options.head)
+            config = read_head_config(self.options.head)
+            if not self.options.tiny and not self.options.models.get("qwen"):
+                default_qwen(config, self.options.head)  # refuses a head trained on tiny backbones, before any cell
 
     def settings(self) -> dict[str, Any]:
         from ...utils.paths import resolved
