@@ -161,7 +161,8 @@ def test_a_head_trained_on_tiny_backbones_is_refused_before_any_cell_runs(tmp_pa
     root = make_rwtd(tmp_path / "rwtd", n=2)
     head = DetecturePipeline.tiny().head.save_pretrained(tmp_path / "head")
     out = tmp_path / "out"
-    argv = ["bench", "--datasets", str(root), "--methods", "classical,detecture", "--head", str(head), "--out", str(out)]
+    argv = ["bench", "--datasets", str(root), "--methods", "classical,detecture", "--head", str(head),
+            "--out", str(out)]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained on tiny random backbones; add --tiny" in err[0], err
