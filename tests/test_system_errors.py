@@ -205,3 +205,18 @@ def test_demo_model_options_without_models_to_load_are_refused(capsys, monkeypat
     assert main(["demo", "--vlm", *options, "--port", str(free_port())]) == USAGE_ERROR
     assert capsys.readouterr().err.strip() == "error: stop before serving"
     assert (loaded["qwen"], loaded["device"], loaded["dtype"]) == ("my/qwen", "cuda:7", "fp16")
+
+
+def test_demo_model_options_with_tiny_backbones_are_refused(capsys, monkeypatch):
+    """--tiny builds its own backbones whatever --qwen or --device say: refused, also with --vlm."""
+    pytest.importorskip("gradio")
+    from demo_fixture import free_port
+    from detecture.demo.engine import DemoEngine
+
+    def no_demo(cls, **options):
+        raise AssertionError("the demo started with options it would ignore")
+
+    monkeypatch.setattr(DemoEngine, "create", classmethod(no_demo))
+    assert main(["demo", "--tiny", "--vlm", "--device", "cuda:1", "--port", str(free_port())]) == USAGE_ERROR
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --device: --tiny builds its own tiny backbones"), err

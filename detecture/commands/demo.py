@@ -70,12 +70,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def refuse_idle_model_options(args: argparse.Namespace) -> None:
-    """Refuse the model-loading options when no model loads (no --vlm or --head): the demo would serve classical
-    only and the user would think their --qwen or --device was in use."""
-    if args.vlm or args.head is not None:
-        return
+    """Refuse the model-loading options when they would load nothing: without --vlm or --head the demo serves
+    classical only, and --tiny builds its own backbones; either way the user would think their --qwen or --device
+    was in use."""
     given = [f"--{name}" for name in LOADING_OPTIONS if getattr(args, name) is not None]
-    if given:
+    if not given:
+        return
+    if args.tiny:
+        raise InputError(f"{', '.join(given)}: --tiny builds its own tiny backbones; these options apply to the real "
+                         "models (--vlm or --head without --tiny)")
+    if not (args.vlm or args.head is not None):
         raise InputError(f"{', '.join(given)}: model options apply only when the models load; add --vlm (or --head)")
 
 
