@@ -1,10 +1,10 @@
 """Training dataset over the unified metadata (docs/ARCHITECTURE.md, Data).
 
 Bad samples (missing or unreadable file, mask size mismatch, empty mask, more regions than the head has slots, no
-region at all, a description holding a control token's text) are found by one scan when the dataset is opened, logged one line each, counted by reason, and
-left out; the counts are reported again at the end of training. Scanning up front (rather than skipping inside
-``__getitem__``) keeps every rank's epoch the same length, which DDP needs, and makes the data position of a
-checkpoint meaningful.
+region at all, a description holding a control token's text) are found by one scan when the dataset is opened,
+logged one line each, counted by reason, and left out; the counts are reported again at the end of training.
+Scanning up front (rather than skipping inside ``__getitem__``) keeps every rank's epoch the same length, which DDP
+needs, and makes the data position of a checkpoint meaningful.
 """
 
 from __future__ import annotations
