@@ -259,6 +259,8 @@ def speed(args: argparse.Namespace) -> None:
     outex = [image for _, image, _ in dataset_samples(Path(args.outex))]
     for label, (h, w), n in (("tiled photo mosaic", (512, 512), args.images),
                              ("tiled photo mosaic", (3000, 4000), args.large_images)):
+        if n == 0:  # e.g. --large-images 0: that size is not measured
+            continue
         image = speed_image(h, w)
         for workers in (1, 2):
             rate = throughput([image] * (n * workers), workers, args.params)

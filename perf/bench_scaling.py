@@ -41,7 +41,7 @@ from bench_miner import write_ade  # noqa: E402
 
 from detecture.miner.config import load_config  # noqa: E402
 from detecture.miner.orchestrate import KEPT, SceneMiner, _load_done, assemble  # noqa: E402
-from detecture.benchmark import results  # noqa: E402
+from detecture.benchmark import cell_store  # noqa: E402
 from detecture.utils.parallel import cpu_count  # noqa: E402
 
 TEXTURED_SCENES, TEXTURED_STRENGTHS = 20_210, 11  # Textured-ADE20K as TextureSAM releases it
@@ -149,13 +149,13 @@ def merge_mine(tmp: Path, n: int) -> tuple[float, float]:
 def merge_bench(tmp: Path, n: int, parts: int = 8) -> float:
     """Seconds to merge ``parts`` part files of ``n`` sample records into one cell."""
     cell = tmp / "merge-bench"
-    writers = [results.ShardWriter(cell, p) for p in range(parts)]
+    writers = [cell_store.ShardWriter(cell, p) for p in range(parts)]
     for i in range(n):
         writers[i % parts]._fh.write(json.dumps({"id": f"{i:06d}", "status": "ok", "miou": 0.5}) + "\n")
     for w in writers:
         w.close()
     start = time.perf_counter()
-    results.merge_cell(cell, [f"{i:06d}" for i in range(n)])
+    cell_store.merge_cell(cell, [f"{i:06d}" for i in range(n)])
     return time.perf_counter() - start
 
 
