@@ -81,6 +81,39 @@ def test_a_mask_under_an_earlier_one_is_no_region_for_k_gt_and_is_reported(tmp_p
                for r in caplog.records)
 
 
+@pytest.mark.parametrize("protocol, k_gt, warned, unwarned", [
+    ("ours", 1, ["masks/m0_b.png lies entirely under earlier masks", "empty mask masks/m0_c.png"], []),
+    ("published", 3, ["empty mask masks/m0_c.png, counted in K_gt"], ["earlier masks", "m0_b.png"]),
+])
+def test_an_oracle_method_is_told_the_k_gt_of_the_protocol_that_scores_it(tmp_path, caplog, protocol, k_gt, warned,
+                                                                          unwarned):
+    """Masks: a covers the image, b lies under it, c is empty. Ours (the first mask wins, an empty mask is no region)
+    has one region; the published protocol (the last mask wins, every one of the first 6 masks counts) has three.
+    Under each, the K the method is told is the K_gt its scorer records, and the warnings describe that scorer."""
+    root = make_unified(tmp_path / "set", 1)
+    Image.fromarray(np.full((96, 96), 255, np.uint8)).save(root / "masks" / "m0_a.png")
+    Image.fromarray(np.zeros((96, 96), np.uint8)).save(root / "masks" / "m0_c.png")
+    meta = json.loads((root / "metadata.json").read_text())
+    meta[0]["textures"].append({"description": "Texture of nothing", "mask_path": "masks/m0_c.png"})
+    (root / "metadata.json").write_text(json.dumps(meta))
+    _, _, cells = build_plan(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)],
+                                         protocol=protocol))
+    told = []
+
+    def whole_image(image: np.ndarray, regime: SampleRegime) -> MethodOutput:
+        told.append(regime.k)
+        return MethodOutput(np.full((1, *image.shape[:2]), 5.0, np.float32))
+
+    cells[0].method.segment = whole_image
+    with caplog.at_level(logging.WARNING):
+        rec = run_sample(cells[0], cells[0].records[0], tmp_path / "out", save_partition=False)
+    assert rec["status"] == "ok" and rec["protocol"] == protocol
+    assert told == [rec["k_gt"]] == [k_gt]
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert all(w in logged for w in warned) and not any(w in logged for w in unwarned)
+    assert rec["warnings"] and all(any(w in x for x in rec["warnings"]) for w in warned)
+
+
 def _cli_error(capsys, argv: list[str]) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()

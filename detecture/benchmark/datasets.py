@@ -17,12 +17,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..data.layouts import check_paths, read_records
 from ..data.metadata import LoadedSample, SampleRecord, datasets_root, load_sample
 from ..errors import DatasetError
-from .metrics import gt_label_map
+from .scoring import gt_notes
 from ..utils.paths import require_dir
 
 
@@ -55,20 +53,12 @@ class BenchDataset:
                 digest.update(b"\0unreadable")
         return digest.hexdigest()[:16]
 
-    def load(self, record: SampleRecord) -> tuple[LoadedSample, list[str]]:
-        """Read one sample; returns it with warnings for masks that are no region of the scored GT (empty, or
-        entirely under earlier masks): reported, not fatal, because the sample is still scored without them."""
+    def load(self, record: SampleRecord, protocol: str = "ours") -> tuple[LoadedSample, list[str]]:
+        """Read one sample; returns it with warnings for masks that are no region of the GT ``protocol``'s scorer
+        builds (:func:`~.scoring.gt_notes`): reported, not fatal, because the sample can still be scored."""
         sample = load_sample(self.root, record)
-        regions = set(scored_regions(sample.masks).tolist())
-        warnings = []
-        for i in range(sample.masks.shape[0]):
-            path = record.textures[i].mask_path
-            if not sample.masks[i].any():
-                warnings.append(f"empty mask {path}")
-            elif i not in regions:
-                warnings.append(f"mask {path} lies entirely under earlier masks (the first mask wins an overlap), so "
-                                f"it is no region")
-        return sample, warnings
+        notes = gt_notes(sample.masks, protocol)
+        return sample, [notes[i].format(mask=record.textures[i].mask_path) for i in sorted(notes)]
 
 
 def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
@@ -105,17 +95,3 @@ def open_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Bench
 
 def image_stem(record: SampleRecord) -> str:
     return Path(record.image_path).stem
-
-
-def scored_regions(masks: np.ndarray) -> np.ndarray:
-    """0-based indices of the GT masks that are regions of the label map the scorer builds (:func:`gt_label_map`,
-    where the first mask wins an overlap): an empty mask, or one entirely under earlier masks, is not among them."""
-    masks = np.asarray(masks, dtype=bool)
-    pixels = np.bincount(gt_label_map(masks).ravel(), minlength=masks.shape[0] + 1)
-    return np.flatnonzero(pixels[1:])
-
-
-def gt_count(masks: np.ndarray) -> int:
-    """K_gt as the scorer counts it (:func:`scored_regions`), so an oracle method is told the K it is scored
-    against."""
-    return len(scored_regions(masks))

@@ -56,6 +56,28 @@ def gt_label_map(masks: np.ndarray) -> np.ndarray:
     return np.where(masks.any(axis=0), first, 0).astype(dtype)
 
 
+def scored_regions(masks: np.ndarray) -> np.ndarray:
+    """0-based indices of the GT masks that are regions of the label map our scorer builds (:func:`gt_label_map`,
+    where the first mask wins an overlap): an empty mask, or one entirely under earlier masks, is not among them."""
+    masks = np.asarray(masks, dtype=bool)
+    pixels = np.bincount(gt_label_map(masks).ravel(), minlength=masks.shape[0] + 1)
+    return np.flatnonzero(pixels[1:])
+
+
+def label_map_notes(masks: np.ndarray) -> dict[int, str]:
+    """Why each GT mask that is no region of our scorer's label map is left out, by mask index (a template naming
+    the mask as ``{mask}``): the user is told which of their masks the score ignores."""
+    regions = set(scored_regions(masks).tolist())
+    notes = {}
+    for i, mask in enumerate(np.asarray(masks, dtype=bool)):
+        if not mask.any():
+            notes[i] = "empty mask {mask}"
+        elif i not in regions:
+            notes[i] = ("mask {mask} lies entirely under earlier masks (the first mask wins an overlap), so it is no "
+                        "region")
+    return notes
+
+
 def contingency(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """(G+1, P+1) table of pixel counts for every (gt label, pred label) pair, labels 0..max included."""
     if gt.shape != pred.shape:

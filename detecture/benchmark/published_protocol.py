@@ -48,6 +48,11 @@ def opencv_nearest(mask: np.ndarray, size: int = PUBLISHED_SIZE) -> np.ndarray:
     return mask[nearest_source_index(h, size)[:, None], nearest_source_index(w, size)[None, :]]
 
 
+def published_k_gt(gt_masks: np.ndarray) -> int:
+    """K_gt as the published evaluator counts it: every kept mask (the first 6), empty ones included."""
+    return min(len(gt_masks), PUBLISHED_MAX_TEXTURES)
+
+
 def published_gt(gt_masks: np.ndarray, size: int = PUBLISHED_SIZE) -> tuple[np.ndarray, int]:
     """(index map at size², K_gt): the first 6 masks painted in order (the last wins an overlap), empty ones
     counted."""
@@ -55,7 +60,25 @@ def published_gt(gt_masks: np.ndarray, size: int = PUBLISHED_SIZE) -> tuple[np.n
     index = np.zeros((size, size), dtype=np.int64)
     for i, mask in enumerate(masks):
         index[opencv_nearest(mask, size)] = i + 1
-    return index, len(masks)
+    return index, published_k_gt(gt_masks)
+
+
+def published_gt_notes(gt_masks: np.ndarray) -> dict[int, str]:
+    """Why each GT mask that is no region of the published ground truth is so, by mask index (a template naming the
+    mask as ``{mask}``): the user is told which masks the score drops, and which count in K_gt without a pixel."""
+    masks = np.asarray(gt_masks, dtype=bool)
+    painted = set(np.unique(published_gt(masks)[0]).tolist())
+    notes = {}
+    for i, mask in enumerate(masks):
+        if i >= PUBLISHED_MAX_TEXTURES:
+            notes[i] = (f"mask {{mask}} is past the first {PUBLISHED_MAX_TEXTURES} textures, the only ones the "
+                        f"published protocol keeps, so it is not scored")
+        elif not mask.any():
+            notes[i] = "empty mask {mask}, counted in K_gt all the same (the published protocol counts every kept mask)"
+        elif i + 1 not in painted:
+            notes[i] = ("mask {mask} has no pixel in the published protocol's 1008² ground truth (later masks cover "
+                        "it, the last mask winning an overlap, or the resize drops it), yet counts in K_gt")
+    return notes
 
 
 def published_prediction(logits: np.ndarray, size: int = PUBLISHED_SIZE) -> tuple[np.ndarray, int]:

@@ -27,10 +27,10 @@ from ..errors import DatasetError, DetectureError, InputError, MethodError
 from ..utils.parallel import Ranks, Shard, share
 from ..utils.paths import InputSet
 from . import cell_store
-from .datasets import BenchDataset, gt_count, image_stem, open_dataset
+from .datasets import BenchDataset, image_stem, open_dataset
 from .methods import Method, MethodOptions, build_method
 from .methods.predictions import DEFAULT_PATTERN, PredictionsMethod
-from .scoring import score_logits
+from .scoring import score_logits, scored_k_gt
 from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_mode, regime_for
 
 log = logging.getLogger(__name__)
@@ -121,10 +121,10 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
     start = time.perf_counter()
     base: dict[str, Any] = {"id": record.id, DIGEST: cell.dataset.digest(record)}
     try:
-        sample, warnings = cell.dataset.load(record)
+        sample, warnings = cell.dataset.load(record, cell.protocol)
         if warnings:
             log.warning("%s/%s: %s", cell.dataset.name, record.id, "; ".join(warnings))
-        k_gt = gt_count(sample.masks)
+        k_gt = scored_k_gt(sample.masks, cell.protocol)  # the K this cell's scorer records, so an oracle is told it
         output = cell.method.segment(sample.image, _sample_regime(cell, k_gt, record))
         if output.logits.shape[1:] != sample.image.shape[:2]:
             raise MethodError(
