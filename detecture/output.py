@@ -24,10 +24,30 @@ except ImportError:  # Windows: no folder lock; claims still never overwrite a f
     fcntl = None
 
 OUTPUT_TAG = ".detecture"
+DEFAULT_NAME_MAX = 255  # bytes: what most file systems take, where the folder's cannot say
 
 
 def _output_paths(stem: Path) -> tuple[Path, Path]:
     return stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.json"
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` takes."""
+    try:
+        limit = os.pathconf(folder, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or the system cannot say
+        return DEFAULT_NAME_MAX
+    return limit if limit > 0 else DEFAULT_NAME_MAX
+
+
+def _name_too_long(stem: Path, limit: int) -> str | None:
+    """Why ``stem``'s outputs cannot be written, when one of their names is longer than ``limit`` bytes: that is
+    the image's own problem (its name), reported as its failure before work starts, not a fault that stops the run
+    on every re-run."""
+    longest = max(len(os.fsencode(p.name)) for p in _output_paths(stem))
+    if longest <= limit:
+        return None
+    return f"file name too long for its outputs ({longest} bytes, the output folder takes {limit}); rename it"
 
 
 def input_identity(path: Path) -> dict:
@@ -44,6 +64,7 @@ class Claims:
     stems: dict[int, Path] = field(default_factory=dict)
     done: list[int] = field(default_factory=list)  # complete outputs from the same input and settings
     busy: list[int] = field(default_factory=list)  # claimed by another live run in this folder
+    refused: dict[int, str] = field(default_factory=dict)  # images whose outputs cannot be named, with why
 
 
 class OutputFolder:
@@ -83,7 +104,8 @@ class OutputFolder:
 
     def claim(self, images: list[Path], todo: list[int]) -> Claims:
         """Claim an output name for each image index in ``todo`` (indices into ``images``, the run's whole list:
-        the n-th image named ``photo`` prefers ``photo_n``, whichever process claims it)."""
+        the n-th image named ``photo`` prefers ``photo_n``, whichever process claims it). An image whose output
+        names would be too long for the folder's file system is refused, alone, with why."""
         order: dict[str, int] = {}
         preferred = []
         for path in images:
@@ -91,12 +113,16 @@ class OutputFolder:
             preferred.append(order[path.stem])
         claims, taken = Claims(), set()
         with self._locked():
-            recorded = self._recorded_stems()
+            recorded, limit = self._recorded_stems(), _name_max(self.out)
             for i in todo:
                 identity = input_identity(images[i])
                 verdict, stem = self._previous(recorded.get(images[i].stem, []), identity, taken)
                 if stem is None:
                     stem = self._fresh(images[i].stem, preferred[i], taken)
+                    too_long = _name_too_long(stem, limit)
+                    if too_long:
+                        claims.refused[i] = too_long
+                        continue
                 taken.add(stem)
                 if verdict == "done":
                     claims.done.append(i)

@@ -318,3 +318,27 @@ def test_a_decompression_bomb_is_one_error_line_and_the_other_images_are_segment
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith(f"error: {bomb}: refused as a possible decompression bomb")
     assert "3 image(s) segmented, 1 failed" in captured.out
+
+
+def test_an_image_named_too_long_for_its_outputs_fails_alone_and_the_rest_of_the_batch_completes(mosaics, tmp_path,
+                                                                                                   capsys):
+    """The image's own name is legal, but ``<stem>.detecture.json`` is longer than the file system takes: that image
+    fails on one line naming it (its problem, not the system's), the others are written, and a re-run skips them."""
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    long_image = mosaics / ("x" * (limit - len(".png")) + ".png")  # as long as the file system takes
+    (mosaics / "m0.png").rename(long_image)
+    out = tmp_path / "out"
+    assert _segment(mosaics, out) == 1
+    captured = capsys.readouterr()
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith(f"error: {long_image}: file name too long for its outputs")
+    assert errors[0].endswith("rename it")
+    assert "2 image(s) segmented, 1 failed" in captured.out
+    written = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    assert sorted(written) == [f"m{i}.detecture.{ext}" for i in (1, 2) for ext in ("json", "png")]
+
+    assert _segment(mosaics, out) == 1
+    captured = capsys.readouterr()
+    assert "0 image(s) segmented, 1 failed, 2 already done" in captured.out
+    assert len([line for line in captured.err.splitlines() if line.startswith("error:")]) == 1
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written  # nothing redone

@@ -201,8 +201,8 @@ def run(args: argparse.Namespace) -> int:
     folder = OutputFolder(args.out, inputs, settings, args.force)
     claims = folder.claim(images, share(range(len(images)), mine))
     if not mine.whole:
-        print(f"share {mine.label()}: {len(claims.stems) + len(claims.done) + len(claims.busy)} of "
-              f"{len(images)} image(s)")
+        taken = len(claims.stems) + len(claims.done) + len(claims.busy) + len(claims.refused)
+        print(f"share {mine.label()}: {taken} of {len(images)} image(s)")
     work = BatchWork(images, claims, folder)
     try:
         if args.method == "classical":
@@ -225,7 +225,7 @@ class BatchWork:
     def __init__(self, images: list[Path], claims: "Claims", folder: "OutputFolder") -> None:
         self.images, self.claims, self.folder = images, claims, folder
         self.rows: dict[int, dict] = {}
-        self.failures: dict[int, str] = {}
+        self.failures: dict[int, str] = dict(claims.refused)  # failed before work starts: no output name
 
     @property
     def planned(self) -> list[tuple[int, Path, Path]]:
