@@ -86,3 +86,17 @@ def test_qwen_reads_an_image_three_pixels_tall_as_rows_not_channels(height, widt
     reference = qwen.image_processor(images=[Image.fromarray(image)], return_tensors="pt")
     assert torch.equal(seen["image_grid_thw"], reference["image_grid_thw"])
     assert torch.equal(seen["pixel_values"], reference["pixel_values"])
+
+
+def test_a_model_loaded_from_a_relative_folder_is_recorded_by_its_absolute_path(tiny_model_dirs, monkeypatch):
+    """A head records the backbones it was trained on and later loads them by that name: a relative folder would
+    only be found again from the same working folder. A hub id is kept as given."""
+    from detecture.backbones.loading import recorded_name
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+
+    qwen_dir, sam3_dir = tiny_model_dirs
+    monkeypatch.chdir(qwen_dir.parent)
+    assert QwenVL.from_pretrained(qwen_dir.name, device="cpu").name == str(qwen_dir.resolve())
+    assert Sam3Backbone.from_pretrained(sam3_dir.name, device="cpu").name == str(sam3_dir.resolve())
+    assert recorded_name("Qwen/Qwen3-VL-8B-Instruct") == "Qwen/Qwen3-VL-8B-Instruct"

@@ -28,6 +28,12 @@ PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "AL
 SYSTEM_FAULTS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
+def recorded_name(repo: str) -> str:
+    """The name a loaded model is known by, and recorded under in a head trained on it: a local folder as its
+    absolute path (a relative one would only load again from the same working folder), a hub id as given."""
+    return str(Path(repo).resolve()) if Path(repo).is_dir() else repo
+
+
 def default_device(device: str | torch.device | None = None) -> torch.device:
     if device is not None:
         return torch.device(device)

@@ -34,6 +34,7 @@ from .loading import (
     default_device,
     default_dtype,
     load_from_hub,
+    recorded_name,
 )
 from .tokens import add_seg_token
 
@@ -102,7 +103,7 @@ class QwenVL:
             )
             tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=trust_remote_code)
             image_processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=trust_remote_code)
-            return cls(model=model, tokenizer=tokenizer, image_processor=image_processor, name=repo)
+            return cls(model=model, tokenizer=tokenizer, image_processor=image_processor, name=recorded_name(repo))
 
         qwen = load_from_hub("Qwen3-VL model", repo, load)
         if quant is None:

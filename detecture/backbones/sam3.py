@@ -19,7 +19,7 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase, Sam3Model
 
 from ..images import as_rgb_array
 from . import DEFAULT_SAM3, TINY_NAME
-from .loading import default_device, default_dtype, load_from_hub
+from .loading import default_device, default_dtype, load_from_hub, recorded_name
 
 TEXT_PROMPT_LENGTH = 32  # what Sam3Processor pads text prompts to
 
@@ -49,7 +49,7 @@ class Sam3Backbone:
         def load() -> Sam3Backbone:
             model = Sam3Model.from_pretrained(repo, dtype=torch_dtype, trust_remote_code=trust_remote_code)
             tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=trust_remote_code)
-            return cls(model=model.to(dev), tokenizer=tokenizer, name=repo)
+            return cls(model=model.to(dev), tokenizer=tokenizer, name=recorded_name(repo))
 
         return load_from_hub("SAM3 model", repo, load)
 
