@@ -94,6 +94,18 @@ def test_output_folder_cannot_hold_an_input_file(tmp_path, capsys, no_models):
     assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
 
 
+def test_a_resume_may_read_the_runs_own_config(tmp_path, capsys, no_models):
+    """A refused change on --resume says to resume with the run's values, its OUT/config.json: reading it there is
+    no overwrite of the user's input (the next check here is the missing checkpoint)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text("{}\n")
+    data = make_unified(tmp_path / "mosaics", 1)
+    err = _one_error_line(capsys, ["train", "--tiny", "--resume", "--config", str(out / "config.json"), "--data",
+                                   str(data), "--out", str(out)])
+    assert "no checkpoint to resume from" in err, err
+
+
 def test_segment_output_folder_may_lie_inside_a_folder_it_reads_one_level_deep(tmp_path):
     """`segment . --out results/` (README): the folder's images are read, never its sub-folders."""
     from detecture.utils.paths import InputSet

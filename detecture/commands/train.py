@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     from ..bridge.head import read_head_config
     from ..errors import InputError
     from ..training.config import load_config
-    from ..training.loop import ResumeOptions, Trainer, check_resume
-    from ..utils.paths import InputSet, require_dir
+    from ..training.loop import RUN_CONFIG, ResumeOptions, Trainer, check_resume
+    from ..utils.paths import InputSet, require_dir, resolved
 
     for option, value, low in (("--max-steps", args.max_steps, 1), ("--epochs", args.epochs, 1),
                                ("--resume-warmup-epochs", args.resume_warmup_epochs, 0)):
@@ -88,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
         require_dir(args.val_data, "validation dataset")
     if args.init is not None:
         read_head_config(args.init)
-    InputSet([args.data, args.val_data, args.config, args.init]).check_output_dir(args.out)
+    # --resume may read the run's own record of its settings (a refused change points there); it is rewritten with
+    # the values it holds, so no input of the user's is replaced
+    own = args.resume and args.config is not None and resolved(args.config) == resolved(args.out / RUN_CONFIG)
+    InputSet([args.data, args.val_data, None if own else args.config, args.init]).check_output_dir(args.out)
     resume = ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs)
     check_resume(args.out, resume, cfg)
     trainer = Trainer.from_config(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps,

@@ -38,6 +38,7 @@ from .schedule import LRSchedule
 log = logging.getLogger(__name__)
 
 CHECKPOINTS = "checkpoints"
+RUN_CONFIG = "config.json"  # the run's whole configuration, rewritten when it starts or resumes
 RUN_CONTRACT = "contract.json"  # the inference contract the run trains under (checked on --resume)
 FINAL = "final"
 LOSS_TERMS = ("total", "mask_ce", "mask_dice", "lm")
@@ -351,7 +352,7 @@ class Trainer:
         self.restore(options)
         monitor = Monitor(self.out, STEP_FIELDS, EVAL_FIELDS, self.acc, TRACKER_RUN)
         if self.main:
-            atomic.write_json(self.out / "config.json", self.cfg.to_dict())
+            atomic.write_json(self.out / RUN_CONFIG, self.cfg.to_dict())
         try:
             stopped = self._loop(monitor)
         finally:
