@@ -136,23 +136,13 @@ def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
     return grown[radius : radius + h, radius : radius + w]
 
 
-def scored_boundaries(labels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-    """:func:`label_boundaries`, counting only label changes between two ``valid`` pixels: a pixel outside ``valid``
-    has no label to compare, so neither it nor its edge with a valid neighbour is a boundary."""
-    if valid is None:
-        return label_boundaries(labels)
-    edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, :-1] |= (labels[:, :-1] != labels[:, 1:]) & valid[:, :-1] & valid[:, 1:]
-    edge[:-1, :] |= (labels[:-1, :] != labels[1:, :]) & valid[:-1, :] & valid[1:, :]
-    return edge
-
-
 def boundary_f(gt: np.ndarray, pred: np.ndarray, tolerance: int = BOUNDARY_TOLERANCE_PX,
                valid: np.ndarray | None = None) -> float:
     """Boundary F-score: a boundary pixel counts as hit if the other map has a boundary within ``tolerance`` px
     (city-block distance, which at the default 2 px is the same neighbourhood as the Euclidean disk). With ``valid``,
-    pixels outside it are left out of both maps' boundaries (see :func:`scored_boundaries`)."""
-    b_gt, b_pred = scored_boundaries(gt, valid), scored_boundaries(pred, valid)
+    pixels outside it are left out of both maps' boundaries
+    (see :func:`~detecture.utils.image_ops.label_boundaries`)."""
+    b_gt, b_pred = label_boundaries(gt, valid), label_boundaries(pred, valid)
     n_gt, n_pred = np.count_nonzero(b_gt), np.count_nonzero(b_pred)
     if n_gt == 0 and n_pred == 0:
         return 1.0

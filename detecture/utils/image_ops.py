@@ -67,11 +67,17 @@ def partition(logits: np.ndarray) -> np.ndarray:
     return labels
 
 
-def label_boundaries(labels: np.ndarray) -> np.ndarray:
-    """Pixels whose right or lower neighbour carries a different label (a 1-px outline of every region)."""
+def label_boundaries(labels: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+    """Pixels whose right or lower neighbour carries a different label (a 1-px outline of every region). With
+    ``valid``, only changes between two valid pixels count: a pixel outside it has no label to compare, so neither it
+    nor its edge with a valid neighbour is a boundary."""
     edge = np.zeros(labels.shape, dtype=bool)
-    edge[:, :-1] |= labels[:, :-1] != labels[:, 1:]
-    edge[:-1, :] |= labels[:-1, :] != labels[1:, :]
+    right, down = labels[:, :-1] != labels[:, 1:], labels[:-1, :] != labels[1:, :]
+    if valid is not None:
+        right &= valid[:, :-1] & valid[:, 1:]
+        down &= valid[:-1, :] & valid[1:, :]
+    edge[:, :-1] |= right
+    edge[:-1, :] |= down
     return edge
 
 
