@@ -47,11 +47,25 @@ def check_size(name: str | os.PathLike, width: int, height: int) -> None:
         raise InputError(f"{name}: image is {width}x{height}; at least {MIN_SIDE}x{MIN_SIDE} pixels are needed")
 
 
+def within_aspect(width: int, height: int) -> bool:
+    """Whether neither side is more than :data:`MAX_ASPECT` times the other (the sides in either order)."""
+    return max(width, height) <= MAX_ASPECT * min(width, height)
+
+
+def keep_within_aspect(original: tuple[int, int], size: tuple[int, int]) -> tuple[int, int]:
+    """``size``, a shrunk copy of an image of size ``original`` (both in one axis order), with its long side cut
+    where rounding stretched it past :data:`MAX_ASPECT` while the original was within: what the up-front shape check
+    accepted must stay readable (72 x 14400 shrunk to 71 x 14255 would be 200.8:1)."""
+    if not within_aspect(*original):
+        return size
+    return tuple(min(side, MAX_ASPECT * min(size)) for side in size)
+
+
 def check_aspect(name: str | os.PathLike, width: int, height: int) -> None:
     """Raise :class:`InputError` naming ``name`` when one side is more than :data:`MAX_ASPECT` times the other:
     Qwen3-VL's image processor refuses such a strip, so the detecture method cannot read it (the classical one can).
     """
-    if max(width, height) > MAX_ASPECT * min(width, height):
+    if not within_aspect(width, height):
         raise InputError(f"{name}: image is {width}x{height}, one side more than {MAX_ASPECT} times the other, which "
                          "the detecture method's vision model refuses (--method classical accepts it)")
 

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..errors import CheckpointError
-from ..images import MAX_ASPECT
+from ..images import keep_within_aspect
 from ..prompt_sets import DEFAULT_PROMPT_SET, PUBLISHED_PROMPT_SET, PromptSet, prompt_set
 
 POSITION_MODES = ("line_local", "global")
@@ -67,12 +67,8 @@ class ImagePolicy:
         if self.max_pixels is None or height * width <= self.max_pixels:
             return None
         scale = math.sqrt(self.max_pixels / (height * width))
-        size = max(1, int(height * scale)), max(1, int(width * scale))
-        if max(height, width) <= MAX_ASPECT * min(height, width):
-            # Truncating both sides can stretch a strip the up-front check accepted past what Qwen's image processor
-            # takes (72 x 14400 -> 71 x 14255, 200.8:1); its long side then gives up the pixel that does it.
-            size = tuple(min(side, MAX_ASPECT * min(size)) for side in size)
-        return size
+        # truncating both sides can stretch a strip the up-front check accepted past what Qwen's image processor takes
+        return keep_within_aspect((height, width), (max(1, int(height * scale)), max(1, int(width * scale))))
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..images import (MAX_ASPECT, MIN_SIDE, check_size, exif_orientation, input_fault, is_deep_colour,
-                      read_deep_colour, to_rgb, upright)
+                      keep_within_aspect, read_deep_colour, to_rgb, upright, within_aspect)
 from ..utils.faults import DECODE_ERRORS, is_input_fault
 
 MAX_UPLOAD_PIXELS = 100_000_000
@@ -50,10 +50,8 @@ def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     if max(width, height) <= max_side:
         return width, height
     scale = max_side / max(width, height)
-    w, h = max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
-    if max(width, height) <= MAX_ASPECT * min(width, height):
-        w, h = min(w, MAX_ASPECT * h), min(h, MAX_ASPECT * w)
-    return w, h
+    shrunk = max(MIN_SIDE, round(width * scale)), max(MIN_SIDE, round(height * scale))
+    return keep_within_aspect((width, height), shrunk)
 
 
 def shrink_native(im: Image.Image, max_side: int) -> Image.Image:
@@ -78,7 +76,7 @@ def too_many_pixels(name: str, pixels: int, size: tuple[int, int] | None = None)
 def check_aspect_for_page(name: str, width: int, height: int) -> None:
     """The detecture methods' :func:`~detecture.images.check_aspect` on the size the user uploaded (not the shrunk
     one), worded for the page, which has a method choice where the command line has an option."""
-    if max(width, height) > MAX_ASPECT * min(width, height):
+    if not within_aspect(width, height):
         raise InputError(f"{name}: {width}x{height} has one side more than {MAX_ASPECT} times the other, which the "
                          "detecture methods' vision model refuses; choose the classical method")
 
