@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import errno
 import logging
-import zlib
 import os
 import stat
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator

@@ -41,7 +41,7 @@ from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
 from .regions import Region, extract_regions, region_map
 from .scoring import LabelStats, label_stats, score_scene
-from .sources import ORIGINAL, Scene, SceneSource, sample_id_of, without_id_clashes
+from .sources import Scene, SceneSource, candidates, sample_id_of, without_id_clashes
 from .textured import open_source
 from .split import scene_split
 from .vocabulary import Vocabulary, load_vocabulary
@@ -74,12 +74,6 @@ class MineOptions:
     device: str | None = None  # for the qwen describer
     arrow: bool = False
     push_to_hub: str | None = None
-
-
-def candidates(scene: Scene) -> list[tuple[str, str, Path]]:
-    """``(sample id, degree, image)`` of every image of the scene: its original (if any), then its variants."""
-    found = [(scene.id, ORIGINAL, scene.image)] if scene.image is not None else []
-    return found + [(sample_id_of(scene.id, v.degree), v.degree, v.image) for v in scene.variants]
 
 
 def image_name(sample_id: str, source: Path) -> str:

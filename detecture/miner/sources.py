@@ -65,8 +65,10 @@ def sample_id_of(scene_id: str, degree: str) -> str:
     return scene_id if degree == ORIGINAL else f"{scene_id}__{degree}"
 
 
-def sample_ids(scene: Scene) -> list[str]:
-    return ([scene.id] if scene.image is not None else []) + [sample_id_of(scene.id, v.degree) for v in scene.variants]
+def candidates(scene: Scene) -> list[tuple[str, str, Path]]:
+    """``(sample id, degree, image)`` of every image of the scene: its original (if any), then its variants."""
+    found = [(scene.id, ORIGINAL, scene.image)] if scene.image is not None else []
+    return found + [(sample_id_of(scene.id, v.degree), v.degree, v.image) for v in scene.variants]
 
 
 def without_id_clashes(index: SourceIndex) -> SourceIndex:
@@ -76,7 +78,7 @@ def without_id_clashes(index: SourceIndex) -> SourceIndex:
     owners: dict[str, str] = {}
     kept, rejected = [], []
     for scene in index.scenes:
-        ids = sample_ids(scene)
+        ids = [sample_id for sample_id, _, _ in candidates(scene)]
         clash = next((i for i in ids if i in owners), None)
         if clash is None:
             owners.update(dict.fromkeys(ids, scene.id))
