@@ -29,8 +29,8 @@ ANALYSIS_SIDE = 1024
 
 
 # A 16-bit colour upload's peak per pixel, decoded at full depth (detecture.images.read_deep_colour): Pillow's own
-# 8-bit copy (the EXIF read decodes a PNG), the 16-bit pixels, their float32 rescaling and the 8-bit result. 21 was
-# measured at 6 MP, 30 at 1.5 MP (fixed costs weigh more on a small image).
+# 8-bit copy (the EXIF read decodes a PNG), the 16-bit pixels, their float32 rescaling and the 8-bit result: 24 at
+# 9 MP in perf/RESULTS.md ("Demo upload memory"), more on a small image, where fixed costs weigh more.
 DEEP_COLOUR_BYTES = 40
 
 
