@@ -73,6 +73,18 @@ def test_parse_reply():
     ]
 
 
+@pytest.mark.parametrize("layout", ["**REGION_{k}**: {text}", "**REGION_{k}:** {text}", "- REGION_{k}: {text}",
+                                    "* REGION_{k}: {text}", "\u2022 REGION_{k}: {text}", "- **REGION_{k}**: {text}",
+                                    "`REGION_{k}`: {text}", "REGION_{k}: **{text}**"])
+def test_parse_reply_reads_markdown_lists_and_emphasis(layout):
+    """Chat models often answer as a markdown list or in bold; the label is still the region's, and the
+    description comes without the markup."""
+    texts = ["Texture of brick, red blocks with grey mortar lines, on the left",
+             "Texture of grass, green blades in dense tufts, lower half"]
+    reply = "\n".join(layout.format(k=k, text=text) for k, text in enumerate(texts, start=1))
+    assert parse_reply(reply, 2) == texts
+
+
 def test_overlay_legend_matches_drawn_colours(scene):
     image, rmap, regions = scene
     sheet = np.asarray(draw_overlay(image, rmap, [r.name for r in regions]))

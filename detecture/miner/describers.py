@@ -153,7 +153,12 @@ SYSTEM_PROMPT = (
     "You are a vision assistant that analyses surface textures. Answer only in the requested format, one line per "
     "region, with no other text."
 )
-LINE = re.compile(r"^\s*(?:REGION|TEXTURE)?[\s_#-]*(\d+)\s*[:.)\]-]\s*(.+?)\s*$", re.IGNORECASE)
+# One reply line per region: ``REGION_k: text``, also as a chat model formats lists, with a bullet (``- ``, ``* ``,
+# ``• ``) before the label and markdown emphasis (``**REGION_1**:``, ``**REGION_1:**``, ``` `REGION_1` ```) around it.
+EMPHASIS = "*_`"
+_EMPHASISED = f"[{re.escape(EMPHASIS)}]*"
+LINE = re.compile(rf"^\s*(?:[-*+\u2022\u2013]\s+)?{_EMPHASISED}\s*(?:REGION|TEXTURE)?[\s_#-]*(\d+)\s*{_EMPHASISED}\s*"
+                  r"[:.)\]-]\s*(.+?)\s*$", re.IGNORECASE)
 
 
 def build_prompt(regions: list[Region], min_words: int, max_words: int) -> str:
@@ -178,7 +183,7 @@ def parse_reply(reply: str, n_regions: int) -> list[str]:
     for line in reply.splitlines():
         m = LINE.match(line)
         if m and 1 <= int(m.group(1)) <= n_regions and int(m.group(1)) not in found:
-            found[int(m.group(1))] = m.group(2).replace("<|seg|>", "").strip().strip("\"'").strip()
+            found[int(m.group(1))] = m.group(2).replace("<|seg|>", "").strip().strip(f"{EMPHASIS}\"' \t")
     return [found.get(k, "") for k in range(1, n_regions + 1)]
 
 
