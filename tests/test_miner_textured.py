@@ -209,3 +209,14 @@ def test_cli_degrees_filter(flat, tmp_path):
     assert pairs == {(sid, d) for sid in KEPT for d in (rel.variants[sid] & {"0.3", "1.0"}) | {"original"}}
     res = cli("mine", "--root", str(flat[0]), "--out", str(tmp_path / "o2"), "--degrees", "0.3")
     assert res.returncode == 2 and res.stderr.startswith("error:") and "--textured-root" in res.stderr
+
+
+@pytest.mark.parametrize("with_textured", [True, False], ids=["textured", "no-textured"])
+def test_an_empty_degrees_list_is_refused(flat, tmp_path, with_textured):
+    """``--degrees ""`` selects no strength: one error line saying the list is empty, not a run over all of them."""
+    ade, rel = flat
+    extra = ["--textured-root", str(rel.release)] if with_textured else []
+    res = cli("mine", "--root", str(ade), *extra, "--out", str(tmp_path / "out"), "--degrees", "")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith("error: --degrees: empty list") and len(res.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()

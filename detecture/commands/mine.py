@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--limit must be at least 1, got {args.limit}")
     summary = mine(MineOptions(
         source=args.source, root=args.root, out=args.out, subset=args.subset, textured_roots=tuple(args.textured_root),
-        degrees=parse_degrees(args.degrees) if args.degrees else None, textured_mapping=args.textured_mapping,
+        degrees=parse_degrees(args.degrees) if args.degrees is not None else None, textured_mapping=args.textured_mapping,
         describer=args.describer, workers=args.workers, seed=args.seed, limit=args.limit, config=args.config,
         vocabulary=args.vocabulary, threshold=args.threshold, device=args.device, arrow=args.arrow,
         push_to_hub=args.push_to_hub, shard=Shard.parse(args.shard),

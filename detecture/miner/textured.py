@@ -69,7 +69,10 @@ def degree_label(strength: float) -> str:
 
 
 def parse_degrees(text: str) -> tuple[float, ...]:
-    """``--degrees 0.1,0.3,1.0`` -> sorted unique strengths; an InputError names the bad item."""
+    """``--degrees 0.1,0.3,1.0`` -> sorted unique strengths; an InputError names the bad item. An empty list is
+    refused: it selects nothing, and reading it as "all" would quietly mine what the user meant to narrow down."""
+    if not text.strip():
+        raise InputError("--degrees: empty list; give strengths like 0.1,0.3,1.0, or leave the option out to use all")
     out = set()
     for item in text.split(","):
         value = parse_strength(item.strip())
