@@ -502,3 +502,46 @@ def test_an_arrow_export_killed_midway_leaves_the_previous_copy_whole(mined, tmp
     after = datasets.load_from_disk(str(out / "hf_dataset"))
     assert {s: len(d) for s, d in after.items()} == {s: len(d) for s, d in before.items()}
     assert [p.name for p in out.iterdir() if p.name.startswith(".hf_dataset")] == []
+
+
+def test_a_rerun_removes_the_copies_a_killed_arrow_export_left(dataset, mined, tmp_path):
+    """Killed by SIGKILL inside the Arrow save (a whole hidden copy written, not renamed in), then again between the
+    two renames that replace hf_dataset/ (the previous copy moved aside, hf_dataset/ missing): the re-run puts a
+    complete hf_dataset/ in place and leaves none of the hidden copies."""
+    import shutil
+
+    import datasets
+
+    out = tmp_path / "copy"
+    shutil.copytree(mined[0], out)
+    argv = mine_args(dataset, out, "--workers", "1", "--arrow")
+    kill_inside_save = """
+        import datasets
+        real = datasets.DatasetDict.save_to_disk
+        def save_to_disk(self, path, **kwargs):
+            real(self, path, **kwargs)
+            os.kill(os.getpid(), signal.SIGKILL)
+        datasets.DatasetDict.save_to_disk = save_to_disk
+    """
+    kill_between_renames = """
+        real = os.replace
+        def replace(source, target):
+            real(source, target)
+            if os.path.basename(target) == ".hf_dataset.old":
+                os.kill(os.getpid(), signal.SIGKILL)
+        os.replace = replace
+    """
+    for patch in (kill_inside_save, kill_between_renames):
+        script = "import os, signal, sys\n" + textwrap.dedent(patch) + textwrap.dedent(f"""
+            from detecture.cli import main
+            sys.exit(main({argv!r}))
+        """)
+        killed = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [p.name for p in out.iterdir() if p.name.startswith(".hf_dataset")]  # what the kills left
+    assert not (out / "hf_dataset").exists()
+
+    mine(MineOptions(source="ade20k", root=dataset[0], textured_roots=(dataset[1],), out=out, workers=1, arrow=True))
+    assert [p.name for p in out.iterdir() if p.name.startswith(".hf_dataset")] == []
+    exported = datasets.load_from_disk(str(out / "hf_dataset"))
+    assert sum(len(d) for d in exported.values()) == len(load_metadata(out))

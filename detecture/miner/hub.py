@@ -14,6 +14,16 @@ log = logging.getLogger(__name__)
 HF_DIR = "hf_dataset"
 
 
+def remove_export_leftovers(out: Path) -> None:
+    """Undo what a killed export left in ``out``: a previous ``hf_dataset/`` moved aside (a kill between
+    :func:`~detecture.utils.atomic.atomic_dir`'s two renames) is put back, then half-written copies
+    (``.hf_dataset.<random>.tmp/``) and a moved-aside copy no longer needed are deleted. Each is a whole copy of the
+    dataset, which nothing else would ever remove. Only the process that assembles ``out`` writes there."""
+    atomic.restore_moved_aside(out / HF_DIR)
+    for leftover in atomic.remove_temporaries(out, HF_DIR):
+        log.info("removed %s, left behind by an interrupted --arrow export", leftover)
+
+
 def export_dataset(out: Path, records: list[SampleRecord], push_to_hub: str | None = None) -> Any:
     """Build ``{"train", "val"}`` splits (image, masks, descriptions, scene, degree, score, k) and save them to
     ``<out>/hf_dataset``; with ``push_to_hub="user/name"`` also upload them (needs a Hub token)."""

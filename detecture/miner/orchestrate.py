@@ -39,6 +39,7 @@ from ..utils.parallel import Ranks, Shard, default_workers, item_outcome, share,
 from ..utils.paths import InputSet, printable, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
+from .hub import export_dataset, remove_export_leftovers
 from .regions import Region, extract_regions, region_map
 from .scoring import LabelStats, label_stats, score_scene
 from .sources import Scene, SceneSource, candidates, sample_id_of, without_id_clashes
@@ -391,6 +392,7 @@ def _assemble_all(opts: MineOptions, out: Path, miner: SceneMiner, scenes: list[
                          "command to mine them")
     atomic.remove_temporaries_of(out, ASSEMBLED)  # a run killed while assembling; only this process writes them
     atomic.remove_temporaries(out / "review")
+    remove_export_leftovers(out)  # with or without --arrow this time: a killed export's copies are never needed
     ordered = [states[s.id] for s in scenes]
     records = assemble(out, ordered, cfg, opts.seed, index.rejected)
     summary = build_summary(ordered, records, cfg, index)
@@ -398,7 +400,5 @@ def _assemble_all(opts: MineOptions, out: Path, miner: SceneMiner, scenes: list[
     write_score_histogram(out / "score_histogram.png", [st["score"] for st in ordered if "score" in st], cfg.threshold)
     write_contact_sheet(out, records, opts.seed, cfg.report.contact_sheet_samples)
     if opts.arrow or opts.push_to_hub:
-        from .hub import export_dataset
-
         export_dataset(out, records, push_to_hub=opts.push_to_hub)
     return summary
