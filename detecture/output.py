@@ -15,7 +15,7 @@ import numpy as np
 from .prompts import Regime
 from .result import SegmentationResult
 from .utils import atomic, rle
-from .utils.paths import InputSet, printable, resolved
+from .utils.paths import InputSet, name_max, printable, resolved
 from .visualize import save_overlay
 
 try:
@@ -24,20 +24,10 @@ except ImportError:  # Windows: no folder lock; claims still never overwrite a f
     fcntl = None
 
 OUTPUT_TAG = ".detecture"
-DEFAULT_NAME_MAX = 255  # bytes: what most file systems take, where the folder's cannot say
 
 
 def _output_paths(stem: Path) -> tuple[Path, Path]:
     return stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.json"
-
-
-def _name_max(folder: Path) -> int:
-    """The longest file name, in bytes, the file system of ``folder`` takes."""
-    try:
-        limit = os.pathconf(folder, "PC_NAME_MAX")
-    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or the system cannot say
-        return DEFAULT_NAME_MAX
-    return limit if limit > 0 else DEFAULT_NAME_MAX
 
 
 def _name_too_long(stem: Path, limit: int) -> str | None:
@@ -113,7 +103,7 @@ class OutputFolder:
             preferred.append(order[path.stem])
         claims, taken = Claims(), set()
         with self._locked():
-            recorded, limit = self._recorded_stems(), _name_max(self.out)
+            recorded, limit = self._recorded_stems(), name_max(self.out)
             for i in todo:
                 identity = input_identity(images[i])
                 verdict, stem = self._previous(recorded.get(images[i].stem, []), identity, taken)

@@ -545,3 +545,28 @@ def test_a_rerun_removes_the_copies_a_killed_arrow_export_left(dataset, mined, t
     assert [p.name for p in out.iterdir() if p.name.startswith(".hf_dataset")] == []
     exported = datasets.load_from_disk(str(out / "hf_dataset"))
     assert sum(len(d) for d in exported.values()) == len(load_metadata(out))
+
+
+def test_a_scene_whose_output_names_would_be_too_long_is_rejected_and_the_rest_mined(tmp_path, capsys):
+    """A legal file name as long as the file system allows (``<stem>.jpg``) gives output names that are not
+    (``<stem>_1.png``): that scene is listed as rejected, saying why, and the run and its re-run finish."""
+    from PIL import Image
+
+    from detecture.cli import main
+
+    root, out = tmp_path / "data", tmp_path / "out"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    long_stem = "x" * (os.pathconf(tmp_path, "PC_NAME_MAX") - len(".jpg"))
+    image, label = fx.scenes()["ADE_train_clean2"]
+    for stem in ("short_scene", long_stem):
+        Image.fromarray(image).save(root / "images" / f"{stem}.jpg")
+        Image.fromarray(label, mode="L").save(root / "labels" / f"{stem}.png")
+    argv = ["mine", "--source", "folder", "--root", str(root), "--out", str(out), "--workers", "1"]
+    for _ in range(2):
+        assert main(argv) == 0, capsys.readouterr().err
+    assert {r.extra["scene"] for r in load_metadata(out)} == {"short_scene"}
+    [record] = [json.loads(line) for line in (out / "rejected.jsonl").read_text().splitlines()]
+    assert record["id"] == long_stem and record["kind"] == "name_too_long"
+    assert record["path"] == str(root / "images" / f"{long_stem}.jpg") and "too long" in record["reason"]
+    assert not [p for p in out.rglob("*") if long_stem in p.name]

@@ -36,10 +36,11 @@ from ..images import load_image
 from ..utils import atomic
 from ..utils.json_files import read_json_object
 from ..utils.parallel import Ranks, Shard, default_workers, item_outcome, share, stop_unfinished, unordered_map
-from ..utils.paths import InputSet, printable, require_dir, require_file
+from ..utils.paths import InputSet, name_max, printable, require_dir, require_file
 from .config import MinerConfig, configs_dir, load_config
 from .describers import Describer, build_describer, validate_description
 from .hub import export_dataset, remove_export_leftovers
+from .names import STATE_DIR, image_name, mask_name, state_name, without_long_names
 from .regions import Region, extract_regions, region_map
 from .scoring import LabelStats, label_stats, score_scene
 from .sources import Scene, SceneSource, candidates, sample_id_of, without_id_clashes
@@ -49,7 +50,6 @@ from .vocabulary import Vocabulary, load_vocabulary
 
 log = logging.getLogger(__name__)
 
-STATE_DIR = "mine_state"
 KEPT, LOW_SCORE, TOO_FEW, REJECTED = "kept", "low_score", "too_few_regions", "rejected"
 ASSEMBLED = frozenset({"metadata.json", "metadata_train.json", "metadata_val.json", "rejected.jsonl", "summary.json",
                        "score_histogram.png"})  # what the merge step writes at the top of --out
@@ -77,16 +77,6 @@ class MineOptions:
     push_to_hub: str | None = None
 
 
-def image_name(sample_id: str, source: Path) -> str:
-    """The name of a sample's image under ``images/``: its id, with the suffix of the file it is copied from."""
-    return f"{sample_id}{source.suffix.lower()}"
-
-
-def mask_name(scene_id: str, k: int) -> str:
-    """The name of region ``k`` (1-based) of a scene under ``masks/``, shared by all the scene's samples."""
-    return f"{scene_id}_{k}.png"
-
-
 def rejection(item_id: str, path: Path, reason: str) -> dict[str, str]:
     """A ``rejected.jsonl`` record. Its path and reason go through :func:`printable`: a folder name that is not UTF-8
     (``--root`` under a Latin-1 name) is in both, and the record is written as UTF-8 JSON."""
@@ -110,7 +100,7 @@ class SceneMiner:
         self.source, self.vocab, self.cfg, self.describer, self.out = source, vocab, cfg, describer, out
 
     def state_path(self, scene_id: str) -> Path:
-        return self.out / STATE_DIR / "scenes" / f"{scene_id}.json"
+        return self.out / STATE_DIR / "scenes" / state_name(scene_id)
 
     def __call__(self, scene: Scene) -> dict[str, Any]:
         """Mine one scene and write its result file. A data problem rejects the scene (recorded: one bad scene must
@@ -344,7 +334,8 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | No
         cfg = replace(cfg, threshold=float(opts.threshold))
     source = open_source(opts.source, opts.root, opts.subset, opts.textured_roots, opts.degrees, opts.textured_mapping)
     vocab = load_vocabulary(opts.vocabulary or configs_dir() / source.vocabulary_file).with_names(source.class_names())
-    index = without_id_clashes(source.index())  # before the describer: a bad --degrees fails before any model loads
+    # before the describer: a bad --degrees fails before any model loads
+    index = without_long_names(without_id_clashes(source.index()), name_max(opts.out), cfg.regions.max_regions)
     ranks = Ranks()
     if describer is None:
         kwargs = {"device": opts.device or ranks.device} if opts.describer == "qwen" else {}

@@ -17,6 +17,7 @@ from ..data.metadata import SampleRecord, load_sample
 from ..errors import DatasetError
 from ..utils.plotting import pyplot, save_figure
 from .config import MinerConfig
+from .names import thumbnail_name
 from .overlay import draw_overlay
 from .sources import SourceIndex
 
@@ -112,7 +113,7 @@ def write_contact_sheet(out: Path, records: list[SampleRecord], seed: int, n: in
             image = image.resize(size, Image.BILINEAR)
             rmap = np.asarray(Image.fromarray(rmap).resize(size, Image.NEAREST))
         sheet = draw_overlay(image, rmap, record.extra.get("texture_classes", []))
-        thumb = f"{record.id}.jpg"
+        thumb = thumbnail_name(record.id)
         with atomic.atomic_path(review / thumb) as tmp:
             sheet.save(tmp, format="JPEG", quality=85)
         items = "".join(f"<li>{html.escape(d)}</li>" for d in sample.descriptions)

@@ -38,6 +38,22 @@ def printable(path: PathLike) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+DEFAULT_NAME_MAX = 255  # bytes: what most file systems take, where the folder's cannot say
+
+
+def name_max(folder: PathLike) -> int:
+    """The longest file name, in bytes, the file system of ``folder`` takes; asked of its nearest existing folder,
+    since an output folder may not be made yet."""
+    probe = Path(folder)
+    while not probe.exists() and probe.parent != probe:
+        probe = probe.parent
+    try:
+        limit = os.pathconf(probe, "PC_NAME_MAX")
+    except (AttributeError, OSError, ValueError):  # no pathconf (Windows), or the system cannot say
+        return DEFAULT_NAME_MAX
+    return limit if limit > 0 else DEFAULT_NAME_MAX
+
+
 def require_file(path: PathLike, what: str = "file") -> Path:
     """An existing, readable file (``what`` names it in the error)."""
     path = Path(path)
