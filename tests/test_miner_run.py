@@ -570,3 +570,52 @@ def test_a_scene_whose_output_names_would_be_too_long_is_rejected_and_the_rest_m
     assert record["id"] == long_stem and record["kind"] == "name_too_long"
     assert record["path"] == str(root / "images" / f"{long_stem}.jpg") and "too long" in record["reason"]
     assert not [p for p in out.rglob("*") if long_stem in p.name]
+
+
+def test_only_settings_that_shape_scenes_refuse_to_resume(dataset, mined, tmp_path):
+    """The split, the report and the config's comments shape the merge step alone: changing them re-assembles the
+    finished scenes without mining any again. A scoring weight shapes every score: refused, naming that key. An
+    output folder whose run.json records the config file's digest resumes under the same file."""
+    import hashlib
+    import shutil
+
+    import yaml
+
+    from detecture.miner.config import configs_dir
+
+    out = tmp_path / "copy"
+    shutil.copytree(mined[0], out)
+    ade, textured = dataset
+    text = (configs_dir() / "miner.yaml").read_text()
+    settings = yaml.safe_load(text)
+
+    def run_with(config_text: str) -> dict | None:
+        config = tmp_path / "miner.yaml"
+        config.write_text(config_text)
+        return mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1,
+                                config=config))
+
+    states = out / "mine_state" / "scenes"
+    state_times = {p: p.stat().st_mtime_ns for p in states.iterdir()}
+    assert mined[1]["split_scenes"].get("val")
+    assembly_only = {**settings, "split": {"val_fraction": 0.0}, "report": {"contact_sheet_samples": 2}}
+    summary = run_with("# another comment\n" + yaml.safe_dump(assembly_only))
+    assert "val" not in summary["split_scenes"]
+    assert {p: p.stat().st_mtime_ns for p in states.iterdir()} == state_times
+
+    weights = {**settings["scoring"]["weights"], "balance": settings["scoring"]["weights"]["balance"] + 1}
+    scoring = {**settings, "scoring": {**settings["scoring"], "weights": weights}}
+    with pytest.raises(InputError, match=r"different settings \(scoring\.weights\.balance\)"):
+        run_with(yaml.safe_dump(scoring))
+
+    record = out / "mine_state" / "run.json"
+    current = json.loads(record.read_text())
+    whole_file = {"config_sha256": hashlib.sha256(text.encode()).hexdigest(), "threshold": current["threshold"],
+                  "vocabulary_sha256": current["vocabulary_sha256"], "source": current["source"],
+                  "describer": "template"}
+    record.write_text(json.dumps(whole_file))
+    run_with(text)
+    assert json.loads(record.read_text()) == current
+    record.write_text(json.dumps({**whole_file, "config_sha256": "0" * 64}))
+    with pytest.raises(InputError, match=r"different settings \(config_sha256\)"):
+        run_with(text)

@@ -80,7 +80,7 @@ class MinerConfig(MinerSettings):
     """The settings plus where they came from."""
 
     path: Path
-    digest: str  # sha256 of the file: an output folder remembers it to refuse resuming under other settings
+    digest: str  # sha256 of the file, which a run.json holding config_sha256 is compared with
 
 
 WEIGHT_KEYS = ("region_count", "balance", "boundary_length", "boundary_straightness", "coverage")

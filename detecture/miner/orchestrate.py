@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -225,7 +225,21 @@ def _run_scenes(miner: SceneMiner, pending: list[Scene], workers: int) -> Iterat
 
 
 def _fingerprint(cfg: MinerConfig, vocab: Vocabulary, source: SceneSource, describer: str) -> dict[str, Any]:
-    """The settings that shape per-scene results (the seed is not one: it only affects assembly)."""
+    """The settings that shape per-scene results, under the config's own key names so a refusal names the key
+    (``scoring.weights.balance``). Only those: the seed, ``split`` and ``report`` shape the merge step alone, which
+    every run redoes, and the config file's comments and layout shape nothing."""
+    words = {"min_words": cfg.describer.min_words, "max_words": cfg.describer.max_words}
+    if describer == "qwen":
+        words.update(qwen_model=cfg.describer.qwen_model, max_new_tokens=cfg.describer.max_new_tokens)
+    fp = {"threshold": cfg.threshold, "scoring": asdict(cfg.scoring), "regions": asdict(cfg.regions),
+          "describer": {"name": describer, **words}, "vocabulary_sha256": vocab.digest, "source": source.describe()}
+    return json.loads(json.dumps(fp))  # as run.json reads back: tuples become lists
+
+
+def _whole_file_fingerprint(cfg: MinerConfig, vocab: Vocabulary, source: SceneSource, describer: str
+                            ) -> dict[str, Any]:
+    """The form of ``run.json`` that records the config file's digest rather than its keys; an output folder that
+    has one resumes when the same file is given (its record is then rewritten in :func:`_fingerprint`'s form)."""
     fp: dict[str, Any] = {"config_sha256": cfg.digest, "threshold": cfg.threshold,
                           "vocabulary_sha256": vocab.digest, "source": source.describe(), "describer": describer}
     if describer == "qwen":
@@ -233,15 +247,18 @@ def _fingerprint(cfg: MinerConfig, vocab: Vocabulary, source: SceneSource, descr
     return fp
 
 
-def _check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
+def _check_fingerprint(out: Path, fingerprint: dict[str, Any], whole_file: dict[str, Any]) -> None:
     """Refuse to resume ``out`` under settings other than those its ``run.json`` records (written by
-    :func:`_record_fingerprint` once the run is under way)."""
+    :func:`_record_fingerprint` once the run is under way); ``whole_file`` is the settings in the form of a record
+    that holds the config file's digest (:func:`_whole_file_fingerprint`)."""
     path = out / STATE_DIR / "run.json"
     if path.exists():
         try:
             previous = read_json_object(path, "record of the run's settings", InputError)
         except InputError as exc:
             raise InputError(f"{exc}; delete {out / STATE_DIR} to start over") from None
+        if "config_sha256" in previous:
+            fingerprint = whole_file
         if previous != fingerprint:
             changed = list(_differences(previous, fingerprint))
             raise InputError(
@@ -251,8 +268,10 @@ def _check_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
 
 
 def _record_fingerprint(out: Path, fingerprint: dict[str, Any]) -> None:
+    """Write ``run.json`` once, or rewrite one that holds the config file's digest (it matched, or
+    :func:`_check_fingerprint` would have refused) with the settings themselves."""
     path = out / STATE_DIR / "run.json"
-    if not path.exists():
+    if not path.exists() or "config_sha256" in read_json_object(path, "record of the run's settings", InputError):
         atomic.write_json(path, fingerprint)
 
 
@@ -345,7 +364,7 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | No
         scenes = scenes[: opts.limit]
     out = Path(opts.out)
     fingerprint = _fingerprint(cfg, vocab, source, describer.name)
-    _check_fingerprint(out, fingerprint)
+    _check_fingerprint(out, fingerprint, _whole_file_fingerprint(cfg, vocab, source, describer.name))
     miner = SceneMiner(source, vocab, cfg, describer, out)
     mine_here = share(scenes, opts.shard)  # job arrays: a fixed share of all scenes, whatever is done already
     states = _load_done(miner, mine_here)
