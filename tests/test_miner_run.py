@@ -619,3 +619,38 @@ def test_only_settings_that_shape_scenes_refuse_to_resume(dataset, mined, tmp_pa
     record.write_text(json.dumps({**whole_file, "config_sha256": "0" * 64}))
     with pytest.raises(InputError, match=r"different settings \(config_sha256\)"):
         run_with(text)
+
+
+def test_images_added_to_or_removed_from_a_textured_root_are_mined_on_the_rerun(tmp_path):
+    """A degree folder unzipped after a run: the re-run mines the scene that gained an image, and only that scene,
+    giving the dataset a fresh run gives; the file removed again, the next re-run drops its sample and image. Result
+    files without the list of images they were made for are still read: an unchanged kept scene is not redone."""
+    import shutil
+    from dataclasses import replace
+
+    ade, textured = fx.build(tmp_path / "ade")
+    out = tmp_path / "out"
+    opts = MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1)
+    mine(opts)
+    before = outputs(out)
+    states = out / "mine_state" / "scenes"
+    for path in states.iterdir():  # as a result file without the list of images is
+        state = json.loads(path.read_text())
+        state.pop("candidates", None)
+        path.write_text(json.dumps(state))
+    kept_times = {scene: (states / f"{scene}.json").stat().st_mtime_ns for scene in KEPT}
+
+    added = textured / "eta_0.5" / "images" / "training" / "ADE_train_clean2.jpg"
+    added.parent.mkdir(parents=True)
+    shutil.copy(textured / "eta_0.3" / "images" / "training" / "ADE_train_clean3.jpg", added)
+    mine(opts)
+    assert "ADE_train_clean2__eta_0.5" in {r.id for r in load_metadata(out)}
+    assert {scene: (states / f"{scene}.json").stat().st_mtime_ns for scene in KEPT - {"ADE_train_clean2"}} == \
+        {scene: t for scene, t in kept_times.items() if scene != "ADE_train_clean2"}
+    fresh = tmp_path / "fresh"
+    mine(replace(opts, out=fresh))
+    assert outputs(out) == outputs(fresh)
+
+    added.unlink()
+    mine(opts)
+    assert outputs(out) == before

@@ -2,8 +2,9 @@
 
 Resume protocol: a worker writes a scene's images and masks first and its result file
 ``mine_state/scenes/<scene>.json`` last (all atomically), so the result file's existence means "this scene is done".
-A killed run loses at most the scenes in flight; a re-run skips every scene with a result file and redoes only the
-rest. ``metadata.json``, ``rejected.jsonl`` and the split files are rebuilt from all result files, sorted by id, so
+The file lists the scene's images (sample ids) it was made for: a scene whose images changed since (a Textured-ADE20K
+file added or removed) is redone (:func:`is_current`). A killed run loses at most the scenes in flight; a re-run
+skips every scene with a current result file and redoes only the rest. ``metadata.json``, ``rejected.jsonl`` and the split files are rebuilt from all result files, sorted by id, so
 an interrupted-and-resumed run and an uninterrupted one write byte-identical metadata. ``mine_state/run.json``
 records the settings that shape per-scene results; resuming under different settings is refused.
 
@@ -105,14 +106,51 @@ class SceneMiner:
     def __call__(self, scene: Scene) -> dict[str, Any]:
         """Mine one scene and write its result file. A data problem rejects the scene (recorded: one bad scene must
         not end a 25k-scene run); any other error propagates with no result file, so the scene stays to do."""
+        self._drop_stale(scene)
         state, error = item_outcome(self.mine_scene, scene)
         if error is not None:
             log.warning("scene %s rejected: %s", scene.id, error)
             self._remove_outputs(scene)
-            state = {"scene": scene.id, "status": REJECTED,
+            state = {"scene": scene.id, "candidates": candidate_ids(scene), "status": REJECTED,
                      "rejected": [rejection(scene.id, scene.image or scene.label, error)]}
         write_state(self.state_path(scene.id), state)
         return state
+
+    def read_result(self, scene: Scene) -> dict[str, Any] | None:
+        """The scene's result file if an earlier run finished it for the images it has now (:func:`is_current`);
+        None when there is none, it cannot be read (the scene is redone), or it was made for other images."""
+        path = self.state_path(scene.id)
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            state = None
+        if not isinstance(state, dict):
+            log.warning("%s: unreadable result file, mining the scene again", path)
+            return None
+        if not is_current(state, scene):
+            log.info("%s: made for other images of scene %s than there are now, mining the scene again", path,
+                     scene.id)
+            return None
+        return state
+
+    def _drop_stale(self, scene: Scene) -> None:
+        """Delete a result file made for other images of the scene, then the images and masks it names: images
+        since removed would stay unreferenced. The result goes first, so a kill in between leaves the scene to
+        do rather than a result naming deleted files."""
+        path = self.state_path(scene.id)
+        try:
+            old = json.loads(path.read_text(encoding="utf-8"))
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return
+        path.unlink(missing_ok=True)
+        if not isinstance(old, dict):
+            return
+        for sample in old.get("samples", []):
+            (self.out / "images" / Path(sample["image_path"]).name).unlink(missing_ok=True)
+        for region in old.get("regions", []):
+            (self.out / "masks" / Path(region["mask_path"]).name).unlink(missing_ok=True)
 
     def _remove_outputs(self, scene: Scene) -> None:
         """Delete the images and masks a scene rejected partway had already written: no record will name them."""
@@ -127,7 +165,7 @@ class SceneMiner:
 
     def mine_scene(self, scene: Scene) -> dict[str, Any]:
         """Score, extract, describe and write one scene; returns its result record (see module docstring)."""
-        state: dict[str, Any] = {"scene": scene.id}
+        state: dict[str, Any] = {"scene": scene.id, "candidates": candidate_ids(scene)}
         loaded, error = item_outcome(self._read_label, scene)
         if error is not None:
             reason = _naming(scene.label, error)
@@ -284,16 +322,34 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
             yield prefix + key
 
 
+def candidate_ids(scene: Scene) -> list[str]:
+    """The sample ids of a scene's images, in order: what its result file records it was made for."""
+    return [sample_id for sample_id, _, _ in candidates(scene)]
+
+
+def is_current(state: dict[str, Any], scene: Scene) -> bool:
+    """Whether a result file still holds for ``scene``: made for the images the scene has now (a Textured-ADE20K
+    file added or removed since changes them), or made without looking at them (a low score, too few regions).
+
+    A result file without the ``candidates`` list counts the ids its samples and rejections name instead; where
+    those cannot say (a scene rejected as a whole, a scene without an original image whose label map failed), the
+    scene is redone."""
+    if state.get("status") in (LOW_SCORE, TOO_FEW):
+        return True
+    ids = candidate_ids(scene)
+    if "candidates" in state:
+        return state["candidates"] == ids
+    named = {s["id"] for s in state.get("samples", [])} | {r["id"] for r in state.get("rejected", [])}
+    return named == set(ids)
+
+
 def _load_done(miner: SceneMiner, scenes: list[Scene]) -> dict[str, dict[str, Any]]:
-    """Result files of scenes finished by an earlier run; an unreadable one is dropped so the scene is redone."""
+    """Result files of scenes finished, for their present images, by an earlier run; any other scene is redone."""
     done = {}
     for scene in scenes:
-        path = miner.state_path(scene.id)
-        if path.exists():
-            try:
-                done[scene.id] = json.loads(path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                log.warning("%s: unreadable result file, mining the scene again", path)
+        state = miner.read_result(scene)
+        if state is not None:
+            done[scene.id] = state
     return done
 
 
