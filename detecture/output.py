@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,13 +13,9 @@ import numpy as np
 from .prompts import Regime
 from .result import SegmentationResult
 from .utils import atomic, rle
+from .utils.claims import folder_lock, is_alive, this_process
 from .utils.paths import InputSet, name_max, printable, resolved
 from .visualize import save_overlay
-
-try:
-    import fcntl
-except ImportError:  # Windows: no folder lock; claims still never overwrite a finished output of another input
-    fcntl = None
 
 OUTPUT_TAG = ".detecture"
 
@@ -76,21 +70,7 @@ class OutputFolder:
 
     def __init__(self, out: Path, inputs: InputSet, settings: dict, force: bool = False) -> None:
         self.out, self.inputs, self.settings, self.force = out, inputs, settings, force
-        self.owner = {"host": socket.gethostname(), "pid": os.getpid()}
-
-    @contextmanager
-    def _locked(self):
-        """An exclusive lock on the folder itself (no lock file among the outputs), released even by ``kill -9``."""
-        self.out.mkdir(parents=True, exist_ok=True)
-        if fcntl is None:
-            yield
-            return
-        fd = os.open(self.out, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
+        self.owner = this_process()
 
     def claim(self, images: list[Path], todo: list[int]) -> Claims:
         """Claim an output name for each image index in ``todo`` (indices into ``images``, the run's whole list:
@@ -102,7 +82,7 @@ class OutputFolder:
             order[path.stem] = order.get(path.stem, 0) + 1
             preferred.append(order[path.stem])
         claims, taken = Claims(), set()
-        with self._locked():
+        with folder_lock(self.out):
             recorded, limit = self._recorded_stems(), name_max(self.out)
             for i in todo:
                 identity = input_identity(images[i])
@@ -156,7 +136,7 @@ class OutputFolder:
             if not isinstance(made_from, dict) or made_from.get("path") != identity["path"]:
                 continue
             if "claim" in record:
-                verdict = "busy" if record["claim"] != self.owner and _alive(record["claim"]) else "free"
+                verdict = "busy" if record["claim"] != self.owner and is_alive(record["claim"]) else "free"
             else:
                 same = made_from == identity and record.get("settings") == self.settings and png.exists()
                 verdict = "done" if same and not self.force else "free"
@@ -193,18 +173,6 @@ def _read_record(json_path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
-
-
-def _alive(owner: object) -> bool:
-    if not isinstance(owner, dict) or owner.get("host") != socket.gethostname():
-        return False
-    try:
-        os.kill(int(owner["pid"]), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, KeyError, TypeError, ValueError):
-        return True
-    return True
 
 
 def result_record(path: Path, result: SegmentationResult, regime: Regime, labels: np.ndarray,

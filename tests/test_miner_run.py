@@ -654,3 +654,46 @@ def test_images_added_to_or_removed_from_a_textured_root_are_mined_on_the_rerun(
     added.unlink()
     mine(opts)
     assert outputs(out) == before
+
+
+def test_two_runs_sharing_an_out_mine_each_scene_once(dataset, mined, tmp_path):
+    """Run A holds a scene (its describer waits on it); run B, started into the same --out meanwhile, mines the
+    scenes A has not reached, skips A's and leaves the merge to A, which, once released, finds every scene done and
+    writes the same dataset as one run."""
+    import time
+
+    out, started, release = tmp_path / "out", tmp_path / "started", tmp_path / "release"
+    holder = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from detecture.miner import describers
+        real = describers.TemplateDescriber.describe
+        def describe(self, image, rmap, regions):
+            if any(r.name == "sky" for r in regions):  # ADE_train_fragment, the only scene with sky
+                Path({str(started)!r}).touch()
+                deadline = time.monotonic() + 100
+                while not Path({str(release)!r}).exists() and time.monotonic() < deadline:
+                    time.sleep(0.05)
+            return real(self, image, rmap, regions)
+        describers.TemplateDescriber.describe = describe
+        from detecture.cli import main
+        sys.exit(main({mine_args(dataset, out, '--workers', '1')!r}))
+    """)
+    a = subprocess.Popen([sys.executable, "-c", holder], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        deadline = time.monotonic() + 100
+        while not started.exists() and a.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), a.communicate()[1]
+        ade, textured = dataset
+        b = mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1))
+        assert b is None  # the merge is A's, which still mines a scene
+        assert not (out / "mine_state" / "scenes" / "ADE_train_fragment.json").exists()
+        assert not (out / "metadata.json").exists()
+    finally:
+        release.touch()
+        _, a_err = a.communicate(timeout=100)
+    assert a.returncode == 0, a_err
+    assert outputs(out) == outputs(mined[0])
+    assert not list((out / "mine_state" / "claims").iterdir())

@@ -35,6 +35,7 @@ from ..data.metadata import SampleRecord, TextureEntry, save_binary_mask, save_m
 from ..errors import InputError, RunStopped
 from ..images import load_image
 from ..utils import atomic
+from ..utils.claims import folder_lock, is_alive, this_process
 from ..utils.json_files import read_json_object
 from ..utils.parallel import Ranks, Shard, default_workers, item_outcome, share, stop_unfinished, unordered_map
 from ..utils.paths import InputSet, name_max, printable, require_dir, require_file
@@ -99,22 +100,59 @@ class SceneMiner:
 
     def __init__(self, source: SceneSource, vocab: Vocabulary, cfg: MinerConfig, describer: Describer, out: Path):
         self.source, self.vocab, self.cfg, self.describer, self.out = source, vocab, cfg, describer, out
+        self.owner = this_process()  # made in the run's main process: its workers claim scenes in its name
 
     def state_path(self, scene_id: str) -> Path:
         return self.out / STATE_DIR / "scenes" / state_name(scene_id)
 
-    def __call__(self, scene: Scene) -> dict[str, Any]:
-        """Mine one scene and write its result file. A data problem rejects the scene (recorded: one bad scene must
-        not end a 25k-scene run); any other error propagates with no result file, so the scene stays to do."""
-        self._drop_stale(scene)
-        state, error = item_outcome(self.mine_scene, scene)
-        if error is not None:
-            log.warning("scene %s rejected: %s", scene.id, error)
-            self._remove_outputs(scene)
-            state = {"scene": scene.id, "candidates": candidate_ids(scene), "status": REJECTED,
-                     "rejected": [rejection(scene.id, scene.image or scene.label, error)]}
-        write_state(self.state_path(scene.id), state)
+    def claim_path(self, scene_id: str) -> Path:
+        return self.out / STATE_DIR / "claims" / state_name(scene_id)
+
+    def __call__(self, scene: Scene) -> dict[str, Any] | None:
+        """Mine one scene and write its result file; None when another run sharing ``out`` finished or holds it
+        (:meth:`claim`). A data problem rejects the scene (recorded: one bad scene must not end a 25k-scene run);
+        any other error propagates with no result file, so the scene stays to do."""
+        if not self.claim(scene):
+            return None
+        try:
+            self._drop_stale(scene)
+            state, error = item_outcome(self.mine_scene, scene)
+            if error is not None:
+                log.warning("scene %s rejected: %s", scene.id, error)
+                self._remove_outputs(scene)
+                state = {"scene": scene.id, "candidates": candidate_ids(scene), "status": REJECTED,
+                         "rejected": [rejection(scene.id, scene.image or scene.label, error)]}
+            write_state(self.state_path(scene.id), state)
+        finally:
+            self.release(scene)
         return state
+
+    def claim(self, scene: Scene) -> bool:
+        """Claim ``scene`` for this run, under a lock on ``mine_state/`` (:mod:`detecture.utils.claims`): refused when
+        a result is there already (another run sharing ``out`` finished it since this one started) or another live
+        process holds it."""
+        with folder_lock(self.out / STATE_DIR):
+            if self.read_result(scene) is not None or self.claimed_elsewhere(scene) is not None:
+                return False
+            atomic.write_json(self.claim_path(scene.id), self.owner)
+        return True
+
+    def claimed_elsewhere(self, scene: Scene) -> dict[str, Any] | None:
+        """The process (host, pid) of another live run that holds ``scene``; None when none does."""
+        try:
+            owner = json.loads(self.claim_path(scene.id).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return owner if owner != self.owner and is_alive(owner) else None
+
+    def release(self, scene: Scene) -> None:
+        """Drop this run's claim on ``scene`` (done, or the run stops); another run's is left alone."""
+        path = self.claim_path(scene.id)
+        try:
+            if json.loads(path.read_text(encoding="utf-8")) == self.owner:
+                path.unlink(missing_ok=True)
+        except (OSError, ValueError):
+            pass
 
     def read_result(self, scene: Scene) -> dict[str, Any] | None:
         """The scene's result file if an earlier run finished it for the images it has now (:func:`is_current`);
@@ -232,7 +270,13 @@ class SceneMiner:
     def remove_leftovers(self, scenes: list[Scene]) -> None:
         """Delete the temporaries that a killed or interrupted run left half-written for ``scenes`` (their images,
         masks and result files), so the finished output equals an uninterrupted run's. Only these scenes', the share
-        this process is about to mine: other processes of a launch or a job array may be writing theirs now."""
+        this process is about to mine: other processes of a launch or a job array may be writing theirs now, and
+        those another live run claimed are left out (checked under the claims' lock, so none is claimed meanwhile).
+        One listing of each folder, however many scenes."""
+        with folder_lock(self.out / STATE_DIR):
+            self._remove_temporaries([s for s in scenes if self.claimed_elsewhere(s) is None])
+
+    def _remove_temporaries(self, scenes: list[Scene]) -> None:
         max_k = self.cfg.regions.max_regions
         atomic.remove_temporaries_of(self.out / "images", {image_name(sample_id, path) for scene in scenes
                                                            for sample_id, _, path in candidates(scene)})
@@ -437,21 +481,34 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | No
         workers = 1
     log.info("%d scenes, %d already mined, %d to do here with %d worker(s)", len(mine_here), len(states),
              len(pending), workers)
+    skipped = 0
     with tqdm(total=len(pending), unit="scene", desc="mining", disable=None) as progress:
-        for _ in _run_scenes(miner, pending, workers):
+        for state in _run_scenes(miner, pending, workers):
+            skipped += state is None
             progress.update()
+    if skipped:
+        log.info("%d scene(s) skipped: another run into %s finished or is mining them", skipped, out)
     ranks.wait()
     if not opts.shard.whole or not ranks.is_main:
         return None
-    return _assemble_all(opts, out, miner, scenes, cfg, index)
+    with folder_lock(out):  # one merge at a time: two runs finishing together would delete each other's temporaries
+        return _assemble_all(opts, out, miner, scenes, cfg, index)
 
 
 def _assemble_all(opts: MineOptions, out: Path, miner: SceneMiner, scenes: list[Scene], cfg: MinerConfig,
-                  index) -> dict[str, Any]:
-    """The merge step: metadata, rejections, summary and pictures from every scene's result file."""
+                  index) -> dict[str, Any] | None:
+    """The merge step: metadata, rejections, summary and pictures from every scene's result file; None, with a
+    warning, while another run sharing ``out`` is still mining some of the scenes (it merges when done)."""
     from .review import build_summary, write_contact_sheet, write_score_histogram
 
     states = _load_done(miner, scenes)
+    busy = [(s.id, owner) for s in scenes if s.id not in states and (owner := miner.claimed_elsewhere(s))]
+    if busy:  # the run mining them merges once it is done: it will find this run's scenes finished
+        scene, owner = busy[0]
+        log.warning("%d scene(s) are still being mined by another run into %s (e.g. %s, by process %s on %s); "
+                    "it writes the merged dataset when it finishes", len(busy), out, scene, owner.get("pid"),
+                    owner.get("host"))
+        return None
     missing = [s.id for s in scenes if s.id not in states]
     if missing:  # another process stopped unfinished
         raise RunStopped(f"{out}: {len(missing)} scene(s) have no result yet (e.g. {missing[0]}); re-run the same "
