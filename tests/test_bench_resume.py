@@ -133,3 +133,22 @@ def test_a_larger_gallery_on_a_complete_cell_draws_the_samples_it_adds(tmp_path)
     assert sorted(p.name for p in folder.iterdir()) == ["m0.png", "m1.png"]
     again = {r["id"]: r for r in cell_records(cells[0], out)}
     assert again["m0"] == first["m0"] and again["m2"] == first["m2"] and again["m1"]["miou"] == 1.0
+
+
+def _scores(records: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in ("seconds", "finished")} for r in records]
+
+
+def test_predictions_regenerated_in_their_folder_are_scored_again(tmp_path):
+    """Only the dataset's files were digested: label maps rewritten in the same folder kept their old scores."""
+    root = make_unified(tmp_path / "set", 2)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    out = tmp_path / "out"
+    first = cell_records(run_benchmark(_config(out, [root], pred, gallery=0))[0], out)
+    assert [r["miou"] for r in first] == [1.0, 1.0]
+    with Image.open(pred / "m1.png") as im:
+        Image.fromarray(np.ones(im.size[::-1], np.uint8)).save(pred / "m1.png")  # one region: no longer perfect
+    again = cell_records(run_benchmark(_config(out, [root], pred, gallery=0))[0], out)
+    fresh = cell_records(run_benchmark(_config(tmp_path / "fresh", [root], pred, gallery=0))[0], tmp_path / "fresh")
+    assert again[0] == first[0]  # its label map is the same: kept, not scored again
+    assert _scores(again) == _scores(fresh) and again[1]["miou"] < 1.0

@@ -44,13 +44,7 @@ class BenchDataset:
         counts as such (the sample fails when it is read)."""
         digest = hashlib.sha256(json.dumps(record.to_json(), sort_keys=True).encode())
         for path in (record.image_path, *(t.mask_path for t in record.textures)):
-            digest.update(b"\0")
-            try:
-                with (self.root / path).open("rb") as fh:
-                    for chunk in iter(lambda: fh.read(1 << 20), b""):
-                        digest.update(chunk)
-            except OSError:
-                digest.update(b"\0unreadable")
+            add_file(digest, self.root / path)
         return digest.hexdigest()[:16]
 
     def load(self, record: SampleRecord, protocol: str = "ours") -> tuple[LoadedSample, list[str]]:
@@ -59,6 +53,19 @@ class BenchDataset:
         sample = load_sample(self.root, record)
         notes = gt_notes(sample.masks, protocol)
         return sample, [notes[i].format(mask=record.textures[i].mask_path) for i in sorted(notes)]
+
+
+def add_file(digest: hashlib._Hash, path: Path) -> None:
+    """Feed the bytes of ``path`` into ``digest``, after a separator so that two files never read as one; a file
+    that cannot be read counts as such (whoever reads it for scoring fails that sample). Every input a result
+    depends on is digested this way, the dataset's files and a method's own (a precomputed prediction)."""
+    digest.update(b"\0")
+    try:
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        digest.update(b"\0unreadable")
 
 
 def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:

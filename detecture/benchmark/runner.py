@@ -36,6 +36,7 @@ from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_
 log = logging.getLogger(__name__)
 
 DIGEST = "data"  # a result's key: the digest of its sample's record and files when it was scored
+INPUT = "input"  # a result's key: the digest of the method's own input for the sample (Method.input_digest)
 
 
 @dataclass
@@ -120,6 +121,9 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
     """Segment and score one sample; a data error becomes a recorded failure, never a vanished sample."""
     start = time.perf_counter()
     base: dict[str, Any] = {"id": record.id, DIGEST: cell.dataset.digest(record)}
+    method_input = cell.method.input_digest(record)
+    if method_input is not None:
+        base[INPUT] = method_input
     try:
         sample, warnings = cell.dataset.load(record, cell.protocol)
         if warnings:
@@ -150,10 +154,9 @@ def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard, gallery: i
     """This shard's samples without a result for their files as they are now (with ``retry_failed``, also those
     recorded as failures): the new record, finished later, replaces the old one when the cell is read.
 
-    A sample whose files changed since its result was recorded (:meth:`BenchDataset.digest`) is scored again, so a
-    cell never holds results of two versions of its dataset; results recorded without a digest are kept. So is one
-    of the first ``gallery`` samples scored without its partition saved (an earlier run drew fewer), which the
-    gallery would otherwise show as missing."""
+    A sample whose input changed since its result was recorded is scored again (:func:`_changed`), so a cell never
+    holds results of two versions of its inputs. So is one of the first ``gallery`` samples scored without its
+    partition saved (an earlier run drew fewer), which the gallery would otherwise show as missing."""
     done = cell_store.read_cell(cell.directory(out))
     if retry_failed:
         done = {i: r for i, r in done.items() if r.get("status") == "ok"}
@@ -161,8 +164,9 @@ def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard, gallery: i
     pending = []
     for record in share(cell.records, shard):
         held = done.get(record.id)
-        if held is not None and held.get(DIGEST) not in (None, cell.dataset.digest(record)):
-            log.info("%s/%s: its files changed since it was scored; scoring it again", cell.dataset.name, record.id)
+        change = _changed(cell, record, held) if held is not None else None
+        if change is not None:
+            log.info("%s/%s: %s changed since it was scored; scoring it again", cell.dataset.name, record.id, change)
             held = None
         elif held is not None and held.get("status") == "ok" and record.id in drawn \
                 and not cell.partition_path(out, record.id).exists():
@@ -171,6 +175,21 @@ def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard, gallery: i
         if held is None:
             pending.append(record)
     return pending
+
+
+def _changed(cell: Cell, record: SampleRecord, held: dict[str, Any]) -> str | None:
+    """What of a sample's input differs from the one its result ``held`` was scored on, or ``None``.
+
+    The sample's files (:meth:`BenchDataset.digest`; a result recorded without that digest is kept, since rescoring
+    a model method's results costs hours). The method's own input (:meth:`Method.input_digest`, a precomputed
+    prediction): a result recorded without its digest is scored again, since nothing tells it was made from the
+    file there now, and reading a label map again costs little."""
+    if held.get(DIGEST) not in (None, cell.dataset.digest(record)):
+        return "its files"
+    method_input = cell.method.input_digest(record)
+    if method_input is not None and held.get(INPUT) != method_input:
+        return f"its input to {cell.method.name}"
+    return None
 
 
 def cell_settings(cell: Cell) -> dict[str, Any]:

@@ -83,6 +83,13 @@ class Method(ABC):
         """Checks against the records a cell will segment, run with :meth:`check` before the first model loads, for
         a problem that would otherwise pass silently sample by sample; nothing to check by default."""
 
+    def input_digest(self, record: SampleRecord) -> str | None:
+        """A digest of what the method reads for ``record`` besides the dataset's files (a precomputed prediction),
+        or ``None`` when it reads nothing else. The runner records it with the sample's result and scores the sample
+        again once it differs, as it does when the sample's own files change: a result must belong to the input
+        that made it."""
+        return None
+
     def load(self) -> None:
         """Load weights into :attr:`loaded` (no-op for weightless methods)."""
 

@@ -11,6 +11,7 @@ path. A pattern that names one file for two records of a dataset (``{stem}`` wit
 
 from __future__ import annotations
 
+import hashlib
 import os
 import string
 from pathlib import Path
@@ -22,7 +23,7 @@ from PIL import Image
 from ...data.metadata import SampleRecord, resolve_within
 from ...errors import DatasetError, InputError
 from ...images import open_image
-from ..datasets import image_stem
+from ..datasets import add_file, image_stem
 from ..metrics import mask_logits
 from ..regimes import SampleRegime
 from .base import Method, MethodOptions, MethodOutput, check_region_count
@@ -105,9 +106,21 @@ class PredictionsMethod(Method):
     def path_for(self, regime: SampleRegime) -> Path:
         """The sample's label map; a record id that would lead outside the folder is that sample's error. The stem
         is the sample's own (two datasets may hold one record id, each with its own image file)."""
-        name = self.file_name(regime.sample_id, regime.image_stem)
-        return resolve_within(self.folder, name, source=f"predictions {self.name!r}: sample {regime.sample_id!r}",
-                              what=FOLDER)
+        return self._path(regime.sample_id, regime.image_stem)
+
+    def _path(self, sample_id: str, stem: str | None) -> Path:
+        return resolve_within(self.folder, self.file_name(sample_id, stem),
+                              source=f"predictions {self.name!r}: sample {sample_id!r}", what=FOLDER)
+
+    def input_digest(self, record: SampleRecord) -> str | None:
+        """The digest of the sample's label map: predictions regenerated into the same folder are scored again. A
+        name outside the folder digests as a missing file (the sample fails when it is segmented)."""
+        digest = hashlib.sha256()
+        try:
+            add_file(digest, self._path(record.id, image_stem(record)))
+        except DatasetError:
+            digest.update(b"\0outside")
+        return digest.hexdigest()[:16]
 
     def segment(self, image: np.ndarray, regime: SampleRegime) -> MethodOutput:
         path = self.path_for(regime)
