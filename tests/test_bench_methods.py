@@ -215,6 +215,19 @@ def test_every_method_states_its_settings_as_json_and_a_changed_option_changes_t
     assert build_method(name, changed[name]).settings() != base.settings()
 
 
+def test_a_head_retrained_into_its_folder_changes_the_detecture_settings(tmp_path):
+    """Recorded by path only, a head retrained in place let a re-run add its scores to the old head's cell."""
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "config.json").write_text("{}")
+    (head / "head.safetensors").write_bytes(b"old weights")
+    settings = build_method("detecture", MethodOptions(head=str(head))).settings
+    before = settings()
+    assert settings() == before  # the same files: the same settings, the cell is continued
+    (head / "head.safetensors").write_bytes(b"retrained weights")
+    assert settings() != before and settings()["head"] == before["head"]
+
+
 @pytest.mark.parametrize("name", ["sam3", "detecture-text"])
 def test_the_seed_of_tiny_random_weights_is_a_setting(name):
     """Under --tiny the seed draws the weights, so it decides the outputs; with real weights it does not."""
