@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from bench_fixture import make_unified
+from detecture.benchmark import cell_store, runner
 from detecture.benchmark.runner import BenchConfig, cell_records, run_benchmark
 from detecture.cli import main
-from detecture.utils.parallel import Shard
+from detecture.utils.parallel import Ranks, Shard
 
 
 def _truth_as_predictions(root: Path, folder: Path, names: dict[str, str] | None = None) -> Path:
@@ -152,3 +154,67 @@ def test_predictions_regenerated_in_their_folder_are_scored_again(tmp_path):
     fresh = cell_records(run_benchmark(_config(tmp_path / "fresh", [root], pred, gallery=0))[0], tmp_path / "fresh")
     assert again[0] == first[0]  # its label map is the same: kept, not scored again
     assert _scores(again) == _scores(fresh) and again[1]["miou"] < 1.0
+
+
+class _ThreadRanks(Ranks):
+    """Process ``index`` of two, played by a thread: its barrier is a :class:`threading.Barrier`."""
+
+    def __init__(self, index: int, barrier: threading.Barrier) -> None:
+        super().__init__()
+        self.index, self.count, self._barrier = index, 2, barrier
+
+    def wait(self) -> None:
+        self._barrier.wait(timeout=60)
+
+
+def test_launched_processes_split_the_same_pending_samples_though_one_reads_them_late(tmp_path, monkeypatch):
+    """Rank 1 reads its pending lists after rank 0 recorded a result (a slow file system): it split fewer samples
+    than rank 0, and the samples between the two splits were scored by no one."""
+    root = make_unified(tmp_path / "set", 8)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    out = tmp_path / "out"
+    barrier, recorded, rank_of = threading.Barrier(2), threading.Event(), {}
+    write, pending = cell_store.ShardWriter.write, runner._pending
+
+    def write_and_tell(self, record):
+        write(self, record)
+        recorded.set()
+
+    def read_late(*args, **kwargs):
+        if rank_of[threading.get_ident()] == 1:
+            recorded.wait(timeout=2)  # with a barrier before any scoring, nothing is recorded: it waits in vain
+        return pending(*args, **kwargs)
+
+    monkeypatch.setattr(cell_store.ShardWriter, "write", write_and_tell)
+    monkeypatch.setattr(runner, "_pending", read_late)
+    errors: list[BaseException] = []
+
+    def rank(index: int) -> None:
+        rank_of[threading.get_ident()] = index
+        try:
+            run_benchmark(_config(out, [root], pred, gallery=0), _ThreadRanks(index, barrier))
+        except BaseException as exc:  # noqa: BLE001 — reported by the assertion below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=rank, args=(i,)) for i in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors
+    assert sorted(cell_store.read_cell(out / "cells" / "set" / "p")) == [f"m{i}" for i in range(8)]
+
+
+def test_a_sample_without_a_record_is_counted_missing_and_fails_the_exit_status(tmp_path, capsys, monkeypatch):
+    """A lost sample was counted as scored (requested minus failed) and the run exited 0."""
+    root = make_unified(tmp_path / "set", 3)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    pending = runner._pending
+    monkeypatch.setattr(runner, "_pending", lambda *a, **k: [r for r in pending(*a, **k) if r.id != "m1"])
+    assert main(["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p={pred}",
+                 "--out", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().out.splitlines()[-1] == "2 of 3 sample(s) scored, 0 failed, 1 missing"
+    assert main(["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p={pred}", "--shard", "1/2",
+                 "--out", str(tmp_path / "share")]) == 1  # m0, m1
+    assert "1 of 2 sample(s) scored, 0 failed, 1 missing" in capsys.readouterr().out

@@ -232,6 +232,9 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
         mine = [c for c in cells if c.method is method]
         todo = [(c, _pending(c, out, config.retry_failed, config.shard, config.gallery)) for c in mine]
         todo = [(c, p) for c, p in todo if p]
+        # Every process splits the same pending lists by rank: one that read them after another began recording
+        # results would split fewer samples, and the samples between the two splits would be scored by no one.
+        ranks.wait()
         for c in mine:
             if not any(c is t for t, _ in todo):
                 log.info("%s × %s: complete, skipped (use --force to rerun)", method.name, c.dataset.name)
@@ -271,15 +274,17 @@ def cell_records(cell: Cell, out: Path) -> list[dict[str, Any]]:
     return [recorded[r.id] for r in cell.records if r.id in recorded]
 
 
-def share_failures(cells: list[Cell], out: Path, shard: Shard) -> tuple[int, int]:
-    """(requested, failed) samples of a ``--shard`` run's share of ``cells``, as recorded."""
-    requested = failed = 0
+def share_counts(cells: list[Cell], out: Path, shard: Shard) -> tuple[int, int, int]:
+    """(requested, ok, failed) samples of a ``--shard`` run's share of ``cells``, as recorded (the rest are
+    missing)."""
+    requested = ok = failed = 0
     for cell in cells:
         recorded = cell_store.read_cell(cell.directory(out))
         mine = share(cell.records, shard)
         requested += len(mine)
+        ok += sum(recorded.get(r.id, {}).get("status") == "ok" for r in mine)
         failed += sum(recorded.get(r.id, {}).get("status") == "failed" for r in mine)
-    return requested, failed
+    return requested, ok, failed
 
 
 def metric_values(records: list[dict[str, Any]], metric: str) -> np.ndarray:

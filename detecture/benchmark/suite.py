@@ -9,7 +9,7 @@ from pathlib import Path
 from ..utils.parallel import Ranks, stop_unfinished
 from .gallery import write_gallery
 from .tables import CellSummary, summarise, write_reports
-from .runner import BenchConfig, run_benchmark, share_failures
+from .runner import BenchConfig, run_benchmark, share_counts
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,12 @@ class ShareOutcome:
     """What a ``--shard`` run leaves: its share of every cell's samples, scored but neither merged nor reported."""
 
     requested: int
+    ok: int
     failed: int
+
+    @property
+    def missing(self) -> int:
+        return self.requested - self.ok - self.failed
 
 
 def run(config: BenchConfig) -> BenchOutcome | ShareOutcome | None:
@@ -40,7 +45,7 @@ def _run(config: BenchConfig, ranks: Ranks) -> BenchOutcome | ShareOutcome | Non
     if not ranks.is_main:
         return None
     if not config.shard.whole:
-        return ShareOutcome(*share_failures(cells, Path(config.out), config.shard))
+        return ShareOutcome(*share_counts(cells, Path(config.out), config.shard))
     out = Path(config.out)
     summaries = summarise(cells, out)
     files = write_reports(summaries, out)

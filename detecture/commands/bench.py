@@ -130,13 +130,22 @@ def run(args: argparse.Namespace) -> int:
     if outcome is None:  # a launched process other than the main one: the main one reports
         return OK
     if isinstance(outcome, ShareOutcome):
-        print(f"share {args.shard} scored into {args.out}: {outcome.requested - outcome.failed} of "
-              f"{outcome.requested} sample(s) scored, {outcome.failed} failed; once every share is done, run the "
-              "same command without --shard to merge and report")
-        return for_failures(outcome.failed)
+        tally, status = _tally(outcome.requested, outcome.ok, outcome.failed)
+        print(f"share {args.shard} scored into {args.out}: {tally}; once every share is done, run the same command "
+              "without --shard to merge and report")
+        return status
     print(outcome.files["markdown"].read_text(encoding="utf-8"), end="")
-    failed = sum(s.failed for s in outcome.summaries)
-    requested = sum(s.requested for s in outcome.summaries)
+    tally, status = _tally(sum(s.requested for s in outcome.summaries), sum(s.ok for s in outcome.summaries),
+                           sum(s.failed for s in outcome.summaries))
     print(f"reports: {args.out}")
-    print(f"{requested - failed} of {requested} sample(s) scored, {failed} failed")
-    return for_failures(failed)
+    print(tally)
+    return status
+
+
+def _tally(requested: int, ok: int, failed: int) -> tuple[str, int]:
+    """The closing line and exit status of a run: samples without a record (missing: a run of several processes
+    that lost one, say) are counted beside the failed ones, never among the scored, and either makes the run
+    partial; a re-run scores the missing ones."""
+    missing = requested - ok - failed
+    line = f"{ok} of {requested} sample(s) scored, {failed} failed" + (f", {missing} missing" if missing else "")
+    return line, for_failures(failed + missing)

@@ -2,7 +2,9 @@
 
 * 0: everything asked for was done.
 * 1: the command ran to the end but some items it was asked for failed (``segment`` images, ``bench`` samples):
-  their results are missing, each failure was reported, and the last line of output gives the count.
+  their results are missing, each failure was reported, and the last line of output gives the count. ``bench``
+  also counts there the samples that have no record at all (missing: lost by a process of a launched run, say),
+  which a re-run scores.
 * 2: nothing was done: a usage or input error found before work started, such as an output folder that cannot be
   created or a port in use (one ``error:`` line; argparse uses 2 too).
 * 3: stopped unfinished by the system: disk full, an output path that became unwritable or vanished (one
