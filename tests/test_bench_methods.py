@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from bench_fixture import make_unified, mosaic
-from detecture.benchmark.methods import REGISTRY, MethodOptions, build_method
+from detecture.benchmark.methods import MODEL_KEYS, REGISTRY, MethodOptions, build_method
 from detecture.benchmark.methods.base import MethodOutput
 from detecture.benchmark.methods.predictions import PredictionsMethod
 from detecture.benchmark.methods.sam3 import instances_to_logits
@@ -109,6 +109,38 @@ def test_weight_methods_fail_clearly_without_permission_or_weights():
     with pytest.raises(DetectureError, match="--head"):
         build_method("detecture", MethodOptions()).check()
     build_method("detecture", MethodOptions(tiny=True)).check()
+
+
+def test_a_misspelt_model_key_is_refused_before_anything_runs_naming_the_keys(tmp_path, capsys):
+    """``grounding_dino`` for ``grounding-dino`` was ignored: the method loaded its default detector instead."""
+    from detecture.cli import main
+
+    root = make_unified(tmp_path / "set", 1)
+    out = tmp_path / "out"
+    argv = ["bench", "--datasets", str(root), "--methods", "grounding-sam3", "--out", str(out)]
+    assert main([*argv, "--model", "grounding_dino=/my/detector"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "grounding_dino" in err[0] and "grounding-dino" in err[0], err
+    assert not (out / "cells").exists()
+
+
+def test_a_model_key_no_selected_method_reads_is_warned_about(tmp_path, caplog):
+    root = make_unified(tmp_path / "set", 1)
+    config = BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)], gallery=0,
+                         options=MethodOptions(models={"qwen": "other/qwen"}))
+    build_plan(config)
+    assert any("qwen" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_each_method_reads_the_model_keys_listed_for_it_and_no_other(name):
+    """The list of keys refuses every other key, so a key a method reads must be in it, and one it does not read
+    must not be (it would be accepted for that method and silently ignored)."""
+    keys = sorted({key for listed in MODEL_KEYS.values() for key in listed})
+    base = build_method(name, MethodOptions()).settings()
+    changes = {key: build_method(name, MethodOptions(models={key: "some/other-model"})).settings() != base
+               for key in keys}
+    assert changes == {key: key in MODEL_KEYS[name] for key in keys}
 
 
 def test_prerequisites_are_checked_before_any_method_runs(tmp_path):

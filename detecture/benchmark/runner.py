@@ -28,7 +28,7 @@ from ..utils.parallel import Ranks, Shard, share
 from ..utils.paths import InputSet
 from . import cell_store
 from .datasets import BenchDataset, image_stem, open_dataset
-from .methods import Method, MethodOptions, build_method
+from .methods import Method, MethodOptions, build_method, check_model_keys
 from .methods.predictions import DEFAULT_PATTERN, PredictionsMethod
 from .scoring import score_logits, scored_k_gt
 from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_mode, regime_for
@@ -83,6 +83,7 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
         raise InputError("no methods selected")
     if not config.datasets:
         raise InputError("no datasets selected")
+    check_model_keys(config.options.models, config.methods)
     datasets = [open_dataset(spec, config.data_root) for spec in config.datasets]
     cell_store.check_distinct("dataset", [(str(d.root), d.name) for d in datasets],
                               "give one folder another name (a symbolic link will do)")

@@ -66,7 +66,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="file name of a prediction; {id} = record id, {stem} = image file stem (default: {stem}.png)")
     p.add_argument("--model", type=_key_value, action="append", default=[], metavar="KEY=ID",
                    help="model id or local path, e.g. qwen=..., sam3=..., grounding-dino=..., texturesam=..., "
-                   "sa2va=... (repeatable)")
+                   "sa2va=... (repeatable; an unknown KEY is refused before any model loads)")
     p.add_argument("--head", help="trained Detecture checkpoint (Bridge + head) for the 'detecture' method")
     p.add_argument("--prompt", help="text prompt of the single-prompt methods sam3 and grounding-sam3 "
                    "(default: 'texture')")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import importlib
+import logging
 
 from ...errors import InputError
 from .base import Method, MethodOptions, MethodOutput
+
+log = logging.getLogger(__name__)
 
 # name → (module, class). Modules are imported lazily so ``detecture bench --help`` never pulls in torch.
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -19,6 +22,33 @@ REGISTRY: dict[str, tuple[str, str]] = {
 }
 
 
+# name → the ``--model KEY=ID`` keys the method reads; a key no method reads is refused (check_model_keys).
+MODEL_KEYS: dict[str, tuple[str, ...]] = {
+    "classical": (),
+    "detecture": ("qwen", "sam3"),
+    "detecture-text": ("qwen", "sam3"),
+    "sam3": ("sam3",),
+    "grounding-sam3": ("grounding-dino", "sam3"),
+    "texturesam": ("texturesam",),
+    "sa2va": ("sa2va",),
+}
+
+
+def check_model_keys(models: dict[str, str], methods: list[str]) -> None:
+    """Refuse a ``--model`` key no method reads, before any model loads: a misspelt key (``grounding_dino``) would
+    otherwise be ignored and the method would load its default model. A known key that none of ``methods`` reads is
+    only warned about (a command line kept for other methods)."""
+    known = sorted({key for keys in MODEL_KEYS.values() for key in keys})
+    unknown = [key for key in models if key not in known]
+    if unknown:
+        raise InputError(f"--model {unknown[0]}: unknown key; the keys are {', '.join(known)}")
+    read = {key for name in methods for key in MODEL_KEYS.get(name, ())}
+    for key in models:
+        if key not in read:
+            log.warning("--model %s: no selected method reads it (it is read by %s)", key,
+                        ", ".join(name for name, keys in MODEL_KEYS.items() if key in keys))
+
+
 def build_method(name: str, options: MethodOptions) -> Method:
     """Instantiate a registered method (cheap: weights load later in :meth:`Method.load`)."""
     if name not in REGISTRY:
@@ -27,4 +57,4 @@ def build_method(name: str, options: MethodOptions) -> Method:
     return getattr(importlib.import_module(f".{module}", __package__), cls)(options)
 
 
-__all__ = ["REGISTRY", "Method", "MethodOptions", "MethodOutput", "build_method"]
+__all__ = ["MODEL_KEYS", "REGISTRY", "check_model_keys", "Method", "MethodOptions", "MethodOutput", "build_method"]

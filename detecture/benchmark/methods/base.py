@@ -112,7 +112,8 @@ class Method(ABC):
             torch.cuda.empty_cache()
 
     def model_id(self, key: str, default: str) -> str:
-        """A configurable model id or local path (``--model key=ID``)."""
+        """A configurable model id or local path (``--model key=ID``; the keys each method reads are listed in
+        :data:`~detecture.benchmark.methods.MODEL_KEYS`, which refuses any other)."""
         return self.options.models.get(key, default)
 
     def requested_k(self, regime: SampleRegime) -> int:
