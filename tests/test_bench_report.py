@@ -50,6 +50,26 @@ def test_gallery_colours_follow_the_matching():
     assert rgb[0].tolist() == [LABEL_COLOURS[k].tolist() for k in (0, 2, 1, 3)]
 
 
+def test_the_gallery_draws_a_partition_only_beside_an_ok_result(tmp_path, monkeypatch):
+    """An output folder may hold the partition of a sample whose result is now a failure: it is not drawn."""
+    from detecture.benchmark import cell_store, gallery
+
+    root = make_rwtd(tmp_path / "rwtd", 2)
+    out = tmp_path / "out"
+    _, _, cells = build_plan(BenchConfig(out=out, methods=["classical"], datasets=[str(root)]))
+    cell_dir = out / "cells" / "rwtd" / "classical"
+    cell_dir.mkdir(parents=True)
+    lines = [{"id": "000", "status": "ok", "matches": [[1, 1, 1.0]]}, {"id": "001", "status": "failed", "error": "x"}]
+    (cell_dir / "samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    for sample_id in ("000", "001"):
+        cell_store.save_partition(cells[0].partition_path(out, sample_id), np.ones((4, 4), np.uint8))
+    drawn = []
+    load = cell_store.load_partition
+    monkeypatch.setattr(cell_store, "load_partition", lambda path: drawn.append(path.stem) or load(path))
+    assert gallery.write_gallery(cells, out, 2).is_file()
+    assert drawn == ["000"]
+
+
 def test_report_names_each_failed_sample_with_its_error(tmp_path):
     """Users need to know which files to fix: every failed id with its one-line error, up to 20 per cell."""
     root = make_rwtd(tmp_path / "rwtd", 23)

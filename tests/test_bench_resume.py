@@ -218,3 +218,17 @@ def test_a_sample_without_a_record_is_counted_missing_and_fails_the_exit_status(
     assert main(["bench", "--datasets", str(root), "--methods", "", "--predictions", f"p={pred}", "--shard", "1/2",
                  "--out", str(tmp_path / "share")]) == 1  # m0, m1
     assert "1 of 2 sample(s) scored, 0 failed, 1 missing" in capsys.readouterr().out
+
+
+def test_a_gallery_sample_that_now_fails_loses_its_old_partition(tmp_path):
+    """The partition of its earlier ok result stayed and the gallery drew it beside the new failure."""
+    root = make_unified(tmp_path / "set", 2)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    out = tmp_path / "out"
+    run_benchmark(_config(out, [root], pred, gallery=2))
+    partition = out / "partitions" / "set" / "p" / "m0.png"
+    assert partition.is_file()
+    (root / "images" / "m0.png").write_bytes(b"not a png")
+    cells = run_benchmark(_config(out, [root], pred, gallery=2))
+    assert _status(cells, out) == {"m0": "failed", "m1": "ok"}
+    assert not partition.exists() and (out / "partitions" / "set" / "p" / "m1.png").is_file()

@@ -73,8 +73,12 @@ def _draw(plt, dataset_cells: list[Cell], records: list, recorded: list[dict[str
             log.warning("gallery: %s: %s", record.id, exc)
             panels = [None, None]
         for cell, rec in zip(dataset_cells, recorded):
-            labels = cell_store.load_partition(cell.partition_path(out, record.id))
-            panels.append(None if labels is None else colourise(labels, _matches(rec.get(record.id)), n_gt))
+            result = rec.get(record.id)
+            # a partition is drawn only beside the ok result it was saved with: an output folder may still hold
+            # one a later failure of the sample replaced
+            ok = result is not None and result.get("status") == "ok"
+            labels = cell_store.load_partition(cell.partition_path(out, record.id)) if ok else None
+            panels.append(None if labels is None else colourise(labels, _matches(result), n_gt))
         titles = ["image", "ground truth"] + [c.method.name for c in dataset_cells]
         for col, (panel, title) in enumerate(zip(panels, titles)):
             ax = axes[row, col]

@@ -119,8 +119,11 @@ def _sample_regime(cell: Cell, k_gt: int, record: SampleRecord) -> SampleRegime:
 
 
 def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool) -> dict[str, Any]:
-    """Segment and score one sample; a data error becomes a recorded failure, never a vanished sample."""
+    """Segment and score one sample; a data error becomes a recorded failure, never a vanished sample. The sample's
+    gallery partition, if an earlier result left one, goes first: a picture of a result replaced (by a failure, or
+    by a result not drawn) would be shown beside the new one."""
     start = time.perf_counter()
+    cell.partition_path(out, record.id).unlink(missing_ok=True)
     base: dict[str, Any] = {"id": record.id, DIGEST: cell.dataset.digest(record)}
     method_input = cell.method.input_digest(record)
     if method_input is not None:
