@@ -218,3 +218,13 @@ def test_two_datasets_with_one_folder_name_are_refused_before_anything_runs(tmp_
     line = _cli_error(capsys, ["bench", "--datasets", f"{a},{a}", "--methods", "classical", "--out", str(out)])
     assert f"dataset {a} is given twice" in line
     assert not (out / "cells").exists()
+
+
+@pytest.mark.parametrize("spec, within", [(".", ""), ("..", "images"), ("./", "")])
+def test_a_dataset_given_as_dot_is_named_after_its_folder_and_gets_its_regime(tmp_path, monkeypatch, spec, within):
+    """``--datasets .`` named the dataset "" and so skipped the regime its folder's name selects (Outex: K = 5)."""
+    root = make_unified(tmp_path / "outex", 2)
+    by_path = build_plan(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)]))[2][0]
+    monkeypatch.chdir(root / within)
+    cell = build_plan(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[spec]))[2][0]
+    assert cell.dataset.name == "outex" and cell.regime == by_path.regime

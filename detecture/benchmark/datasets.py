@@ -21,7 +21,7 @@ from ..data.layouts import check_paths, read_records
 from ..data.metadata import LoadedSample, SampleRecord, datasets_root, load_sample
 from ..errors import DatasetError
 from .scoring import gt_notes
-from ..utils.paths import require_dir
+from ..utils.paths import require_dir, resolved
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,8 @@ def open_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Bench
     if not records:
         raise DatasetError(f"{root}: dataset has no records")
     check_paths(root, records)
-    return BenchDataset(name=root.name, root=root, records=records)
+    # named by its resolved folder: "." or ".." have no name of their own, and the name picks the protocol's regime
+    return BenchDataset(name=resolved(root).name, root=root, records=records)
 
 
 def image_stem(record: SampleRecord) -> str:
