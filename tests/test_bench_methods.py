@@ -26,7 +26,7 @@ from detecture.benchmark.regimes import (
     parse_regime,
     regime_for,
 )
-from detecture.benchmark.runner import BenchConfig, build_plan, run_benchmark
+from detecture.benchmark.runner import BenchConfig, build_plan, cell_settings, run_benchmark
 from detecture.errors import DatasetError, DetectureError, InputError, MethodError
 
 
@@ -379,6 +379,35 @@ def test_another_predictions_folder_or_pattern_is_another_experiment(tmp_path, c
     assert main(argv + ["--predictions", f"p={pred}", "--predictions-pattern", "{id}.png"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{settings}: malformed settings record" in err[0] and "--force" in err[0], err
+
+
+def test_a_cell_stopped_before_its_first_result_takes_other_settings(tmp_path, monkeypatch):
+    """Its settings were recorded before anything was scored, so a run stopped at once (Ctrl+C, a mistyped
+    ``--regime``) locked the cell, holding no result, to settings the user never meant to keep."""
+    from detecture.benchmark import cell_store
+    from detecture.benchmark.regimes import parse_regime
+
+    root, pred = _with_predictions(tmp_path, 2)
+    out = tmp_path / "out"
+
+    def config(**options) -> BenchConfig:
+        return BenchConfig(out=out, methods=[], datasets=[str(root)], predictions=[("p", str(pred))],
+                           predictions_pattern="{id}.png", gallery=0, **options)
+
+    def interrupted(self, image, regime):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(PredictionsMethod, "segment", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            run_benchmark(config(regime=parse_regime("oracle:3")))
+    cell = out / "cells" / "set" / "p"
+    assert cell_store.read_cell(cell) == {}
+    cells = run_benchmark(config())
+    assert sorted(cell_store.read_cell(cell)) == ["m0", "m1"]
+    assert cell_store.settings_change(cell, cell_settings(cells[0])) is None  # the settings its results were made with
+    with pytest.raises(InputError, match="scored with other settings"):  # now it holds results: refused
+        run_benchmark(config(regime=parse_regime("oracle:3")))
 
 
 def test_method_names_that_make_one_folder_are_refused_naming_both(tmp_path):

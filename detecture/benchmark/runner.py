@@ -205,12 +205,16 @@ def cell_settings(cell: Cell) -> dict[str, Any]:
 
 def _check_settings(cells: list[Cell], out: Path) -> None:
     """Refuse to add to a cell whose results were made under other settings (another regime, seed or
-    ``--classical-config``): its means would mix two experiments."""
+    ``--classical-config``): its means would mix two experiments. A cell that holds no result yet (a run stopped
+    before its first sample finished) mixes nothing: it takes the new settings, which the caller records."""
     for cell in cells:
         change = cell_store.settings_change(cell.directory(out), cell_settings(cell))
-        if change:
+        if change and cell_store.read_cell(cell.directory(out)):
             raise InputError(f"{cell.method.name} × {cell.dataset.name} in {out} was scored with other settings "
                              f"({change}); rerun it with --force or use a new --out")
+        if change:
+            log.info("%s × %s: no results yet, so its settings are replaced (%s)", cell.method.name,
+                     cell.dataset.name, change)
 
 
 def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]:
