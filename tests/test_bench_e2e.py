@@ -56,12 +56,16 @@ def test_classical_and_tiny_detecture_text_end_to_end(tmp_path, capsys):
     assert len(text) == 4 and all(len(r["descriptions"]) == 2 for r in text)
     assert "\\begin{tabular}" in (out / "report.tex").read_text()
 
-    # a finished cell is skipped (its results are untouched, also those beyond a smaller --limit) unless --force
+    # a finished cell is skipped (its results are untouched, also those beyond a smaller --limit) unless --force,
+    # which with --limit redoes the samples inside the limit and keeps the others
     before = (out / "cells" / "rwtd" / "classical" / "samples.jsonl").read_text()
     assert main(argv[:4] + ["classical"] + argv[5:] + ["--limit", "2"]) == 0
     assert (out / "cells" / "rwtd" / "classical" / "samples.jsonl").read_text() == before
+    old = _samples(out, "rwtd", "classical")
     assert main(argv[:4] + ["classical"] + argv[5:] + ["--force", "--limit", "2"]) == 0
-    assert len(_samples(out, "rwtd", "classical")) == 2
+    new = _samples(out, "rwtd", "classical")
+    assert [r["id"] for r in new] == [r["id"] for r in old] and new[2:] == old[2:]
+    assert all(n["finished"] > o["finished"] for n, o in zip(new[:2], old[:2]))
 
 
 def test_failed_samples_are_counted_not_dropped(tmp_path, capsys):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from bench_fixture import make_unified
 from detecture.benchmark import cell_store, runner
+from detecture.benchmark.regimes import parse_regime
 from detecture.benchmark.runner import BenchConfig, cell_records, run_benchmark
 from detecture.cli import main
 from detecture.utils.parallel import Ranks, Shard
@@ -232,3 +233,27 @@ def test_a_gallery_sample_that_now_fails_loses_its_old_partition(tmp_path):
     cells = run_benchmark(_config(out, [root], pred, gallery=2))
     assert _status(cells, out) == {"m0": "failed", "m1": "ok"}
     assert not partition.exists() and (out / "partitions" / "set" / "p" / "m1.png").is_file()
+
+
+def test_force_with_limit_redoes_the_samples_inside_the_limit_and_keeps_the_others(tmp_path):
+    """--force deleted the results of every sample of the cell, also those --limit left out of the run."""
+    root = make_unified(tmp_path / "set", 4)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    out = tmp_path / "out"
+    first = {r["id"]: r for r in cell_records(run_benchmark(_config(out, [root], pred, gallery=0))[0], out)}
+    cells = run_benchmark(_config(out, [root], pred, gallery=0, limit=2, force=True))
+    again = {r["id"]: r for r in cell_store.read_cell(cells[0].directory(out)).values()}
+    assert sorted(again) == ["m0", "m1", "m2", "m3"]
+    assert [again[i] == first[i] for i in sorted(again)] == [False, False, True, True]
+    assert all(again[i]["finished"] > first[i]["finished"] for i in ("m0", "m1"))
+
+
+def test_force_with_limit_under_other_settings_clears_the_whole_cell(tmp_path):
+    """Results outside the limit made under the old settings would join the new settings' mean."""
+    root = make_unified(tmp_path / "set", 4)
+    pred = _truth_as_predictions(root, tmp_path / "pred")
+    out = tmp_path / "out"
+    run_benchmark(_config(out, [root], pred, gallery=0))
+    cells = run_benchmark(_config(out, [root], pred, gallery=0, limit=2, force=True,
+                                  regime=parse_regime("oracle:3")))
+    assert sorted(cell_store.read_cell(cells[0].directory(out))) == ["m0", "m1"]

@@ -83,6 +83,17 @@ def clear_cell(out: Path, dataset: str, method: str, protocol: str = "ours") -> 
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def drop_records(out: Path, dataset: str, method: str, protocol: str, ids: Iterable[str]) -> None:
+    """Delete the results and gallery partitions of the samples ``ids`` of a cell and keep its others (``--force``
+    with ``--limit``: only the samples the run redoes lose their results)."""
+    directory = cell_dir(out, dataset, method, protocol)
+    drop = set(ids)
+    records = read_cell(directory)
+    _replace_records(directory, [r for i, r in records.items() if i not in drop])
+    for sample_id in drop:
+        partition_path(out, dataset, method, protocol, sample_id).unlink(missing_ok=True)
+
+
 def check_distinct(what: str, named: list[tuple[str, str]], remedy: str) -> None:
     """Refuse two ``(label, name)`` entries whose names make one folder (compared case-insensitively, as some file
     systems compare them): they would share one cell, and each would be reported with the other's results."""
@@ -177,8 +188,18 @@ def merge_cell(directory: Path, order: list[str]) -> None:
         return
     ordered = set(order)
     ranked = [i for i in order if i in records] + [i for i in records if i not in ordered]
-    lines = [json.dumps(records[i], ensure_ascii=False) for i in ranked]
-    atomic.write_text(directory / MERGED, "".join(line + "\n" for line in lines))
+    _replace_records(directory, [records[i] for i in ranked])
+
+
+def _replace_records(directory: Path, records: list[dict[str, Any]]) -> None:
+    """Make ``records`` the cell's whole content: the merged file written atomically (removed when there are none),
+    then the shards dropped. A kill between the two leaves shards that only repeat or outdate merged lines, which
+    the same command run again settles."""
+    if records:
+        lines = [json.dumps(r, ensure_ascii=False) for r in records]
+        atomic.write_text(directory / MERGED, "".join(line + "\n" for line in lines))
+    else:
+        (directory / MERGED).unlink(missing_ok=True)
     for shard in directory.glob("part-*.jsonl"):
         shard.unlink()
 

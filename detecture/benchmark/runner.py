@@ -217,6 +217,17 @@ def _check_settings(cells: list[Cell], out: Path) -> None:
                      cell.dataset.name, change)
 
 
+def _force(cell: Cell, out: Path, limited: bool) -> None:
+    """``--force``: delete the results the run is to redo. Under ``--limit`` those of the samples inside the limit,
+    keeping the cell's others, unless the cell's settings changed: its other results then belong to another
+    experiment and would be mixed into the new one's mean, so the whole cell goes."""
+    name, method = cell.dataset.name, cell.method.name
+    if limited and not cell_store.settings_change(cell.directory(out), cell_settings(cell)):
+        cell_store.drop_records(out, name, method, cell.protocol, [r.id for r in cell.records])
+    else:
+        cell_store.clear_cell(out, name, method, cell.protocol)
+
+
 def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]:
     """Run every pending sample of every cell (of this shard); returns the cells (for the report)."""
     ranks = ranks or Ranks()
@@ -229,7 +240,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     out = Path(config.out)
     if config.force and ranks.is_main:
         for cell in cells:
-            cell_store.clear_cell(out, cell.dataset.name, cell.method.name, cell.protocol)
+            _force(cell, out, config.limit is not None)
     ranks.wait()
     _check_settings(cells, out)  # every process, before any weights load
     if ranks.is_main:

@@ -55,7 +55,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder (results, reports, charts, galleries)")
     p.add_argument("--data-root", help="datasets root (default: $DETECTURE_DATASETS_ROOT, else ./datasets)")
     p.add_argument("--limit", type=int, help="only the first N samples of each dataset")
-    p.add_argument("--force", action="store_true", help="rerun cells that are already complete")
+    p.add_argument("--force", action="store_true",
+                   help="delete and redo the results of the selected cells, also of complete ones; with --limit only "
+                        "those of the first N samples (the cell's others are kept, unless its settings changed)")
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun samples recorded as failed (e.g. after fixing a file or freeing GPU memory)")
     p.add_argument("--regime", help="K regime for every dataset: autonomous | oracle | oracle:N (default: the "
