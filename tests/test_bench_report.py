@@ -37,11 +37,27 @@ def test_report_from_hand_written_records(tmp_path):
 
     md = markdown([summary])
     assert "| rwtd | oracle K=2 | classical | 3 | 1 | 0 | 0.750 ±" in md
-    assert "CUDA out of memory" in md and "empty ground-truth masks" in md
+    assert "CUDA out of memory" in md and "1 samples with ground-truth masks that are no scored region" in md
     row = next(csv.DictReader(io.StringIO(csv_text([summary]))))
     assert float(row["miou"]) == pytest.approx(0.75) and row["failed"] == "1"
     assert float(row["miou_ci_low"]) <= 0.75 <= float(row["miou_ci_high"])
     assert "0.750 $\\pm$" in latex([summary])
+
+
+def test_a_mask_under_an_earlier_one_is_not_reported_as_empty(tmp_path):
+    """Every data warning was reported as "samples with empty ground-truth masks", also a mask that is not empty
+    but lies entirely under an earlier one."""
+    from bench_fixture import make_unified
+    from detecture.benchmark.suite import run
+
+    root = make_unified(tmp_path / "set", 2)
+    metadata = json.loads((root / "metadata.json").read_text())
+    metadata[0]["textures"].append(dict(metadata[0]["textures"][0], description="the first mask again"))
+    (root / "metadata.json").write_text(json.dumps(metadata))
+    run(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)], gallery=0))
+    md = (tmp_path / "out" / "report.md").read_text()
+    line = next(line for line in md.split("## Data warnings")[1].splitlines() if line.startswith("- classical"))
+    assert "1 samples" in line and "empty" not in line
 
 
 def test_gallery_colours_follow_the_matching():

@@ -116,7 +116,10 @@ def markdown(summaries: list[CellSummary]) -> str:
     warned = [s for s in summaries if s.warned]
     if warned:
         lines += ["", "## Data warnings", ""]
-        lines += [f"- {s.method} × {s.dataset}: {s.warned} samples with empty ground-truth masks (see the JSONL)"
+        lines += ["Ground-truth masks that are no region of the scored ground truth (empty, lying under earlier masks, "
+                  "or left out by the published protocol), each named with why in its sample's warnings in the JSONL:",
+                  ""]
+        lines += [f"- {s.method} × {s.dataset}: {s.warned} samples with ground-truth masks that are no scored region"
                   for s in warned]
     return "\n".join(lines) + "\n"
 
