@@ -145,12 +145,21 @@ def test_load_errors_fit_on_one_line(photos, tmp_path, capsys):
     assert len(err.strip().splitlines()) == 1
 
 
-def test_an_image_named_twice_gets_two_outputs(photos, tmp_path):
-    """Outputs are planned per position in the batch, so a repeated path never writes twice into one name."""
+def test_an_image_given_twice_is_segmented_once(photos, tmp_path, capsys, caplog):
+    """The same file named twice, through a folder and a pattern too, or through a symbolic link, is one image: a
+    second output would only be a copy of the first under another number."""
     out = tmp_path / "o"
-    image = str(photos["brick"])
-    assert main(["segment", image, image, "--tiny", "--k", "2", "--out", str(out), "--batch-size", "2"]) == 0
-    assert sorted(p.name for p in out.glob("*.json")) == ["brick.detecture.json", "brick_2.detecture.json"]
+    image = photos["brick"]
+    link = tmp_path / "sub" / "link.png"
+    link.parent.mkdir()
+    link.symlink_to(image)
+    with caplog.at_level("WARNING"):
+        assert main(["segment", str(image), str(tmp_path / "." / "brick.png"), str(tmp_path / "*.png"), str(link),
+                     "--method", "classical", "--k", "2", "--workers", "1", "--out", str(out)]) == 0
+    assert "1 image(s) segmented, 0 failed" in capsys.readouterr().out
+    assert sorted(p.name for p in out.glob("*.json")) == ["brick.detecture.json"]
+    warnings = [r.getMessage() for r in caplog.records if "already given" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].startswith("3 image path(s)")
 
 
 def test_outputs_never_overwrite_inputs(photos, tmp_path):

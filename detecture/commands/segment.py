@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from ..service import SegmentRequest
     from ..utils.parallel import Ranks
     from ..utils.paths import InputSet
+
+logger = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
@@ -44,7 +47,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "or with --shard each process takes its own share of the images.",
         epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("images", nargs="+", help="image files, folders (their images, sorted) or glob patterns")
+    p.add_argument("images", nargs="+", help="image files, folders (their images, sorted) or glob patterns; a file reached more than "
+                        "once is segmented once")
     p.add_argument("--method", choices=("detecture", "classical"), default="detecture",
                    help="detecture: Qwen3-VL + SAM3 (weights, GPU advised); classical: Gabor + k-means on CPU, no "
                         "weights (regions and measured descriptions; no --query)")
@@ -93,10 +97,13 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int, list[Path]]:
     A file named explicitly is always kept (if it is not a readable image, its own error line says so); inside a
     folder or a glob only files with one of the project's image suffixes are taken, sorted, and the rest are counted
     (Pillow's own list also names save-only formats such as PDF, which would each fail as a "corrupt image").
-    Folders are not searched recursively, so an output folder inside an input folder is never read back. Returns
+    Folders are not searched recursively, so an output folder inside an input folder is never read back. A file
+    reached more than once (named twice, or by a file and a folder or pattern that overlap, or through a symbolic
+    link) is segmented once, at its first place: its second output would be a copy under another number. Returns
     the images, the count skipped, and the folders they were gathered from (an output folder must not be one).
     """
     from ..data.layouts import IMAGE_SUFFIXES
+    from ..utils.paths import resolved
 
     images: list[Path] = []
     folders: list[Path] = []
@@ -118,7 +125,13 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int, list[Path]]:
         folders.extend(dict.fromkeys([path] if path.is_dir() else [p.parent for p in kept]))
     if not images:
         raise InputError(f"no images found in {', '.join(paths)} ({skipped} non-image file(s) skipped)")
-    return images, skipped, folders
+    unique: dict[Path, Path] = {}
+    for path in images:
+        unique.setdefault(resolved(path), path)
+    if len(unique) < len(images):
+        logger.warning("%d image path(s) name a file already given (the same file is segmented once)",
+                       len(images) - len(unique))
+    return list(unique.values()), skipped, folders
 
 
 # The command line's own options that serve one method only: refused for the other rather than ignored (the model
