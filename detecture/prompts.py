@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from .errors import InputError
 from .prompt_sets import DEFAULT_PROMPT_SET, PromptSet, prompt_set
+from .utils.paths import printable
 
 SEG_TOKEN = "<|seg|>"
 MAX_TEXTURES = 6
@@ -23,6 +24,17 @@ _MARKER_RE = re.compile(r"TEXTURE_\d+\s*:")
 # The written form of Qwen's control tokens (<|im_end|>, <|image_pad|>, <|seg|>, ...): the tokenizer turns such text
 # into the token itself, so a user's words must not hold it.
 _CONTROL_TOKEN_RE = re.compile(r"<\|\w+\|>")
+
+
+def is_unicode_text(text: str) -> bool:
+    """Whether ``text`` is text UTF-8 can hold: a command-line argument whose bytes are not UTF-8 (a Latin-1
+    terminal's ``café``) reaches Python with lone surrogates in their place, which no tokenizer reads and no JSON
+    record can be written with."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def control_token_in(text: str) -> str | None:
@@ -68,6 +80,9 @@ class Regime:
     def query(text: str) -> "Regime":
         if not isinstance(text, str) or not text.strip():
             raise InputError("the query is empty; describe the texture to find, e.g. --query 'the rough bark'")
+        if not is_unicode_text(text):
+            raise InputError(f"the query '{printable(text)}' is not valid UTF-8 text (bytes of another encoding, such "
+                             "as Latin-1); give it in UTF-8")
         control = control_token_in(text)
         if control:
             raise InputError(f"the query holds {control!r}, the text of one of the model's control tokens; "

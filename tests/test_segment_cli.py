@@ -112,6 +112,23 @@ def test_a_head_runs_on_the_qwen_it_records_when_no_qwen_is_given(tiny_model_dir
     assert code == 0 and record["settings"]["qwen"] == str(qwen_dir)
 
 
+def test_a_head_in_a_folder_named_in_latin1_is_one_error_line_naming_it(photos, tmp_path, capsys):
+    """The settings record the head's path as image names are recorded (printable), so its bytes never make a
+    record unwritable (a traceback at the first claim); the weights' reader cannot open such a path, which is then
+    said on one line, and nothing is left in the output folder."""
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge import DetectureHead, HeadConfig
+
+    folder = tmp_path / os.fsdecode(b"t\xeate")
+    path = DetectureHead(HeadConfig.for_backbones(QwenVL.tiny(), Sam3Backbone.tiny())).save_pretrained(folder)
+    out = tmp_path / "o"
+    assert main(["segment", str(photos["brick"]), "--tiny", "--head", str(path), "--k", "2", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "t\\xeate" in err[0] and "not valid UTF-8" in err[0]
+    assert not out.exists()  # refused with the cheap checks, before any claim
+
+
 def test_a_head_trained_on_tiny_backbones_asks_for_tiny_before_loading(photos, tmp_path, capsys):
     from detecture.backbones.qwen import QwenVL
     from detecture.backbones.sam3 import Sam3Backbone
@@ -189,7 +206,7 @@ def test_output_names_skip_inputs_and_each_other(tmp_path):
 
 
 @pytest.mark.parametrize("case", ["missing", "folder", "unwritable_out", "out_is_file", "head_is_file",
-                                  "bridge_without_head", "query_the_head_cannot_ask"])
+                                  "bridge_without_head", "query_the_head_cannot_ask", "query_not_utf8"])
 def test_cheap_checks_fail_before_any_model_loads(photos, tmp_path, capsys, monkeypatch, case):
     from detecture.pipeline import DetecturePipeline
 
@@ -224,11 +241,15 @@ def test_cheap_checks_fail_before_any_model_loads(photos, tmp_path, capsys, monk
         extra = ["--grounding", "bridge"]
     elif case == "query_the_head_cannot_ask":
         extra = ["--tiny", "--head", str(head), "--query", "the rough bark"]
+    elif case == "query_not_utf8":  # a Latin-1 terminal's "café": Python keeps the byte \xe9 as a lone surrogate
+        extra = ["--tiny", "--query", os.fsdecode(b"rough caf\xe9 wall")]
     if case == "unwritable_out" and os.access(tmp_path / "locked", os.W_OK):
         pytest.skip("running as a user who can write anywhere (root)")
     code = main(["segment", image, "--out", str(out), *extra])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error:") and len(err.strip().splitlines()) == 1
+    if case == "query_not_utf8":
+        assert "caf\\xe9" in err and "UTF-8" in err and not out.exists()
 
 
 @pytest.mark.parametrize("shape", [(2000, 20), (4000, 3)])

@@ -183,8 +183,10 @@ def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[l
 
 
 def settings_of(request: "SegmentRequest") -> dict:
-    """The options that shape an output (recorded in it, so a re-run with other settings redoes the image)."""
-    from ..utils.paths import resolved
+    """The options that shape an output (recorded in it, so a re-run with other settings redoes the image). Paths
+    are recorded :func:`~detecture.utils.paths.printable`, as image names are: a head folder named in Latin-1 must
+    not make its record unwritable."""
+    from ..utils.paths import printable, resolved
 
     regime = request.regime
     settings = {"method": request.method,
@@ -192,9 +194,9 @@ def settings_of(request: "SegmentRequest") -> dict:
     if request.method == "detecture":
         head = resolved(request.head) if request.head is not None else None
         options = request.load_options()  # the defaults filled in: the same run records the same settings
-        settings.update(grounding=request.grounding, head=str(head) if head else None,
-                        head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=options["qwen"],
-                        sam3=options["sam3"], dtype=request.dtype, quantization=request.quantization,
+        settings.update(grounding=request.grounding, head=printable(head) if head else None,
+                        head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=printable(options["qwen"]),
+                        sam3=printable(options["sam3"]), dtype=request.dtype, quantization=request.quantization,
                         max_new_tokens=options["max_new_tokens"], tiny=request.tiny)
     elif request.classical_params is not None:
         settings["classical_params"] = request.classical_params.to_dict()

@@ -34,8 +34,14 @@ def resolved(path: PathLike) -> Path:
 def printable(path: PathLike) -> str:
     """``path`` as text a UTF-8 file or terminal can hold: the bytes of a name that are not UTF-8 (which Python keeps
     as lone surrogates) are written as ``\\xff`` escapes. Every path recorded in a JSON output or printed in a table
-    goes through it, so a file named in Latin-1 is still segmented and mined, and its name can be read."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
+    goes through it, so a file named in Latin-1 is still segmented and mined, and its name can be read. Any text
+    will do (a command-line argument reaches Python the same way); a surrogate that stands for no byte is escaped as
+    itself (``\\udc00``)."""
+    try:
+        raw = os.fsencode(path)
+    except UnicodeEncodeError:
+        return os.fspath(path).encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 DEFAULT_NAME_MAX = 255  # bytes: what most file systems take, where the folder's cannot say

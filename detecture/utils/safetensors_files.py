@@ -8,6 +8,7 @@ from pathlib import Path
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError
+from .paths import printable
 
 
 def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
@@ -16,9 +17,14 @@ def tensor_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
     A file that cannot be opened (permission denied, an I/O error) raises the system's ``OSError``: an environment
     fault, as for the checkpoint's JSON config. The file is opened here first because safetensors' reader words such
-    a failure as its own error, with the wrong cause ("No such file or directory" for permission denied)."""
+    a failure as its own error, with the wrong cause ("No such file or directory" for permission denied). A path
+    that is not UTF-8 (a folder named in Latin-1) is refused by name: safetensors' reader cannot open one, and would
+    call the file corrupt."""
     with open(path, "rb"):
         pass
+    if printable(path) != str(path):
+        raise CheckpointError(f"{printable(path)}: the path is not valid UTF-8, which the safetensors reader cannot "
+                              "open; rename the folder or file")
     try:
         with safe_open(str(path), framework="pt") as weights:
             return {name: tuple(weights.get_slice(name).get_shape()) for name in weights.keys()}
