@@ -264,6 +264,26 @@ def test_overlay_of_a_tall_narrow_image_stays_a_bounded_picture(tmp_path, shape)
         assert overlay.height <= 2 * overlay.width <= 4000
 
 
+@pytest.mark.parametrize("shape", [(8, 8000), (40, 4000)])
+def test_overlay_of_a_wide_strip_shows_the_picture_on_many_rows(tmp_path, shape):
+    """A strip far wider than high drawn true to shape would be under a pixel high in the overlay: the picture must
+    take a visible band, and show both regions' colours there."""
+    from detecture.visualize import region_color, save_overlay
+
+    labels = np.zeros(shape, np.uint8)
+    labels[:, : shape[1] // 2] = 1
+    labels[:, shape[1] // 2:] = 2
+    image = np.full((*shape, 3), 128, np.uint8)
+    save_overlay(tmp_path / "wide.png", image, labels, ["left", "right"])
+    with Image.open(tmp_path / "wide.png") as overlay:
+        pixels = np.asarray(overlay.convert("RGB")).astype(int)
+    panel = pixels[:, : pixels.shape[1] // 2]  # the image panel; the legend is on the right
+    for k in (1, 2):
+        blended = (128 + region_color(k).astype(float)) / 2  # the overlay's half-and-half blend of the grey and region k's colour
+        rows = (np.abs(panel - blended).max(axis=2) <= 3).any(axis=1).sum()
+        assert rows >= pixels.shape[1] / 20, (k, rows)  # a band at least a twentieth of the figure's width high
+
+
 def test_a_panorama_just_within_the_aspect_limit_is_segmented(tmp_path, capsys):
     """72 x 14400 passes the up-front 200:1 check; shrunk to the pixel budget it must still be one Qwen takes."""
     strip = tmp_path / "panorama.png"

@@ -90,6 +90,13 @@ def fit_to_side(image: np.ndarray, labels: np.ndarray, max_side: int) -> tuple[n
     scale = max_side / max(h, w)
     if scale >= 1:
         return image, labels
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    shown = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.LANCZOS))
-    return shown, np.asarray(Image.fromarray(labels).resize(size, Image.Resampling.NEAREST))
+    return resize_pair(image, labels, (max(1, round(h * scale)), max(1, round(w * scale))))
+
+
+def resize_pair(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The image (Lanczos) and its labels (nearest, so no pixel gets a blend of two labels) at ``size`` (H, W)."""
+    if labels.shape == tuple(size):
+        return image, labels
+    wh = (size[1], size[0])
+    shown = np.asarray(Image.fromarray(image).resize(wh, Image.Resampling.LANCZOS))
+    return shown, np.asarray(Image.fromarray(labels).resize(wh, Image.Resampling.NEAREST))
