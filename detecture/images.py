@@ -70,25 +70,28 @@ def check_aspect(name: str | os.PathLike, width: int, height: int) -> None:
                          "the detecture method's vision model refuses (--method classical accepts it)")
 
 
-def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:
+def exif_orientation(im: Image.Image, name: str | os.PathLike, warn: bool = True) -> int:
     """The EXIF orientation of ``im`` (1..8; 1 = stored upright), the one rule every reader of photos follows.
 
     Cameras and editors write malformed EXIF (a tag of the wrong type, a truncated block) in files whose pixels are
     fine; Pillow's ``ImageOps.exif_transpose`` then fails while re-encoding the whole block. Only the orientation tag
     is read here, and when it cannot be read, or holds no valid orientation, the image is used as stored, with a
-    warning naming the file: a picture shown unrotated is more useful than none. A system error (I/O) still
-    propagates, to be judged by :func:`open_image`.
+    warning naming the file (``warn=False``: none, for a second look at a file already read): a picture shown
+    unrotated is more useful than none. A system error (I/O) still propagates, to be judged by :func:`open_image`.
     """
     try:
         value = im.getexif().get(EXIF_ORIENTATION, 1)
     except Exception as exc:  # Pillow's EXIF parser raises many types (struct.error, TypeError...) on malformed data
         if isinstance(exc, OSError) and not is_input_fault(exc):
             raise
-        logger.warning("%s: unreadable EXIF metadata (%s); the image is used as stored, without rotation", name, exc)
+        if warn:
+            logger.warning("%s: unreadable EXIF metadata (%s); the image is used as stored, without rotation", name,
+                           exc)
         return 1
     if value != 1 and value not in UPRIGHT:
-        logger.warning("%s: EXIF orientation %r is not one of 1..8; the image is used as stored, without rotation",
-                       name, value)
+        if warn:
+                logger.warning("%s: EXIF orientation %r is not one of 1..8; the image is used as stored, without "
+                           "rotation", name, value)
         return 1
     return int(value)
 
@@ -96,6 +99,34 @@ def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:
 def upright(im: Image.Image, orientation: int) -> Image.Image:
     """``im`` as it is meant to be shown, given its :func:`exif_orientation`."""
     return im.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else im
+
+
+def stored_frame(path: str | os.PathLike) -> dict:
+    """How the upright picture :func:`load_image` gives (the frame of every mask Detecture writes) relates to the
+    file as stored: ``exif_orientation`` (1..8, 1 = no change) and ``stored_size`` ([H, W] on disk, what
+    ``np.array(Image.open(path))`` holds). Read from the header alone; :func:`to_stored_frame` maps back."""
+    with open_image(path) as im:
+        return {"exif_orientation": exif_orientation(im, path, warn=False), "stored_size": [im.height, im.width]}
+
+
+def to_stored_frame(array: np.ndarray, orientation: int) -> np.ndarray:
+    """An (H, W, ...) array in the upright frame (a mask or label map Detecture wrote for a photo with this EXIF
+    ``orientation``) turned back to the frame of the file's stored pixels: the inverse of :data:`UPRIGHT`."""
+    if orientation == 2:
+        return array[:, ::-1]
+    if orientation == 3:
+        return array[::-1, ::-1]
+    if orientation == 4:
+        return array[::-1]
+    if orientation == 5:
+        return array.swapaxes(0, 1)
+    if orientation == 6:
+        return np.rot90(array, 1)
+    if orientation == 7:
+        return np.rot90(array, 2).swapaxes(0, 1)
+    if orientation == 8:
+        return np.rot90(array, -1)
+    return array
 
 
 def to_rgb(image: Image.Image, name: str | os.PathLike = "image") -> Image.Image:

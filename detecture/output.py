@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .images import stored_frame
 from .prompts import Regime
 from .result import SegmentationResult
 from .utils import atomic, rle
@@ -176,8 +177,12 @@ def _read_record(json_path: Path) -> dict | None:
 
 
 def result_record(path: Path, result: SegmentationResult, regime: Regime, labels: np.ndarray,
-                  note: str | None = None, made_by: dict | None = None) -> dict:
-    """The JSON record of one image: the response, and per region its description, area and RLE mask."""
+                  note: str | None = None, made_by: dict | None = None, frame: dict | None = None) -> dict:
+    """The JSON record of one image: the response, and per region its description, area and RLE mask.
+
+    ``size`` and the masks are in the upright frame (the EXIF orientation applied, as ``PIL.ImageOps.exif_transpose``
+    does, and as viewers and the overlay show the photo); ``frame`` (:func:`~detecture.images.stored_frame`) adds
+    the orientation applied and the size as stored, so a reader of the file's raw pixels can map them back."""
     total = labels.size
     counts = np.bincount(labels.ravel(), minlength=result.num_regions + 1)
     regions = []
@@ -185,7 +190,7 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
         regions.append({"index": k, "description": description, "pixels": int(counts[k]),
                         "area_fraction": float(counts[k] / total), "rle": rle.encode(labels == k)})
     record = {
-        "image": printable(path), "size": [int(labels.shape[0]), int(labels.shape[1])],
+        "image": printable(path), "size": [int(labels.shape[0]), int(labels.shape[1])], **(frame or {}),
         "method": result.meta.get("method", "detecture"),
         "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text},
         "grounding": result.meta.get("grounding"), "response": result.response,
@@ -205,7 +210,7 @@ def write_outputs(stem: Path, path: Path, image: np.ndarray, result: Segmentatio
     which marks the pair complete; return the row the summary table prints."""
     labels = result.label_map
     made_by = {"input": input_identity(path), "settings": settings} if settings is not None else None
-    record = result_record(path, result, regime, labels, note, made_by)
+    record = result_record(path, result, regime, labels, note, made_by, stored_frame(path))
     png, json_path = _output_paths(stem)
     save_overlay(png, image, labels, result.descriptions, title=printable(path.name), note=note)
     atomic.write_json(json_path, record)

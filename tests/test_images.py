@@ -43,6 +43,26 @@ def test_exif_rotation_is_applied(tmp_path):
     assert load_image(path).size == (10, 20)
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_to_stored_frame_undoes_what_exif_transpose_does(tmp_path, orientation):
+    """For every EXIF orientation: the stored frame (size and orientation) of the file, and a map from the upright
+    picture (load_image, ImageOps.exif_transpose) back to the stored pixels."""
+    from PIL import ImageOps
+
+    from detecture.images import stored_frame, to_stored_frame
+
+    stored = np.random.default_rng(orientation).integers(0, 256, (6, 10, 3), dtype=np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "o.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    with Image.open(path) as im:
+        shown = np.asarray(ImageOps.exif_transpose(im))
+    assert np.array_equal(np.asarray(load_image(path)), shown)
+    assert stored_frame(path) == {"exif_orientation": orientation, "stored_size": [6, 10]}
+    assert np.array_equal(to_stored_frame(shown, orientation), stored)
+
+
 @pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDRbroken"])
 def test_corrupt_files_name_the_file(tmp_path, content):
     path = tmp_path / "broken.png"

@@ -41,6 +41,35 @@ def test_segment_writes_overlay_and_json(photos, tmp_path, capsys):
         assert overlay.format == "PNG" and overlay.width > 400
 
 
+@pytest.mark.parametrize("orientation", [1, 6, 3])
+def test_masks_of_a_rotated_photo_are_upright_and_the_record_says_how_to_map_them_back(tmp_path, orientation):
+    """A camera JPEG stored sideways (EXIF orientation 6) is segmented upright, as viewers show it; the record says
+    which orientation was applied and the stored size, and to_stored_frame lines a mask up with the raw pixels."""
+    from detecture.images import to_stored_frame
+
+    rng = np.random.default_rng(0)
+    stored = np.full((96, 160, 3), 128, np.uint8)
+    stored[:, :64] = rng.integers(0, 255, (96, 64, 3), dtype=np.uint8)  # as stored: a noisy left band
+    noisy = np.zeros((96, 160), bool)
+    noisy[:, :64] = True
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    photo = tmp_path / "cam.jpg"
+    Image.fromarray(stored).save(photo, quality=95, exif=exif)
+    out = tmp_path / "out"
+    assert main(["segment", str(photo), "--method", "classical", "--k", "2", "--workers", "1", "--out", str(out)]) == 0
+    record = json.loads((out / "cam.detecture.json").read_text())
+    with Image.open(photo) as im:
+        raw = np.array(im)
+    upright_shape = [160, 96] if orientation == 6 else [96, 160]
+    assert record["exif_orientation"] == orientation and record["stored_size"] == list(raw.shape[:2])
+    assert record["size"] == upright_shape
+    masks = [rle.decode(r["rle"]) for r in record["regions"]]
+    assert all(list(m.shape) == upright_shape for m in masks)
+    back = [to_stored_frame(m, record["exif_orientation"]) for m in masks]
+    assert max((m == noisy).mean() for m in back) > 0.95
+
+
 def test_query_mode_returns_one_region(photos, tmp_path):
     out = tmp_path / "out"
     assert main(["segment", str(photos["brick"]), "--tiny", "--query", "the rough bark", "--out", str(out)]) == 0
