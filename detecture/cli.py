@@ -5,7 +5,7 @@ Each sub-command lives in ``detecture/commands/<name>.py`` and exposes ``add_par
 imported inside the command, so ``detecture --help`` stays fast. A :class:`DetectureError` becomes one clear
 ``error:`` line and exit status 2 instead of a traceback, and an ``OSError`` escaping any command (disk full,
 unwritable output), or a batch run it stopped (:class:`~detecture.errors.RunStopped`), one line naming the path and
-the cause with status 3; the statuses are defined in
+the cause with status 3; SIGTERM unwinds like Ctrl+C (:func:`sigterm_as_interrupt`); the statuses are defined in
 :mod:`detecture.commands.exit_status`.
 """
 
@@ -17,10 +17,14 @@ import importlib
 import logging
 import os
 import select
+import signal
 import sys
+import threading
+from contextlib import contextmanager
+from typing import Iterator
 
 from . import __version__
-from .commands.exit_status import INTERRUPTED, OUTPUT_CLOSED, SYSTEM_ERROR, USAGE_ERROR
+from .commands.exit_status import INTERRUPTED, OUTPUT_CLOSED, SYSTEM_ERROR, TERMINATED, USAGE_ERROR
 from .errors import DetectureError, RunStopped
 
 COMMANDS = ("segment", "train", "mine", "bench", "convert", "demo")
@@ -39,6 +43,37 @@ _HINTS = {
     errno.EACCES: "permission denied",
     errno.EPERM: "permission denied",
 }
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's time limit, ``docker stop``, ``kill``), raised where Ctrl+C would be: a
+    ``KeyboardInterrupt``, so every clean-up written for Ctrl+C (claims released, worker pools stopped, temporary
+    folders removed) runs for it too, instead of the process dying where it stands."""
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Inside the block, SIGTERM raises :class:`Terminated` in the main thread; the previous handler is restored
+    after. Only in this process: a child forked meanwhile (a data loader's worker) that inherits the handler dies
+    of SIGTERM as before, since that is how its parent stops it (pool workers start from a fresh forkserver and
+    never inherit it). Outside the main thread, where no handler can be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    owner = os.getpid()
+
+    def raise_terminated(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        return int(args.func(args) or 0)
+        with sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except RunStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
         return SYSTEM_ERROR
@@ -82,6 +118,9 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("stopped by a system error", exc_info=True)
         print(f"error: {describe_system_error(exc)}", file=sys.stderr)
         return SYSTEM_ERROR
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return TERMINATED
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return INTERRUPTED

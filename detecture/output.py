@@ -21,15 +21,24 @@ from .visualize import save_overlay
 OUTPUT_TAG = ".detecture"
 
 
+CLAIM_SUFFIX = ".claim"
+
+
 def _output_paths(stem: Path) -> tuple[Path, Path]:
     return stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.json"
+
+
+def _claim_path(stem: Path) -> Path:
+    """Where a run claims ``stem``: a hidden file beside its outputs, so that no reader globbing the results
+    (``*.detecture.json``) ever takes a claim left by a killed run for one."""
+    return stem.parent / f".{stem.name}{CLAIM_SUFFIX}"
 
 
 def _name_too_long(stem: Path, limit: int) -> str | None:
     """Why ``stem``'s outputs cannot be written, when one of their names is longer than ``limit`` bytes: that is
     the image's own problem (its name), reported as its failure before work starts, not a fault that stops the run
     on every re-run."""
-    longest = max(len(os.fsencode(p.name)) for p in _output_paths(stem))
+    longest = max(len(os.fsencode(p.name)) for p in (*_output_paths(stem), _claim_path(stem)))
     if longest <= limit:
         return None
     return f"file name too long for its outputs ({longest} bytes, the output folder takes {limit}); rename it"
@@ -63,10 +72,13 @@ class OutputFolder:
     different input of the same name, where the name is itself an input, or where a file the run did not write is
     there), so an output never replaces a file of the user's or of another input.
 
-    Before work starts, each name is claimed under an exclusive lock on the folder by writing a claim record in
-    place of the JSON; the finished record replaces it. Another run (or rank) thus never takes a name in use, and a
+    Before work starts, each name is claimed under an exclusive lock on the folder by writing a claim record to the
+    hidden ``.photo.detecture.claim`` (:func:`_claim_path`) and removing the JSON of the output being redone, if
+    any; the finished JSON is written last and its claim then removed, so every ``*.detecture.json`` in the folder
+    is a finished record, whenever the run was stopped. Another run (or rank) thus never takes a name in use, and a
     claim left by a dead process (same host, process gone; or another host, whose process cannot be checked) is
-    taken over by the next run, which first deletes the hidden temporaries a killed write left for that name.
+    taken over by the next run, which first deletes the hidden temporaries a killed write left for that name. A
+    record holding a claim under the JSON's own name is a claim too.
     """
 
     def __init__(self, out: Path, inputs: InputSet, settings: dict, force: bool = False) -> None:
@@ -97,25 +109,33 @@ class OutputFolder:
                 taken.add(stem)
                 if verdict == "done":
                     claims.done.append(i)
+                    self._drop_dead_claim(stem)
                 elif verdict == "busy":
                     claims.busy.append(i)
                 else:
-                    atomic.write_json(_output_paths(stem)[1], {"input": identity, "settings": self.settings,
-                                                                "claim": self.owner})
+                    atomic.write_json(_claim_path(stem), {"input": identity, "settings": self.settings,
+                                                          "claim": self.owner})
+                    json_path = _output_paths(stem)[1]
+                    if _made_from(_read_record(json_path), identity):  # the output being redone: no longer true
+                        json_path.unlink()
                     claims.stems[i] = stem
             atomic.remove_temporaries_of(self.out, {p.name for stem in claims.stems.values()
-                                                    for p in _output_paths(stem)})
+                                                    for p in (*_output_paths(stem), _claim_path(stem))})
         return claims
 
     def _recorded_stems(self) -> dict[str, list[Path]]:
-        """Output stems with a JSON in the folder (one listing), under each image stem they may belong to:
-        ``photo_3.detecture`` under ``photo_3`` and ``photo``, its record says which."""
-        suffix = f"{OUTPUT_TAG}.json"
-        recorded: dict[str, list[Path]] = {}
+        """Output stems with a JSON or a claim in the folder (one listing), under each image stem they may belong
+        to: ``photo_3.detecture`` under ``photo_3`` and ``photo``, its record says which."""
+        suffix, claim_suffix = f"{OUTPUT_TAG}.json", f"{OUTPUT_TAG}{CLAIM_SUFFIX}"
+        bases: set[str] = set()
         with os.scandir(self.out) as entries:
-            names = sorted(e.name for e in entries if e.name.endswith(suffix))
-        for name in names:
-            base = name[:-len(suffix)]
+            for entry in entries:
+                if entry.name.endswith(suffix):
+                    bases.add(entry.name[:-len(suffix)])
+                elif entry.name.startswith(".") and entry.name.endswith(claim_suffix):
+                    bases.add(entry.name[1:-len(claim_suffix)])
+        recorded: dict[str, list[Path]] = {}
+        for base in sorted(bases):
             stem = self.out / (base + OUTPUT_TAG)
             recorded.setdefault(base, []).append(stem)
             root, sep, number = base.rpartition("_")
@@ -132,14 +152,15 @@ class OutputFolder:
             png, json_path = _output_paths(stem)
             if stem in taken or png in self.inputs or json_path in self.inputs:
                 continue
-            record = _read_record(json_path)
-            made_from = record.get("input") if record else None
-            if not isinstance(made_from, dict) or made_from.get("path") != identity["path"]:
+            # the JSON first: one there is finished (a claimant removes it), whatever claim its run left behind
+            record = next((r for r in map(_read_record, (json_path, _claim_path(stem))) if _made_from(r, identity)),
+                          None)
+            if record is None:
                 continue
             if "claim" in record:
                 verdict = "busy" if record["claim"] != self.owner and is_alive(record["claim"]) else "free"
             else:
-                same = made_from == identity and record.get("settings") == self.settings and png.exists()
+                same = record["input"] == identity and record.get("settings") == self.settings and png.exists()
                 verdict = "done" if same and not self.force else "free"
             found.setdefault(verdict, stem)
         for verdict in ("done", "busy", "free"):
@@ -147,12 +168,20 @@ class OutputFolder:
                 return verdict, found[verdict]
         return "free", None
 
+    def _drop_dead_claim(self, stem: Path) -> None:
+        """Remove the claim a run killed between writing ``stem``'s JSON and dropping its claim left beside the
+        finished output."""
+        record = _read_record(_claim_path(stem))
+        if record is not None and "claim" in record and not is_alive(record["claim"]):
+            _claim_path(stem).unlink(missing_ok=True)
+
     def _fresh(self, name: str, n: int, taken: set[Path]) -> Path:
         """The first stem from ``name_n`` on that is no input and none of whose files exists."""
         while True:
             stem = self.out / (name + (f"_{n}" if n > 1 else "") + OUTPUT_TAG)
             paths = _output_paths(stem)
-            if stem not in taken and not any(p in self.inputs or os.path.lexists(p) for p in paths):
+            if stem not in taken and not any(p in self.inputs or os.path.lexists(p) for p in paths) \
+                    and not os.path.lexists(_claim_path(stem)):
                 return stem
             n += 1
 
@@ -160,10 +189,12 @@ class OutputFolder:
         """Drop this run's claim on ``stem`` (its image failed or the run stopped), with the overlay it may have
         written, so the name is free again; a finished output is left alone."""
         png, json_path = _output_paths(stem)
-        record = _read_record(json_path)
+        claim = _claim_path(stem)
+        record = _read_record(claim)
         if record is not None and record.get("claim") == self.owner:
-            png.unlink(missing_ok=True)
-            json_path.unlink(missing_ok=True)
+            if not json_path.exists():
+                png.unlink(missing_ok=True)
+            claim.unlink(missing_ok=True)
 
 
 def _read_record(json_path: Path) -> dict | None:
@@ -174,6 +205,12 @@ def _read_record(json_path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def _made_from(record: dict | None, identity: dict) -> bool:
+    """Whether ``record`` (an output's JSON or a claim) names the input file of ``identity`` (any version of it)."""
+    made_from = record.get("input") if record else None
+    return isinstance(made_from, dict) and made_from.get("path") == identity["path"]
 
 
 def result_record(path: Path, result: SegmentationResult, regime: Regime, labels: np.ndarray,
@@ -207,13 +244,14 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
 def write_outputs(stem: Path, path: Path, image: np.ndarray, result: SegmentationResult, regime: Regime,
                   note: str | None = None, settings: dict | None = None) -> dict:
     """Write ``<stem>.png`` (overlay + legend), then ``<stem>.json`` (a stem claimed with :class:`OutputFolder`),
-    which marks the pair complete; return the row the summary table prints."""
+    which marks the pair complete, then drop the claim; return the row the summary table prints."""
     labels = result.label_map
     made_by = {"input": input_identity(path), "settings": settings} if settings is not None else None
     record = result_record(path, result, regime, labels, note, made_by, stored_frame(path))
     png, json_path = _output_paths(stem)
     save_overlay(png, image, labels, result.descriptions, title=printable(path.name), note=note)
     atomic.write_json(json_path, record)
+    _claim_path(stem).unlink(missing_ok=True)
     return {"image": printable(path.name), "regions": record["regions"], "json": json_path}
 
 

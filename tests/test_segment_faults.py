@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 from PIL import Image
@@ -82,18 +83,65 @@ def test_a_name_claimed_by_another_live_run_is_left_to_it_and_a_dead_runs_claim_
     try:
         import socket
 
-        for name, pid in (("m0", other.pid), ("m1", 2 ** 22 + 7)):  # a live run's claim, a dead run's claim
+        # a live run's claim, a dead run's claim, and a dead run's claim written as a record under the JSON's name
+        for name, pid, where in (("m0", other.pid, ".m0.detecture.claim"), ("m1", 2 ** 22 + 7, ".m1.detecture.claim"),
+                                 ("m2", 2 ** 22 + 9, "m2.detecture.json")):
             claim = {"input": input_identity(mosaics / f"{name}.png"), "settings": {},
                      "claim": {"host": socket.gethostname(), "pid": pid}}
-            (out / f"{name}.detecture.json").write_text(json.dumps(claim))
+            (out / where).write_text(json.dumps(claim))
         assert _segment(mosaics, out) == 0
     finally:
         other.kill()
         other.wait()
     printed = capsys.readouterr().out
     assert "2 image(s) segmented, 0 failed, 1 being segmented by another run in this folder (skipped)" in printed
-    assert sorted(p.name for p in out.glob("*.json")) == [f"m{i}.detecture.json" for i in range(3)]
-    assert "claim" in _records(out)["m0.detecture.json"]  # untouched: the other run will write it
+    assert sorted(p.name for p in out.iterdir()) == [".m0.detecture.claim"] + [
+        f"m{i}.detecture.{ext}" for i in (1, 2) for ext in ("json", "png")]  # m0 untouched: the other run writes it
+    assert all("regions" in record for record in _records(out).values())
+
+
+def _kill_mid_batch(folder: Path, out: Path, signum: int) -> int:
+    """Start `segment` on ``folder`` in its own process, send it ``signum`` once two overlays are written, and
+    return its exit status."""
+    proc = subprocess.Popen([sys.executable, "-m", "detecture", "segment", str(folder), "--method", "classical",
+                             "--k", "2", "--workers", "1", "--out", str(out)], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: len(list(out.glob("*.png"))) >= 2 or proc.poll() is not None, timeout=120)
+    proc.send_signal(signum)
+    proc.wait(60)
+    proc.stderr.close()
+    return proc.returncode
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_killed_run_leaves_only_finished_records_under_the_results_names_and_a_rerun_completes_it(tmp_path,
+                                                                                                    signum):
+    """SIGTERM (a job scheduler's time limit, docker stop) unwinds like Ctrl+C: exit 143, the claims of unfinished
+    images removed. Even SIGKILL, which nothing can clean up after, leaves no claim where a reader globbing the
+    results looks: every *.detecture.json is a finished record. The same command run again finishes the rest."""
+    from detecture.demo.examples import mosaic_two
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    tile = mosaic_two(160)[0]
+    for i in range(12):
+        Image.fromarray(np.roll(tile, 9 * i, axis=1)).save(folder / f"im{i:02d}.png")
+    out = tmp_path / "out"
+    status = _kill_mid_batch(folder, out, signum)
+    assert status == (128 + signal.SIGTERM if signum == signal.SIGTERM else -signal.SIGKILL)
+    records = _records(out)
+    assert 2 <= len(records) < 12 and all("regions" in record for record in records.values())
+    hidden = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    if signum == signal.SIGTERM:
+        assert hidden == []  # the claims of the images not done were released
+    else:  # the claims of the images not done, a write in progress: hidden, and only there
+        assert hidden and all(name.endswith((".claim", ".tmp")) for name in hidden)
+    assert all(p.name.startswith(".") or p.name.endswith(".detecture.png") or p.name in records
+               for p in out.iterdir())
+    assert _segment(folder, out) == 0
+    assert sorted(_records(out)) == [f"im{i:02d}.detecture.json" for i in range(12)]
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.parametrize("spelling", ["folder", "glob", "dot"])

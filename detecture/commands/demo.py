@@ -7,7 +7,6 @@ import errno
 import importlib.util
 import ipaddress
 import logging
-import signal
 import socket
 from pathlib import Path
 
@@ -62,11 +61,7 @@ def run(args: argparse.Namespace) -> int:
         from ..service import SegmentRequest, check_before_loading
 
         check_before_loading(SegmentRequest("detecture", head=args.head, qwen=args.qwen, tiny=args.tiny))
-    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        return _serve(args)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return _serve(args)  # SIGTERM unwinds like Ctrl+C (cli.sigterm_as_interrupt), removing the temporary folders
 
 
 def refuse_idle_model_options(args: argparse.Namespace) -> None:
@@ -81,11 +76,6 @@ def refuse_idle_model_options(args: argparse.Namespace) -> None:
                          "models (--vlm or --head without --tiny)")
     if not (args.vlm or args.head is not None):
         raise InputError(f"{', '.join(given)}: model options apply only when the models load; add --vlm (or --head)")
-
-
-def _exit_on_sigterm(signum: int, frame) -> None:
-    """SIGTERM (a service manager, ``kill``) unwinds like Ctrl+C, so the temporary folders are removed."""
-    raise SystemExit(128 + signum)
 
 
 def _serve(args: argparse.Namespace) -> int:

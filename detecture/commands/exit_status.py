@@ -13,8 +13,8 @@
 * 130: interrupted (Ctrl-C).
 * 141: standard output closed by its reader (``detecture ... | head``), silently, as the shell's own tools do; work
   finished before is kept, and a re-run completes the rest.
-* 143: stopped by SIGTERM (``demo``, stopped by a service manager or ``kill``: 128 + the signal's number, as
-  shells report it), after the same clean-up as Ctrl-C.
+* 143: stopped by SIGTERM (a job scheduler's time limit, ``docker stop``, a service manager or ``kill``: 128 + the
+  signal's number, as shells report it), after the same clean-up as Ctrl-C; as with Ctrl-C, a re-run completes it.
 
 Samples a command filters out of a dataset are data, not failures: ``mine``'s rejected scenes and samples (low
 score, corrupt image, invalid description, listed in ``rejected.jsonl``) and the samples ``train``'s up-front scan
@@ -29,6 +29,7 @@ PARTIAL_FAILURE = 1
 USAGE_ERROR = 2
 SYSTEM_ERROR = 3
 INTERRUPTED = 130
+TERMINATED = 128 + 15  # SIGTERM's status in a shell
 OUTPUT_CLOSED = 128 + 13  # SIGPIPE's status in a shell
 
 

@@ -131,7 +131,8 @@ def launch(engine: DemoEngine, host: str = "127.0.0.1", port: int | None = None,
            block: bool = True, warm_up: bool = True) -> gr.Blocks:
     """Serve the app; ``block=False`` returns at once (tests, benchmarks) and the caller calls ``app.close()``.
     With ``block=True`` it serves until interrupted, then closes the server and removes the engine's folder (its
-    downloads and Gradio's cache) and lets the ``KeyboardInterrupt`` go on, so the command exits with status 130.
+    downloads and Gradio's cache) and lets the ``KeyboardInterrupt`` go on, so the command exits with status 130
+    (143 for SIGTERM, which the CLI raises as one).
     An interrupt or error after the server started but before serving (in the warm-up) closes both the same way,
     whatever ``block`` says.
 
