@@ -135,6 +135,20 @@ def test_documented_set_example_gets_past_the_config(tmp_path, capsys):
         ("train.eval_every_epochs", -1, "train.eval_every_epochs must be >= 0 (0 switches it off)"),
         ("train.emission_every_steps", -5, "train.emission_every_steps must be >= 0 (0 switches it off)"),
         ("train.save_every_steps", -500, "train.save_every_steps must be >= 0 (0 switches it off)"),
+        # a negative weight or alpha trains away from the target; jitter factors are drawn in [1 - s, 1 + s]
+        ("loss.dice_weight", -3.0, "loss.dice_weight: expected at least 0, got -3.0"),
+        ("loss.lm_weight", -0.1, "loss.lm_weight: expected at least 0, got -0.1"),
+        ("loss.shifted_zero_alpha", -2.0, "loss.shifted_zero_alpha: expected at least 0, got -2.0"),
+        ("data.augment.color_jitter", 1.5, "data.augment.color_jitter: expected at most 1, got 1.5"),
+        ("data.augment.hflip", -1.0, "data.augment.hflip: expected at least 0, got -1.0"),
+        ("data.augment.scale_crop_prob", 2.0, "data.augment.scale_crop_prob: expected at most 1, got 2.0"),
+        ("data.augment.scale_crop", [0.9, 0.2], "data.augment.scale_crop must be [smallest, largest], got [0.9, 0.2]"),
+        ("data.augment.scale_crop", [0.0, 1.0], "data.augment.scale_crop[0]: expected more than 0, got 0.0"),
+        ("data.num_workers", -1, "data.num_workers: expected at least 0, got -1"),
+        ("lora.r", 0, "lora.r: expected at least 1, got 0"),
+        ("lora.alpha", 0, "lora.alpha: expected at least 1, got 0"),
+        ("lora.dropout", 1.5, "lora.dropout: expected less than 1, got 1.5"),
+        ("cache.shard_samples", 0, "cache.shard_samples: expected at least 1, got 0"),
     ],
 )
 def test_out_of_range_values_are_one_line_at_load(tmp_path, dotted, value, expected):
@@ -172,3 +186,17 @@ def test_head_overrides_are_checked_with_the_head_config_when_the_file_is_read(t
     assert str(info.value) == f"{path}: model.head.bridge_dropout: expected less than 1, got 2"
     with pytest.raises(InputError, match=r"^--set model\.head\.dropot: model\.head\.dropot: unknown key"):
         load_train_config(None, {"model.head.dropot": 0.1})
+
+
+@pytest.mark.parametrize(("head", "expected"), [
+    ({"contract": {"prompts": "published"}}, "model.head.contract cannot be set: a fresh head trains under "
+                                             "Detecture's contract, and --init HEAD trains under that head's"),
+    ({"prompt_dim": 8}, "model.head.prompt_dim cannot be set: it is taken from the loaded backbones"),
+])
+def test_head_keys_the_run_decides_are_refused_when_the_file_is_read(tmp_path, head, expected):
+    """The contract and the backbone widths are not model.head overrides: set there, the run died after the
+    backbones loaded (an AttributeError, a duplicate keyword)."""
+    path = _write_with(tmp_path, CONFIGS / "train.yaml", "model.head", head)
+    with pytest.raises(InputError) as info:
+        load_train_config(path)
+    assert str(info.value).startswith(f"{path}: {expected}")

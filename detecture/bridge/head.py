@@ -38,6 +38,9 @@ ADAPTER_DIR = "adapter"
 SHAPE_KEYS = ("qwen_hidden_size", "sam_text_hidden_size", "prompt_dim", "pixel_dim", "mask_hidden_size")
 
 Width = Annotated[Integer, Field(ge=1)]
+# What HeadConfig.for_backbones takes from the loaded backbones (not from its overrides): a training config's
+# model.head may set the other keys only.
+BACKBONE_KEYS = ("qwen_hidden_size", "sam_text_hidden_size", "prompt_dim", "pixel_dim", "qwen_model", "sam3_model")
 
 
 @config_class

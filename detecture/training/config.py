@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
 
 from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
 from ..errors import InputError
@@ -20,6 +22,12 @@ from ..utils.yaml_files import read_yaml
 GROUPS = ("head", "lora", "seg_rows")
 STAGE1_SCALES = {"head": 1.0, "lora": 0.0, "seg_rows": 0.0}
 STAGE2_SCALES = {"head": 0.1, "lora": 0.01, "seg_rows": 0.1}
+
+# Ranges of single keys are pydantic constraints on the field (an out-of-range value is one line naming the key and
+# the bound); rules relating several keys are Config.validate's.
+Probability = Annotated[Number, Field(ge=0, le=1)]
+Weight = Annotated[Number, Field(ge=0)]  # a negative loss weight would train the model away from its target
+CropFraction = Annotated[Number, Field(gt=0, le=1)]
 
 
 @config_class
@@ -39,11 +47,12 @@ class ModelConfig:
 class AugmentConfig:
     """Geometric ops are applied identically to the image and every mask; colour jitter touches the image only."""
 
-    hflip: Number = 0.5
-    vflip: Number = 0.0
-    scale_crop: tuple[Number, Number] = (0.6, 1.0)  # crop side as a fraction of the shorter image side
-    scale_crop_prob: Number = 0.5
-    color_jitter: Number = 0.2  # max relative change of brightness / contrast / saturation
+    hflip: Probability = 0.5
+    vflip: Probability = 0.0
+    scale_crop: tuple[CropFraction, CropFraction] = (0.6, 1.0)  # crop side as a fraction of the shorter image side
+    scale_crop_prob: Probability = 0.5
+    # max relative change of brightness / contrast / saturation: factors in [1 - s, 1 + s], so s > 1 is meaningless
+    color_jitter: Annotated[Number, Field(ge=0, le=1)] = 0.2
 
 
 @config_class
@@ -51,24 +60,24 @@ class DataConfig:
     max_regions: Integer = 6
     oracle_fraction: Number = 0.5  # share of samples prompted "exactly N" (the rest "between 1 and 6")
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    num_workers: Integer = 0
+    num_workers: Annotated[Integer, Field(ge=0)] = 0
 
 
 @config_class
 class LossConfig:
     """total = ce_weight·CE + dice_weight·Dice + lm_weight·LM, Shifted-Zero (docs/ARCHITECTURE.md, Training)."""
 
-    lm_weight: Number = 0.1
-    shifted_zero_alpha: Number = 2.0
-    ce_weight: Number = 1.0
-    dice_weight: Number = 3.0
+    lm_weight: Weight = 0.1
+    shifted_zero_alpha: Weight = 2.0  # w = 1 - exp(-alpha d): a negative alpha makes the weights negative
+    ce_weight: Weight = 1.0
+    dice_weight: Weight = 3.0
 
 
 @config_class
 class LoraConfig:
-    r: Integer = 8
-    alpha: Integer = 16
-    dropout: Number = 0.0
+    r: Annotated[Integer, Field(ge=1)] = 8
+    alpha: Annotated[Integer, Field(ge=1)] = 16  # the LoRA update is scaled by alpha / r: 0 would switch it off
+    dropout: Annotated[Number, Field(ge=0, lt=1)] = 0.0
     target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
 
 
@@ -110,7 +119,7 @@ class CacheConfig:
     vision: Flag = True
     views: Integer = 1
     dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    shard_samples: Integer = 256
+    shard_samples: Annotated[Integer, Field(ge=1)] = 256
 
 
 @config_class
@@ -168,6 +177,9 @@ class Config:
              "data.max_regions must be in 1..6 (the head has 6 texture slots)"),
             (0.0 <= self.data.oracle_fraction <= 1.0, ("data.oracle_fraction",),
              "data.oracle_fraction must be in [0, 1]"),
+            (self.data.augment.scale_crop[0] <= self.data.augment.scale_crop[1], ("data.augment.scale_crop",),
+             "data.augment.scale_crop must be [smallest, largest], got "
+             f"{list(self.data.augment.scale_crop)}"),
             (self.train.keep_checkpoints >= 1, ("train.keep_checkpoints",), "train.keep_checkpoints must be >= 1"),
             (self.train.max_nonfinite_steps >= 1, ("train.max_nonfinite_steps",),
              "train.max_nonfinite_steps must be >= 1"),
@@ -194,15 +206,24 @@ class Config:
 
     def _check_head_overrides(self, source: str, origins: dict[str, str]) -> None:
         """``model.head`` feeds :class:`~detecture.bridge.head.HeadConfig` after the backbones load; its own types
-        and ranges are checked now (the widths the backbones decide get a stand-in value)."""
-        from ..bridge.head import HeadConfig  # torch: only once a config is read
+        and ranges are checked now (the widths the backbones decide get a stand-in value). The keys the backbones
+        decide, and the inference contract (Detecture's own for a fresh head, the ``--init`` head's otherwise), are
+        no overrides: refused now rather than failing once the backbones have loaded."""
+        from ..bridge.head import BACKBONE_KEYS, HeadConfig  # torch: only once a config is read
 
         given = [name for key, name in origins.items() if key == "model.head" or key.startswith("model.head.")]
+        where = ", ".join(given) if given else source
+        if "contract" in self.model.head:
+            raise InputError(f"{where}: model.head.contract cannot be set: a fresh head trains under Detecture's "
+                             "contract, and --init HEAD trains under that head's")
+        decided = [key for key in BACKBONE_KEYS if key in self.model.head]
+        if decided:
+            raise InputError(f"{where}: model.head.{decided[0]} cannot be set: it is taken from the loaded "
+                             "backbones (model.qwen, model.sam3)")
         try:
             parse_config(HeadConfig, {"qwen_hidden_size": 1, **self.model.head}, "model.head")
         except InputError as exc:
-            raise InputError(f"{', '.join(given) if given else source}: model.head.{str(exc).split(': ', 1)[1]}"
-                             ) from None
+            raise InputError(f"{where}: model.head.{str(exc).split(': ', 1)[1]}") from None
 
 
 def config_from_dict(data: dict[str, Any] | None, source: str = "config",
