@@ -375,13 +375,23 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
     cfg = load_config(None, {**FAST, "train.max_nonfinite_steps": 3, "optim.grad_accum": 1})
     trainer = Trainer.from_config(cfg, data, tmp_path / "nan")
     before = {n: p.detach().clone() for n, p in trainer.module.named_parameters() if p.requires_grad}
-    with pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row"):
+    with pytest.raises(NonFiniteLossError, match="3 optimizer steps in a row") as stopped:
         trainer.run()
     assert trainer.state.nonfinite_total == 3
     for n, p in trainer.module.named_parameters():
         if p.requires_grad:
             assert torch.equal(p, before[n]), n  # skipped steps change nothing
     assert all(math.isnan(v) for v in losses(tmp_path / "nan"))
+    # The advice names what a resume can change (optim.lr cannot), and following it resumes from an earlier step.
+    message = str(stopped.value)
+    assert "--resume-lr-scale" in message and "optim.lr" not in message
+    latest = tmp_path / "nan" / "checkpoints" / "latest.json"
+    assert str(latest.parent) in message and "latest.json" in message
+    latest.write_text(json.dumps({"checkpoint": "step-00000001"}))
+    monkeypatch.setattr(TrainModule, "forward", forward)
+    resumed = Trainer.from_config(cfg, data, tmp_path / "nan", max_steps=2)
+    assert resumed.run(ResumeOptions(resume=True)).steps == 2
+    assert [math.isnan(v) for v in losses(tmp_path / "nan")] == [True, False]
 
 
 def test_a_run_killed_before_its_first_checkpoint_starts_its_logs_afresh(data, tmp_path, monkeypatch):

@@ -342,10 +342,14 @@ class Trainer:
         log.warning("non-finite loss or gradient at step %d: step skipped (%d in a row)",
                     self.state.optimizer_step, self.state.nonfinite_streak)
         if self.state.nonfinite_streak >= self.cfg.train.max_nonfinite_steps:
+            # optim.lr is fixed on resume (FIXED_ON_RESUME): a lower peak is a restart's, and the checkpoint resumed
+            # from is the one latest.json names, which may be pointed at an older one kept beside it
             raise NonFiniteLossError(
                 f"{self.state.nonfinite_streak} optimizer steps in a row had a NaN/inf loss or gradient (limit "
-                f"train.max_nonfinite_steps = {self.cfg.train.max_nonfinite_steps}); stopping. Lower optim.lr, "
-                f"check the data, or resume from an earlier checkpoint in {self.checkpoints}")
+                f"train.max_nonfinite_steps = {self.cfg.train.max_nonfinite_steps}); stopping. Check the data, "
+                "resume with a lower peak (--resume --resume-lr-scale S, S < 1), or resume from an earlier "
+                f"checkpoint: name one of the step-* folders in {self.checkpoints} as \"checkpoint\" in its "
+                f"{ckpt.LATEST}, then --resume")
 
     def run(self, options: ResumeOptions | None = None) -> TrainResult:
         options = options or ResumeOptions()
