@@ -539,3 +539,21 @@ def test_live_evaluation_monitoring_and_exported_weights(data, tmp_path):
     seg = qwen.seg_token_id
     trained = trainer.qwen.model.get_input_embeddings()(torch.tensor([[seg]]))
     assert torch.equal(qwen.model.get_input_embeddings()(torch.tensor([[seg]])), trained)
+
+
+def test_a_seg_emission_check_off_the_log_cadence_is_logged_and_kept_on_resume(data, tmp_path):
+    """log_every 2, emission_every_steps 3: the check of step 3 is computed (a generation) and must reach the log,
+    and a resume from step 3 keeps that row once in the CSV and in TensorBoard."""
+    val = write_mosaics(tmp_path / "val", n=1, size=64)
+    overrides = {**FAST, "optim.batch_size": 1, "optim.grad_accum": 1, "optim.epochs": 1, "optim.stage1_epochs": 0,
+                 "optim.warmup_epochs": 0, "train.log_every": 2, "train.emission_every_steps": 3,
+                 "train.emission_check_samples": 1, "train.max_new_tokens": 4}
+    out = tmp_path / "run"
+    Trainer.from_config(load_config(None, overrides), data, out, val_data=val, max_steps=3).run()
+    Trainer.from_config(load_config(None, overrides), data, out, val_data=val).run(ResumeOptions(resume=True))
+    with (out / "train_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["step"]) for r in rows] == [2, 3, 4, 6]  # 6 steps: every second one, and the checks' 3 and 6
+    assert [int(r["step"]) for r in rows if r["val_seg_emission"] != ""] == [3, 6]
+    assert tensorboard_steps(out, "train/val_seg_emission") == [3, 6]
+    assert tensorboard_steps(out, "train/total") == [2, 3, 4, 6]

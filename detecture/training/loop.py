@@ -446,12 +446,16 @@ class Trainer:
         return row
 
     def log_step(self, row: dict, monitor: Monitor, progress: tqdm) -> None:
-        """Add the periodic SEG-emission check to the row, log it, and advance the progress bar."""
+        """Add the periodic SEG-emission check to the row, log it, and advance the progress bar. A row is logged every
+        ``log_every`` steps, and also on any step whose row carries a check's values: the check costs a generation,
+        and its result must not be dropped because the two cadences do not line up."""
         every = self.cfg.train.emission_every_steps
+        checked: dict[str, float] = {}
         if every and self.state.optimizer_step % every == 0:
-            row.update(self.quick_validation())
+            checked = self.quick_validation()
+            row.update(checked)
             self.acc.wait_for_everyone()
-        if self.state.optimizer_step % self.cfg.train.log_every == 0:
+        if checked or self.state.optimizer_step % self.cfg.train.log_every == 0:
             monitor.log_step(row)
         progress.update(1)
         progress.set_postfix(loss=f"{row['total']:.4f}", stage=self.stage, epoch=row["epoch"])
