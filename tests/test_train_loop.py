@@ -557,3 +557,28 @@ def test_a_seg_emission_check_off_the_log_cadence_is_logged_and_kept_on_resume(d
     assert [int(r["step"]) for r in rows if r["val_seg_emission"] != ""] == [3, 6]
     assert tensorboard_steps(out, "train/val_seg_emission") == [3, 6]
     assert tensorboard_steps(out, "train/total") == [2, 3, 4, 6]
+
+
+def test_resuming_at_max_steps_trains_nothing_and_fewer_epochs_than_done_are_refused(data, tmp_path, capsys):
+    """The same `--resume --max-steps N` command run again (a scheduler's restart) must not train step N + 1; and
+    `--epochs` below the epochs a checkpoint has trained is one error line, not a silent re-export."""
+    overrides = {**FAST, "optim.batch_size": 1, "optim.grad_accum": 2, "optim.epochs": 2, "optim.stage1_epochs": 1,
+                 "optim.warmup_epochs": 0}
+    out = tmp_path / "run"
+    args = cli("--data", str(data), "--out", str(out), *sets(overrides))[3:]  # the CLI, in-process
+    assert main([*args, "--max-steps", "2"]) == 0
+    checkpoint = out / "checkpoints" / "step-00000002" / "trainable.safetensors"
+    weights, logged = checkpoint.read_bytes(), (out / "train_log.csv").read_text()
+    capsys.readouterr()
+    assert main([*args, "--max-steps", "2", "--resume"]) == 0
+    assert "trained 2 optimizer steps" in capsys.readouterr().out
+    assert json.loads((out / "checkpoints" / "latest.json").read_text())["optimizer_step"] == 2
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-00000001", "step-00000002"]
+    assert checkpoint.read_bytes() == weights and (out / "train_log.csv").read_text() == logged
+    assert not (out / "final").exists()  # stopped by --max-steps, as the first attempt was
+    # 3 steps per epoch: step 4 is in the second epoch, so the run has trained into 2 epochs
+    assert main([*args, "--max-steps", "4", "--resume"]) == 0
+    capsys.readouterr()
+    assert main([*args, "--resume", "--epochs", "1", "--set", "optim.stage1_epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "optim.epochs 1 is fewer than the 2 epoch(s)" in err, err

@@ -50,8 +50,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="start from a trained or converted head folder (head + adapter) and train under its "
                         "inference contract, e.g. checkpoints/detecture-neurips2026 (fine-tuning)")
     p.add_argument("--tiny", action="store_true", help="tiny random backbones (offline smoke runs and tests)")
-    p.add_argument("--epochs", type=int, help="override optim.epochs (e.g. extend a run when resuming)")
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop (with a checkpoint) after N optimizer steps")
+    p.add_argument("--epochs", type=int, help="override optim.epochs (e.g. extend a run when resuming; not below the "
+                                              "epochs its checkpoint has trained)")
+    p.add_argument("--max-steps", type=int, metavar="N",
+                   help="stop (with a checkpoint) once the run has taken N optimizer steps in all; resumed at or "
+                        "past N, it trains none")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, YAML value syntax, e.g. --set optim.lr=5e-5 (repeatable)")
     p.set_defaults(func=run)

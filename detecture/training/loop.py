@@ -86,12 +86,18 @@ def check_resume(out: Path, options: ResumeOptions, cfg: Config | None = None) -
     if latest is None:
         raise CheckpointError(f"{checkpoints}: no checkpoint to resume from")
     if cfg is not None:
-        changed = changed_on_resume(ckpt.read_state(latest).config, cfg, options)
+        state = ckpt.read_state(latest)
+        changed = changed_on_resume(state.config, cfg, options)
         if changed:
             raise InputError(
                 f"{latest}: --resume cannot change {', '.join(changed)}: the checkpoint's schedule, AdamW settings "
                 "and data position stay in force; resume with the run's values (its config.json), or restart with "
                 "a new peak and warm-up through --resume-lr-scale / --resume-warmup-epochs")
+        begun = state.epoch + (state.batch_in_epoch > 0)
+        if cfg.optim.epochs < begun:
+            # nothing could be trained, and the export would record fewer epochs than its weights have seen
+            raise InputError(f"{latest}: optim.epochs {cfg.optim.epochs} is fewer than the {begun} epoch(s) the "
+                             f"checkpoint has trained (in part); resume with --epochs {begun} or more")
     return latest
 
 
@@ -372,9 +378,18 @@ class Trainer:
                            skipped_steps=self.state.nonfinite_total,
                            skipped_samples=sum(self.dataset.report.skipped.values()), final_dir=final)
 
+    def reached_max_steps(self) -> bool:
+        """``--max-steps`` bounds the run's total optimizer steps, those of earlier attempts included."""
+        return self.max_steps is not None and self.state.optimizer_step >= self.max_steps
+
     def _loop(self, monitor: Monitor) -> bool:
-        """Train to the configured epoch count; returns True if stopped early by ``max_steps``."""
+        """Train to the configured epoch count; returns True if stopped early by ``max_steps``. A run resumed at or
+        past ``max_steps`` (the same command run again) trains no step and stops there as it did."""
         cfg, state = self.cfg, self.state
+        if state.epoch < cfg.optim.epochs and self.reached_max_steps():
+            log.info("already at optimizer step %d of --max-steps %d: nothing to train, the run stays stopped there",
+                     state.optimizer_step, self.max_steps)
+            return True
         # This rank's share: DDP averages the ranks' gradients, and every rank's share is cut into groups of the same
         # sample counts (EpochSampler pads the ranks to one length), so a step is the mean over all its samples.
         sizes = accumulation_samples(len(self.sampler.indices()), cfg.optim.batch_size, cfg.optim.grad_accum)
@@ -404,7 +419,7 @@ class Trainer:
             row = self.step(epoch, b, group)
             self.log_step(row, monitor, progress)
             group = Accumulation()
-            if self.max_steps is not None and state.optimizer_step >= self.max_steps:
+            if self.reached_max_steps():
                 self.save()
                 log.info("stopped after --max-steps %d", self.max_steps)
                 return True
