@@ -29,6 +29,7 @@ from detecture.training.loop import (
     ResumeOptions,
     Trainer,
     accumulation_samples,
+    changed_on_resume,
 )
 from detecture.training.losses import LossTerms
 
@@ -582,3 +583,42 @@ def test_resuming_at_max_steps_trains_nothing_and_fewer_epochs_than_done_are_ref
     assert main([*args, "--resume", "--epochs", "1", "--set", "optim.stage1_epochs=1"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "optim.epochs 1 is fewer than the 2 epoch(s)" in err, err
+
+
+def test_resume_refuses_other_data_or_process_count_with_the_same_steps_per_epoch(data, tmp_path, capsys):
+    """The data position counts the kept samples in a seeded order: 5 samples cut into as many steps as 6 were
+    accepted, and so was another process count. The same kept samples (the bad records skipped anyway) are not a
+    change."""
+    overrides = {**FAST, "optim.batch_size": 1, "optim.grad_accum": 2, "optim.epochs": 2, "optim.stage1_epochs": 1,
+                 "optim.warmup_epochs": 0}
+    out = tmp_path / "run"
+
+    def args(folder: Path) -> list[str]:  # the CLI, in-process
+        return cli("--data", str(folder), "--out", str(out), *sets(overrides))[3:]
+
+    assert main([*args(data), "--max-steps", "1"]) == 0
+    capsys.readouterr()
+    fewer = write_mosaics(tmp_path / "five", n=5, size=64)  # 3 steps per epoch, as the 6 kept samples of `data`
+    assert main([*args(fewer), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot change the training data (6 -> 5 kept samples" in err, err
+    same = write_mosaics(tmp_path / "same", n=6, size=64)  # `data` without its bad records
+    assert main([*args(same), "--resume", "--max-steps", "1"]) == 0
+    state_file = out / "checkpoints" / "step-00000001" / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state_file.write_text(json.dumps({**state, "world_size": 2}))
+    capsys.readouterr()
+    assert main([*args(data), "--resume"]) == 2
+    assert "cannot change the process count (2 -> 1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("key, value", [("lora.alpha", 32), ("lora.r", 4), ("lora.target_modules", ["q_proj"]),
+                                        ("model.qwen", "Qwen/Qwen3-VL-8B-Thinking"), ("model.sam3", "other/sam3"),
+                                        ("model.tiny", True)])
+def test_resume_refuses_another_lora_or_backbone(key, value):
+    """The saved LoRA means alpha / r times its product on the layers it was trained on, of the backbone it was
+    trained with: another one of the same widths would load it silently."""
+    saved = json.loads(json.dumps(load_config(None).to_dict()))  # as trainer_state.json holds it
+    changed = changed_on_resume(saved, load_config(None, {key: value}), ResumeOptions(resume=True))
+    assert [c.split(" ")[0] for c in changed] == [key]
+    assert changed_on_resume(saved, load_config(None, {"lora.dropout": 0.1}), ResumeOptions(resume=True)) == []

@@ -12,7 +12,7 @@ back if a kill came between the two renames)::
     rng.safetensors         torch CPU / CUDA generator states of every rank
     rng.json                python ``random`` and numpy states of every rank
     trainer_state.json      epoch, batch position in the epoch, step counters, NaN-guard counters, LR schedule,
-                            resolved config
+                            resolved config, process count, the training data's sample count and digest
 """
 
 from __future__ import annotations
@@ -57,6 +57,10 @@ class TrainerState:
     schedule: dict[str, Any] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     world_size: Integer = 1
+    # The training data the data position counts in (ScanReport.digest); empty in checkpoints written before it was
+    # recorded.
+    dataset_samples: Integer = 0
+    dataset_digest: str = ""
 
 
 def optimizer_to_files(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

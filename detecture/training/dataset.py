@@ -9,6 +9,8 @@ needs, and makes the data position of a checkpoint meaningful.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -36,6 +38,13 @@ class ScanReport:
 
     kept: list[SampleRecord]
     skipped: Counter = field(default_factory=Counter)
+
+    def digest(self) -> str:
+        """sha256 of the kept records, in order (ids, file paths, descriptions): what a checkpoint's data position and
+        the stage-1 feature cache's sample indices refer to. Skipped records leave it unchanged; a record added,
+        removed, reordered or edited changes it."""
+        records = json.dumps([r.to_json() for r in self.kept], sort_keys=True)
+        return hashlib.sha256(records.encode()).hexdigest()
 
     def summary(self) -> str:
         total = sum(self.skipped.values())

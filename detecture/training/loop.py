@@ -46,13 +46,17 @@ STEP_FIELDS = ["step", "epoch", "stage", *LOSS_TERMS, "grad_norm", *(f"lr_{g}" f
                "samples_per_s", "val_seg_emission", "val_miou_tf"]
 EVAL_FIELDS = ["step", "epoch", "n", "failures", "seg_emission", "k_accuracy", "miou", "panoptic_iou", "ari"]
 # Settings a checkpoint fixes, which --resume may not change: the LR schedule and AdamW's hyper-parameters are
-# restored from it (a new value would be ignored while config.json and later checkpoints recorded it), and its data
-# position counts micro-batches of this size in this seed's sample order. What the loop reads from the config at each
-# step (epochs, cadences, clip_norm, loss weights, ...) may change; a new peak and warm-up are a restart's
-# (--resume-lr-scale, --resume-warmup-epochs).
+# restored from it (a new value would be ignored while config.json and later checkpoints recorded it), its data
+# position counts micro-batches of this size in this seed's sample order, and its weights are a LoRA of this rank,
+# scale (alpha / r) and set of layers on these backbones (another backbone of the same widths would load them
+# silently). What the loop reads from the config at each step (epochs, cadences, clip_norm, loss weights, LoRA
+# dropout, ...) may change; a new peak and warm-up are a restart's (--resume-lr-scale, --resume-warmup-epochs). The
+# data itself (and data.max_regions, which only chooses which samples are kept) is compared through the dataset's
+# digest (DataPosition).
 FIXED_ON_RESUME = ("optim.lr", "optim.min_lr", "optim.warmup_epochs", "optim.stage1_epochs", "optim.stage1_scales",
                    "optim.stage2_scales", "optim.weight_decay", "optim.betas", "optim.batch_size", "optim.grad_accum",
-                   "train.seed")
+                   "train.seed", "lora.r", "lora.alpha", "lora.target_modules", "model.qwen", "model.sam3",
+                   "model.tiny")
 
 
 class NonFiniteLossError(DetectureError):
@@ -66,11 +70,35 @@ class ResumeOptions:
     warmup_epochs: float | None = None
 
 
-def check_resume(out: Path, options: ResumeOptions, cfg: Config | None = None) -> Path | None:
+@dataclass(frozen=True)
+class DataPosition:
+    """What a checkpoint's data position (``epoch``, ``batch_in_epoch``) is counted in: the kept samples of the
+    training data (their count and :meth:`~detecture.training.dataset.ScanReport.digest`), shuffled by the seed and
+    split between ``world_size`` processes."""
+
+    samples: int
+    digest: str
+    world_size: int
+
+    def changes_from(self, state: ckpt.TrainerState) -> list[str]:
+        """What differs from the checkpoint's ``state``; its data is not compared when it records none (a checkpoint
+        written before the digest was)."""
+        changed = []
+        if state.dataset_digest and state.dataset_digest != self.digest:
+            changed.append(f"the training data ({state.dataset_samples} -> {self.samples} kept samples, "
+                           f"records {state.dataset_digest[:12]} -> {self.digest[:12]})")
+        if state.world_size != self.world_size:
+            changed.append(f"the process count ({state.world_size} -> {self.world_size})")
+        return changed
+
+
+def check_resume(out: Path, options: ResumeOptions, cfg: Config | None = None,
+                 data: DataPosition | None = None) -> Path | None:
     """The checkpoint to resume from (``None`` for a fresh run); refuses a restart's warm-up without its restart, to
-    overwrite an existing run without ``--resume``, a ``--resume`` with nothing to resume, and one that changes a
-    setting the checkpoint fixes (:data:`FIXED_ON_RESUME`, compared with ``cfg``). Cheap: ``detecture train`` calls it
-    before loading models."""
+    overwrite an existing run without ``--resume``, a ``--resume`` with nothing to resume, one that changes a
+    setting the checkpoint fixes (:data:`FIXED_ON_RESUME`, compared with ``cfg``) or has fewer epochs than it has
+    trained, and one on other data or another process count (``data``, known once the dataset is scanned). Cheap:
+    ``detecture train`` calls it before loading models, and the trainer again with ``data``."""
     if options.warmup_epochs is not None and options.lr_scale is None:
         raise InputError("--resume-warmup-epochs only applies together with --resume-lr-scale (the warm-up of its "
                          "restart)")
@@ -85,19 +113,26 @@ def check_resume(out: Path, options: ResumeOptions, cfg: Config | None = None) -
         return None
     if latest is None:
         raise CheckpointError(f"{checkpoints}: no checkpoint to resume from")
+    state = ckpt.read_state(latest)
     if cfg is not None:
-        state = ckpt.read_state(latest)
         changed = changed_on_resume(state.config, cfg, options)
         if changed:
             raise InputError(
-                f"{latest}: --resume cannot change {', '.join(changed)}: the checkpoint's schedule, AdamW settings "
-                "and data position stay in force; resume with the run's values (its config.json), or restart with "
-                "a new peak and warm-up through --resume-lr-scale / --resume-warmup-epochs")
+                f"{latest}: --resume cannot change {', '.join(changed)}: the checkpoint's schedule, AdamW settings, "
+                "data position, LoRA and backbones stay in force; resume with the run's values (its config.json), "
+                "or restart with a new peak and warm-up through --resume-lr-scale / --resume-warmup-epochs")
         begun = state.epoch + (state.batch_in_epoch > 0)
         if cfg.optim.epochs < begun:
             # nothing could be trained, and the export would record fewer epochs than its weights have seen
             raise InputError(f"{latest}: optim.epochs {cfg.optim.epochs} is fewer than the {begun} epoch(s) the "
                              f"checkpoint has trained (in part); resume with --epochs {begun} or more")
+    if data is not None:
+        moved = data.changes_from(state)
+        if moved:
+            raise InputError(
+                f"{latest}: --resume cannot change {', '.join(moved)}: the checkpoint's data position counts the "
+                "run's kept samples in its seeded order, split between its processes; resume with the same --data "
+                "(and data.max_regions) on as many processes")
     return latest
 
 
@@ -158,7 +193,8 @@ class Trainer:
         self.batches_per_epoch, self.steps_per_epoch = parts.batches_per_epoch, parts.steps_per_epoch
         self.cache = parts.cache
         self.main = self.acc.is_main_process
-        self.state = ckpt.TrainerState(config=cfg.to_dict(), world_size=self.acc.num_processes)
+        self.data = DataPosition(len(self.dataset), self.dataset.report.digest(), self.acc.num_processes)
+        self.state = self.fresh_state()
         self.stage = 0
 
     @classmethod
@@ -167,6 +203,11 @@ class Trainer:
                     init: Path | None = None) -> "Trainer":
         """Build every part from ``cfg`` (see :func:`~detecture.training.factory.build_parts`) and a trainer on it."""
         return cls(cfg, build_parts(cfg, data, out, val_data, backbones, init), out, max_steps)
+
+    def fresh_state(self) -> ckpt.TrainerState:
+        """The state of step 0, recording what the data position will be counted in."""
+        return ckpt.TrainerState(config=self.cfg.to_dict(), world_size=self.data.world_size,
+                                 dataset_samples=self.data.samples, dataset_digest=self.data.digest)
 
     # -- checkpoints ----------------------------------------------------------------------------------------------
 
@@ -198,7 +239,7 @@ class Trainer:
     def restore(self, options: ResumeOptions) -> None:
         """Load the latest checkpoint (``--resume``), or refuse to overwrite an existing run without it. A fresh
         start also starts the logs afresh (those of an attempt killed before its first checkpoint)."""
-        latest = check_resume(self.out, options, self.cfg)
+        latest = check_resume(self.out, options, self.cfg, self.data)
         if latest is None:
             if self.main:
                 self.out.mkdir(parents=True, exist_ok=True)
@@ -219,6 +260,7 @@ class Trainer:
                 f"{latest}: trained with {saved.steps_per_epoch} optimizer steps per epoch, this run has "
                 f"{self.steps_per_epoch}; dataset, batch size, grad_accum and process count must stay the same")
         self.state.config = self.cfg.to_dict()  # e.g. --epochs extended: later checkpoints record the new run
+        self.state.dataset_samples, self.state.dataset_digest = self.data.samples, self.data.digest
         self.schedule = saved.with_epochs(self.cfg.optim.epochs)
         if options.lr_scale is not None:
             warmup = options.warmup_epochs if options.warmup_epochs is not None else self.cfg.optim.warmup_epochs
