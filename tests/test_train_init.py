@@ -3,6 +3,8 @@ and the exported head carries the contract it was trained under."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import torch
 from published_fixture import Q, write_published
@@ -72,6 +74,30 @@ def test_feature_cache_of_another_contract_is_not_reused(head_dir, tmp_path):
     assert not plain.cache.is_complete()
 
 
+def test_feature_cache_of_another_head_written_at_the_same_init_path_is_not_reused(head_dir, tmp_path):
+    """The cached SEG states come from the --init head's adapter: a head folder rewritten in place (a re-exported
+    runs/a/final, say) must change the cache's key, for its adapter as for its head weights."""
+    from safetensors.torch import load_file, save_file
+
+    from detecture.training.dataset import TextureDataset
+    from detecture.training.factory import run_contract
+    from detecture.training.feature_cache import fingerprint
+
+    init = tmp_path / "init"
+    shutil.copytree(head_dir[0], init)
+    cfg = load_config(None, {**FAST, "cache.enabled": True})
+    dataset = TextureDataset(write_mosaics(tmp_path / "data", n=3, size=64), cfg.data, cfg.train.seed)
+    head = DetectureHead.from_pretrained(init)
+    keys = [fingerprint(cfg, dataset, run_contract(head, init))]
+    assert fingerprint(cfg, dataset, run_contract(head, init)) == keys[0]  # the same files: the same key
+    for weights in (init / "adapter" / "adapter_model.safetensors", init / "model.safetensors"):
+        tensors = load_file(str(weights))
+        name = sorted(tensors)[0]
+        save_file({**tensors, name: tensors[name] + 1}, str(weights))  # another head, same path and file size
+        keys.append(fingerprint(cfg, dataset, run_contract(DetectureHead.from_pretrained(init), init)))
+    assert len(set(keys)) == 3, keys
+
+
 def test_a_feature_cache_an_older_version_built_is_not_reused(tmp_path, monkeypatch):
     """What a cached view holds changes with the code (flipped views' descriptions are mirrored now): a cache keyed
     under another format, in a shared cache.dir say, must be rebuilt."""
@@ -89,7 +115,6 @@ def test_a_bad_init_head_stops_the_command_before_anything_is_written(head_dir, 
     """The head's config is checked before the backbones load and before --out is made, so a re-run into the same
     --out starts clean."""
     import json
-    import shutil
 
     from detecture.cli import main
 

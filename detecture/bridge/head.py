@@ -25,7 +25,8 @@ from ..backbones import DEFAULT_QWEN, TINY_NAME
 from ..utils.atomic import atomic_dir, moved_aside
 from ..errors import CheckpointError, InputError
 from ..prompts import MAX_TEXTURES
-from ..utils.adapter_files import read_adapter_config
+from ..utils.adapter_files import CONFIG_FILE as ADAPTER_CONFIG, WEIGHTS_FILE as ADAPTER_WEIGHTS, read_adapter_config
+from ..utils.file_digest import files_digest
 from ..utils.json_files import read_json_object
 from ..utils.safetensors_files import tensor_shapes
 from ..utils.typed_config import Integer, Number, config_class, parse_config
@@ -125,6 +126,17 @@ def read_head_config(path: str | Path) -> HeadConfig:
     if (path / ADAPTER_DIR).is_dir():
         read_adapter_config(path / ADAPTER_DIR)
     return config
+
+
+def weights_digest(path: str | Path) -> str:
+    """Content digest of a head folder's weights: ``model.safetensors`` and, when it has one, its adapter's config and
+    weights (the adapter's LoRA and ``<|seg|>`` rows decide the SEG states a run started from this head computes). A
+    head rewritten at the same path gets another digest."""
+    path = Path(path)
+    names = [WEIGHTS_FILE]
+    if (path / ADAPTER_DIR).is_dir():
+        names += [f"{ADAPTER_DIR}/{ADAPTER_CONFIG}", f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"]
+    return files_digest(path, names)
 
 
 def _check_weights_header(weights_file: Path, config: HeadConfig) -> None:

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from ..backbones.loading import default_attn_implementation, default_dtype
 from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone
-from ..bridge.head import DetectureHead, HeadConfig
+from ..bridge.head import DetectureHead, HeadConfig, weights_digest
 from ..errors import DetectureError
 from .config import Config
 from .dataset import EpochSampler, TextureDataset, collate_items
@@ -54,6 +54,7 @@ class TrainingParts:
     steps_per_epoch: int
     cache: FeatureCache | None
     init: Path | None
+    contract: dict  # run_contract(head, init), computed once (it hashes the --init head's files)
 
 
 def load_backbones(cfg: Config, device: torch.device, sharded: bool = False) -> tuple[QwenVL, Sam3Backbone]:
@@ -99,8 +100,12 @@ def check_launch(state, quantization: str | None) -> None:
 
 
 def run_contract(head: DetectureHead, init: Path | None) -> dict:
-    """What a resume must match: the contract the head trains under, and the --init it came from."""
-    return {"init": str(init) if init is not None else None, "contract": head.config.effective_contract.to_dict()}
+    """The contract the head trains under (which a resume must match), and the --init it came from: its path and
+    the digest of its weight files (:func:`~detecture.bridge.head.weights_digest`), so that the stage-1 feature
+    cache, whose SEG states the init adapter decides, is keyed by what the head folder holds, not by its name."""
+    return {"init": str(init) if init is not None else None,
+            "init_weights": weights_digest(init) if init is not None else None,
+            "contract": head.config.effective_contract.to_dict()}
 
 
 def build_accelerator(cfg: Config, out: Path):
@@ -163,9 +168,10 @@ def build_parts(cfg: Config, data: Path, out: Path, val_data: Path | None = None
     steps_per_epoch = math.ceil(batches_per_epoch / cfg.optim.grad_accum)
     # The optimizer goes through prepare() too: FSDP re-maps parameters to their shards at wrap time.
     model, optimizer = acc.prepare(module, optimizer, device_placement=[False, False])
+    contract = run_contract(head, init)
     cache = None
     if cfg.cache.enabled:
-        cache = FeatureCache(Path(cfg.cache.dir or Path(out) / "feature_cache"), cfg, dataset, run_contract(head, init))
+        cache = FeatureCache(Path(cfg.cache.dir or Path(out) / "feature_cache"), cfg, dataset, contract)
     return TrainingParts(acc, dataset, val, qwen, sam, head, module, model, optimizer, sampler, loader,
                          LRSchedule.from_config(cfg.optim, steps_per_epoch), batches_per_epoch, steps_per_epoch,
-                         cache, init)
+                         cache, init, contract)

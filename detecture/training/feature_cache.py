@@ -36,15 +36,15 @@ log = logging.getLogger(__name__)
 COMPLETE = "complete.json"
 
 
-# Raised whenever the code changes what a cached view holds (how its text or pixels are made), so that a cache an
-# older version built, in a shared cache.dir say, is rebuilt rather than read.
-CACHE_FORMAT = 2
+# Raised whenever the code changes what a cached view holds (how its text or pixels are made) or what its key holds,
+# so that a cache an older version built, in a shared cache.dir say, is rebuilt rather than read.
+CACHE_FORMAT = 3
 
 
 def fingerprint(cfg: Config, dataset: TextureDataset, run_contract: dict | None = None) -> str:
     """Hash of what cached features depend on: the cache format, backbones, data, augmentation, seed, views, dtype,
-    vision flag, and the run's contract and ``--init`` head (prompts, positions, Qwen image and the adapter all
-    change the SEG states)."""
+    vision flag, and the run's contract and ``--init`` head, by the digest of its weight files (prompts, positions,
+    Qwen image and the adapter all change the SEG states)."""
     relevant = {
         "format": CACHE_FORMAT,
         "run_contract": run_contract,

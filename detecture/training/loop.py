@@ -30,7 +30,7 @@ from . import sharding
 from .batching import make_batch
 from .config import GROUPS, Config
 from .evaluate import live_evaluate, teacher_forced_scores
-from .factory import TRACKER_RUN, TrainingParts, build_parts, run_contract
+from .factory import TRACKER_RUN, TrainingParts, build_parts
 from .model import Batch
 from .monitor import EVAL_CSV, STEPS_CSV, Monitor, clear_logs, plot_curves, truncate_after
 from .schedule import LRSchedule
@@ -186,7 +186,7 @@ class Trainer:
     def __init__(self, cfg: Config, parts: TrainingParts, out: Path, max_steps: int | None = None) -> None:
         """Train the built ``parts`` under ``cfg`` into ``out``; :meth:`from_config` builds them."""
         self.cfg, self.out, self.max_steps = cfg, Path(out), max_steps
-        self.acc, self.init = parts.accelerator, parts.init
+        self.acc, self.init, self.contract = parts.accelerator, parts.init, parts.contract
         self.dataset, self.val, self.sampler, self.loader = parts.dataset, parts.val, parts.sampler, parts.loader
         self.qwen, self.sam, self.head, self.module = parts.qwen, parts.sam, parts.head, parts.module
         self.model, self.optimizer, self.schedule = parts.model, parts.optimizer, parts.schedule
@@ -244,11 +244,11 @@ class Trainer:
             if self.main:
                 self.out.mkdir(parents=True, exist_ok=True)
                 clear_logs(self.out)
-                atomic.write_json(self.out / RUN_CONTRACT, self._run_contract())
+                atomic.write_json(self.out / RUN_CONTRACT, self.contract)
             return
         recorded = self.out / RUN_CONTRACT
         contract = read_json_object(recorded, "run contract") if recorded.is_file() else {}
-        if contract and contract.get("contract") != self._run_contract()["contract"]:
+        if contract and contract.get("contract") != self.contract["contract"]:
             started = contract.get("init")
             raise CheckpointError(f"{self.out}: this run trains under another inference contract (started "
                                   f"{'with --init ' + started if started else 'without --init'}); resume it with "
@@ -277,9 +277,6 @@ class Trainer:
             truncate_after(self.out / EVAL_CSV, self.state.epoch, key="epoch")
         log.info("resumed from %s: epoch %d, batch %d, step %d", latest.name, self.state.epoch,
                  self.state.batch_in_epoch, self.state.optimizer_step)
-
-    def _run_contract(self) -> dict:
-        return run_contract(self.head, self.init)
 
     # -- stages and data ------------------------------------------------------------------------------------------
 
