@@ -239,10 +239,11 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
                               meta={"method": "classical", "grounding": None})
 
 
-def head_files(head: str | os.PathLike | None) -> tuple[str | None, tuple]:
+def _head_files(head: str | os.PathLike | None) -> tuple[str | None, tuple]:
     """The head folder's resolved path and each of its files' stat signature, so a head rewritten in place
     (retrained into the same folder) is told apart from the one it replaced: loaded again instead of its old
-    weights being kept, and ``bench``'s cells scored with the old one are not continued with the new."""
+    weights being kept. A stat signature is enough for this cache of one process (``bench`` records the content,
+    :func:`~detecture.bridge.head.head_digest`)."""
     if head is None:
         return None, ()
     from .utils.paths import resolved
@@ -262,7 +263,7 @@ def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
 
     # Tiny backbones are built from a fixed seed whatever the hub options say: only the head tells two apart.
     options = None if request.tiny else request.load_options()
-    root, signature = head_files(request.head)
+    root, signature = _head_files(request.head)
     key = ("tiny", root) if options is None else (*sorted((n, str(v)) for n, v in options.items()), root)
     if key in _PIPELINES:
         if _PIPELINES[key][0] == signature:

@@ -252,11 +252,12 @@ def test_a_head_retrained_into_its_folder_changes_the_detecture_settings(tmp_pat
     head = tmp_path / "head"
     head.mkdir()
     (head / "config.json").write_text("{}")
-    (head / "head.safetensors").write_bytes(b"old weights")
+    (head / "model.safetensors").write_bytes(b"old weights")
     settings = build_method("detecture", MethodOptions(head=str(head))).settings
     before = settings()
-    assert settings() == before  # the same files: the same settings, the cell is continued
-    (head / "head.safetensors").write_bytes(b"retrained weights")
+    (head / "model.safetensors").write_bytes(b"old weights")  # written again, same bytes: the same experiment
+    assert settings() == before
+    (head / "model.safetensors").write_bytes(b"retrained weights")
     assert settings() != before and settings()["head"] == before["head"]
 
 

@@ -21,6 +21,7 @@ from ..data.layouts import check_paths, read_records
 from ..data.metadata import LoadedSample, SampleRecord, datasets_root, load_sample
 from ..errors import DatasetError
 from .scoring import gt_notes
+from ..utils.file_digest import feed_file
 from ..utils.paths import require_dir, resolved
 
 
@@ -61,9 +62,7 @@ def add_file(digest: hashlib._Hash, path: Path) -> None:
     depends on is digested this way, the dataset's files and a method's own (a precomputed prediction)."""
     digest.update(b"\0")
     try:
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        feed_file(digest, path)
     except OSError:
         digest.update(b"\0unreadable")
 

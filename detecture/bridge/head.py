@@ -128,12 +128,13 @@ def read_head_config(path: str | Path) -> HeadConfig:
     return config
 
 
-def weights_digest(path: str | Path) -> str:
-    """Content digest of a head folder's weights: ``model.safetensors`` and, when it has one, its adapter's config and
-    weights (the adapter's LoRA and ``<|seg|>`` rows decide the SEG states a run started from this head computes). A
-    head rewritten at the same path gets another digest."""
+def head_digest(path: str | Path) -> str:
+    """Content digest of a head folder: its config, ``model.safetensors`` and, when it has one, its adapter's config
+    and weights (the adapter's LoRA and ``<|seg|>`` rows decide the SEG states a run started from this head computes;
+    the config's contract decides its masks). A head rewritten at the same path gets another digest, and a copy of
+    one keeps it."""
     path = Path(path)
-    names = [WEIGHTS_FILE]
+    names = [CONFIG_FILE, WEIGHTS_FILE]
     if (path / ADAPTER_DIR).is_dir():
         names += [f"{ADAPTER_DIR}/{ADAPTER_CONFIG}", f"{ADAPTER_DIR}/{ADAPTER_WEIGHTS}"]
     return files_digest(path, names)

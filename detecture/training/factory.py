@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 from ..backbones.loading import default_attn_implementation, default_dtype
 from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone
-from ..bridge.head import DetectureHead, HeadConfig, weights_digest
+from ..bridge.head import DetectureHead, HeadConfig, head_digest
 from ..errors import DetectureError
 from .config import Config
 from .dataset import EpochSampler, TextureDataset, collate_items
@@ -101,10 +101,10 @@ def check_launch(state, quantization: str | None) -> None:
 
 def run_contract(head: DetectureHead, init: Path | None) -> dict:
     """The contract the head trains under (which a resume must match), and the --init it came from: its path and
-    the digest of its weight files (:func:`~detecture.bridge.head.weights_digest`), so that the stage-1 feature
+    the digest of its files (:func:`~detecture.bridge.head.head_digest`), so that the stage-1 feature
     cache, whose SEG states the init adapter decides, is keyed by what the head folder holds, not by its name."""
     return {"init": str(init) if init is not None else None,
-            "init_weights": weights_digest(init) if init is not None else None,
+            "init_weights": head_digest(init) if init is not None else None,
             "contract": head.config.effective_contract.to_dict()}
 
 

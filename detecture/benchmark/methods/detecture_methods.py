@@ -11,8 +11,6 @@ autonomous, since a random model cannot count anyway).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any
 
 import numpy as np
@@ -37,14 +35,14 @@ class _DetectureMethod(Method):
                 default_qwen(config, self.options.head)  # refuses a head trained on tiny backbones, before any cell
 
     def settings(self) -> dict[str, Any]:
-        """The head by path and by the state of its files (a head retrained into the same folder is another
-        experiment), the backbones and, for tiny random ones, the seed that draws them."""
-        from ...service import head_files
+        """The head by path and by the content of its files (a head retrained into the same folder is another
+        experiment; a copy of it is not), the backbones and, for tiny random ones, the seed that draws them."""
+        from ...bridge.head import head_digest
+        from ...utils.paths import resolved
 
         head = self.options.head if self.grounding == "bridge" else None
-        root, signature = head_files(head)
-        files = hashlib.sha256(json.dumps(signature).encode()).hexdigest()[:16] if root is not None else None
-        return {"head": root, "head_files": files, "tiny": self.options.tiny,
+        return {"head": str(resolved(head)) if head is not None else None,
+                "head_files": head_digest(head)[:16] if head is not None else None, "tiny": self.options.tiny,
                 "seed": self.options.seed if self.options.tiny else None,
                 "qwen": self.options.models.get("qwen"), "sam3": self.options.models.get("sam3")}
 
