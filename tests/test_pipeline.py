@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from detecture.errors import CheckpointError, InputError
 from detecture.prompts import SEG_TOKEN, Regime, format_response
@@ -101,7 +102,7 @@ def test_result_without_regions_is_all_dustbin(lowres, tmp_path):
     assert result.label_map.shape == (10, 12) and not result.label_map.any()
     assert result.masks.shape == (0, 10, 12) and result.logits.shape == (0, 10, 12)
     assert result.region_scores() == [] and result.to_hf() == []
-    (tmp_path / "in.png").write_bytes(b"")
+    Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "in.png")
     row = write_outputs(tmp_path / "in.detecture", tmp_path / "in.png", np.zeros((10, 12, 3), np.uint8), result,
                         Regime.autonomous())
     assert row["regions"] == [] and (tmp_path / "in.detecture.png").is_file()
