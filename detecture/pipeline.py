@@ -41,6 +41,17 @@ def _generated_mask(suffix: torch.Tensor, end_token_id: int) -> torch.Tensor:
     return (torch.cumsum(is_end, dim=1) - is_end) == 0
 
 
+def warn_other_quantization(config: HeadConfig, quantization: str | None, head: str | Path) -> None:
+    """Say so when the Qwen is loaded with another quantization than the head was trained on (QLoRA trains on a
+    4-bit Qwen): its hidden states differ slightly from those the Bridge was fitted to. Only a warning, since
+    quantization is the user's memory choice and needs a GPU."""
+    if quantization != config.qwen_quantization:
+        trained, now = config.qwen_quantization or "full-precision", quantization or "full-precision"
+        hint = f"; add --quantization {config.qwen_quantization} to run it as trained" if config.qwen_quantization else ""
+        logger.warning("%s: the head was trained on a %s Qwen and runs on a %s one, whose hidden states differ "
+                       "slightly%s", head, trained, now, hint)
+
+
 def _attach_head(qwen: QwenVL, head: DetectureHead, path: str | Path) -> None:
     """Check the head fits this Qwen, put Qwen under the head's contract and apply the LoRA + ``<|seg|>`` adapter
     trained with it, if any."""
@@ -105,6 +116,7 @@ class DetecturePipeline:
         qwen_vl = QwenVL.from_pretrained(qwen, device=device, dtype=dtype, attn_implementation=attn_implementation,
                                          quantization=quantization, trust_remote_code=trust_remote_code)
         if head_module is not None:
+            warn_other_quantization(head_module.config, quantization, head)
             _attach_head(qwen_vl, head_module, head)
         # under a bf16-autocast contract SAM3 keeps fp32 weights, as the head was trained with
         sam = Sam3Backbone.from_pretrained(sam3, device=device, dtype=torch.float32 if autocast else dtype,

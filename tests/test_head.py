@@ -210,3 +210,33 @@ def test_a_head_left_aside_by_an_interrupted_rewrite_is_named_in_the_error(tmp_p
     path.rename(moved_aside(path))
     with pytest.raises(CheckpointError, match=rf"head checkpoint not found, but .* is at {moved_aside(path)} "):
         read_head_config(path)
+
+
+def test_a_head_records_the_quantization_of_the_qwen_it_was_trained_on(tmp_path, tiny_model_dirs, caplog):
+    """A QLoRA head's Bridge was fitted to a 4-bit Qwen's hidden states: the head says so, and loading it on a
+    full-precision Qwen warns and names the option that runs it as trained; a head trained in full precision, or one
+    saved before the field existed, loads without a word."""
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge.head import read_head_config
+    from detecture.pipeline import DetecturePipeline
+
+    qwen_dir, sam3_dir = tiny_model_dirs
+    qwen, sam = QwenVL.from_pretrained(qwen_dir, device="cpu"), Sam3Backbone.tiny()
+    assert qwen.quantization is None
+    qwen.quantization = "4bit"  # as QwenVL.from_pretrained(..., quantization="4bit") records it (needs a GPU)
+    qlora = DetectureHead(HeadConfig.for_backbones(qwen, sam)).save_pretrained(tmp_path / "qlora")
+    assert read_head_config(qlora).qwen_quantization == "4bit"
+
+    with caplog.at_level("WARNING", logger="detecture.pipeline"):
+        DetecturePipeline.from_pretrained(qwen_dir, sam3_dir, head=qlora, device="cpu")
+    assert "trained on a 4bit Qwen" in caplog.text and "--quantization 4bit" in caplog.text
+
+    config = json.loads((qlora / "config.json").read_text())
+    del config["qwen_quantization"]  # a head saved before heads recorded it
+    (qlora / "config.json").write_text(json.dumps(config))
+    assert read_head_config(qlora).qwen_quantization is None
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="detecture.pipeline"):
+        DetecturePipeline.from_pretrained(qwen_dir, sam3_dir, head=qlora, device="cpu")
+    assert "Qwen" not in caplog.text

@@ -68,6 +68,7 @@ class QwenVL:
     tokenizer: PreTrainedTokenizerBase
     image_processor: object
     name: str = "qwen3-vl"
+    quantization: str | None = None  # bitsandbytes "4bit" / "8bit" it was loaded with, None for full precision
     image_policy: ImagePolicy = field(default_factory=ImagePolicy)
     prompts: PromptSet = field(default_factory=lambda: prompt_set(DEFAULT_PROMPT_SET))
     embedding_shrink: float = 1.0
@@ -103,7 +104,8 @@ class QwenVL:
             )
             tokenizer = AutoTokenizer.from_pretrained(repo, trust_remote_code=trust_remote_code)
             image_processor = AutoImageProcessor.from_pretrained(repo, trust_remote_code=trust_remote_code)
-            return cls(model=model, tokenizer=tokenizer, image_processor=image_processor, name=recorded_name(repo))
+            return cls(model=model, tokenizer=tokenizer, image_processor=image_processor, name=recorded_name(repo),
+                       quantization=quantization)
 
         qwen = load_from_hub("Qwen3-VL model", repo, load)
         if quant is None:

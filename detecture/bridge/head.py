@@ -13,7 +13,7 @@ import json
 import math
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn as nn
@@ -41,7 +41,8 @@ SHAPE_KEYS = ("qwen_hidden_size", "sam_text_hidden_size", "prompt_dim", "pixel_d
 Width = Annotated[Integer, Field(ge=1)]
 # What HeadConfig.for_backbones takes from the loaded backbones (not from its overrides): a training config's
 # model.head may set the other keys only.
-BACKBONE_KEYS = ("qwen_hidden_size", "sam_text_hidden_size", "prompt_dim", "pixel_dim", "qwen_model", "sam3_model")
+BACKBONE_KEYS = ("qwen_hidden_size", "sam_text_hidden_size", "prompt_dim", "pixel_dim", "qwen_model", "sam3_model",
+                 "qwen_quantization")
 
 
 @config_class
@@ -61,6 +62,10 @@ class HeadConfig:
     num_slots: Annotated[Integer, Field(ge=2)] = MAX_TEXTURES + 1  # the dustbin and at least one texture
     qwen_model: str = ""
     sam3_model: str = ""
+    # The Qwen's bitsandbytes quantization in training (QLoRA), None for full precision: its hidden states, which
+    # the LoRA and Bridge were fitted to, differ slightly from the full-precision model's. Inference is told, not
+    # forced, since quantization is a memory choice that needs a GPU (pipeline.warn_other_quantization).
+    qwen_quantization: Literal["4bit", "8bit"] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     # How the head must be run (prompts, positions, image, ...); None in heads saved before contracts existed.
     # Checked by InferenceContract.from_dict when read from a file, which knows its legacy forms.
@@ -71,7 +76,7 @@ class HeadConfig:
         return cls(qwen_hidden_size=qwen.hidden_size, sam_text_hidden_size=sam3.text_hidden_size,
                    prompt_dim=sam3.prompt_dim, pixel_dim=sam3.pixel_dim,
                    mask_hidden_size=overrides.pop("mask_hidden_size", sam3.prompt_dim),
-                   qwen_model=qwen.name, sam3_model=sam3.name,
+                   qwen_model=qwen.name, sam3_model=sam3.name, qwen_quantization=qwen.quantization,
                    contract=overrides.pop("contract", InferenceContract()), **overrides)
 
     @property
