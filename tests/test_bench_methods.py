@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from bench_fixture import make_unified, mosaic
+from detecture.benchmark import cell_store
 from detecture.benchmark.methods import MODEL_KEYS, REGISTRY, MethodOptions, build_method
 from detecture.benchmark.methods.base import MethodOutput
 from detecture.benchmark.methods.predictions import PredictionsMethod
@@ -259,6 +260,26 @@ def test_a_head_retrained_into_its_folder_changes_the_detecture_settings(tmp_pat
     assert settings() == before
     (head / "model.safetensors").write_bytes(b"retrained weights")
     assert settings() != before and settings()["head"] == before["head"]
+
+
+def test_a_cell_scored_before_head_files_were_recorded_is_continued(tmp_path):
+    """Cells scored before the head's files were recorded lack the key: that is no other head, so the cell is
+    continued (and records the key from then on), while a recorded value that differs is still a change."""
+    head = tmp_path / "head"
+    head.mkdir()
+    (head / "config.json").write_text("{}")
+    (head / "model.safetensors").write_bytes(b"weights")
+    settings = {"regime": {"kind": "oracle", "k": None},
+                "method": build_method("detecture", MethodOptions(head=str(head))).settings()}
+    older = {"regime": settings["regime"], "method": {k: v for k, v in settings["method"].items() if k != "head_files"}}
+    cell_store.write_settings(tmp_path / "cell", older)
+    assert cell_store.settings_change(tmp_path / "cell", settings) is None
+    other = {"regime": settings["regime"], "method": {**settings["method"], "head_files": "0" * 16}}
+    cell_store.write_settings(tmp_path / "cell", other)
+    assert "method.head_files" in cell_store.settings_change(tmp_path / "cell", settings)
+    newer_seed = {"regime": settings["regime"], "method": {**older["method"], "seed": 7}}
+    cell_store.write_settings(tmp_path / "cell", newer_seed)  # another key missing or changed is still a change
+    assert "method.seed" in cell_store.settings_change(tmp_path / "cell", settings)
 
 
 @pytest.mark.parametrize("name", ["sam3", "detecture-text"])

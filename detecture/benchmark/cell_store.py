@@ -204,9 +204,15 @@ def _replace_records(directory: Path, records: list[dict[str, Any]]) -> None:
         shard.unlink()
 
 
+# Settings keys recorded only since a later version (dotted): a cell whose record lacks one was scored before the
+# key was recorded, not under another value of it, so its results are kept (and the key recorded from then on).
+RECORDED_LATER = frozenset({"method.head_files"})
+
+
 def settings_change(directory: Path, settings: dict[str, Any]) -> str | None:
     """How ``settings`` differ from those the cell's results were made with (``"key: old → new"``, nested keys
-    dotted), or ``None`` when they agree or the cell recorded none. ``settings`` are compared as JSON stores them."""
+    dotted), or ``None`` when they agree or the cell recorded none. ``settings`` are compared as JSON stores them;
+    a key of :data:`RECORDED_LATER` the record lacks is no change."""
     path = directory / SETTINGS
     if not path.exists():
         return None
@@ -219,8 +225,8 @@ def settings_change(directory: Path, settings: dict[str, Any]) -> str | None:
         return None
     old, new = _flat(recorded), _flat(current)
     changed = [f"{k}: {old.get(k, '(unset)')} → {new.get(k, '(unset)')}" for k in sorted(set(old) | set(new))
-               if old.get(k) != new.get(k)]
-    return "; ".join(changed)
+               if old.get(k) != new.get(k) and not (k in RECORDED_LATER and k not in old)]
+    return "; ".join(changed) or None
 
 
 def write_settings(directory: Path, settings: dict[str, Any]) -> None:
