@@ -228,3 +228,14 @@ def test_a_dataset_given_as_dot_is_named_after_its_folder_and_gets_its_regime(tm
     monkeypatch.chdir(root / within)
     cell = build_plan(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[spec]))[2][0]
     assert cell.dataset.name == "outex" and cell.regime == by_path.regime
+
+
+def test_a_dataset_reached_through_a_symbolic_link_is_named_after_the_link(tmp_path):
+    """A link is how a folder gets the name that selects its regime (and how two folders of one name are told
+    apart): ``datasets/outex -> outex_v2_fixed`` is Outex, scored at K = 5."""
+    target = make_unified(tmp_path / "outex_v2_fixed", 2)
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "outex").symlink_to(target, target_is_directory=True)
+    cell = build_plan(BenchConfig(out=tmp_path / "o2", methods=["classical"],
+                                  datasets=[str(tmp_path / "datasets" / "outex")]))[2][0]
+    assert cell.dataset.name == "outex" and cell.regime.k == 5

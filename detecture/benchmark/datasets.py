@@ -22,7 +22,7 @@ from ..data.metadata import LoadedSample, SampleRecord, datasets_root, load_samp
 from ..errors import DatasetError
 from .scoring import gt_notes
 from ..utils.file_digest import feed_file
-from ..utils.paths import require_dir, resolved
+from ..utils.paths import require_dir
 
 
 @dataclass(frozen=True)
@@ -96,8 +96,9 @@ def open_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Bench
     if not records:
         raise DatasetError(f"{root}: dataset has no records")
     check_paths(root, records)
-    # named by its resolved folder: "." or ".." have no name of their own, and the name picks the protocol's regime
-    return BenchDataset(name=resolved(root).name, root=root, records=records)
+    # named by its folder as given, with "." and ".." (which have no name of their own) made absolute, but without
+    # following a symbolic link: the name picks the protocol's regime, and a link is how a folder is given a name
+    return BenchDataset(name=Path(os.path.abspath(root)).name, root=root, records=records)
 
 
 def image_stem(record: SampleRecord) -> str:
