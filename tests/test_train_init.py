@@ -3,6 +3,7 @@ and the exported head carries the contract it was trained under."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -52,6 +53,18 @@ def test_training_starts_from_the_converted_weights_under_their_contract(head_di
     (tmp_path / "run" / "contract.json").write_bytes(b"\xff{")  # damaged: one error naming it, not a traceback
     with pytest.raises(CheckpointError, match=r"contract\.json: malformed run contract"):
         Trainer.from_config(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
+
+
+def test_a_head_fine_tuned_from_init_records_the_quantization_of_this_run(head_dir, tmp_path):
+    """A head fine-tuned from --init is fitted to this run's Qwen: it records that Qwen's quantization (full
+    precision here), not the one the init head was trained on."""
+    init = tmp_path / "init"
+    shutil.copytree(head_dir[0], init)
+    config = json.loads((init / "config.json").read_text())
+    (init / "config.json").write_text(json.dumps({**config, "qwen_quantization": "4bit"}))
+    data = write_mosaics(tmp_path / "data", n=3, size=64)
+    trainer = Trainer.from_config(load_config(None, FAST), data, tmp_path / "run", init=init)
+    assert trainer.head.config.qwen_quantization is None
 
 
 def test_init_with_another_lora_rank_is_one_clear_error(head_dir, tmp_path):
