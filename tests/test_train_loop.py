@@ -614,10 +614,11 @@ def test_resume_refuses_other_data_or_process_count_with_the_same_steps_per_epoc
 
 @pytest.mark.parametrize("key, value", [("lora.alpha", 32), ("lora.r", 4), ("lora.target_modules", ["q_proj"]),
                                         ("model.qwen", "Qwen/Qwen3-VL-8B-Thinking"), ("model.sam3", "other/sam3"),
-                                        ("model.tiny", True)])
+                                        ("model.tiny", True), ("model.quantization", "4bit")])
 def test_resume_refuses_another_lora_or_backbone(key, value):
     """The saved LoRA means alpha / r times its product on the layers it was trained on, of the backbone it was
-    trained with: another one of the same widths would load it silently."""
+    trained with (and its quantization, which the head records): another one of the same widths would load it
+    silently."""
     saved = json.loads(json.dumps(load_config(None).to_dict()))  # as trainer_state.json holds it
     changed = changed_on_resume(saved, load_config(None, {key: value}), ResumeOptions(resume=True))
     assert [c.split(" ")[0] for c in changed] == [key]

@@ -48,15 +48,15 @@ EVAL_FIELDS = ["step", "epoch", "n", "failures", "seg_emission", "k_accuracy", "
 # Settings a checkpoint fixes, which --resume may not change: the LR schedule and AdamW's hyper-parameters are
 # restored from it (a new value would be ignored while config.json and later checkpoints recorded it), its data
 # position counts micro-batches of this size in this seed's sample order, and its weights are a LoRA of this rank,
-# scale (alpha / r) and set of layers on these backbones (another backbone of the same widths would load them
-# silently). What the loop reads from the config at each step (epochs, cadences, clip_norm, loss weights, LoRA
+# scale (alpha / r) and set of layers on these backbones, quantized as they were (another backbone of the same widths
+# would load them silently, and the head records the quantization it was fitted to). What the loop reads from the config at each step (epochs, cadences, clip_norm, loss weights, LoRA
 # dropout, ...) may change; a new peak and warm-up are a restart's (--resume-lr-scale, --resume-warmup-epochs). The
 # data itself (and data.max_regions, which only chooses which samples are kept) is compared through the dataset's
 # digest (DataPosition).
 FIXED_ON_RESUME = ("optim.lr", "optim.min_lr", "optim.warmup_epochs", "optim.stage1_epochs", "optim.stage1_scales",
                    "optim.stage2_scales", "optim.weight_decay", "optim.betas", "optim.batch_size", "optim.grad_accum",
                    "train.seed", "lora.r", "lora.alpha", "lora.target_modules", "model.qwen", "model.sam3",
-                   "model.tiny")
+                   "model.tiny", "model.quantization")
 
 
 class NonFiniteLossError(DetectureError):
@@ -146,8 +146,10 @@ def changed_on_resume(saved: dict, cfg: Config, options: ResumeOptions) -> list[
     for key in FIXED_ON_RESUME:
         section, name = key.split(".")
         values = saved.get(section)
-        old, new = values.get(name) if isinstance(values, dict) else None, now[section][name]
-        if old is not None and old != new and key not in exempt:
+        if not isinstance(values, dict) or name not in values or key in exempt:
+            continue
+        old, new = values[name], now[section][name]
+        if old != new:
             changed.append(f"{key} ({json.dumps(old)} -> {json.dumps(new)})")
     return changed
 
