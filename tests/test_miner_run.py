@@ -7,6 +7,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -18,7 +19,7 @@ from detecture.data.metadata import load_metadata, load_sample
 from detecture.errors import InputError, ModelAccessError, RunStopped
 from detecture.miner.config import load_config
 from detecture.miner.describers import QwenDescriber, validate_description
-from detecture.miner.orchestrate import MineOptions, mine
+from detecture.miner.orchestrate import MergeLeft, MineOptions, mine
 from detecture.miner.split import scene_split
 from detecture.utils.parallel import Shard
 
@@ -688,7 +689,7 @@ def test_two_runs_sharing_an_out_mine_each_scene_once(dataset, mined, tmp_path):
         assert started.exists(), a.communicate()[1]
         ade, textured = dataset
         b = mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1))
-        assert b is None  # the merge is A's, which still mines a scene
+        assert b == MergeLeft(scenes=1, pid=a.pid, host=socket.gethostname())  # A, still mining a scene, merges
         assert not (out / "mine_state" / "scenes" / "ADE_train_fragment.json").exists()
         assert not (out / "metadata.json").exists()
     finally:
@@ -697,3 +698,85 @@ def test_two_runs_sharing_an_out_mine_each_scene_once(dataset, mined, tmp_path):
     assert a.returncode == 0, a_err
     assert outputs(out) == outputs(mined[0])
     assert not list((out / "mine_state" / "claims").iterdir())
+
+
+def test_a_run_that_finds_scenes_held_by_a_live_shard_run_stops_unfinished_and_a_rerun_merges(dataset, mined,
+                                                                                              tmp_path, capsys):
+    """A --shard run never merges: a run without --shard that finishes while one still holds scenes cannot leave the
+    merge to it. It says the merged dataset was not written, naming the shard, exits 3 (unfinished; the same command
+    completes it), and the same command run once the shard finished writes the dataset of one run."""
+    import time
+
+    from detecture.cli import main
+
+    out, started, release = tmp_path / "out", tmp_path / "started", tmp_path / "release"
+    holder = textwrap.dedent(f"""
+        import sys, time
+        from pathlib import Path
+        from detecture.miner import describers
+        real = describers.TemplateDescriber.describe
+        def describe(self, image, rmap, regions):
+            Path({str(started)!r}).touch()
+            deadline = time.monotonic() + 100
+            while not Path({str(release)!r}).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return real(self, image, rmap, regions)
+        describers.TemplateDescriber.describe = describe
+        from detecture.cli import main
+        sys.exit(main({mine_args(dataset, out, '--workers', '1', '--shard', '1/2')!r}))
+    """)
+    a = subprocess.Popen([sys.executable, "-c", holder], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        deadline = time.monotonic() + 100
+        while not started.exists() and a.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), a.communicate()[1]
+        capsys.readouterr()
+        assert main(mine_args(dataset, out, "--workers", "1")) == 3
+        err = capsys.readouterr().err.strip().splitlines()[-1]  # the last line: any log lines come before it
+        assert err.startswith("error: "), err
+        assert "merged dataset was not written" in err and f"the --shard 1/2 run (process {a.pid})" in err
+        assert "run the same command again once they finish" in err
+        assert not (out / "metadata.json").exists()
+    finally:
+        release.touch()
+        _, a_err = a.communicate(timeout=100)
+    assert a.returncode == 0, a_err
+    assert main(mine_args(dataset, out, "--workers", "1")) == 0
+    assert outputs(out) == outputs(mined[0])
+
+
+@pytest.mark.parametrize("recorded, status, says", [
+    ({"merges": True}, 0, "is still mining 1 scene(s) and writes the merged dataset when it finishes"),
+    ({"merges": False, "shard": "2/3"}, 3, "which do not write it: the --shard 2/3 run (process {pid})"),
+    ({}, 3, "process {pid} (its claim does not say whether it merges)"),  # a claim written before claims said
+])
+def test_a_finishing_run_leaves_the_merge_only_to_a_live_run_that_merges(dataset, tmp_path, capsys, recorded,
+                                                                          status, says):
+    """A scene another live process claimed: the finishing run leaves the merge to that run only where its claim
+    says it merges (and says so on stdout, status 0); a --shard run's claim, or one that does not say, stops the run
+    unfinished (status 3) with one line naming it, never a silent 0 that leaves no merged dataset."""
+    from detecture.cli import main
+    from detecture.miner.names import state_name
+
+    out = tmp_path / "out"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        claim = out / "mine_state" / "claims" / state_name("ADE_train_clean2")
+        claim.parent.mkdir(parents=True)
+        claim.write_text(json.dumps({"host": socket.gethostname(), "pid": other.pid, **recorded}), encoding="utf-8")
+        capsys.readouterr()
+        assert main(mine_args(dataset, out, "--workers", "1")) == status
+        captured = capsys.readouterr()
+        line = (captured.out if status == 0 else captured.err).strip().splitlines()[-1]
+        assert says.format(pid=other.pid) in line
+        if status:
+            assert line.startswith("error: ") and line.endswith("run the same command again once they finish")
+        assert not (out / "metadata.json").exists()
+        assert not (out / "mine_state" / "scenes" / "ADE_train_clean2.json").exists()
+    finally:
+        other.kill()
+        other.wait()
+    assert main(mine_args(dataset, out, "--workers", "1")) == 0  # the claim's process gone: taken over, merged
+    assert (out / "metadata.json").exists()

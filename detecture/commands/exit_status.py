@@ -9,7 +9,11 @@
   created or a port in use (one ``error:`` line; argparse uses 2 too).
 * 3: stopped unfinished by the system: disk full, an output path that became unwritable or vanished (one
   ``error:`` line naming the path and the cause). Whatever was finished is kept and nothing half-written is left; the
-  same command run again after the cause is fixed completes the run (``train`` with ``--resume``).
+  same command run again after the cause is fixed completes the run (``train`` with ``--resume``). Also ``mine``
+  without ``--shard`` that mined its scenes but could not write the merged dataset because scenes are still being
+  mined by other live runs into its ``--out`` that will not merge (``--shard`` runs; the line names them): unfinished
+  in the same way, and the same command run once they finish completes it. Where every such run merges, the merge is
+  left to it and the status is 0.
 * 130: interrupted (Ctrl-C).
 * 141: standard output closed by its reader (``detecture ... | head``), silently, as the shell's own tools do; work
   finished before is kept, and a re-run completes the rest.

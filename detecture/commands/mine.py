@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from ..miner.review import format_summary
-    from ..miner.orchestrate import MineOptions, mine
+    from ..miner.orchestrate import MergeLeft, MineOptions, mine
     from ..miner.textured import parse_degrees
     from ..utils.parallel import Shard
 
@@ -82,6 +82,10 @@ def run(args: argparse.Namespace) -> int:
         vocabulary=args.vocabulary, threshold=args.threshold, device=args.device, arrow=args.arrow,
         push_to_hub=args.push_to_hub, shard=Shard.parse(args.shard),
     ))
+    if isinstance(summary, MergeLeft):  # scenes held by live runs that do not merge raised RunStopped (status 3)
+        print(f"mined into {args.out}; another run into it (process {summary.pid} on {summary.host}) is still mining "
+              f"{summary.scenes} scene(s) and writes the merged dataset when it finishes")
+        return OK
     if summary is None:
         if args.shard:
             print(f"share {args.shard} mined into {args.out}; once every share is done, run the same command "

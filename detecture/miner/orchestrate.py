@@ -18,6 +18,12 @@ Past one process: under ``accelerate launch`` every process takes a share of the
 assembles the outputs once all are done; with ``--shard I/N`` a process mines share I of the scenes and writes no
 metadata — the same command without ``--shard``, run once every shard finished, finds every scene done and only
 assembles (the merge step). Either way the outputs are byte-identical to one process's.
+
+Runs sharing ``--out`` at once claim each scene (:meth:`SceneMiner.claim`); a claim records whether its run writes the
+merged dataset (:func:`claim_owner`). A run that finishes while other live runs still hold scenes leaves the merge to
+them only where every one of them will merge (:class:`MergeLeft`); where one will not (a ``--shard`` run, or a claim
+that does not say), it stops unfinished (:class:`~detecture.errors.RunStopped`, exit status 3) saying to run the same
+command again once they finish, so no dataset is ever left unmerged by runs that all exit 0.
 """
 
 from __future__ import annotations
@@ -79,6 +85,44 @@ class MineOptions:
     push_to_hub: str | None = None
 
 
+@dataclass(frozen=True)
+class MergeLeft:
+    """What :func:`mine` returns where this run mined its scenes but leaves the merge to another live run sharing
+    ``out`` that still mines ``scenes`` scene(s) and writes the merged dataset when it finishes (it will find this
+    run's scenes done): the caller says so, since nothing else shows the dataset is on its way."""
+
+    scenes: int
+    pid: object  # the process of one such run, to name it
+    host: object
+
+
+def claim_owner(shard: Shard) -> dict[str, Any]:
+    """The owner a scene claim records: this process (:func:`~detecture.utils.claims.this_process`), whether its
+    run writes the merged dataset (``merges``: a run without ``--shard``; in a launched run every process, since its
+    main process merges once all are done) and, for a ``--shard`` run, its share, to name it. A finishing run reads
+    ``merges`` to know whether it may leave the merge to the run that holds a scene (:func:`merges`)."""
+    owner: dict[str, Any] = {**this_process(), "merges": shard.whole}
+    if not shard.whole:
+        owner["shard"] = shard.label()
+    return owner
+
+
+def merges(owner: dict[str, Any]) -> bool:
+    """Whether the run that holds a claim writes the merged dataset when it finishes. A claim that does not say
+    (written by a version before claims recorded it) counts as not merging: the finishing run then reports the
+    dataset unmerged (a re-run merges it) instead of leaving the merge to what may be a ``--shard`` run."""
+    return owner.get("merges") is True
+
+
+def _run_name(owner: dict[str, Any]) -> str:
+    """A run holding claims, as a message names it: its ``--shard`` share where known, and its process."""
+    if owner.get("shard"):
+        return f"the --shard {owner['shard']} run (process {owner.get('pid')})"
+    if merges(owner):
+        return f"a run without --shard (process {owner.get('pid')})"
+    return f"process {owner.get('pid')} (its claim does not say whether it merges)"
+
+
 def rejection(item_id: str, path: Path, reason: str) -> dict[str, str]:
     """A ``rejected.jsonl`` record. Its path and reason go through :func:`printable`: a folder name that is not UTF-8
     (``--root`` under a Latin-1 name) is in both, and the record is written as UTF-8 JSON."""
@@ -98,9 +142,11 @@ def write_state(path: Path, state: dict[str, Any]) -> None:
 class SceneMiner:
     """Everything needed to mine one scene; picklable, so each worker process gets a copy."""
 
-    def __init__(self, source: SceneSource, vocab: Vocabulary, cfg: MinerConfig, describer: Describer, out: Path):
+    def __init__(self, source: SceneSource, vocab: Vocabulary, cfg: MinerConfig, describer: Describer, out: Path,
+                 shard: Shard = Shard()):
         self.source, self.vocab, self.cfg, self.describer, self.out = source, vocab, cfg, describer, out
-        self.owner = this_process()  # made in the run's main process: its workers claim scenes in its name
+        # made in the run's main process: its workers claim scenes in its name
+        self.owner = claim_owner(shard)
 
     def state_path(self, scene_id: str) -> Path:
         return self.out / STATE_DIR / "scenes" / state_name(scene_id)
@@ -366,6 +412,23 @@ def _differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> 
             yield prefix + key
 
 
+def _merge_elsewhere(out: Path, busy: list[tuple[str, dict[str, Any]]]) -> MergeLeft:
+    """Where live runs still hold ``busy`` scenes (id, claim owner): leave the merge to them if every one writes the
+    merged dataset when it finishes (it will find this run's scenes done); otherwise raise
+    :class:`~detecture.errors.RunStopped`, naming the runs, since a ``--shard`` run never merges and exiting 0 here
+    would leave no merged dataset while every run reported success."""
+    owners = {(o.get("host"), o.get("pid")): o for _, o in busy}
+    if all(merges(o) for o in owners.values()):
+        scene, owner = busy[0]
+        log.info("%d scene(s) are still being mined by another run into %s (e.g. %s, by process %s on %s); it writes "
+                 "the merged dataset when it finishes", len(busy), out, scene, owner.get("pid"), owner.get("host"))
+        return MergeLeft(scenes=len(busy), pid=owner.get("pid"), host=owner.get("host"))
+    names = ", ".join(_run_name(o) for o in sorted(owners.values(), key=_run_name))
+    which = "not all of which write it" if any(merges(o) for o in owners.values()) else "which do not write it"
+    raise RunStopped(f"{out}: the merged dataset was not written: {len(busy)} scene(s) are still being mined by other "
+                     f"runs, {which}: {names}; run the same command again once they finish")
+
+
 def candidate_ids(scene: Scene) -> list[str]:
     """The sample ids of a scene's images, in order: what its result file records it was made for."""
     return [sample_id for sample_id, _, _ in candidates(scene)]
@@ -428,9 +491,12 @@ def assemble(out: Path, states: list[dict[str, Any]], cfg: MinerConfig, seed: in
     return records
 
 
-def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any] | None:
-    """Run the whole miner; returns the summary (also written to ``<out>/summary.json``), or ``None`` where this
-    process assembles nothing (a ``--shard`` run, or a launched process other than the main one).
+def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any] | MergeLeft | None:
+    """Run the whole miner; returns the summary (also written to ``<out>/summary.json``), ``None`` where this
+    process assembles nothing (a ``--shard`` run, or a launched process other than the main one), or
+    :class:`MergeLeft` where another live run sharing ``out`` will merge. Raises
+    :class:`~detecture.errors.RunStopped` where scenes are still held by live runs that will not merge (module
+    docstring).
 
     ``describer`` overrides the one named in ``opts`` (tests pass a describer wrapping a tiny model).
     """
@@ -438,7 +504,7 @@ def mine(opts: MineOptions, describer: Describer | None = None) -> dict[str, Any
         return _mine(opts, describer)
 
 
-def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | None:
+def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | MergeLeft | None:
     require_dir(opts.root, "dataset root")
     for textured_root in opts.textured_roots:
         require_dir(textured_root, "Textured-ADE20K root")
@@ -465,7 +531,7 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | No
     out = Path(opts.out)
     fingerprint = _fingerprint(cfg, vocab, source, describer.name)
     _check_fingerprint(out, fingerprint, _whole_file_fingerprint(cfg, vocab, source, describer.name))
-    miner = SceneMiner(source, vocab, cfg, describer, out)
+    miner = SceneMiner(source, vocab, cfg, describer, out, opts.shard)
     mine_here = share(scenes, opts.shard)  # job arrays: a fixed share of all scenes, whatever is done already
     states = _load_done(miner, mine_here)
     ranks.wait()  # every launched process sees the same finished scenes before any writes one
@@ -496,19 +562,15 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | No
 
 
 def _assemble_all(opts: MineOptions, out: Path, miner: SceneMiner, scenes: list[Scene], cfg: MinerConfig,
-                  index) -> dict[str, Any] | None:
-    """The merge step: metadata, rejections, summary and pictures from every scene's result file; None, with a
-    warning, while another run sharing ``out`` is still mining some of the scenes (it merges when done)."""
+                  index) -> dict[str, Any] | MergeLeft:
+    """The merge step: metadata, rejections, summary and pictures from every scene's result file, unless other
+    live runs sharing ``out`` still mine some of the scenes (:func:`_merge_elsewhere`)."""
     from .review import build_summary, write_contact_sheet, write_score_histogram
 
     states = _load_done(miner, scenes)
     busy = [(s.id, owner) for s in scenes if s.id not in states and (owner := miner.claimed_elsewhere(s))]
-    if busy:  # the run mining them merges once it is done: it will find this run's scenes finished
-        scene, owner = busy[0]
-        log.warning("%d scene(s) are still being mined by another run into %s (e.g. %s, by process %s on %s); "
-                    "it writes the merged dataset when it finishes", len(busy), out, scene, owner.get("pid"),
-                    owner.get("host"))
-        return None
+    if busy:
+        return _merge_elsewhere(out, busy)
     missing = [s.id for s in scenes if s.id not in states]
     if missing:  # another process stopped unfinished
         raise RunStopped(f"{out}: {len(missing)} scene(s) have no result yet (e.g. {missing[0]}); re-run the same "
