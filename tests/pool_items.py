@@ -15,3 +15,11 @@ def fail_on_three(item: int) -> int:
     if item == 3:
         raise TwoPartError(f"img{item}.png", "bad")
     return item
+
+
+def sleep_briefly(item: int) -> int:
+    """A short item, so that a signal finds the workers busy and the pool with work queued."""
+    import time
+
+    time.sleep(0.05)
+    return item

@@ -282,24 +282,60 @@ def test_a_worker_error_whose_class_cannot_be_rebuilt_still_stops_the_run():
     assert done.stdout.strip() == "TwoPartError: img3.png: bad", done.stderr[-2000:]
 
 
-def test_a_dead_workers_status_is_the_one_the_pool_reads_not_unknown():
-    """Pool's thread reads a dead worker's status as its sentinel wakes; reading it at the same moment from another
-    thread got the forkserver's 255 ("unknown") in a third of these tries, so the message lost "killed by SIGKILL"."""
-    code = ("import multiprocessing as mp, signal, threading\n"
-            "from detecture.utils import parallel\n"
-            "parallel.WORKER_EXIT_GRACE_SECONDS = 0.02  # a tenth of the real grace: the stricter test\n"
-            "ctx, codes = mp.get_context('forkserver'), set()\n"
-            "for _ in range(20):\n"
-            "    worker = ctx.Process(target=signal.raise_signal, args=(signal.SIGKILL,))\n"
-            "    worker.start()\n"
-            "    pool = threading.Thread(target=lambda: (mp.connection.wait([worker.sentinel]), worker.exitcode))\n"
-            "    pool.start()\n"
-            "    mp.connection.wait([worker.sentinel])\n"
-            "    codes.add(parallel._exit_status(worker))\n"
-            "    pool.join()\n"
-            "print(sorted(codes))\n")
-    done = _python(code)
-    assert done.stdout.strip() == f"[{-signal.SIGKILL}]", done.stderr
+_GROUP_SIGTERM_CHILD = """\
+import sys
+sys.path.insert(0, 'tests')
+import pool_items
+from detecture.cli import Terminated, sigterm_as_interrupt
+from detecture.utils.parallel import WorkerLost, unordered_map
+try:
+    with sigterm_as_interrupt():
+        for n, _ in enumerate(unordered_map(pool_items.sleep_briefly, list(range(5000)), 2)):
+            if n == 4:
+                print('ready', flush=True)
+except Terminated:
+    sys.exit(143)
+except WorkerLost:
+    sys.exit(3)
+"""
+
+
+def test_sigterm_to_the_whole_process_group_stops_a_pool_run_at_once():
+    """A scheduler's stop (Slurm's scancel, systemd, ``kill -TERM -PGID``) reaches the workers and the forkserver
+    as it reaches the parent: the parent must still exit at once, whatever state its pool was left in. Half the runs
+    get the signal as a group; the others get it in their workers and forkserver a moment before the parent (a group
+    signalled under load), where ``Pool.terminate()`` waited forever on the thread that had died restarting the
+    workers through the dead forkserver. Such a run may see its lost worker before its own SIGTERM (status 3)."""
+    runs = [subprocess.Popen([sys.executable, "-c", _GROUP_SIGTERM_CHILD], cwd=REPO, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}) for _ in range(6)]
+    try:
+        for proc in runs:
+            assert proc.stdout.readline().strip() == "ready", proc.stderr.read()[-2000:]
+        for i, proc in enumerate(runs):
+            if i % 2:
+                for child in psutil.Process(proc.pid).children(recursive=True):
+                    child.send_signal(signal.SIGTERM)
+                time.sleep(0.1)
+                proc.send_signal(signal.SIGTERM)
+            else:
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        statuses = []
+        for proc in runs:
+            try:
+                statuses.append(proc.wait(max(0.1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                statuses.append("hung")
+        assert [status for i, status in enumerate(statuses) if not i % 2] == [128 + signal.SIGTERM] * 3, statuses
+        assert all(status in (128 + signal.SIGTERM, 3) for status in statuses[1::2]), statuses
+    finally:
+        for proc in runs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
 
 
 def test_an_image_whose_name_is_not_utf8_is_segmented_and_recorded_with_its_name_escaped(mosaics, tmp_path, capsys):

@@ -15,7 +15,9 @@ thread pools, which a plain fork would copy half-initialised. They run one BLAS 
 across items; threads spinning against each other on a shared CPU made k-means ~10x slower), never see the
 terminal's Ctrl+C (the parent handles it and stops them), and exit when the parent dies, even by ``kill -9``. A
 worker that dies itself (the out-of-memory killer, ``kill -9``) takes its items with it: the parent notices and stops
-the run as an environment error (:class:`WorkerLost`) instead of waiting for them forever.
+the run as an environment error (:class:`WorkerLost`) instead of waiting for them forever. The parent talks to each
+worker over its own pipe, with no helper thread, and kills them at once when the run stops: no wait of the parent's
+on its workers is unbounded, even when a SIGTERM sent to the process group killed them and the forkserver too.
 
 Under ``accelerate launch`` (or ``torchrun``), and with ``--shard I/N`` for job arrays without a launcher, each
 process takes a disjoint, deterministic share of the items (:func:`share`).
@@ -30,8 +32,9 @@ import pickle
 import signal
 import sys
 import threading
-import time
-from contextlib import ExitStack, contextmanager
+import traceback
+from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterator, Sequence, TypeVar
@@ -46,8 +49,7 @@ DATA_ERRORS: tuple[type[BaseException], ...] = (DetectureError,)
 # for good (a re-run skips recorded items), so they stop the run instead.
 RUN_ERRORS: tuple[type[BaseException], ...] = (RunStopped, ModelAccessError)
 PARENT_POLL_SECONDS = 0.5
-WORKER_POLL_SECONDS = 0.5
-WORKER_EXIT_GRACE_SECONDS = 0.2  # see _exit_status
+WORKER_EXIT_WAIT_SECONDS = 5.0  # the longest the parent waits for a worker to leave before it goes on without it
 
 
 class WorkerLost(ChildProcessError):
@@ -65,6 +67,13 @@ class WorkerLost(ChildProcessError):
         else:
             how = f"exited unexpectedly (status {exitcode})"
         super().__init__(f"a worker process {how}")
+
+
+class WorkerTraceback(Exception):
+    """Where in the worker an exception raised in the parent happened: its traceback there, as text."""
+
+    def __str__(self) -> str:
+        return "\n\n" + str(self.args[0]) if self.args else ""
 
 
 def is_environment_error(exc: BaseException) -> bool:
@@ -223,70 +232,142 @@ def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
     """``fn`` over ``items`` in ``workers`` processes (in this process for one), yielding results as they finish.
 
     ``fn`` and ``initializer`` must be importable module-level functions; ``preload`` names modules the forkserver
-    imports once for all workers. Any exception — a worker's environment or programming error, a worker that died
-    (:class:`WorkerLost`), or Ctrl+C in the parent — terminates the workers at once and propagates; data errors are
-    ``fn``'s to turn into results.
+    imports once for all workers. Any exception — a worker's environment or programming error (its initializer's
+    too), a worker that died (:class:`WorkerLost`), or Ctrl+C / SIGTERM in the parent — kills the workers at once and
+    propagates; data errors are ``fn``'s to turn into results.
+
+    The pool is this function's own: one pipe per worker, and no thread in the parent. ``multiprocessing.Pool``
+    restarts dead workers from a thread and stops through threads and a lock shared with the workers, so a SIGTERM
+    sent to the whole process group (Slurm's scancel, a systemd stop), which kills the workers and the forkserver as
+    it stops the parent, left ``Pool.terminate()`` waiting forever on a thread that had died restarting them.
     """
     workers = max(1, min(workers, len(items)))
     if workers == 1:
         yield from map(fn, items)
         return
     size = max(1, min(16, len(items) // (workers * 8)))
-    # Chunked here, one chunk per task: with chunksize > 1 imap_unordered returns a plain generator, which has no
-    # next(timeout=) for _watched to poll.
-    chunks = [(fn, items[i:i + size]) for i in range(0, len(items), size)]
-    with ExitStack() as stack:  # leaving it, normally or not, terminates the workers
-        with _sigint_held():  # a Ctrl+C held back here is raised as the block ends: the pool is in the stack by then
-            before = set(multiprocessing.active_children())
-            pool = stack.enter_context(_context(preload).Pool(workers, initializer=_start_worker,
-                                                              initargs=(os.getpid(), initializer, initargs)))
-            started = [p for p in multiprocessing.active_children() if p not in before]
-        for results in _watched(pool.imap_unordered(_run_chunk, chunks), len(chunks), started):
-            yield from results
+    pending = deque((fn, items[i:i + size]) for i in range(0, len(items), size))
+    context = _context(preload)
+    links: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess] = {}
+    before = set(multiprocessing.active_children())
+    finished = False
+    try:
+        with _sigint_held():  # a Ctrl+C held back here is raised as the block ends, when every worker is known
+            for _ in range(workers):
+                ours, theirs = context.Pipe()
+                process = context.Process(target=_serve, args=(theirs, os.getpid(), initializer, initargs),
+                                          daemon=True)
+                process.start()
+                theirs.close()
+                links[ours] = process
+        busy: set[multiprocessing.connection.Connection] = set()
+        for link in links:
+            if pending:
+                _send(link, links[link], pending.popleft())
+                busy.add(link)
+        sentinels = {process.sentinel: link for link, process in links.items()}
+        while busy:
+            ready = multiprocessing.connection.wait([*busy, *sentinels])
+            for link in [r for r in ready if r in busy]:  # answers first: a worker may die right after its last
+                try:
+                    ok, value, trace = link.recv()
+                except (EOFError, OSError):  # died while answering
+                    raise WorkerLost(_exit_code(links[link])) from None
+                busy.discard(link)
+                if not ok:
+                    raise value from WorkerTraceback(trace)
+                if pending:
+                    _send(link, links[link], pending.popleft())
+                    busy.add(link)
+                yield from value
+            for sentinel in [r for r in ready if r in sentinels]:
+                link = sentinels.pop(sentinel)
+                if link in busy:  # its job would never be answered; an idle worker's death costs nothing
+                    raise WorkerLost(_exit_code(links[link]))
+        finished = True
+    finally:
+        _stop([*links.values(), *(p for p in multiprocessing.active_children() if p not in before)],
+              list(links), finished)
+
+
+def _send(link: multiprocessing.connection.Connection, process: multiprocessing.process.BaseProcess,
+          job: tuple[Callable[[Any], T], Sequence[Any]]) -> None:
+    """Hand ``job`` to an idle worker; one that has died meanwhile is a lost worker, not a broken pipe of ours."""
+    try:
+        link.send(job)
+    except OSError:
+        raise WorkerLost(_exit_code(process)) from None
+
+
+def _exit_code(process: multiprocessing.process.BaseProcess) -> int:
+    """The exit status of a worker that has died (or is dying): what its forkserver reports, 255 where it cannot."""
+    process.join(WORKER_EXIT_WAIT_SECONDS)
+    return 255 if process.exitcode is None else process.exitcode
+
+
+def _stop(processes: list[multiprocessing.process.BaseProcess], links: list[multiprocessing.connection.Connection],
+          finished: bool) -> None:
+    """End the workers. After a complete run they are idle and leave when their pipes close; otherwise they are
+    killed at once (their items are abandoned, and SIGKILL needs no cooperation from a worker that may be stuck).
+    Every wait is bounded: a dead forkserver or a worker that does not leave can never hold the parent back."""
+    for link in links:
+        link.close()
+    if finished:
+        for process in processes:
+            process.join(WORKER_EXIT_WAIT_SECONDS)
+    for process in processes:
+        if process.exitcode is None:
+            process.kill()
+    for process in processes:
+        process.join(WORKER_EXIT_WAIT_SECONDS)
+
+
+def _serve(link: multiprocessing.connection.Connection, parent_pid: int, initializer: Callable[..., None] | None,
+           initargs: tuple) -> None:
+    """A worker: answer each job from the parent with ``(True, results, "")`` or ``(False, exception, traceback)``
+    (:func:`_failed`) until the parent closes the pipe. An initializer that failed answers every job with its exception, so the parent stops with the
+    real cause rather than a worker that died."""
+    failure: tuple[bool, Any, str] | None = None
+    try:
+        _start_worker(parent_pid, initializer, initargs)
+    except Exception as exc:
+        failure = _failed(exc)
+    while True:
+        try:
+            job = link.recv()
+        except (EOFError, OSError):
+            return
+        if failure is not None:
+            answer: tuple[bool, Any, str] = failure
+        else:
+            try:
+                answer = (True, _run_chunk(job), "")
+            except Exception as exc:
+                answer = _failed(exc)
+        try:
+            link.send(answer)
+        except OSError:
+            return
+        except Exception as exc:  # results that cannot be pickled
+            link.send(_failed(exc))
 
 
 def _run_chunk(job: tuple[Callable[[Any], T], Sequence[Any]]) -> list[T]:
-    """A worker's task: ``fn`` over a chunk of items. An exception goes back to the parent only if it survives the
-    trip: one whose class cannot be rebuilt from its pickle (an ``__init__`` with other arguments) would kill the
-    pool's result thread and leave the parent waiting forever, so it travels as a RuntimeError with its text."""
+    """A worker's task: ``fn`` over a chunk of items."""
     fn, chunk = job
+    return [fn(item) for item in chunk]
+
+
+def _failed(exc: Exception) -> tuple[bool, Exception, str]:
+    """A worker's answer for ``exc``: the exception, if it survives the trip to the parent (one whose class cannot
+    be rebuilt from its pickle, an ``__init__`` with other arguments, travels as a RuntimeError with its text), and
+    its traceback as text, which the parent shows as the exception's cause."""
+    trace = "".join(traceback.format_exception(exc))
     try:
-        return [fn(item) for item in chunk]
-    except Exception as exc:
-        try:
-            pickle.loads(pickle.dumps(exc))
-        except Exception:
-            raise RuntimeError(f"{type(exc).__name__}: {exc}") from None
-        raise
-
-
-def _watched(results: Any, count: int, started: list[multiprocessing.process.BaseProcess]) -> Iterator[Any]:
-    """The ``count`` results of a pool's ``imap_unordered``, raising :class:`WorkerLost` once one of the workers it
-    ``started`` with has died: ``Pool`` replaces a dead worker but never its items, so the results would never
-    all come. A death is seen on the worker's sentinel, which waiting on does not consume (:func:`_exit_status`)."""
-    sentinels = {process.sentinel: process for process in started}
-    for _ in range(count):
-        while True:
-            dead = multiprocessing.connection.wait(list(sentinels), timeout=0)
-            if dead:
-                raise WorkerLost(_exit_status(sentinels[dead[0]]))
-            try:
-                result = results.next(timeout=WORKER_POLL_SECONDS)
-            except multiprocessing.TimeoutError:
-                continue
-            break
-        yield result
-
-
-def _exit_status(process: multiprocessing.process.BaseProcess) -> int:
-    """The exit status of a worker that has died, once the pool has read it.
-
-    ``Pool``'s own thread wakes on the same sentinel and reads the status at once. Under the forkserver the status is
-    a message on the sentinel's pipe that only one reader gets: a second thread reading at the same moment gets 255
-    ("unknown") and may keep it as the process's exit code, which turned "killed by SIGKILL" into "exited
-    unexpectedly (status 255)" (tests/test_segment_faults.py shows it). So the pool's thread is given a moment first."""
-    time.sleep(WORKER_EXIT_GRACE_SECONDS)
-    return process.exitcode
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        exc = RuntimeError(f"{type(exc).__name__}: {exc}")
+    return False, exc, trace
 
 
 @dataclass(frozen=True)
