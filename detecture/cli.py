@@ -5,7 +5,8 @@ Each sub-command lives in ``detecture/commands/<name>.py`` and exposes ``add_par
 imported inside the command, so ``detecture --help`` stays fast. A :class:`DetectureError` becomes one clear
 ``error:`` line and exit status 2 instead of a traceback, and an ``OSError`` escaping any command (disk full,
 unwritable output), or a batch run it stopped (:class:`~detecture.errors.RunStopped`), one line naming the path and
-the cause with status 3; SIGTERM unwinds like Ctrl+C (:func:`sigterm_as_interrupt`); the statuses are defined in
+the cause with status 3; SIGTERM unwinds like Ctrl+C (:func:`sigterm_as_interrupt`) and is reported as such whatever
+error its unwinding met (status 143); the statuses are defined in
 :mod:`detecture.commands.exit_status`.
 """
 
@@ -52,13 +53,17 @@ class Terminated(KeyboardInterrupt):
 
 
 @contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[threading.Event]:
     """Inside the block, SIGTERM raises :class:`Terminated` in the main thread; the previous handler is restored
-    after. Only in this process: a child forked meanwhile (a data loader's worker) that inherits the handler dies
-    of SIGTERM as before, since that is how its parent stops it (pool workers start from a fresh forkserver and
-    never inherit it). Outside the main thread, where no handler can be set, nothing changes."""
+    after. The block gets an event that is set once SIGTERM arrived: the unwinding it starts may meet other errors,
+    which then are its consequences (:func:`main`), as are the errors finalizers meet from then on. Only in this
+    process: a child forked meanwhile (a data loader's
+    worker) that inherits the handler dies of SIGTERM as before, since that is how its parent stops it (pool workers
+    start from a fresh forkserver and never inherit it). Outside the main thread, where no handler can be set,
+    nothing changes."""
+    received = threading.Event()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
     owner = os.getpid()
 
@@ -67,13 +72,23 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
+        received.set()
+        sys.unraisablehook = _unraisable_after_sigterm
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        yield
+        yield received
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _unraisable_after_sigterm(unraisable: "sys.UnraisableHookArgs") -> None:
+    """An error a finalizer meets once SIGTERM stopped the run (a data loader's iterator, collected as the process
+    ends, finding its workers killed by the same signal) is a consequence of the stop: logged for -vv, not printed
+    after the one line "terminated"."""
+    log.debug("ignored while stopping on SIGTERM: %s %r", unraisable.err_msg or "exception in", unraisable.object,
+              exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,8 +117,16 @@ def main(argv: list[str] | None = None) -> int:
         for name in _QUIET_LOGGERS:
             logging.getLogger(name).setLevel(logging.ERROR)
     try:
-        with sigterm_as_interrupt():
-            return int(args.func(args) or 0)
+        try:
+            with sigterm_as_interrupt() as terminated:
+                return int(args.func(args) or 0)
+        except (Exception, KeyboardInterrupt):
+            # A SIGTERM sent to the whole process group also kills the workers (a data loader's, say), whose own
+            # errors may replace Terminated while the run unwinds: the run was still stopped by SIGTERM.
+            if not terminated.is_set():
+                raise
+            log.debug("stopped by SIGTERM; while unwinding:", exc_info=True)
+            raise Terminated from None
     except RunStopped as exc:
         print(f"error: {exc}", file=sys.stderr)
         return SYSTEM_ERROR

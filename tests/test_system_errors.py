@@ -220,3 +220,44 @@ def test_demo_model_options_with_tiny_backbones_are_refused(capsys, monkeypatch)
     assert main(["demo", "--tiny", "--vlm", "--device", "cuda:1", "--port", str(free_port())]) == USAGE_ERROR
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --device: --tiny builds its own tiny backbones"), err
+
+
+@pytest.mark.parametrize("raised", [(RuntimeError, "DataLoader worker (pid 4242) is killed by signal: Terminated."),
+                                    (BrokenPipeError, "[Errno 32] Broken pipe")])
+def test_an_error_raised_while_unwinding_from_sigterm_is_reported_as_terminated(raised, monkeypatch, capsys, caplog):
+    """A SIGTERM sent to the whole process group kills the data loader's workers as it stops the main process, and
+    torch then raises its own error about a dead worker in the middle of the unwinding, or as the loader is collected
+    at the end. The run was still stopped by SIGTERM: one line "terminated" and status 143, with the other errors
+    kept for -vv."""
+    import argparse
+    import logging
+
+    import detecture.cli as cli
+
+    error, message = raised
+
+    class Loader:
+        """A data loader's iterator: collected once the command is over, it finds its workers dead too."""
+
+        def __del__(self) -> None:
+            raise RuntimeError("DataLoader worker (pid 4243) is killed by signal: Terminated.")
+
+    held = [Loader()]
+
+    def command(args: argparse.Namespace) -> int:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(10)  # Terminated is raised here
+        finally:
+            raise error(message)
+        return 0
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(func=command, verbose=0)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    with caplog.at_level(logging.DEBUG, logger="detecture.cli"):
+        assert main([]) == 128 + signal.SIGTERM
+        held.clear()  # the process ends
+    assert capsys.readouterr().err.strip() == "terminated"
+    logged = [str(record.exc_info[1]) for record in caplog.records if record.exc_info]
+    assert message in logged and "DataLoader worker (pid 4243) is killed by signal: Terminated." in logged
