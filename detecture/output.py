@@ -29,9 +29,18 @@ def _output_paths(stem: Path) -> tuple[Path, Path]:
 
 
 def _claim_path(stem: Path) -> Path:
-    """Where a run claims ``stem``: a hidden file beside its outputs, so that no reader globbing the results
-    (``*.detecture.json``) ever takes a claim left by a killed run for one."""
-    return stem.parent / f".{stem.name}{CLAIM_SUFFIX}"
+    """Where a run claims ``stem`` (``photo.detecture``): the hidden ``.photo.claim`` beside its outputs, so that no
+    reader globbing the results (``*.detecture.json``) ever takes a claim left by a killed run for one. Its name is
+    shorter than the JSON's, so every image whose outputs the file system takes can be claimed."""
+    return stem.parent / f".{stem.name[:-len(OUTPUT_TAG)]}{CLAIM_SUFFIX}"
+
+
+def _claim_paths(stem: Path) -> tuple[Path, Path]:
+    """Every hidden name a claim on ``stem`` may have: :func:`_claim_path`, and ``.photo.detecture.claim``, which
+    runs of the version before wrote (a claim record under the JSON's own name, older still, is read as the JSON).
+    Either may also be another image's (``photo.detecture.png``'s claim is ``.photo.detecture.claim``): the input
+    a claim names tells them apart."""
+    return _claim_path(stem), stem.parent / f".{stem.name}{CLAIM_SUFFIX}"
 
 
 def _name_too_long(stem: Path, limit: int) -> str | None:
@@ -73,12 +82,13 @@ class OutputFolder:
     there), so an output never replaces a file of the user's or of another input.
 
     Before work starts, each name is claimed under an exclusive lock on the folder by writing a claim record to the
-    hidden ``.photo.detecture.claim`` (:func:`_claim_path`) and removing the JSON of the output being redone, if
+    hidden ``.photo.claim`` (:func:`_claim_path`) and removing the JSON of the output being redone, if
     any; the finished JSON is written last and its claim then removed, so every ``*.detecture.json`` in the folder
     is a finished record, whenever the run was stopped. Another run (or rank) thus never takes a name in use, and a
     claim left by a dead process (same host, process gone; or another host, whose process cannot be checked) is
     taken over by the next run, which first deletes the hidden temporaries a killed write left for that name. A
-    record holding a claim under the JSON's own name is a claim too.
+    claim under the names earlier versions used (:func:`_claim_paths`, and a record holding a claim under the JSON's
+    own name) is a claim too.
     """
 
     def __init__(self, out: Path, inputs: InputSet, settings: dict, force: bool = False) -> None:
@@ -109,15 +119,17 @@ class OutputFolder:
                 taken.add(stem)
                 if verdict == "done":
                     claims.done.append(i)
-                    self._drop_dead_claim(stem)
+                    self._drop_dead_claims(stem, identity)
                 elif verdict == "busy":
                     claims.busy.append(i)
                 else:
                     atomic.write_json(_claim_path(stem), {"input": identity, "settings": self.settings,
                                                           "claim": self.owner})
-                    json_path = _output_paths(stem)[1]
+                    json_path, previous = _output_paths(stem)[1], _claim_paths(stem)[1]
                     if _made_from(_read_record(json_path), identity):  # the output being redone: no longer true
                         json_path.unlink()
+                    if _made_from(_read_record(previous), identity):  # a dead run's claim, taken over
+                        previous.unlink()
                     claims.stems[i] = stem
             atomic.remove_temporaries_of(self.out, {p.name for stem in claims.stems.values()
                                                     for p in (*_output_paths(stem), _claim_path(stem))})
@@ -125,15 +137,20 @@ class OutputFolder:
 
     def _recorded_stems(self) -> dict[str, list[Path]]:
         """Output stems with a JSON or a claim in the folder (one listing), under each image stem they may belong
-        to: ``photo_3.detecture`` under ``photo_3`` and ``photo``, its record says which."""
-        suffix, claim_suffix = f"{OUTPUT_TAG}.json", f"{OUTPUT_TAG}{CLAIM_SUFFIX}"
+        to: ``photo_3.detecture`` under ``photo_3`` and ``photo``, its record says which. A hidden
+        ``.photo.detecture.claim`` may be a claim on ``photo.detecture`` (:func:`_claim_paths`) or on
+        ``photo.detecture.detecture``: both are listed."""
+        suffix = f"{OUTPUT_TAG}.json"
         bases: set[str] = set()
         with os.scandir(self.out) as entries:
             for entry in entries:
                 if entry.name.endswith(suffix):
                     bases.add(entry.name[:-len(suffix)])
-                elif entry.name.startswith(".") and entry.name.endswith(claim_suffix):
-                    bases.add(entry.name[1:-len(claim_suffix)])
+                elif entry.name.startswith(".") and entry.name.endswith(CLAIM_SUFFIX):
+                    base = entry.name[1:-len(CLAIM_SUFFIX)]
+                    bases.add(base)
+                    if base.endswith(OUTPUT_TAG):
+                        bases.add(base[:-len(OUTPUT_TAG)])
         recorded: dict[str, list[Path]] = {}
         for base in sorted(bases):
             stem = self.out / (base + OUTPUT_TAG)
@@ -153,7 +170,7 @@ class OutputFolder:
             if stem in taken or png in self.inputs or json_path in self.inputs:
                 continue
             # the JSON first: one there is finished (a claimant removes it), whatever claim its run left behind
-            record = next((r for r in map(_read_record, (json_path, _claim_path(stem))) if _made_from(r, identity)),
+            record = next((r for r in map(_read_record, (json_path, *_claim_paths(stem))) if _made_from(r, identity)),
                           None)
             if record is None:
                 continue
@@ -168,12 +185,13 @@ class OutputFolder:
                 return verdict, found[verdict]
         return "free", None
 
-    def _drop_dead_claim(self, stem: Path) -> None:
-        """Remove the claim a run killed between writing ``stem``'s JSON and dropping its claim left beside the
-        finished output."""
-        record = _read_record(_claim_path(stem))
-        if record is not None and "claim" in record and not is_alive(record["claim"]):
-            _claim_path(stem).unlink(missing_ok=True)
+    def _drop_dead_claims(self, stem: Path, identity: dict) -> None:
+        """Remove the claims on ``stem``'s input a run killed between writing its JSON and dropping its claim left
+        beside the finished output."""
+        for claim in _claim_paths(stem):
+            record = _read_record(claim)
+            if _made_from(record, identity) and "claim" in record and not is_alive(record["claim"]):
+                claim.unlink(missing_ok=True)
 
     def _fresh(self, name: str, n: int, taken: set[Path]) -> Path:
         """The first stem from ``name_n`` on that is no input and none of whose files exists."""
@@ -181,7 +199,7 @@ class OutputFolder:
             stem = self.out / (name + (f"_{n}" if n > 1 else "") + OUTPUT_TAG)
             paths = _output_paths(stem)
             if stem not in taken and not any(p in self.inputs or os.path.lexists(p) for p in paths) \
-                    and not os.path.lexists(_claim_path(stem)):
+                    and not any(os.path.lexists(claim) for claim in _claim_paths(stem)):
                 return stem
             n += 1
 

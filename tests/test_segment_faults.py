@@ -83,8 +83,9 @@ def test_a_name_claimed_by_another_live_run_is_left_to_it_and_a_dead_runs_claim_
     try:
         import socket
 
-        # a live run's claim, a dead run's claim, and a dead run's claim written as a record under the JSON's name
-        for name, pid, where in (("m0", other.pid, ".m0.detecture.claim"), ("m1", 2 ** 22 + 7, ".m1.detecture.claim"),
+        # a live run's claim, and dead runs' claims under the names earlier versions wrote them: the hidden
+        # .<name>.detecture.claim, and a record under the JSON's name
+        for name, pid, where in (("m0", other.pid, ".m0.claim"), ("m1", 2 ** 22 + 7, ".m1.detecture.claim"),
                                  ("m2", 2 ** 22 + 9, "m2.detecture.json")):
             claim = {"input": input_identity(mosaics / f"{name}.png"), "settings": {},
                      "claim": {"host": socket.gethostname(), "pid": pid}}
@@ -95,7 +96,7 @@ def test_a_name_claimed_by_another_live_run_is_left_to_it_and_a_dead_runs_claim_
         other.wait()
     printed = capsys.readouterr().out
     assert "2 image(s) segmented, 0 failed, 1 being segmented by another run in this folder (skipped)" in printed
-    assert sorted(p.name for p in out.iterdir()) == [".m0.detecture.claim"] + [
+    assert sorted(p.name for p in out.iterdir()) == [".m0.claim"] + [
         f"m{i}.detecture.{ext}" for i in (1, 2) for ext in ("json", "png")]  # m0 untouched: the other run writes it
     assert all("regions" in record for record in _records(out).values())
 
@@ -426,3 +427,18 @@ def test_an_image_named_too_long_for_its_outputs_fails_alone_and_the_rest_of_the
     assert "0 image(s) segmented, 1 failed, 2 already done" in captured.out
     assert len([line for line in captured.err.splitlines() if line.startswith("error:")]) == 1
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == written  # nothing redone
+
+
+def test_an_image_whose_outputs_are_named_as_long_as_the_file_system_takes_is_segmented(mosaics, tmp_path, capsys):
+    """``<stem>.detecture.json`` exactly at the file system's limit: the image's outputs can be written, so its claim,
+    hidden beside them, must fit too, and a re-run finds the finished image."""
+    limit = os.pathconf(tmp_path, "PC_NAME_MAX")
+    stem = "x" * (limit - len(".detecture.json"))
+    (mosaics / "m0.png").rename(mosaics / f"{stem}.png")
+    out = tmp_path / "out"
+    assert _segment(mosaics, out) == 0
+    assert "3 image(s) segmented, 0 failed" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{name}.detecture.{ext}" for name in (stem, "m1", "m2") for ext in ("json", "png"))
+    assert _segment(mosaics, out) == 0
+    assert "0 image(s) segmented, 0 failed, 3 already done" in capsys.readouterr().out
