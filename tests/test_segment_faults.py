@@ -442,3 +442,25 @@ def test_an_image_whose_outputs_are_named_as_long_as_the_file_system_takes_is_se
         f"{name}.detecture.{ext}" for name in (stem, "m1", "m2") for ext in ("json", "png"))
     assert _segment(mosaics, out) == 0
     assert "0 image(s) segmented, 0 failed, 3 already done" in capsys.readouterr().out
+
+
+def test_an_output_folder_that_cannot_be_locked_warns_once_and_the_run_completes(mosaics, tmp_path, monkeypatch,
+                                                                                  capsys, caplog):
+    """NFS answers flock on a folder opened for reading with EBADF (Linux emulates it with POSIX locks), Lustre
+    without flock with ENOSYS: one warning that concurrent runs are unprotected, and the runs go on."""
+    import fcntl
+    import logging
+
+    def flock(fd: int, operation: int) -> None:
+        raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+
+    monkeypatch.setattr(fcntl, "flock", flock)
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="detecture.utils.claims"):
+        assert _segment(mosaics, out) == 0
+        assert _segment(mosaics, out, "--force") == 0
+    assert "3 image(s) segmented, 0 failed" in capsys.readouterr().out
+    warnings = [record.getMessage() for record in caplog.records if record.name == "detecture.utils.claims"]
+    assert len(warnings) == 1 and warnings[0].startswith(f"{out}: this folder cannot be locked")
+    assert "must not run at the same time" in warnings[0]
+    assert len(_records(out)) == 3

@@ -3,13 +3,17 @@
 One rule for every command whose runs may share an output folder (``segment``'s output names, ``mine``'s scenes): a
 run records a claim naming its process (:func:`this_process`) under :func:`folder_lock` before it starts an item,
 and skips an item another live process claimed (:func:`is_alive`). A claim left by a dead process (same host,
-process gone; or another host, whose process cannot be checked) is taken over by the next run.
+process gone; or another host, whose process cannot be checked) is taken over by the next run. On a file system
+that cannot lock a folder (NFS, Lustre without flock) runs go on unlocked after a warning (:func:`folder_lock`).
 """
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import socket
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -19,20 +23,47 @@ try:
 except ImportError:  # Windows: no folder lock; claims still never overwrite a finished output
     fcntl = None
 
+log = logging.getLogger(__name__)
+
+# What flock answers where the file system cannot lock a folder: NFS, where Linux emulates flock with POSIX locks,
+# which need a file open for writing (EBADF); Lustre mounted without flock (ENOSYS, EOPNOTSUPP); no lock left (ENOLCK)
+_CANNOT_LOCK = frozenset({errno.EBADF, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOLCK})
+_warned: set[str] = set()
+_warned_lock = threading.Lock()
+
 
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on the folder itself (no lock file among the outputs), released even by ``kill -9``."""
+    """An exclusive lock on the folder itself (no lock file among the outputs), released even by ``kill -9``.
+
+    Where the file system cannot lock it (:data:`_CANNOT_LOCK`), the run goes on without the lock, as on Windows,
+    after one warning per folder: a single run is unaffected, and refusing would stop every run on such a cluster
+    file system; only runs sharing the folder at the same time lose their protection from each other."""
     folder.mkdir(parents=True, exist_ok=True)
     if fcntl is None:
         yield
         return
     fd = os.open(folder, os.O_RDONLY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in _CANNOT_LOCK:
+                raise
+            _warn_unlocked(folder, exc)
         yield
     finally:
         os.close(fd)
+
+
+def _warn_unlocked(folder: Path, exc: OSError) -> None:
+    key = os.path.abspath(folder)
+    with _warned_lock:
+        if key in _warned:
+            return
+        _warned.add(key)
+    log.warning("%s: this folder cannot be locked (%s; its file system does not support flock), so runs sharing it "
+                "must not run at the same time", folder, exc.strerror or exc)
 
 
 def this_process() -> dict[str, object]:
