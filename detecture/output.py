@@ -82,9 +82,9 @@ class OutputFolder:
     there), so an output never replaces a file of the user's or of another input.
 
     Before work starts, each name is claimed under an exclusive lock on the folder by writing a claim record to the
-    hidden ``.photo.claim`` (:func:`_claim_path`) and removing the JSON of the output being redone, if
-    any; the finished JSON is written last and its claim then removed, so every ``*.detecture.json`` in the folder
-    is a finished record, whenever the run was stopped. Another run (or rank) thus never takes a name in use, and a
+    hidden ``.photo.claim`` (:func:`_claim_path`) and removing the JSON of the output being redone, if any; the
+    finished JSON is written last and the claim then removed by its run (:meth:`release`), so every
+    ``*.detecture.json`` in the folder is a finished record, whenever the run was stopped. Another run (or rank) thus never takes a name in use, and a
     claim left by a dead process (same host, process gone; or another host, whose process cannot be checked) is
     taken over by the next run, which first deletes the hidden temporaries a killed write left for that name. A
     claim under the names earlier versions used (:func:`_claim_paths`, and a record holding a claim under the JSON's
@@ -204,15 +204,18 @@ class OutputFolder:
             n += 1
 
     def release(self, stem: Path) -> None:
-        """Drop this run's claim on ``stem`` (its image failed or the run stopped), with the overlay it may have
-        written, so the name is free again; a finished output is left alone."""
+        """Drop this run's claim on ``stem`` once its image is finished, failed or stopped, with the overlay of an
+        output left unfinished, so the name is free again; a finished output is left alone. Under the folder lock
+        and only while the claim names this run: a ``--force`` run may have claimed the name since its JSON was
+        written, and its claim is its own."""
         png, json_path = _output_paths(stem)
         claim = _claim_path(stem)
-        record = _read_record(claim)
-        if record is not None and record.get("claim") == self.owner:
-            if not json_path.exists():
-                png.unlink(missing_ok=True)
-            claim.unlink(missing_ok=True)
+        with folder_lock(self.out):
+            record = _read_record(claim)
+            if record is not None and record.get("claim") == self.owner:
+                if not json_path.exists():
+                    png.unlink(missing_ok=True)
+                claim.unlink(missing_ok=True)
 
 
 def _read_record(json_path: Path) -> dict | None:
@@ -262,14 +265,14 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
 def write_outputs(stem: Path, path: Path, image: np.ndarray, result: SegmentationResult, regime: Regime,
                   note: str | None = None, settings: dict | None = None) -> dict:
     """Write ``<stem>.png`` (overlay + legend), then ``<stem>.json`` (a stem claimed with :class:`OutputFolder`),
-    which marks the pair complete, then drop the claim; return the row the summary table prints."""
+    which marks the pair complete; return the row the summary table prints. The claim is the claimant's to drop
+    (:meth:`OutputFolder.release`): this may run in a worker process, which is not the claim's owner."""
     labels = result.label_map
     made_by = {"input": input_identity(path), "settings": settings} if settings is not None else None
     record = result_record(path, result, regime, labels, note, made_by, stored_frame(path))
     png, json_path = _output_paths(stem)
     save_overlay(png, image, labels, result.descriptions, title=printable(path.name), note=note)
     atomic.write_json(json_path, record)
-    _claim_path(stem).unlink(missing_ok=True)
     return {"image": printable(path.name), "regions": record["regions"], "json": json_path}
 
 

@@ -464,3 +464,33 @@ def test_an_output_folder_that_cannot_be_locked_warns_once_and_the_run_completes
     assert len(warnings) == 1 and warnings[0].startswith(f"{out}: this folder cannot be locked")
     assert "must not run at the same time" in warnings[0]
     assert len(_records(out)) == 3
+
+
+def test_a_finished_image_leaves_alone_the_claim_a_forced_run_took_on_it_meanwhile(mosaics, tmp_path, monkeypatch):
+    """A ``--force`` run may claim an image's name the moment its JSON is written (a finished output is redone, and
+    its JSON removed): the run that wrote it must not then drop that claim as if it were its own."""
+    import socket
+
+    from detecture.output import input_identity
+    from detecture.utils import atomic
+
+    out = tmp_path / "out"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    theirs = {"input": input_identity(mosaics / "m0.png"), "settings": {},
+              "claim": {"host": socket.gethostname(), "pid": other.pid}}
+    write_json = atomic.write_json
+
+    def write_then_claimed_by_a_forced_run(path, obj, *args, **kwargs) -> None:
+        write_json(path, obj, *args, **kwargs)
+        if Path(path).name == "m0.detecture.json":
+            Path(path).unlink()
+            write_json(out / ".m0.claim", theirs)
+
+    monkeypatch.setattr(atomic, "write_json", write_then_claimed_by_a_forced_run)
+    try:
+        assert _segment(mosaics, out) == 0
+        assert json.loads((out / ".m0.claim").read_text()) == theirs
+        assert (out / "m0.detecture.png").exists()  # theirs to replace
+    finally:
+        other.kill()
+        other.wait()

@@ -249,11 +249,12 @@ class BatchWork:
                 if i not in self.rows and i not in self.failures]
 
     def finished(self, index: int, row: dict | None, error: str | None) -> None:
+        """Record an image's outcome and drop its claim: a written output is finished, a failed image's name free."""
         if row is not None:
             self.rows[index] = row
         else:
             self.failures[index] = error or "failed"
-            self.folder.release(self.claims.stems[index])
+        self.folder.release(self.claims.stems[index])
 
     def release_unfinished(self) -> None:
         for i, stem in self.claims.stems.items():
