@@ -102,13 +102,13 @@ def test_a_name_claimed_by_another_live_run_is_left_to_it_and_a_dead_runs_claim_
 
 
 def _kill_mid_batch(folder: Path, out: Path, signum: int) -> int:
-    """Start `segment` on ``folder`` in its own process, send it ``signum`` once two overlays are written, and
-    return its exit status."""
+    """Start `segment` on ``folder`` in its own process, send it ``signum`` once two images are finished (their
+    JSON written: an overlay is written first), and return its exit status."""
     proc = subprocess.Popen([sys.executable, "-m", "detecture", "segment", str(folder), "--method", "classical",
                              "--k", "2", "--workers", "1", "--out", str(out)], cwd=REPO,
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
-    _wait_for(lambda: len(list(out.glob("*.png"))) >= 2 or proc.poll() is not None, timeout=120)
+    _wait_for(lambda: len(list(out.glob("*.detecture.json"))) >= 2 or proc.poll() is not None, timeout=120)
     proc.send_signal(signum)
     proc.wait(60)
     proc.stderr.close()
