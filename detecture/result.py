@@ -88,8 +88,10 @@ class SegmentationResult:
     def region_scores(self) -> list[float]:
         """Per region, the mean softmax probability (over dustbin + K channels) of that region on its own pixels.
 
-        A confidence in [0, 1] that means the same for every method: how clearly each pixel the region won was won.
-        A result with no regions (the model wrote no ``<|seg|>`` line) has no scores.
+        A confidence in [0, 1] computed the same way for every method: how clearly each pixel the region won was won.
+        It is informative only where the logits are soft (the VLM's masks); the classical segmenter's hard ±1
+        partition makes it a function of K alone. A result with no regions (the model wrote no ``<|seg|>`` line) has
+        no scores.
         """
         if self.num_regions == 0:  # the dustbin alone: nothing to score, and softmax over no channels is undefined
             return []
