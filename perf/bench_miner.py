@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from detecture.miner.config import configs_dir, load_config
+from detecture.miner.config import load_config, packaged_file
 from detecture.miner.describers import TemplateDescriber
 from detecture.miner.regions import extract_regions, region_map
 from detecture.miner import orchestrate as run
@@ -72,7 +72,7 @@ def timed(fn, items) -> tuple[list, float]:
 
 def stage_table(n: int, seed: int) -> list[tuple[str, float]]:
     cfg = load_config()
-    vocab = load_vocabulary(configs_dir() / "ade20k_classes.yaml")
+    vocab = load_vocabulary(packaged_file("ade20k_classes.yaml"))
     describer = TemplateDescriber(cfg.describer)
     rng = np.random.default_rng(seed)
     scenes = [synthetic_scene(rng) for _ in range(n)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from detecture.miner.config import configs_dir, load_config
+from detecture.miner.config import load_config, packaged_file
 from detecture.miner.describers import (
     QwenDescriber,
     build_describer,
@@ -30,7 +30,7 @@ def cfg():
 
 @pytest.fixture(scope="module")
 def scene():
-    vocab = load_vocabulary(configs_dir() / "ade20k_classes.yaml")
+    vocab = load_vocabulary(packaged_file("ade20k_classes.yaml"))
     image, label = fx.scenes()["ADE_train_clean3"]
     regions = extract_regions(label_stats(label, 151), vocab, load_config().regions)
     return Image.fromarray(image), region_map(label, regions, 151), regions

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from detecture.miner.config import configs_dir, load_config
+from detecture.miner.config import load_config, packaged_file
 from detecture.miner.regions import extract_regions, region_map
 from detecture.miner.scoring import label_stats
 from detecture.miner.vocabulary import load_vocabulary
@@ -19,7 +19,7 @@ C = 151
 
 @pytest.fixture(scope="module")
 def vocab():
-    return load_vocabulary(configs_dir() / "ade20k_classes.yaml")
+    return load_vocabulary(packaged_file("ade20k_classes.yaml"))
 
 
 @pytest.fixture(scope="module")

@@ -275,11 +275,11 @@ def test_a_describer_model_that_cannot_load_stops_the_run_and_a_rerun_mines_ever
     import yaml
 
     from detecture.cli import main
-    from detecture.miner.config import configs_dir
+    from detecture.miner.config import packaged_file
 
     ade, _ = fx.build(tmp_path / "ade", with_textured=False)
     missing, config, out = tmp_path / "no_such_model", tmp_path / "miner.yaml", tmp_path / "out"
-    settings = yaml.safe_load((configs_dir() / "miner.yaml").read_text())
+    settings = yaml.safe_load((packaged_file("miner.yaml")).read_text())
     settings["describer"].update(qwen_model=str(missing), max_new_tokens=12)
     config.write_text(yaml.safe_dump(settings))
     argv = ["mine", "--root", str(ade), "--out", str(out), "--describer", "qwen", "--device", "cpu",
@@ -582,12 +582,12 @@ def test_only_settings_that_shape_scenes_refuse_to_resume(dataset, mined, tmp_pa
 
     import yaml
 
-    from detecture.miner.config import configs_dir
+    from detecture.miner.config import packaged_file
 
     out = tmp_path / "copy"
     shutil.copytree(mined[0], out)
     ade, textured = dataset
-    text = (configs_dir() / "miner.yaml").read_text()
+    text = (packaged_file("miner.yaml")).read_text()
     settings = yaml.safe_load(text)
 
     def run_with(config_text: str) -> dict | None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detecture.errors import DatasetError, InputError
-from detecture.miner.config import configs_dir, load_config
+from detecture.miner.config import load_config, packaged_file
 from detecture.miner.scoring import (
     ambiguous_penalty,
     balance_score,
@@ -28,7 +28,7 @@ WALL, SKY, FLOOR, GRASS, PERSON, CHAIR, CAR, CURTAIN, RUG = 1, 3, 4, 10, 13, 20,
 
 @pytest.fixture(scope="module")
 def vocab():
-    return load_vocabulary(configs_dir() / "ade20k_classes.yaml")
+    return load_vocabulary(packaged_file("ade20k_classes.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_vocabulary_and_config_errors(tmp_path: Path):
         load_vocabulary(bad)
     with pytest.raises(InputError, match="not found"):
         load_vocabulary(tmp_path / "missing.yaml")
-    text = (configs_dir() / "miner.yaml").read_text()
+    text = (packaged_file("miner.yaml")).read_text()
     cfg_file = tmp_path / "miner.yaml"
     cfg_file.write_text(text.replace("max_regions: 5", "max_regions: 7"))
     with pytest.raises(InputError, match="max_regions"):

@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from detecture.errors import InputError
-from detecture.miner.config import configs_dir
 from detecture.miner.config import load_config as load_miner_config
+from detecture.miner.config import packaged_file
 from detecture.training.config import load_config as load_train_config
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -44,7 +44,7 @@ def test_exponent_without_dot_is_a_number(tmp_path):
     assert (cfg.optim.lr, cfg.optim.min_lr, cfg.optim.weight_decay) == (5e-5, 1e-7, 1e-3)
     assert isinstance(cfg.optim.lr, float)
     miner_yaml = tmp_path / "miner.yaml"
-    miner_yaml.write_text((configs_dir() / "miner.yaml").read_text().replace("min_area: 0.01", "min_area: 1e-2"))
+    miner_yaml.write_text((packaged_file("miner.yaml")).read_text().replace("min_area: 0.01", "min_area: 1e-2"))
     assert load_miner_config(miner_yaml).regions.min_area == 0.01
 
 
@@ -78,11 +78,11 @@ def test_override_errors_name_the_override():
 
 
 def test_miner_config_errors_are_one_line(tmp_path):
-    path = _write_with(tmp_path, configs_dir() / "miner.yaml", "threshold", "high")
+    path = _write_with(tmp_path, packaged_file("miner.yaml"), "threshold", "high")
     with pytest.raises(InputError) as info:
         load_miner_config(path)
     assert str(info.value) == f"{path}: threshold: expected a number, got 'high'"
-    path = _write_with(tmp_path, configs_dir() / "miner.yaml", "regions.max_regions", 4.5)
+    path = _write_with(tmp_path, packaged_file("miner.yaml"), "regions.max_regions", 4.5)
     with pytest.raises(InputError, match=r"regions\.max_regions: expected an integer, got 4\.5$"):
         load_miner_config(path)
 

@@ -57,8 +57,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val split and the review sample (default: 0)")
     p.add_argument("--limit", type=int, help="mine only the first N scenes (sorted by name)")
     p.add_argument("--threshold", type=float, help="keep scenes scoring at least this (default: from the config, 65)")
-    p.add_argument("--config", type=Path, help="miner config (default: configs/miner.yaml)")
-    p.add_argument("--vocabulary", type=Path, help="class vocabulary YAML (default: configs/ade20k_classes.yaml)")
+    p.add_argument("--config", type=Path,
+                   help="miner config (default: detecture/miner/miner.yaml in the package; configs/miner.yaml is an "
+                        "identical copy to edit)")
+    p.add_argument("--vocabulary", type=Path,
+                   help="class vocabulary YAML (default: detecture/miner/ade20k_classes.yaml in the package)")
     p.add_argument("--arrow", action="store_true", help="also save a HuggingFace datasets copy in <out>/hf_dataset")
     p.add_argument("--push-to-hub", metavar="REPO_ID", help="also push that dataset to the Hub (off by default)")
     p.set_defaults(func=run)

@@ -1,13 +1,16 @@
-"""Miner settings from ``configs/miner.yaml``, validated once so a typo fails at start-up, not 20k scenes later.
+"""Miner settings from a YAML file, validated once so a typo fails at start-up, not 20k scenes later.
 
 Every key is required (the file is the single place the miner's behaviour is spelt out) and typed through
-:mod:`detecture.utils.typed_config`; the checks below are the cross-key ones types cannot express.
+:mod:`detecture.utils.typed_config`; the checks below are the cross-key ones types cannot express. The defaults are
+``detecture/miner/miner.yaml``, shipped inside the package (package data in ``pyproject.toml``) so that any install,
+not only an editable checkout, finds them; ``configs/miner.yaml`` is an identical copy for users to edit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from importlib import resources
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -18,9 +21,13 @@ from ..utils.yaml_files import read_yaml
 MAX_REGIONS_LIMIT = 6
 
 
-def configs_dir() -> Path:
-    """The repository's ``configs/`` folder (the package is installed editable, next to it)."""
-    return Path(__file__).resolve().parents[2] / "configs"
+DEFAULT_CONFIG = "miner.yaml"
+
+
+def packaged_file(name: str) -> Path:
+    """A data file shipped in ``detecture.miner`` (the default config, class vocabularies): read from the installed
+    package, since a wheel holds no ``configs/`` folder beside it."""
+    return Path(str(resources.files(__package__).joinpath(name)))
 
 
 @config_class(frozen=True)
@@ -115,8 +122,8 @@ def _validate(cfg: MinerConfig, where: str) -> None:
 
 
 def load_config(path: str | os.PathLike | None = None) -> MinerConfig:
-    """Read and validate the miner config (default: ``configs/miner.yaml``); errors name the file and the key."""
-    path = Path(path) if path is not None else configs_dir() / "miner.yaml"
+    """Read and validate the miner config (default: the packaged ``miner.yaml``); errors name the file and the key."""
+    path = Path(path) if path is not None else packaged_file(DEFAULT_CONFIG)
     data, raw_bytes = read_yaml(path, "miner config", " (pass --config PATH)")
     where = str(path)
     settings = parse_config(MinerSettings, data, where)

@@ -45,7 +45,7 @@ from ..utils.claims import folder_lock, is_alive, this_process
 from ..utils.json_files import read_json_object
 from ..utils.parallel import Ranks, Shard, default_workers, item_outcome, share, stop_unfinished, unordered_map
 from ..utils.paths import InputSet, name_max, printable, require_dir, require_file
-from .config import MinerConfig, configs_dir, load_config
+from .config import MinerConfig, load_config, packaged_file
 from .describers import Describer, build_describer, validate_description
 from .hub import export_dataset, remove_export_leftovers
 from .names import STATE_DIR, image_name, mask_name, state_name, without_long_names
@@ -518,7 +518,7 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | Me
             raise InputError(f"--threshold must be in [0, 100], got {opts.threshold}")
         cfg = replace(cfg, threshold=float(opts.threshold))
     source = open_source(opts.source, opts.root, opts.subset, opts.textured_roots, opts.degrees, opts.textured_mapping)
-    vocab = load_vocabulary(opts.vocabulary or configs_dir() / source.vocabulary_file).with_names(source.class_names())
+    vocab = load_vocabulary(opts.vocabulary or packaged_file(source.vocabulary_file)).with_names(source.class_names())
     # before the describer: a bad --degrees fails before any model loads
     index = without_long_names(without_id_clashes(source.index()), name_max(opts.out), cfg.regions.max_regions)
     ranks = Ranks()

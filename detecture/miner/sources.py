@@ -163,7 +163,7 @@ class SceneSource(ABC):
     """The interface the miner needs from a dataset; constructors take ``(root, subset)``."""
 
     name: ClassVar[str]
-    vocabulary_file: ClassVar[str] = "ade20k_classes.yaml"  # under configs/, unless --vocabulary overrides it
+    vocabulary_file: ClassVar[str] = "ade20k_classes.yaml"  # shipped in detecture/miner/, unless --vocabulary overrides it
     root: Path  # the dataset folder
     label_dir: Path  # where ``<scene id>.png`` label maps live (sources with other label files override label_*)
 

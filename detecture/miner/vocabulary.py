@@ -1,4 +1,5 @@
-"""Which dataset classes are textures, objects or ambiguous (a versioned YAML such as ``configs/ade20k_classes.yaml``).
+"""Which dataset classes are textures, objects or ambiguous (a versioned YAML such as the packaged
+``detecture/miner/ade20k_classes.yaml``).
 
 The kinds are held as boolean lookup tables indexed by class id, so scoring a label map is a couple of
 ``np.bincount`` calls and table look-ups rather than per-class Python loops.
