@@ -101,3 +101,49 @@ def test_report_names_each_failed_sample_with_its_error(tmp_path):
     for i in range(20):
         assert f"{i:03d}: images/{i:03d}.png: broken {i}\n" in failures
     assert "020:" not in failures and "and 2 more" in failures
+
+
+def test_a_limited_run_says_in_every_report_how_many_samples_it_covers(tmp_path):
+    """``--limit 2`` on a 5-sample dataset: the counts alone (2 ok, 0 failed, 0 missing) read as a full run."""
+    from detecture.benchmark.suite import run
+
+    root = make_rwtd(tmp_path / "rwtd", 5)
+    out = tmp_path / "out"
+    run(BenchConfig(out=out, methods=["classical"], datasets=[str(root)], limit=2, gallery=0))
+    md = (out / "report.md").read_text()
+    assert "- rwtd: first 2 of 5 samples (--limit)" in md
+    row = next(csv.DictReader(io.StringIO((out / "report.csv").read_text())))
+    assert (row["ok"], row["requested"], row["dataset_samples"], row["tiny_random_backbones"]) == ("2", "2", "5",
+                                                                                                    "false")
+    assert "first 2 of 5 samples (--limit)" in (out / "report.tex").read_text()
+
+    run(BenchConfig(out=out, methods=["classical"], datasets=[str(root)], gallery=0))  # the whole dataset
+    assert "--limit" not in (out / "report.md").read_text() and "--limit" not in (out / "report.tex").read_text()
+
+
+def test_results_of_tiny_random_backbones_are_marked(tmp_path):
+    """``--tiny`` numbers are plumbing checks: the row, a note, the CSV and the LaTeX table say so; a method that
+    ignores ``--tiny`` (classical) is not marked."""
+    from detecture.benchmark.methods import MethodOptions
+
+    root = make_rwtd(tmp_path / "rwtd", 1)
+    out = tmp_path / "out"
+    config = BenchConfig(out=out, methods=["classical", "detecture-text"], datasets=[str(root)],
+                         options=MethodOptions(tiny=True))
+    _, _, cells = build_plan(config)
+    record = {"id": "000", "status": "ok", "miou": 0.128, "panoptic_iou": 0.1, "ari": 0.0, "boundary_f": 0.0,
+              "k_correct": 0.0}
+    for method in ("classical", "detecture-text"):
+        (out / "cells" / "rwtd" / method).mkdir(parents=True)
+        (out / "cells" / "rwtd" / method / "samples.jsonl").write_text(json.dumps(record) + "\n")
+    summaries = summarise(cells, out)
+
+    md = markdown(summaries)
+    assert "| rwtd | oracle K=2 | detecture-text (tiny random) | 1 |" in md
+    assert "| rwtd | oracle K=2 | classical | 1 |" in md
+    assert "- detecture-text: tiny random backbones (--tiny)" in md and "--limit" not in md
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO(csv_text(summaries)))}
+    assert rows["detecture-text"]["tiny_random_backbones"] == "true"
+    assert rows["classical"]["tiny_random_backbones"] == "false"
+    tex = latex(summaries)
+    assert "detecture-text (tiny random)" in tex and "% NOT THE FULL BENCHMARK: detecture-text: tiny random" in tex

@@ -3,6 +3,8 @@
 Means are over the samples that ran; failed samples are counted in their own column (and missing ones — requested
 but not recorded, e.g. after an interrupted run — in another). A method that fails on hard samples has a mean over
 easier ones, so the count stands in every table beside the means, and the report lists each failure's error.
+Two things make numbers unfit to quote, and every format says so: a run over the first N samples of a dataset only
+(``--limit``), and a method run on tiny random backbones (``--tiny``).
 """
 
 from __future__ import annotations
@@ -41,11 +43,24 @@ class CellSummary:
     metrics: dict[str, Aggregate]
     failures: tuple[tuple[str, str], ...]  # (sample id, error) of each failed sample, in dataset order
     warned: int
+    dataset_size: int  # samples in the whole dataset (more than requested under --limit)
+    random_backbones: bool  # run on tiny random backbones (--tiny): the numbers mean nothing
     protocol: str = "ours"
 
     @property
     def missing(self) -> int:
         return self.requested - self.ok - self.failed
+
+    @property
+    def limited(self) -> bool:
+        """Whether the cell covers only the first ``requested`` samples of its dataset (``--limit``)."""
+        return self.requested < self.dataset_size
+
+    @property
+    def method_label(self) -> str:
+        """The method's name as the tables show it: results of random backbones are marked in the row itself, so a
+        row copied out of the report keeps the mark."""
+        return f"{self.method} (tiny random)" if self.random_backbones else self.method
 
 
 def summarise(cells: list[Cell], out: Path) -> list[CellSummary]:
@@ -66,6 +81,8 @@ def summarise(cells: list[Cell], out: Path) -> list[CellSummary]:
                 metrics=metrics,
                 failures=tuple((str(r["id"]), str(r.get("error", ""))) for r in failed),
                 warned=sum(1 for r in records if r.get("warnings")),
+                dataset_size=len(cell.dataset.records),
+                random_backbones=cell.method.random_backbones,
                 protocol=cell.protocol,
             )
         )
@@ -87,6 +104,17 @@ def _pm(agg: Aggregate, latex: bool = False) -> str:
     return f"{agg.mean:.3f} $\\pm$ {half:.3f}" if latex else f"{agg.mean:.3f} ± {half:.3f}"
 
 
+def caveats(summaries: list[CellSummary]) -> list[str]:
+    """Lines saying which numbers cover part of a dataset or come from random backbones (empty when none do)."""
+    lines = [f"{s.dataset}: first {s.requested} of {s.dataset_size} samples (--limit); its means are over those only"
+             for s in {s.dataset: s for s in summaries if s.limited}.values()]
+    tiny = list(dict.fromkeys(s.method for s in summaries if s.random_backbones))
+    if tiny:
+        lines.append(f"{', '.join(tiny)}: tiny random backbones (--tiny), a plumbing check; "
+                     "their numbers say nothing about the method")
+    return lines
+
+
 def markdown(summaries: list[CellSummary]) -> str:
     head = ["Dataset", "Regime", "Method", "OK", "Failed", "Missing"] + [t for _, t in TABLE_METRICS]
     protocols = sorted({s.protocol for s in summaries}) or ["ours"]
@@ -95,6 +123,11 @@ def markdown(summaries: list[CellSummary]) -> str:
         "",
         f"Protocol: {', '.join(PROTOCOL_NOTES[p] for p in protocols)}",
         "",
+    ]
+    notes = caveats(summaries)
+    if notes:
+        lines += ["**Not the full benchmark:**", "", *[f"- {note}" for note in notes], ""]
+    lines += [
         "Means over the samples that ran, ± half-width of the 95 % bootstrap confidence interval. mIoU is the mean",
         "IoU over Hungarian-matched pairs (published protocol); panoptic IoU divides the matched sum by",
         "max(K_pred, K_gt). Failed and missing samples are not in the means; they are counted beside them.",
@@ -103,7 +136,7 @@ def markdown(summaries: list[CellSummary]) -> str:
         "|" + "|".join(["---"] * len(head)) + "|",
     ]
     for s in summaries:
-        row = [s.dataset, s.regime, s.method, str(s.ok), str(s.failed), str(s.missing)]
+        row = [s.dataset, s.regime, s.method_label, str(s.ok), str(s.failed), str(s.missing)]
         lines.append("| " + " | ".join(row + [_pm(s.metrics[m]) for m, _ in TABLE_METRICS]) + " |")
     errors = [s for s in summaries if s.failed]
     if errors:
@@ -130,12 +163,15 @@ def csv_text(summaries: list[CellSummary]) -> str:
     header = ["protocol", "dataset", "regime", "method", "ok", "failed", "missing"]
     for m, _ in TABLE_METRICS:
         header += [m, f"{m}_ci_low", f"{m}_ci_high"]
+    # appended after the metrics, so readers that take columns by position keep working
+    header += ["requested", "dataset_samples", "tiny_random_backbones"]
     writer.writerow(header)
     for s in summaries:
         row: list[Any] = [s.protocol, s.dataset, s.regime, s.method, s.ok, s.failed, s.missing]
         for m, _ in TABLE_METRICS:
             a = s.metrics[m]
             row += [f"{a.mean:.6f}", f"{a.low:.6f}", f"{a.high:.6f}"]
+        row += [s.requested, s.dataset_size, str(s.random_backbones).lower()]
         writer.writerow(row)
     return buf.getvalue()
 
@@ -151,13 +187,14 @@ def latex(summaries: list[CellSummary]) -> str:
     protocols = sorted({s.protocol for s in summaries}) or ["ours"]
     lines = [
         f"% scored with the {' and '.join(protocols)} protocol (see report.md)",
+        *[f"% NOT THE FULL BENCHMARK: {note}" for note in caveats(summaries)],
         "\\begin{tabular}{ll" + "r" * (1 + len(metrics)) + "}",
         "\\toprule",
         "Dataset & Method & Failed & " + " & ".join(t.replace("%", "\\%") for _, t in metrics) + " \\\\",
         "\\midrule",
     ]
     for s in summaries:
-        cells = [_tex_escape(s.dataset), _tex_escape(s.method), str(s.failed)]
+        cells = [_tex_escape(s.dataset), _tex_escape(s.method_label), str(s.failed)]
         lines.append(" & ".join(cells + [_pm(s.metrics[m], latex=True) for m, _ in metrics]) + " \\\\")
     lines += ["\\bottomrule", "\\end{tabular}"]
     return "\n".join(lines) + "\n"

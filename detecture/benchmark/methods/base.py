@@ -11,7 +11,7 @@ import gc
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -69,11 +69,18 @@ class Method(ABC):
     """Base class: ``kind`` selects the dispatch-table row, ``name`` labels the results (they differ for peers)."""
 
     kind: str = ""
+    reads_tiny: ClassVar[bool] = False  # whether --tiny swaps this method's backbones for tiny random ones
 
     def __init__(self, options: MethodOptions, name: str | None = None) -> None:
         self.options = options
         self.name = name or self.kind
         self.loaded: dict[str, Any] = {}
+
+    @property
+    def random_backbones(self) -> bool:
+        """Whether this run's outputs come from tiny random backbones (``--tiny`` on a method that reads it): the
+        reports mark such results, whose numbers say nothing about the method."""
+        return self.reads_tiny and self.options.tiny
 
     def check(self) -> None:
         """Cheap prerequisite checks (permissions, paths, optional packages), run for every method before the first
