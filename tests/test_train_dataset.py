@@ -67,6 +67,26 @@ def test_a_description_holding_control_token_text_is_skipped(tmp_path, caplog, t
     assert line.startswith(f"skipping {bad.id}: ") and text in line
 
 
+def test_regions_without_a_description_are_kept_counted_and_warned_about_once(tmp_path, caplog):
+    """A dataset made without a describer (Outex: every description "") trains the Bridge from its masks, so its
+    samples are kept; but the LM loss would teach the model to write no words, which the scan must say, once."""
+    root = write_mosaics(tmp_path, n=3, size=32)
+    records = load_metadata(root)
+    blank = [replace(r, textures=tuple(replace(t, description=d) for t, d in zip(r.textures, ["", " \t"])))
+             for r in records[:2]]
+    save_metadata(root / "metadata.json", [*blank, records[2]])
+    empty = sum(min(len(r.textures), 2) for r in records[:2])
+    regions = sum(len(r.textures) for r in records)
+    with caplog.at_level(logging.WARNING):
+        dataset = TextureDataset(root, DataConfig(), seed=0)
+    assert len(dataset) == 3 and not dataset.report.skipped
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, warnings
+    assert f"{empty} of {regions} regions (in 2 of 3 samples) have an empty description" in warnings[0]
+    assert "LM loss" in warnings[0]
+    assert dataset.report.summary().endswith(f"{empty} of {regions} regions with an empty description")
+
+
 def describe(image: np.ndarray, masks: np.ndarray, names: list[str]) -> list[str]:
     """What the miner's template describer writes about ``masks`` (region k named ``names[k]``) on ``image``."""
     rmap = sum((k + 1) * m.astype(np.uint8) for k, m in enumerate(masks))

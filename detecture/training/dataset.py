@@ -3,6 +3,8 @@
 Bad samples (missing or unreadable file, mask size mismatch, empty mask, more regions than the head has slots, no
 region at all, a description holding a control token's text) are found by one scan when the dataset is opened,
 logged one line each, counted by reason, and left out; the counts are reported again at the end of training.
+Regions with an empty description are kept (the Bridge trains from their masks) but counted and warned about once,
+since the LM loss then teaches the model to write an entry with no words for them.
 Scanning up front (rather than skipping inside ``__getitem__``) keeps every rank's epoch the same length, which DDP
 needs, and makes the data position of a checkpoint meaningful.
 """
@@ -32,12 +34,40 @@ from .config import DataConfig
 log = logging.getLogger(__name__)
 
 
+def wordless(description: str) -> bool:
+    """Whether a description has no words: its LM target is then ``TEXTURE_k: <|seg|>``
+    (:func:`~detecture.prompts.format_response` drops whitespace)."""
+    return not description.split()
+
+
 @dataclass
 class ScanReport:
     """Outcome of the up-front scan: kept records and skipped ones by reason."""
 
     kept: list[SampleRecord]
     skipped: Counter = field(default_factory=Counter)
+
+    @property
+    def regions(self) -> int:
+        """Texture regions of the kept samples."""
+        return sum(len(r.textures) for r in self.kept)
+
+    @property
+    def empty_descriptions(self) -> int:
+        """Regions of the kept samples whose description has no words: a dataset made without a describer (Outex,
+        say) trains the Bridge from its masks but teaches the model no words."""
+        return sum(wordless(t.description) for r in self.kept for t in r.textures)
+
+    def empty_description_warning(self) -> str | None:
+        """The one warning about regions without words, or None when every region has some."""
+        empty = self.empty_descriptions
+        if not empty:
+            return None
+        samples = sum(any(wordless(t.description) for t in r.textures) for r in self.kept)
+        return (f"{empty} of {self.regions} regions (in {samples} of {len(self.kept)} samples) have an empty "
+                "description; they are kept, since the Bridge trains from their masks, but the LM loss then learns "
+                "an empty description line ('TEXTURE_k: <|seg|>') for each, so the model learns to name no texture "
+                "in words")
 
     def digest(self) -> str:
         """sha256 of the kept records, in order (ids, file paths, descriptions): what a checkpoint's data position and
@@ -48,10 +78,12 @@ class ScanReport:
 
     def summary(self) -> str:
         total = sum(self.skipped.values())
+        empty = f"; {self.empty_descriptions} of {self.regions} regions with an empty description" \
+            if self.empty_descriptions else ""
         if not total:
-            return f"{len(self.kept)} samples, none skipped"
+            return f"{len(self.kept)} samples, none skipped{empty}"
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.skipped.items()))
-        return f"{len(self.kept)} samples kept, {total} skipped ({reasons})"
+        return f"{len(self.kept)} samples kept, {total} skipped ({reasons}){empty}"
 
 
 def check_sample(root: Path, record: SampleRecord, max_regions: int) -> str | None:
@@ -128,6 +160,9 @@ class TextureDataset(Dataset):
         self.epoch = 0
         self.report = scan(self.root, read_records(self.root), cfg.max_regions)
         log.info("%s: %s", self.root, self.report.summary())
+        warning = self.report.empty_description_warning()
+        if warning:
+            log.warning("%s: %s", self.root, warning)
         if not self.report.kept:
             raise DatasetError(f"{self.root}: no usable samples ({self.report.summary()})")
 
