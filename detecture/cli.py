@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Iterator
 
 from . import __version__
+from .commands.command_parser import CommandParser
 from .commands.exit_status import INTERRUPTED, OUTPUT_CLOSED, SYSTEM_ERROR, TERMINATED, USAGE_ERROR
 from .errors import DetectureError, RunStopped
 
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"detecture {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="<command>", required=True,
+                                parser_class=CommandParser)  # unknown options reported under the command's usage
     for name in COMMANDS:
         importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
     for command in sub.choices.values():  # -v means the same after the command name as before it

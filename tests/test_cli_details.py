@@ -1,6 +1,7 @@
-"""Small command-line promises: ``-v`` means more logs wherever it is written, converted heads honour the umask and
-print no foreign warnings, a folder given as a checkpoint file says so, and a dataset name never silently ignores
-(or silently picks) a folder of that name in the current directory."""
+"""Small command-line promises: ``-v`` means more logs wherever it is written, an unknown option is reported under
+its command's usage with the nearest option, converted heads honour the umask and print no foreign warnings, a
+folder given as a checkpoint file says so, and a dataset name never silently ignores (or silently picks) a folder of
+that name in the current directory."""
 
 from __future__ import annotations
 
@@ -67,3 +68,21 @@ def test_a_dataset_name_never_silently_ignores_a_folder_here(tmp_path, monkeypat
         find_dataset("rwtd", data_root=tmp_path / "root")
     assert find_dataset("./rwtd", data_root=tmp_path / "root") == Path("rwtd")
     assert find_dataset("rwtd", data_root=tmp_path) == tmp_path / "rwtd"  # the root is here: one folder, no doubt
+
+
+
+@pytest.mark.parametrize("argv,unknown,hint", [
+    (["segment", "x.png", "--methods", "classical"], "--methods classical", "--method"),
+    (["train", "--data", "d", "--out", "o", "--resmue"], "--resmue", "--resume"),
+    (["bench", "--out", "o", "--regimes=oracle"], "--regimes=oracle", "--regime"),
+    (["segment", "x.png", "--zzzzzz"], "--zzzzzz", None),
+])
+def test_an_unknown_option_is_reported_by_its_command_with_the_nearest_option(argv, unknown, hint, capsys):
+    """The command's own usage lists the options the user was reaching for; the top-level one lists none."""
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: detecture {argv[0]} ")
+    assert f"unrecognized arguments: {unknown}" in err
+    assert (f"did you mean {hint}?" in err) if hint else "did you mean" not in err
