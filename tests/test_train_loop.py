@@ -623,3 +623,21 @@ def test_resume_refuses_another_lora_or_backbone(key, value):
     changed = changed_on_resume(saved, load_config(None, {key: value}), ResumeOptions(resume=True))
     assert [c.split(" ")[0] for c in changed] == [key]
     assert changed_on_resume(saved, load_config(None, {"lora.dropout": 0.1}), ResumeOptions(resume=True)) == []
+
+
+def test_resume_continues_under_the_runs_own_config(data, tmp_path, caplog):
+    """A --resume without --config starts from the run's config.json, so its --set values hold without being
+    repeated: under the built-in defaults (optim.stage1_epochs 8) the extended run was refused."""
+    import logging
+
+    overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.warmup_epochs": 0,
+                 "optim.stage1_epochs": 1}
+    out = tmp_path / "run"
+    assert main(cli("--data", str(data), "--out", str(out), "--epochs", "1", *sets(overrides))[3:]) == 0
+    with caplog.at_level(logging.INFO, logger="detecture.commands.train"):
+        assert main(["train", "--tiny", "--data", str(data), "--out", str(out), "--resume", "--epochs", "2"]) == 0
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["optim"]["stage1_epochs"] == 1 and recorded["optim"]["epochs"] == 2
+    assert recorded["train"]["save_every_steps"] == 1  # a --set of the first run, not the default
+    assert len(losses(out)) == 6  # 3 steps per epoch, extended from 1 to 2 epochs
+    assert f"training config: {out / 'config.json'}, with --tiny, --epochs 2 on top" in caplog.text

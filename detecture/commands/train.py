@@ -8,9 +8,12 @@ Multi-GPU: ``accelerate launch --config_file configs/accelerate/{ddp,fsdp}.yaml 
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from .exit_status import OK
+
+logger = logging.getLogger(__name__)
 
 EPILOG = """\
 examples:
@@ -37,11 +40,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "rows, on frozen Qwen3-VL and SAM3.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--config", type=Path, help="YAML training config (default: built-in defaults = configs/train.yaml)")
+    p.add_argument("--config", type=Path,
+                   help="YAML training config (default: with --resume, the run's own OUT/config.json; else the "
+                        "built-in defaults = configs/train.yaml)")
     p.add_argument("--data", type=Path, required=True, help="training dataset folder (metadata.json + files)")
     p.add_argument("--val-data", type=Path, help="validation dataset folder (live evaluation, SEG emission rate)")
     p.add_argument("--out", type=Path, required=True, help="run folder: logs, checkpoints, final weights")
-    p.add_argument("--resume", action="store_true", help="continue exactly from the latest checkpoint in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue exactly from the latest checkpoint in --out, under the run's own config.json "
+                        "unless --config is given (--set and --epochs apply on top)")
     p.add_argument("--resume-lr-scale", type=float, metavar="S",
                    help="with --resume: micro-warm-up restart, every group's peak lr x S (published 0.15)")
     p.add_argument("--resume-warmup-epochs", type=float, metavar="E",
@@ -66,6 +73,19 @@ def parse_overrides(pairs: list[str]) -> dict:
     return dict(parse_override(pair) for pair in pairs)
 
 
+def config_path(args: argparse.Namespace) -> Path | None:
+    """The YAML/JSON file the run's settings start from (``None``: the built-in defaults): ``--config`` if given,
+    else, on ``--resume``, the run's own record of its settings, so a resume continues the run as it was configured
+    (its ``--set`` values included) rather than under defaults that its checkpoint may refuse."""
+    from ..training.loop import RUN_CONFIG
+
+    if args.config is not None:
+        return args.config
+    if args.resume and (args.out / RUN_CONFIG).is_file():
+        return args.out / RUN_CONFIG
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..bridge.head import read_head_config
     from ..errors import InputError
@@ -85,7 +105,10 @@ def run(args: argparse.Namespace) -> int:
         overrides["model.tiny"], options["model.tiny"] = True, "--tiny"
     if args.epochs is not None:
         overrides["optim.epochs"], options["optim.epochs"] = args.epochs, f"--epochs {args.epochs}"
-    cfg = load_config(args.config, overrides, options)
+    config = config_path(args)
+    on_top = ", ".join(options.get(key, f"--set {key}") for key in overrides)
+    logger.info("training config: %s%s", config or "built-in defaults", f", with {on_top} on top" if on_top else "")
+    cfg = load_config(config, overrides, options)
     require_dir(args.data, "training dataset")
     if args.val_data is not None:
         require_dir(args.val_data, "validation dataset")
@@ -93,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
         read_head_config(args.init)
     # --resume may read the run's own record of its settings (a refused change points there); it is rewritten with
     # the values it holds, so no input of the user's is replaced
-    own = args.resume and args.config is not None and resolved(args.config) == resolved(args.out / RUN_CONFIG)
-    InputSet([args.data, args.val_data, None if own else args.config, args.init]).check_output_dir(args.out)
+    own = args.resume and config is not None and resolved(config) == resolved(args.out / RUN_CONFIG)
+    InputSet([args.data, args.val_data, None if own else config, args.init]).check_output_dir(args.out)
     resume = ResumeOptions(args.resume, args.resume_lr_scale, args.resume_warmup_epochs)
     check_resume(args.out, resume, cfg)
     trainer = Trainer.from_config(cfg, args.data, args.out, val_data=args.val_data, max_steps=args.max_steps,
