@@ -28,6 +28,13 @@ def _output_paths(stem: Path) -> tuple[Path, Path]:
     return stem.parent / f"{stem.name}.png", stem.parent / f"{stem.name}.json"
 
 
+def is_output(path: Path) -> bool:
+    """Whether ``path`` is an overlay a segment run wrote: ``<name>.detecture.png`` with its finished record
+    ``<name>.detecture.json`` beside it. Reading a folder of earlier results back would segment the overlays; a
+    user's image that merely has such a name, with no record beside it, is not one."""
+    return path.name.endswith(f"{OUTPUT_TAG}.png") and _output_paths(path.parent / path.stem)[1].is_file()
+
+
 def _claim_path(stem: Path) -> Path:
     """Where a run claims ``stem`` (``photo.detecture``): the hidden ``.photo.claim`` beside its outputs, so that no
     reader globbing the results (``*.detecture.json``) ever takes a claim left by a killed run for one. Its name is

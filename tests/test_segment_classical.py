@@ -85,6 +85,29 @@ def test_parallel_workers_glob_and_repeated_names(photo_dir, tmp_path, texture_p
             assert np.array_equal(rle.decode(region["rle"]), labels == region["index"])
 
 
+def test_a_folder_or_glob_skips_the_outputs_of_an_earlier_run(tmp_path, capsys):
+    """Segmenting a folder that holds an earlier run's results segments its images, not their overlays; an overlay
+    without its record beside it is a user's image, and one named explicitly is segmented as asked."""
+    from detecture.demo.examples import mosaic_two
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    Image.fromarray(mosaic_two(64)[0]).save(shots / "brick.png")
+    Image.fromarray(mosaic_two(64)[0]).save(shots / "mine.detecture.png")  # the user's, no record beside it
+    classical = ["--method", "classical", "--k", "2", "--workers", "1"]
+    assert main(["segment", str(shots / "brick.png"), *classical, "--out", str(shots)]) == 0
+    assert (shots / "brick.detecture.json").is_file()
+    for source, out, skipped in ((shots, "r2", "1 non-image file(s) and 1 Detecture output(s) skipped"),
+                                 (str(shots / "*.png"), "r3", "1 Detecture output(s) skipped")):
+        capsys.readouterr()
+        assert main(["segment", str(source), *classical, "--out", str(tmp_path / out)]) == 0
+        assert sorted(p.name for p in (tmp_path / out).glob("*.json")) == [
+            "brick.detecture.json", "mine.detecture.detecture.json"]
+        assert f"2 image(s) segmented, 0 failed, {skipped};" in capsys.readouterr().out
+    assert main(["segment", str(shots / "brick.detecture.png"), *classical, "--out", str(tmp_path / "r4")]) == 0
+    assert [p.name for p in (tmp_path / "r4").glob("*.json")] == ["brick.detecture.detecture.json"]
+
+
 @pytest.mark.parametrize("args, message", [
     (["--query", "bark"], "a query needs the detecture method"),
     (["--workers", "0"], "--workers must be at least 1"),

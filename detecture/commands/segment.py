@@ -6,6 +6,7 @@ import argparse
 import glob
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,8 +48,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "or with --shard each process takes its own share of the images.",
         epilog=EPILOG, formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("images", nargs="+", help="image files, folders (their images, sorted) or glob patterns; a file reached more than "
-                        "once is segmented once")
+    p.add_argument("images", nargs="+",
+                   help="image files, folders (their images, sorted) or glob patterns; a file reached more than once "
+                        "is segmented once; folders and patterns skip an earlier run's overlays (x.detecture.png beside "
+                        "its x.detecture.json)")
     p.add_argument("--method", choices=("detecture", "classical"), default="detecture",
                    help="detecture: Qwen3-VL + SAM3 (weights, GPU advised); classical: Gabor + k-means on CPU, no "
                         "weights (regions and measured descriptions; no --query)")
@@ -91,23 +94,43 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def gather_images(paths: list[str]) -> tuple[list[Path], int, list[Path]]:
-    """Expand files, folders and glob patterns into the images to segment, and count the non-images skipped.
+@dataclass
+class Skipped:
+    """The files of folders and glob patterns that are not segmented, by reason."""
+
+    non_images: int = 0
+    outputs: int = 0  # overlays of an earlier segment run (detecture.output.is_output)
+
+    def __bool__(self) -> bool:
+        return bool(self.non_images or self.outputs)
+
+    def __str__(self) -> str:
+        parts = [f"{self.non_images} non-image file(s)"] if self.non_images or not self.outputs else []
+        if self.outputs:
+            parts.append(f"{self.outputs} Detecture output(s)")
+        return f"{' and '.join(parts)} skipped"
+
+
+def gather_images(paths: list[str]) -> tuple[list[Path], Skipped, list[Path]]:
+    """Expand files, folders and glob patterns into the images to segment, and count the files skipped.
 
     A file named explicitly is always kept (if it is not a readable image, its own error line says so); inside a
     folder or a glob only files with one of the project's image suffixes are taken, sorted, and the rest are counted
-    (Pillow's own list also names save-only formats such as PDF, which would each fail as a "corrupt image").
-    Folders are not searched recursively, so an output folder inside an input folder is never read back. A file
-    reached more than once (named twice, or by a file and a folder or pattern that overlap, or through a symbolic
-    link) is segmented once, at its first place: its second output would be a copy under another number. Returns
-    the images, the count skipped, and the folders they were gathered from (an output folder must not be one).
+    (Pillow's own list also names save-only formats such as PDF, which would each fail as a "corrupt image"), as are
+    the overlays of an earlier run (``x.detecture.png`` beside its ``x.detecture.json``), which are results, not
+    inputs. Folders are not searched recursively, so an output folder inside an input folder is never read back. A
+    file reached more than once (named twice, or by a file and a folder or pattern that overlap, or through a
+    symbolic link) is segmented once, at its first place: its second output would be a copy under another number.
+    Returns the images, the files skipped, and the folders they were gathered from (an output folder must not be
+    one).
     """
     from ..data.layouts import IMAGE_SUFFIXES
+    from ..output import is_output
     from ..utils.paths import resolved
 
     images: list[Path] = []
     folders: list[Path] = []
-    skipped = 0
+    skipped = Skipped()
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -119,12 +142,14 @@ def gather_images(paths: list[str]) -> tuple[list[Path], int, list[Path]]:
         else:
             images.append(path)
             continue
-        kept = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
-        skipped += len(candidates) - len(kept)
+        readable = [p for p in candidates if p.suffix.lower() in IMAGE_SUFFIXES]
+        kept = [p for p in readable if not is_output(p)]
+        skipped.non_images += len(candidates) - len(readable)
+        skipped.outputs += len(readable) - len(kept)
         images.extend(kept)
         folders.extend(dict.fromkeys([path] if path.is_dir() else [p.parent for p in kept]))
     if not images:
-        raise InputError(f"no images found in {', '.join(paths)} ({skipped} non-image file(s) skipped)")
+        raise InputError(f"no images found in {', '.join(paths)} ({skipped})")
     unique: dict[Path, Path] = {}
     for path in images:
         unique.setdefault(resolved(path), path)
@@ -160,7 +185,7 @@ def build_request(args: argparse.Namespace) -> "SegmentRequest":
                           tiny=args.tiny)
 
 
-def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[list[Path], int, "InputSet"]:
+def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[list[Path], Skipped, "InputSet"]:
     """Everything checkable without a model: options, image paths, the head folder and what the request asks of
     it, the output folder."""
     from ..service import check_before_loading
@@ -276,14 +301,14 @@ def _run_classical(args: argparse.Namespace, request: "SegmentRequest", settings
             progress.update(1)
 
 
-def _summarise(work: BatchWork, skipped: int, out: Path) -> int:
+def _summarise(work: BatchWork, skipped: Skipped, out: Path) -> int:
     from ..output import print_table
 
     print_table([work.rows[i] for i in sorted(work.rows)])
     for i in sorted(work.failures):
         path, message = work.images[i], work.failures[i]
         print(f"error: {message}" if str(path) in message else f"error: {path}: {message}", file=sys.stderr)
-    extra = f", {skipped} non-image file(s) skipped" if skipped else ""
+    extra = f", {skipped}" if skipped else ""
     done, busy = len(work.claims.done), len(work.claims.busy)
     if done:
         extra += f", {done} already done with the same settings (skipped; --force redoes them)"
