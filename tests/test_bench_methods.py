@@ -38,6 +38,12 @@ def test_dispatch_table_covers_every_method_and_regime():
             assert (method, kind) in DISPATCH
 
 
+def test_regime_takes_the_words_of_segment_k():
+    """``segment --k`` takes ``auto`` or ``N``; bench's --regime accepts the same for the same regimes."""
+    assert parse_regime("auto") == parse_regime("AUTO ") == RegimeSpec(AUTONOMOUS)
+    assert parse_regime("3") == parse_regime("oracle:3") == RegimeSpec(ORACLE, 3)
+
+
 def test_missing_dispatch_pair_fails_before_any_model_loads():
     with pytest.raises(InputError, match="new-method × rwtd"):
         check_plan([("classical", "rwtd", REGIMES["rwtd"]), ("new-method", "rwtd", REGIMES["rwtd"])])
@@ -48,8 +54,10 @@ def test_missing_dispatch_pair_fails_before_any_model_loads():
 def test_regime_option_parsing():
     assert parse_regime("oracle:3") == RegimeSpec(ORACLE, 3)
     assert parse_regime("autonomous") == RegimeSpec(AUTONOMOUS)
-    with pytest.raises(InputError):
-        parse_regime("oracle:9")
+    assert parse_regime("oracle") == RegimeSpec(ORACLE, None)
+    for bad in ("oracle:9", "oracle:x", "0", "7", "-1", "autonom", "k3"):
+        with pytest.raises(InputError, match="--regime"):
+            parse_regime(bad)
     assert regime_for("RWTD") == RegimeSpec(ORACLE, 2)  # the table's protocol for a known set
     assert regime_for("outex", RegimeSpec(AUTONOMOUS)) == RegimeSpec(AUTONOMOUS)  # an explicit --regime wins
     assert regime_for("my_set", RegimeSpec(AUTONOMOUS)) == RegimeSpec(AUTONOMOUS)

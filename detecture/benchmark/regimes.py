@@ -100,21 +100,21 @@ def regime_for(dataset: str, explicit: RegimeSpec | None = None) -> RegimeSpec:
 
 
 def parse_regime(text: str) -> RegimeSpec:
-    """Parse ``--regime``: ``autonomous``, ``oracle`` (K_gt per sample) or ``oracle:N``."""
+    """Parse ``--regime``: ``autonomous`` (or ``auto``), ``oracle`` (K_gt per sample) or ``oracle:N`` (or ``N``).
+    The short forms are those ``segment --k`` takes, so the same words mean the same regime in both commands."""
     text = text.strip().lower()
-    if text == AUTONOMOUS:
+    if text in (AUTONOMOUS, "auto"):
         return RegimeSpec(AUTONOMOUS)
     if text == ORACLE:
         return RegimeSpec(ORACLE)
-    if text.startswith(ORACLE + ":"):
-        try:
-            k = int(text.split(":", 1)[1])
-        except ValueError:
-            k = 0
+    count = text.removeprefix(ORACLE + ":").strip()
+    if count != text or count.isdigit():  # oracle:N, or a bare N
+        k = int(count) if count.isdigit() else 0
         if not 1 <= k <= MAX_TEXTURES:
             raise InputError(f"--regime {text!r}: K must be an integer from 1 to {MAX_TEXTURES}")
         return RegimeSpec(ORACLE, k)
-    raise InputError(f"--regime {text!r}: expected 'autonomous', 'oracle' or 'oracle:N'")
+    raise InputError(f"--regime {text!r}: expected 'autonomous' (or 'auto'), 'oracle', or 'oracle:N' (or N) with N "
+                     f"from 1 to {MAX_TEXTURES}")
 
 
 def dispatch_mode(method_kind: str, regime: RegimeSpec) -> str:

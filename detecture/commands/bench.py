@@ -60,8 +60,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "those of the first N samples (the cell's others are kept, unless its settings changed)")
     p.add_argument("--retry-failed", action="store_true",
                    help="rerun samples recorded as failed (e.g. after fixing a file or freeing GPU memory)")
-    p.add_argument("--regime", help="K regime for every dataset: autonomous | oracle | oracle:N (default: the "
-                   "dataset's protocol from the regime table, else oracle with each sample's K_gt)")
+    p.add_argument("--regime", help="K regime for every dataset: autonomous (or auto, as segment --k) | oracle "
+                   "(each sample's K_gt) | oracle:N (or N: every sample announced N regions) (default: the dataset's "
+                   "protocol from the regime table, else oracle with each sample's K_gt)")
     p.add_argument("--predictions", type=_key_value, action="append", default=[], metavar="NAME=FOLDER",
                    help="score precomputed label maps from FOLDER as method NAME (repeatable)")
     p.add_argument("--predictions-pattern",
