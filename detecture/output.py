@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -283,11 +284,40 @@ def write_outputs(stem: Path, path: Path, image: np.ndarray, result: Segmentatio
     return {"image": printable(path.name), "regions": record["regions"], "json": json_path}
 
 
+TABLE_WIDTH = 120  # characters of a summary line; a description is cut to what the other columns leave
+
+
 def print_table(rows: list[dict]) -> None:
-    print(f"{'image':<28} {'k':>2} {'area':>6}  description")
-    for row in rows:
+    """The summary of a run, one line per region: the image, its output name (``brick_2`` for
+    ``brick_2.detecture.png`` / ``.json``, so that two images of one name are told apart), K, area and description.
+    Text too long for its column ends in an ellipsis, so a cut is never read as the whole."""
+    names = [(row["image"], _output_name(row["json"])) for row in rows]
+    image_width = min(max([len("image"), *(len(image) for image, _ in names)]), 28)
+    output_width = min(max([len("output"), *(len(output) for _, output in names)]), 28)
+    description_width = max(TABLE_WIDTH - image_width - output_width - 14, 30)
+    print(f"{'image':<{image_width}}  {'output':<{output_width}} {'k':>2} {'area':>6}  description")
+    for row, (image, output) in zip(rows, names):
+        lead = f"{_cut(image, image_width):<{image_width}}  {_cut(output, output_width):<{output_width}}"
         if not row["regions"]:
-            print(f"{row['image'][:28]:<28} {'-':>2} {'-':>6}  (no texture region found)")
+            print(f"{lead} {'-':>2} {'-':>6}  (no texture region found)")
         for region in row["regions"]:
-            desc = region["description"] or "(no description)"
-            print(f"{row['image'][:28]:<28} {region['index']:>2} {region['area_fraction']:>6.1%}  {desc[:70]}")
+            description = _cut(region["description"] or "(no description)", description_width)
+            print(f"{lead} {region['index']:>2} {region['area_fraction']:>6.1%}  {description}")
+
+
+def _output_name(json_path: Path) -> str:
+    """``brick_2`` for ``brick_2.detecture.json``: the part of an output's file names that differs per image."""
+    return printable(json_path.name.removesuffix(f"{OUTPUT_TAG}.json"))
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` within ``width`` characters, ending in an ellipsis where it was cut ("..." when standard output
+    cannot encode "…")."""
+    if len(text) <= width:
+        return text
+    mark = "…"
+    try:
+        mark.encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        mark = "..."
+    return text[:width - len(mark)].rstrip() + mark

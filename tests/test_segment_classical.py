@@ -227,3 +227,34 @@ def test_demo_command_options(capsys):
     for option in ("--host", "--port", "--share", "--tiny", "--vlm", "--head"):
         assert option in text
     assert "127.0.0.1" in text
+
+
+def test_summary_table_names_each_rows_outputs(tmp_path, capsys):
+    """Two inputs of one file name write brick and brick_2: each table row names its own output."""
+    from detecture.demo.examples import mosaic_two
+
+    for sub, image in (("a", mosaic_two(64)[0]), ("b", mosaic_two(64)[0][::-1])):
+        (tmp_path / sub).mkdir()
+        Image.fromarray(image).save(tmp_path / sub / "brick.png")
+    out = tmp_path / "out"
+    assert main(["segment", str(tmp_path / "a" / "brick.png"), str(tmp_path / "b" / "brick.png"), "--method",
+                 "classical", "--k", "2", "--workers", "1", "--out", str(out)]) == 0
+    header, *rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("image", "brick"))]
+    assert header.split()[:2] == ["image", "output"]
+    assert [row.split()[:3] for row in rows] == [["brick.png", "brick", "1"], ["brick.png", "brick", "2"],
+                                                 ["brick.png", "brick_2", "1"], ["brick.png", "brick_2", "2"]]
+    assert {p.name for p in out.glob("*.json")} == {"brick.detecture.json", "brick_2.detecture.json"}
+
+
+def test_summary_table_marks_cut_text(tmp_path, capsys):
+    """Text cut to its column ends in an ellipsis (a cut is never read as the whole), within 120 columns."""
+    from detecture.output import print_table
+
+    long = "Texture of " + "very " * 40 + "rough bark"
+    print_table([{"image": "x" * 40 + ".png", "json": tmp_path / "short.detecture.json",
+                  "regions": [{"index": 1, "area_fraction": 1.0, "description": long}]},
+                 {"image": "y.png", "json": tmp_path / "y.detecture.json",
+                  "regions": [{"index": 1, "area_fraction": 1.0, "description": "bark"}]}])
+    _, cut, whole = capsys.readouterr().out.splitlines()
+    assert cut.startswith("x" * 27 + "…  short ") and cut.endswith(" very…") and len(cut) <= 120
+    assert whole.endswith("  bark") and "…" not in whole
