@@ -253,10 +253,11 @@ def _head_files(head: str | os.PathLike | None) -> tuple[str | None, tuple]:
     return str(root), tuple((name, st.st_ino, st.st_size, st.st_mtime_ns) for name, st in stats.items())
 
 
-def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
+def load_pipeline(request: SegmentRequest, offline_hint: str | None = OFFLINE_HINT) -> "DetecturePipeline":
     """The VLM pipeline a request names, loaded once per distinct set of loading options (and state of the head
     folder's files) and kept for later calls (reloading an 8B model per image would dominate a session). A failed
-    load names the offline method."""
+    load ends with ``offline_hint``, the offline method in the words of the caller (``--method classical`` is
+    segment's option; ``None`` for a caller that says it its own way)."""
     import torch
 
     from .pipeline import DetecturePipeline
@@ -274,13 +275,14 @@ def load_pipeline(request: SegmentRequest) -> "DetecturePipeline":
         logger.warning(TINY_NOTE)
         pipeline = DetecturePipeline.tiny(head=request.head)
     else:
+        hint = f"; {offline_hint}" if offline_hint else ""
         try:
             pipeline = DetecturePipeline.from_pretrained(**options)
         except ModelAccessError as exc:
-            raise ModelAccessError(f"{exc}; {OFFLINE_HINT}") from None
+            raise ModelAccessError(f"{exc}{hint}") from None
         except torch.OutOfMemoryError:
             raise ModelAccessError("not enough memory to load Qwen3-VL + SAM3 (try --quantization 4bit, a smaller "
-                                   f"--qwen, or another --device); {OFFLINE_HINT}") from None
+                                   f"--qwen, or another --device){hint}") from None
     _PIPELINES[key] = (signature, pipeline)
     return pipeline
 

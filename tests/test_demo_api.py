@@ -407,3 +407,26 @@ def test_page_regions_have_the_colours_of_the_label_png(monkeypatch, tmp_path):
             assert np.unique(rgba[rgba[:, 3] > 0, :3], axis=0).tolist() == [palette[k].tolist()], annotation.label
     finally:
         engine.close()
+
+
+def test_models_that_do_not_load_leave_classical_with_advice_in_the_demos_options(monkeypatch, caplog):
+    """The service's hint names segment's --method classical, which the demo has not: the demo names its own."""
+    import logging
+
+    from detecture.demo.engine import CLASSICAL, DemoEngine
+    from detecture.errors import ModelAccessError
+    from detecture.pipeline import DetecturePipeline
+
+    def unreachable(**options):
+        raise ModelAccessError("could not load Qwen3-VL model 'Qwen/x': the hub is unreachable")
+
+    monkeypatch.setattr(DetecturePipeline, "from_pretrained", unreachable)
+    with caplog.at_level(logging.WARNING, logger="detecture.demo.engine"):
+        engine = DemoEngine.create(load_models=True, qwen="Qwen/x")
+    try:
+        assert engine.methods == [CLASSICAL] and "the hub is unreachable" in engine.note
+        warning = caplog.text
+        assert "--method" not in warning + engine.note and "without --vlm" in warning
+        assert "the hub is unreachable" in warning and "classical" in warning
+    finally:
+        engine.close()

@@ -41,6 +41,13 @@ DISPLAY_SIDE = 640  # the page shows ~700 px; drawing 1-MP masks there cost the 
 MASK_OPACITY = 0.55  # the annotated view draws a mask with alpha = its value: keep the texture visible beneath
 
 
+# What the demo does, and its options can do, when the models do not load (segment's hint, --method classical, is
+# no option of the demo's).
+OFFLINE_DEMO = ("serving the classical method only (CPU, no weights); give --qwen / --sam3 local model folders to "
+                "load the models, or start 'detecture demo' without --vlm and --head to serve classical without "
+                "trying")
+
+
 @dataclass
 class DemoResponse:
     """Everything one request shows: the annotated image (display size), the region table (areas measured at analysis
@@ -80,9 +87,9 @@ class DemoEngine:
         from ..service import SegmentRequest, load_pipeline
 
         try:
-            pipeline = load_pipeline(SegmentRequest("detecture", tiny=tiny, **load_kwargs))
+            pipeline = load_pipeline(SegmentRequest("detecture", tiny=tiny, **load_kwargs), offline_hint=None)
         except DetectureError as exc:
-            logger.warning("detecture models unavailable, serving classical only: %s", exc)
+            logger.warning("detecture models unavailable (%s); %s", exc, OFFLINE_DEMO)
             return cls(note=f"Detecture models could not be loaded ({exc}); the classical method works offline.")
         note = "Tiny random backbones: detecture outputs are meaningless (plumbing only)." if tiny else ""
         return cls(pipeline=pipeline, note=note)
