@@ -15,7 +15,7 @@ from .images import stored_frame
 from .prompts import Regime
 from .result import SegmentationResult
 from .utils import atomic, rle
-from .utils.claims import folder_lock, is_alive, this_process
+from .utils.claims import folder_lock, is_alive, remove_if_empty, this_process
 from .utils.paths import InputSet, name_max, printable, resolved
 from .visualize import save_overlay
 
@@ -102,6 +102,15 @@ class OutputFolder:
     def __init__(self, out: Path, inputs: InputSet, settings: dict, force: bool = False) -> None:
         self.out, self.inputs, self.settings, self.force = out, inputs, settings, force
         self.owner = this_process()
+        self.made = _missing_folders(out)  # made by the first claim; see remove_if_unused
+
+    def remove_if_unused(self) -> None:
+        """Remove the folders this run made for its outputs if they hold none: a run whose every image failed, or
+        that stopped before its first output, leaves no empty ``detecture_out/`` behind. A folder another run (or
+        rank) writes into is not empty, and is kept."""
+        for folder in self.made:  # the output folder first, then each parent it needed
+            if not remove_if_empty(folder):
+                return
 
     def claim(self, images: list[Path], todo: list[int]) -> Claims:
         """Claim an output name for each image index in ``todo`` (indices into ``images``, the run's whole list:
@@ -224,6 +233,15 @@ class OutputFolder:
                 if not json_path.exists():
                     png.unlink(missing_ok=True)
                 claim.unlink(missing_ok=True)
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """``folder`` and its parents that do not exist yet, innermost first."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    return missing
 
 
 def _read_record(json_path: Path) -> dict | None:

@@ -1,5 +1,6 @@
 """``segment`` under faults: re-runs skip finished images, runs sharing ``--out`` never overwrite each other, an
-output folder equal to an input folder is refused, disk full stops the run cleanly, and workers die with the parent.
+output folder equal to an input folder is refused, disk full stops the run cleanly, workers die with the parent,
+and a run that writes nothing leaves no empty folder behind.
 
 Classical method on small mosaics (1 worker in process unless a test needs the pool), so each test takes seconds.
 """
@@ -494,3 +495,42 @@ def test_a_finished_image_leaves_alone_the_claim_a_forced_run_took_on_it_meanwhi
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_run_that_writes_nothing_leaves_no_folder_it_made(mosaics, tmp_path, capsys, monkeypatch):
+    """Every image failed: the default detecture_out/ (and the parents --out needed) are not left behind empty; a
+    folder that was there before, or one that got outputs, is kept."""
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    monkeypatch.chdir(tmp_path)
+    classical = ["--method", "classical", "--k", "2", "--workers", "1"]
+    assert main(["segment", "bad.png", *classical]) == 1
+    assert main(["segment", "bad.png", *classical, "--out", "made/for/it"]) == 1
+    (tmp_path / "there").mkdir()
+    assert main(["segment", "bad.png", *classical, "--out", "there"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png", "in", "there"]
+    assert "0 image(s) segmented, 1 failed\n" in capsys.readouterr().out  # no "outputs in" a folder that is gone
+    assert main(["segment", "bad.png", str(mosaics / "m0.png"), *classical, "--out", "some"]) == 1
+    assert sorted(p.name for p in (tmp_path / "some").iterdir()) == ["m0.detecture.json", "m0.detecture.png"]
+
+
+def test_a_folder_removed_while_a_run_waits_for_its_lock_is_made_again(tmp_path):
+    """A run that made an output folder and wrote nothing removes it under the folder's lock; a run that was waiting
+    for that lock to claim work there must not then write into the removed folder."""
+    import threading
+
+    from detecture.utils.claims import folder_lock
+
+    folder, written = tmp_path / "out", []
+
+    def claim() -> None:
+        with folder_lock(folder):
+            (folder / "claim").write_text("x")
+            written.append(True)
+
+    with folder_lock(folder):
+        waiter = threading.Thread(target=claim)
+        waiter.start()
+        time.sleep(0.5)  # the waiter has opened the folder and waits for the lock
+        folder.rmdir()
+    waiter.join(10)
+    assert written == [True] and (folder / "claim").read_text() == "x"

@@ -79,7 +79,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--qwen", help=f"Qwen3-VL hub id or local folder (default: the one --head was trained on, "
                                   f"else {DEFAULT_QWEN})")
     p.add_argument("--sam3", help=f"SAM3 hub id or local folder (gated: needs a token; default: {DEFAULT_SAM3})")
-    p.add_argument("--out", type=Path, default=Path("detecture_out"), help="output folder")
+    p.add_argument("--out", type=Path, default=Path("detecture_out"),
+                   help="output folder (made if missing, and removed again if the run writes nothing into it)")
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--quantization", choices=("4bit", "8bit"), help="load Qwen quantized (bitsandbytes, GPU)")
@@ -239,24 +240,27 @@ def run(args: argparse.Namespace) -> int:
     mine = ranks.shard(shard)
     settings = settings_of(request)
     folder = OutputFolder(args.out, inputs, settings, args.force)
-    claims = folder.claim(images, share(range(len(images)), mine))
-    if not mine.whole:
-        taken = len(claims.stems) + len(claims.done) + len(claims.busy) + len(claims.refused)
-        print(f"share {mine.label()}: {taken} of {len(images)} image(s)")
-    work = BatchWork(images, claims, folder)
     try:
-        if args.method == "classical":
-            _run_classical(args, request, settings, work)
-        else:
-            _run_detecture(args, request, settings, work, ranks)
-    except Exception as exc:
-        if not is_environment_error(exc):
-            raise
-        _summarise(work, skipped, args.out)  # what did finish, and its per-image lines
-        raise stopped(exc, "segment") from None
+        claims = folder.claim(images, share(range(len(images)), mine))
+        if not mine.whole:
+            taken = len(claims.stems) + len(claims.done) + len(claims.busy) + len(claims.refused)
+            print(f"share {mine.label()}: {taken} of {len(images)} image(s)")
+        work = BatchWork(images, claims, folder)
+        try:
+            if args.method == "classical":
+                _run_classical(args, request, settings, work)
+            else:
+                _run_detecture(args, request, settings, work, ranks)
+        except Exception as exc:
+            if not is_environment_error(exc):
+                raise
+            _summarise(work, skipped, args.out)  # what did finish, and its per-image lines
+            raise stopped(exc, "segment") from None
+        finally:
+            work.release_unfinished()
+        return _summarise(work, skipped, args.out)
     finally:
-        work.release_unfinished()
-    return _summarise(work, skipped, args.out)
+        folder.remove_if_unused()
 
 
 class BatchWork:
@@ -314,7 +318,8 @@ def _summarise(work: BatchWork, skipped: Skipped, out: Path) -> int:
         extra += f", {done} already done with the same settings (skipped; --force redoes them)"
     if busy:
         extra += f", {busy} being segmented by another run in this folder (skipped)"
-    print(f"{len(work.rows)} image(s) segmented, {len(work.failures)} failed{extra}; outputs in {out}")
+    where = f"; outputs in {out}" if work.rows or done else ""  # a folder this run made and left empty is removed
+    print(f"{len(work.rows)} image(s) segmented, {len(work.failures)} failed{extra}{where}")
     return for_failures(len(work.failures))
 
 

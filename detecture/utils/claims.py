@@ -34,24 +34,63 @@ _warned_lock = threading.Lock()
 
 @contextmanager
 def folder_lock(folder: Path) -> Iterator[None]:
-    """An exclusive lock on the folder itself (no lock file among the outputs), released even by ``kill -9``.
+    """An exclusive lock on the folder itself (no lock file among the outputs), released even by ``kill -9``. The
+    folder is made if missing, and made and locked again if it was removed while this waited for the lock
+    (:func:`remove_if_empty`), so the holder never writes into a removed folder.
 
     Where the file system cannot lock it (:data:`_CANNOT_LOCK`), the run goes on without the lock, as on Windows,
     after one warning per folder: a single run is unaffected, and refusing would stop every run on such a cluster
     file system; only runs sharing the folder at the same time lose their protection from each other."""
-    folder.mkdir(parents=True, exist_ok=True)
-    if fcntl is None:
-        yield
-        return
-    fd = os.open(folder, os.O_RDONLY)
-    try:
+    while True:
+        folder.mkdir(parents=True, exist_ok=True)
+        if fcntl is None:
+            yield
+            return
+        fd = os.open(folder, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as exc:
-            if exc.errno not in _CANNOT_LOCK:
-                raise
-            _warn_unlocked(folder, exc)
-        yield
+            _lock(fd, folder)
+            if _names(folder, fd):
+                yield
+                return
+        finally:
+            os.close(fd)
+
+
+def _lock(fd: int, folder: Path) -> None:
+    """Lock the open ``folder`` exclusively, or warn once and go on where its file system cannot lock it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError as exc:
+        if exc.errno not in _CANNOT_LOCK:
+            raise
+        _warn_unlocked(folder, exc)
+
+
+def _names(folder: Path, fd: int) -> bool:
+    """Whether the path ``folder`` still names the folder open as ``fd``."""
+    try:
+        now = os.stat(folder)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino)
+
+
+def remove_if_empty(folder: Path) -> bool:
+    """Remove ``folder`` if it holds nothing (whether it was removed), under its lock: a run that shares it and is
+    about to claim work there waits, then makes it again (:func:`folder_lock`)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # gone already, or not a folder this process may open
+        return False
+    try:
+        if fcntl is not None:
+            _lock(fd, folder)
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: another run's, or this one's, files are there
+            return False
+        return True
     finally:
         os.close(fd)
 
