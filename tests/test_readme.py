@@ -202,3 +202,18 @@ def test_marker_parsing():
         readme_blocks("<!-- readme-test: skip -->\n```bash\nls\n```\n")
     assert _commands("detecture a --b 1 \\\n  --c 2 && echo x  # note\n") == [
         ["detecture", "a", "--b", "1", "--c", "2"], ["echo", "x"]]
+
+
+def test_the_readme_states_the_default_methods_the_code_has():
+    """The README warns that the Python call and the command line default to different methods: it must name the
+    defaults the code has."""
+    import inspect
+
+    import detecture
+    from detecture.cli import build_parser
+
+    api = inspect.signature(detecture.segment).parameters["method"].default
+    cli = build_parser().parse_args(["segment", "x.png"]).method
+    text = " ".join(README.read_text(encoding="utf-8").split())
+    assert f'`detecture.segment()` runs `method="{api}"`' in text
+    assert f"`detecture segment` on the command line runs `--method {cli}`" in text
