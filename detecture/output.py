@@ -221,8 +221,8 @@ class OutputFolder:
             n += 1
 
     def release(self, stem: Path) -> None:
-        """Drop this run's claim on ``stem`` once its image is finished, failed or stopped, with the overlay of an
-        output left unfinished, so the name is free again; a finished output is left alone. Under the folder lock
+        """Drop this run's claim on ``stem`` once its image is finished, failed or stopped, with the overlay (and
+        any half-written temporary) of an output left unfinished, so the name is free again; a finished output is left alone. Under the folder lock
         and only while the claim names this run: a ``--force`` run may have claimed the name since its JSON was
         written, and its claim is its own."""
         png, json_path = _output_paths(stem)
@@ -230,8 +230,9 @@ class OutputFolder:
         with folder_lock(self.out):
             record = _read_record(claim)
             if record is not None and record.get("claim") == self.owner:
-                if not json_path.exists():
+                if not json_path.exists():  # and the temporaries of a write a stopped worker left half done
                     png.unlink(missing_ok=True)
+                    atomic.remove_temporaries_of(self.out, {png.name, json_path.name})
                 claim.unlink(missing_ok=True)
 
 

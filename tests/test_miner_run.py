@@ -657,20 +657,20 @@ def test_images_added_to_or_removed_from_a_textured_root_are_mined_on_the_rerun(
     assert outputs(out) == before
 
 
-def test_two_runs_sharing_an_out_mine_each_scene_once(dataset, mined, tmp_path):
-    """Run A holds a scene (its describer waits on it); run B, started into the same --out meanwhile, mines the
-    scenes A has not reached, skips A's and leaves the merge to A, which, once released, finds every scene done and
-    writes the same dataset as one run."""
+def _held_run(args: list[str], tmp_path: Path, when: str = "True") -> subprocess.Popen:
+    """``detecture mine args`` in another process, held inside the describer of the first scene for which ``when``
+    (an expression of ``regions``) holds until ``tmp_path / "release"`` exists; returned once it is held there (a live
+    claimant of that scene)."""
     import time
 
-    out, started, release = tmp_path / "out", tmp_path / "started", tmp_path / "release"
+    started, release = tmp_path / "started", tmp_path / "release"
     holder = textwrap.dedent(f"""
         import sys, time
         from pathlib import Path
         from detecture.miner import describers
         real = describers.TemplateDescriber.describe
         def describe(self, image, rmap, regions):
-            if any(r.name == "sky" for r in regions):  # ADE_train_fragment, the only scene with sky
+            if {when}:
                 Path({str(started)!r}).touch()
                 deadline = time.monotonic() + 100
                 while not Path({str(release)!r}).exists() and time.monotonic() < deadline:
@@ -678,15 +678,26 @@ def test_two_runs_sharing_an_out_mine_each_scene_once(dataset, mined, tmp_path):
             return real(self, image, rmap, regions)
         describers.TemplateDescriber.describe = describe
         from detecture.cli import main
-        sys.exit(main({mine_args(dataset, out, '--workers', '1')!r}))
+        sys.exit(main({args!r}))
     """)
-    a = subprocess.Popen([sys.executable, "-c", holder], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    run = subprocess.Popen([sys.executable, "-c", holder], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+    deadline = time.monotonic() + 100
+    while not started.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not started.exists():
+        release.touch()
+        raise AssertionError(run.communicate(timeout=100)[1])
+    return run
+
+
+def test_two_runs_sharing_an_out_mine_each_scene_once(dataset, mined, tmp_path):
+    """Run A holds a scene (its describer waits on it); run B, started into the same --out meanwhile, mines the
+    scenes A has not reached, skips A's and leaves the merge to A, which, once released, finds every scene done and
+    writes the same dataset as one run."""
+    out, release = tmp_path / "out", tmp_path / "release"
+    a = _held_run(mine_args(dataset, out, "--workers", "1"), tmp_path, 'any(r.name == "sky" for r in regions)')
     try:
-        deadline = time.monotonic() + 100
-        while not started.exists() and a.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), a.communicate()[1]
         ade, textured = dataset
         b = mine(MineOptions(source="ade20k", root=ade, textured_roots=(textured,), out=out, workers=1))
         assert b == MergeLeft(scenes=1, pid=a.pid, host=socket.gethostname())  # A, still mining a scene, merges
@@ -705,33 +716,11 @@ def test_a_run_that_finds_scenes_held_by_a_live_shard_run_stops_unfinished_and_a
     """A --shard run never merges: a run without --shard that finishes while one still holds scenes cannot leave the
     merge to it. It says the merged dataset was not written, naming the shard, exits 3 (unfinished; the same command
     completes it), and the same command run once the shard finished writes the dataset of one run."""
-    import time
-
     from detecture.cli import main
 
-    out, started, release = tmp_path / "out", tmp_path / "started", tmp_path / "release"
-    holder = textwrap.dedent(f"""
-        import sys, time
-        from pathlib import Path
-        from detecture.miner import describers
-        real = describers.TemplateDescriber.describe
-        def describe(self, image, rmap, regions):
-            Path({str(started)!r}).touch()
-            deadline = time.monotonic() + 100
-            while not Path({str(release)!r}).exists() and time.monotonic() < deadline:
-                time.sleep(0.05)
-            return real(self, image, rmap, regions)
-        describers.TemplateDescriber.describe = describe
-        from detecture.cli import main
-        sys.exit(main({mine_args(dataset, out, '--workers', '1', '--shard', '1/2')!r}))
-    """)
-    a = subprocess.Popen([sys.executable, "-c", holder], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+    out, release = tmp_path / "out", tmp_path / "release"
+    a = _held_run(mine_args(dataset, out, "--workers", "1", "--shard", "1/2"), tmp_path)
     try:
-        deadline = time.monotonic() + 100
-        while not started.exists() and a.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), a.communicate()[1]
         capsys.readouterr()
         assert main(mine_args(dataset, out, "--workers", "1")) == 3
         err = capsys.readouterr().err.strip().splitlines()[-1]  # the last line: any log lines come before it
