@@ -201,8 +201,8 @@ def _sigint_held() -> Iterator[None]:
 
     The mask blocks SIGINT in this thread, and the forkserver and workers inherit it, so a terminal's Ctrl+C (sent to
     the whole process group) never interrupts them half-started. Other threads of this process (tqdm's monitor, say)
-    do not share the mask and may take the signal: in the main thread a recording handler defers it too, since
-    ``Pool()`` would otherwise be interrupted mid-construction and leave its started workers to nobody.
+    do not share the mask and may take the signal: in the main thread a recording handler defers it too, since the
+    workers' start would otherwise be interrupted half done and leave the started ones to nobody.
     """
     if not hasattr(signal, "pthread_sigmask"):
         yield
