@@ -294,13 +294,19 @@ class BatchWork:
 def _run_classical(args: argparse.Namespace, request: "SegmentRequest", settings: dict, work: BatchWork) -> None:
     from tqdm import tqdm
 
+    from contextlib import closing
+
     from ..utils.parallel import default_workers
     from .segment_classical import ClassicalJob, run_classical
 
     jobs = [ClassicalJob(i, path, stem, request.regime, settings, request.classical_params)
             for i, path, stem in work.planned]
-    with tqdm(total=len(jobs), desc="segment (classical)", unit="img") as progress:
-        for index, row, error in run_classical(jobs, args.workers or default_workers()):
+    # closing(): an interrupt raised here, between two results, stops the workers before the caller releases the
+    # unfinished claims; left to garbage collection (the traceback holds this frame), a worker could still be
+    # writing an output, or its temporary, after its claim was dropped
+    with tqdm(total=len(jobs), desc="segment (classical)", unit="img") as progress, \
+            closing(run_classical(jobs, args.workers or default_workers())) as outcomes:
+        for index, row, error in outcomes:
             work.finished(index, row, error)
             progress.update(1)
 
