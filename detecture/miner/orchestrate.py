@@ -51,7 +51,7 @@ from .hub import export_dataset, remove_export_leftovers
 from .names import STATE_DIR, image_name, mask_name, state_name, without_long_names
 from .regions import Region, extract_regions, region_map
 from .scoring import LabelStats, label_stats, score_scene
-from .sources import Scene, SceneSource, candidates, sample_id_of, without_id_clashes
+from .sources import Scene, SceneSource, candidate_ids, candidates, sample_id_of, without_id_clashes
 from .textured import open_source
 from .split import scene_split
 from .vocabulary import Vocabulary, load_vocabulary
@@ -427,11 +427,6 @@ def _merge_elsewhere(out: Path, busy: list[tuple[str, dict[str, Any]]]) -> Merge
     which = "not all of which write it" if any(merges(o) for o in owners.values()) else "which do not write it"
     raise RunStopped(f"{out}: the merged dataset was not written: {len(busy)} scene(s) are still being mined by other "
                      f"runs, {which}: {names}; run the same command again once they finish")
-
-
-def candidate_ids(scene: Scene) -> list[str]:
-    """The sample ids of a scene's images, in order: what its result file records it was made for."""
-    return [sample_id for sample_id, _, _ in candidates(scene)]
 
 
 def is_current(state: dict[str, Any], scene: Scene) -> bool:

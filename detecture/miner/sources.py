@@ -71,6 +71,11 @@ def candidates(scene: Scene) -> list[tuple[str, str, Path]]:
     return found + [(sample_id_of(scene.id, v.degree), v.degree, v.image) for v in scene.variants]
 
 
+def candidate_ids(scene: Scene) -> list[str]:
+    """The sample ids of a scene's images, in order: what a scene's result file records it was made for, and what two scenes must not share."""
+    return [sample_id for sample_id, _, _ in candidates(scene)]
+
+
 def without_id_clashes(index: SourceIndex) -> SourceIndex:
     """The index without scenes that would share a sample id with an earlier one: a scene named ``X__0.3`` beside
     scene ``X`` and its variant at strength 0.3 would write the same image file. The later scene by id (the longer
@@ -78,7 +83,7 @@ def without_id_clashes(index: SourceIndex) -> SourceIndex:
     owners: dict[str, str] = {}
     kept, rejected = [], []
     for scene in index.scenes:
-        ids = [sample_id for sample_id, _, _ in candidates(scene)]
+        ids = candidate_ids(scene)
         clash = next((i for i in ids if i in owners), None)
         if clash is None:
             owners.update(dict.fromkeys(ids, scene.id))
