@@ -28,10 +28,6 @@ class ShareOutcome:
     ok: int
     failed: int
 
-    @property
-    def missing(self) -> int:
-        return self.requested - self.ok - self.failed
-
 
 def run(config: BenchConfig) -> BenchOutcome | ShareOutcome | None:
     """Run all cells and write the reports (a ``--shard`` run: count its share's failures); returns ``None`` on a
