@@ -27,7 +27,7 @@ from detecture.benchmark.regimes import (
     parse_regime,
     regime_for,
 )
-from detecture.benchmark.runner import BenchConfig, build_plan, cell_settings, run_benchmark
+from detecture.benchmark.runner import BenchConfig, build_plan, run_benchmark
 from detecture.errors import DatasetError, DetectureError, InputError, MethodError
 
 
@@ -435,7 +435,7 @@ def test_a_cell_stopped_before_its_first_result_takes_other_settings(tmp_path, m
     assert cell_store.read_cell(cell) == {}
     cells = run_benchmark(config())
     assert sorted(cell_store.read_cell(cell)) == ["m0", "m1"]
-    assert cell_store.settings_change(cell, cell_settings(cells[0])) is None  # the settings its results were made with
+    assert cell_store.settings_change(cell, cells[0].settings) is None  # the settings its results were made with
     with pytest.raises(InputError, match="scored with other settings"):  # now it holds results: refused
         run_benchmark(config(regime=parse_regime("oracle:3")))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,14 @@ class Cell:
 
     def partition_path(self, out: Path, sample_id: str) -> Path:
         return cell_store.partition_path(out, self.dataset.name, self.method.name, self.protocol, sample_id)
+
+    @cached_property
+    def settings(self) -> dict[str, Any]:
+        """What the cell's results depend on beyond its dataset's and method's names and its protocol (which name
+        its folder): the regime and the method's settings. (What they depend on in the data is each sample's own: a
+        result records the digest of its sample's files, :func:`_pending`.) Computed once per run: a method's
+        settings may digest its weight files."""
+        return {"regime": {"kind": self.regime.kind, "k": self.regime.k}, "method": self.method.settings()}
 
 
 def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], list[Cell]]:
@@ -196,19 +205,12 @@ def _changed(cell: Cell, record: SampleRecord, held: dict[str, Any]) -> str | No
     return None
 
 
-def cell_settings(cell: Cell) -> dict[str, Any]:
-    """What a cell's results depend on beyond its dataset's and method's names and its protocol (which name its
-    folder): the regime and the method's settings. (What it depends on in the data is each sample's own: a
-    result records the digest of its sample's files, :func:`_pending`.)"""
-    return {"regime": {"kind": cell.regime.kind, "k": cell.regime.k}, "method": cell.method.settings()}
-
-
 def _check_settings(cells: list[Cell], out: Path) -> None:
     """Refuse to add to a cell whose results were made under other settings (another regime, seed or
     ``--classical-config``): its means would mix two experiments. A cell that holds no result yet (a run stopped
     before its first sample finished) mixes nothing: it takes the new settings, which the caller records."""
     for cell in cells:
-        change = cell_store.settings_change(cell.directory(out), cell_settings(cell))
+        change = cell_store.settings_change(cell.directory(out), cell.settings)
         if change and cell_store.read_cell(cell.directory(out)):
             raise InputError(f"{cell.method.name} × {cell.dataset.name} in {out} was scored with other settings "
                              f"({change}); rerun it with --force or use a new --out")
@@ -222,7 +224,7 @@ def _force(cell: Cell, out: Path, limited: bool) -> None:
     keeping the cell's others, unless the cell's settings changed: its other results then belong to another
     experiment and would be mixed into the new one's mean, so the whole cell goes."""
     name, method = cell.dataset.name, cell.method.name
-    if limited and not cell_store.settings_change(cell.directory(out), cell_settings(cell)):
+    if limited and not cell_store.settings_change(cell.directory(out), cell.settings):
         cell_store.drop_records(out, name, method, cell.protocol, [r.id for r in cell.records])
     else:
         cell_store.clear_cell(out, name, method, cell.protocol)
@@ -245,7 +247,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     _check_settings(cells, out)  # every process, before any weights load
     if ranks.is_main:
         for cell in cells:
-            cell_store.write_settings(cell.directory(out), cell_settings(cell))
+            cell_store.write_settings(cell.directory(out), cell.settings)
     ranks.wait()
     for method in methods:
         mine = [c for c in cells if c.method is method]
