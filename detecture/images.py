@@ -70,28 +70,24 @@ def check_aspect(name: str | os.PathLike, width: int, height: int) -> None:
                          "the detecture method's vision model refuses (--method classical accepts it)")
 
 
-def exif_orientation(im: Image.Image, name: str | os.PathLike, warn: bool = True) -> int:
+def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:
     """The EXIF orientation of ``im`` (1..8; 1 = stored upright), the one rule every reader of photos follows.
 
     Cameras and editors write malformed EXIF (a tag of the wrong type, a truncated block) in files whose pixels are
     fine; Pillow's ``ImageOps.exif_transpose`` then fails while re-encoding the whole block. Only the orientation tag
     is read here, and when it cannot be read, or holds no valid orientation, the image is used as stored, with a
-    warning naming the file (``warn=False``: none, for a second look at a file already read): a picture shown
-    unrotated is more useful than none. A system error (I/O) still propagates, to be judged by :func:`open_image`.
+    warning naming the file: a picture shown unrotated is more useful than none. A system error (I/O) still propagates, to be judged by :func:`open_image`.
     """
     try:
         value = im.getexif().get(EXIF_ORIENTATION, 1)
     except Exception as exc:  # Pillow's EXIF parser raises many types (struct.error, TypeError...) on malformed data
         if isinstance(exc, OSError) and not is_input_fault(exc):
             raise
-        if warn:
-            logger.warning("%s: unreadable EXIF metadata (%s); the image is used as stored, without rotation", name,
-                           exc)
+        logger.warning("%s: unreadable EXIF metadata (%s); the image is used as stored, without rotation", name, exc)
         return 1
     if value != 1 and value not in UPRIGHT:
-        if warn:
-                logger.warning("%s: EXIF orientation %r is not one of 1..8; the image is used as stored, without "
-                           "rotation", name, value)
+        logger.warning("%s: EXIF orientation %r is not one of 1..8; the image is used as stored, without rotation",
+                       name, value)
         return 1
     return int(value)
 
@@ -99,14 +95,6 @@ def exif_orientation(im: Image.Image, name: str | os.PathLike, warn: bool = True
 def upright(im: Image.Image, orientation: int) -> Image.Image:
     """``im`` as it is meant to be shown, given its :func:`exif_orientation`."""
     return im.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else im
-
-
-def stored_frame(path: str | os.PathLike) -> dict:
-    """How the upright picture :func:`load_image` gives (the frame of every mask Detecture writes) relates to the
-    file as stored: ``exif_orientation`` (1..8, 1 = no change) and ``stored_size`` ([H, W] on disk, what
-    ``np.array(Image.open(path))`` holds). Read from the header alone; :func:`to_stored_frame` maps back."""
-    with open_image(path) as im:
-        return {"exif_orientation": exif_orientation(im, path, warn=False), "stored_size": [im.height, im.width]}
 
 
 def to_stored_frame(array: np.ndarray, orientation: int) -> np.ndarray:
@@ -266,15 +254,24 @@ def input_fault(exc: BaseException, what: str) -> str:
 
 def load_image(path: str | os.PathLike) -> Image.Image:
     """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it."""
+    return load_image_and_frame(path)[0]
+
+
+def load_image_and_frame(path: str | os.PathLike) -> tuple[Image.Image, dict]:
+    """:func:`load_image`, and how the upright picture it gives (the frame of every mask Detecture writes) relates
+    to the file as stored: ``exif_orientation`` (1..8, 1 = no change) and ``stored_size`` ([H, W] on disk, what
+    ``np.array(Image.open(path))`` holds), read in the same pass; :func:`to_stored_frame` maps back."""
     with open_image(path) as im:
         if is_deep_colour(im):
             image = read_deep_colour(path, im, path)
         else:
             im.load()
             image = to_rgb(im, path)
-        image = upright(image, exif_orientation(im, path))
+        orientation = exif_orientation(im, path)
+        frame = {"exif_orientation": orientation, "stored_size": [im.height, im.width]}
+        image = upright(image, orientation)
     check_size(path, image.width, image.height)
-    return image
+    return image, frame
 
 
 def as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:

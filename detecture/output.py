@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import stored_frame
 from .prompts import Regime
 from .result import SegmentationResult
 from .utils import atomic, rle
@@ -266,8 +265,9 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
     """The JSON record of one image: the response, and per region its description, area and RLE mask.
 
     ``size`` and the masks are in the upright frame (the EXIF orientation applied, as ``PIL.ImageOps.exif_transpose``
-    does, and as viewers and the overlay show the photo); ``frame`` (:func:`~detecture.images.stored_frame`) adds
-    the orientation applied and the size as stored, so a reader of the file's raw pixels can map them back."""
+    does, and as viewers and the overlay show the photo); ``frame``
+    (:func:`~detecture.images.load_image_and_frame`) adds the orientation applied and the size as stored, so a
+    reader of the file's raw pixels can map them back."""
     total = labels.size
     counts = np.bincount(labels.ravel(), minlength=result.num_regions + 1)
     regions = []
@@ -290,13 +290,13 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
 
 
 def write_outputs(stem: Path, path: Path, image: np.ndarray, result: SegmentationResult, regime: Regime,
-                  note: str | None = None, settings: dict | None = None) -> dict:
+                  note: str | None = None, settings: dict | None = None, frame: dict | None = None) -> dict:
     """Write ``<stem>.png`` (overlay + legend), then ``<stem>.json`` (a stem claimed with :class:`OutputFolder`),
     which marks the pair complete; return the row the summary table prints. The claim is the claimant's to drop
     (:meth:`OutputFolder.release`): this may run in a worker process, which is not the claim's owner."""
     labels = result.label_map
     made_by = {"input": input_identity(path), "settings": settings} if settings is not None else None
-    record = result_record(path, result, regime, labels, note, made_by, stored_frame(path))
+    record = result_record(path, result, regime, labels, note, made_by, frame)
     png, json_path = _output_paths(stem)
     save_overlay(png, image, labels, result.descriptions, title=printable(path.name), note=note)
     atomic.write_json(json_path, record)

@@ -49,7 +49,7 @@ def test_to_stored_frame_undoes_what_exif_transpose_does(tmp_path, orientation):
     picture (load_image, ImageOps.exif_transpose) back to the stored pixels."""
     from PIL import ImageOps
 
-    from detecture.images import stored_frame, to_stored_frame
+    from detecture.images import load_image_and_frame, to_stored_frame
 
     stored = np.random.default_rng(orientation).integers(0, 256, (6, 10, 3), dtype=np.uint8)
     exif = Image.Exif()
@@ -59,7 +59,7 @@ def test_to_stored_frame_undoes_what_exif_transpose_does(tmp_path, orientation):
     with Image.open(path) as im:
         shown = np.asarray(ImageOps.exif_transpose(im))
     assert np.array_equal(np.asarray(load_image(path)), shown)
-    assert stored_frame(path) == {"exif_orientation": orientation, "stored_size": [6, 10]}
+    assert load_image_and_frame(path)[1] == {"exif_orientation": orientation, "stored_size": [6, 10]}
     assert np.array_equal(to_stored_frame(shown, orientation), stored)
 
 

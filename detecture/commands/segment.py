@@ -336,7 +336,7 @@ def _run_detecture(args: argparse.Namespace, request: "SegmentRequest", settings
     from tqdm import tqdm
 
     from .. import service
-    from ..images import as_rgb_array, load_image
+    from ..images import as_rgb_array, load_image_and_frame
     from ..output import write_outputs
 
     for index, path, _ in work.planned:  # bad files are reported before the models load (seconds, not minutes)
@@ -360,21 +360,22 @@ def _run_detecture(args: argparse.Namespace, request: "SegmentRequest", settings
         loaded = []
         for index, path, stem in planned[start:start + batch_size]:
             try:
-                loaded.append((index, path, stem, as_rgb_array(load_image(path))))
+                image, frame = load_image_and_frame(path)
+                loaded.append((index, path, stem, as_rgb_array(image), frame))
             except DetectureError as exc:
                 work.finished(index, None, str(exc))
                 progress.update(1)
         if not loaded:
             continue
         try:
-            results = service.segment([im for *_, im in loaded], request, pipe)
+            results = service.segment([image for _, _, _, image, _ in loaded], request, pipe)
         except DetectureError as exc:  # a data problem of this batch: record it, go on
             for index, *_ in loaded:
                 work.finished(index, None, f"segmentation failed: {exc}")
             progress.update(len(loaded))
             continue
-        for (index, path, stem, image), result in zip(loaded, results):
-            work.finished(index, write_outputs(stem, path, image, result, regime,
-                                               note=service.TINY_NOTE if args.tiny else None, settings=settings), None)
+        for (index, path, stem, image, frame), result in zip(loaded, results):
+            work.finished(index, write_outputs(stem, path, image, result, regime, note=service.TINY_NOTE if args.tiny
+                                               else None, settings=settings, frame=frame), None)
             progress.update(1)
     progress.close()

@@ -34,12 +34,14 @@ class ClassicalJob:
 
 
 def _segment(job: ClassicalJob) -> dict:
+    from ..images import as_rgb_array, load_image_and_frame
     from ..output import write_outputs
-    from ..service import as_image_array, segment_classical
+    from ..service import segment_classical
 
-    image = as_image_array(job.path)
+    loaded, frame = load_image_and_frame(job.path)
+    image = as_rgb_array(loaded)
     result = segment_classical(image, job.regime, params=job.params)
-    return write_outputs(job.stem, job.path, image, result, job.regime, settings=job.settings)
+    return write_outputs(job.stem, job.path, image, result, job.regime, settings=job.settings, frame=frame)
 
 
 def segment_one(job: ClassicalJob) -> tuple[int, dict | None, str | None]:
