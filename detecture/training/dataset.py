@@ -17,6 +17,7 @@ import logging
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -69,10 +70,12 @@ class ScanReport:
                 "an empty description line ('TEXTURE_k: <|seg|>') for each, so the model learns to name no texture "
                 "in words")
 
+    @cached_property
     def digest(self) -> str:
         """sha256 of the kept records, in order (ids, file paths, descriptions): what a checkpoint's data position and
         the stage-1 feature cache's sample indices refer to. Skipped records leave it unchanged; a record added,
-        removed, reordered or edited changes it."""
+        removed, reordered or edited changes it. Computed once: the scan's outcome does not change afterwards, and
+        serialising every record again costs seconds on a large dataset."""
         records = json.dumps([r.to_json() for r in self.kept], sort_keys=True)
         return hashlib.sha256(records.encode()).hexdigest()
 

@@ -52,7 +52,7 @@ def fingerprint(cfg: Config, dataset: TextureDataset, run_contract: dict | None 
         "data": cfg.to_dict()["data"],
         "seed": cfg.train.seed,
         "cache": [cfg.cache.views, cfg.cache.dtype, cfg.cache.vision],
-        "records": dataset.report.digest(),
+        "records": dataset.report.digest,
     }
     return hashlib.sha256(json.dumps(relevant, sort_keys=True).encode()).hexdigest()
 

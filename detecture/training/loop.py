@@ -195,7 +195,7 @@ class Trainer:
         self.batches_per_epoch, self.steps_per_epoch = parts.batches_per_epoch, parts.steps_per_epoch
         self.cache = parts.cache
         self.main = self.acc.is_main_process
-        self.data = DataPosition(len(self.dataset), self.dataset.report.digest(), self.acc.num_processes)
+        self.data = DataPosition(len(self.dataset), self.dataset.report.digest, self.acc.num_processes)
         self.state = self.fresh_state()
         self.stage = 0
 
