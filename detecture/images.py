@@ -61,13 +61,16 @@ def keep_within_aspect(original: tuple[int, int], size: tuple[int, int]) -> tupl
     return tuple(min(side, MAX_ASPECT * min(size)) for side in size)
 
 
-def check_aspect(name: str | os.PathLike, width: int, height: int) -> None:
+def check_aspect(name: str | os.PathLike, width: int, height: int,
+                 alternative: str = "--method classical accepts it") -> None:
     """Raise :class:`InputError` naming ``name`` when one side is more than :data:`MAX_ASPECT` times the other:
     Qwen3-VL's image processor refuses such a strip, so the detecture method cannot read it (the classical one can).
+    ``alternative`` points at the classical method in the caller's words (an option on the command line, a choice
+    on the demo's page).
     """
     if not within_aspect(width, height):
         raise InputError(f"{name}: image is {width}x{height}, one side more than {MAX_ASPECT} times the other, which "
-                         "the detecture method's vision model refuses (--method classical accepts it)")
+                         f"the detecture method's vision model refuses ({alternative})")
 
 
 def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:

@@ -356,7 +356,7 @@ def test_the_aspect_limit_judges_the_uploaded_size_and_the_page_wording(tiny_pip
     finally:
         engine.close()
     message = str(refused.value)
-    assert message.startswith("past-limit.png: 10x2010 ") and message.endswith("choose the classical method")
+    assert message.startswith("past-limit.png: image is 10x2010,") and message.endswith("choose the classical method)")
     assert "--method" not in message
 
 

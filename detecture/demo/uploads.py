@@ -19,13 +19,15 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..images import (MAX_ASPECT, MIN_SIDE, check_size, exif_orientation, input_fault, is_deep_colour,
-                      keep_within_aspect, read_deep_colour, to_rgb, upright, within_aspect)
+from ..images import (MIN_SIDE, check_aspect, check_size, exif_orientation, input_fault, is_deep_colour,
+                      keep_within_aspect, read_deep_colour, to_rgb, upright)
 from ..utils.faults import DECODE_ERRORS, is_input_fault
 
 MAX_UPLOAD_PIXELS = 100_000_000
 MAX_DECODED_BYTES = 400 * 2**20  # e.g. 100 MP of 8-bit RGB(A) or 32-bit float grey, 200 MP of 16-bit grey
 ANALYSIS_SIDE = 1024
+# Where a refusal of the detecture methods points the user: the page has a method choice, not segment's --method.
+PAGE_ALTERNATIVE = "choose the classical method"
 
 
 # A 16-bit colour upload's peak per pixel, decoded at full depth (detecture.images.read_deep_colour): Pillow's own
@@ -73,14 +75,6 @@ def too_many_pixels(name: str, pixels: int, size: tuple[int, int] | None = None)
                       f"{MAX_UPLOAD_PIXELS // 1_000_000} MP")
 
 
-def check_aspect_for_page(name: str, width: int, height: int) -> None:
-    """The detecture methods' :func:`~detecture.images.check_aspect` on the size the user uploaded (not the shrunk
-    one), worded for the page, which has a method choice where the command line has an option."""
-    if not within_aspect(width, height):
-        raise InputError(f"{name}: {width}x{height} has one side more than {MAX_ASPECT} times the other, which the "
-                         "detecture methods' vision model refuses; choose the classical method")
-
-
 def load_upload(path: str | Path, name: str | None = None, max_side: int = ANALYSIS_SIDE,
                 aspect_limited: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
     """(analysis image (h, w, 3) uint8, original (H, W)) of an uploaded file; :class:`InputError` if unusable.
@@ -97,8 +91,8 @@ def load_upload(path: str | Path, name: str | None = None, max_side: int = ANALY
             if width * height > MAX_UPLOAD_PIXELS:
                 raise too_many_pixels(name, width * height, (width, height))
             check_size(name, width, height)
-            if aspect_limited:
-                check_aspect_for_page(name, width, height)
+            if aspect_limited:  # on the size the user uploaded, not the shrunk one
+                check_aspect(name, width, height, PAGE_ALTERNATIVE)
             im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is enough
             decoded = decoded_bytes(im, deep)
             if decoded > MAX_DECODED_BYTES:
