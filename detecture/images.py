@@ -95,6 +95,15 @@ def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:
     return int(value)
 
 
+def stored_frame(im: Image.Image, name: str | os.PathLike) -> dict:
+    """How the upright picture of the open file ``im`` (the frame of every mask Detecture writes) relates to the
+    file as stored: ``exif_orientation`` (:func:`exif_orientation`; 1..8, 1 = no change) and ``stored_size`` ([H, W]
+    on disk, what ``np.array(Image.open(path))`` holds). Every reader of an image whose record carries the frame (the
+    CLI's :func:`load_image_and_frame`, the demo's upload reader) takes it from here, so the records agree;
+    :func:`to_stored_frame` maps back."""
+    return {"exif_orientation": exif_orientation(im, name), "stored_size": [im.height, im.width]}
+
+
 def upright(im: Image.Image, orientation: int) -> Image.Image:
     """``im`` as it is meant to be shown, given its :func:`exif_orientation`."""
     return im.transpose(UPRIGHT[orientation]) if orientation in UPRIGHT else im
@@ -261,18 +270,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def load_image_and_frame(path: str | os.PathLike) -> tuple[Image.Image, dict]:
-    """:func:`load_image`, and how the upright picture it gives (the frame of every mask Detecture writes) relates
-    to the file as stored: ``exif_orientation`` (1..8, 1 = no change) and ``stored_size`` ([H, W] on disk, what
-    ``np.array(Image.open(path))`` holds), read in the same pass; :func:`to_stored_frame` maps back."""
+    """:func:`load_image`, and its :func:`stored_frame`, read in the same pass."""
     with open_image(path) as im:
         if is_deep_colour(im):
             image = read_deep_colour(path, im, path)
         else:
             im.load()
             image = to_rgb(im, path)
-        orientation = exif_orientation(im, path)
-        frame = {"exif_orientation": orientation, "stored_size": [im.height, im.width]}
-        image = upright(image, orientation)
+        frame = stored_frame(im, path)
+        image = upright(image, frame["exif_orientation"])
     check_size(path, image.width, image.height)
     return image, frame
 

@@ -265,9 +265,8 @@ def result_record(path: Path, result: SegmentationResult, regime: Regime, labels
     """The JSON record of one image: the response, and per region its description, area and RLE mask.
 
     ``size`` and the masks are in the upright frame (the EXIF orientation applied, as ``PIL.ImageOps.exif_transpose``
-    does, and as viewers and the overlay show the photo); ``frame``
-    (:func:`~detecture.images.load_image_and_frame`) adds the orientation applied and the size as stored, so a
-    reader of the file's raw pixels can map them back."""
+    does, and as viewers and the overlay show the photo); ``frame`` (:func:`~detecture.images.stored_frame`) adds
+    the orientation applied and the size as stored, so a reader of the file's raw pixels can map them back."""
     total = labels.size
     counts = np.bincount(labels.ravel(), minlength=result.num_regions + 1)
     regions = []

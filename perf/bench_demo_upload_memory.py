@@ -29,7 +29,7 @@ status = Path("/proc/self/status")
 Path("/proc/self/clear_refs").write_text("5")  # reset the peak (Linux keeps the parent's across fork + exec)
 before = int(re.search(r"VmRSS:\\s+(\\d+)", status.read_text()).group(1))
 start = time.perf_counter()
-image, original = load_upload(sys.argv[1])
+image = load_upload(sys.argv[1])[0]
 seconds = time.perf_counter() - start
 peak = int(re.search(r"VmHWM:\\s+(\\d+)", status.read_text()).group(1))
 print(before // 1024, peak // 1024, image.shape[1], image.shape[0], f"{seconds:.2f}")

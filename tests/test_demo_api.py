@@ -47,6 +47,34 @@ def test_api_segments_a_mosaic_and_outputs_agree(client, tmp_path):
         assert row[2] == pytest.approx(100 * mask.mean(), abs=0.05)  # the table's area % is the mask's share
 
 
+def test_api_record_carries_the_uploads_stored_frame(client, tmp_path):
+    """A phone photo stored sideways with an EXIF orientation reaches the app as uploaded (``gr.File`` hands over the
+    file's path; only ``gr.Image`` would rotate it), and its downloaded record says what the CLI's says for the file:
+    the orientation applied and the size as stored, with which the upright masks map back onto the stored pixels."""
+    from gradio_client import handle_file
+    from skimage import data
+
+    from detecture.images import load_image_and_frame, to_stored_frame
+
+    stored_labels = np.ones((160, 240), dtype=np.uint8)
+    stored_labels[:, 80:] = 2  # brick on the left third, grass beside it: a half turn would move the boundary
+    grey = np.where(stored_labels == 1, data.brick()[:160, :240], data.grass()[:160, :240]).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter clockwise: upright it is 160 wide and 240 high
+    path = tmp_path / "sideways.jpg"
+    Image.fromarray(np.repeat(grey[:, :, None], 3, axis=2)).save(path, exif=exif, quality=95)
+    _, _, files, _ = client.predict(handle_file(str(path)), "classical", "2", "", api_name="/segment")
+    record = json.loads(open(next(f for f in files if f.endswith(".json"))).read())
+    with Image.open(next(f for f in files if f.endswith("_labels.png"))) as im:
+        labels = np.asarray(im)
+    assert record["exif_orientation"] == 6 and record["stored_size"] == [160, 240]
+    assert {key: record[key] for key in ("exif_orientation", "stored_size")} == load_image_and_frame(path)[1]
+    assert record["size"] == record["original_size"] == [240, 160] and labels.shape == (240, 160)
+    back = to_stored_frame(labels, record["exif_orientation"])
+    agreement = max(np.mean(back == stored_labels), np.mean(back == 3 - stored_labels))
+    assert back.shape == (160, 240) and agreement > 0.9
+
+
 def test_api_error_is_readable_and_server_keeps_serving(client, corrupt_png, tmp_path):  # noqa: F811
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
@@ -113,7 +141,7 @@ def test_a_thin_upload_keeps_two_pixels_across_when_shrunk(tmp_path):
 
     path = tmp_path / "thin.png"
     Image.new("RGB", (2, 3000), (40, 50, 60)).save(path)
-    image, original = load_upload(path, max_side=1024)
+    image, original, _ = load_upload(path, max_side=1024)
     assert original == (3000, 2) and image.shape == (1024, 2, 3)
 
 
@@ -134,7 +162,7 @@ def test_40_megapixel_upload_is_analysed_downscaled(tmp_path):
 
     path = tmp_path / "big.jpg"
     Image.new("L", (7300, 5480), 128).save(path, quality=50)
-    image, original = load_upload(path, max_side=1024)
+    image, original, _ = load_upload(path, max_side=1024)
     assert original == (5480, 7300)
     assert max(image.shape[:2]) == 1024 and image.shape[2] == 3
     assert image.shape[0] == pytest.approx(1024 * 5480 / 7300, abs=1)
@@ -147,7 +175,7 @@ def test_exif_rotation_reports_the_upright_size(tmp_path):
     exif = Image.Exif()
     exif[0x0112] = 6  # shown rotated by 90°
     Image.new("RGB", (300, 200), (10, 20, 30)).save(path, exif=exif)
-    image, original = load_upload(path)
+    image, original, _ = load_upload(path)
     assert original == (300, 200) and image.shape[:2] == (300, 200)
 
 

@@ -60,7 +60,7 @@ def test_uploads_are_shrunk_before_any_full_resolution_copy(write, name, per_pix
     decoded = W * H * per_pixel
     out = []
     growth = _peak_growth(lambda: out.append(uploads.load_upload(path, max_side=512)))
-    image, original = out[0]
+    image, original, _ = out[0]
     assert original == (H, W) and image.shape == (341, 512, 3) and image.dtype == np.uint8
     assert growth < 1.5 * decoded + 8 * 2**20, f"peak +{growth / 2**20:.0f} MB for {decoded / 2**20:.0f} MB decoded"
     assert image[:, 0].mean() < 40 and image[:, -1].mean() > 215  # the gradient survives: dark left, bright right

@@ -115,7 +115,7 @@ class DemoEngine:
             raise InputError(f"method {method!r} is not available here (available: {', '.join(self.methods)})")
         request = self.request(method, k, query)
         name = name or Path(path).name
-        image, original = load_upload(path, name, self.max_side, aspect_limited=method != CLASSICAL)
+        image, original, frame = load_upload(path, name, self.max_side, aspect_limited=method != CLASSICAL)
         start = time.perf_counter()
         if method == CLASSICAL:
             result = service.segment([image], request)[0]
@@ -130,7 +130,7 @@ class DemoEngine:
                                  "method") from None
         elapsed = time.perf_counter() - start
         labels = result.label_map
-        return self._response(Path(name), image, original, result, request.regime, labels, method, elapsed)
+        return self._response(Path(name), image, original, frame, result, request.regime, labels, method, elapsed)
 
     @staticmethod
     def request(method: str, k: str = "auto", query: str = "") -> "SegmentRequest":
@@ -145,11 +145,12 @@ class DemoEngine:
             return SegmentRequest("classical", k=k, query=query)
         return SegmentRequest("detecture", k=k, query=query, grounding="bridge" if method == BRIDGE else "text")
 
-    def _response(self, name: Path, image: np.ndarray, original: tuple[int, int], result, regime, labels: np.ndarray,
-                  method: str, elapsed: float) -> DemoResponse:
+    def _response(self, name: Path, image: np.ndarray, original: tuple[int, int], frame: dict, result, regime,
+                  labels: np.ndarray, method: str, elapsed: float) -> DemoResponse:
         from ..output import result_record
 
-        record = result_record(name, result, regime, labels, note=self.note or None)
+        # the CLI's record, with the upload's stored frame; its size and masks are at the analysis size
+        record = result_record(name, result, regime, labels, note=self.note or None, frame=frame)
         record.update(method=method, original_size=list(original))
         scores = result.region_scores()
         shown_image, shown_labels = fit_to_side(image, labels, DISPLAY_SIDE)

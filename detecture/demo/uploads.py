@@ -19,8 +19,8 @@ import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..images import (MIN_SIDE, check_aspect, check_size, exif_orientation, input_fault, is_deep_colour,
-                      keep_within_aspect, read_deep_colour, to_rgb, upright)
+from ..images import (MIN_SIDE, check_aspect, check_size, input_fault, is_deep_colour, keep_within_aspect,
+                      read_deep_colour, stored_frame, to_rgb, upright)
 from ..utils.faults import DECODE_ERRORS, is_input_fault
 
 MAX_UPLOAD_PIXELS = 100_000_000
@@ -76,16 +76,19 @@ def too_many_pixels(name: str, pixels: int, size: tuple[int, int] | None = None)
 
 
 def load_upload(path: str | Path, name: str | None = None, max_side: int = ANALYSIS_SIDE,
-                aspect_limited: bool = False) -> tuple[np.ndarray, tuple[int, int]]:
-    """(analysis image (h, w, 3) uint8, original (H, W)) of an uploaded file; :class:`InputError` if unusable.
-    ``aspect_limited`` (a detecture method will read it) also refuses a strip over
+                aspect_limited: bool = False) -> tuple[np.ndarray, tuple[int, int], dict]:
+    """(analysis image (h, w, 3) uint8, original (H, W), :func:`~detecture.images.stored_frame`) of an uploaded
+    file; :class:`InputError` if unusable. The image and the original size are upright (the EXIF orientation
+    applied: Gradio hands the app the file as uploaded); the frame says how they relate to the stored pixels, as
+    the CLI's records do. ``aspect_limited`` (a detecture method will read it) also refuses a strip over
     :data:`~detecture.images.MAX_ASPECT`, from the header."""
     name = name or Path(path).name
     try:
         with Image.open(path) as im:
             width, height = im.size
             deep = is_deep_colour(im)  # before the EXIF read, which loads a PNG (and then its tile is gone)
-            orientation = exif_orientation(im, name)
+            frame = stored_frame(im, name)
+            orientation = frame["exif_orientation"]
             if orientation in (5, 6, 7, 8):  # EXIF says the picture is shown rotated by 90°
                 width, height = height, width
             if width * height > MAX_UPLOAD_PIXELS:
@@ -110,4 +113,4 @@ def load_upload(path: str | Path, name: str | None = None, max_side: int = ANALY
         if not is_input_fault(exc):
             raise
         raise InputError(f"{name}: {input_fault(exc, 'image')}") from None
-    return np.asarray(image), (height, width)
+    return np.asarray(image), (height, width), frame
