@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
 MIN_SIDE = 2  # per axis, for every input form: along a 1-pixel axis the classical graph cut has no neighbours
 MAX_ASPECT = 200  # longer side / shorter side Qwen3-VL's image processor accepts (its smart_resize)
+# Where a refusal of a strip points the user on the command line; the demo's page words it as its own choice.
+CLASSICAL_OPTION = "--method classical accepts it"
 EXIF_ORIENTATION = 0x0112
 # EXIF orientation -> the transpose that shows the picture upright (as ImageOps.exif_transpose applies it).
 UPRIGHT = {2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180, 4: Image.Transpose.FLIP_TOP_BOTTOM,
@@ -61,8 +63,7 @@ def keep_within_aspect(original: tuple[int, int], size: tuple[int, int]) -> tupl
     return tuple(min(side, MAX_ASPECT * min(size)) for side in size)
 
 
-def check_aspect(name: str | os.PathLike, width: int, height: int,
-                 alternative: str = "--method classical accepts it") -> None:
+def check_aspect(name: str | os.PathLike, width: int, height: int, alternative: str = CLASSICAL_OPTION) -> None:
     """Raise :class:`InputError` naming ``name`` when one side is more than :data:`MAX_ASPECT` times the other:
     Qwen3-VL's image processor refuses such a strip, so the detecture method cannot read it (the classical one can).
     ``alternative`` points at the classical method in the caller's words (an option on the command line, a choice

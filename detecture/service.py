@@ -171,15 +171,17 @@ def check_before_loading(request: SegmentRequest) -> None:
                              "--grounding text")
 
 
-def check_image(name: str | os.PathLike, width: int, height: int, request: SegmentRequest) -> None:
+def check_image(name: str | os.PathLike, width: int, height: int, request: SegmentRequest,
+                alternative: str | None = None) -> None:
     """The shape rules for an image ``request`` is to segment: at least 2 x 2 px for every method
     (:func:`~detecture.images.check_size`), and for the detecture method a side at most 200 times the other
-    (:func:`~detecture.images.check_aspect`). :class:`InputError` naming ``name`` otherwise."""
-    from .images import check_aspect, check_size
+    (:func:`~detecture.images.check_aspect`, whose refusal points at the classical method in the words of
+    ``alternative``, by default segment's option). :class:`InputError` naming ``name`` otherwise."""
+    from .images import CLASSICAL_OPTION, check_aspect, check_size
 
     check_size(name, width, height)
     if request.method == "detecture":
-        check_aspect(name, width, height)
+        check_aspect(name, width, height, alternative or CLASSICAL_OPTION)
 
 
 def check_image_file(path: str | os.PathLike, request: SegmentRequest) -> None:

@@ -14,6 +14,7 @@ import threading
 import time
 import weakref
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,9 @@ DISPLAY_SIDE = 640  # the page shows ~700 px; drawing 1-MP masks there cost the 
 MASK_OPACITY = 0.55  # the annotated view draws a mask with alpha = its value: keep the texture visible beneath
 
 
+# Where the refusal of an image the detecture methods cannot read points the user: the page has a method choice,
+# not segment's --method.
+PAGE_ALTERNATIVE = "choose the classical method"
 # What the demo does, and its options can do, when the models do not load (segment's hint, --method classical, is
 # no option of the demo's).
 OFFLINE_DEMO = ("serving the classical method only (CPU, no weights); give --qwen / --sam3 local model folders to "
@@ -115,7 +119,8 @@ class DemoEngine:
             raise InputError(f"method {method!r} is not available here (available: {', '.join(self.methods)})")
         request = self.request(method, k, query)
         name = name or Path(path).name
-        image, original, frame = load_upload(path, name, self.max_side, aspect_limited=method != CLASSICAL)
+        check_shape = partial(service.check_image, request=request, alternative=PAGE_ALTERNATIVE)
+        image, original, frame = load_upload(path, name, self.max_side, check_shape)
         start = time.perf_counter()
         if method == CLASSICAL:
             result = service.segment([image], request)[0]

@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
 
 from ..errors import InputError
-from ..images import (MIN_SIDE, check_aspect, check_size, input_fault, is_deep_colour, keep_within_aspect,
-                      read_deep_colour, stored_frame, to_rgb, upright)
+from ..images import (MIN_SIDE, check_size, input_fault, is_deep_colour, keep_within_aspect, read_deep_colour,
+                      stored_frame, to_rgb, upright)
 from ..utils.faults import DECODE_ERRORS, is_input_fault
 
 MAX_UPLOAD_PIXELS = 100_000_000
 MAX_DECODED_BYTES = 400 * 2**20  # e.g. 100 MP of 8-bit RGB(A) or 32-bit float grey, 200 MP of 16-bit grey
 ANALYSIS_SIDE = 1024
-# Where a refusal of the detecture methods points the user: the page has a method choice, not segment's --method.
-PAGE_ALTERNATIVE = "choose the classical method"
 
 
 # A 16-bit colour upload's peak per pixel, decoded at full depth (detecture.images.read_deep_colour): Pillow's own
@@ -76,12 +75,14 @@ def too_many_pixels(name: str, pixels: int, size: tuple[int, int] | None = None)
 
 
 def load_upload(path: str | Path, name: str | None = None, max_side: int = ANALYSIS_SIDE,
-                aspect_limited: bool = False) -> tuple[np.ndarray, tuple[int, int], dict]:
+                check_shape: Callable[[str, int, int], None] = check_size) -> tuple[np.ndarray, tuple[int, int], dict]:
     """(analysis image (h, w, 3) uint8, original (H, W), :func:`~detecture.images.stored_frame`) of an uploaded
     file; :class:`InputError` if unusable. The image and the original size are upright (the EXIF orientation
     applied: Gradio hands the app the file as uploaded); the frame says how they relate to the stored pixels, as
-    the CLI's records do. ``aspect_limited`` (a detecture method will read it) also refuses a strip over
-    :data:`~detecture.images.MAX_ASPECT`, from the header."""
+    the CLI's records do. ``check_shape`` (name, width, height) refuses, from the header, a shape the analysis
+    would refuse, judged on the size the user uploaded rather than the shrunk one: the engine gives it the
+    service's rules for its request (:func:`~detecture.service.check_image`, which knows which methods refuse a
+    strip); the default checks the size every method needs."""
     name = name or Path(path).name
     try:
         with Image.open(path) as im:
@@ -93,9 +94,7 @@ def load_upload(path: str | Path, name: str | None = None, max_side: int = ANALY
                 width, height = height, width
             if width * height > MAX_UPLOAD_PIXELS:
                 raise too_many_pixels(name, width * height, (width, height))
-            check_size(name, width, height)
-            if aspect_limited:  # on the size the user uploaded, not the shrunk one
-                check_aspect(name, width, height, PAGE_ALTERNATIVE)
+            check_shape(name, width, height)
             im.draft("RGB", (max_side, max_side))  # JPEG: decode at 1/2, 1/4 or 1/8 scale when that is enough
             decoded = decoded_bytes(im, deep)
             if decoded > MAX_DECODED_BYTES:
