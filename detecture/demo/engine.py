@@ -23,7 +23,7 @@ from PIL import Image
 
 from ..errors import DetectureError, InputError
 from ..utils import atomic
-from ..utils.image_ops import REGION_COLOURS, fit_to_side
+from ..utils.image_ops import MAX_REGIONS, fit_to_side
 from ..visualize import region_color
 from .uploads import ANALYSIS_SIDE, load_upload
 
@@ -171,8 +171,8 @@ class DemoEngine:
         json_path, labels_path = folder / f"{name.stem}.json", folder / f"{name.stem}_labels.png"
         atomic.write_json(json_path, record)
         label_png = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
-        # index k = region k, shown in its overlay colour
-        label_png.putpalette([0, 0, 0] + REGION_COLOURS.ravel().tolist())
+        # index k = region k, in region_color(k): the colour the page and the CLI's overlay give it, for any k
+        label_png.putpalette([0, 0, 0] + [int(c) for k in range(1, MAX_REGIONS + 1) for c in region_color(k)])
         with atomic.atomic_path(labels_path) as tmp:
             label_png.save(tmp, format="PNG")
         h, w = labels.shape
