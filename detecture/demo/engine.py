@@ -156,7 +156,7 @@ class DemoEngine:
 
         # the CLI's record, with the upload's stored frame; its size and masks are at the analysis size
         record = result_record(name, result, regime, labels, note=self.note or None, frame=frame)
-        record.update(method=method, original_size=list(original))
+        record["original_size"] = list(original)
         scores = result.region_scores()
         shown_image, shown_labels = fit_to_side(image, labels, DISPLAY_SIDE)
         table, annotations, colours = [], [], {}
