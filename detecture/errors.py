@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Sequence
+
 
 class DetectureError(Exception):
     """Base class: anything raised as a DetectureError is a user-facing, actionable problem."""
@@ -30,3 +32,15 @@ class RunStopped(DetectureError):
 
 class MethodError(DetectureError):
     """A method's output for one sample is unusable (wrong shape, NaN): that sample's failure, not the run's."""
+
+
+class NotServed(InputError):
+    """Options given for a mode they do not serve (a method, a layout, a describer): refused rather than ignored,
+    since an ignored option lets the user believe it took effect. The one wording of that refusal, for the service's
+    requests and every command: ``--workers applies to method 'classical' only, not to 'detecture'``."""
+
+    def __init__(self, options: Sequence[str], kind: str, owner: str, chosen: Sequence[str]) -> None:
+        """``options`` serve ``kind`` ``owner`` (say method 'classical'); ``chosen`` are the modes the run has."""
+        verb = "applies" if len(options) == 1 else "apply"
+        modes = ", ".join(f"'{mode}'" for mode in chosen)
+        super().__init__(f"{', '.join(options)} {verb} to {kind} '{owner}' only, not to {modes}")

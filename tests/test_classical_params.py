@@ -157,7 +157,7 @@ def test_bench_passes_a_settings_file_to_the_classical_method(tmp_path, capsys):
     rows = [json.loads(line) for line in cell.read_text().splitlines()]
     assert len(rows) == 2 and all(r["status"] == "ok" and r["k_out"] == 1 for r in rows)
     assert main([*base, "--methods", "sam3", "--tiny", "--out", str(tmp_path / "c")]) == 2
-    assert "--classical-config applies to the classical method" in capsys.readouterr().err
+    assert "--classical-config applies to method 'classical' only, not to 'sam3'" in capsys.readouterr().err
 
 
 def test_bench_never_mixes_results_of_two_settings_in_one_cell(tmp_path, capsys):

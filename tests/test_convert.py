@@ -123,7 +123,7 @@ def test_an_option_of_the_other_layout_is_refused_not_ignored(converted, tmp_pat
     best = converted[0] / "best.pt"
     assert main(["convert", layout, str(best), "--out", str(tmp_path / "out"), *options]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and named in err[0] and f"'convert {owner}'" in err[0], err
+    assert len(err) == 1 and f"{named} appl" in err[0] and f"layout '{owner}' only, not to '{layout}'" in err[0], err
     assert not (tmp_path / "out").exists()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .exit_status import OK, for_failures
+from .unserved import refuse_unserved
 
 EPILOG = """\
 datasets: names of folders under the datasets root (case-insensitive: rwtd, stld, ade20k_detecture, caid, outex)
@@ -27,6 +28,10 @@ examples:
   detecture bench --datasets rwtd --methods detecture --head ckpt/ --protocol published --out runs/paper
       (scored by the paper's evaluator, for comparison with its table)
 """
+
+# The options that serve one method only: refused when --methods does not name it. (A --model key no selected method
+# reads is only warned about: benchmark.methods.check_model_keys.)
+METHOD_OPTIONS = {"classical_config": "classical"}
 
 
 def _csv(text: str) -> list[str]:
@@ -104,12 +109,11 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--limit must be at least 1")
     if args.gallery < 0:
         raise InputError("--gallery must be 0 or more")
+    refuse_unserved(args, METHOD_OPTIONS, "method", args.methods)
     classical_params = None
     if args.classical_config is not None:
         from ..classical import load_params
 
-        if "classical" not in args.methods:
-            raise InputError("--classical-config applies to the classical method, which --methods does not name")
         classical_params = load_params(args.classical_config)
     config = BenchConfig(
         out=args.out,

@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import InputError
 from .help_format import DefaultsHelpFormatter
+from .unserved import refuse_unserved
 
 # The layout each layout-specific option belongs to: the other layout refuses it rather than ignore it.
 LAYOUT_OF_OPTION = {"base": "published", "bpe": "sam3", "tokenizer": "sam3"}
@@ -51,18 +51,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def refuse_other_layouts_options(args: argparse.Namespace) -> None:
-    """An option of the other layout would be silently ignored; refuse it before any file is read."""
-    given = [f"--{name}" for name, layout in LAYOUT_OF_OPTION.items()
-             if layout != args.layout and getattr(args, name) is not None]
-    if given:
-        owner = LAYOUT_OF_OPTION[given[0].removeprefix("--")]
-        verb = "apply" if len(given) > 1 else "applies"
-        raise InputError(f"{', '.join(given)} {verb} to 'convert {owner}' only, not to 'convert {args.layout}'")
-
-
 def run(args: argparse.Namespace) -> int:
-    refuse_other_layouts_options(args)
+    refuse_unserved(args, LAYOUT_OF_OPTION, "layout", args.layout)
     if args.layout == "sam3":
         return run_sam3(args)
     from ..bridge.published import convert

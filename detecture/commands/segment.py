@@ -15,6 +15,7 @@ from ..errors import DetectureError, InputError
 from ..utils.parallel import is_environment_error, stopped
 from .exit_status import for_failures
 from .help_format import DefaultsHelpFormatter
+from .unserved import refuse_unserved
 
 if TYPE_CHECKING:
     from ..output import Claims, OutputFolder
@@ -160,18 +161,9 @@ def gather_images(paths: list[str]) -> tuple[list[Path], Skipped, list[Path]]:
     return list(unique.values()), skipped, folders
 
 
-# The command line's own options that serve one method only: refused for the other rather than ignored (the model
-# options are the service's to refuse, see detecture.service.MODEL_OPTIONS).
-METHOD_FLAGS = {"workers": ("--workers", "classical"), "batch_size": ("--batch-size", "detecture"),
-                "show_contract": ("--show-contract", "detecture")}
-
-
-def check_method_flags(args: argparse.Namespace) -> None:
-    """Refuse a flag given for the method it does not serve (`--workers` with detecture, `--batch-size` with
-    classical, ...)."""
-    for dest, (flag, method) in METHOD_FLAGS.items():
-        if method != args.method and getattr(args, dest) not in (None, False):
-            raise InputError(f"{flag} applies to method '{method}' only")
+# The command line's own options that serve one method only (the model options are the service's to refuse, see
+# detecture.service.MODEL_OPTIONS).
+METHOD_OPTIONS = {"workers": "classical", "batch_size": "detecture", "show_contract": "detecture"}
 
 
 def build_request(args: argparse.Namespace) -> "SegmentRequest":
@@ -192,7 +184,7 @@ def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[l
     from ..service import check_before_loading
     from ..utils.paths import InputSet, require_file
 
-    check_method_flags(args)
+    refuse_unserved(args, METHOD_OPTIONS, "method", args.method)
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 1:
