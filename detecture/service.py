@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 
 from .backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAM3, TINY_NAME
-from .errors import InputError, ModelAccessError
+from .errors import InputError, ModelAccessError, NotServed
 from .prompts import Regime, RegimeKind, format_response, user_prompt
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class SegmentRequest:
             given = [name for name in MODEL_OPTIONS if getattr(self, name) not in (None, False)]
             given += ["grounding"] if self.grounding != "auto" else []
             if given:
-                raise InputError(f"model options ({', '.join(given)}) apply to method 'detecture' only")
+                raise NotServed(given, "method", "detecture", ["classical"])
             if self.classical_params is not None:
                 from .classical import ClassicalParams, load_params
 
@@ -110,7 +110,7 @@ class SegmentRequest:
                     raise InputError("classical_params must be a ClassicalParams or the path of a YAML file of its "
                                      f"fields, got {type(self.classical_params).__name__}")
         elif self.classical_params is not None:
-            raise InputError("classical settings apply to method 'classical' only")
+            raise NotServed(["classical_params"], "method", "classical", [self.method])
 
     @property
     def regime(self) -> Regime:

@@ -359,7 +359,7 @@ def test_classical_refuses_model_options_as_the_api_does(photos, tmp_path, capsy
     code = main(["segment", str(photos["brick"]), "--method", "classical", *options, "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
-    assert err[0].startswith("error: model options (") and err[0].endswith("apply to method 'detecture' only")
+    assert err[0].endswith("to method 'detecture' only, not to 'classical'")
     assert not (tmp_path / "o").exists()
 
 

@@ -79,8 +79,9 @@ def test_request_decides_k_and_query_once():
 
 @pytest.mark.parametrize("options, message", [
     (dict(method="classical", query="bark"), "query needs the detecture method"),
-    (dict(method="classical", head="h"), "model options \\(head\\) apply to method 'detecture' only"),
-    (dict(method="classical", grounding="bridge"), "model options \\(grounding\\) apply to method 'detecture'"),
+    (dict(method="classical", head="h"), "^head applies to method 'detecture' only, not to 'classical'$"),
+    (dict(method="classical", grounding="bridge"), "^grounding applies to method 'detecture' only"),
+    (dict(method="detecture", classical_params={}), "^classical_params applies to method 'classical' only"),
     (dict(method="detecture", k=2, query="bark"), "either k or query"),
     (dict(method="detecture", k=7), "from 1 to 6"),
     (dict(method="sam", k=2), "unknown method"),
