@@ -249,6 +249,16 @@ def test_cli_errors_are_one_line(tmp_path):
     assert res.returncode == 2 and "expected" in res.stderr
 
 
+def test_an_option_of_the_qwen_describer_is_refused_with_the_template_one(tmp_path, capsys):
+    from detecture.cli import main
+
+    (tmp_path / "root").mkdir()
+    assert main(["mine", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --device applies to describer 'qwen' only, not to 'template'"]
+    assert not (tmp_path / "o").exists()
+
+
 def test_invalid_descriptions_are_recorded_not_written(dataset, tmp_path):
     """The tiny random Qwen3-VL writes gibberish: every sample must be rejected with the reason, none written."""
     from dataclasses import replace

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .exit_status import OK
+from .unserved import refuse_unserved
 
 EPILOG = """\
 examples:
@@ -21,6 +22,8 @@ score_histogram.png, review/contact_sheet.html, and with --arrow a HuggingFace d
 # Literal copies (checked against the registries by the tests) so that `detecture --help` imports no numpy.
 SOURCE_NAMES = ("ade20k", "folder")
 DESCRIBER_NAMES = ("template", "qwen")
+# The options that serve one describer only: refused for the other rather than ignored.
+DESCRIBER_OPTIONS = {"device": "qwen"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from ..miner.textured import parse_degrees
     from ..utils.parallel import Shard
 
+    refuse_unserved(args, DESCRIBER_OPTIONS, "describer", args.describer)
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers must be at least 1, got {args.workers}")
     if args.limit is not None and args.limit < 1:
