@@ -10,9 +10,9 @@ import logging
 import socket
 from pathlib import Path
 
-from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
 from ..errors import InputError
 from .help_format import DefaultsHelpFormatter
+from .model_options import add_quantization, add_qwen, add_sam3
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +41,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--vlm", action="store_true", help="load Qwen3-VL + SAM3 at start for the detecture methods")
     p.add_argument("--tiny", action="store_true", help="tiny random backbones for the detecture methods (plumbing)")
     p.add_argument("--head", type=Path, help="trained head folder: adds bridge grounding")
-    p.add_argument("--qwen", help=f"Qwen3-VL hub id or local folder (default: the one --head was trained on, else "
-                                  f"{DEFAULT_QWEN})")
-    p.add_argument("--sam3", help=f"SAM3 hub id or local folder (gated: needs a token; default: {DEFAULT_SAM3})")
+    add_qwen(p)
+    add_sam3(p)
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--quantization", choices=("4bit", "8bit"), help="load Qwen quantized (bitsandbytes, GPU)")
+    add_quantization(p)
     p.set_defaults(func=run)
 
 

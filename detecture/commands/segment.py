@@ -10,11 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_QWEN, DEFAULT_SAM3
+from ..backbones import DEFAULT_MAX_NEW_TOKENS
 from ..errors import DetectureError, InputError
 from ..utils.parallel import is_environment_error, stopped
 from .exit_status import for_failures
 from .help_format import DefaultsHelpFormatter
+from .model_options import add_quantization, add_qwen, add_sam3
 from .unserved import refuse_unserved
 
 if TYPE_CHECKING:
@@ -77,14 +78,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--head", type=Path, help="trained head checkpoint folder (from 'detecture train')")
     # Model options default to None ("not given"): the service fills in the defaults, and refuses any given to the
     # classical method rather than ignore it.
-    p.add_argument("--qwen", help=f"Qwen3-VL hub id or local folder (default: the one --head was trained on, "
-                                  f"else {DEFAULT_QWEN})")
-    p.add_argument("--sam3", help=f"SAM3 hub id or local folder (gated: needs a token; default: {DEFAULT_SAM3})")
+    add_qwen(p)
+    add_sam3(p)
     p.add_argument("--out", type=Path, default=Path("detecture_out"),
                    help="output folder (made if missing, and removed again if the run writes nothing into it)")
     p.add_argument("--device", help="cuda, cuda:1, cpu ... (default: cuda if available)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), help="default: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--quantization", choices=("4bit", "8bit"), help="load Qwen quantized (bitsandbytes, GPU)")
+    add_quantization(p)
     p.add_argument("--batch-size", type=int, help="images per forward pass of --method detecture (default: 1)")
     p.add_argument("--max-new-tokens", type=int,
                    help=f"generation budget per image (default: {DEFAULT_MAX_NEW_TOKENS})")
