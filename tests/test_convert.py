@@ -116,7 +116,8 @@ def test_input_is_never_overwritten_and_out_must_be_new(converted, capsys):
 
 @pytest.mark.parametrize("layout, options, named, owner", [
     ("published", ["--bpe", "vocab.txt.gz", "--tokenizer", "tok"], "--bpe, --tokenizer", "sam3"),
-    ("sam3", ["--base", "Qwen/Qwen3-VL-8B-Instruct"], "--base", "published"),
+    ("sam3", ["--qwen", "Qwen/Qwen3-VL-8B-Instruct"], "--qwen", "published"),
+    ("sam3", ["--base", "Qwen/Qwen3-VL-8B-Instruct"], "--qwen", "published"),  # the older spelling, named as shown
 ])
 def test_an_option_of_the_other_layout_is_refused_not_ignored(converted, tmp_path, capsys, layout, options, named,
                                                                owner):
@@ -139,7 +140,8 @@ def test_seg_index_mismatch_is_one_clear_error(backbones, tmp_path):
         DetecturePipeline.tiny(head=tmp_path / "h")
 
 
-def test_base_measures_the_embedding_shrink(backbones, tiny_model_dirs, tmp_path, capsys):
+@pytest.mark.parametrize("option", ["--qwen", "--base"])  # --base: the older spelling, still accepted
+def test_the_base_model_measures_the_embedding_shrink(backbones, tiny_model_dirs, tmp_path, capsys, option):
     """Rows made 0.97 x the base model's rows are measured as 0.97 and applied at inference."""
     from safetensors.torch import load_file
 
@@ -156,7 +158,7 @@ def test_base_measures_the_embedding_shrink(backbones, tiny_model_dirs, tmp_path
     write_published(tmp_path / "best.pt", qwen, sam, **{EMBED: shrunk("model.language_model.embed_tokens.weight"),
                                                         LM_HEAD: shrunk("lm_head.weight")})
     assert main(["convert", "published", str(tmp_path / "best.pt"), "--out", str(tmp_path / "h"),
-                 "--base", str(tiny_model_dirs[0])]) == 0
+                 option, str(tiny_model_dirs[0])]) == 0
     printed = re.search(r"shrink factor .*: ([0-9.]+)", capsys.readouterr().out)
     assert float(printed.group(1)) == pytest.approx(0.97, abs=2e-3)
     config = json.loads((tmp_path / "h" / "config.json").read_text())

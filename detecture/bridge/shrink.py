@@ -75,11 +75,11 @@ def estimate_shrink(base: str, embed: torch.Tensor, lm_head: torch.Tensor, seg_i
         theirs = published[rows].double()
         if ours.shape != theirs.shape:
             raise InputError(f"{base}: base {BASE_NAMES[key]} rows have width {ours.shape[1]}, the checkpoint "
-                             f"{theirs.shape[1]}; --base must be the model the checkpoint was trained from")
+                             f"{theirs.shape[1]}; --qwen must be the model the checkpoint was trained from")
         factors[key] = float((ours * theirs).sum() / (ours * ours).sum())
         log.info("%s: non-SEG rows = %.6f x base rows", key, factors[key])
     shrink = (factors["embed"] + factors["lm_head"]) / 2
     if abs(factors["embed"] - factors["lm_head"]) > 1e-2 * shrink or not 0.5 < shrink < 1.05:
-        log.warning("shrink factors embed %.4f / lm_head %.4f look inconsistent: is --base the model the checkpoint "
+        log.warning("shrink factors embed %.4f / lm_head %.4f look inconsistent: is --qwen the model the checkpoint "
                     "was trained from?", factors["embed"], factors["lm_head"])
     return shrink

@@ -7,16 +7,17 @@ import argparse
 from pathlib import Path
 
 from .help_format import DefaultsHelpFormatter
+from .model_options import add_qwen
 from .unserved import refuse_unserved
 
 # The layout each layout-specific option belongs to: the other layout refuses it rather than ignore it.
-LAYOUT_OF_OPTION = {"base": "published", "bpe": "sam3", "tokenizer": "sam3"}
+LAYOUT_OF_OPTION = {"qwen": "published", "bpe": "sam3", "tokenizer": "sam3"}
 
 EPILOG = """\
 examples:
   hf download anon-detecture-neurips-2026/Detecture-NeurIPS best.pt --local-dir .
   detecture convert published best.pt --out checkpoints/detecture-neurips2026
-  detecture convert published best.pt --out checkpoints/detecture-neurips2026 --base Qwen/Qwen3-VL-8B-Instruct
+  detecture convert published best.pt --out checkpoints/detecture-neurips2026 --qwen Qwen/Qwen3-VL-8B-Instruct
                                  (also measure how much weight decay shrank the frozen embedding rows)
 The folder holds config.json (with the published inference contract), model.safetensors (head) and adapter/
 (LoRA + <|seg|> rows, a PEFT adapter); use it with 'detecture segment --head' or 'detecture bench --head'.
@@ -41,9 +42,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("checkpoint", type=Path, help="the input file (never modified)")
     p.add_argument("--out", type=Path, required=True,
                    help="new folder to write (must not exist): a head folder, or a Sam3Model folder for 'sam3'")
-    p.add_argument("--base", metavar="QWEN",
-                   help="published only: base Qwen3-VL (folder or hub id) to measure the embedding shrink factor "
-                        "against; recorded in the contract and applied at inference")
+    add_qwen(p, "published only: the base model to measure the embedding shrink factor against; recorded in the "
+                "contract and applied at inference", aliases=("--base",))
     p.add_argument("--bpe", type=Path,
                    help="sam3 only: CLIP's bpe_simple_vocab_16e6.txt.gz for the tokenizer (default: found in the "
                         "installed sam3 or open_clip_torch package)")
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return run_sam3(args)
     from ..bridge.published import convert
 
-    out, shrink = convert(args.checkpoint, args.out, base=args.base)
+    out, shrink = convert(args.checkpoint, args.out, base=args.qwen)
     print(f"converted {args.checkpoint} -> {out}")
     if shrink is not None:
         print(f"embedding shrink factor (non-<|seg|> rows vs base): {shrink:.6f}; recorded in the contract")
