@@ -27,8 +27,8 @@ def add_qwen(parser: argparse.ArgumentParser, note: str = QWEN_OF_HEAD, aliases:
 
 def add_sam3(parser: argparse.ArgumentParser, note: str = SAM3_DEFAULT) -> None:
     """``--sam3 SAM3`` into ``args.sam3``, its help ending in ``note``."""
-    parser.add_argument("--sam3", metavar="SAM3", help=f"SAM3 hub id or local folder (gated on the hub: needs a "
-                                                       f"token; {note})")
+    parser.add_argument("--sam3", metavar="SAM3", help=f"SAM3 hub id or local folder ({note}; the hub's SAM3 is "
+                                                       "gated: needs a token)")
 
 
 def add_quantization(parser: argparse.ArgumentParser) -> None:
