@@ -138,7 +138,41 @@ def test_a_model_key_no_selected_method_reads_is_warned_about(tmp_path, caplog):
     config = BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)], gallery=0,
                          options=MethodOptions(models={"qwen": "other/qwen"}))
     build_plan(config)
-    assert any("qwen" in r.getMessage() and r.levelname == "WARNING" for r in caplog.records)
+    assert any(r.getMessage().startswith("--qwen: no selected method reads it") and r.levelname == "WARNING"
+               for r in caplog.records)
+
+
+def _bench_models(argv: list[str], monkeypatch) -> dict[str, str]:
+    """The model ids ``detecture bench argv`` hands its methods (the run itself stubbed out)."""
+    from detecture.benchmark import suite
+    from detecture.cli import main
+
+    configs = []
+    monkeypatch.setattr(suite, "run", lambda config: configs.append(config))
+    assert main(["bench", "--methods", "detecture,grounding-sam3", "--out", "unused", *argv]) == 0
+    return configs[0].options.models
+
+
+@pytest.mark.parametrize("options, same_as", [
+    (["--qwen", "my/qwen"], ["--model", "qwen=my/qwen"]),
+    (["--sam3", "my/sam3"], ["--model", "sam3=my/sam3"]),
+    (["--qwen", "my/qwen", "--model", "qwen=my/qwen", "--model", "grounding-dino=my/dino"],
+     ["--model", "qwen=my/qwen", "--model", "grounding-dino=my/dino"]),
+])
+def test_qwen_and_sam3_options_name_the_models_as_model_keys_do(monkeypatch, options, same_as):
+    """--qwen and --sam3, the names segment, demo, train, mine and convert give those models, mean exactly
+    --model qwen= and sam3=."""
+    assert _bench_models(options, monkeypatch) == _bench_models(same_as, monkeypatch)
+
+
+def test_a_model_named_by_its_option_and_by_model_differently_is_refused(monkeypatch, capsys):
+    from detecture.cli import main
+
+    monkeypatch.setattr("detecture.benchmark.suite.run", lambda config: pytest.fail("the run started"))
+    assert main(["bench", "--methods", "detecture", "--out", "unused", "--sam3", "a/sam3", "--model",
+                 "sam3=b/sam3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--sam3 a/sam3" in err[0] and "--model sam3=b/sam3" in err[0], err
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .exit_status import OK, for_failures
+from .model_options import QWEN_OF_HEAD, SAM3_DEFAULT, add_qwen, add_sam3
 from .unserved import refuse_unserved
 
 EPILOG = """\
@@ -72,9 +73,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="score precomputed label maps from FOLDER as method NAME (repeatable)")
     p.add_argument("--predictions-pattern",
                    help="file name of a prediction; {id} = record id, {stem} = image file stem (default: {stem}.png)")
+    add_qwen(p, f"of the detecture and detecture-text methods; {QWEN_OF_HEAD}")
+    add_sam3(p, f"of the detecture, sam3 and grounding-sam3 methods; {SAM3_DEFAULT}")
     p.add_argument("--model", type=_key_value, action="append", default=[], metavar="KEY=ID",
-                   help="model id or local path, e.g. qwen=..., sam3=..., grounding-dino=..., texturesam=..., "
-                   "sa2va=... (repeatable; an unknown KEY is refused before any model loads)")
+                   help="model id or local path of a peer method: grounding-dino=..., texturesam=..., sa2va=... "
+                   "(repeatable; qwen= and sam3= are --qwen and --sam3; an unknown KEY is refused before any model "
+                   "loads)")
     p.add_argument("--head", help="trained Detecture checkpoint (Bridge + head) for the 'detecture' method")
     p.add_argument("--prompt", help="text prompt of the single-prompt methods sam3 and grounding-sam3 "
                    "(default: 'texture')")
@@ -130,7 +134,7 @@ def run(args: argparse.Namespace) -> int:
         shard=Shard.parse(args.shard),
         protocol=args.protocol,
         options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,
-                              models=dict(args.model), head=args.head, prompt=args.prompt,
+                              models=models_of(args), head=args.head, prompt=args.prompt,
                               seed=args.seed, classical_params=classical_params),
     )
     outcome = run_bench(config)
@@ -147,6 +151,23 @@ def run(args: argparse.Namespace) -> int:
     print(f"reports: {args.out}")
     print(tally)
     return status
+
+
+def models_of(args: argparse.Namespace) -> dict[str, str]:
+    """The ``--model`` ids, with ``--qwen`` and ``--sam3`` under their keys (the names every command gives those
+    models; ``--model qwen=`` and ``sam3=`` stay accepted). A model named both ways differently is refused: keeping
+    either would ignore the other."""
+    from ..benchmark.methods import OWN_OPTIONS
+
+    models = dict(args.model)
+    for key, option in OWN_OPTIONS.items():
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if models.get(key, value) != value:
+            raise InputError(f"{option} {value} and --model {key}={models[key]} name two models; give one")
+        models[key] = value
+    return models
 
 
 def _tally(requested: int, ok: int, failed: int) -> tuple[str, int]:

@@ -33,6 +33,15 @@ MODEL_KEYS: dict[str, tuple[str, ...]] = {
     "sa2va": ("sa2va",),
 }
 
+# The model keys with an option of their own on the command line, the name every command gives that model
+# (``--model qwen=`` and ``sam3=`` are accepted for them too).
+OWN_OPTIONS = {"qwen": "--qwen", "sam3": "--sam3"}
+
+
+def model_option(key: str) -> str:
+    """How the command line names the model of ``key``: ``--qwen``, or ``--model grounding-dino``."""
+    return OWN_OPTIONS.get(key, f"--model {key}")
+
 
 def check_model_keys(models: dict[str, str], methods: list[str]) -> None:
     """Refuse a ``--model`` key no method reads, before any model loads: a misspelt key (``grounding_dino``) would
@@ -45,7 +54,7 @@ def check_model_keys(models: dict[str, str], methods: list[str]) -> None:
     read = {key for name in methods for key in MODEL_KEYS.get(name, ())}
     for key in models:
         if key not in read:
-            log.warning("--model %s: no selected method reads it (it is read by %s)", key,
+            log.warning("%s: no selected method reads it (it is read by %s)", model_option(key),
                         ", ".join(name for name, keys in MODEL_KEYS.items() if key in keys))
 
 
@@ -57,4 +66,5 @@ def build_method(name: str, options: MethodOptions) -> Method:
     return getattr(importlib.import_module(f".{module}", __package__), cls)(options)
 
 
-__all__ = ["MODEL_KEYS", "REGISTRY", "check_model_keys", "Method", "MethodOptions", "MethodOutput", "build_method"]
+__all__ = ["MODEL_KEYS", "OWN_OPTIONS", "REGISTRY", "check_model_keys", "Method", "MethodOptions", "MethodOutput",
+           "build_method", "model_option"]
