@@ -249,13 +249,14 @@ def test_cli_errors_are_one_line(tmp_path):
     assert res.returncode == 2 and "expected" in res.stderr
 
 
-def test_an_option_of_the_qwen_describer_is_refused_with_the_template_one(tmp_path, capsys):
+@pytest.mark.parametrize("option", ["--device", "--qwen"])
+def test_an_option_of_the_qwen_describer_is_refused_with_the_template_one(tmp_path, capsys, option):
     from detecture.cli import main
 
     (tmp_path / "root").mkdir()
-    assert main(["mine", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "o"), "--device", "cpu"]) == 2
+    assert main(["mine", "--root", str(tmp_path / "root"), "--out", str(tmp_path / "o"), option, "x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: --device applies to describer 'qwen' only, not to 'template'"]
+    assert err == [f"error: {option} applies to describer 'qwen' only, not to 'template'"]
     assert not (tmp_path / "o").exists()
 
 
@@ -306,6 +307,21 @@ def test_a_describer_model_that_cannot_load_stops_the_run_and_a_rerun_mines_ever
     rejected = {r["id"]: r for r in map(json.loads, (out / "rejected.jsonl").read_text().splitlines())}
     for scene in KEPT:
         assert "invalid description" in rejected[scene]["reason"]
+
+
+def test_qwen_names_the_describer_model_in_place_of_the_config(tmp_path, capsys):
+    """--qwen is the model the config's describer.qwen_model would be: a path that does not exist is the one the
+    load fails on (nothing is mined)."""
+    from detecture.cli import main
+
+    ade, _ = fx.build(tmp_path / "ade", with_textured=False)
+    missing, out = tmp_path / "no_such_model", tmp_path / "out"
+    capsys.readouterr()
+    assert main(["mine", "--root", str(ade), "--out", str(out), "--describer", "qwen", "--device", "cpu",
+                 "--qwen", str(missing)]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(missing) in errors[0], errors
+    assert not list(out.rglob("*.json"))
 
 
 class Flaky:

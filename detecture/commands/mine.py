@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from .exit_status import OK
+from .model_options import add_qwen
 from .unserved import refuse_unserved
 
 EPILOG = """\
@@ -23,7 +24,7 @@ score_histogram.png, review/contact_sheet.html, and with --arrow a HuggingFace d
 SOURCE_NAMES = ("ade20k", "folder")
 DESCRIBER_NAMES = ("template", "qwen")
 # The options that serve one describer only: refused for the other rather than ignored.
-DESCRIBER_OPTIONS = {"device": "qwen"}
+DESCRIBER_OPTIONS = {"qwen": "qwen", "device": "qwen"}
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -50,6 +51,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--subset", default="training", help="ADE20K subset folder (default: training)")
     p.add_argument("--describer", choices=DESCRIBER_NAMES, default="template",
                    help="region describer: template (offline, no model) or qwen (local Qwen3-VL; default: template)")
+    add_qwen(p, "of the qwen describer; default: the config's describer.qwen_model")
     p.add_argument("--device", help="device for the qwen describer (default: cuda if available)")
     p.add_argument("--workers", type=int, help="parallel processes (default: all CPU cores, shared by the processes "
                                                "of an 'accelerate launch'; qwen uses 1)")
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source, root=args.root, out=args.out, subset=args.subset, textured_roots=tuple(args.textured_root),
         degrees=parse_degrees(args.degrees) if args.degrees is not None else None, textured_mapping=args.textured_mapping,
         describer=args.describer, workers=args.workers, seed=args.seed, limit=args.limit, config=args.config,
-        vocabulary=args.vocabulary, threshold=args.threshold, device=args.device, arrow=args.arrow,
+        vocabulary=args.vocabulary, threshold=args.threshold, qwen=args.qwen, device=args.device, arrow=args.arrow,
         push_to_hub=args.push_to_hub, shard=Shard.parse(args.shard),
     ))
     if isinstance(summary, MergeLeft):  # scenes held by live runs that do not merge raised RunStopped (status 3)

@@ -80,6 +80,7 @@ class MineOptions:
     config: Path | None = None
     vocabulary: Path | None = None
     threshold: float | None = None  # overrides the config's keep-threshold
+    qwen: str | None = None  # overrides the config's describer.qwen_model
     device: str | None = None  # for the qwen describer
     arrow: bool = False
     push_to_hub: str | None = None
@@ -512,6 +513,8 @@ def _mine(opts: MineOptions, describer: Describer | None) -> dict[str, Any] | Me
         if not 0 <= opts.threshold <= 100:
             raise InputError(f"--threshold must be in [0, 100], got {opts.threshold}")
         cfg = replace(cfg, threshold=float(opts.threshold))
+    if opts.qwen is not None:
+        cfg = replace(cfg, describer=replace(cfg.describer, qwen_model=opts.qwen))
     source = open_source(opts.source, opts.root, opts.subset, opts.textured_roots, opts.degrees, opts.textured_mapping)
     vocab = load_vocabulary(opts.vocabulary or packaged_file(source.vocabulary_file)).with_names(source.class_names())
     # before the describer: a bad --degrees fails before any model loads
