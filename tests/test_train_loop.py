@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from train_fixture import write_mosaics
 
 from detecture.cli import main
-from detecture.training.config import load_config
+from detecture.training.config import Config, load_config
 from detecture.training.loop import (
     Accumulation,
     NonFiniteLossError,
@@ -610,6 +610,37 @@ def test_resume_refuses_other_data_or_process_count_with_the_same_steps_per_epoc
     capsys.readouterr()
     assert main([*args(data), "--resume"]) == 2
     assert "cannot change the process count (2 -> 1)" in capsys.readouterr().err
+
+
+class _Built(Exception):
+    """Raised in place of building the trainer: the config a command line makes is all a test needs."""
+
+
+def _config_of(argv: list[str], tmp_path: Path, monkeypatch) -> Config:
+    """The config ``detecture train argv`` builds its trainer from (the trainer itself never built)."""
+    from detecture.training.loop import Trainer
+
+    configs = []
+
+    def built(cfg, *args, **kwargs):
+        configs.append(cfg)
+        raise _Built
+
+    monkeypatch.setattr(Trainer, "from_config", built)
+    (tmp_path / "data").mkdir(exist_ok=True)
+    with pytest.raises(_Built):
+        main(["train", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "run"), *argv])
+    return configs[-1]
+
+
+@pytest.mark.parametrize("options, same_as", [
+    (["--qwen", "my/qwen"], ["--set", "model.qwen=my/qwen"]),
+    (["--sam3", "my/sam3"], ["--set", "model.sam3=my/sam3"]),
+])
+def test_qwen_and_sam3_options_set_the_config_backbones(tmp_path, monkeypatch, options, same_as):
+    """--qwen and --sam3, the names every command gives those models, set model.qwen and model.sam3."""
+    assert _config_of(options, tmp_path, monkeypatch).model == _config_of(same_as, tmp_path, monkeypatch).model
+    assert _config_of(options, tmp_path, monkeypatch).model != _config_of([], tmp_path, monkeypatch).model
 
 
 @pytest.mark.parametrize("key, value", [("lora.alpha", 32), ("lora.r", 4), ("lora.target_modules", ["q_proj"]),

@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 from .exit_status import OK
+from .model_options import add_qwen, add_sam3
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="start from a trained or converted head folder (head + adapter) and train under its "
                         "inference contract, e.g. checkpoints/detecture-neurips2026 (fine-tuning)")
     p.add_argument("--tiny", action="store_true", help="tiny random backbones (offline smoke runs and tests)")
+    add_qwen(p, "to train on, as --set model.qwen=ID; default: the config's model.qwen")
+    add_sam3(p, "to train on, as --set model.sam3=ID; default: the config's model.sam3")
     p.add_argument("--epochs", type=int, help="override optim.epochs (e.g. extend a run when resuming; not below the "
                                               "epochs its checkpoint has trained)")
     p.add_argument("--max-steps", type=int, metavar="N",
@@ -100,11 +103,13 @@ def run(args: argparse.Namespace) -> int:
     if args.resume_lr_scale is not None and args.resume_lr_scale <= 0:
         raise InputError(f"--resume-lr-scale must be positive, got {args.resume_lr_scale}")
     overrides = parse_overrides(args.set)
-    options = {}
-    if args.tiny:
-        overrides["model.tiny"], options["model.tiny"] = True, "--tiny"
-    if args.epochs is not None:
-        overrides["optim.epochs"], options["optim.epochs"] = args.epochs, f"--epochs {args.epochs}"
+    options = {}  # config key -> the option that set it, as given (named in an error about its value)
+    for key, value, option in (("model.tiny", args.tiny or None, "--tiny"),
+                               ("optim.epochs", args.epochs, f"--epochs {args.epochs}"),
+                               ("model.qwen", args.qwen, f"--qwen {args.qwen}"),
+                               ("model.sam3", args.sam3, f"--sam3 {args.sam3}")):
+        if value is not None:
+            overrides[key], options[key] = value, option
     config = config_path(args)
     on_top = ", ".join(options.get(key, f"--set {key}") for key in overrides)
     logger.info("training config: %s%s", config or "built-in defaults", f", with {on_top} on top" if on_top else "")
