@@ -138,7 +138,7 @@ def roi_align_without_torchvision() -> Iterator[None]:
 
 
 class GroundingSam3Method(Method):
-    """Grounding-DINO (``--model grounding-dino=ID``) → SAM3 box prompts (``--model sam3=ID``).
+    """Grounding-DINO (``--model grounding-dino=ID``) → SAM3 box prompts (``--sam3 ID``).
 
     :attr:`loaded` holds ``det_processor`` (a ``GroundingDinoProcessor``), ``detector`` (a zero-shot detection
     model), ``sam3`` (a :class:`~detecture.backbones.sam3.Sam3Backbone`) and ``device``.

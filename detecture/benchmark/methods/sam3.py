@@ -41,7 +41,7 @@ def instances_to_logits(masks: np.ndarray, scores: np.ndarray, k: int, mode: str
 
 
 class Sam3Method(Method):
-    """SAM3 with a text prompt (``--prompt``, default "texture"); weights from ``--model sam3=ID``."""
+    """SAM3 with a text prompt (``--prompt``, default "texture"); weights from ``--sam3 ID``."""
 
     kind = "sam3"
     reads_tiny = True
