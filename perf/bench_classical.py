@@ -48,7 +48,7 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from detecture.benchmark.metrics import bootstrap_mean, gt_label_map  # noqa: E402
+from detecture.benchmark.metrics import bootstrap_mean  # noqa: E402
 from detecture.benchmark.scoring import score_logits  # noqa: E402
 from detecture.classical import ClassicalParams, load_params, segment_texture  # noqa: E402
 from detecture.classical.params import parse_params  # noqa: E402
@@ -78,8 +78,8 @@ def dataset_samples(root: Path, tuning_only: bool = False) -> list[tuple[str, np
     for i, record in enumerate(sorted(ds.records, key=lambda r: r.id)):
         if tuning_only and not is_tuning(i):
             continue
-        sample, _ = ds.load(record)
-        out.append((record.id, sample.image, gt_label_map(sample.masks)))
+        sample, truth, _ = ds.load(record)
+        out.append((record.id, sample.image, truth.labels))
     return out
 
 

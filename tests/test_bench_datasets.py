@@ -23,7 +23,7 @@ def test_unified_layout_found_by_name_under_env_root(tmp_path, monkeypatch):
     monkeypatch.setenv("DETECTURE_DATASETS_ROOT", str(tmp_path))
     ds = open_dataset("stld")  # case-insensitive folder match
     assert ds.name == "STLD" and [r.id for r in ds.records] == ["m0", "m1", "m2"]
-    sample, warnings = ds.load(ds.records[0])
+    sample, _, warnings = ds.load(ds.records[0])
     assert sample.image.shape == (96, 96, 3) and sample.masks.shape == (2, 96, 96) and warnings == []
     with pytest.raises(DatasetError, match="no folder of that name"):
         open_dataset("stld", data_root=tmp_path / "STLD")  # an explicit root wins over the environment
@@ -35,7 +35,7 @@ def test_rwtd_native_layout(tmp_path):
     assert [r.id for r in ds.records] == ["000", "001"]
     assert [t.mask_path for t in ds.records[1].textures] == ["textures_mask/001_mask_a.png",
                                                              "textures_mask/001_mask_b.png"]
-    sample, _ = ds.load(ds.records[0])
+    sample, _, _ = ds.load(ds.records[0])
     assert np.array_equal(sample.masks[0], ~sample.masks[1])
 
 
@@ -56,7 +56,7 @@ def test_masks_are_binarised_above_127_and_empty_masks_reported(tmp_path):
     mask_a[:, :10] = 128
     Image.fromarray(mask_a).save(root / "masks" / "m0_a.png")
     ds = open_dataset(str(root))
-    sample, warnings = ds.load(ds.records[0])
+    sample, _, warnings = ds.load(ds.records[0])
     assert sample.masks[0].sum() == 96 * 10 and not sample.masks[1].any()
     assert warnings == ["empty mask masks/m0_b.png"]
 
@@ -94,6 +94,33 @@ def test_an_oracle_method_is_told_the_k_gt_of_the_protocol_that_scores_it(tmp_pa
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert all(w in logged for w in warned) and not any(w in logged for w in unwarned)
     assert rec["warnings"] and all(any(w in x for x in rec["warnings"]) for w in warned)
+
+
+@pytest.mark.parametrize("protocol", ["ours", "published"])
+def test_a_sample_builds_its_ground_truth_once(tmp_path, monkeypatch, protocol):
+    """The warnings, the K an oracle is told and the score read one label map: building it per use costs a 1008²
+    resize of every mask under the published protocol."""
+    from detecture.benchmark import metrics, published_protocol, scoring
+
+    root = make_unified(tmp_path / "set", 1)
+    _, _, cells = build_plan(BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)],
+                                         protocol=protocol))
+    cells[0].method.segment = lambda image, regime: MethodOutput(np.full((1, *image.shape[:2]), 5.0, np.float32))
+    builds = []
+
+    def counted(build):
+        def spy(*args, **kwargs):
+            builds.append(build.__name__)
+            return build(*args, **kwargs)
+        return spy
+
+    ours, published = counted(metrics.gt_label_map), counted(published_protocol.published_gt)
+    for module, name, spy in ((metrics, "gt_label_map", ours), (scoring, "gt_label_map", ours),
+                              (published_protocol, "published_gt", published)):
+        monkeypatch.setattr(module, name, spy, raising=False)  # scoring may not import it
+    rec = run_sample(cells[0], cells[0].records[0], tmp_path / "out", save_partition=False)
+    assert rec["status"] == "ok"
+    assert builds == ["published_gt" if protocol == "published" else "gt_label_map"]
 
 
 def _cli_error(capsys, argv: list[str]) -> str:

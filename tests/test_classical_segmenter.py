@@ -12,7 +12,7 @@ from skimage import data
 from skimage.transform import resize
 
 from detecture.benchmark.datasets import open_dataset
-from detecture.benchmark.metrics import boundary_f, gt_label_map, partition, score_labels
+from detecture.benchmark.metrics import boundary_f, partition, score_labels
 from detecture.classical import ClassicalParams, segment_texture, texture_features
 from detecture.demo.examples import mosaic_three
 
@@ -262,8 +262,8 @@ def test_position_keeps_a_photo_whole_and_two_photos_apart():
     which appearance alone finds this mosaic): by appearance alone k-means merges the knit and bubbly photos
     and splits the cracked one down the middle; the pull of the pixel coordinates on the centres finds all five."""
     dataset = open_dataset(str(SHARED_DATA / "dtd"))
-    sample, _ = dataset.load(next(r for r in dataset.records if r.id == "dtd5_012"))
-    gt = gt_label_map(sample.masks)
+    sample, truth, _ = dataset.load(next(r for r in dataset.records if r.id == "dtd5_012"))
+    gt = truth.labels
     counting = ClassicalParams(palette_weight=0.0)
     with_position = score_labels(gt, partition(segment_texture(sample.image, 5, params=counting)))
     appearance_only = score_labels(gt, partition(segment_texture(
@@ -314,8 +314,8 @@ def test_the_fine_octave_places_outex_boundaries_closer():
     records = sorted(dataset.records, key=lambda r: r.id)[::4][:4]
     gains = []
     for record in records:
-        sample, _ = dataset.load(record)
-        gt = gt_label_map(sample.masks)
+        sample, truth, _ = dataset.load(record)
+        gt = truth.labels
         gains.append(boundary_f(gt, partition(segment_texture(sample.image, 5)))
                      - boundary_f(gt, partition(segment_texture(sample.image, 5, params=FOUR_SCALES))))
     assert np.mean(gains) > 0.01

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..data.layouts import check_paths, read_records
 from ..data.metadata import LoadedSample, SampleRecord, datasets_root, load_sample
 from ..errors import DatasetError
-from .scoring import gt_notes
+from .scoring import GroundTruth, ground_truth
 from ..utils.file_digest import feed_file
 from ..utils.paths import require_dir
 
@@ -48,12 +48,14 @@ class BenchDataset:
             add_file(digest, self.root / path)
         return digest.hexdigest()[:16]
 
-    def load(self, record: SampleRecord, protocol: str = "ours") -> tuple[LoadedSample, list[str]]:
-        """Read one sample; returns it with warnings for masks that are no region of the GT ``protocol``'s scorer
-        builds (:func:`~.scoring.gt_notes`): reported, not fatal, because the sample can still be scored."""
+    def load(self, record: SampleRecord, protocol: str = "ours") -> tuple[LoadedSample, GroundTruth, list[str]]:
+        """Read one sample; returns it with its ground truth as ``protocol``'s scorer builds it (once: the caller
+        scores against it) and warnings for masks that are no region of it (:meth:`~.scoring.GroundTruth.notes`):
+        reported, not fatal, because the sample can still be scored."""
         sample = load_sample(self.root, record)
-        notes = gt_notes(sample.masks, protocol)
-        return sample, [notes[i].format(mask=record.textures[i].mask_path) for i in sorted(notes)]
+        truth = ground_truth(sample.masks, protocol)
+        notes = truth.notes()
+        return sample, truth, [notes[i].format(mask=record.textures[i].mask_path) for i in sorted(notes)]
 
 
 def add_file(digest: hashlib._Hash, path: Path) -> None:

@@ -17,7 +17,6 @@ import numpy as np
 from ..utils.image_ops import LABEL_COLOURS
 from ..utils.plotting import literal_text, pyplot, save_figure
 from . import cell_store
-from .metrics import gt_label_map
 from .runner import Cell
 
 log = logging.getLogger(__name__)
@@ -66,8 +65,8 @@ def _draw(plt, dataset_cells: list[Cell], records: list, recorded: list[dict[str
     for row, record in enumerate(records):
         n_gt = 0
         try:
-            sample, _ = dataset.load(record)
-            panels = [sample.image, colourise(gt_label_map(sample.masks))]
+            sample, truth, _ = dataset.load(record)
+            panels = [sample.image, colourise(truth.labels)]
             n_gt = sample.masks.shape[0]
         except Exception as exc:  # noqa: BLE001 — a broken sample gets an empty row, the gallery still renders
             log.warning("gallery: %s: %s", record.id, exc)

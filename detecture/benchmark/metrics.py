@@ -56,18 +56,18 @@ def gt_label_map(masks: np.ndarray) -> np.ndarray:
     return np.where(masks.any(axis=0), first, 0).astype(dtype)
 
 
-def scored_regions(masks: np.ndarray) -> np.ndarray:
-    """0-based indices of the GT masks that are regions of the label map our scorer builds (:func:`gt_label_map`,
-    where the first mask wins an overlap): an empty mask, or one entirely under earlier masks, is not among them."""
-    masks = np.asarray(masks, dtype=bool)
-    pixels = np.bincount(gt_label_map(masks).ravel(), minlength=masks.shape[0] + 1)
+def scored_regions(gt: np.ndarray, n_masks: int) -> np.ndarray:
+    """0-based indices of the ``n_masks`` GT masks that are regions of ``gt``, the label map our scorer builds of them
+    (:func:`gt_label_map`, where the first mask wins an overlap): an empty mask, or one entirely under earlier masks,
+    is not among them."""
+    pixels = np.bincount(gt.ravel(), minlength=n_masks + 1)
     return np.flatnonzero(pixels[1:])
 
 
-def label_map_notes(masks: np.ndarray) -> dict[int, str]:
-    """Why each GT mask that is no region of our scorer's label map is left out, by mask index (a template naming
-    the mask as ``{mask}``): the user is told which of their masks the score ignores."""
-    regions = set(scored_regions(masks).tolist())
+def label_map_notes(masks: np.ndarray, gt: np.ndarray) -> dict[int, str]:
+    """Why each GT mask that is no region of ``gt``, our scorer's label map of ``masks``, is left out, by mask index
+    (a template naming the mask as ``{mask}``): the user is told which of their masks the score ignores."""
+    regions = set(scored_regions(gt, len(masks)).tolist())
     notes = {}
     for i, mask in enumerate(np.asarray(masks, dtype=bool)):
         if not mask.any():
@@ -230,11 +230,11 @@ def emitted_channels(logits: np.ndarray) -> int:
     return k
 
 
-def score_ours(logits: np.ndarray, gt_masks: np.ndarray) -> tuple[SampleScore, np.ndarray]:
-    """Our protocol: partition ``logits`` with the static dustbin and score it against ``gt_masks``, every emitted
-    channel a predicted region; returns (score, label map)."""
+def score_ours(logits: np.ndarray, gt: np.ndarray) -> tuple[SampleScore, np.ndarray]:
+    """Our protocol: partition ``logits`` with the static dustbin and score it against ``gt``, the GT label map
+    (:func:`gt_label_map`), every emitted channel a predicted region; returns (score, label map)."""
     pred = partition(logits)
-    return score_labels(gt_label_map(gt_masks), pred, emitted=emitted_channels(logits)), pred
+    return score_labels(gt, pred, emitted=emitted_channels(logits)), pred
 
 
 @dataclass(frozen=True)

@@ -63,11 +63,12 @@ def published_gt(gt_masks: np.ndarray, size: int = PUBLISHED_SIZE) -> tuple[np.n
     return index, published_k_gt(gt_masks)
 
 
-def published_gt_notes(gt_masks: np.ndarray) -> dict[int, str]:
-    """Why each GT mask that is no region of the published ground truth is so, by mask index (a template naming the
-    mask as ``{mask}``): the user is told which masks the score drops, and which count in K_gt without a pixel."""
+def published_gt_notes(gt_masks: np.ndarray, gt: np.ndarray) -> dict[int, str]:
+    """Why each GT mask that is no region of ``gt``, the published ground truth of ``gt_masks``
+    (:func:`published_gt`), is so, by mask index (a template naming the mask as ``{mask}``): the user is told which
+    masks the score drops, and which count in K_gt without a pixel."""
     masks = np.asarray(gt_masks, dtype=bool)
-    painted = set(np.unique(published_gt(masks)[0]).tolist())
+    painted = set(np.unique(gt).tolist())
     notes = {}
     for i, mask in enumerate(masks):
         if i >= PUBLISHED_MAX_TEXTURES:
@@ -113,10 +114,9 @@ def published_matched_miou(pred: np.ndarray, gt: np.ndarray, k_pred: int, k_gt: 
     return (float(np.mean([p[2] for p in pairs])) if pairs else 0.0), pairs
 
 
-def score_published(logits: np.ndarray, gt_masks: np.ndarray) -> tuple[SampleScore, np.ndarray]:
-    """Score model-resolution region logits (K, h, w) against GT masks (M, H, W) the published way; returns the
-    score and the 1008² label map (padding labels set to 0)."""
-    gt, k_gt = published_gt(gt_masks)
+def score_published(logits: np.ndarray, gt: np.ndarray, k_gt: int) -> tuple[SampleScore, np.ndarray]:
+    """Score model-resolution region logits (K, h, w) the published way against ``gt``, the published ground truth
+    of K_gt ``k_gt`` (:func:`published_gt`); returns the score and the 1008² label map (padding labels set to 0)."""
     pred, k_pred = published_prediction(logits)
     miou, pairs = published_matched_miou(pred, gt, k_pred, k_gt)
     denom = max(k_pred, k_gt)

@@ -31,7 +31,7 @@ from . import cell_store
 from .datasets import BenchDataset, image_stem, open_dataset
 from .methods import Method, MethodOptions, build_method, check_model_keys
 from .methods.predictions import DEFAULT_PATTERN, PredictionsMethod
-from .scoring import score_logits, scored_k_gt
+from .scoring import score_against
 from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_mode, regime_for
 
 log = logging.getLogger(__name__)
@@ -138,19 +138,17 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
     if method_input is not None:
         base[INPUT] = method_input
     try:
-        sample, warnings = cell.dataset.load(record, cell.protocol)
+        sample, truth, warnings = cell.dataset.load(record, cell.protocol)
         if warnings:
             log.warning("%s/%s: %s", cell.dataset.name, record.id, "; ".join(warnings))
-        k_gt = scored_k_gt(sample.masks, cell.protocol)  # the K this cell's scorer records, so an oracle is told it
-        output = cell.method.segment(sample.image, _sample_regime(cell, k_gt, record))
+        output = cell.method.segment(sample.image, _sample_regime(cell, truth.k_gt, record))
         if output.logits.shape[1:] != sample.image.shape[:2]:
             raise MethodError(
                 f"logits are {output.logits.shape[2]}x{output.logits.shape[1]} but the image is "
                 f"{sample.image.shape[1]}x{sample.image.shape[0]}"
             )
         published = cell.protocol == "published" and output.model_logits is not None
-        score, labels = score_logits(output.model_logits if published else output.logits, sample.masks,
-                                     protocol=cell.protocol)
+        score, labels = score_against(output.model_logits if published else output.logits, truth)
         if save_partition:
             cell_store.save_partition(cell.partition_path(out, record.id), labels)
         base.update(status="ok", protocol=cell.protocol, **score.as_dict(), k_out=int(output.logits.shape[0]),

@@ -4,9 +4,11 @@ imports the other."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .metrics import SampleScore, label_map_notes, score_ours, scored_regions
+from .metrics import SampleScore, gt_label_map, label_map_notes, score_ours, scored_regions
 
 PROTOCOLS = ("ours", "published")
 
@@ -16,39 +18,63 @@ def _check_protocol(protocol: str) -> None:
         raise ValueError(f"protocol must be one of {', '.join(PROTOCOLS)}, got {protocol!r}")
 
 
-def scored_k_gt(gt_masks: np.ndarray, protocol: str = "ours") -> int:
-    """K_gt as ``protocol``'s scorer records it: ours counts the regions of its first-mask-wins label map, the
-    published one every kept mask. An oracle method is told this K, so it is told the K it is scored against."""
+@dataclass(frozen=True)
+class GroundTruth:
+    """A sample's ground truth as ``protocol``'s scorer builds it from the GT ``masks``: its label map ``labels``
+    (ours: the first mask wins an overlap; published: 1008², the last mask wins). The load-time warnings, the K an
+    oracle method is told and the score all read this one map, so build it once per sample (:func:`ground_truth`):
+    the published map resizes every mask to 1008²."""
+
+    protocol: str
+    masks: np.ndarray
+    labels: np.ndarray
+
+    @property
+    def k_gt(self) -> int:
+        """K_gt as the scorer records it: ours counts the regions of its label map, the published one every kept
+        mask. An oracle method is told this K, so it is told the K it is scored against."""
+        if self.protocol == "published":
+            from .published_protocol import published_k_gt
+
+            return published_k_gt(self.masks)
+        return len(scored_regions(self.labels, len(self.masks)))
+
+    def notes(self) -> dict[int, str]:
+        """The GT masks that are no region of this ground truth, each with why (a template naming the mask as
+        ``{mask}``), for the load-time warnings: the two protocols resolve overlaps and empty masks differently, so a
+        warning true of one is false of the other."""
+        if self.protocol == "published":
+            from .published_protocol import published_gt_notes
+
+            return published_gt_notes(self.masks, self.labels)
+        return label_map_notes(self.masks, self.labels)
+
+
+def ground_truth(gt_masks: np.ndarray, protocol: str = "ours") -> GroundTruth:
+    """The ground truth ``protocol``'s scorer builds from ``(K, H, W)`` GT masks."""
     _check_protocol(protocol)
+    masks = np.asarray(gt_masks, dtype=bool)
     if protocol == "published":
-        from .published_protocol import published_k_gt
+        from .published_protocol import published_gt  # torch: not loaded for our protocol's CPU-only runs
 
-        return published_k_gt(gt_masks)
-    return len(scored_regions(gt_masks))
+        return GroundTruth(protocol, masks, published_gt(masks)[0])
+    return GroundTruth(protocol, masks, gt_label_map(masks))
 
 
-def gt_notes(gt_masks: np.ndarray, protocol: str = "ours") -> dict[int, str]:
-    """The GT masks that are no region of the ground truth ``protocol``'s scorer builds, each with why (a template
-    naming the mask as ``{mask}``), for the load-time warnings: the two protocols resolve overlaps and empty masks
-    differently, so a warning true of one is false of the other."""
-    _check_protocol(protocol)
-    if protocol == "published":
-        from .published_protocol import published_gt_notes
+def score_against(logits: np.ndarray, truth: GroundTruth) -> tuple[SampleScore, np.ndarray]:
+    """Score a method's ``(K, H, W)`` logits against ``truth``; returns (score, label map).
 
-        return published_gt_notes(gt_masks)
-    return label_map_notes(gt_masks)
+    Ours partitions with the static dustbin, every emitted channel a predicted region. The published protocol scores
+    the published evaluator's way (1008² maps, its GT and padding rules; see
+    :mod:`detecture.benchmark.published_protocol`); ``logits`` are then best given at model resolution, as the
+    published code upsampled them."""
+    if truth.protocol == "published":
+        from .published_protocol import score_published
+
+        return score_published(logits, truth.labels, truth.k_gt)
+    return score_ours(logits, truth.labels)
 
 
 def score_logits(logits: np.ndarray, gt_masks: np.ndarray, protocol: str = "ours") -> tuple[SampleScore, np.ndarray]:
-    """Score a method's ``(K, H, W)`` logits against ``gt_masks``; returns (score, label map).
-
-    ``protocol="ours"`` partitions with the static dustbin, every emitted channel a predicted region.
-    ``protocol="published"`` scores the published evaluator's way (1008² maps, its GT and padding rules; see
-    :mod:`detecture.benchmark.published_protocol`); ``logits`` are then best given at model resolution, as the
-    published code upsampled them."""
-    if protocol == "published":
-        from .published_protocol import score_published  # torch: not loaded for our protocol's CPU-only runs
-
-        return score_published(logits, gt_masks)
-    _check_protocol(protocol)
-    return score_ours(logits, gt_masks)
+    """:func:`score_against` the ground truth of ``gt_masks``, for a caller that needs nothing else of it."""
+    return score_against(logits, ground_truth(gt_masks, protocol))
