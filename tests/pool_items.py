@@ -23,3 +23,18 @@ def sleep_briefly(item: int) -> int:
 
     time.sleep(0.05)
     return item
+
+
+def after_previous(item: tuple[int, str]) -> int:
+    """Item ``i`` returns once the caller has marked item ``i - 1`` done in ``folder`` (a file named ``i - 1``), or
+    raises after a few seconds: only a pool that hands back each result as it finishes lets every item return."""
+    import time
+    from pathlib import Path
+
+    index, folder = item
+    deadline = time.monotonic() + 5
+    while index and not (Path(folder) / str(index - 1)).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"item {index - 1}'s result never reached the caller")
+        time.sleep(0.005)
+    return index

@@ -270,6 +270,18 @@ def test_a_batch_of_many_items_returns_each_result_once():
     assert done.stdout.strip() == "True", done.stderr[-2000:]
 
 
+def test_one_item_per_job_hands_back_each_result_as_it_finishes(tmp_path):
+    """A caller that records each result as it arrives (bench) asks for chunks of one: a worker holding a finished
+    result back for the rest of its chunk would lose it to a kill. Each item waits for the one before to reach the
+    caller, which the default chunks of two (32 items, 2 workers) would never let happen."""
+    import pool_items
+    from detecture.utils.parallel import unordered_map
+
+    for index in unordered_map(pool_items.after_previous, [(i, str(tmp_path)) for i in range(32)], 2, chunk=1):
+        (tmp_path / str(index)).touch()
+    assert len(list(tmp_path.iterdir())) == 32
+
+
 def test_a_worker_error_whose_class_cannot_be_rebuilt_still_stops_the_run():
     """Pool's result thread dies on an exception it cannot unpickle, and the parent would wait forever."""
     code = ("import sys\n"

@@ -228,11 +228,14 @@ def _sigint_held() -> Iterator[None]:
 
 def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
                   initializer: Callable[..., None] | None = None, initargs: tuple = (),
-                  preload: Sequence[str] = ()) -> Iterator[T]:
+                  preload: Sequence[str] = (), chunk: int | None = None) -> Iterator[T]:
     """``fn`` over ``items`` in ``workers`` processes (in this process for one), yielding results as they finish.
 
     ``fn`` and ``initializer`` must be importable module-level functions; ``preload`` names modules the forkserver
-    imports once for all workers. Any exception — a worker's environment or programming error (its initializer's
+    imports once for all workers. A worker is handed ``chunk`` items at a time and sends their results back together
+    (by default up to 16, fewer for short lists: one round trip per item would cost more than a short item); a
+    caller that records each result as it finishes asks for 1, since a stopped run loses the results a worker holds
+    back for the rest of its chunk. Any exception — a worker's environment or programming error (its initializer's
     too), a worker that died (:class:`WorkerLost`), or Ctrl+C / SIGTERM in the parent — kills the workers at once and
     propagates; data errors are ``fn``'s to turn into results.
 
@@ -245,7 +248,7 @@ def unordered_map(fn: Callable[[Any], T], items: Sequence[Any], workers: int, *,
     if workers == 1:
         yield from map(fn, items)
         return
-    size = max(1, min(16, len(items) // (workers * 8)))
+    size = chunk or max(1, min(16, len(items) // (workers * 8)))
     pending = deque((fn, items[i:i + size]) for i in range(0, len(items), size))
     context = _context(preload)
     links: dict[multiprocessing.connection.Connection, multiprocessing.process.BaseProcess] = {}
