@@ -127,20 +127,28 @@ def _sample_regime(cell: Cell, k_gt: int, record: SampleRecord) -> SampleRegime:
     return SampleRegime(cell.regime.kind, k, k_gt, cell.mode, record.id, image_stem(record))
 
 
-def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool) -> dict[str, Any]:
-    """Segment and score one sample; a data error becomes a recorded failure, never a vanished sample. The sample's
-    gallery partition, if an earlier result left one, goes first: a picture of a result replaced (by a failure, or
-    by a result not drawn) would be shown beside the new one."""
+@dataclass(frozen=True)
+class ScoredSample:
+    """What scoring a sample gives its recorder: the result, the warnings about its data (logged even where the
+    sample then failed), and its partition when the gallery draws it."""
+
+    result: dict[str, Any]
+    warnings: list[str]
+    labels: np.ndarray | None
+
+
+def score_sample(cell: Cell, record: SampleRecord, draw: bool) -> ScoredSample:
+    """Segment and score one sample; a data error becomes a recorded failure, never a vanished sample. Writes and
+    logs nothing, so that a worker process can score it for the process that records it (:func:`keep_sample`)."""
     start = time.perf_counter()
-    cell.partition_path(out, record.id).unlink(missing_ok=True)
     base: dict[str, Any] = {"id": record.id, DIGEST: cell.dataset.digest(record)}
     method_input = cell.method.input_digest(record)
     if method_input is not None:
         base[INPUT] = method_input
+    warnings: list[str] = []
+    labels = None
     try:
         sample, truth, warnings = cell.dataset.load(record, cell.protocol)
-        if warnings:
-            log.warning("%s/%s: %s", cell.dataset.name, record.id, "; ".join(warnings))
         output = cell.method.segment(sample.image, _sample_regime(cell, truth.k_gt, record))
         if output.logits.shape[1:] != sample.image.shape[:2]:
             raise MethodError(
@@ -148,17 +156,37 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
                 f"{sample.image.shape[1]}x{sample.image.shape[0]}"
             )
         published = cell.protocol == "published" and output.model_logits is not None
-        score, labels = score_against(output.model_logits if published else output.logits, truth)
-        if save_partition:
-            cell_store.save_partition(cell.partition_path(out, record.id), labels)
+        score, partition = score_against(output.model_logits if published else output.logits, truth)
+        labels = partition if draw else None
         base.update(status="ok", protocol=cell.protocol, **score.as_dict(), k_out=int(output.logits.shape[0]),
                     descriptions=output.descriptions, warnings=warnings)
     except DetectureError as exc:  # a failing sample is recorded and the run goes on
-        log.warning("%s × %s, sample %s failed: %s", cell.method.name, cell.dataset.name, record.id, exc)
         base.update(status="failed", error=str(exc))
     base["seconds"] = round(time.perf_counter() - start, 4)
     base[cell_store.FINISHED] = time.time()
-    return base
+    return ScoredSample(base, warnings, labels)
+
+
+def keep_sample(cell: Cell, scored: ScoredSample, out: Path) -> dict[str, Any]:
+    """Log a scored sample's warnings and failure and replace its gallery partition; returns the result to record.
+    An earlier result's partition goes in any case: a picture of a result replaced (by a failure, or by a result not
+    drawn) would be shown beside the new one."""
+    result = scored.result
+    if scored.warnings:
+        log.warning("%s/%s: %s", cell.dataset.name, result["id"], "; ".join(scored.warnings))
+    if result["status"] == "failed":
+        log.warning("%s × %s, sample %s failed: %s", cell.method.name, cell.dataset.name, result["id"],
+                    result["error"])
+    path = cell.partition_path(out, result["id"])
+    path.unlink(missing_ok=True)
+    if scored.labels is not None:
+        cell_store.save_partition(path, scored.labels)
+    return result
+
+
+def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool) -> dict[str, Any]:
+    """Score one sample in this process and keep it (:func:`score_sample`, :func:`keep_sample`)."""
+    return keep_sample(cell, score_sample(cell, record, save_partition), out)
 
 
 def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard, gallery: int) -> list[SampleRecord]:
