@@ -6,6 +6,8 @@ shard at once, so a killed run continues where it stopped; a complete cell is sk
 ``accelerate launch`` each process takes its share of the pending samples and the main process merges the shards
 once everyone is done; with ``--shard I/N`` (job arrays) a run scores share I of every cell and merges nothing: the
 same command without ``--shard`` then finds every sample done and merges and reports (:mod:`detecture.utils.parallel`).
+With ``workers`` (the methods of :data:`~.methods.WORKER_METHODS`), worker processes score a process's share of a cell
+and the process records each result as it arrives, so a killed run loses only the samples being scored.
 
 A sample fails (recorded, the run goes on) on a data error only: an unreadable sample, a method output that cannot be
 scored. An environment error (disk full, out of memory) or a bug stops the run with nothing recorded for the sample.
@@ -15,21 +17,22 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm import tqdm
 
 from ..data.metadata import SampleRecord
 from ..errors import DatasetError, DetectureError, InputError, MethodError
-from ..utils.parallel import Ranks, Shard, share
+from ..utils.parallel import Ranks, Shard, share, unordered_map
 from ..utils.paths import InputSet
 from . import cell_store
 from .datasets import BenchDataset, image_stem, open_dataset
-from .methods import Method, MethodOptions, build_method, check_model_keys
+from .methods import WORKER_METHODS, Method, MethodOptions, build_method, check_model_keys
 from .methods.predictions import DEFAULT_PATTERN, PredictionsMethod
 from .scoring import score_against
 from .regimes import AUTONOMOUS, RegimeSpec, SampleRegime, check_plan, dispatch_mode, regime_for
@@ -57,6 +60,7 @@ class BenchConfig:
     gallery: int = 4
     options: MethodOptions = field(default_factory=MethodOptions)
     shard: Shard = field(default_factory=Shard)
+    workers: int = 1  # worker processes per process for the methods of WORKER_METHODS
     protocol: str = "ours"  # or "published": the published evaluator's scoring (benchmark/published_protocol.py)
 
 
@@ -290,7 +294,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
             method.load()
             try:
                 for cell, pending in todo:
-                    _run_cell(cell, pending, out, config.gallery, ranks, config.shard)
+                    _run_cell(cell, pending, out, config.gallery, ranks, config.shard, config.workers)
             finally:
                 method.close()
         if ranks.is_main and config.shard.whole:
@@ -300,19 +304,56 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
     return cells
 
 
-def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, ranks: Ranks, shard: Shard) -> None:
+def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, ranks: Ranks, shard: Shard,
+              workers: int) -> None:
     """This process's share of ``pending`` (every process computed the same list), appended to its own part file,
     numbered by its place among all shards and processes so that concurrent job-array tasks never share one."""
-    gallery_ids = {r.id for r in cell.records[:gallery]}
+    drawn = {r.id for r in cell.records[:gallery]}
+    mine = share(pending, Shard(ranks.index, ranks.count))
     writer = cell_store.ShardWriter(cell.directory(out), ranks.shard(shard).index)
     try:
-        bar = tqdm(share(pending, Shard(ranks.index, ranks.count)), leave=False, unit="img",
-                   desc=f"{cell.method.name} × {cell.dataset.name}", disable=not ranks.is_main)
-        for record in bar:
-            writer.write(run_sample(cell, record, out, record.id in gallery_ids))
+        # closing(): an interrupt raised between two results stops the workers at once, not when the generator is
+        # collected (the traceback holds this frame)
+        with tqdm(total=len(mine), leave=False, unit="img", desc=f"{cell.method.name} × {cell.dataset.name}",
+                  disable=not ranks.is_main) as bar, closing(_results(cell, mine, out, drawn, workers)) as results:
+            for result in results:
+                writer.write(result)
+                bar.update()
     finally:
         writer.close()
     ranks.wait()
+
+
+def _results(cell: Cell, records: list[SampleRecord], out: Path, drawn: set[str], workers: int
+             ) -> Iterator[dict[str, Any]]:
+    """The results of ``records``, each kept (:func:`keep_sample`) as it finishes: scored in this process, or in
+    ``workers`` worker processes for a method of :data:`WORKER_METHODS`, handed one sample at a time so that none
+    finished waits there for another."""
+    if workers == 1 or len(records) <= 1 or cell.method.kind not in WORKER_METHODS:
+        for record in records:
+            yield run_sample(cell, record, out, record.id in drawn)
+        return
+    jobs = [(record, record.id in drawn) for record in records]
+    with closing(unordered_map(_score_job, jobs, workers, initializer=_init_worker, initargs=(cell,),
+                               preload=[__name__, type(cell.method).__module__], chunk=1)) as scored:
+        for sample in scored:
+            yield keep_sample(cell, sample, out)
+
+
+_WORKER_CELL: Cell | None = None
+
+
+def _init_worker(cell: Cell) -> None:
+    """A worker's cell, sent once rather than with each of its samples."""
+    global _WORKER_CELL
+    _WORKER_CELL = cell
+
+
+def _score_job(job: tuple[SampleRecord, bool]) -> ScoredSample:
+    """A worker's task: one sample of its cell, and whether the gallery draws it."""
+    assert _WORKER_CELL is not None
+    record, draw = job
+    return score_sample(_WORKER_CELL, record, draw)
 
 
 def cell_records(cell: Cell, out: Path) -> list[dict[str, Any]]:

@@ -24,15 +24,18 @@ examples:
   detecture bench --datasets rwtd,outex --methods classical,detecture-text --out runs/bench
   detecture bench --datasets /data/outex --methods classical \\
       --predictions pca-ms=/data/outex/peer_predictions/pca-ms --predictions-pattern 'seg{stem}.png' --out runs/outex
+  detecture bench --datasets outex,dtd --methods classical --workers 8 --out runs/cpu
+      (8 worker processes score the classical method's samples, one CPU core each)
   accelerate launch -m detecture bench --datasets rwtd --methods detecture --head ckpt/ --out runs/bench
       (one shard of the samples per GPU process; results merged)
   detecture bench --datasets rwtd --methods detecture --head ckpt/ --protocol published --out runs/paper
       (scored by the paper's evaluator, for comparison with its table)
 """
 
-# The options that serve one method only: refused when --methods does not name it. (A --model key no selected method
-# reads is only warned about: benchmark.methods.check_model_keys.)
-METHOD_OPTIONS = {"classical_config": "classical"}
+# The options that serve one method only: refused when --methods does not name it (--workers: the one method of
+# benchmark.methods.WORKER_METHODS, kept out of this module's imports for a fast --help). A --model key no selected
+# method reads is only warned about: benchmark.methods.check_model_keys.
+METHOD_OPTIONS = {"classical_config": "classical", "workers": "classical"}
 
 
 def _csv(text: str) -> list[str]:
@@ -92,6 +95,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--classical-config", type=Path, metavar="YAML",
                    help="settings of the classical method: a YAML file of ClassicalParams fields, e.g. 'max_k: 4' "
                         "(a cell scored in --out under other settings is refused: use a new --out, or --force)")
+    p.add_argument("--workers", type=int,
+                   help="worker processes that score the classical method's samples, one thread each: up to the CPU "
+                        "cores (default: 1; under 'accelerate launch', per process). The other methods score in the "
+                        "process itself")
     p.add_argument("--shard", metavar="I/N",
                    help="score only share I of N of every cell and write no report (one job-array task each); then "
                         "run the same command without --shard: it finds every sample done, merges and reports")
@@ -113,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--limit must be at least 1")
     if args.gallery < 0:
         raise InputError("--gallery must be 0 or more")
+    if args.workers is not None and args.workers < 1:
+        raise InputError("--workers must be at least 1")
     refuse_unserved(args, METHOD_OPTIONS, "method", args.methods)
     classical_params = None
     if args.classical_config is not None:
@@ -132,6 +141,7 @@ def run(args: argparse.Namespace) -> int:
         regime=parse_regime(args.regime) if args.regime else None,
         gallery=args.gallery,
         shard=Shard.parse(args.shard),
+        workers=args.workers or 1,
         protocol=args.protocol,
         options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,
                               models=models_of(args), head=args.head, prompt=args.prompt,

@@ -43,6 +43,11 @@ def model_option(key: str) -> str:
     return OWN_OPTIONS.get(key, f"--model {key}")
 
 
+# The methods that score in worker processes under ``bench --workers N``: CPU-bound, one thread each, with no weights
+# to copy into every worker. The others score in the process itself (one per GPU under ``accelerate launch``).
+WORKER_METHODS: tuple[str, ...] = ("classical",)
+
+
 def check_model_keys(models: dict[str, str], methods: list[str]) -> None:
     """Refuse a ``--model`` key no method reads, before any model loads: a misspelt key (``grounding_dino``) would
     otherwise be ignored and the method would load its default model. A known key that none of ``methods`` reads is
@@ -66,5 +71,5 @@ def build_method(name: str, options: MethodOptions) -> Method:
     return getattr(importlib.import_module(f".{module}", __package__), cls)(options)
 
 
-__all__ = ["MODEL_KEYS", "OWN_OPTIONS", "REGISTRY", "check_model_keys", "Method", "MethodOptions", "MethodOutput",
-           "build_method", "model_option"]
+__all__ = ["MODEL_KEYS", "OWN_OPTIONS", "REGISTRY", "WORKER_METHODS", "check_model_keys", "Method", "MethodOptions",
+           "MethodOutput", "build_method", "model_option"]
