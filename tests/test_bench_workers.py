@@ -122,3 +122,10 @@ def test_workers_are_refused_with_one_line_before_anything_runs(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {message}"), err
     assert not out.exists()
+
+
+def test_the_command_line_refuses_workers_for_exactly_the_methods_that_cannot_use_them():
+    from detecture.benchmark.methods import WORKER_METHODS
+    from detecture.commands.bench import METHOD_OPTIONS
+
+    assert (METHOD_OPTIONS["workers"],) == WORKER_METHODS
