@@ -171,3 +171,19 @@ def test_a_head_trained_on_tiny_backbones_is_refused_before_any_cell_runs(tmp_pa
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained on tiny random backbones; add --tiny" in err[0], err
     assert not list(out.rglob("samples*.jsonl"))
+
+
+def test_a_later_methods_model_missing_offline_is_refused_before_any_cell_runs(tmp_path, capsys, monkeypatch):
+    """Offline, a model neither cached nor a local folder cannot load: one line (status 2, nothing done) before the
+    classical cells run, instead of after them."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    root = make_rwtd(tmp_path / "rwtd", n=2)
+    out = tmp_path / "out"
+    argv = ["bench", "--datasets", str(root), "--methods", "classical,detecture-text", "--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'Qwen/Qwen3-VL-8B-Instruct' is not in the local cache" in err[0], err
+    assert not list(out.rglob("samples*.jsonl")) and not list(out.rglob("part-*.jsonl"))

@@ -130,15 +130,37 @@ def load_from_hub(what: str, repo: str, loader: Callable[[], T]) -> T:
             f"{what} '{repo}' was not found (wrong id, or a private repo and no token: set HF_TOKEN)"
         ) from None
     except LocalEntryNotFoundError:
-        raise ModelAccessError(
-            f"{what} '{repo}' is not in the local cache and the hub cannot be reached (offline?); download it on a "
-            "connected machine with `hf download` and pass the folder path"
-        ) from None
+        raise ModelAccessError(_not_cached(what, repo)) from None
     except OSError as exc:
         if exc.errno in SYSTEM_FAULTS:
             raise
         reason = " ".join(str(exc).split())  # transformers' messages span several lines; the CLI prints one
         raise ModelAccessError(f"could not load {what} '{repo}': {reason}") from None
+
+
+def check_loadable(what: str, repo: str) -> None:
+    """Refuse, in milliseconds and before any model loads, a model that cannot load while the hub is out of reach
+    (``HF_HUB_OFFLINE=1``, or no connection: :func:`use_cache_only_if_hub_unreachable`): no local folder, and not in
+    the local cache. For a run that loads it only after hours of other work (``bench``'s later methods). A reachable
+    hub is not asked: gated access or a wrong id are reported when the model loads."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if Path(repo).expanduser().is_dir():
+        return
+    use_cache_only_if_hub_unreachable(repo)
+    if not constants.is_offline_mode():
+        return
+    try:
+        cached = try_to_load_from_cache(repo, "config.json")
+    except ValueError:  # not of a hub id's form: a folder path that does not exist
+        raise ModelAccessError(f"{what} '{repo}': no such folder") from None
+    if not isinstance(cached, str):
+        raise ModelAccessError(_not_cached(what, repo))
+
+
+def _not_cached(what: str, repo: str) -> str:
+    return (f"{what} '{repo}' is not in the local cache and the hub cannot be reached (offline?); download it on a "
+            "connected machine with `hf download` and pass the folder path")
 
 
 def bitsandbytes_config(quantization: str | None, compute_dtype: torch.dtype):

@@ -109,6 +109,7 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
     ]
     for method in methods:
         method.check()
+        method.check_models()
     cell_store.check_distinct("method", [(repr(m.name), m.name) for m in methods], "give one another name")
     regimes = {d.name: regime_for(d.key, config.regime) for d in datasets}
     check_plan([(m.kind, d.name, regimes[d.name]) for m in methods for d in datasets])

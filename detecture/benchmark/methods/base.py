@@ -86,6 +86,21 @@ class Method(ABC):
         """Cheap prerequisite checks (permissions, paths, optional packages), run for every method before the first
         model loads, so a run of several methods cannot fail on the last one after hours on the others."""
 
+    def models(self) -> dict[str, str]:
+        """The models :meth:`load` reads (what it is, as the load's errors name it → hub id or folder), for
+        :meth:`check_models`; none by default."""
+        return {}
+
+    def check_models(self) -> None:
+        """Refuse, with :meth:`check`, a model that cannot load while the hub is out of reach (offline and not in
+        the local cache): a later method of a run would otherwise fail to load after the earlier ones were scored."""
+        models = self.models()
+        if models:
+            from ...backbones.loading import check_loadable
+
+            for what, repo in models.items():
+                check_loadable(what, repo)
+
     def check_records(self, dataset: str, records: list[SampleRecord]) -> None:
         """Checks against the records a cell will segment, run with :meth:`check` before the first model loads, for
         a problem that would otherwise pass silently sample by sample; nothing to check by default."""

@@ -35,6 +35,16 @@ class _DetectureMethod(Method):
             if not self.options.tiny and not self.options.models.get("qwen"):
                 default_qwen(config, self.options.head)  # refuses a head trained on tiny backbones, before any cell
 
+    def models(self) -> dict[str, str]:
+        if self.options.tiny:
+            return {}
+        from ...backbones import DEFAULT_SAM3
+        from ...bridge.head import default_qwen, read_head_config
+
+        head = self.options.head if self.grounding == "bridge" else None
+        qwen = self.options.models.get("qwen") or default_qwen(read_head_config(head) if head else None, head)
+        return {"Qwen3-VL model": qwen, "SAM3 model": self.options.models.get("sam3") or DEFAULT_SAM3}
+
     def settings(self) -> dict[str, Any]:
         """The head by path and by the content of its files (a head retrained into the same folder is another
         experiment; a copy of it is not), the backbones and, for tiny random ones, the seed that draws them."""

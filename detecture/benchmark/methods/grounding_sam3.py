@@ -150,6 +150,10 @@ class GroundingSam3Method(Method):
         return {"grounding-dino": self.model_id("grounding-dino", DEFAULT_DETECTOR),
                 "sam3": self.model_id("sam3", DEFAULT_SAM3), "prompt": self.options.prompt or DEFAULT_PROMPT}
 
+    def models(self) -> dict[str, str]:
+        return {"Grounding-DINO model": self.model_id("grounding-dino", DEFAULT_DETECTOR),
+                "SAM3 model": self.model_id("sam3", DEFAULT_SAM3)}
+
     def load(self) -> None:
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 

@@ -34,6 +34,9 @@ class Sa2VAMethod(Method):
     def settings(self) -> dict[str, Any]:
         return {"sa2va": self.model_id("sa2va", DEFAULT_MODEL)}
 
+    def models(self) -> dict[str, str]:
+        return {"Sa2VA model": self.model_id("sa2va", DEFAULT_MODEL)}
+
     def check(self) -> None:
         if not self.options.trust_remote_code:
             raise InputError("method 'sa2va' runs the model's own code from the hub; pass --trust-remote-code "

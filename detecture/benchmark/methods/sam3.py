@@ -53,6 +53,9 @@ class Sam3Method(Method):
             settings["seed"] = self.options.seed
         return settings
 
+    def models(self) -> dict[str, str]:
+        return {} if self.options.tiny else {"SAM3 model": self.model_id("sam3", DEFAULT_MODEL)}
+
     def load(self) -> None:
         from ...backbones.sam3 import Sam3Backbone
         from .base import torch_device

@@ -170,6 +170,9 @@ class TextureSamMethod(Method):
             raise InputError("method 'texturesam' needs its checkpoint: --model texturesam=PATH_OR_ID "
                              "(TextureSAM weights converted to transformers' Sam2Model format)")
 
+    def models(self) -> dict[str, str]:
+        return {"TextureSAM (SAM-2) model": self.options.models["texturesam"]}  # check() requires it
+
     def load(self) -> None:
         from transformers import Sam2Model
 
