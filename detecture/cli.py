@@ -4,9 +4,9 @@ convert, demo).
 Each sub-command lives in ``detecture/commands/<name>.py`` and exposes ``add_parser(subparsers)``; heavy libraries are
 imported inside the command, so ``detecture --help`` stays fast. A :class:`DetectureError` becomes one clear
 ``error:`` line and exit status 2 instead of a traceback, and an ``OSError`` escaping any command (disk full,
-unwritable output), or a batch run it stopped (:class:`~detecture.errors.RunStopped`), one line naming the path and
-the cause with status 3; SIGTERM unwinds like Ctrl+C (:func:`sigterm_as_interrupt`) and is reported as such whatever
-error its unwinding met (status 143); the statuses are defined in
+unwritable output) one line naming the path and the cause with status 3, as is a run stopped unfinished once its work
+had begun (:class:`~detecture.errors.RunStopped`); SIGTERM unwinds like Ctrl+C (:func:`sigterm_as_interrupt`) and is
+reported as such whatever error its unwinding met (status 143); the statuses are defined in
 :mod:`detecture.commands.exit_status`.
 """
 

@@ -26,8 +26,10 @@ class ModelAccessError(DetectureError):
 
 
 class RunStopped(DetectureError):
-    """An environment fault (disk full, unwritable output, out of memory) stopped a run unfinished; the message names
-    the path and the cause. Nothing half-done was recorded, so the same command run again finishes the work."""
+    """A run stopped unfinished once its work had begun: by an environment fault (disk full, unwritable output, out
+    of memory; the message names the path and the cause), or by a cause met on the way that no single item is to blame
+    for (``train``'s NaN guard, a later ``bench`` method's model that will not load). The work finished is kept and
+    nothing half-done was recorded, so the same command run again, once the cause is fixed, finishes the work."""
 
 
 class MethodError(DetectureError):

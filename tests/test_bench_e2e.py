@@ -187,3 +187,29 @@ def test_a_later_methods_model_missing_offline_is_refused_before_any_cell_runs(t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'Qwen/Qwen3-VL-8B-Instruct' is not in the local cache" in err[0], err
     assert not list(out.rglob("samples*.jsonl")) and not list(out.rglob("part-*.jsonl"))
+
+
+@pytest.mark.skipif(not HAS_PIPELINE, reason="detecture.pipeline is not available yet")
+def test_a_model_that_fails_to_load_after_other_cells_were_scored_stops_the_run_unfinished(tmp_path, capsys,
+                                                                                         monkeypatch):
+    """The classical cells are scored and kept by then: exit status 3 (stopped unfinished, a re-run finishes), not 2,
+    which says that nothing was done; the re-run skips them."""
+    from detecture.errors import ModelAccessError
+    from detecture.pipeline import DetecturePipeline
+
+    def gated(cls, *args, **kwargs):
+        raise ModelAccessError("Qwen3-VL model 'x' is gated")
+
+    root = make_rwtd(tmp_path / "rwtd", n=2)
+    out = tmp_path / "out"
+    argv = ["bench", "--datasets", str(root), "--methods", "classical,detecture-text", "--tiny", "--out", str(out),
+            "--gallery", "0"]
+    with monkeypatch.context() as patch:
+        patch.setattr(DetecturePipeline, "tiny", classmethod(gated))
+        assert main(argv) == 3
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: Qwen3-VL model 'x' is gated; bench stopped unfinished") and str(out) in err, err
+    kept = _samples(out, "rwtd", "classical")
+    assert [r["status"] for r in kept] == ["ok", "ok"]
+    assert main(argv) == 0
+    assert _samples(out, "rwtd", "classical") == kept

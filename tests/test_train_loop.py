@@ -395,6 +395,26 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
     assert [math.isnan(v) for v in losses(tmp_path / "nan")] == [True, False]
 
 
+def test_the_nan_guard_stops_the_command_unfinished(data, tmp_path, monkeypatch, capsys):
+    """By then the run has written checkpoints: exit status 3 (stopped unfinished, resume to finish), not 2, which
+    says that nothing was done."""
+    from detecture.training.model import TrainModule
+
+    forward = TrainModule.forward
+
+    def poisoned(self, batch, stage):
+        terms = forward(self, batch, stage)
+        terms.total = terms.total * float("nan")
+        return terms
+
+    monkeypatch.setattr(TrainModule, "forward", poisoned)
+    out = tmp_path / "nan"
+    overrides = {**FAST, "train.max_nonfinite_steps": 2, "optim.grad_accum": 1}
+    assert main(["train", "--tiny", "--data", str(data), "--out", str(out), *sets(overrides)]) == 3
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("error: 2 optimizer steps in a row")
+    assert (out / "checkpoints" / "latest.json").is_file()
+
+
 def test_a_run_killed_before_its_first_checkpoint_starts_its_logs_afresh(data, tmp_path, monkeypatch):
     """Nothing to resume, so the same command trains from step 1 again: its logs must not hold the killed attempt's
     steps as well."""

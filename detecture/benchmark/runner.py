@@ -27,7 +27,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..data.metadata import SampleRecord
-from ..errors import DatasetError, DetectureError, InputError, MethodError
+from ..errors import DatasetError, DetectureError, InputError, MethodError, RunStopped
 from ..utils.parallel import Ranks, Shard, share, unordered_map
 from ..utils.paths import InputSet
 from . import cell_store
@@ -280,6 +280,7 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
         for cell in cells:
             cell_store.write_settings(cell.directory(out), cell.settings)
     ranks.wait()
+    scored: list[str] = []  # the methods whose cells this run has scored samples of
     for method in methods:
         mine = [c for c in cells if c.method is method]
         todo = [(c, _pending(c, out, config.retry_failed, config.shard, config.gallery)) for c in mine]
@@ -292,17 +293,33 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
                 log.info("%s × %s: complete, skipped (use --force to rerun)", method.name, c.dataset.name)
         if todo:
             log.info("loading %s", method.name)
-            method.load()
+            _load(method, out, scored)
             try:
                 for cell, pending in todo:
                     _run_cell(cell, pending, out, config.gallery, ranks, config.shard, config.workers)
             finally:
                 method.close()
+            scored.append(method.name)
         if ranks.is_main and config.shard.whole:
             for c in mine:
                 cell_store.merge_cell(c.directory(out), [r.id for r in c.dataset.records])
         ranks.wait()
     return cells
+
+
+def _load(method: Method, out: Path, scored: list[str]) -> None:
+    """Load ``method``'s models. One that fails to load once this run has scored other methods' samples (``scored``
+    names those methods) stops the run unfinished (:class:`RunStopped`, not a "nothing done" error): their results
+    are kept, and the same command run again once the cause is fixed skips them and goes on."""
+    try:
+        method.load()
+    except RunStopped:
+        raise
+    except DetectureError as exc:
+        if not scored:
+            raise
+        raise RunStopped(f"{exc}; bench stopped unfinished, keeping the results of {', '.join(scored)} in {out} "
+                         "(re-run the same command once this is fixed to finish it)") from None
 
 
 def _run_cell(cell: Cell, pending: list[SampleRecord], out: Path, gallery: int, ranks: Ranks, shard: Shard,

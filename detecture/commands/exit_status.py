@@ -7,9 +7,11 @@
   which a re-run scores.
 * 2: nothing was done: a usage or input error found before work started, such as an output folder that cannot be
   created or a port in use (one ``error:`` line; argparse uses 2 too).
-* 3: stopped unfinished by the system: disk full, an output path that became unwritable or vanished (one
-  ``error:`` line naming the path and the cause). Whatever was finished is kept and nothing half-written is left; the
-  same command run again after the cause is fixed completes the run (``train`` with ``--resume``). Also ``mine``
+* 3: stopped unfinished (:class:`~detecture.errors.RunStopped`): by the system, such as a full disk or an output
+  path that became unwritable or vanished (one ``error:`` line naming the path and the cause), or by a cause met
+  once work had begun that no single item is to blame for (``train``'s NaN guard, ``bench`` failing to load a
+  method's model after it scored another's samples). Whatever was finished is kept and nothing half-written is left;
+  the same command run again after the cause is fixed completes the run (``train`` with ``--resume``). Also ``mine``
   without ``--shard`` that mined its scenes but could not write the merged dataset because scenes are still being
   mined by other live runs into its ``--out`` that will not merge (``--shard`` runs; the line names them): unfinished
   in the same way, and the same command run once they finish completes it. Where every such run merges, the merge is

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone
-from ..errors import CheckpointError, DetectureError, InputError
+from ..errors import CheckpointError, InputError, RunStopped
 from ..pipeline import DetecturePipeline
 from ..utils import atomic
 from ..utils.json_files import read_json_object
@@ -59,8 +59,9 @@ FIXED_ON_RESUME = ("optim.lr", "optim.min_lr", "optim.warmup_epochs", "optim.sta
                    "model.tiny", "model.quantization")
 
 
-class NonFiniteLossError(DetectureError):
-    """Too many optimizer steps in a row had a NaN/inf loss or gradient."""
+class NonFiniteLossError(RunStopped):
+    """Too many optimizer steps in a row had a NaN/inf loss or gradient: the run stops unfinished, its checkpoints
+    kept, and resumes with a lower peak or from an earlier checkpoint (the message says how)."""
 
 
 @dataclass
