@@ -170,6 +170,32 @@ def test_a_head_trained_on_tiny_backbones_asks_for_tiny_before_loading(photos, t
     assert not (tmp_path / "o").exists()
 
 
+def test_a_head_rewritten_in_place_redoes_the_images_it_segmented(photos, tmp_path, capsys):
+    """A re-run skips an image only if its output was made with the same head weights: new weights written over
+    model.safetensors leave the folder's own time as it was, but not the recorded digest of its files."""
+    import torch
+
+    from detecture.backbones.qwen import QwenVL
+    from detecture.backbones.sam3 import Sam3Backbone
+    from detecture.bridge import DetectureHead, HeadConfig
+
+    config = HeadConfig.for_backbones(QwenVL.tiny(), Sam3Backbone.tiny())
+    heads = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        heads.append(DetectureHead(config).save_pretrained(tmp_path / f"head{seed}"))
+    head, out = heads[0], tmp_path / "o"
+    argv = ["segment", str(photos["brick"]), "--tiny", "--head", str(head), "--k", "2", "--out", str(out)]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    assert "0 image(s) segmented, 0 failed, 1 already done" in capsys.readouterr().out
+    folder_times = os.stat(head)
+    (head / "model.safetensors").write_bytes((heads[1] / "model.safetensors").read_bytes())
+    os.utime(head, ns=(folder_times.st_atime_ns, folder_times.st_mtime_ns))
+    assert main(argv) == 0
+    assert "1 image(s) segmented, 0 failed" in capsys.readouterr().out
+
+
 def test_missing_model_folder_says_what_to_do(photos, tmp_path, capsys):
     code = main(["segment", str(photos["brick"]), "--qwen", str(tmp_path / "no-such-model"), "--out",
                  str(tmp_path / "o")])

@@ -201,19 +201,22 @@ def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[l
 
 
 def settings_of(request: "SegmentRequest") -> dict:
-    """The options that shape an output (recorded in it, so a re-run with other settings redoes the image). Paths
-    are recorded :func:`~detecture.utils.paths.printable`, as image names are: a head folder named in Latin-1 must
-    not make its record unwritable."""
+    """The options that shape an output (recorded in it, so a re-run with other settings redoes the image), the head
+    by its path and the content of its files (:func:`~detecture.bridge.head.head_digest`, as ``bench`` records it: a
+    head retrained into its folder is another setting). Paths are recorded :func:`~detecture.utils.paths.printable`,
+    as image names are: a head folder named in Latin-1 must not make its record unwritable."""
     from ..utils.paths import printable, resolved
 
     regime = request.regime
     settings = {"method": request.method,
                 "regime": {"kind": regime.kind, "count": regime.count, "query": regime.text}}
     if request.method == "detecture":
+        from ..bridge.head import head_digest
+
         head = resolved(request.head) if request.head is not None else None
         options = request.load_options()  # the defaults filled in: the same run records the same settings
         settings.update(grounding=request.grounding, head=printable(head) if head else None,
-                        head_mtime_ns=head.stat().st_mtime_ns if head else None, qwen=printable(options["qwen"]),
+                        head_files=head_digest(head)[:16] if head else None, qwen=printable(options["qwen"]),
                         sam3=printable(options["sam3"]), dtype=request.dtype, quantization=request.quantization,
                         max_new_tokens=options["max_new_tokens"], tiny=request.tiny)
     elif request.classical_params is not None:
