@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,6 +28,22 @@ def test_unified_layout_found_by_name_under_env_root(tmp_path, monkeypatch):
     assert sample.image.shape == (96, 96, 3) and sample.masks.shape == (2, 96, 96) and warnings == []
     with pytest.raises(DatasetError, match="no folder of that name"):
         open_dataset("stld", data_root=tmp_path / "STLD")  # an explicit root wins over the environment
+
+
+def test_a_dataset_not_found_by_name_points_to_where_to_get_it(tmp_path, monkeypatch):
+    """A bare `detecture bench --out x` reads the four default datasets under ./datasets: without them the error says
+    where the docs tell how to get them, and that section exists."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DETECTURE_DATASETS_ROOT", raising=False)
+    with pytest.raises(DatasetError, match="datasets root datasets does not exist") as missing_root:
+        open_dataset("rwtd")
+    (tmp_path / "datasets").mkdir()
+    with pytest.raises(DatasetError, match="no folder of that name") as missing_folder:
+        open_dataset("rwtd")
+    for error in (missing_root, missing_folder):
+        assert "'Getting the datasets' in docs/benchmark.md" in str(error.value)
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmark.md").read_text(encoding="utf-8")
+    assert "**Getting the datasets.**" in docs
 
 
 def test_rwtd_native_layout(tmp_path):

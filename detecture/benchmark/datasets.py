@@ -69,6 +69,10 @@ def add_file(digest: hashlib._Hash, path: Path) -> None:
         digest.update(b"\0unreadable")
 
 
+# Where a user who has no datasets yet learns where the default ones are published and what layout is read.
+WHERE_TO_GET = "'Getting the datasets' in docs/benchmark.md says where to download the default ones"
+
+
 def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
     """A dataset folder: a spec with a path separator (or starting with ``.`` / ``~``) is a path, anything else a
     folder name under the datasets root. A folder of that name in the current directory is never used silently: it
@@ -79,12 +83,11 @@ def find_dataset(spec: str, data_root: str | os.PathLike | None = None) -> Path:
     here = f"; ./{spec} is a folder here: write ./{spec} to use it" if local else ""
     root = Path(data_root).expanduser() if data_root else datasets_root()  # an explicit --data-root beats the env
     if not root.is_dir():
-        raise DatasetError(
-            f"dataset {spec!r}: datasets root {root} does not exist (use --data-root or $DETECTURE_DATASETS_ROOT){here}"
-        )
+        raise DatasetError(f"dataset {spec!r}: datasets root {root} does not exist (use --data-root or "
+                           f"$DETECTURE_DATASETS_ROOT; {WHERE_TO_GET}){here}")
     matches = [p for p in sorted(root.iterdir()) if p.is_dir() and p.name.lower() == spec.lower()]
     if not matches:
-        raise DatasetError(f"dataset {spec!r}: no folder of that name under {root}{here}")
+        raise DatasetError(f"dataset {spec!r}: no folder of that name under {root} ({WHERE_TO_GET}){here}")
     if local is not None and local.resolve() != matches[0].resolve():
         raise DatasetError(f"dataset {spec!r}: both {matches[0]} (datasets root) and ./{spec} exist; write "
                            f"{matches[0]} or ./{spec} to say which")
