@@ -75,6 +75,10 @@ def test_override_errors_name_the_override():
     assert str(info.value) == "--set optim.lr: expected a number, got 'fast'"
     with pytest.raises(InputError, match=r"^--set optim\.lrr: unknown key \(known: lr, "):
         load_train_config(None, {"optim.lrr": 1})
+    # an unknown section that only the override makes is the override's, not the defaults' or the file's
+    for path in (None, CONFIGS / "train.yaml"):
+        with pytest.raises(InputError, match=r"^--set foo\.bar: foo: unknown key \(known: model, "):
+            load_train_config(path, {"foo.bar": 1})
 
 
 def test_miner_config_errors_are_one_line(tmp_path):

@@ -181,6 +181,8 @@ def parse_config(cls: type[T], data: Any, source: str, overrides: dict[str, Any]
         first = errors[0]
         path = _dotted(tuple(first["loc"]))
         overridden = any(path == k or path.startswith((k + ".", k + "[")) for k in overrides)
-        origin = "--set " if overridden else f"{source}: "
+        # a section only an override reaches into (`--set foo.bar=1` makes an unknown `foo`) is that override's
+        inside = next((k for k in overrides if path and k.startswith(path + ".")), None)
+        origin = "--set " if overridden else f"--set {inside}: " if inside else f"{source}: "
         more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
         raise InputError(f"{origin}{format_error(first, cls)}{more}") from None
