@@ -74,7 +74,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     which.add_argument("--query", help="find the one region matching this phrase, e.g. 'the rough bark'")
     p.add_argument("--grounding", choices=("auto", "bridge", "text"), default="auto",
                    help="bridge: trained head grounds the <|seg|> states; text: SAM3's text encoder grounds each "
-                        "description (no training needed); auto: bridge when --head is given, else text")
+                        "description (no training needed); auto: bridge when --head or --tiny is given (tiny "
+                        "backbones carry a random head), else text")
     p.add_argument("--head", type=Path, help="trained head checkpoint folder (from 'detecture train')")
     # Model options default to None ("not given"): the service fills in the defaults, and refuses any given to the
     # classical method rather than ignore it.
