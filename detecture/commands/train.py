@@ -29,8 +29,9 @@ examples:
                                               (fine-tune a converted or trained head + adapter, under its contract)
   detecture train ... --out runs/bridge --resume --epochs 30 --resume-lr-scale 0.15 --resume-warmup-epochs 2
                                               (micro-warm-up restart: extend 20 -> 30 epochs, keep AdamW moments)
-outputs in --out: train_log.csv, eval_log.csv, tensorboard/, loss_curves.png, eval_curves.png, config.json,
-  checkpoints/step-*/ (safetensors + JSON; latest.json), final/ (head + adapter for 'detecture segment --head')
+outputs in --out: train_log.csv, eval_log.csv, tensorboard/, loss_curves.png, config.json, contract.json,
+  checkpoints/step-*/ (safetensors + JSON; latest.json), final/ (head + adapter for 'detecture segment --head');
+  with --val-data also eval_curves.png (live validation)
 """
 
 
