@@ -17,7 +17,7 @@ from detecture.cli import main
 from detecture.commands.segment_classical import ClassicalJob, run_classical
 from detecture.demo.examples import mosaic_two
 from detecture.errors import InputError
-from detecture.prompts import Regime
+from detecture.prompts import MAX_TEXTURES, Regime
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +50,13 @@ def test_a_changed_field_changes_the_result(disc):
 def test_invalid_values_are_refused_naming_the_field(field, value):
     with pytest.raises(InputError, match=rf"ClassicalParams\.{field}="):
         ClassicalParams(**{field: value})
+
+
+def test_max_k_is_at_most_the_regions_a_response_holds():
+    """A larger max_k would segment every busy image, then fail to describe it: refused up front instead."""
+    assert ClassicalParams(max_k=MAX_TEXTURES).max_k == MAX_TEXTURES
+    with pytest.raises(InputError, match=rf"ClassicalParams\.max_k={MAX_TEXTURES + 1}: must be ≤ {MAX_TEXTURES}"):
+        ClassicalParams(max_k=MAX_TEXTURES + 1)
 
 
 @pytest.mark.parametrize("k", [None, 3, 6])

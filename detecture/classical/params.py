@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from ..errors import InputError
+from ..prompts import MAX_TEXTURES
 from .gabor import BANDWIDTH, N_ORIENTATIONS
 
 NYQUIST = 0.5  # cycles per pixel: higher frequencies are filtered on a copy at twice the working size
@@ -123,7 +124,8 @@ class ClassicalParams:
         Gaussian blur (px) of the features of the one-region test: less pixel noise, clearer regions.
     max_k : int
         Largest K the autonomous regime returns (1 forces one region): it over-segments into ``max_k`` regions and
-        merges them. 6 covers the benchmark's mosaics (up to 5 textures).
+        merges them. At most :data:`~detecture.prompts.MAX_TEXTURES`, the most regions a response holds, so every
+        result can be described; 6 covers the benchmark's mosaics (up to 5 textures).
     merge_distortion : float
         Autonomous K: the distortion ε up to which the merge codes each region's features (PCA features scaled to
         unit total variance), see :mod:`.merge`. Larger merges more.
@@ -262,6 +264,8 @@ def _problem(name: str, value) -> str | None:
         return None
     if name == "min_silhouette":
         return None if _is_real(value) and -1 <= value <= 1 else "must be a silhouette in [-1, 1]"
+    if name == "max_k" and isinstance(value, numbers.Integral) and value > MAX_TEXTURES:
+        return f"must be ≤ {MAX_TEXTURES}, the most regions a response holds"
     if name in _POSITIVE_INTS or name in _NON_NEGATIVE_INTS:
         if not isinstance(value, numbers.Integral) or isinstance(value, bool):
             return "must be an integer"
