@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 import detecture
+from detecture.benchmark.metrics import boundary_f, partition
 from detecture.classical import ClassicalParams, load_params, segment_texture
 from detecture.classical.params import parse_params
 from detecture.cli import main
@@ -65,6 +66,16 @@ def test_the_smallest_fit_sample_still_fits_every_region(disc, k):
     instead of one or none."""
     logits = segment_texture(disc, k, params=ClassicalParams(fit_pixels=5))
     assert logits.shape[1:] == disc.shape[:2] and np.isfinite(logits).all()
+
+
+def test_interior_zero_trains_pass_two_on_whole_regions():
+    """``interior=0`` takes a pass-1 region's own pixels as its training pixels: pass 2 and the graph cut still place
+    the boundaries (the cut's ±1 partition), closer to the true edge than pass 1 alone."""
+    image, gt = mosaic_two(192)
+    logits = segment_texture(image, 2, params=ClassicalParams(interior=0))
+    assert set(np.unique(logits)) == {-1.0, 1.0}
+    coarse = partition(segment_texture(image, 2, refine=False))
+    assert boundary_f(gt, partition(logits), tolerance=3) > boundary_f(gt, coarse, tolerance=3)
 
 
 def test_params_are_frozen_and_list_frequencies_become_a_tuple():

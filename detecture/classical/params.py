@@ -113,7 +113,8 @@ class ClassicalParams:
         Pass 2 decides only pixels within this distance (px) of a pass-1 boundary, so a boundary moves at most this
         far. 12 px covers the pass-1 boundary error of the wide windows.
     interior : int
-        Pass-2 training pixels lie at least this far (px) inside a pass-1 region, away from its uncertain edge.
+        Pass-2 training pixels lie at least this far (px) inside a pass-1 region, away from its uncertain edge; 0 trains
+        on every pixel of the region.
     min_silhouette : float
         Autonomous K: below this silhouette of the merged partition the image is one region. Merging leaves some
         single textures in two parts (statistics that drift across the photo); at 0.25 the test changes no count of

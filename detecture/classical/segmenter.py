@@ -331,7 +331,9 @@ def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int,
     (its class covariance needs two)."""
     labels = coarse.argmax(axis=0)
     h, w, d = feats.shape
-    interiors = [ndimage.binary_erosion(labels == c, iterations=params.interior, border_value=1) for c in range(k)]
+    # scipy erodes until nothing changes at iterations=0, which would empty every region; 0 px inside is the region.
+    interiors = [ndimage.binary_erosion(labels == c, iterations=params.interior, border_value=1)
+                 if params.interior else labels == c for c in range(k)]
     if min(np.count_nonzero(m) for m in interiors) < 2:
         return None
     rng = np.random.default_rng(seed)
