@@ -68,6 +68,11 @@ def test_the_smallest_fit_sample_still_fits_every_region(disc, k):
     assert logits.shape[1:] == disc.shape[:2] and np.isfinite(logits).all()
 
 
+def test_a_small_fit_sample_never_caps_the_k_asked_for(disc):
+    """The sample is at least K pixels: fewer would leave fewer regions than were asked for."""
+    assert segment_texture(disc, 6, params=ClassicalParams(fit_pixels=3)).shape[0] == 6
+
+
 def test_interior_zero_trains_pass_two_on_whole_regions():
     """``interior=0`` takes a pass-1 region's own pixels as its training pixels: pass 2 and the graph cut still place
     the boundaries (the cut's ±1 partition), closer to the true edge than pass 1 alone."""

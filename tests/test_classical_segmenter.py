@@ -78,14 +78,15 @@ def test_seeded_runs_are_identical_and_odd_sizes_work(two_textures, two_region_l
 @pytest.mark.parametrize("shape", [(2, 2), (2, 3), (3, 3), (4, 7), (2, 300), (300, 3), (2, 5000)])
 @pytest.mark.parametrize("k", [None, 2, 6, 12])
 def test_the_smallest_and_thinnest_images_get_a_partition(shape, k):
-    """Every image the size rule admits (2 × 2 and up) is segmented, with no numerical warning: fewer pixels than
-    feature dimensions or than the K asked for (12 here, of a 3 × 3 image) leave fewer regions, never an error."""
+    """Every image the size rule admits (2 × 2 and up) is segmented, with no numerical warning, into the K asked for
+    even where it has fewer pixels than feature dimensions or than K (12 here, of a 3 × 3 image): the regions it
+    has no pixels for win none."""
     image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         logits = segment_texture(image, k)
-    assert logits.shape[1:] == shape and 1 <= logits.shape[0] <= (k or 6)
-    assert np.isfinite(logits).all()
+    assert logits.shape[1:] == shape and (logits.shape[0] == k if k else 1 <= logits.shape[0] <= 6)
+    assert np.isfinite(logits).all() and (logits.max(axis=0) > 0).all()
 
 
 def test_a_chosen_k_reports_only_regions_the_partition_uses_and_a_given_k_is_kept():

@@ -68,6 +68,14 @@ def test_cli_api_and_demo_agree(mosaic, tmp_path, method):
     assert np.array_equal(_masks(cli), api.masks) and np.array_equal(_masks(demo), api.masks)
 
 
+def test_an_image_of_fewer_pixels_than_k_gets_k_regions():
+    """"Exactly N" holds on a 2 x 2 image asked for 5: the region it has no pixels for is kept and named empty."""
+    image = np.random.default_rng(0).integers(0, 256, (2, 2, 3), dtype=np.uint8)
+    result = detecture.segment(image, k=5)
+    assert result.num_regions == 5 and len(result.descriptions) == 5
+    assert result.descriptions[-1].startswith("Empty region")
+
+
 def test_request_decides_k_and_query_once():
     assert SegmentRequest("classical").regime == Regime.autonomous()
     assert SegmentRequest("classical", k="auto").regime.exact_k is None

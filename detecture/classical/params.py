@@ -103,8 +103,8 @@ class ClassicalParams:
         PCA dimensions kept before clustering (capped by the feature count). 10 keeps nearly all the variance of the
         standardised features and makes k-means fast.
     fit_pixels : int
-        Pixels subsampled to fit PCA, k-means and the pass-2 discriminant (which takes at least two per region).
-        12000 is plenty for ≤ 6 clusters.
+        Pixels subsampled to fit PCA, k-means and the pass-2 discriminant (which takes at least two per region);
+        never fewer than K (``max_k`` when K is chosen), so it does not cap K. 12000 is plenty for ≤ 6 clusters.
     score_smooth_sigma : float
         Gaussian blur (px) of the pass-1 cluster scores, a soft majority filter against speckle.
     fine_smooth_sigma : float

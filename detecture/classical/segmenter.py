@@ -357,8 +357,9 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     """(K, H, W) logits for an image, the winner positive at every pixel (the graph cut's partition as ±1, or
     margins without it); ``k=None`` chooses K (:mod:`.merge`); no texture gives K = 1.
 
-    A K that was asked for is kept even where a region wins no pixel; a chosen K is not: a region the final
-    partition leaves empty was not found, so its channel is dropped rather than reported as an empty region.
+    A K that was asked for is kept even where a region wins no pixel, also on an image of fewer pixels than K, whose
+    extra channels win none; a chosen K is not: a region the final partition leaves empty was not found, so its
+    channel is dropped rather than reported as an empty region.
 
     ``refine=False`` skips pass 2 and the graph cut (boundaries where the wide-window features cross,
     bilinearly upsampled), for comparisons. ``params`` holds every other setting (``None``: the tuned defaults).
@@ -374,12 +375,14 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     if not np.any(flat.std(axis=0) > 1e-6):  # a textureless image is one region, whatever K was asked for
         return np.ones((1, h, w), dtype=np.float32)
     rng = np.random.default_rng(seed)
-    fit_idx = rng.choice(flat.shape[0], size=min(params.fit_pixels, flat.shape[0]), replace=False)
-    # A tiny input has fewer working pixels than feature dimensions (or than the K asked for): both are capped by it.
+    wanted = params.max_k if chosen else k
+    # The sample holds at least K pixels, so a small fit_pixels never caps K. A tiny input has fewer working pixels
+    # than feature dimensions (or than K): PCA and k-means are capped by it, and a K asked for is padded back below.
+    fit_idx = rng.choice(flat.shape[0], size=min(max(params.fit_pixels, wanted), flat.shape[0]), replace=False)
     pca = PCA(n_components=min(params.pca_components, d, fit_idx.size), random_state=seed).fit(flat[fit_idx])
     reduced = pca.transform(flat)
     position = _position(fh, fw)
-    k = min(params.max_k if chosen else k, fit_idx.size)
+    k = min(wanted, fit_idx.size)
     if k == 1:
         return np.ones((1, h, w), dtype=np.float32)
     placed = np.hstack([reduced, position * np.float32(params.position_weight)])
@@ -400,9 +403,11 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
         margin = _margin(scores)
         if chosen:
             margin = margin[np.unique(margin.argmax(axis=0))]
+        elif k < wanted:  # regions the image has no pixels for: no likelier anywhere than the least likely one found
+            margin = np.concatenate([margin, np.repeat(margin.min(axis=0, keepdims=True), wanted - k, axis=0)])
         return _positive_winner(margin if margin.shape[1:] == (h, w) else _upsample(margin, h, w))
     if not chosen:
-        return _one_hot(_cut(_margin(refined), copies, params, params.refine_side), np.arange(k), h, w)
+        return _one_hot(_cut(_margin(refined), copies, params, params.refine_side), np.arange(wanted), h, w)
     # The regions are merged as the graph cut leaves them. Over max_k labels the cut is the dearest step on large
     # photos, so it runs at no more than twice the working size; where that is smaller than the output's cut, the
     # output's cut runs once more, over the merged regions and only near their boundaries.
