@@ -111,6 +111,33 @@ def test_missing_label_and_unassigned_pixels():
     assert len(text) == 3 and text[1] == "Empty region"
 
 
+def test_a_strip_between_the_bounded_copies_pixels_is_measured_from_its_own():
+    """A 400 x 3 px strip of horizontal stripes on a 2000² image falls between the pixels of both bounded copies;
+    it is measured from its own pixels, not called empty."""
+    side = 2000
+    image = np.full((side, side, 3), 128, np.uint8)
+    labels = np.ones((side, side), np.int32)
+    labels[500:900, 1:4] = 2
+    rows = np.arange(side)[:, None, None]
+    image[500:900, 1:4] = (128 + 100 * np.sin(2 * np.pi * rows[500:900] / 8)).round().astype(np.uint8)
+    strip = measure_regions(image, labels)[1]
+    assert strip is not None and strip.orientation == "horizontal stripes"
+    assert strip.position == "middle left" and strip.area_fraction == 400 * 3 / side**2
+
+
+def test_a_thin_diagonal_across_a_large_image_is_measured_from_its_own_pixels():
+    """A 1 px red diagonal spans the 2000² image, so its bounding box is reduced too, where it covers any pixel."""
+    side = 2000
+    image = np.full((side, side, 3), 128, np.uint8)
+    labels = np.ones((side, side), np.int32)
+    i = np.arange(side - 3)
+    labels[i, i + 3] = 2  # off the sampled diagonal, whose pixels both copies take
+    image[i, i + 3] = (200, 30, 30)
+    line = measure_regions(image, labels)[1]
+    assert line is not None and line.colour == "red" and line.area_fraction == (side - 3) / side**2
+    assert describe_regions(image, labels)[1].startswith("Texture of uniform red")
+
+
 def test_large_image_is_measured_on_a_bounded_working_copy():
     big = np.repeat(np.repeat(grating(YY, 8), 16, axis=0), 16, axis=1)  # 2048² horizontal stripes
     props = only(big, np.ones(big.shape[:2], np.int32))

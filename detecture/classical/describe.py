@@ -16,7 +16,9 @@ region's mean and a Hann taper applied, so neighbouring regions and the boundary
 Everything is measured on bounded copies, so a 12 MP image costs little: the spectrum on a box-filtered copy (long
 side ≤ :data:`WORK_SIDE`, anti-aliased so fine texture cannot alias into coarse), colour and contrast on a strided
 sample of the original pixels (long side ≈ :data:`SAMPLE_SIDE`; averaging would wash out the contrast of a large
-photo's fine texture).
+photo's fine texture). A region thin enough to fall between the pixels of either copy (a strip a few pixels wide on a
+large photo) is measured from its own pixels instead: colour and contrast from them, the spectrum from its bounding
+box (box-filtered the same way if larger, where it covers any part of a pixel), position and area from its mask.
 """
 
 from __future__ import annotations
@@ -99,21 +101,53 @@ def measure_regions(image: np.ndarray, label_map: np.ndarray) -> list[RegionProp
     out: list[RegionProperties | None] = []
     for region in range(1, k + 1):
         mask, sample = small_labels == region, sample_labels == region
-        if not mask.any() or not sample.any():
-            out.append(None)
-            continue
-        l_std = float(sample_lab[..., 0][sample].std())
-        cycles, anisotropy, angle = _spectral_summary(lab[..., 0], mask, max(rgb.shape[:2]))
-        flat = l_std < FLAT_L_STD
-        out.append(RegionProperties(
-            colour=colour_name(sample_lab[sample].mean(axis=0)),
-            scale="uniform" if flat else scale_name(cycles),
-            orientation="no dominant direction" if flat else orientation_name(anisotropy, angle),
-            contrast=contrast_name(l_std),
-            position=position_name(mask),
-            area_fraction=float(mask.mean()),
-        ))
+        if mask.any() and sample.any():
+            out.append(_properties(sample_lab[sample], lab[..., 0], mask, max(rgb.shape[:2]), mask))
+        else:
+            out.append(_measured_in_full(image, labels, region))
     return out
+
+
+def _properties(pixels: np.ndarray, lightness: np.ndarray, inside: np.ndarray, side: float,
+                extent: np.ndarray) -> RegionProperties:
+    """A region's properties from its (N, 3) Lab ``pixels`` (colour, contrast), the L* map ``lightness`` with the
+    region's mask ``inside`` on it at ``side`` px per image long side (spectrum), and its mask ``extent`` over the
+    whole image (position, area)."""
+    l_std = float(pixels[:, 0].std())
+    cycles, anisotropy, angle = _spectral_summary(lightness, inside, side)
+    flat = l_std < FLAT_L_STD
+    return RegionProperties(
+        colour=colour_name(pixels.mean(axis=0)),
+        scale="uniform" if flat else scale_name(cycles),
+        orientation="no dominant direction" if flat else orientation_name(anisotropy, angle),
+        contrast=contrast_name(l_std),
+        position=position_name(extent),
+        area_fraction=float(extent.mean()),
+    )
+
+
+def _measured_in_full(image: np.ndarray, labels: np.ndarray, region: int) -> RegionProperties | None:
+    """Properties of a region the bounded copies miss, from the input's own pixels; ``None`` when it has none.
+
+    Its colour and contrast are read from its pixels (a strided sample of at most ``SAMPLE_SIDE²``), its spectrum
+    from its bounding box. A box larger than ``WORK_SIDE`` (a thin diagonal region spans the image) is box-filtered
+    like the working copy, with the region's mask taken where it covers any part of a pixel: nearest-neighbour
+    sampling would miss it again."""
+    extent = labels == region
+    if not extent.any():
+        return None
+    rows, cols = np.flatnonzero(extent.any(axis=1)), np.flatnonzero(extent.any(axis=0))
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    crop, inside = image[box].astype(np.uint8, copy=False), extent[box]
+    own = crop[inside]
+    pixels = rgb2lab(own[:: -(-len(own) // SAMPLE_SIDE**2)])
+    h, w = inside.shape
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    if scale < 1.0:
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BOX))
+        inside = np.asarray(Image.fromarray(inside.astype(np.uint8) * 255).resize(size, Image.Resampling.BOX)) > 0
+    return _properties(pixels, rgb2lab(crop)[..., 0], inside, max(labels.shape) * scale, extent)
 
 
 def _working_copy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
