@@ -15,6 +15,7 @@ from detecture.benchmark.datasets import open_dataset
 from detecture.benchmark.metrics import boundary_f, partition, score_labels
 from detecture.classical import ClassicalParams, segment_texture, texture_features
 from detecture.demo.examples import mosaic_three
+from detecture.errors import InputError
 
 from shared_data import SHARED_DATA
 
@@ -73,6 +74,27 @@ def test_seeded_runs_are_identical_and_odd_sizes_work(two_textures, two_region_l
     assert segment_texture(wide, 2).shape == (2, 40, 480)
     tiny = image[:12, :20]
     assert segment_texture(tiny, 2).shape[1:] == (12, 20)
+
+
+def test_an_image_is_read_by_the_apis_rules(two_textures, two_region_logits):
+    """Float pixels in [0, 1] and a greyscale array are the image the API would read, not clipped to black or an
+    skimage error."""
+    image, _ = two_textures
+    np.testing.assert_array_equal(segment_texture(image / 255.0, 2, seed=0), two_region_logits)
+    np.testing.assert_array_equal(segment_texture(image[..., 0], 2, seed=0), two_region_logits)
+
+
+@pytest.mark.parametrize("image, k, problem", [
+    (np.zeros((8, 8, 5), np.uint8), 2, "image array"),
+    (np.zeros((1, 8, 3), np.uint8), 2, "at least 2x2"),
+    (np.full((8, 8, 3), np.nan), 2, "NaN"),
+    (np.zeros((8, 8, 3), np.uint8), 0, "k must be"),
+    (np.zeros((8, 8, 3), np.uint8), 2.5, "k must be"),
+    (np.zeros((8, 8, 3), np.uint8), True, "k must be"),
+])
+def test_what_is_no_image_or_no_k_is_one_input_error(image, k, problem):
+    with pytest.raises(InputError, match=problem):
+        segment_texture(image, k)
 
 
 @pytest.mark.parametrize("shape", [(2, 2), (2, 3), (3, 3), (4, 7), (2, 300), (300, 3), (2, 5000)])

@@ -36,6 +36,8 @@ runs in the Fourier domain on a reflect-padded copy; memory is bounded by the wo
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 from PIL import Image
 from scipy import fft as sfft
@@ -47,6 +49,8 @@ from sklearn.decomposition import PCA
 from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.metrics import silhouette_score
 
+from ..errors import InputError
+from ..images import as_rgb_array
 from ..utils.image_ops import label_boundaries
 from .cut import cut_band
 from .gabor import bank, centres
@@ -64,14 +68,13 @@ _PALETTE_SAMPLE = 4000  # k-means fits the palette on about this many working pi
 
 
 class _LabCopies:
-    """CIE-Lab versions of box-filtered copies of one input, each size converted once.
+    """CIE-Lab versions of box-filtered copies of one (H, W, 3) uint8 input, each size converted once.
 
     The working copy, the double-size copy of the finest bands and the graph cut's copy share a size for some inputs
     (a 512 px input is both of the last two at the defaults; one of at most 256 px is all three)."""
 
     def __init__(self, image: np.ndarray):
-        # Kept for the whole run, so a uint8 input is not copied (clipping it would copy a 12 MP photo for nothing).
-        self.image = image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
+        self.image = image
         self.shape = self.image.shape[:2]
         self._labs: dict[tuple[int, int], np.ndarray] = {}
 
@@ -278,11 +281,13 @@ def _prepare(copies: _LabCopies, params: ClassicalParams):
     return lab, fourier, gabor
 
 
-def texture_features(image: np.ndarray, params: ClassicalParams | None = None, counting: bool = False) -> np.ndarray:
-    """(h, w, D) standardised pass-1 feature map of an (H, W, 3) uint8 image, at ≤ ``params.work_side`` px: those
-    a given K is segmented on, or with ``counting`` those K is chosen on (without the palette group)."""
+def texture_features(image: np.ndarray | Image.Image, params: ClassicalParams | None = None,
+                     counting: bool = False) -> np.ndarray:
+    """(h, w, D) standardised pass-1 feature map of an image (any form :func:`~detecture.images.as_rgb_array`
+    reads), at ≤ ``params.work_side`` px: those a given K is segmented on, or with ``counting`` those K is chosen on
+    (without the palette group)."""
     params = params or ClassicalParams()
-    return _pass1_features(*_prepare(_LabCopies(image), params), params, counting)
+    return _pass1_features(*_prepare(_LabCopies(as_rgb_array(image)), params), params, counting)
 
 
 def _pass1_features(lab: np.ndarray, fourier: _Fourier, gabor, params: ClassicalParams, counting: bool) -> np.ndarray:
@@ -352,10 +357,14 @@ def _refine(feats: np.ndarray, coarse: np.ndarray, k: int, seed: int,
     return np.where(far[None], np.where(onehot, 0.0, -_PASS1_MARGIN), fine)
 
 
-def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: bool = True,
+def segment_texture(image: np.ndarray | Image.Image, k: int | None, seed: int = 0, refine: bool = True,
                     params: ClassicalParams | None = None) -> np.ndarray:
     """(K, H, W) logits for an image, the winner positive at every pixel (the graph cut's partition as ±1, or
     margins without it); ``k=None`` chooses K (:mod:`.merge`); no texture gives K = 1.
+
+    ``image`` is read by the API's rules (:func:`~detecture.images.as_rgb_array`: uint8 as is, greyscale, RGBA,
+    16-bit and float arrays converted, :class:`InputError` for what is no image), so this function segments what
+    ``detecture.segment`` would; ``k`` is a whole number ≥ 1 or ``None``.
 
     A K that was asked for is kept even where a region wins no pixel, also on an image of fewer pixels than K, whose
     extra channels win none; a chosen K is not: a region the final partition leaves empty was not found, so its
@@ -364,6 +373,9 @@ def segment_texture(image: np.ndarray, k: int | None, seed: int = 0, refine: boo
     ``refine=False`` skips pass 2 and the graph cut (boundaries where the wide-window features cross,
     bilinearly upsampled), for comparisons. ``params`` holds every other setting (``None``: the tuned defaults).
     """
+    if k is not None and (isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1):
+        raise InputError(f"k must be a whole number of regions from 1, or None to choose it, got {k!r}")
+    image = as_rgb_array(image)
     params = params or ClassicalParams()
     chosen = k is None
     h, w = image.shape[:2]
