@@ -94,7 +94,7 @@ def test_a_job_carries_its_params_to_the_worker(disc, tmp_path):
     path = tmp_path / "disc.png"
     Image.fromarray(disc).save(path)
     (tmp_path / "out").mkdir()
-    job = ClassicalJob(0, path, tmp_path / "out" / "disc.detecture", Regime.autonomous(), {},
+    job = ClassicalJob(0, path, tmp_path / "out" / "disc.detecture", Regime.autonomous(), {}, seed=0,
                        params=ClassicalParams(max_k=1))
     assert pickle.loads(pickle.dumps(job)) == job
     [(index, row, error)] = list(run_classical([job], 1))

@@ -144,6 +144,30 @@ def test_to_hf_round_trip(texture_photos):
         assert 0.0 <= entry["score"] <= 1.0
 
 
+def test_a_worker_segments_with_the_requests_seed_and_the_record_names_it(tmp_path):
+    """The k-means seed reaches the worker process (its regions are the API's with that seed) and is recorded, so a
+    re-run with another seed redoes the image; the default seed is not recorded."""
+    from skimage import data
+
+    import detecture
+    from detecture.commands.segment import settings_of
+    from detecture.commands.segment_classical import ClassicalJob, run_classical
+    from detecture.service import SegmentRequest
+
+    image = data.astronaut()[::8, ::8]
+    path = tmp_path / "astronaut.png"
+    Image.fromarray(image).save(path)
+    request = SegmentRequest("classical", k=3, seed=7)
+    job = ClassicalJob(0, path, tmp_path / "astronaut.detecture", request.regime, settings_of(request), request.seed)
+    [(_, row, error)] = list(run_classical([job], 1))
+    assert error is None
+    record = json.loads((tmp_path / "astronaut.detecture.json").read_text())
+    masks = np.stack([rle.decode(region["rle"]) for region in record["regions"]])
+    expected = detecture.segment(image, k=3, seed=7).label_map
+    np.testing.assert_array_equal(masks, expected[None] == np.arange(1, 4)[:, None, None])
+    assert record["settings"]["seed"] == 7 and "seed" not in settings_of(SegmentRequest("classical", k=3))
+
+
 def test_region_scores_are_softmax_confidences():
     """Reference: per pixel, softmax over [0, logits] at the winning channel, averaged over the region."""
     import torch

@@ -205,7 +205,10 @@ def settings_of(request: "SegmentRequest") -> dict:
     """The options that shape an output (recorded in it, so a re-run with other settings redoes the image), the head
     by its path and the content of its files (:func:`~detecture.bridge.head.head_digest`, as ``bench`` records it: a
     head retrained into its folder is another setting). Paths are recorded :func:`~detecture.utils.paths.printable`,
-    as image names are: a head folder named in Latin-1 must not make its record unwritable."""
+    as image names are: a head folder named in Latin-1 must not make its record unwritable. The classical method's
+    settings are recorded when given and its seed when it is not the default, so a default run's record names
+    neither."""
+    from ..service import CLASSICAL_SEED
     from ..utils.paths import printable, resolved
 
     regime = request.regime
@@ -220,8 +223,11 @@ def settings_of(request: "SegmentRequest") -> dict:
                         head_files=head_digest(head)[:16] if head else None, qwen=printable(options["qwen"]),
                         sam3=printable(options["sam3"]), dtype=request.dtype, quantization=request.quantization,
                         max_new_tokens=options["max_new_tokens"], tiny=request.tiny)
-    elif request.classical_params is not None:
-        settings["classical_params"] = request.classical_params.to_dict()
+    else:
+        if request.classical_params is not None:
+            settings["classical_params"] = request.classical_params.to_dict()
+        if request.seed != CLASSICAL_SEED:
+            settings["seed"] = request.seed
     return settings
 
 
@@ -295,7 +301,7 @@ def _run_classical(args: argparse.Namespace, request: "SegmentRequest", settings
     from ..utils.parallel import default_workers
     from .segment_classical import ClassicalJob, run_classical
 
-    jobs = [ClassicalJob(i, path, stem, request.regime, settings, request.classical_params)
+    jobs = [ClassicalJob(i, path, stem, request.regime, settings, request.seed, request.classical_params)
             for i, path, stem in work.planned]
     # closing(): an interrupt raised here, between two results, stops the workers before the caller releases the
     # unfinished claims; left to garbage collection (the traceback holds this frame), a worker could still be

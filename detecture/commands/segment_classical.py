@@ -22,14 +22,15 @@ WORKER_MODULE = "detecture.commands.classical_worker"
 
 @dataclass(frozen=True)
 class ClassicalJob:
-    """One image for a worker: what to read, where to write, and how to segment it (``params``: the segmenter's
-    settings, pickled to the worker; ``None`` for its defaults)."""
+    """One image for a worker: what to read, where to write, and how to segment it (the request's ``seed``;
+    ``params``: the segmenter's settings, pickled to the worker; ``None`` for its defaults)."""
 
     index: int
     path: Path
     stem: Path
     regime: Regime
     settings: dict
+    seed: int
     params: "ClassicalParams | None" = None
 
 
@@ -40,7 +41,7 @@ def _segment(job: ClassicalJob) -> dict:
 
     loaded, frame = load_image_and_frame(job.path)
     image = as_rgb_array(loaded)
-    result = segment_classical(image, job.regime, params=job.params)
+    result = segment_classical(image, job.regime, seed=job.seed, params=job.params)
     return write_outputs(job.stem, job.path, image, result, job.regime, settings=job.settings, frame=frame)
 
 
