@@ -314,7 +314,7 @@ def test_bands_above_the_working_nyquist_are_the_fine_copys_responses_on_the_wor
     gray = np.pad(lightness, 2 * params.pad, mode="reflect")
     full = np.fft.fft2(gray - gray.mean())
     bands = bank(np.fft.fftfreq(gray.shape[0])[:, None], np.fft.fftfreq(gray.shape[1])[None, :], (0.4,),
-                 params.bandwidth, n_orientations=params.n_orientations, dtype=np.float64)[0]
+                 params.bandwidth, n_orientations=params.n_orientations)[0]
     for band, (_, spectrum) in zip(bands, spectra):
         reference = np.abs(np.fft.ifft2(full * band))[::2, ::2]
         envelope = sfft.irfft2(spectrum, s=fourier.shape)

@@ -20,27 +20,26 @@ def orientations(n: int = N_ORIENTATIONS) -> np.ndarray:
     return np.pi * np.arange(n) / n
 
 
-def centres(frequencies, n_orientations: int = N_ORIENTATIONS,
-            dtype: type = np.float32) -> tuple[np.ndarray, np.ndarray]:
+def centres(frequencies, n_orientations: int = N_ORIENTATIONS) -> tuple[np.ndarray, np.ndarray]:
     """(F, O) horizontal and vertical components (u, v) = (f cos θ, f sin θ) of the bank's band centres."""
-    freqs = np.asarray(frequencies, dtype)[:, None]
-    theta = orientations(n_orientations).astype(dtype)[None, :]
+    freqs = np.asarray(frequencies, np.float32)[:, None]
+    theta = orientations(n_orientations).astype(np.float32)[None, :]
     return freqs * np.cos(theta), freqs * np.sin(theta)
 
 
 def bank(fy: np.ndarray, fx: np.ndarray, frequencies, bandwidth: float = BANDWIDTH, symmetric: bool = False,
-         n_orientations: int = N_ORIENTATIONS, dtype: type = np.float32) -> np.ndarray:
-    """(F, O, *grid) pass-bands of ``dtype`` on the broadcastable frequency grids ``fy`` (column) and ``fx`` (row).
+         n_orientations: int = N_ORIENTATIONS) -> np.ndarray:
+    """(F, O, *grid) float32 pass-bands on the broadcastable frequency grids ``fy`` (column) and ``fx`` (row).
 
     ``symmetric`` adds the mirrored band at -(u, v), the other half of a real signal's spectrum (for power
     spectra); without it each band selects one half, as an analytic (complex) Gabor filter does. The Gaussian is
-    separable, so each band is an outer product of two 1-D profiles. ``dtype`` is the precision of the band
-    centres, grids and bands (the exponent's scale is always rounded to float32).
+    separable, so each band is an outer product of two 1-D profiles. Single precision throughout: the bands weigh
+    energies that are standardised (segmenter) or summed into a few ratios (describer).
     """
-    fy, fx = np.asarray(fy, dtype), np.asarray(fx, dtype)
-    freqs = np.asarray(frequencies, dtype)[:, None]
-    u, v = centres(frequencies, n_orientations, dtype)
-    scale = (-1 / (2 * (bandwidth * freqs) ** 2)).astype(np.float32)[..., None, None]  # (F, 1, 1, 1)
+    fy, fx = np.asarray(fy, np.float32), np.asarray(fx, np.float32)
+    freqs = np.asarray(frequencies, np.float32)[:, None]
+    u, v = centres(frequencies, n_orientations)
+    scale = (-1 / (2 * (bandwidth * freqs) ** 2))[..., None, None]  # (F, 1, 1, 1)
     expand = (slice(None), slice(None), None, None)
     bands = np.exp(scale * (fy - v[expand]) ** 2) * np.exp(scale * (fx - u[expand]) ** 2)
     if symmetric:
