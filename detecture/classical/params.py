@@ -154,8 +154,7 @@ class ClassicalParams:
         gave boundary F 0.41 / 0.57 / 0.69 / 0.70 on the DTD tuning quarter at ever higher cost). Re-swept with the
         binary patterns, 1500–2000 placed Outex boundaries better (tuning quarter boundary F 0.81 against 0.79) but
         counted fewer DTD mosaics right, so 3000 stayed (perf/RESULTS.md, thirteenth round). The cut depends on it
-        only through its ratio to ``cut_temperature`` (for temperatures up to 1, where no pass-2 margin reaches the
-        unary cap): 1500 at temperature 0.3 is 3000 at 0.6.
+        only through its ratio to ``cut_temperature``: 1500 at temperature 0.3 is 3000 at 0.6.
     cut_contrast : float
         Graph cut: how fast the edge cost falls with the squared CIE-Lab step, relative to the image's mean step.
     cut_temperature : float
