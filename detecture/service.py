@@ -231,10 +231,9 @@ def segment_classical(image: np.ndarray, regime: Regime, seed: int = CLASSICAL_S
         raise InputError(QUERY_NEEDS_VLM)
     with one_thread():  # the same partition in a notebook, the demo and `segment --workers N`
         logits = np.ascontiguousarray(segment_texture(image, regime.exact_k, seed=seed, params=params), dtype=np.float32)
-    descriptions = list(describe_regions(image, partition(logits)))
-    # A channel that wins no pixel gets no description from the describer; it stays, so K matches what was asked
-    # (but for an image with no texture at all, which the segmenter returns as one region whatever K).
-    descriptions += [f"Empty region {i}" for i in range(len(descriptions) + 1, logits.shape[0] + 1)]
+    # A channel that wins no pixel stays, described as empty, so K matches what was asked (but for an image with no
+    # texture at all, which the segmenter returns as one region whatever K).
+    descriptions = describe_regions(image, partition(logits), logits.shape[0])
     return SegmentationResult(descriptions=descriptions, response=format_response(descriptions),
                               region_logits=logits,
                               image_size=(int(image.shape[0]), int(image.shape[1])),

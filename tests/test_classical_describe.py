@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from detecture.classical.describe import describe_regions, measure_regions
+from detecture.classical.describe import EMPTY_REGION, describe_regions, measure_regions
 
 N = 128
 YY, XX = np.mgrid[:N, :N].astype(np.float64)
@@ -108,7 +108,8 @@ def test_missing_label_and_unassigned_pixels():
     labels[:, : N // 2] = 1
     labels[0, -1] = 3  # label 2 has no pixels; label 0 (unassigned) is never described
     text = describe_regions(grating(XX, 6), labels)
-    assert len(text) == 3 and text[1] == "Empty region"
+    assert len(text) == 3 and text[1] == EMPTY_REGION
+    assert describe_regions(grating(XX, 6), labels, count=5)[3:] == [EMPTY_REGION] * 2  # regions beyond the map
 
 
 def test_a_strip_between_the_bounded_copies_pixels_is_measured_from_its_own():

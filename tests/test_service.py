@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 import detecture
+from detecture.classical.describe import EMPTY_REGION
 from detecture.cli import main
 from detecture.errors import InputError
 from detecture.prompts import Regime, RegimeKind
@@ -73,7 +74,7 @@ def test_an_image_of_fewer_pixels_than_k_gets_k_regions():
     image = np.random.default_rng(0).integers(0, 256, (2, 2, 3), dtype=np.uint8)
     result = detecture.segment(image, k=5)
     assert result.num_regions == 5 and len(result.descriptions) == 5
-    assert result.descriptions[-1].startswith("Empty region")
+    assert result.descriptions[-1] == EMPTY_REGION
 
 
 def test_request_decides_k_and_query_once():

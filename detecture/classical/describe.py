@@ -63,6 +63,7 @@ COARSE_CYCLES = 12.0  # wavelength > 1/12 of the long side: coarse
 MIN_ANISOTROPY = 0.35  # doubled-angle resultant above which a direction dominates
 FLAT_L_STD = 1.5  # L* RMS below which a region shows no pattern at all
 CONTRAST_LEVELS = ((8.0, "low"), (20.0, "medium"))  # L* RMS thresholds; above the last: high
+EMPTY_REGION = "Empty region"  # the description of a region that wins no pixel (its number is its place)
 
 
 @dataclass(frozen=True)
@@ -83,17 +84,20 @@ class RegionProperties:
         return (f"Texture of {self.colour} {self.scale} grain, {self.orientation}, {self.contrast} contrast, {where}")
 
 
-def describe_regions(image: np.ndarray, label_map: np.ndarray) -> list[str]:
-    """One description per region 1..K of ``label_map`` (0 = unassigned) of the (H, W, 3) uint8 ``image``."""
-    return [p.sentence() if p else "Empty region" for p in measure_regions(image, label_map)]
+def describe_regions(image: np.ndarray, label_map: np.ndarray, count: int = 0) -> list[str]:
+    """One description per region 1..K of ``label_map`` (0 = unassigned) of the (H, W, 3) uint8 ``image``: K is
+    its largest label, or ``count`` (the regions segmented) where larger; a region without pixels is
+    :data:`EMPTY_REGION`."""
+    return [p.sentence() if p else EMPTY_REGION for p in measure_regions(image, label_map, count)]
 
 
-def measure_regions(image: np.ndarray, label_map: np.ndarray) -> list[RegionProperties | None]:
-    """Measured properties of regions 1..K (``None`` for a label with no pixels)."""
+def measure_regions(image: np.ndarray, label_map: np.ndarray, count: int = 0) -> list[RegionProperties | None]:
+    """Measured properties of regions 1..K, K as in :func:`describe_regions` (``None`` for a region with no
+    pixels)."""
     image, labels = np.asarray(image), np.asarray(label_map)
     if image.ndim != 3 or image.shape[2] != 3 or labels.shape != image.shape[:2]:
         raise ValueError(f"need an (H, W, 3) image and an (H, W) label map, got {image.shape} and {labels.shape}")
-    k = int(labels.max()) if labels.size else 0
+    k = max(int(labels.max()) if labels.size else 0, count)
     rgb, small_labels = _working_copy(image, labels)
     lab = rgb2lab(rgb)
     stride = -(-max(labels.shape) // SAMPLE_SIDE)  # colour and contrast from unaveraged pixels, as a viewer sees them
