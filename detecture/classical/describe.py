@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 from skimage.color import deltaE_ciede2000, rgb2lab
 
+from ..utils.image_ops import fitted_size
 from . import gabor
 
 WORK_SIDE = 256
@@ -146,24 +147,26 @@ def _measured_in_full(image: np.ndarray, labels: np.ndarray, region: int) -> Reg
     own = crop[inside]
     pixels = rgb2lab(own[:: -(-len(own) // SAMPLE_SIDE**2)])
     h, w = inside.shape
-    scale = min(1.0, WORK_SIDE / max(h, w))
-    if scale < 1.0:
-        size = (max(1, round(w * scale)), max(1, round(h * scale)))
-        crop = np.asarray(Image.fromarray(crop).resize(size, Image.Resampling.BOX))
-        inside = np.asarray(Image.fromarray(inside.astype(np.uint8) * 255).resize(size, Image.Resampling.BOX)) > 0
-    return _properties(pixels, rgb2lab(crop)[..., 0], inside, max(labels.shape) * scale, extent)
+    small_h, small_w = fitted_size(h, w, WORK_SIDE)
+    if (small_h, small_w) != (h, w):
+        crop = np.asarray(Image.fromarray(crop).resize((small_w, small_h), Image.Resampling.BOX))
+        coverage = Image.fromarray(inside.astype(np.uint8) * 255).resize((small_w, small_h), Image.Resampling.BOX)
+        inside = np.asarray(coverage) > 0
+    side = max(labels.shape) * max(small_h, small_w) / max(h, w)  # the image's long side in the copy's pixels
+    return _properties(pixels, rgb2lab(crop)[..., 0], inside, side, extent)
 
 
 def _working_copy(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Box-filtered (anti-aliased) RGB and nearest-neighbour labels at long side ≤ :data:`WORK_SIDE`."""
     h, w = labels.shape
-    scale = min(1.0, WORK_SIDE / max(h, w))
-    if scale == 1.0:
+    small_h, small_w = fitted_size(h, w, WORK_SIDE)
+    if (small_h, small_w) == (h, w):
         return image.astype(np.uint8, copy=False), labels
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    rgb = np.asarray(Image.fromarray(image.astype(np.uint8, copy=False)).resize(size, Image.Resampling.BOX))
-    rows = np.minimum(((np.arange(size[1]) + 0.5) / scale).astype(int), h - 1)
-    cols = np.minimum(((np.arange(size[0]) + 0.5) / scale).astype(int), w - 1)
+    rgb = np.asarray(Image.fromarray(image.astype(np.uint8, copy=False)).resize((small_w, small_h),
+                                                                               Image.Resampling.BOX))
+    scale = WORK_SIDE / max(h, w)
+    rows = np.minimum(((np.arange(small_h) + 0.5) / scale).astype(int), h - 1)
+    cols = np.minimum(((np.arange(small_w) + 0.5) / scale).astype(int), w - 1)
     return rgb, labels[np.ix_(rows, cols)]
 
 

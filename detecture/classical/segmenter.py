@@ -51,7 +51,7 @@ from sklearn.metrics import silhouette_score
 
 from ..errors import InputError
 from ..images import as_rgb_array
-from ..utils.image_ops import label_boundaries
+from ..utils.image_ops import fitted_size, label_boundaries
 from .cut import cut_band
 from .gabor import bank, centres
 from .merge import merge_regions
@@ -88,9 +88,7 @@ class _LabCopies:
 
     def fitted(self, side: int) -> np.ndarray:
         """The same for the copy with long side ≤ ``side`` (the input's own size when it is small enough)."""
-        h, w = self.shape
-        scale = min(1.0, side / max(h, w))
-        return self.at(max(1, round(h * scale)), max(1, round(w * scale)))
+        return self.at(*fitted_size(*self.shape, side))
 
 
 class _Fourier:

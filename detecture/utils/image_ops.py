@@ -81,16 +81,21 @@ def label_boundaries(labels: np.ndarray, valid: np.ndarray | None = None) -> np.
     return edge
 
 
+def fitted_size(h: int, w: int, max_side: int) -> tuple[int, int]:
+    """(h, w) scaled to a long side of ``max_side`` px, each side rounded and at least 1 px; unchanged if it fits.
+    The one rule of every bounded copy: the classical segmenter's and describer's working copies, the overlays'."""
+    scale = max_side / max(h, w)
+    if scale >= 1:
+        return h, w
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
 def fit_to_side(image: np.ndarray, labels: np.ndarray, max_side: int) -> tuple[np.ndarray, np.ndarray]:
     """The image (Lanczos) and its labels (nearest) at most ``max_side`` px on the longer side; unchanged if smaller.
 
     Labels are resampled by nearest neighbour so no pixel gets a label that is a blend of two regions.
     """
-    h, w = labels.shape
-    scale = max_side / max(h, w)
-    if scale >= 1:
-        return image, labels
-    return resize_pair(image, labels, (max(1, round(h * scale)), max(1, round(w * scale))))
+    return resize_pair(image, labels, fitted_size(*labels.shape, max_side))
 
 
 def resize_pair(image: np.ndarray, labels: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
