@@ -40,14 +40,16 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from detecture.utils.parallel import THREAD_VARIABLES  # noqa: E402  (loads no BLAS)
+
+for var in THREAD_VARIABLES:  # before numpy loads its BLAS, which reads them once
     os.environ.setdefault(var, "1")
 
 import numpy as np  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 from detecture.benchmark.metrics import bootstrap_mean  # noqa: E402
 from detecture.benchmark.scoring import score_logits  # noqa: E402
 from detecture.classical import ClassicalParams, load_params, segment_texture  # noqa: E402
