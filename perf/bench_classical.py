@@ -11,7 +11,8 @@ fourth: the only images settings were chosen on) and the other three quarters se
 ``skimage.data`` photos with smooth curved boundaries built here and the README's quick-start mosaic.
 ``--unrefined`` scores the pass-1 partition (features at 256 px, bilinearly upsampled logits) for before/after
 comparisons. ``--classical-config FILE`` and ``--set KEY=VALUE`` (YAML value syntax, repeatable) score other
-settings than the defaults (:class:`detecture.classical.ClassicalParams`); ``quality`` and ``speed`` take both.
+settings than the defaults (:class:`detecture.classical.ClassicalParams`); ``quality``, ``sweep`` and ``speed`` take
+both.
 
 ``sweep`` is how settings are chosen: one row per value of the ``--vary`` field (the others at the defaults, or as
 ``--set``), scored on the tuning quarters only, so a choice never sees the parts it is reported on; the README

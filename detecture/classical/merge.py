@@ -7,10 +7,10 @@ via lossy data coding and compression", TPAMI 2007; merged over adjacent regions
 "Unsupervised segmentation of natural images via lossy data compression", CVIU 2008). Two parts of one texture
 (shading or perspective across it) code more cheaply together than apart; two textures do not.
 
-Why not a clustering index: on the same features, Calinski–Harabasz on a pixel sample counted right on 41 % of the
-held-out DTD photo mosaics, the merging on 55 % (panoptic IoU 0.662 → 0.771), with Outex unchanged. An index scores
-one clustering of a pixel sample at a time; the merging weighs each pair of adjacent regions of the final partition
-by what they hold, so a large region and a small one are compared on their own evidence.
+Why not a clustering index: on the same features, the merging counted the held-out DTD photo mosaics right more
+often than the Calinski–Harabasz index of a pixel sample, with Outex unchanged (perf/RESULTS.md, eighth round). An
+index scores one clustering of a pixel sample at a time; the merging weighs each pair of adjacent regions of the
+final partition by what they hold, so a large region and a small one are compared on their own evidence.
 """
 
 from __future__ import annotations

@@ -39,8 +39,8 @@ class ClassicalParams:
         above 0.5, the working copy's Nyquist frequency, are filtered on a copy at twice the working size and left
         out for inputs smaller than that. Four scales from coarse (0.06) to near Nyquist (0.4) span the textures
         seen on Outex and DTD mosaics; the octave above (0.8) keeps the fine grain of inputs of 512 px and more
-        that the working copy averages away (the Outex tuning quarter: matched mIoU 0.958 → 0.972, boundary F 0.728
-        → 0.786 with K given; K accuracy 0.88 → 0.96 with K chosen; the 384 px DTD mosaics do not have it).
+        that the working copy averages away, which placed Outex boundaries closer and counted its textures better
+        (perf/RESULTS.md, fifth round; the 384 px DTD mosaics do not have it).
     n_orientations : int
         Gabor orientations over a half-turn. 8 (22.5° steps) is the shared bank's default.
     bandwidth : float
@@ -70,33 +70,31 @@ class ClassicalParams:
         Pass 1: weight of the binary-pattern group (local histograms of rotation-invariant uniform local binary
         patterns), scaled the same way; 0 leaves it out. The patterns depend only on the order of grey values, so
         shading and contrast changes across one photo barely move them, and counting by merging tells two parts of
-        one texture from two textures better with them. 0.5 / 0.7 / 0.85 gave K accuracy 0.65 / 0.675 / 0.725 on
-        the DTD tuning quarter (0.525 without) and 0.96 / 0.96 / 0.88 on Outex's (1.00 without); with K given both
-        quarters gained (DTD 0.875 → 0.887 matched mIoU, Outex 0.972 → 0.974).
+        one texture from two textures better with them. DTD counts better the stronger they weigh, Outex (which
+        counts best without them) worse; 0.7 is the strongest weight before Outex's counts fall, and with K given
+        both sets gained (perf/RESULTS.md, eleventh round).
     lbp_max_radius : int
-        Radii 1 .. this (px) of the 8-neighbour patterns, 10 codes each. 1 / 2 / 3 gave K accuracy 0.675 / 0.675 /
-        0.65 on DTD and 0.80 / 0.96 / 0.96 on Outex.
+        Radii 1 .. this (px) of the 8-neighbour patterns, 10 codes each. Radius 1 alone counted Outex textures
+        poorly, a third radius added nothing (eleventh round).
     lbp_sigma : float
-        Gaussian window (px) of the local pattern histograms, and of the palette histograms below. 6 / 8 / 10 gave K
-        accuracy 0.70 / 0.675 / 0.625 on DTD and 0.84 / 0.96 / 0.96 on Outex.
+        Gaussian window (px) of the local pattern histograms, and of the palette histograms below. Narrower
+        windows counted Outex worse, wider ones DTD (eleventh round).
     palette_weight : float
         Pass 1 with K given: weight of the palette group (local histograms of the image's own chroma palette, 8
         colours from k-means of a*, b*), scaled the same way; skipped on greyscale images; 0 leaves it out. The
         colour group's mean and spread of a*, b* do not tell a speckle of two colours from one of two others with
-        the same means and spreads; the palette's shares do. On the DTD tuning quarter with K given, 0 / 0.5 / 0.7 /
-        0.85 / 1.0 / 1.4 gave matched mIoU 0.899 / 0.905 / 0.906 / 0.924 / 0.921 / 0.902 and boundary F 0.744 /
-        0.758 / 0.762 / 0.783 / 0.781 / 0.785; 0.85 is the best point and has the best neighbours. Left out when K
-        is chosen: it also tells apart the colour patches inside one photo, and counting by merging over-counted
-        with it (DTD tuning K accuracy 0.65 / 0.575 / 0.50 at 0.5 / 0.7 / 1.0, against 0.70 without).
+        the same means and spreads; the palette's shares do. On the DTD tuning quarter with K given, 0.85 is the
+        best weight and has the best neighbours. Left out when K is chosen: it also tells apart the colour patches
+        inside one photo, and counting by merging over-counted with it, the more the stronger it weighed
+        (perf/RESULTS.md, fifteenth round).
     position_weight : float
         Weight of the pixel coordinates (a group of two, scaled the same way) in the pass-1 clustering. Texture
         regions are compact, while the parts of one texture's structure (braids and the gaps between them) are
         interleaved across it, so a weak pull toward compact clusters keeps k-means from splitting a texture into
         its parts. Pixels are still assigned by appearance alone. Re-tuned once the binary patterns joined the
-        features: 0.4 / 0.6 / 0.7 / 0.8 / 0.9 / 1.0 / 1.2 gave the DTD tuning quarter 0.857 / 0.887 / 0.903 / 0.899 /
-        0.900 / 0.914 / 0.894 matched mIoU with K given and K accuracy 0.70 / 0.675 / 0.65 / 0.70 / 0.625 / 0.65 /
-        0.575 with K chosen; 0.8 is the middle of the plateau where both stay up (0.75 and 0.85 gave 0.896 / 0.70
-        and 0.900 / 0.675). Outex's tuning quarter was 0.974 and 0.96 throughout (0.92 at 1.2).
+        features: 0.8 is the middle of the plateau on which the DTD tuning quarter keeps both its matched mIoU with
+        K given and its K accuracy with K chosen; Outex's moved only at the strongest pull (perf/RESULTS.md, twelfth
+        round).
     k_select_position_weight : float
         The same weight in the features of the one-region test (see ``min_silhouette``).
     pca_components : int
@@ -120,7 +118,8 @@ class ClassicalParams:
         single textures in two parts (statistics that drift across the photo); at 0.25 the test changes no count of
         the tuning mosaics that was right.
     k_select_pixels : int
-        Pixels subsampled for the one-region test (a silhouette costs the square of the sample).
+        Pixels subsampled for the one-region test (a silhouette costs the square of the sample), taken from the
+        ``fit_pixels`` sample, so at most that many.
     k_select_sigma : float
         Gaussian blur (px) of the features of the one-region test: less pixel noise, clearer regions.
     max_k : int
@@ -134,26 +133,26 @@ class ClassicalParams:
         Autonomous K: how many independent samples the smoothed features of an image at the full working size
         (``work_side`` px a side) count as; a smaller image counts in proportion to its side. More samples keep more
         regions apart. Tuned with ``merge_distortion`` on the tuning quarters (a grid, each point scored by the mean
-        of its neighbours, so a knife-edge optimum is not taken): 0.35 and 186 (one sample per 352 working pixels,
-        about the area 4πσ² of a Gaussian window of σ = 5.3 px, near ``stat_sigma``) gave K accuracy 0.53 on DTD
-        and 1.00 on Outex. The square-root rule for small images was chosen on the DTD tuning mosaics downscaled to
-        128 and 192 px, between a fixed count per image and a fixed count per pixel (see perf/RESULTS.md).
+        of its neighbours, so a knife-edge optimum is not taken): 186 is one sample per 352 working pixels, about
+        the area 4πσ² of a Gaussian window of σ = 5.3 px, near ``stat_sigma``. The square-root rule for small
+        images was chosen on the DTD tuning mosaics downscaled to 128 and 192 px, between a fixed count per image
+        and a fixed count per pixel (perf/RESULTS.md, eighth round).
     refine_side : int
         Long-side cap (px) of the graph cut that places the boundaries; larger inputs get its partition bilinearly
         upsampled, which bounds time and memory on multi-megapixel photos.
     recut_band : int
         Autonomous K on inputs larger than the count's cut (2 × ``work_side`` px): the output's cut at
         ``refine_side`` px re-decides only the pixels within this distance (px) of the merged regions' boundaries,
-        upsampled from the count's cut. On the tuning mosaics upscaled to 1000 px (24 of each set), 24 px gave
-        boundary F 0.690 on DTD and 0.698 on Outex against 0.660 and 0.699 for cutting the whole pass-2 band again,
-        at 16–30 % less CPU time; 6 / 12 px lost Outex boundaries (0.639 / 0.679).
+        upsampled from the count's cut. On the tuning mosaics upscaled to 1000 px, 24 px placed boundaries at least
+        as well as cutting the whole pass-2 band again, at less CPU time, where narrower bands lost Outex boundaries
+        (perf/RESULTS.md, twelfth round).
     cut_smoothness : float
         Graph cut: cost (in tenths of a nat of the pass-2 log-posterior) of one boundary edge between two
         pixels of equal colour; it falls with the colour step across the edge, so boundaries are short and follow
-        the image's edges. 3000 smooths the wiggles of the pass-2 boundaries away (tuned: 300 / 1000 / 3000 / 10000
-        gave boundary F 0.41 / 0.57 / 0.69 / 0.70 on the DTD tuning quarter at ever higher cost). Re-swept with the
-        binary patterns, 1500–2000 placed Outex boundaries better (tuning quarter boundary F 0.81 against 0.79) but
-        counted fewer DTD mosaics right, so 3000 stayed (perf/RESULTS.md, thirteenth round). The cut depends on it
+        the image's edges. 3000 smooths the wiggles of the pass-2 boundaries away: on the DTD tuning quarter weaker
+        costs left them, and stronger ones gained little at ever higher cost (perf/RESULTS.md, "balanced cues and
+        a graph cut"). Re-swept with the binary patterns, weaker costs placed Outex boundaries better but counted
+        fewer DTD mosaics right, so 3000 stayed (thirteenth round). The cut depends on it
         only through its ratio to ``cut_temperature``: 1500 at temperature 0.3 is 3000 at 0.6.
     cut_contrast : float
         Graph cut: how fast the edge cost falls with the squared CIE-Lab step, relative to the image's mean step.
