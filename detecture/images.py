@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 # Decompression-bomb guard stays on but is raised to allow large scientific images (~ 30k x 30k): Pillow warns above
 # this many pixels and refuses twice as many before decoding anything.
 Image.MAX_IMAGE_PIXELS = 1_000_000_000
-MIN_SIDE = 2  # per axis, for every input form: along a 1-pixel axis the classical graph cut has no neighbours
+# Per axis, for every input form: a texture is a pattern across both axes, which one row or column of pixels cannot
+# show. A rule of what is an image to segment, not of what a model needs: both methods also run on a 1-pixel axis.
+MIN_SIDE = 2
 MAX_ASPECT = 200  # longer side / shorter side Qwen3-VL's image processor accepts (its smart_resize)
 # Where a refusal of a strip points the user on the command line; the demo's page words it as its own choice.
 CLASSICAL_OPTION = "--method classical accepts it"
