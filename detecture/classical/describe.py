@@ -32,6 +32,8 @@ from skimage.color import deltaE_ciede2000, rgb2lab
 from ..utils.image_ops import fitted_size
 from . import gabor
 
+# The describer's own working size, not ClassicalParams.work_side: like its filter bank (:mod:`.gabor`'s defaults),
+# it does not follow the segmenter's settings, so a region is described alike whatever the segmenter was set to.
 WORK_SIDE = 256
 SAMPLE_SIDE = 512  # colour and contrast are read from a strided (not averaged) sample of about this size
 # Named colours (sRGB); the nearest in CIEDE2000 names a region's mean colour.

@@ -4,7 +4,8 @@ A band is a Gaussian of standard deviation ``bandwidth · f`` around the frequen
 :data:`N_ORIENTATIONS` orientations θ = π·j / N over a half-turn (a real image's spectrum is symmetric). Narrow bands
 (σ = 0.2 f) separated Outex textures far better than wide ones, and a constant relative bandwidth weighs every octave
 of a natural 1/f spectrum alike. The segmenter uses centre frequencies in cycles per pixel, the describer in cycles
-per image side; the shape of the bank is the same.
+per image side. The segmenter's orientations and bandwidth are settings (:class:`.ClassicalParams`); the describer
+always uses the defaults here, so a region is described alike whatever the segmenter was set to.
 """
 
 from __future__ import annotations
