@@ -296,10 +296,13 @@ def ddp_run(data: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_two_process_ddp_gloo_run_keeps_ranks_identical_and_resumes(data, tmp_path):
     """Stage 1 (from the feature cache, each rank building its share) then stage 2 with LoRA + SEG rows; a second
-    run stops after 3 steps (mid stage 2) and is resumed: per-rank RNG and data position make it identical."""
+    run stops after 3 steps (mid stage 2) and is resumed by a launch of its own: per-rank RNG and data position make
+    it identical. The stopped run trains in the first launch's processes, after the uninterrupted one."""
     out, split = tmp_path / "ddp", tmp_path / "split"
-    done = ddp_run(data, out)
-    assert "rank 1 of 2 done" in done.stdout and "rank 0 of 2 done" in done.stdout
+    done = ddp_run(data, out, "--then-stopped", str(split), "--after", "3")
+    for rank in (0, 1):
+        assert f"rank {rank} of 2 done, 4 steps, ddp" in done.stdout
+        assert f"rank {rank} of 2 done, 3 steps, split" in done.stdout
     w0, w1 = (load_file(str(out / f"weights-rank{r}.safetensors")) for r in (0, 1))
     assert w0.keys() == w1.keys() and len(w0) > 10
     for name in w0:
@@ -308,7 +311,7 @@ def test_two_process_ddp_gloo_run_keeps_ranks_identical_and_resumes(data, tmp_pa
     assert (out / "final" / "model.safetensors").exists()
     assert sorted(p.name for p in (out / "feature_cache").glob("index-rank*.json")) == ["index-rank0.json",
                                                                                         "index-rank1.json"]
-    ddp_run(data, split, "--max-steps", "3")
+    assert not (split / "final").exists() and len(losses(split)) == 3
     ddp_run(data, split, "--resume")
     assert losses(split) == losses(out)
     resumed = load_file(str(split / "weights-rank1.safetensors"))
