@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,6 +188,39 @@ def test_a_later_methods_model_missing_offline_is_refused_before_any_cell_runs(t
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "'Qwen/Qwen3-VL-8B-Instruct' is not in the local cache" in err[0], err
     assert not list(out.rglob("samples*.jsonl")) and not list(out.rglob("part-*.jsonl"))
+
+
+def test_a_finished_cell_is_reported_again_offline_once_its_model_is_gone(tmp_path, capsys, monkeypatch):
+    """Its samples are all scored, so nothing loads: the model missing from the cache does not matter, until --force
+    asks to score them again, which is refused before it deletes the results it would redo."""
+    from huggingface_hub import constants
+
+    from detecture.benchmark.methods.base import MethodOutput
+    from detecture.benchmark.methods.sam3 import Sam3Method
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    model = tmp_path / "hub-cache" / "models--nobody--sam3"
+    (model / "snapshots" / ("0" * 40)).mkdir(parents=True)
+    (model / "snapshots" / ("0" * 40) / "config.json").write_text("{}")
+    (model / "refs").mkdir()
+    (model / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(Sam3Method, "load", lambda self: None)
+    monkeypatch.setattr(Sam3Method, "segment", lambda self, image, regime: MethodOutput(
+        np.ones((1, *image.shape[:2]), np.float32), ["texture"]))
+    root = make_rwtd(tmp_path / "rwtd", n=1)
+    out = tmp_path / "out"
+    argv = ["bench", "--datasets", str(root), "--methods", "sam3", "--sam3", "nobody/sam3", "--out", str(out),
+            "--gallery", "0"]
+    assert main(argv) == 0
+    scored = _samples(out, "rwtd", "sam3")
+    shutil.rmtree(model)
+    capsys.readouterr()
+    assert main(argv) == 0
+    assert "| rwtd | oracle K=2 | sam3 |" in capsys.readouterr().out
+    assert main(argv + ["--force"]) == 2
+    assert "'nobody/sam3' is not in the local cache" in capsys.readouterr().err
+    assert _samples(out, "rwtd", "sam3") == scored
 
 
 @pytest.mark.skipif(not HAS_PIPELINE, reason="detecture.pipeline is not available yet")

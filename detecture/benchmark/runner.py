@@ -91,7 +91,8 @@ class Cell:
 
 def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], list[Cell]]:
     """Open datasets, build (unloaded) methods and check every cell's dispatch rule and records — before any weights
-    load."""
+    load. Whether a method's models can load is checked by :func:`run_benchmark`, for the methods with samples to
+    score only: a finished cell is reported again without its model."""
     if not config.methods and not config.predictions:
         raise InputError("no methods selected")
     if not config.datasets:
@@ -109,7 +110,6 @@ def build_plan(config: BenchConfig) -> tuple[list[Method], list[BenchDataset], l
     ]
     for method in methods:
         method.check()
-        method.check_models()
     cell_store.check_distinct("method", [(repr(m.name), m.name) for m in methods], "give one another name")
     regimes = {d.name: regime_for(d.key, config.regime) for d in datasets}
     check_plan([(m.kind, d.name, regimes[d.name]) for m in methods for d in datasets])
@@ -194,13 +194,17 @@ def run_sample(cell: Cell, record: SampleRecord, out: Path, save_partition: bool
     return keep_sample(cell, score_sample(cell, record, save_partition), out)
 
 
-def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard, gallery: int) -> list[SampleRecord]:
+def _pending(cell: Cell, out: Path, retry_failed: bool, shard: Shard, gallery: int, force: bool = False
+             ) -> list[SampleRecord]:
     """This shard's samples without a result for their files as they are now (with ``retry_failed``, also those
-    recorded as failures): the new record, finished later, replaces the old one when the cell is read.
+    recorded as failures): the new record, finished later, replaces the old one when the cell is read. With
+    ``force``, every one of them: :func:`_force` deletes their results.
 
     A sample whose input changed since its result was recorded is scored again (:func:`_changed`), so a cell never
     holds results of two versions of its inputs. So is one of the first ``gallery`` samples scored without its
     partition saved (an earlier run drew fewer), which the gallery would otherwise show as missing."""
+    if force:
+        return share(cell.records, shard)
     done = cell_store.read_cell(cell.directory(out))
     if retry_failed:
         done = {i: r for i, r in done.items() if r.get("status") == "ok"}
@@ -271,6 +275,16 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
         config = replace(config, options=replace(config.options, device=ranks.device))  # one GPU per process
     methods, _, cells = build_plan(config)
     out = Path(config.out)
+    # Every process reads the pending lists here, before the waits below, so before any records a result: each then
+    # splits the same lists by rank (one that read them after another began recording results would split fewer
+    # samples, and the samples between the two splits would be scored by no one).
+    pending = [_pending(c, out, config.retry_failed, config.shard, config.gallery, config.force) for c in cells]
+    todos = [[(c, p) for c, p in zip(cells, pending) if c.method is method and p] for method in methods]
+    # A model that cannot load is refused before --force deletes anything and before the first load (a later
+    # method would otherwise fail after hours on the earlier ones); a method with nothing to score loads nothing.
+    for method, todo in zip(methods, todos):
+        if todo:
+            method.check_models()
     if config.force and ranks.is_main:
         for cell in cells:
             _force(cell, out, config.limit is not None)
@@ -281,13 +295,8 @@ def run_benchmark(config: BenchConfig, ranks: Ranks | None = None) -> list[Cell]
             cell_store.write_settings(cell.directory(out), cell.settings)
     ranks.wait()
     scored: list[str] = []  # the methods whose cells this run has scored samples of
-    for method in methods:
+    for method, todo in zip(methods, todos):
         mine = [c for c in cells if c.method is method]
-        todo = [(c, _pending(c, out, config.retry_failed, config.shard, config.gallery)) for c in mine]
-        todo = [(c, p) for c, p in todo if p]
-        # Every process splits the same pending lists by rank: one that read them after another began recording
-        # results would split fewer samples, and the samples between the two splits would be scored by no one.
-        ranks.wait()
         for c in mine:
             if not any(c is t for t, _ in todo):
                 log.info("%s × %s: complete, skipped (use --force to rerun)", method.name, c.dataset.name)
