@@ -41,9 +41,12 @@ BRIDGE_NEEDS_HEAD = ("--grounding bridge needs a trained head (--head PATH); use
 QUERY_NEEDS_VLM = ("a query needs the detecture method: the classical segmenter finds regions, it cannot read a "
                    "phrase")
 
-# Options that choose and load the VLM pipeline; the classical method refuses them rather than ignore them.
-MODEL_OPTIONS = ("head", "qwen", "sam3", "device", "dtype", "quantization", "attn_implementation",
-                 "trust_remote_code", "max_new_tokens", "tiny")
+# The request fields that serve one method only, and that method: the options that choose, load and ground with the
+# VLM pipeline, and the classical segmenter's settings. Given (other than their default) for the other method they
+# are refused rather than ignored; the CLI checks the same fields first, to name them by its options.
+METHOD_FIELDS = {**dict.fromkeys(("head", "qwen", "sam3", "device", "dtype", "quantization", "attn_implementation",
+                                  "trust_remote_code", "max_new_tokens", "tiny", "grounding"), "detecture"),
+                 "classical_params": "classical"}
 
 # Loading options and head folder -> (the head files' signature when loaded, the pipeline): one pipeline per key, so
 # a head rewritten in place replaces its old pipeline instead of keeping both loaded.
@@ -94,23 +97,21 @@ class SegmentRequest:
             raise InputError(f"seed must be a whole number from 0 to 2**32 - 1 (as numpy and scikit-learn take "
                              f"it), got {self.seed!r}")
         regime = self.regime  # k / query are checked here, once
-        if self.method == "classical":
-            if regime.kind is RegimeKind.QUERY:
-                raise InputError(QUERY_NEEDS_VLM)
-            given = [name for name in MODEL_OPTIONS if getattr(self, name) not in (None, False)]
-            given += ["grounding"] if self.grounding != "auto" else []
-            if given:
-                raise NotServed(given, "method", "detecture", ["classical"])
-            if self.classical_params is not None:
-                from .classical import ClassicalParams, load_params
+        if self.method == "classical" and regime.kind is RegimeKind.QUERY:
+            raise InputError(QUERY_NEEDS_VLM)
+        defaults = {f.name: f.default for f in fields(self)}
+        given = [name for name, method in METHOD_FIELDS.items()
+                 if method != self.method and getattr(self, name) not in (None, False, defaults[name])]
+        if given:
+            raise NotServed(given, "method", METHOD_FIELDS[given[0]], [self.method])
+        if self.classical_params is not None:
+            from .classical import ClassicalParams, load_params
 
-                if isinstance(self.classical_params, (str, os.PathLike)):
-                    object.__setattr__(self, "classical_params", load_params(self.classical_params))
-                elif not isinstance(self.classical_params, ClassicalParams):
-                    raise InputError("classical_params must be a ClassicalParams or the path of a YAML file of its "
-                                     f"fields, got {type(self.classical_params).__name__}")
-        elif self.classical_params is not None:
-            raise NotServed(["classical_params"], "method", "classical", [self.method])
+            if isinstance(self.classical_params, (str, os.PathLike)):
+                object.__setattr__(self, "classical_params", load_params(self.classical_params))
+            elif not isinstance(self.classical_params, ClassicalParams):
+                raise InputError("classical_params must be a ClassicalParams or the path of a YAML file of its "
+                                 f"fields, got {type(self.classical_params).__name__}")
 
     @property
     def regime(self) -> Regime:

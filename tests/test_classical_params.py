@@ -163,7 +163,8 @@ def test_a_settings_file_for_another_method_or_a_bad_one_stops_before_any_image(
     assert capsys.readouterr().err.strip() == f"error: {config}: ClassicalParams.max_k=0: must be ≥ 1"
     config.write_text("max_k: 2\n")
     assert main(["segment", missing_image, "--classical-config", str(config)]) == 2
-    assert "error: classical_params applies to method 'classical' only" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == ("error: --classical-config applies to method 'classical' only, not "
+                                               "to 'detecture'")
     with pytest.raises(InputError, match="ClassicalParams or the path"):
         detecture.segment(np.zeros((8, 8, 3), np.uint8), classical_params={"max_k": 2})
 

@@ -113,6 +113,8 @@ def test_a_folder_or_glob_skips_the_outputs_of_an_earlier_run(tmp_path, capsys):
     (["--workers", "0"], "--workers must be at least 1"),
     (["--batch-size", "4"], "--batch-size applies to method 'detecture' only"),
     (["--show-contract"], "--show-contract applies to method 'detecture' only"),
+    (["--max-new-tokens", "5", "--tiny"], "--max-new-tokens, --tiny apply to method 'detecture' only"),
+    (["--grounding", "text"], "--grounding applies to method 'detecture' only"),
 ])
 def test_bad_options_for_classical(photo_dir, tmp_path, capsys, args, message):
     code = main(["segment", str(photo_dir / "disc.png"), "--method", "classical", "--out", str(tmp_path), *args])

@@ -72,13 +72,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--k", default="auto", help="number of regions: 'auto' (1 to 6) or exactly 1..6")
     which.add_argument("--query", help="find the one region matching this phrase, e.g. 'the rough bark'")
-    p.add_argument("--grounding", choices=("auto", "bridge", "text"), default="auto",
+    p.add_argument("--grounding", choices=("auto", "bridge", "text"),
                    help="bridge: trained head grounds the <|seg|> states; text: SAM3's text encoder grounds each "
-                        "description (no training needed); auto: bridge when --head or --tiny is given (tiny "
-                        "backbones carry a random head), else text")
+                        "description (no training needed); auto (the default): bridge when --head or --tiny is given "
+                        "(tiny backbones carry a random head), else text")
     p.add_argument("--head", type=Path, help="trained head checkpoint folder (from 'detecture train')")
-    # Model options default to None ("not given"): the service fills in the defaults, and refuses any given to the
-    # classical method rather than ignore it.
+    # Model options default to None ("not given"): the service fills in the defaults, and one given to the classical
+    # method is refused rather than ignored (method_options).
     add_qwen(p)
     add_sam3(p)
     p.add_argument("--out", type=Path, default=Path("detecture_out"),
@@ -162,21 +162,34 @@ def gather_images(paths: list[str]) -> tuple[list[Path], Skipped, list[Path]]:
     return list(unique.values()), skipped, folders
 
 
-# The command line's own options that serve one method only (the model options are the service's to refuse, see
-# detecture.service.MODEL_OPTIONS).
+# The command line's own options that serve one method only, by dest (method_options adds the service's).
 METHOD_OPTIONS = {"workers": "classical", "batch_size": "detecture", "show_contract": "detecture"}
+# A request field -> the option that sets it, where their names differ.
+OPTION_OF_FIELD = {"classical_params": "classical_config"}
+
+
+def method_options(args: argparse.Namespace) -> dict[str, str]:
+    """Every option of ``args`` that serves one method only, by dest: the command line's own and those that set the
+    service's fields of one method (:data:`detecture.service.METHOD_FIELDS`). The service refuses those too, but by
+    their field names; checked here first, a refusal names the options as typed."""
+    from ..service import METHOD_FIELDS
+
+    service = {OPTION_OF_FIELD.get(name, name): method for name, method in METHOD_FIELDS.items()}
+    return {**METHOD_OPTIONS, **{dest: method for dest, method in service.items() if hasattr(args, dest)}}
 
 
 def build_request(args: argparse.Namespace) -> "SegmentRequest":
-    """The service request the options describe, every option as given (``None`` / off when not): the service
-    fills in the defaults and refuses what cannot run, such as a model option for the classical method."""
+    """The service request the options describe, every option as given; one not given (``None``) is left to the
+    service, which fills in the defaults and refuses what cannot run. The options that serve the other method are
+    refused first, by name (:func:`method_options`)."""
     from ..service import SegmentRequest
 
-    return SegmentRequest(method=args.method, k=args.k, query=args.query, grounding=args.grounding,
-                          classical_params=args.classical_config, head=args.head, qwen=args.qwen, sam3=args.sam3,
-                          device=args.device, dtype=args.dtype, quantization=args.quantization,
-                          trust_remote_code=args.trust_remote_code, max_new_tokens=args.max_new_tokens,
-                          tiny=args.tiny)
+    refuse_unserved(args, method_options(args), "method", args.method)
+    given = dict(k=args.k, query=args.query, grounding=args.grounding, classical_params=args.classical_config,
+                 head=args.head, qwen=args.qwen, sam3=args.sam3, device=args.device, dtype=args.dtype,
+                 quantization=args.quantization, trust_remote_code=args.trust_remote_code,
+                 max_new_tokens=args.max_new_tokens, tiny=args.tiny)
+    return SegmentRequest(method=args.method, **{name: value for name, value in given.items() if value is not None})
 
 
 def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[list[Path], Skipped, "InputSet"]:
@@ -185,7 +198,6 @@ def check_inputs(args: argparse.Namespace, request: "SegmentRequest") -> tuple[l
     from ..service import check_before_loading
     from ..utils.paths import InputSet, require_file
 
-    refuse_unserved(args, METHOD_OPTIONS, "method", args.method)
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be at least 1")
     if args.workers is not None and args.workers < 1:
