@@ -117,7 +117,7 @@ def test_input_is_never_overwritten_and_out_must_be_new(converted, capsys):
 @pytest.mark.parametrize("layout, options, named, owner", [
     ("published", ["--bpe", "vocab.txt.gz", "--tokenizer", "tok"], "--bpe, --tokenizer", "sam3"),
     ("sam3", ["--qwen", "Qwen/Qwen3-VL-8B-Instruct"], "--qwen", "published"),
-    ("sam3", ["--base", "Qwen/Qwen3-VL-8B-Instruct"], "--qwen", "published"),  # the older spelling, named as shown
+    ("sam3", ["--base", "Qwen/Qwen3-VL-8B-Instruct"], "--base", "published"),  # the older spelling, named as typed
 ])
 def test_an_option_of_the_other_layout_is_refused_not_ignored(converted, tmp_path, capsys, layout, options, named,
                                                                owner):
@@ -126,6 +126,15 @@ def test_an_option_of_the_other_layout_is_refused_not_ignored(converted, tmp_pat
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{named} appl" in err[0] and f"layout '{owner}' only, not to '{layout}'" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_qwen_and_its_older_spelling_naming_two_models_are_refused(tmp_path, capsys):
+    """--base is --qwen's older spelling: keeping either model would ignore the other."""
+    argv = ["convert", "published", str(tmp_path / "best.pt"), "--out", str(tmp_path / "out")]
+    assert main([*argv, "--base", "Qwen/A", "--qwen", "Qwen/B"]) == 2
+    assert capsys.readouterr().err == "error: --qwen Qwen/B and --base Qwen/A name two models; give one\n"
+    assert main([*argv, "--base", "Qwen/A", "--qwen", "Qwen/A"]) == 2  # one model: the missing file is what fails
+    assert "best.pt: no such file" in capsys.readouterr().err
 
 
 def test_seg_index_mismatch_is_one_clear_error(backbones, tmp_path):

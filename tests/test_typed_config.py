@@ -182,6 +182,23 @@ def test_range_errors_blame_the_command_line_option_that_set_the_value(tmp_path,
     assert capsys.readouterr().err == "error: --set optim.clip_norm: optim.clip_norm must be > 0\n"
 
 
+@pytest.mark.parametrize("option, pair, named", [
+    (["--qwen", "Qwen/A"], "model.qwen=Qwen/B", "--qwen Qwen/A and --set model.qwen=Qwen/B give model.qwen"),
+    (["--tiny"], "model.tiny=false", "--tiny and --set model.tiny=false give model.tiny"),
+    (["--epochs", "9"], "optim.epochs=10", "--epochs 9 and --set optim.epochs=10 give optim.epochs"),
+])
+def test_an_option_and_a_set_that_give_one_key_two_values_are_refused(tmp_path, capsys, option, pair, named):
+    """Keeping either value would ignore the other; the same value both ways is no conflict (the dataset folder,
+    checked next, is what fails then)."""
+    from detecture.cli import main
+
+    args = ["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), *option]
+    assert main(args + ["--set", pair]) == 2
+    assert capsys.readouterr().err == f"error: {named} two values; give one\n"
+    assert main(args + ["--set", pair.split("=")[0] + "=" + (option[1] if len(option) > 1 else "true")]) == 2
+    assert "training dataset not found" in capsys.readouterr().err
+
+
 def test_head_overrides_are_checked_with_the_head_config_when_the_file_is_read(tmp_path):
     """model.head reaches HeadConfig only after the backbones load: its typos and ranges must fail first."""
     path = _write_with(tmp_path, CONFIGS / "train.yaml", "model.head", {"bridge_dropout": 2})

@@ -7,11 +7,13 @@ import argparse
 from pathlib import Path
 
 from .help_format import DefaultsHelpFormatter
-from .model_options import add_qwen
+from .model_options import add_qwen, fold_qwen
 from .unserved import refuse_unserved
 
+QWEN_ALIASES = ("--base",)  # the older spelling of --qwen
+
 # The layout each layout-specific option belongs to: the other layout refuses it rather than ignore it.
-LAYOUT_OF_OPTION = {"qwen": "published", "bpe": "sam3", "tokenizer": "sam3"}
+LAYOUT_OF_OPTION = {"qwen": "published", "base": "published", "bpe": "sam3", "tokenizer": "sam3"}
 
 EPILOG = """\
 examples:
@@ -43,7 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="new folder to write (must not exist): a head folder, or a Sam3Model folder for 'sam3'")
     add_qwen(p, "published only: the base model to measure the embedding shrink factor against; recorded in the "
-                "contract and applied at inference", aliases=("--base",))
+                "contract and applied at inference", aliases=QWEN_ALIASES)
     p.add_argument("--bpe", type=Path,
                    help="sam3 only: CLIP's bpe_simple_vocab_16e6.txt.gz for the tokenizer (default: found in the "
                         "installed sam3 or open_clip_torch package)")
@@ -53,6 +55,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     refuse_unserved(args, LAYOUT_OF_OPTION, "layout", args.layout)
+    fold_qwen(args, QWEN_ALIASES)
     if args.layout == "sam3":
         return run_sam3(args)
     from ..bridge.published import convert

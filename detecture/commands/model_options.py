@@ -10,6 +10,7 @@ import argparse
 from typing import Sequence
 
 from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
+from ..errors import InputError
 
 # The Qwen a command that runs a head loads when --qwen is not given (bridge/head.default_qwen decides it).
 QWEN_OF_HEAD = f"default: the one --head was trained on, else {DEFAULT_QWEN}"
@@ -18,11 +19,24 @@ SAM3_DEFAULT = f"default: {DEFAULT_SAM3}"
 
 def add_qwen(parser: argparse.ArgumentParser, note: str = QWEN_OF_HEAD, aliases: Sequence[str] = ()) -> None:
     """``--qwen QWEN`` into ``args.qwen``, its help ending in ``note`` (the model's use there, its default).
-    ``aliases`` are a command's older spellings: still accepted into the same place, but kept out of --help and the
-    usage line, which show the one name."""
+    ``aliases`` are a command's older spellings: still accepted, but kept out of --help and the usage line, which
+    show the one name. Each has its own place (``--base`` into ``args.base``), so that a refusal names the spelling
+    typed; :func:`fold_qwen` then moves it into ``args.qwen``."""
     parser.add_argument("--qwen", metavar="QWEN", help=f"Qwen3-VL hub id or local folder ({note})")
     for alias in aliases:
-        parser.add_argument(alias, dest="qwen", metavar="QWEN", help=argparse.SUPPRESS)
+        parser.add_argument(alias, metavar="QWEN", help=argparse.SUPPRESS)
+
+
+def fold_qwen(args: argparse.Namespace, aliases: Sequence[str]) -> None:
+    """Move the model an alias of ``--qwen`` names into ``args.qwen``; two spellings that name different models are
+    refused, since keeping either would ignore the other."""
+    for alias in aliases:
+        value = getattr(args, alias.lstrip("-").replace("-", "_"))
+        if value is None:
+            continue
+        if args.qwen not in (None, value):
+            raise InputError(f"--qwen {args.qwen} and {alias} {value} name two models; give one")
+        args.qwen = value
 
 
 def add_sam3(parser: argparse.ArgumentParser, note: str = SAM3_DEFAULT) -> None:

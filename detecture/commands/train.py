@@ -109,8 +109,12 @@ def run(args: argparse.Namespace) -> int:
                                ("optim.epochs", args.epochs, f"--epochs {args.epochs}"),
                                ("model.qwen", args.qwen, f"--qwen {args.qwen}"),
                                ("model.sam3", args.sam3, f"--sam3 {args.sam3}")):
-        if value is not None:
-            overrides[key], options[key] = value, option
+        if value is None:
+            continue
+        if overrides.get(key, value) != value:  # keeping either would ignore the other
+            typed = next(pair for pair in reversed(args.set) if parse_overrides([pair]).keys() == {key})
+            raise InputError(f"{option} and --set {typed} give {key} two values; give one")
+        overrides[key], options[key] = value, option
     config = config_path(args)
     on_top = ", ".join(options.get(key, f"--set {key}") for key in overrides)
     logger.info("training config: %s%s", config or "built-in defaults", f", with {on_top} on top" if on_top else "")
