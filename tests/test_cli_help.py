@@ -60,3 +60,15 @@ def test_help_examples_have_no_stray_spaces(name, parser):
     for line in (parser.epilog or "").splitlines():
         assert not re.search(r"\S {2,}-", line), line
 
+
+
+@pytest.mark.parametrize("key", ["qwen", "sam3"])
+def test_bench_model_options_name_the_methods_that_read_them(key):
+    """--qwen and --sam3 say which methods they serve: every method that reads the model (benchmark.methods'
+    MODEL_KEYS, which the run checks --model keys against), and no other."""
+    from detecture.benchmark.methods import MODEL_KEYS
+
+    bench = dict(_subparsers())["bench"]
+    text = next(a.help for a in bench._actions if f"--{key}" in a.option_strings)
+    named = re.search(r"\(of the (.+?) methods?;", text).group(1).replace(" and ", ", ").split(", ")
+    assert sorted(named) == sorted(name for name, keys in MODEL_KEYS.items() if key in keys)

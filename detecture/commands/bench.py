@@ -10,7 +10,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from .exit_status import OK, for_failures
-from .model_options import QWEN_OF_HEAD, SAM3_DEFAULT, add_qwen, add_sam3
+from ..backbones import DEFAULT_QWEN
+from .model_options import SAM3_DEFAULT, add_qwen, add_sam3
 from .unserved import refuse_unserved
 
 EPILOG = """\
@@ -36,6 +37,15 @@ examples:
 # benchmark.methods.WORKER_METHODS, kept out of this module's imports for a fast --help). A --model key no selected
 # method reads is only warned about: benchmark.methods.check_model_keys.
 METHOD_OPTIONS = {"classical_config": "classical", "workers": "classical"}
+
+
+def _methods_reading(key: str) -> str:
+    """The methods that read the model of ``key`` (benchmark.model_keys), as help words them."""
+    from ..benchmark.model_keys import readers
+
+    names = readers(key)
+    listed = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
+    return f"{listed} method{'s' if len(names) > 1 else ''}"
 
 
 def _csv(text: str) -> list[str]:
@@ -76,8 +86,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="score precomputed label maps from FOLDER as method NAME (repeatable)")
     p.add_argument("--predictions-pattern",
                    help="file name of a prediction; {id} = record id, {stem} = image file stem (default: {stem}.png)")
-    add_qwen(p, f"of the detecture and detecture-text methods; {QWEN_OF_HEAD}")
-    add_sam3(p, f"of the detecture, sam3 and grounding-sam3 methods; {SAM3_DEFAULT}")
+    add_qwen(p, f"of the {_methods_reading('qwen')}; default: {DEFAULT_QWEN}, or for detecture the one --head "
+                "was trained on")
+    add_sam3(p, f"of the {_methods_reading('sam3')}; {SAM3_DEFAULT}")
     p.add_argument("--model", type=_key_value, action="append", default=[], metavar="KEY=ID",
                    help="model id or local path of a peer method: grounding-dino=..., texturesam=..., sa2va=... "
                    "(repeatable; qwen= and sam3= are --qwen and --sam3; an unknown KEY is refused before any model "

@@ -6,6 +6,7 @@ import importlib
 import logging
 
 from ...errors import InputError
+from ..model_keys import MODEL_KEYS, readers
 from .base import Method, MethodOptions, MethodOutput
 
 log = logging.getLogger(__name__)
@@ -21,17 +22,6 @@ REGISTRY: dict[str, tuple[str, str]] = {
     "sa2va": ("sa2va", "Sa2VAMethod"),
 }
 
-
-# name → the ``--model KEY=ID`` keys the method reads; a key no method reads is refused (check_model_keys).
-MODEL_KEYS: dict[str, tuple[str, ...]] = {
-    "classical": (),
-    "detecture": ("qwen", "sam3"),
-    "detecture-text": ("qwen", "sam3"),
-    "sam3": ("sam3",),
-    "grounding-sam3": ("grounding-dino", "sam3"),
-    "texturesam": ("texturesam",),
-    "sa2va": ("sa2va",),
-}
 
 # The model keys with an option of their own on the command line, the name every command gives that model
 # (``--model qwen=`` and ``sam3=`` are accepted for them too).
@@ -60,7 +50,7 @@ def check_model_keys(models: dict[str, str], methods: list[str]) -> None:
     for key in models:
         if key not in read:
             log.warning("%s: no selected method reads it (it is read by %s)", model_option(key),
-                        ", ".join(name for name, keys in MODEL_KEYS.items() if key in keys))
+                        ", ".join(readers(key)))
 
 
 def build_method(name: str, options: MethodOptions) -> Method:

@@ -135,7 +135,7 @@ class Method(ABC):
 
     def model_id(self, key: str, default: str) -> str:
         """A configurable model id or local path (``--model key=ID``; the keys each method reads are listed in
-        :data:`~detecture.benchmark.methods.MODEL_KEYS`, which refuses any other)."""
+        :data:`~detecture.benchmark.model_keys.MODEL_KEYS`, which refuses any other)."""
         return self.options.models.get(key, default)
 
     def requested_k(self, regime: SampleRegime) -> int:
