@@ -42,7 +42,9 @@ class NotServed(InputError):
     requests and every command: ``--workers applies to method 'classical' only, not to 'detecture'``."""
 
     def __init__(self, options: Sequence[str], kind: str, owner: str, chosen: Sequence[str]) -> None:
-        """``options`` serve ``kind`` ``owner`` (say method 'classical'); ``chosen`` are the modes the run has."""
+        """``options`` serve ``kind`` ``owner`` (say method 'classical'); ``chosen`` are the modes the run has, none
+        where the user selected none (``bench --methods ,``)."""
         verb = "applies" if len(options) == 1 else "apply"
-        modes = ", ".join(f"'{mode}'" for mode in chosen)
-        super().__init__(f"{', '.join(options)} {verb} to {kind} '{owner}' only, not to {modes}")
+        listed = ", ".join(f"'{mode}'" for mode in chosen)
+        modes = f"not to {listed}" if chosen else f"and no {kind} is selected"
+        super().__init__(f"{', '.join(options)} {verb} to {kind} '{owner}' only, {modes}")

@@ -114,6 +114,9 @@ def test_the_command_line_hands_workers_to_the_run(tmp_path, monkeypatch):
 @pytest.mark.parametrize("extra, message", [
     (["--methods", "detecture", "--workers", "2"], "--workers applies to method 'classical' only, not to 'detecture'"),
     (["--methods", "classical", "--predictions", "p=preds", "--workers", "0"], "--workers must be at least 1"),
+    (["--methods", ",", "--predictions", "p=preds", "--workers", "2"],
+     "--workers applies to method 'classical' only, not to 'predictions'"),
+    (["--methods", ",", "--workers", "2"], "--workers applies to method 'classical' only, and no method is selected"),
 ])
 def test_workers_are_refused_with_one_line_before_anything_runs(tmp_path, capsys, extra, message):
     root = make_rwtd(tmp_path / "rwtd", 1)

@@ -121,7 +121,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..benchmark.methods.base import MethodOptions
-    from ..benchmark.methods.predictions import DEFAULT_PATTERN
+    from ..benchmark.methods.predictions import DEFAULT_PATTERN, PredictionsMethod
     from ..benchmark.regimes import parse_regime
     from ..benchmark.suite import ShareOutcome, run as run_bench
     from ..benchmark.runner import BenchConfig
@@ -133,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--gallery must be 0 or more")
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
-    refuse_unserved(args, METHOD_OPTIONS, "method", args.methods)
+    kinds = args.methods + ([PredictionsMethod.kind] if args.predictions else [])  # those of the run's methods
+    refuse_unserved(args, METHOD_OPTIONS, "method", kinds)
     classical_params = None
     if args.classical_config is not None:
         from ..classical import load_params
