@@ -16,6 +16,7 @@ from detecture.benchmark.metrics import boundary_f, partition, score_labels
 from detecture.classical import ClassicalParams, segment_texture, texture_features
 from detecture.demo.examples import mosaic_three
 from detecture.errors import InputError
+from detecture.utils.parallel import one_thread
 
 from shared_data import SHARED_DATA
 
@@ -76,12 +77,15 @@ def test_seeded_runs_are_identical_and_odd_sizes_work(two_textures, two_region_l
     assert segment_texture(tiny, 2).shape[1:] == (12, 20)
 
 
-def test_an_image_is_read_by_the_apis_rules(two_textures, two_region_logits):
+def test_an_image_is_read_by_the_apis_rules(two_textures):
     """Float pixels in [0, 1] and a greyscale array are the image the API would read, not clipped to black or an
-    skimage error."""
-    image, _ = two_textures
-    np.testing.assert_array_equal(segment_texture(image / 255.0, 2, seed=0), two_region_logits)
-    np.testing.assert_array_equal(segment_texture(image[..., 0], 2, seed=0), two_region_logits)
+    skimage error. (A quarter of the pixels, with one thread as the service segments: k-means' threads spin against
+    other work on a shared CPU.)"""
+    image = np.ascontiguousarray(two_textures[0][::2, ::2])
+    with one_thread():
+        expected = segment_texture(image, 2, seed=0)
+        np.testing.assert_array_equal(segment_texture(image / 255.0, 2, seed=0), expected)
+        np.testing.assert_array_equal(segment_texture(image[..., 0], 2, seed=0), expected)
 
 
 @pytest.mark.parametrize("image, k, problem", [
