@@ -234,7 +234,7 @@ def test_a_model_that_fails_to_load_after_other_cells_were_scored_stops_the_run_
     def gated(cls, *args, **kwargs):
         raise ModelAccessError("Qwen3-VL model 'x' is gated")
 
-    root = make_rwtd(tmp_path / "rwtd", n=2)
+    root = make_rwtd(tmp_path / "rwtd", n=1)
     out = tmp_path / "out"
     argv = ["bench", "--datasets", str(root), "--methods", "classical,detecture-text", "--tiny", "--out", str(out),
             "--gallery", "0"]
@@ -244,6 +244,6 @@ def test_a_model_that_fails_to_load_after_other_cells_were_scored_stops_the_run_
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("error: Qwen3-VL model 'x' is gated; bench stopped unfinished") and str(out) in err, err
     kept = _samples(out, "rwtd", "classical")
-    assert [r["status"] for r in kept] == ["ok", "ok"]
+    assert [r["status"] for r in kept] == ["ok"]
     assert main(argv) == 0
     assert _samples(out, "rwtd", "classical") == kept
