@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import tempfile
 
@@ -10,6 +11,12 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests must never reach for the hub
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+
+def pytest_unconfigure(config):
+    """The session is over: freeze the garbage collector, so that the interpreter's exit does not walk the millions of
+    objects torch, transformers and gradio left alive (seconds of CPU, here and in the pytest runs some tests start)."""
+    gc.freeze()
 
 
 @pytest.fixture(scope="session", autouse=True)
