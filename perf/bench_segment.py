@@ -13,6 +13,7 @@ columns compare the KV-cached suffix pass with a full-sequence re-encode (what t
 from __future__ import annotations
 
 import argparse
+import gc
 import resource
 import sys
 import time
@@ -152,3 +153,4 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+    gc.freeze()  # done: the exit's garbage collection would walk every object torch + transformers left alive
