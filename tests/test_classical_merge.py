@@ -43,12 +43,20 @@ def test_parts_of_one_texture_merge_and_two_textures_stay_apart():
     assert owner.tolist() == [0, 0, 0, 1, 1, 1]
 
 
-def test_only_adjacent_regions_merge_and_absent_labels_stay_alone():
-    """A | B | A: the two A cells do not touch, so three regions remain; label 3, absent from the map, keeps its own."""
+def test_only_adjacent_regions_merge():
+    """A | B | A: the two A cells do not touch, so three regions remain."""
     means = {0: np.zeros(3), 1: np.array([0.0, 2.0, 0.0])}
     features, labels = _cells([[0, 1, 0]], means)
-    owner = merge_regions(features, labels, 4, distortion=0.35, pixels_per_sample=20.0)
-    assert len(set(owner.tolist())) == 4
+    owner = merge_regions(features, labels, 3, distortion=0.35, pixels_per_sample=20.0)
+    assert owner.tolist() == [0, 1, 2]
+
+
+def test_labels_absent_from_the_map_are_no_region():
+    """Labels 1 and 3 have no pixels (a partition that left them empty): they map to -1, not to regions of their
+    own, so the two cells of one texture that merge are the image's only region."""
+    features, cells = _cells([[0, 0]], {0: np.ones(3)})
+    labels = np.where(cells == 1, 2, 0)
+    assert merge_regions(features, labels, 4, distortion=0.35, pixels_per_sample=20.0).tolist() == [0, -1, 0, -1]
 
 
 def test_one_texture_in_many_cells_becomes_one_region():

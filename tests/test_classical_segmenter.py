@@ -346,3 +346,19 @@ def test_the_fine_octave_places_outex_boundaries_closer():
         gains.append(boundary_f(gt, partition(segment_texture(sample.image, 5)))
                      - boundary_f(gt, partition(segment_texture(sample.image, 5, params=FOUR_SCALES))))
     assert np.mean(gains) > 0.01
+
+
+def test_a_chosen_k_is_one_region_when_every_label_present_merges():
+    """The over-segmentation can leave some of its labels without pixels (here labels 1 and 3 of four). When every
+    label that has pixels merges into one region the image is one texture, whatever the empty labels are."""
+    from sklearn.decomposition import PCA
+
+    from detecture.classical.segmenter import _merged, _position
+
+    params = ClassicalParams()
+    rng = np.random.default_rng(0)
+    labels = np.where(np.arange(64)[None, :] < 32, 0, 2).repeat(64, axis=0)  # two halves of one texture
+    reduced = rng.normal(size=(labels.size, 4)).astype(np.float32)
+    pca = PCA(4).fit(reduced)
+    fit_idx = rng.permutation(labels.size)
+    assert _merged(labels, 4, reduced, pca, _position(64, 64), fit_idx, params) is None

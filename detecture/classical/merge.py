@@ -40,8 +40,9 @@ def merge_regions(features: np.ndarray, labels: np.ndarray, n_labels: int, disto
     """A lookup table from each label 0..``n_labels``-1 to its merged region (0..K'-1, by smallest member label).
 
     ``labels`` is (h, w), ``features`` (h·w, D). The pair of adjacent regions whose merge shortens the total coding
-    length most is merged, and again, until no merge shortens it. Labels absent from ``labels`` keep regions of
-    their own."""
+    length most is merged, and again, until no merge shortens it. Labels absent from ``labels`` map to -1: the merge
+    has no pixels to judge them by, so they are no region (a region of their own would count one the image does not
+    show)."""
     flat = labels.ravel()
     data = features.astype(np.float64, copy=False)
     stats: dict[int, tuple[float, np.ndarray, np.ndarray]] = {}
@@ -50,7 +51,8 @@ def merge_regions(features: np.ndarray, labels: np.ndarray, n_labels: int, disto
         stats[int(label)] = (float(inside.shape[0]), inside.sum(axis=0), inside.T @ inside)
     lengths = {r: coding_length(*s, distortion, pixels_per_sample, flat.size) for r, s in stats.items()}
     adjacent = _adjacent_pairs(labels)
-    owner = np.arange(n_labels)
+    owner = np.full(n_labels, -1)
+    owner[list(stats)] = list(stats)
     while adjacent:
         best_gain, best_pair, best = 0.0, None, None
         for a, b in adjacent:
@@ -67,7 +69,9 @@ def merge_regions(features: np.ndarray, labels: np.ndarray, n_labels: int, disto
         owner[owner == gone] = keep
         adjacent = {tuple(sorted((keep if a == gone else a, keep if b == gone else b))) for a, b in adjacent} - {
             (keep, keep)}
-    return np.unique(owner, return_inverse=True)[1]
+    present = owner >= 0
+    owner[present] = np.unique(owner[present], return_inverse=True)[1]
+    return owner
 
 
 def _adjacent_pairs(labels: np.ndarray) -> set[tuple[int, int]]:

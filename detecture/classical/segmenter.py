@@ -310,7 +310,8 @@ def _one_region(sample: np.ndarray, labels: np.ndarray, params: ClassicalParams)
     """Whether a chosen partition is too weak to be more than one texture: its silhouette on ``sample`` (features
     smoothed over ``k_select_sigma`` px, coordinates beside them) is below ``min_silhouette``. Merging keeps apart
     the parts of a single texture whose statistics drift across it (one grass photo came out as two); their
-    silhouette is low."""
+    silhouette is low. A sample that holds fewer than two of the regions (one too small to be drawn) cannot be
+    scored, and the partition stands."""
     if len(np.unique(labels)) < 2 or len(labels) < 3:
         return False
     return silhouette_score(sample, labels) < params.min_silhouette
@@ -423,10 +424,13 @@ def segment_texture(image: np.ndarray | Image.Image, k: int | None, seed: int = 
     # output's cut runs once more, over the merged regions and only near their boundaries.
     count_side = min(2 * params.work_side, params.refine_side)
     labels = _cut(_margin(refined), copies, params, count_side)
-    owner = _merged(_resample(labels, fh, fw), k, reduced, pca, position, fit_idx, params)
+    counted = _resample(labels, fh, fw)
+    owner = _merged(counted, k, reduced, pca, position, fit_idx, params)
     if owner is None:
         return np.ones((1, h, w), dtype=np.float32)
-    labels = owner[labels]
+    # A label too thin to survive the resampling to the working size was not judged by the merge: its pixels take
+    # the merged region of the working pixel they fall in.
+    labels = np.where(owner[labels] >= 0, owner[labels], _resample(owner[counted], *labels.shape))
     if copies.fitted(count_side).shape != copies.fitted(params.refine_side).shape:
         labels = _cut(_margin(_merge_channels(refined, owner)), copies, params, params.refine_side, counted=labels)
     return _one_hot(labels, np.unique(labels), h, w)
@@ -441,9 +445,10 @@ def _margin(scores: np.ndarray) -> np.ndarray:
 
 def _merged(labels: np.ndarray, k: int, reduced: np.ndarray, pca: PCA, position: np.ndarray, fit_idx: np.ndarray,
             params: ClassicalParams) -> np.ndarray | None:
-    """Lookup table from the over-segmentation's labels to the chosen regions (:mod:`.merge`), or ``None`` when the
-    image is one texture. ``labels`` is at the working size; the PCA features are scaled to unit total variance,
-    so the merge's distortion is relative to the image's own feature spread."""
+    """Lookup table from the over-segmentation's labels to the chosen regions (:mod:`.merge`; -1 for labels absent
+    from ``labels``), or ``None`` when the image is one texture: when every label present is merged into one region
+    or the merged partition is too weak (:func:`_one_region`). ``labels`` is at the working size; the PCA features
+    are scaled to unit total variance, so the merge's distortion is relative to the image's own feature spread."""
     features = reduced / np.float32(np.sqrt(pca.explained_variance_.sum()))
     # An image counts as merge_samples samples at the full working size and in proportion to its side below it.
     pixels_per_sample = params.work_side * np.sqrt(labels.size) / params.merge_samples
@@ -458,7 +463,8 @@ def _merged(labels: np.ndarray, k: int, reduced: np.ndarray, pca: PCA, position:
 
 
 def _merge_channels(scores: np.ndarray, owner: np.ndarray) -> np.ndarray:
-    """(K', h, w) scores of the merged regions: each the best of its members' (``owner`` maps channel -> region)."""
+    """(K', h, w) scores of the merged regions: each the best of its members' (``owner`` maps channel -> region; the
+    channels of labels the merge did not see, -1, are dropped, so no region is born of one it never judged)."""
     return np.stack([scores[owner == r].max(axis=0) for r in range(owner.max() + 1)])
 
 
