@@ -381,7 +381,9 @@ def test_cached_stage1_matches_uncached(data, tmp_path, dtype, tol):
     assert not cache.is_complete()
 
 
-def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
+@pytest.fixture
+def nan_loss(monkeypatch):
+    """Every training step's loss is NaN (the model's forward poisoned); yields the real forward, to restore it."""
     from detecture.training.model import TrainModule
 
     forward = TrainModule.forward
@@ -392,6 +394,12 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
         return terms
 
     monkeypatch.setattr(TrainModule, "forward", poisoned)
+    return forward
+
+
+def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch, nan_loss):
+    from detecture.training.model import TrainModule
+
     cfg = load_config(None, {**FAST, "train.max_nonfinite_steps": 3, "optim.grad_accum": 1})
     trainer = Trainer.from_config(cfg, data, tmp_path / "nan")
     before = {n: p.detach().clone() for n, p in trainer.module.named_parameters() if p.requires_grad}
@@ -408,25 +416,15 @@ def test_nan_guard_skips_then_stops(data, tmp_path, monkeypatch):
     latest = tmp_path / "nan" / "checkpoints" / "latest.json"
     assert str(latest.parent) in message and "latest.json" in message
     latest.write_text(json.dumps({"checkpoint": "step-00000001"}))
-    monkeypatch.setattr(TrainModule, "forward", forward)
+    monkeypatch.setattr(TrainModule, "forward", nan_loss)
     resumed = Trainer.from_config(cfg, data, tmp_path / "nan", max_steps=2)
     assert resumed.run(ResumeOptions(resume=True)).steps == 2
     assert [math.isnan(v) for v in losses(tmp_path / "nan")] == [True, False]
 
 
-def test_the_nan_guard_stops_the_command_unfinished(data, tmp_path, monkeypatch, capsys):
+def test_the_nan_guard_stops_the_command_unfinished(data, tmp_path, capsys, nan_loss):
     """By then the run has written checkpoints: exit status 3 (stopped unfinished, resume to finish), not 2, which
     says that nothing was done."""
-    from detecture.training.model import TrainModule
-
-    forward = TrainModule.forward
-
-    def poisoned(self, batch, stage):
-        terms = forward(self, batch, stage)
-        terms.total = terms.total * float("nan")
-        return terms
-
-    monkeypatch.setattr(TrainModule, "forward", poisoned)
     out = tmp_path / "nan"
     overrides = {**FAST, "train.max_nonfinite_steps": 2, "optim.grad_accum": 1}
     assert main(["train", "--tiny", "--data", str(data), "--out", str(out), *sets(overrides)]) == 3
