@@ -105,13 +105,15 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--resume-lr-scale must be positive, got {args.resume_lr_scale}")
     overrides = parse_overrides(args.set)
     options = {}  # config key -> the option that set it, as given (named in an error about its value)
-    for key, value, option in (("model.tiny", args.tiny or None, "--tiny"),
-                               ("optim.epochs", args.epochs, f"--epochs {args.epochs}"),
-                               ("model.qwen", args.qwen, f"--qwen {args.qwen}"),
-                               ("model.sam3", args.sam3, f"--sam3 {args.sam3}")):
+    # --epochs overrides a --set optim.epochs: extending a run is its purpose, by re-running the same command line
+    # with --resume --epochs N; the model options name what --set names, so two different values are refused
+    for key, value, option, overrides_set in (("model.tiny", args.tiny or None, "--tiny", False),
+                                              ("optim.epochs", args.epochs, f"--epochs {args.epochs}", True),
+                                              ("model.qwen", args.qwen, f"--qwen {args.qwen}", False),
+                                              ("model.sam3", args.sam3, f"--sam3 {args.sam3}", False)):
         if value is None:
             continue
-        if overrides.get(key, value) != value:  # keeping either would ignore the other
+        if not overrides_set and overrides.get(key, value) != value:  # keeping either would ignore the other
             typed = next(pair for pair in reversed(args.set) if parse_overrides([pair]).keys() == {key})
             raise InputError(f"{option} and --set {typed} give {key} two values; give one")
         overrides[key], options[key] = value, option
