@@ -21,23 +21,16 @@ def _check_protocol(protocol: str) -> None:
 @dataclass(frozen=True)
 class GroundTruth:
     """A sample's ground truth as ``protocol``'s scorer builds it from the GT ``masks``: its label map ``labels``
-    (ours: the first mask wins an overlap; published: 1008², the last mask wins). The load-time warnings, the K an
-    oracle method is told and the score all read this one map, so build it once per sample (:func:`ground_truth`):
-    the published map resizes every mask to 1008²."""
+    (ours: the first mask wins an overlap; published: 1008², the last mask wins) and ``k_gt``, K_gt as the scorer
+    records it (ours counts the regions of its label map, the published one every kept mask; an oracle method is
+    told this K, so it is told the K it is scored against). The load-time warnings, the K an oracle is told and the
+    score all read this one map, so build it once per sample (:func:`ground_truth`): the published map resizes
+    every mask to 1008²."""
 
     protocol: str
     masks: np.ndarray
     labels: np.ndarray
-
-    @property
-    def k_gt(self) -> int:
-        """K_gt as the scorer records it: ours counts the regions of its label map, the published one every kept
-        mask. An oracle method is told this K, so it is told the K it is scored against."""
-        if self.protocol == "published":
-            from .published_protocol import published_k_gt
-
-            return published_k_gt(self.masks)
-        return len(scored_regions(self.labels, len(self.masks)))
+    k_gt: int
 
     def notes(self) -> dict[int, str]:
         """The GT masks that are no region of this ground truth, each with why (a template naming the mask as
@@ -57,8 +50,9 @@ def ground_truth(gt_masks: np.ndarray, protocol: str = "ours") -> GroundTruth:
     if protocol == "published":
         from .published_protocol import published_gt  # torch: not loaded for our protocol's CPU-only runs
 
-        return GroundTruth(protocol, masks, published_gt(masks)[0])
-    return GroundTruth(protocol, masks, gt_label_map(masks))
+        return GroundTruth(protocol, masks, *published_gt(masks))
+    labels = gt_label_map(masks)
+    return GroundTruth(protocol, masks, labels, len(scored_regions(labels, len(masks))))
 
 
 def score_against(logits: np.ndarray, truth: GroundTruth) -> tuple[SampleScore, np.ndarray]:
