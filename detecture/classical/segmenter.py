@@ -522,10 +522,12 @@ def _flat_tones(lab: np.ndarray, params: ClassicalParams, most: int) -> np.ndarr
     spreads = np.sqrt(np.stack([ndimage.variance(lab[..., c], regions, large) for c in range(3)], axis=1))
     if np.any(spreads > _FLAT_SPREAD * (step_noise / np.sqrt(2) + _FLAT_QUANTUM)):
         return None
-    if _join_tones(means, sizes[large], limit, len(large)).max() == 0:  # one colour, parted only by lines or specks
+    own = _join_tones(means, sizes[large], limit, len(large))  # the image's own tones, however many
+    if own.max() == 0:  # one colour, parted only by lines or specks
         return None
     tone = np.zeros(n + 1, dtype=int)
-    tone[large] = _join_tones(means, sizes[large], limit, most)
+    # joining goes on past the image's own tones only while there are more than ``most``, along the same order
+    tone[large] = own if own.max() < most else _join_tones(means, sizes[large], limit, most)
     nearest = ndimage.distance_transform_edt(~np.isin(regions, large), return_distances=False, return_indices=True)
     return tone[regions[nearest[0], nearest[1]]]
 
