@@ -82,7 +82,8 @@ def exif_orientation(im: Image.Image, name: str | os.PathLike) -> int:
     Cameras and editors write malformed EXIF (a tag of the wrong type, a truncated block) in files whose pixels are
     fine; Pillow's ``ImageOps.exif_transpose`` then fails while re-encoding the whole block. Only the orientation tag
     is read here, and when it cannot be read, or holds no valid orientation, the image is used as stored, with a
-    warning naming the file: a picture shown unrotated is more useful than none. A system error (I/O) still propagates, to be judged by :func:`open_image`.
+    warning naming the file: a picture shown unrotated is more useful than none. A system error (I/O) still
+    propagates, to be judged by :func:`open_image`.
     """
     try:
         value = im.getexif().get(EXIF_ORIENTATION, 1)
