@@ -221,9 +221,9 @@ class OutputFolder:
 
     def release(self, stem: Path) -> None:
         """Drop this run's claim on ``stem`` once its image is finished, failed or stopped, with the overlay (and
-        any half-written temporary) of an output left unfinished, so the name is free again; a finished output is left alone. Under the folder lock
-        and only while the claim names this run: a ``--force`` run may have claimed the name since its JSON was
-        written, and its claim is its own."""
+        any half-written temporary) of an output left unfinished, so the name is free again; a finished output is
+        left alone. Under the folder lock and only while the claim names this run: a ``--force`` run may have claimed
+        the name since its JSON was written, and its claim is its own."""
         png, json_path = _output_paths(stem)
         claim = _claim_path(stem)
         with folder_lock(self.out):

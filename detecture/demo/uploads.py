@@ -46,8 +46,9 @@ def decoded_bytes(im: Image.Image, deep: bool = False) -> int:
 
 def analysis_size(width: int, height: int, max_side: int) -> tuple[int, int]:
     """(W, H) to analyse a ``width`` x ``height`` image at: at most ``max_side`` px on the longer side. A thin strip
-    keeps the MIN_SIDE px the size rule asks of any image rather than round to a single row, and a strip within the detecture
-    methods' :data:`~detecture.images.MAX_ASPECT` stays within it (rounding 10 x 2000 px to 5 x 1024 would not)."""
+    keeps the MIN_SIDE px the size rule asks of any image rather than round to a single row, and a strip within the
+    detecture methods' :data:`~detecture.images.MAX_ASPECT` stays within it (rounding 10 x 2000 px to 5 x 1024 would
+    not)."""
     if max(width, height) <= max_side:
         return width, height
     scale = max_side / max(width, height)

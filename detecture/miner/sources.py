@@ -72,7 +72,8 @@ def candidates(scene: Scene) -> list[tuple[str, str, Path]]:
 
 
 def candidate_ids(scene: Scene) -> list[str]:
-    """The sample ids of a scene's images, in order: what a scene's result file records it was made for, and what two scenes must not share."""
+    """The sample ids of a scene's images, in order: what a scene's result file records it was made for, and what
+    two scenes must not share."""
     return [sample_id for sample_id, _, _ in candidates(scene)]
 
 
