@@ -111,3 +111,24 @@ def test_pytest_table_from_junit_and_from_a_cut_short_log(tmp_path):
     assert [o for _, o, _ in log_results(log)] == ["passed", "failed", "skipped"]
     text = pytest_table(tmp_path / "missing.xml", log)
     assert "cut short" in text and ["failed", "1"] in table_rows(text)
+
+
+def test_gpu_suite_leaves_out_exactly_what_the_fsdp_part_ran():
+    """On the GPU the suite part runs every test but the one the fsdp part already ran; a ``-k`` naming no test
+    would run that launch twice and spend the device's few minutes on it."""
+    from _pytest.mark.expression import Expression
+
+    text = SCRIPT.read_text()
+    suite = re.search(r'SIZE=8b.*?SUITE_ARGS=\(tests -k "([^"]+)"\)', text, re.S).group(1)
+    fsdp_file, fsdp = re.search(r'fsdp\)\n.*?(tests/\S+\.py) -k (\S+) ;;', text, re.S).groups()
+    source = (REPO / fsdp_file).read_text()
+    name = "test_launch_on_gpus_trains_exports_and_resumes"
+    assert f"def {name}(" in source and '"config", ["ddp", "fsdp"]' in source
+
+    def selected(expression: str, item: str) -> bool:  # pytest's -k: a name matches any part of the item's chain
+        return Expression.compile(expression).evaluate(lambda word: any(word in part for part in
+                                                                       ("tests", fsdp_file.split("/")[-1], item)))
+
+    assert selected(fsdp, f"{name}[fsdp]") and not selected(fsdp, f"{name}[ddp]")
+    assert not selected(suite, f"{name}[fsdp]")
+    assert selected(suite, f"{name}[ddp]") and selected(suite, "test_dry_run_tables_hold_every_configuration")
