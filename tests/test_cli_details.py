@@ -1,7 +1,8 @@
 """Small command-line promises: ``-v`` means more logs wherever it is written, an unknown option is reported under
 its command's usage with the nearest option, converted heads honour the umask and print no foreign warnings, a
-folder given as a checkpoint file says so, and a dataset name never silently ignores (or silently picks) a folder of
-that name in the current directory."""
+folder given as a checkpoint file says so, a dataset name never silently ignores (or silently picks) a folder of
+that name in the current directory, and one setting given two values by two spellings is refused alike by every
+command."""
 
 from __future__ import annotations
 
@@ -86,3 +87,20 @@ def test_an_unknown_option_is_reported_by_its_command_with_the_nearest_option(ar
     assert err.startswith(f"usage: detecture {argv[0]} ")
     assert f"unrecognized arguments: {unknown}" in err
     assert (f"did you mean {hint}?" in err) if hint else "did you mean" not in err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["convert", "published", "best.pt", "--out", "o", "--qwen", "Qwen/B", "--base", "Qwen/A"],
+     "--qwen Qwen/B and --base Qwen/A give two values for the Qwen3-VL model"),
+    (["bench", "--methods", "detecture", "--out", "o", "--qwen", "Qwen/B", "--model", "qwen=Qwen/A"],
+     "--qwen Qwen/B and --model qwen=Qwen/A give two values for the Qwen3-VL model"),
+    (["train", "--data", "d", "--out", "o", "--qwen", "Qwen/B", "--set", "model.qwen=Qwen/A"],
+     "--qwen Qwen/B and --set model.qwen=Qwen/A give two values for model.qwen"),
+])
+def test_two_values_for_one_setting_are_refused_alike_by_every_command(argv, message, tmp_path, monkeypatch, capsys):
+    """Keeping either value would ignore the other; every command names both spellings as typed, in one wording."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("detecture.benchmark.suite.run", lambda config: pytest.fail("the run started"))
+    assert main(argv) == 2
+    assert capsys.readouterr().err == f"error: {message}; give one\n"
+    assert not list(tmp_path.iterdir())

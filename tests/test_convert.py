@@ -132,7 +132,8 @@ def test_qwen_and_its_older_spelling_naming_two_models_are_refused(tmp_path, cap
     """--base is --qwen's older spelling: keeping either model would ignore the other."""
     argv = ["convert", "published", str(tmp_path / "best.pt"), "--out", str(tmp_path / "out")]
     assert main([*argv, "--base", "Qwen/A", "--qwen", "Qwen/B"]) == 2
-    assert capsys.readouterr().err == "error: --qwen Qwen/B and --base Qwen/A name two models; give one\n"
+    assert capsys.readouterr().err == ("error: --qwen Qwen/B and --base Qwen/A give two values for the Qwen3-VL "
+                                       "model; give one\n")
     assert main([*argv, "--base", "Qwen/A", "--qwen", "Qwen/A"]) == 2  # one model: the missing file is what fails
     assert "best.pt: no such file" in capsys.readouterr().err
 

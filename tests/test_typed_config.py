@@ -183,8 +183,9 @@ def test_range_errors_blame_the_command_line_option_that_set_the_value(tmp_path,
 
 
 @pytest.mark.parametrize("option, pair, named", [
-    (["--qwen", "Qwen/A"], "model.qwen=Qwen/B", "--qwen Qwen/A and --set model.qwen=Qwen/B give model.qwen"),
-    (["--tiny"], "model.tiny=false", "--tiny and --set model.tiny=false give model.tiny"),
+    (["--qwen", "Qwen/A"], "model.qwen=Qwen/B",
+     "--qwen Qwen/A and --set model.qwen=Qwen/B give two values for model.qwen"),
+    (["--tiny"], "model.tiny=false", "--tiny and --set model.tiny=false give two values for model.tiny"),
 ])
 def test_an_option_and_a_set_that_give_one_key_two_values_are_refused(tmp_path, capsys, option, pair, named):
     """Keeping either value would ignore the other; the same value both ways is no conflict (the dataset folder,
@@ -193,7 +194,7 @@ def test_an_option_and_a_set_that_give_one_key_two_values_are_refused(tmp_path, 
 
     args = ["train", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "o"), *option]
     assert main(args + ["--set", pair]) == 2
-    assert capsys.readouterr().err == f"error: {named} two values; give one\n"
+    assert capsys.readouterr().err == f"error: {named}; give one\n"
     assert main(args + ["--set", pair.split("=")[0] + "=" + (option[1] if len(option) > 1 else "true")]) == 2
     assert "training dataset not found" in capsys.readouterr().err
 

@@ -11,7 +11,8 @@ from pathlib import Path
 from ..errors import InputError
 from .exit_status import OK, for_failures
 from ..backbones import DEFAULT_QWEN
-from .model_options import SAM3_DEFAULT, add_qwen, add_sam3
+from .model_options import MODEL_NAMES, SAM3_DEFAULT, add_qwen, add_sam3
+from .two_values import refuse_two_values
 from .unserved import refuse_unserved
 
 EPILOG = """\
@@ -177,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
 
 def models_of(args: argparse.Namespace) -> dict[str, str]:
     """The ``--model`` ids, with ``--qwen`` and ``--sam3`` under their keys (the names every command gives those
-    models; ``--model qwen=`` and ``sam3=`` stay accepted). A model named both ways differently is refused: keeping
-    either would ignore the other."""
+    models; ``--model qwen=`` and ``sam3=`` stay accepted). A model named both ways differently is refused
+    (:func:`~detecture.commands.two_values.refuse_two_values`)."""
     from ..benchmark.methods import OWN_OPTIONS
 
     models = dict(args.model)
@@ -186,8 +187,9 @@ def models_of(args: argparse.Namespace) -> dict[str, str]:
         value = getattr(args, key)
         if value is None:
             continue
-        if models.get(key, value) != value:
-            raise InputError(f"{option} {value} and --model {key}={models[key]} name two models; give one")
+        if key in models:
+            refuse_two_values(MODEL_NAMES[key], (f"{option} {value}", value),
+                              (f"--model {key}={models[key]}", models[key]))
         models[key] = value
     return models
 

@@ -10,11 +10,13 @@ import argparse
 from typing import Sequence
 
 from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
-from ..errors import InputError
+from .two_values import refuse_two_values
 
 # The Qwen a command that runs a head loads when --qwen is not given (bridge/head.default_qwen decides it).
 QWEN_OF_HEAD = f"default: the one --head was trained on, else {DEFAULT_QWEN}"
 SAM3_DEFAULT = f"default: {DEFAULT_SAM3}"
+# The model each option names, by its bench --model key, as a refusal of two values for it words it.
+MODEL_NAMES = {"qwen": "the Qwen3-VL model", "sam3": "the SAM3 model"}
 
 
 def add_qwen(parser: argparse.ArgumentParser, note: str = QWEN_OF_HEAD, aliases: Sequence[str] = ()) -> None:
@@ -29,13 +31,13 @@ def add_qwen(parser: argparse.ArgumentParser, note: str = QWEN_OF_HEAD, aliases:
 
 def fold_qwen(args: argparse.Namespace, aliases: Sequence[str]) -> None:
     """Move the model an alias of ``--qwen`` names into ``args.qwen``; two spellings that name different models are
-    refused, since keeping either would ignore the other."""
+    refused (:func:`~detecture.commands.two_values.refuse_two_values`)."""
     for alias in aliases:
         value = getattr(args, alias.lstrip("-").replace("-", "_"))
         if value is None:
             continue
-        if args.qwen not in (None, value):
-            raise InputError(f"--qwen {args.qwen} and {alias} {value} name two models; give one")
+        if args.qwen is not None:
+            refuse_two_values(MODEL_NAMES["qwen"], (f"--qwen {args.qwen}", args.qwen), (f"{alias} {value}", value))
         args.qwen = value
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .exit_status import OK
 from .model_options import add_qwen, add_sam3
+from .two_values import refuse_two_values
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
                                               ("model.sam3", args.sam3, f"--sam3 {args.sam3}", False)):
         if value is None:
             continue
-        if not overrides_set and overrides.get(key, value) != value:  # keeping either would ignore the other
+        if not overrides_set and key in overrides:
             typed = next(pair for pair in reversed(args.set) if parse_overrides([pair]).keys() == {key})
-            raise InputError(f"{option} and --set {typed} give {key} two values; give one")
+            refuse_two_values(key, (option, value), (f"--set {typed}", overrides[key]))
         overrides[key], options[key] = value, option
     config = config_path(args)
     on_top = ", ".join(options.get(key, f"--set {key}") for key in overrides)
