@@ -48,3 +48,17 @@ class NotServed(InputError):
         listed = ", ".join(f"'{mode}'" for mode in chosen)
         modes = f"not to {listed}" if chosen else f"and no {kind} is selected"
         super().__init__(f"{', '.join(options)} {verb} to {kind} '{owner}' only, {modes}")
+
+
+class IgnoredByTiny(InputError):
+    """Options that choose or load the real backbones, given with tiny random ones (``--tiny``), which are built
+    from a fixed seed whatever those options say: refused rather than ignored, as :class:`NotServed` refuses an
+    option given for another mode. The one wording of that refusal, for the service's requests and every command:
+    ``--qwen, --device apply to the real backbones only; --tiny builds tiny random ones instead``."""
+
+    def __init__(self, options: Sequence[str], tiny: str = "--tiny") -> None:
+        """``options`` as the user gave them; ``tiny`` names what asked for the tiny backbones (``--tiny``, a config
+        key, the service's ``tiny`` field)."""
+        verb = "applies" if len(options) == 1 else "apply"
+        super().__init__(f"{', '.join(options)} {verb} to the real backbones only; {tiny} builds tiny random ones "
+                         "instead")

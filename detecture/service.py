@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 
 from .backbones import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SAM3, TINY_NAME
-from .errors import InputError, ModelAccessError, NotServed
+from .errors import IgnoredByTiny, InputError, ModelAccessError, NotServed
 from .prompts import Regime, RegimeKind, format_response, user_prompt
 
 if TYPE_CHECKING:
@@ -47,6 +47,11 @@ QUERY_NEEDS_VLM = ("a query needs the detecture method: the classical segmenter 
 METHOD_FIELDS = {**dict.fromkeys(("head", "qwen", "sam3", "device", "dtype", "quantization", "attn_implementation",
                                   "trust_remote_code", "max_new_tokens", "tiny", "grounding"), "detecture"),
                  "classical_params": "classical"}
+# The request fields that name or load the real backbones. Tiny random ones are built from a fixed seed on the CPU,
+# teacher-forced (load_pipeline, segment), so none of these reaches them: given with ``tiny`` they are refused rather
+# than ignored; the CLI and the demo check the same fields first, to name them by their options.
+TINY_IGNORES = ("qwen", "sam3", "device", "dtype", "quantization", "attn_implementation", "trust_remote_code",
+                "max_new_tokens")
 
 # Loading options and head folder -> (the head files' signature when loaded, the pipeline): one pipeline per key, so
 # a head rewritten in place replaces its old pipeline instead of keeping both loaded.
@@ -63,7 +68,8 @@ class SegmentRequest:
     defaults (``qwen``: the Qwen the head was trained on, else :data:`~detecture.backbones.DEFAULT_QWEN`, ``sam3``:
     :data:`~detecture.backbones.DEFAULT_SAM3`,
     ``max_new_tokens``: :data:`~detecture.backbones.DEFAULT_MAX_NEW_TOKENS`); the classical method refuses any that
-    is given, and a ``grounding`` other than ``auto``, rather than ignore it.
+    is given, and a ``grounding`` other than ``auto``, rather than ignore it, as ``tiny`` refuses those its tiny
+    random backbones leave unread (:data:`TINY_IGNORES`).
     ``classical_params`` are the classical segmenter's settings: a :class:`~detecture.classical.ClassicalParams`, or
     the path of a YAML file of its fields (read and checked here, before any image); ``None`` for the tuned defaults.
     """
@@ -104,6 +110,10 @@ class SegmentRequest:
                  if method != self.method and getattr(self, name) not in (None, False, defaults[name])]
         if given:
             raise NotServed(given, "method", METHOD_FIELDS[given[0]], [self.method])
+        if self.tiny:
+            ignored = [name for name in TINY_IGNORES if getattr(self, name) not in (None, False, defaults[name])]
+            if ignored:
+                raise IgnoredByTiny(ignored, "tiny=True")
         if self.classical_params is not None:
             from .classical import ClassicalParams, load_params
 

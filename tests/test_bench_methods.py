@@ -16,6 +16,7 @@ from detecture.benchmark.methods.base import MethodOutput
 from detecture.benchmark.methods.predictions import PredictionsMethod
 from detecture.benchmark.methods.sam3 import instances_to_logits
 from detecture.benchmark.metrics import gt_label_map, partition, score_labels
+from detecture.benchmark.model_keys import TINY_METHODS
 from detecture.benchmark.regimes import (
     AUTONOMOUS,
     DISPATCH,
@@ -165,6 +166,22 @@ def test_qwen_and_sam3_options_name_the_models_as_model_keys_do(monkeypatch, opt
     assert _bench_models(options, monkeypatch) == _bench_models(same_as, monkeypatch)
 
 
+@pytest.mark.parametrize("argv, models", [
+    (["--methods", "sam3,grounding-sam3", "--sam3", "my/sam3"], {"sam3": "my/sam3"}),
+    (["--methods", "detecture-text,sa2va", "--model", "sa2va=my/sa2va", "--trust-remote-code"], {"sa2va": "my/sa2va"}),
+])
+def test_tiny_keeps_what_a_method_without_tiny_backbones_reads(monkeypatch, argv, models):
+    """--tiny swaps the backbones of its methods only (model_keys.TINY_METHODS): a model, --device or
+    --trust-remote-code that another selected method reads still loads, so it is passed on, not refused."""
+    from detecture.benchmark import suite
+    from detecture.cli import main
+
+    configs = []
+    monkeypatch.setattr(suite, "run", lambda config: configs.append(config))
+    assert main(["bench", "--tiny", "--device", "cpu", "--out", "unused", *argv]) == 0
+    assert (configs[0].options.models, configs[0].options.device, configs[0].options.tiny) == (models, "cpu", True)
+
+
 def test_a_model_named_by_its_option_and_by_model_differently_is_refused(monkeypatch, capsys):
     from detecture.cli import main
 
@@ -184,6 +201,15 @@ def test_each_method_reads_the_model_keys_listed_for_it_and_no_other(name):
     changes = {key: build_method(name, MethodOptions(models={key: "some/other-model"})).settings() != base
                for key in keys}
     assert changes == {key: key in MODEL_KEYS[name] for key in keys}
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_tiny_replaces_the_models_of_the_methods_listed_for_it_and_no_other(name):
+    """bench refuses with --tiny a model or --device that only the listed methods would read, so a listed method
+    must load none of its models then, and any other must load them as it does without --tiny."""
+    plain, tiny = (build_method(name, MethodOptions(tiny=flag, models={"texturesam": "some/sam2"})).models()
+                   for flag in (False, True))
+    assert (tiny == {} and plain != {}) if name in TINY_METHODS else tiny == plain
 
 
 def test_prerequisites_are_checked_before_any_method_runs(tmp_path):

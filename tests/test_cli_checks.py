@@ -5,6 +5,8 @@ Model loaders are replaced by functions that fail the test if called: these erro
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bench_fixture import make_unified
@@ -155,6 +157,76 @@ def test_train_checks_before_loading(tmp_path, capsys, no_models, case):
                 "out_is_data": "input folder", "existing_run": "--resume", "bad_option": "--max-steps",
                 "damaged_pointer": "latest.json: 'checkpoint' must name a checkpoint folder"}[case]
     assert expected in err
+
+
+TINY_REFUSAL = "to the real backbones only; --tiny builds tiny random ones instead"
+
+
+def _tiny_command(command: str, tmp_path, monkeypatch) -> list[str]:
+    """A command line of ``command`` that would run with --tiny: an image, a dataset or a free port for it."""
+    if command == "demo":
+        pytest.importorskip("gradio")
+        from demo_fixture import free_port
+        from detecture.demo.engine import DemoEngine
+
+        monkeypatch.setattr(DemoEngine, "create", classmethod(_no_models))
+        return ["demo", "--port", str(free_port())]
+    data = make_unified(tmp_path / "data", 1)
+    return {"segment": ["segment", str(next((data / "images").iterdir())), "--out", str(tmp_path / "o")],
+            "bench": ["bench", "--datasets", str(data), "--methods", "detecture-text", "--out", str(tmp_path / "o")],
+            "train": ["train", "--data", str(data), "--out", str(tmp_path / "o")]}[command]
+
+
+@pytest.mark.parametrize("command", ["segment", "bench", "train", "demo"])
+def test_every_command_refuses_a_model_that_tiny_backbones_replace(tmp_path, capsys, monkeypatch, no_models,
+                                                                   command):
+    """--tiny builds tiny random backbones whatever --qwen names, so every command that has --tiny refuses the two
+    together, in one wording, before any model loads and before anything is written."""
+    err = _one_error_line(capsys, [*_tiny_command(command, tmp_path, monkeypatch), "--tiny", "--qwen", "some/model"])
+    assert err == f"error: --qwen applies {TINY_REFUSAL}"
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("command, options, named", [
+    ("segment", ["--sam3", "s", "--device", "cuda:7", "--dtype", "fp16", "--quantization", "4bit",
+                 "--trust-remote-code", "--max-new-tokens", "5"],
+     "--sam3, --device, --dtype, --quantization, --trust-remote-code, --max-new-tokens"),
+    ("demo", ["--sam3", "s", "--device", "cuda:7", "--dtype", "fp16", "--quantization", "4bit"],
+     "--sam3, --device, --dtype, --quantization"),
+    ("bench", ["--methods", "detecture,sam3", "--model", "qwen=q", "--sam3", "s", "--device", "cuda:7"],
+     "--model qwen, --sam3, --device"),
+    ("train", ["--sam3", "s", "--set", "model.quantization=4bit", "--set", "model.attn_implementation=eager"],
+     "--sam3, --set model.quantization, --set model.attn_implementation"),
+])
+def test_each_option_that_tiny_backbones_leave_unread_is_named(tmp_path, capsys, monkeypatch, no_models, command,
+                                                                options, named):
+    """Every option that names or loads the real models, where the command's tiny backbones do not read it: the
+    service's (segment, demo) run tiny ones on the CPU in fp32 without generating, bench's tiny methods read neither
+    their models nor --device, and train's tiny ones take no model key but the head's."""
+    err = _one_error_line(capsys, [*_tiny_command(command, tmp_path, monkeypatch), "--tiny", *options])
+    assert err == f"error: {named} apply {TINY_REFUSAL}"
+
+
+@pytest.mark.parametrize("tiny, source", [(["--set", "model.tiny=true"], "--set model.tiny"),
+                                          (["--config", "tiny.yaml"], "model.tiny of {config}")])
+def test_train_names_what_asked_for_tiny_backbones(tmp_path, capsys, monkeypatch, no_models, tiny, source):
+    """Tiny backbones asked for by --set or by the config file (a --resume reads the run's own) ignore --qwen all
+    the same; the refusal says where they came from."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text("model:\n  tiny: true\n")
+    tiny = [str(config) if arg == "tiny.yaml" else arg for arg in tiny]
+    err = _one_error_line(capsys, [*_tiny_command("train", tmp_path, monkeypatch), *tiny, "--qwen", "q"])
+    assert err == f"error: --qwen applies to the real backbones only; {source.format(config=config)} builds tiny " \
+                  "random ones instead"
+
+
+def test_train_with_tiny_backbones_accepts_a_config_file_that_names_real_ones(tmp_path, capsys, no_models):
+    """configs/train.yaml names a Qwen and a SAM3 for every run: only the command line's options are refused, so
+    the published config still runs tiny (the next check here is the missing dataset)."""
+    config = Path(__file__).parents[1] / "configs" / "train.yaml"
+    err = _one_error_line(capsys, ["train", "--tiny", "--config", str(config), "--data", str(tmp_path / "none"),
+                                   "--out", str(tmp_path / "o")])
+    assert "training dataset not found" in err, err
 
 
 def test_input_set_compares_resolved_paths(tmp_path):

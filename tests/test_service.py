@@ -91,6 +91,8 @@ def test_request_decides_k_and_query_once():
     (dict(method="classical", head="h"), "^head applies to method 'detecture' only, not to 'classical'$"),
     (dict(method="classical", grounding="bridge"), "^grounding applies to method 'detecture' only"),
     (dict(method="detecture", classical_params={}), "^classical_params applies to method 'classical' only"),
+    (dict(method="detecture", tiny=True, qwen="q", max_new_tokens=5),
+     "^qwen, max_new_tokens apply to the real backbones only; tiny=True builds tiny random ones instead$"),
     (dict(method="detecture", k=2, query="bark"), "either k or query"),
     (dict(method="detecture", k=7), "from 1 to 6"),
     (dict(method="sam", k=2), "unknown method"),

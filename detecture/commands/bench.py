@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Sequence
 
 from ..errors import InputError
 from .exit_status import OK, for_failures
 from ..backbones import DEFAULT_QWEN
 from .model_options import MODEL_NAMES, SAM3_DEFAULT, add_qwen, add_sam3
 from .two_values import refuse_two_values
-from .unserved import refuse_unserved
+from .unserved import refuse_unserved, refuse_with_tiny
 
 EPILOG = """\
 datasets: names of folders under the datasets root (case-insensitive: rwtd, stld, ade20k_detecture, caid, outex)
@@ -45,8 +46,12 @@ def _methods_reading(key: str) -> str:
     from ..benchmark.model_keys import readers
 
     names = readers(key)
-    listed = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
-    return f"{listed} method{'s' if len(names) > 1 else ''}"
+    return f"{_listed(names)} method{'s' if len(names) > 1 else ''}"
+
+
+def _listed(names: Sequence[str]) -> str:
+    """``a, b and c``, as help words a list of methods."""
+    return f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
 
 
 def _csv(text: str) -> list[str]:
@@ -61,6 +66,8 @@ def _key_value(text: str) -> tuple[str, str]:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from ..benchmark.model_keys import TINY_METHODS
+
     p = subparsers.add_parser(
         "bench",
         help="benchmark methods on texture-segmentation datasets",
@@ -99,7 +106,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    "(default: 'texture')")
     p.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--tiny", action="store_true",
-                   help="tiny random backbones for detecture, detecture-text and sam3 (offline plumbing checks)")
+                   help=f"tiny random backbones on the CPU for {_listed(TINY_METHODS)} (offline plumbing checks; a "
+                        "model or --device that only these methods would read is refused with it)")
     p.add_argument("--trust-remote-code", action="store_true",
                    help="allow Sa2VA's custom model code from the hub (required by the 'sa2va' method)")
     p.add_argument("--gallery", type=int, default=4, help="samples per dataset in the gallery PNG (default: 4)")
@@ -136,6 +144,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--workers must be at least 1")
     kinds = args.methods + ([PredictionsMethod.kind] if args.predictions else [])  # those of the run's methods
     refuse_unserved(args, METHOD_OPTIONS, "method", kinds)
+    models = models_of(args)
+    if args.tiny:
+        refuse_with_tiny(ignored_by_tiny(args, models))
     classical_params = None
     if args.classical_config is not None:
         from ..classical import load_params
@@ -157,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers or 1,
         protocol=args.protocol,
         options=MethodOptions(device=args.device, tiny=args.tiny, trust_remote_code=args.trust_remote_code,
-                              models=models_of(args), head=args.head, prompt=args.prompt,
+                              models=models, head=args.head, prompt=args.prompt,
                               seed=args.seed, classical_params=classical_params),
     )
     outcome = run_bench(config)
@@ -192,6 +203,28 @@ def models_of(args: argparse.Namespace) -> dict[str, str]:
                               (f"--model {key}={models[key]}", models[key]))
         models[key] = value
     return models
+
+
+def ignored_by_tiny(args: argparse.Namespace, models: dict[str, str]) -> list[str]:
+    """The options, as typed, that --tiny leaves unread: a model (``--qwen``, ``--model qwen=``, ...) or ``--device``
+    whose every reader among the selected methods runs tiny random backbones instead
+    (:func:`~detecture.benchmark.model_keys.tiny_leaves_unread`). One that another selected method still reads
+    (``--sam3`` with ``grounding-sam3``) is kept; ``--head``, ``--prompt`` and ``--seed`` shape the tiny runs too."""
+    from ..benchmark.methods import OWN_OPTIONS
+    from ..benchmark.model_keys import tiny_leaves_unread
+
+    typed = dict(args.model)
+    options = []
+    for key in models:
+        if not tiny_leaves_unread(key, args.methods):
+            continue
+        if key in OWN_OPTIONS and getattr(args, key) is not None:
+            options.append(OWN_OPTIONS[key])
+        if key in typed:
+            options.append(f"--model {key}")
+    if args.device is not None and tiny_leaves_unread(None, args.methods):
+        options.append("--device")
+    return options
 
 
 def _tally(requested: int, ok: int, failed: int) -> tuple[str, int]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from ..errors import InputError
 from .help_format import DefaultsHelpFormatter
 from .model_options import add_quantization, add_qwen, add_sam3
+from .unserved import given_options, refuse_with_tiny
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=7860, help="port to serve on")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link (off by default)")
     p.add_argument("--vlm", action="store_true", help="load Qwen3-VL + SAM3 at start for the detecture methods")
-    p.add_argument("--tiny", action="store_true", help="tiny random backbones for the detecture methods (plumbing)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny random backbones for the detecture methods (plumbing; the options that name or load the "
+                        "real models are refused with it)")
     p.add_argument("--head", type=Path, help="trained head folder: adds bridge grounding")
     add_qwen(p)
     add_sam3(p)
@@ -64,16 +67,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def refuse_idle_model_options(args: argparse.Namespace) -> None:
-    """Refuse the model-loading options when they would load nothing: without --vlm or --head the demo serves
-    classical only, and --tiny builds its own backbones; either way the user would think their --qwen or --device
-    was in use."""
-    given = [f"--{name}" for name in LOADING_OPTIONS if getattr(args, name) is not None]
-    if not given:
-        return
+    """Refuse the model-loading options when they would load nothing: --tiny builds its own backbones, as segment's
+    does (the service's :data:`~detecture.service.TINY_IGNORES`), and without --vlm or --head the demo serves
+    classical only; either way the user would think their --qwen or --device was in use."""
     if args.tiny:
-        raise InputError(f"{', '.join(given)}: --tiny builds its own tiny backbones; these options apply to the real "
-                         "models (--vlm or --head without --tiny)")
-    if not (args.vlm or args.head is not None):
+        from ..service import TINY_IGNORES
+
+        refuse_with_tiny(given_options(args, TINY_IGNORES))
+    given = given_options(args, LOADING_OPTIONS)
+    if given and not (args.vlm or args.head is not None):
         raise InputError(f"{', '.join(given)}: model options apply only when the models load; add --vlm (or --head)")
 
 

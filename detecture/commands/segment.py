@@ -16,7 +16,7 @@ from ..utils.parallel import is_environment_error, stopped
 from .exit_status import for_failures
 from .help_format import DefaultsHelpFormatter
 from .model_options import add_quantization, add_qwen, add_sam3
-from .unserved import refuse_unserved
+from .unserved import given_options, refuse_unserved, refuse_with_tiny
 
 if TYPE_CHECKING:
     from ..output import Claims, OutputFolder
@@ -91,7 +91,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help=f"generation budget per image (default: {DEFAULT_MAX_NEW_TOKENS})")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model repos to run their own code")
     p.add_argument("--tiny", action="store_true",
-                   help="use tiny random backbones (offline, any machine); output is meaningless")
+                   help="use tiny random backbones on the CPU (offline, any machine); output is meaningless. The "
+                        "options that name or load the real models (--qwen, --device, ...) are refused with it")
     p.add_argument("--show-contract", action="store_true",
                    help="print the inference contract the head is run under (prompts, positions, image, ...)")
     p.set_defaults(func=run)
@@ -180,11 +181,13 @@ def method_options(args: argparse.Namespace) -> dict[str, str]:
 
 def build_request(args: argparse.Namespace) -> "SegmentRequest":
     """The service request the options describe, every option as given; one not given (``None``) is left to the
-    service, which fills in the defaults and refuses what cannot run. The options that serve the other method are
-    refused first, by name (:func:`method_options`)."""
-    from ..service import SegmentRequest
+    service, which fills in the defaults and refuses what cannot run. The options that serve the other method, and
+    with --tiny those of the real backbones (:data:`~detecture.service.TINY_IGNORES`), are refused first, by name."""
+    from ..service import TINY_IGNORES, SegmentRequest
 
     refuse_unserved(args, method_options(args), "method", args.method)
+    if args.tiny:
+        refuse_with_tiny(given_options(args, TINY_IGNORES))
     given = dict(k=args.k, query=args.query, grounding=args.grounding, classical_params=args.classical_config,
                  head=args.head, qwen=args.qwen, sam3=args.sam3, device=args.device, dtype=args.dtype,
                  quantization=args.quantization, trust_remote_code=args.trust_remote_code,
@@ -360,8 +363,8 @@ def _run_detecture(args: argparse.Namespace, request: "SegmentRequest", settings
             work.finished(index, None, str(exc))
     if not work.planned:
         return
-    if request.device is None and ranks.device is not None:
-        request = replace(request, device=ranks.device)  # one GPU per launched process
+    if request.device is None and ranks.device is not None and not request.tiny:
+        request = replace(request, device=ranks.device)  # one GPU per launched process (tiny backbones use the CPU)
     regime = request.regime
     pipe = service.load_pipeline(request)
     if args.show_contract:

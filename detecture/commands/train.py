@@ -14,8 +14,14 @@ from pathlib import Path
 from .exit_status import OK
 from .model_options import add_qwen, add_sam3
 from .two_values import refuse_two_values
+from .unserved import refuse_with_tiny
 
 logger = logging.getLogger(__name__)
+
+# The config keys of the real backbones: load_backbones builds tiny ones from the seed without reading them (and the
+# LoRA would take a tiny Qwen for a quantized one). Two are also set by an option of their own (its dest).
+TINY_IGNORES = ("model.qwen", "model.sam3", "model.quantization", "model.attn_implementation")
+OWN_OPTIONS = {"model.qwen": "qwen", "model.sam3": "sam3"}
 
 EPILOG = """\
 examples:
@@ -59,7 +65,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--init", type=Path, metavar="HEAD",
                    help="start from a trained or converted head folder (head + adapter) and train under its "
                         "inference contract, e.g. checkpoints/detecture-neurips2026 (fine-tuning)")
-    p.add_argument("--tiny", action="store_true", help="tiny random backbones (offline smoke runs and tests)")
+    p.add_argument("--tiny", action="store_true",
+                   help="tiny random backbones (offline smoke runs and tests); refused with --qwen, --sam3 or a --set "
+                        f"of {', '.join(TINY_IGNORES)}, which they do not read")
     add_qwen(p, "to train on, as --set model.qwen=ID; default: the config's model.qwen")
     add_sam3(p, "to train on, as --set model.sam3=ID; default: the config's model.sam3")
     p.add_argument("--epochs", type=int, help="override optim.epochs (e.g. extend a run when resuming; not below the "
@@ -89,6 +97,25 @@ def config_path(args: argparse.Namespace) -> Path | None:
     if args.resume and (args.out / RUN_CONFIG).is_file():
         return args.out / RUN_CONFIG
     return None
+
+
+def ignored_by_tiny(args: argparse.Namespace, overrides: dict) -> list[str]:
+    """The options, as typed, that set a key of :data:`TINY_IGNORES`: ``--qwen``, ``--sam3`` or ``--set KEY=``. The
+    config file's keys are not refused: configs/train.yaml names a Qwen and a SAM3 for every run, tiny or not."""
+    options = []
+    for key in TINY_IGNORES:
+        if key in overrides:
+            dest = OWN_OPTIONS.get(key)
+            options.append(f"--{dest}" if dest is not None and getattr(args, dest) is not None else f"--set {key}")
+    return options
+
+
+def tiny_source(args: argparse.Namespace, overrides: dict, config: Path | None) -> str:
+    """What asked for tiny backbones, as a refusal names it: ``--tiny``, ``--set model.tiny``, or the config file
+    (a --resume reads the run's own config.json)."""
+    if args.tiny:
+        return "--tiny"
+    return "--set model.tiny" if "model.tiny" in overrides else f"model.tiny of {config}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -122,6 +149,8 @@ def run(args: argparse.Namespace) -> int:
     on_top = ", ".join(options.get(key, f"--set {key}") for key in overrides)
     logger.info("training config: %s%s", config or "built-in defaults", f", with {on_top} on top" if on_top else "")
     cfg = load_config(config, overrides, options)
+    if cfg.model.tiny:
+        refuse_with_tiny(ignored_by_tiny(args, overrides), tiny_source(args, overrides, config))
     require_dir(args.data, "training dataset")
     if args.val_data is not None:
         require_dir(args.val_data, "validation dataset")

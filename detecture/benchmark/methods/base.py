@@ -11,12 +11,13 @@ import gc
 import sys
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ...errors import InputError, MethodError
 from ...utils.image_ops import MAX_REGIONS
+from ..model_keys import TINY_METHODS
 from ..regimes import SampleRegime
 
 if TYPE_CHECKING:
@@ -69,7 +70,6 @@ class Method(ABC):
     """Base class: ``kind`` selects the dispatch-table row, ``name`` labels the results (they differ for peers)."""
 
     kind: str = ""
-    reads_tiny: ClassVar[bool] = False  # whether --tiny swaps this method's backbones for tiny random ones
 
     def __init__(self, options: MethodOptions, name: str | None = None) -> None:
         self.options = options
@@ -78,9 +78,10 @@ class Method(ABC):
 
     @property
     def random_backbones(self) -> bool:
-        """Whether this run's outputs come from tiny random backbones (``--tiny`` on a method that reads it): the
-        reports mark such results, whose numbers say nothing about the method."""
-        return self.reads_tiny and self.options.tiny
+        """Whether this run's outputs come from tiny random backbones (``--tiny`` on a method that reads it,
+        :data:`~detecture.benchmark.model_keys.TINY_METHODS`): the reports mark such results, whose numbers say
+        nothing about the method."""
+        return self.kind in TINY_METHODS and self.options.tiny
 
     def check(self) -> None:
         """Cheap prerequisite checks (permissions, paths, optional packages), run for every method before the first

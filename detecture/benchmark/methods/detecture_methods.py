@@ -22,7 +22,6 @@ from .base import Method, MethodOutput, torch_device
 
 class _DetectureMethod(Method):
     grounding = "bridge"
-    reads_tiny = True
 
     def check(self) -> None:
         if self.grounding == "bridge" and not self.options.tiny and self.options.head is None:

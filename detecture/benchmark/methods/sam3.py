@@ -44,7 +44,6 @@ class Sam3Method(Method):
     """SAM3 with a text prompt (``--prompt``, default "texture"); weights from ``--sam3 ID``."""
 
     kind = "sam3"
-    reads_tiny = True
 
     def settings(self) -> dict[str, Any]:
         settings = {"sam3": self.model_id("sam3", DEFAULT_MODEL), "prompt": self.options.prompt or DEFAULT_PROMPT,
