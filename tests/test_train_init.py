@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 from published_fixture import Q, write_published
 from train_fixture import write_mosaics
 
+from detecture.backbones import TINY_NAME
 from detecture.backbones.qwen import QwenVL
 from detecture.backbones.sam3 import Sam3Backbone
 from detecture.bridge.contract import published_contract
-from detecture.bridge.head import DetectureHead
+from detecture.bridge.head import DetectureHead, default_qwen, read_head_config
 from detecture.bridge.published import convert
-from detecture.errors import CheckpointError
+from detecture.errors import CheckpointError, InputError
 from detecture.training.config import load_config
 from detecture.training.loop import ResumeOptions, Trainer
 
@@ -55,16 +57,36 @@ def test_training_starts_from_the_converted_weights_under_their_contract(head_di
         Trainer.from_config(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
 
 
-def test_a_head_fine_tuned_from_init_records_the_quantization_of_this_run(head_dir, tmp_path):
-    """A head fine-tuned from --init is fitted to this run's Qwen: it records that Qwen's quantization (full
-    precision here), not the one the init head was trained on."""
+def test_a_head_fine_tuned_from_init_records_the_backbones_of_this_run(head_dir, tmp_path):
+    """A head fine-tuned from --init is fitted to this run's backbones: it records their names (the Qwen inference
+    loads when none is named) and the Qwen's quantization (full precision here), not those of the init head."""
     init = tmp_path / "init"
     shutil.copytree(head_dir[0], init)
     config = json.loads((init / "config.json").read_text())
-    (init / "config.json").write_text(json.dumps({**config, "qwen_quantization": "4bit"}))
+    (init / "config.json").write_text(json.dumps({**config, "qwen_quantization": "4bit", "qwen_model": "other/qwen",
+                                                  "sam3_model": "other/sam3"}))
     data = write_mosaics(tmp_path / "data", n=3, size=64)
     trainer = Trainer.from_config(load_config(None, FAST), data, tmp_path / "run", init=init)
-    assert trainer.head.config.qwen_quantization is None
+    recorded = trainer.head.config
+    assert (recorded.qwen_model, recorded.sam3_model, recorded.qwen_quantization) == (TINY_NAME, TINY_NAME, None)
+    with pytest.raises(InputError, match="add --tiny"):  # inference asks for the tiny Qwen, not other/qwen
+        default_qwen(recorded)
+
+
+def test_an_init_head_of_other_sam3_widths_is_refused_in_one_line_before_training(head_dir, tmp_path, capsys):
+    """A head whose Bridge writes another SAM3 text width cannot train on this SAM3: one line naming the head and
+    the widths, before any step (not a shape error at the first)."""
+    from detecture.cli import main
+
+    config = read_head_config(head_dir[0])
+    wide = tmp_path / "wide"
+    DetectureHead(replace(config, sam_text_hidden_size=config.sam_text_hidden_size + 8)).save_pretrained(wide)
+    data = write_mosaics(tmp_path / "data", n=3, size=64)
+    assert main(["train", "--tiny", "--data", str(data), "--out", str(tmp_path / "run"), "--init", str(wide)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {wide}: head was trained for a SAM3 with sam_text_hidden_size "
+                          f"{config.sam_text_hidden_size + 8} ") and err.count("\n") == 1, err
+    assert not (tmp_path / "run" / "train_log.csv").exists()
 
 
 def test_init_with_another_lora_rank_is_one_clear_error(head_dir, tmp_path):

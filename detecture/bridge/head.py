@@ -73,10 +73,7 @@ class HeadConfig:
 
     @classmethod
     def for_backbones(cls, qwen, sam3, **overrides) -> "HeadConfig":
-        return cls(qwen_hidden_size=qwen.hidden_size, sam_text_hidden_size=sam3.text_hidden_size,
-                   prompt_dim=sam3.prompt_dim, pixel_dim=sam3.pixel_dim,
-                   mask_hidden_size=overrides.pop("mask_hidden_size", sam3.prompt_dim),
-                   qwen_model=qwen.name, sam3_model=sam3.name, qwen_quantization=qwen.quantization,
+        return cls(**backbone_values(qwen, sam3), mask_hidden_size=overrides.pop("mask_hidden_size", sam3.prompt_dim),
                    contract=overrides.pop("contract", InferenceContract()), **overrides)
 
     @property
@@ -87,6 +84,14 @@ class HeadConfig:
     @property
     def effective_contract(self) -> InferenceContract:
         return self.contract if self.contract is not None else legacy_contract()
+
+
+def backbone_values(qwen, sam3) -> dict[str, Any]:
+    """The :data:`BACKBONE_KEYS` of a head trained on ``qwen`` and ``sam3``: their widths, their names (which
+    :func:`default_qwen` loads at inference) and the Qwen's quantization."""
+    return {"qwen_hidden_size": qwen.hidden_size, "sam_text_hidden_size": sam3.text_hidden_size,
+            "prompt_dim": sam3.prompt_dim, "pixel_dim": sam3.pixel_dim, "qwen_model": qwen.name,
+            "sam3_model": sam3.name, "qwen_quantization": qwen.quantization}
 
 
 def default_qwen(config: HeadConfig | None, head: str | Path | None = None) -> str:
@@ -276,19 +281,32 @@ class DetectureHead(nn.Module):
                 "pass the matching --qwen model or a head trained for this one"
             )
 
-    def check_sam3_widths(self, sam3) -> None:
+    def check_sam3_widths(self, sam3, path: str | Path | None = None) -> None:
         """A head only fits the SAM3 widths it was trained on: the Bridge writes SAM3's text width, the mask head
-        reads its prompt and pixel widths. Checked when a pipeline is built, not as a shape error at the first image."""
+        reads its prompt and pixel widths. Checked when a pipeline or a training run is built, not as a shape error
+        at the first image or step; ``path``, the head folder, is named in the error when given."""
         loaded = {"sam_text_hidden_size": sam3.text_hidden_size, "prompt_dim": sam3.prompt_dim,
                   "pixel_dim": sam3.pixel_dim}
         wrong = [key for key, width in loaded.items() if getattr(self.config, key) != width]
         if wrong:
+            where = f"{path}: " if path is not None else ""
+            trained = ", ".join(f"{k} {getattr(self.config, k)}" for k in wrong)
             raise CheckpointError(
-                f"head was trained for a SAM3 with {', '.join(f'{k} {getattr(self.config, k)}' for k in wrong)} "
+                f"{where}head was trained for a SAM3 with {trained} "
                 f"({self.config.sam3_model or 'unknown model'}), but the loaded {sam3.name} has "
                 f"{', '.join(f'{k} {loaded[k]}' for k in wrong)}; pass the matching --sam3 model or a head trained "
                 "for this one"
             )
+
+    def fit_to(self, qwen, sam3, path: str | Path) -> None:
+        """Make this head, read from ``path`` to be trained further (``train --init``), the head of ``qwen`` and
+        ``sam3``: refused in one line when its widths are not theirs (before any step, not as a shape error at the
+        first), then their names and the Qwen's quantization replace the ones it was read with, so the exported head
+        names the backbones it was fitted to and :func:`default_qwen` loads that Qwen."""
+        self.check_qwen_width(qwen.hidden_size, path)
+        self.check_sam3_widths(sam3, path)
+        for key, value in backbone_values(qwen, sam3).items():
+            setattr(self.config, key, value)
 
     @staticmethod
     def adapter_path(path: str | Path) -> Path | None:

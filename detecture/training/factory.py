@@ -145,9 +145,8 @@ def build_parts(cfg: Config, data: Path, out: Path, val_data: Path | None = None
     init_head = DetectureHead.from_pretrained(init) if init is not None else None  # fail before backbones load
     qwen, sam = backbones or load_backbones(cfg, acc.device, acc.distributed_type == DistributedType.FSDP)
     if init_head is not None:
-        init_head.check_qwen_width(qwen.hidden_size, init)
+        init_head.fit_to(qwen, sam, init)  # its widths checked; records this run's backbones, not the init's
         init_head.config.contract = init_head.config.effective_contract  # the run writes what it trained under
-        init_head.config.qwen_quantization = qwen.quantization  # the Qwen this run fits the head to, not the init's
     head = init_head or DetectureHead(HeadConfig.for_backbones(qwen, sam, **cfg.model.head))
     qwen.apply_contract(head.config.effective_contract)
     apply_lora(qwen, cfg.lora, quantized=cfg.model.quantization is not None,
