@@ -161,3 +161,24 @@ def test_a_bad_init_head_stops_the_command_before_anything_is_written(head_dir, 
     assert main(["train", "--tiny", "--data", str(tmp_path), "--out", str(out), "--init", str(bad)]) == 2
     assert capsys.readouterr().err == f"error: {bad / 'config.json'}: num_slots: expected at least 2, got -1\n"
     assert not out.exists()
+
+
+def test_an_init_head_with_too_few_slots_for_the_regions_a_sample_may_have_is_refused_before_training(head_dir,
+                                                                                                     tmp_path, capsys):
+    """An --init head keeps its own slots: with room for 3 regions and samples of up to 6 (data.max_regions), the
+    first sample with 4 would stop the run; refused before --out is made (and by build_parts, for the API)."""
+    from detecture.cli import main
+
+    few = tmp_path / "few"
+    shutil.copytree(head_dir[0], few)
+    config = json.loads((few / "config.json").read_text())
+    (few / "config.json").write_text(json.dumps({**config, "num_slots": 4}))
+    expected = (f"{few}: the head has num_slots 4, room for 3 regions beside the dustbin, fewer than data.max_regions "
+                "(6) a training sample may have; train it with --set data.max_regions=3")
+    out = tmp_path / "run"
+    assert main(["train", "--tiny", "--data", str(tmp_path), "--out", str(out), "--init", str(few)]) == 2
+    assert capsys.readouterr().err == f"error: {expected}\n"
+    assert not out.exists()
+    with pytest.raises(InputError) as info:
+        Trainer.from_config(load_config(None, FAST), write_mosaics(tmp_path / "data", n=3, size=64), out, init=few)
+    assert str(info.value) == expected

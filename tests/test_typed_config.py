@@ -231,3 +231,23 @@ def test_head_keys_the_run_decides_are_refused_when_the_file_is_read(tmp_path, h
     with pytest.raises(InputError) as info:
         load_train_config(path)
     assert str(info.value).startswith(f"{path}: {expected}")
+
+
+@pytest.mark.parametrize(("overrides", "blamed"), [
+    ({"model.head.num_slots": 4}, "--set model.head.num_slots"),
+    ({"model.head.num_slots": 6, "data.max_regions": 6}, "--set data.max_regions, --set model.head.num_slots"),
+])
+def test_head_slots_too_few_for_the_regions_a_sample_may_have_are_refused_when_the_file_is_read(overrides, blamed):
+    """The head's slots are the dustbin and one per region: a head of num_slots 4 with samples of up to 6 regions
+    stopped the run (a ValueError) at the first sample with 4 or more, maybe hours in."""
+    with pytest.raises(InputError) as info:
+        load_train_config(None, overrides)
+    slots, regions = overrides["model.head.num_slots"], overrides.get("data.max_regions", 6)
+    assert str(info.value) == (f"{blamed}: model.head.num_slots ({slots}) must be at least data.max_regions + 1 "
+                               f"({regions + 1}): the slots are the dustbin and one per region, and a training sample "
+                               "may have data.max_regions regions")
+
+
+def test_head_slots_that_hold_the_dustbin_and_every_region_are_accepted():
+    assert load_train_config(None, {"model.head.num_slots": 4, "data.max_regions": 3}).model.head["num_slots"] == 4
+    assert load_train_config(None, {"model.head.num_slots": 7}).data.max_regions == 6

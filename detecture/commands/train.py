@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     if args.val_data is not None:
         require_dir(args.val_data, "validation dataset")
     if args.init is not None:
-        read_head_config(args.init)
+        cfg.check_init_head(read_head_config(args.init), args.init)
     # --resume may read the run's own record of its settings (a refused change points there); it is rewritten with
     # the values it holds, so no input of the user's is replaced
     own = args.resume and config is not None and resolved(config) == resolved(args.out / RUN_CONFIG)

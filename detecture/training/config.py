@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -18,6 +18,9 @@ from ..backbones import DEFAULT_QWEN, DEFAULT_SAM3
 from ..errors import InputError
 from ..utils.typed_config import Flag, Integer, Number, config_class, parse_config
 from ..utils.yaml_files import read_yaml
+
+if TYPE_CHECKING:
+    from ..bridge.head import HeadConfig
 
 GROUPS = ("head", "lora", "seg_rows")
 STAGE1_SCALES = {"head": 1.0, "lora": 0.0, "seg_rows": 0.0}
@@ -208,7 +211,8 @@ class Config:
         """``model.head`` feeds :class:`~detecture.bridge.head.HeadConfig` after the backbones load; its own types
         and ranges are checked now (the widths the backbones decide get a stand-in value). The keys the backbones
         decide, and the inference contract (Detecture's own for a fresh head, the ``--init`` head's otherwise), are
-        no overrides: refused now rather than failing once the backbones have loaded."""
+        no overrides: refused now rather than failing once the backbones have loaded. ``num_slots`` must hold the
+        dustbin and ``data.max_regions`` regions, or the first sample with more would stop the run, maybe hours in."""
         from ..bridge.head import BACKBONE_KEYS, HeadConfig  # torch: only once a config is read
 
         given = [name for key, name in origins.items() if key == "model.head" or key.startswith("model.head.")]
@@ -221,9 +225,25 @@ class Config:
             raise InputError(f"{where}: model.head.{decided[0]} cannot be set: it is taken from the loaded "
                              "backbones (model.qwen, model.sam3)")
         try:
-            parse_config(HeadConfig, {"qwen_hidden_size": 1, **self.model.head}, "model.head")
+            head = parse_config(HeadConfig, {"qwen_hidden_size": 1, **self.model.head}, "model.head")
         except InputError as exc:
             raise InputError(f"{where}: model.head.{str(exc).split(': ', 1)[1]}") from None
+        if head.max_regions < self.data.max_regions:
+            given = [name for key, name in origins.items() if key == "data.max_regions"] + given
+            raise InputError(
+                f"{', '.join(given) if given else source}: model.head.num_slots ({head.num_slots}) must be at least "
+                f"data.max_regions + 1 ({self.data.max_regions + 1}): the slots are the dustbin and one per region, "
+                "and a training sample may have data.max_regions regions")
+
+    def check_init_head(self, head: HeadConfig, path: str | Path) -> None:
+        """An ``--init`` head keeps its own slots (``model.head`` does not apply to it): refused before any backbone
+        loads when a training sample may have more regions than it has room for, which would otherwise stop the run
+        at the first such sample, maybe hours in."""
+        if head.max_regions < self.data.max_regions:
+            raise InputError(
+                f"{path}: the head has num_slots {head.num_slots}, room for {head.max_regions} regions beside the "
+                f"dustbin, fewer than data.max_regions ({self.data.max_regions}) a training sample may have; train "
+                f"it with --set data.max_regions={head.max_regions}")
 
 
 def config_from_dict(data: dict[str, Any] | None, source: str = "config",

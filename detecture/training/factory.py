@@ -143,6 +143,8 @@ def build_parts(cfg: Config, data: Path, out: Path, val_data: Path | None = None
     if val is None and (cfg.train.eval_every_epochs or cfg.train.emission_every_steps):
         log.info("no --val-data: live evaluation and SEG-emission checks are off")
     init_head = DetectureHead.from_pretrained(init) if init is not None else None  # fail before backbones load
+    if init_head is not None:
+        cfg.check_init_head(init_head.config, init)
     qwen, sam = backbones or load_backbones(cfg, acc.device, acc.distributed_type == DistributedType.FSDP)
     if init_head is not None:
         init_head.fit_to(qwen, sam, init)  # its widths checked; records this run's backbones, not the init's
