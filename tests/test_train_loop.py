@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 from train_fixture import write_mosaics
 
 from detecture.cli import main
-from detecture.training.config import Config, load_config
+from detecture.training.config import Config, LossConfig, load_config
 from detecture.training.loop import (
     Accumulation,
     NonFiniteLossError,
@@ -32,7 +32,7 @@ from detecture.training.loop import (
     accumulation_samples,
     changed_on_resume,
 )
-from detecture.training.losses import LossTerms
+from detecture.training.losses import LossTerms, lm_loss, mask_loss, total_loss
 
 TESTS = Path(__file__).parent
 FAST = {  # tiny backbones, no live evaluation, one checkpoint per optimizer step
@@ -131,6 +131,11 @@ def test_stage2_lowers_the_lm_loss_and_raises_seg_emission(data):
     assert seg_log_prob(trainer, batch) > before + 0.5
 
 
+# What Trainer.accumulate uses of an accelerator, for one process on the CPU.
+CPU_ACCELERATOR = SimpleNamespace(device="cpu", no_sync=lambda m: contextlib.nullcontext(),
+                                  autocast=contextlib.nullcontext, backward=torch.Tensor.backward)
+
+
 class MeanSquaredError(torch.nn.Module):
     """A micro-batch's loss as the real ones are: a mean over its samples (of ``(w . x_i - y_i)^2`` here)."""
 
@@ -152,9 +157,7 @@ def test_an_accumulated_step_is_the_mean_gradient_over_its_samples(n, batch_size
     plain mean loss over the group's samples: a short micro-batch counts per sample, not as much as a full one."""
     generator = torch.Generator().manual_seed(0)
     model = MeanSquaredError(torch.randn(n, 3, generator=generator), torch.randn(n, generator=generator))
-    acc = SimpleNamespace(device="cpu", no_sync=lambda m: contextlib.nullcontext(), autocast=contextlib.nullcontext,
-                          backward=torch.Tensor.backward)
-    trainer = SimpleNamespace(acc=acc, model=model, stage=1)
+    trainer = SimpleNamespace(acc=CPU_ACCELERATOR, model=model, stage=1)
     sizes = accumulation_samples(n, batch_size, accum)
     samples = [list(range(start, min(n, start + batch_size))) for start in range(0, n, batch_size)]
     group, in_group = Accumulation(), []
@@ -169,6 +172,53 @@ def test_an_accumulated_step_is_the_mean_gradient_over_its_samples(n, batch_size
             torch.testing.assert_close(model.w.grad, expected)
             assert group.sums[0].item() == pytest.approx(model.per_sample(in_group).mean().item())
             model.w.grad, group, in_group = None, Accumulation(), []
+
+
+class TrainingLosses(torch.nn.Module):
+    """The training losses, with the published weights, on each sample's own slot logits and LM logits (parameters
+    standing for the models' outputs); the samples differ in region count and in weighted tokens."""
+
+    def __init__(self, counts: list[int], lengths: list[int], size: int = 16, vocab: int = 11) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(0)
+        n, longest = len(counts), max(lengths)
+        self.counts, self.cfg = torch.tensor(counts), LossConfig()
+        self.slot_logits = torch.nn.Parameter(torch.randn(n, 7, size // 2, size // 2, generator=generator))
+        self.lm_logits = torch.nn.Parameter(torch.randn(n, longest, vocab, generator=generator))
+        self.ids = torch.randint(vocab, (n, longest), generator=generator)
+        weights = torch.rand(n, longest, generator=generator)
+        self.weights = weights * (torch.arange(longest) < torch.tensor(lengths)[:, None])  # padding weighs 0
+        columns = torch.arange(size).expand(size, size)
+        self.masks = [torch.stack([columns * k // size == region for region in range(k)]) for k in counts]
+
+    def forward(self, batch, stage: int) -> LossTerms:
+        i = batch.ids
+        live = torch.arange(7) <= self.counts[i][:, None]  # the dustbin and the sample's K slots
+        ce, dice, _ = mask_loss(self.slot_logits[i], live, [self.masks[j] for j in i], self.cfg.ce_weight,
+                                self.cfg.dice_weight)
+        return total_loss(ce, dice, lm_loss(self.lm_logits[i], self.ids[i], self.weights[i]), self.cfg.lm_weight)
+
+
+def test_a_step_of_the_training_losses_does_not_depend_on_how_its_samples_are_batched():
+    """The same 4 samples, of 1, 5, 2 and 3 regions and 3 to 9 weighted tokens, as batch 4 x accumulation 1, 2 x 2
+    and 1 x 4: the same loss terms and gradients. Dice pooled over a micro-batch's matched regions, or the LM loss
+    over its weighted tokens, would weigh a 1-region sample 1/6 beside a 5-region one and 1/2 alone."""
+    model = TrainingLosses(counts=[1, 5, 2, 3], lengths=[3, 9, 5, 7])
+    trainer = SimpleNamespace(acc=CPU_ACCELERATOR, model=model, stage=2)
+    results = []
+    for batch_size, accum in ((4, 1), (2, 2), (1, 4)):
+        group = Accumulation()
+        for b, start in enumerate(range(0, 4, batch_size)):
+            batch = SimpleNamespace(ids=list(range(start, start + batch_size)))
+            batch.to = lambda device, batch=batch: batch
+            Trainer.accumulate(trainer, batch, accumulation_samples(4, batch_size, accum)[b], b + 1 == accum, group)
+        results.append((group.sums, model.slot_logits.grad, model.lm_logits.grad))
+        model.zero_grad(set_to_none=True)
+    assert all(term > 0 for term in results[0][0])
+    for sums, slot_grad, lm_grad in results[1:]:
+        torch.testing.assert_close(sums, results[0][0])
+        torch.testing.assert_close(slot_grad, results[0][1])
+        torch.testing.assert_close(lm_grad, results[0][2])
 
 
 @pytest.mark.slow

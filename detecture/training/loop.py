@@ -472,9 +472,10 @@ class Trainer:
     def accumulate(self, batch: Batch, group_samples: int, last: bool, group: "Accumulation") -> None:
         """Forward and backward one micro-batch; DDP syncs gradients only on the group's last micro-batch.
 
-        The micro-batch's loss is a mean over its samples, so it is weighted by its share of the group's
-        ``group_samples``: the step's gradient is then the mean over the group's samples, also when an epoch's last
-        micro-batch is short (a 1-sample micro-batch beside 2-sample ones would otherwise count twice)."""
+        The micro-batch's loss is a mean over its samples of each one's own loss (``training/losses.py``), so it is
+        weighted by its share of the group's ``group_samples``: the step's gradient is then the mean over the group's
+        samples, also when an epoch's last micro-batch is short (a 1-sample micro-batch beside 2-sample ones would
+        otherwise count twice), and whatever the batch size and accumulation that group them."""
         weight = len(batch.ids) / group_samples
         with contextlib.nullcontext() if last else self.acc.no_sync(self.model):
             with self.acc.autocast():

@@ -1,6 +1,11 @@
 """Training losses (docs/ARCHITECTURE.md, Training): Shifted-Zero weighted LM loss and the Hungarian-matched mask loss.
 
 Each term is a small function of plain tensors so it can be tested on hand-built inputs, independent of the models.
+Every term is a mean over the micro-batch's samples of that sample's own loss (its weighted tokens, its pixels, its
+matched regions), never a mean over tokens or regions pooled across samples: the loop weights each micro-batch by its
+share of the accumulation group's samples, so a step's gradient is then the same however the samples are grouped
+into micro-batches (batch 2 x accumulation 4 = batch 8), and a sample with few regions or a short response is not
+weighed by what it happens to be batched with.
 """
 
 from __future__ import annotations
@@ -56,16 +61,18 @@ def shifted_zero_weights(
 
 
 def lm_loss(logits: torch.Tensor, input_ids: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Weighted mean next-token cross-entropy: logits at ``t-1`` predict ``input_ids[t]`` with weight ``weights[t]``.
+    """Weighted next-token cross-entropy: logits at ``t-1`` predict ``input_ids[t]`` with weight ``weights[t]``; each
+    sample's weighted mean over its own tokens, then the mean over samples (see the module docstring).
 
     Computed in fp32 (bf16 log-softmax over a 152k vocabulary loses the small differences the weights encode).
-    Returns 0 (with a graph) if every weight is 0, so a batch without assistant tokens cannot produce NaN.
+    A sample whose weights are all 0 contributes 0 (with a graph), so one without assistant tokens cannot produce NaN.
     """
     shift_logits = logits[:, :-1].float()
     targets = input_ids[:, 1:]
     w = weights[:, 1:].to(shift_logits.dtype)
-    ce = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), targets.reshape(-1), reduction="none")
-    return (ce * w.reshape(-1)).sum() / w.sum().clamp_min(1e-8)
+    ce = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), targets.reshape(-1),
+                         reduction="none").view_as(w)
+    return ((ce * w).sum(1) / w.sum(1).clamp_min(1e-8)).mean()
 
 
 @dataclass(frozen=True)
@@ -115,21 +122,21 @@ def match_slots(prob: torch.Tensor, slot_mask: torch.Tensor, gt_masks: list[torc
 
 
 def mask_ce_loss(logits: torch.Tensor, slot_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Per-pixel cross-entropy over the live softmax channels (dustbin + K), mean over pixels and batch."""
+    """Per-pixel cross-entropy over the live softmax channels (dustbin + K): each sample's mean over its pixels, then
+    the mean over samples."""
     masked = logits.float().masked_fill(~slot_mask.bool()[:, :, None, None], NEG_INF)
-    return F.cross_entropy(masked, labels)
+    return F.cross_entropy(masked, labels, reduction="none").flatten(1).mean(1).mean()
 
 
 def mask_dice_loss(prob: torch.Tensor, targets: MaskTargets, gt_masks: list[torch.Tensor]) -> torch.Tensor:
-    """Mean ``1 - Dice`` over matched (slot, region) pairs; samples without a match contribute nothing."""
-    terms = [
-        soft_dice(prob[i, channel], gt_masks[i][region].to(prob.device).float())
+    """``1 - Dice``: each sample's mean over its own matched (slot, region) pairs, then the mean over samples; a
+    sample without a match contributes 0 (and still counts as a sample, so the mean does not depend on its batch)."""
+    per_sample = [
+        torch.stack([soft_dice(prob[i, channel], gt_masks[i][region].to(prob.device).float())
+                     for channel, region in pairs]).mean() if pairs else prob[i].sum() * 0.0
         for i, pairs in enumerate(targets.matches)
-        for channel, region in pairs
     ]
-    if not terms:
-        return prob.sum() * 0.0
-    return torch.stack(terms).mean()
+    return torch.stack(per_sample).mean()
 
 
 @dataclass
