@@ -124,7 +124,9 @@ class ClassicalParams:
         Gaussian blur (px) of the features of the one-region test: less pixel noise, clearer regions.
     max_k : int
         Largest K the autonomous regime returns (1 forces one region): it over-segments into ``max_k`` regions and
-        merges them. At most :data:`~detecture.prompts.MAX_TEXTURES`, the most regions a response holds, so every
+        merges them, so ``max_k`` is also where the count starts, not only a cap on it: a smaller one can change
+        the count by more than the cap would (``skimage.data.astronaut``: 3 regions at 6 and at 3, 1 at 5, 4 and 2).
+        At most :data:`~detecture.prompts.MAX_TEXTURES`, the most regions a response holds, so every
         result can be described; 6 covers the benchmark's mosaics (up to 5 textures).
     merge_distortion : float
         Autonomous K: the distortion ε up to which the merge codes each region's features (PCA features scaled to
