@@ -343,6 +343,23 @@ def test_resume_refuses_a_change_the_checkpoint_would_ignore(data, tmp_path, cap
     assert main([*args, "--resume", "--epochs", "2", "--set", "optim.warmup_epochs=1"]) == 0  # as recorded: no change
 
 
+
+def test_resuming_a_finished_run_trains_nothing_and_says_so(data, tmp_path, capsys):
+    """The same command with --resume after the run finished: no step, its final/ left as it was, and the report
+    counts this run's steps, not the earlier attempt's as its own."""
+    overrides = {**FAST, "optim.batch_size": 2, "optim.grad_accum": 1, "optim.epochs": 1, "optim.stage1_epochs": 1,
+                 "optim.warmup_epochs": 0}
+    out = tmp_path / "run"
+    args = cli("--data", str(data), "--out", str(out), *sets(overrides))[3:]
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    steps = int(re.search(r"trained (\d+) optimizer steps \((\d+) in all", first).group(1))
+    assert steps > 0 and f"({steps} in all" in first
+    final = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "final").rglob("*") if p.is_file()}
+    assert main([*args, "--resume"]) == 0
+    assert f"trained 0 optimizer steps ({steps} in all" in capsys.readouterr().out
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "final").rglob("*") if p.is_file()} == final
+
 def launched_run(launch: list[str], data: Path, out: Path, *extra: str, env: dict | None = None
                  ) -> subprocess.CompletedProcess:
     """``accelerate launch <launch> train_launch_worker.py`` with the tiny config (2 epochs, stage 2 from epoch 2)."""

@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
                                   init=args.init)
     result = trainer.run(resume)
     if trainer.main:
-        print(f"trained {result.steps} optimizer steps ({result.epochs_done} epochs done); "
+        print(f"trained {result.steps_run} optimizer steps ({result.steps} in all, {result.epochs_done} epochs done); "
               f"non-finite steps skipped: {result.skipped_steps}; bad samples skipped: {result.skipped_samples}")
         if result.final_dir is not None:
             print(f"final head + adapter: {result.final_dir}")

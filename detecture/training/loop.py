@@ -157,7 +157,11 @@ def changed_on_resume(saved: dict, cfg: Config, options: ResumeOptions) -> list[
 
 @dataclass
 class TrainResult:
+    """What a run did: ``steps`` optimizer steps in all (earlier attempts included), ``steps_run`` of them by this
+    one, so a resumed run does not report its predecessors' work as its own."""
+
     steps: int
+    steps_run: int
     epochs_done: int
     skipped_steps: int
     skipped_samples: int
@@ -402,6 +406,8 @@ class Trainer:
     def run(self, options: ResumeOptions | None = None) -> TrainResult:
         options = options or ResumeOptions()
         self.restore(options)
+        start_step = self.state.optimizer_step
+        finished = self.state.epoch >= self.cfg.optim.epochs and (self.out / FINAL).is_dir()
         monitor = Monitor(self.out, STEP_FIELDS, EVAL_FIELDS, self.acc, TRACKER_RUN)
         if self.main:
             atomic.write_json(self.out / RUN_CONFIG, self.cfg.to_dict())
@@ -410,13 +416,18 @@ class Trainer:
         finally:
             monitor.close()
         final = None
-        if not stopped:
+        if finished:
+            log.info("the run had already trained its %d epochs: nothing to train, %s left as it was",
+                     self.cfg.optim.epochs, self.out / FINAL)
+            final = self.out / FINAL
+        elif not stopped:
             final = self.export()
         if self.main:
             plot_curves(self.out)
             log.info("data: %s", self.dataset.report.summary())
             log.info("non-finite steps skipped: %d", self.state.nonfinite_total)
-        return TrainResult(steps=self.state.optimizer_step, epochs_done=self.state.epoch,
+        return TrainResult(steps=self.state.optimizer_step, steps_run=self.state.optimizer_step - start_step,
+                           epochs_done=self.state.epoch,
                            skipped_steps=self.state.nonfinite_total,
                            skipped_samples=sum(self.dataset.report.skipped.values()), final_dir=final)
 
