@@ -41,13 +41,18 @@ class NotServed(InputError):
     since an ignored option lets the user believe it took effect. The one wording of that refusal, for the service's
     requests and every command: ``--workers applies to method 'classical' only, not to 'detecture'``."""
 
-    def __init__(self, options: Sequence[str], kind: str, owner: str, chosen: Sequence[str]) -> None:
-        """``options`` serve ``kind`` ``owner`` (say method 'classical'); ``chosen`` are the modes the run has, none
-        where the user selected none (``bench --methods ,``)."""
+    def __init__(self, options: Sequence[str], kind: str, owner: str | Sequence[str], chosen: Sequence[str]) -> None:
+        """``options`` serve ``kind`` ``owner`` (say method 'classical'), or each of the modes of ``owner`` where
+        several read them (bench's ``--prompt``: ``to methods 'sam3' and 'grounding-sam3' only``); ``chosen`` are
+        the modes the run has, none where the user selected none (``bench --methods ,``)."""
+        owners = [owner] if isinstance(owner, str) else list(owner)
         verb = "applies" if len(options) == 1 else "apply"
+        quoted = [f"'{mode}'" for mode in owners]
+        served = f"{', '.join(quoted[:-1])} and {quoted[-1]}" if len(quoted) > 1 else quoted[0]
         listed = ", ".join(f"'{mode}'" for mode in chosen)
         modes = f"not to {listed}" if chosen else f"and no {kind} is selected"
-        super().__init__(f"{', '.join(options)} {verb} to {kind} '{owner}' only, {modes}")
+        super().__init__(f"{', '.join(options)} {verb} to {kind}{'s' if len(owners) > 1 else ''} {served} only, "
+                         f"{modes}")
 
 
 class IgnoredByTiny(InputError):

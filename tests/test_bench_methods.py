@@ -29,7 +29,7 @@ from detecture.benchmark.regimes import (
     regime_for,
 )
 from detecture.benchmark.runner import BenchConfig, build_plan, run_benchmark
-from detecture.errors import DatasetError, DetectureError, InputError, MethodError
+from detecture.errors import DatasetError, DetectureError, InputError, MethodError, NotServed
 
 
 def test_dispatch_table_covers_every_method_and_regime():
@@ -134,13 +134,70 @@ def test_a_misspelt_model_key_is_refused_before_anything_runs_naming_the_keys(tm
     assert not (out / "cells").exists()
 
 
-def test_a_model_key_no_selected_method_reads_is_warned_about(tmp_path, caplog):
+def test_a_model_key_no_selected_method_reads_is_refused_by_the_run_itself(tmp_path):
+    """Refused, not only warned about, as the command refuses every option no selected method reads: a user who
+    gave --qwen believes that Qwen was scored (a caller of the library, without the command, is refused too)."""
     root = make_unified(tmp_path / "set", 1)
     config = BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)], gallery=0,
                          options=MethodOptions(models={"qwen": "other/qwen"}))
-    build_plan(config)
-    assert any(r.getMessage().startswith("--qwen: no selected method reads it") and r.levelname == "WARNING"
-               for r in caplog.records)
+    with pytest.raises(NotServed, match="^--qwen applies to methods 'detecture' and 'detecture-text' only, not to "
+                                        "'classical'$"):
+        build_plan(config)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, methods, readers", [
+    (["--tiny"], "classical", "methods 'detecture', 'detecture-text' and 'sam3'"),
+    (["--head", "ckpt"], "classical,detecture-text", "method 'detecture'"),
+    (["--device", "cuda:3"], "classical", "methods 'detecture', 'detecture-text', 'sam3', 'grounding-sam3', "
+                                          "'texturesam' and 'sa2va'"),
+    (["--prompt", "bark"], "classical,detecture", "methods 'sam3' and 'grounding-sam3'"),
+    (["--trust-remote-code"], "classical,sam3", "method 'sa2va'"),
+    (["--qwen", "my/qwen"], "sam3", "methods 'detecture' and 'detecture-text'"),
+    (["--sam3", "my/sam3"], "classical", "methods 'detecture', 'detecture-text', 'sam3' and 'grounding-sam3'"),
+    (["--model", "grounding-dino=my/dino"], "sam3", "method 'grounding-sam3'"),
+    (["--model", "texturesam=my/sam2"], "classical", "method 'texturesam'"),
+    (["--model", "sa2va=my/sa2va"], "classical", "method 'sa2va'"),
+    (["--predictions-pattern", "seg{stem}.png"], "classical", "method 'predictions'"),
+    (["--classical-config", "c.yaml"], "sam3", "method 'classical'"),
+])
+def test_an_option_no_selected_method_reads_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys, option,
+                                                                              methods, readers):
+    """An option for another method is refused, not ignored (docs/conventions.md): ``--methods
+    classical,detecture-text --head ckpt`` would score no head while the user believes theirs was."""
+    from detecture.cli import main
+
+    monkeypatch.setattr("detecture.benchmark.methods.build_method", lambda *a: pytest.fail("a method was built"))
+    root = make_unified(tmp_path / "set", 1)
+    out = tmp_path / "out"
+    assert main(["bench", "--datasets", str(root), "--methods", methods, "--out", str(out), *option]) == 2
+    named = option[0] if option[0] != "--model" else f"--model {option[1].partition('=')[0]}"
+    listed = ", ".join(f"'{m}'" for m in methods.split(","))
+    assert capsys.readouterr().err == f"error: {named} applies to {readers} only, not to {listed}\n"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option, methods", [
+    (["--tiny"], "classical,sam3"),
+    (["--head", "ckpt"], "classical,detecture"),
+    (["--device", "cpu"], "classical,texturesam"),
+    (["--prompt", "bark"], "classical,grounding-sam3"),
+    (["--trust-remote-code"], "classical,sa2va"),
+    (["--qwen", "my/qwen"], "classical,detecture-text"),
+    (["--sam3", "my/sam3"], "classical,grounding-sam3"),
+    (["--model", "texturesam=my/sam2"], "classical,texturesam"),
+    (["--classical-config", "c.yaml"], "classical,sam3"),
+])
+def test_an_option_one_selected_method_reads_is_accepted(monkeypatch, option, methods):
+    """One reader among the selected methods is enough: the others need not read it."""
+    from detecture.benchmark import suite
+    from detecture.cli import main
+
+    configs = []
+    monkeypatch.setattr(suite, "run", lambda config: configs.append(config))
+    monkeypatch.setattr("detecture.classical.load_params", lambda path: None)
+    assert main(["bench", "--methods", methods, "--out", "unused", *option]) == 0
+    assert len(configs) == 1
 
 
 def _bench_models(argv: list[str], monkeypatch) -> dict[str, str]:

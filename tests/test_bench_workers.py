@@ -129,6 +129,6 @@ def test_workers_are_refused_with_one_line_before_anything_runs(tmp_path, capsys
 
 def test_the_command_line_refuses_workers_for_exactly_the_methods_that_cannot_use_them():
     from detecture.benchmark.methods import WORKER_METHODS
-    from detecture.commands.bench import METHOD_OPTIONS
+    from detecture.benchmark.model_keys import option_readers
 
-    assert (METHOD_OPTIONS["workers"],) == WORKER_METHODS
+    assert tuple(option_readers("workers")) == WORKER_METHODS

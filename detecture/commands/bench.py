@@ -35,10 +35,10 @@ examples:
       (scored by the paper's evaluator, for comparison with its table)
 """
 
-# The options that serve one method only: refused when --methods does not name it (--workers: the one method of
-# benchmark.methods.WORKER_METHODS, kept out of this module's imports for a fast --help). A --model key no selected
-# method reads is only warned about: benchmark.methods.check_model_keys.
-METHOD_OPTIONS = {"classical_config": "classical", "workers": "classical"}
+# bench's options that serve some methods only (those of benchmark.model_keys.READS) are refused when no method of
+# --methods reads them: the --workers of benchmark.methods.WORKER_METHODS, --head of 'detecture', --prompt of the
+# prompted methods, --qwen of the Qwen ones, and so on. A --model key none reads is refused by
+# benchmark.methods.check_model_keys.
 
 
 def _methods_reading(key: str) -> str:
@@ -130,6 +130,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..benchmark.methods.base import MethodOptions
+    from ..benchmark.model_keys import method_options
     from ..benchmark.methods.predictions import DEFAULT_PATTERN, PredictionsMethod
     from ..benchmark.regimes import parse_regime
     from ..benchmark.suite import ShareOutcome, run as run_bench
@@ -143,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
     kinds = args.methods + ([PredictionsMethod.kind] if args.predictions else [])  # those of the run's methods
-    refuse_unserved(args, METHOD_OPTIONS, "method", kinds)
+    refuse_unserved(args, method_options(), "method", kinds)
     models = models_of(args)
     if args.tiny:
         refuse_with_tiny(ignored_by_tiny(args, models))

@@ -22,17 +22,19 @@ def option_name(dest: str) -> str:
     return f"--{dest.replace('_', '-')}"
 
 
-def refuse_unserved(args: argparse.Namespace, served_by: Mapping[str, str], kind: str,
+def refuse_unserved(args: argparse.Namespace, served_by: Mapping[str, str | Sequence[str]], kind: str,
                     chosen: str | Collection[str]) -> None:
     """Raise :class:`~detecture.errors.NotServed` for the options of ``served_by`` (an argument's dest -> the
-    ``kind`` of mode it serves) given (:func:`is_given`) while ``chosen`` (the run's mode, or its modes where it has
-    several, as bench's methods) does not include their mode; those of the first such mode are named, by their option
-    string."""
+    ``kind`` of mode it serves, or the modes where several read it, as bench's ``--prompt``) given
+    (:func:`is_given`) while ``chosen`` (the run's mode, or its modes where it has several, as bench's methods)
+    includes none of their modes; those of the first such mode (or modes) are named, by their option string."""
     modes = [chosen] if isinstance(chosen, str) else list(chosen)
-    unserved = {dest: mode for dest, mode in served_by.items() if mode not in modes and is_given(args, dest)}
+    owners = {dest: (served,) if isinstance(served, str) else tuple(served) for dest, served in served_by.items()}
+    unserved = {dest: owner for dest, owner in owners.items()
+                if not any(mode in modes for mode in owner) and is_given(args, dest)}
     if unserved:
         owner = next(iter(unserved.values()))
-        options = [option_name(dest) for dest, mode in unserved.items() if mode == owner]
+        options = [option_name(dest) for dest, served in unserved.items() if served == owner]
         raise NotServed(options, kind, owner, modes)
 
 

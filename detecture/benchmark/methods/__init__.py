@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import importlib
-import logging
 
-from ...errors import InputError
+from ...errors import InputError, NotServed
 from ..model_keys import MODEL_KEYS, readers
 from .base import Method, MethodOptions, MethodOutput
-
-log = logging.getLogger(__name__)
 
 # name → (module, class). Modules are imported lazily so ``detecture bench --help`` never pulls in torch.
 REGISTRY: dict[str, tuple[str, str]] = {
@@ -41,7 +38,8 @@ WORKER_METHODS: tuple[str, ...] = ("classical",)
 def check_model_keys(models: dict[str, str], methods: list[str]) -> None:
     """Refuse a ``--model`` key no method reads, before any model loads: a misspelt key (``grounding_dino``) would
     otherwise be ignored and the method would load its default model. A known key that none of ``methods`` reads is
-    only warned about (a command line kept for other methods)."""
+    refused too (:class:`~detecture.errors.NotServed`, as bench refuses every option no selected method reads): the
+    user would believe that model was scored."""
     known = sorted({key for keys in MODEL_KEYS.values() for key in keys})
     unknown = [key for key in models if key not in known]
     if unknown:
@@ -49,8 +47,7 @@ def check_model_keys(models: dict[str, str], methods: list[str]) -> None:
     read = {key for name in methods for key in MODEL_KEYS.get(name, ())}
     for key in models:
         if key not in read:
-            log.warning("%s: no selected method reads it (it is read by %s)", model_option(key),
-                        ", ".join(readers(key)))
+            raise NotServed([model_option(key)], "method", readers(key), methods)
 
 
 def build_method(name: str, options: MethodOptions) -> Method:
