@@ -308,7 +308,10 @@ TABLE_WIDTH = 120  # characters of a summary line; a description is cut to what 
 def print_table(rows: list[dict]) -> None:
     """The summary of a run, one line per region: the image, its output name (``brick_2`` for
     ``brick_2.detecture.png`` / ``.json``, so that two images of one name are told apart), K, area and description.
-    Text too long for its column ends in an ellipsis, so a cut is never read as the whole."""
+    Text too long for its column ends in an ellipsis, so a cut is never read as the whole. No rows print nothing
+    (every image failed or was already done): a header over an empty table reads as a lost result."""
+    if not rows:
+        return
     names = [(row["image"], _output_name(row["json"])) for row in rows]
     image_width = min(max([len("image"), *(len(image) for image, _ in names)]), 28)
     output_width = min(max([len("output"), *(len(output) for _, output in names)]), 28)

@@ -272,6 +272,14 @@ def test_summary_table_names_each_rows_outputs(tmp_path, capsys):
     assert {p.name for p in out.glob("*.json")} == {"brick.detecture.json", "brick_2.detecture.json"}
 
 
+def test_summary_table_of_no_rows_prints_no_header(capsys):
+    """A run whose every image failed or was already done prints only its closing line, no empty table."""
+    from detecture.output import print_table
+
+    print_table([])
+    assert capsys.readouterr().out == ""
+
+
 def test_summary_table_marks_cut_text(tmp_path, capsys):
     """Text cut to its column ends in an ellipsis (a cut is never read as the whole), within 120 columns."""
     from detecture.output import print_table
