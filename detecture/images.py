@@ -269,7 +269,10 @@ def input_fault(exc: BaseException, what: str) -> str:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it."""
+    """Open ``path`` as an upright 8-bit RGB image, or raise :class:`InputError` saying what is wrong with it.
+
+    An animated GIF (or any multi-frame file) is read at its first frame, as Pillow opens it: a texture segmentation
+    is of one picture, and the first is the one a viewer shows before it plays."""
     return load_image_and_frame(path)[0]
 
 

@@ -292,3 +292,21 @@ def test_summary_table_marks_cut_text(tmp_path, capsys):
     _, cut, whole = capsys.readouterr().out.splitlines()
     assert cut.startswith("x" * 27 + "…  short ") and cut.endswith(" very…") and len(cut) <= 120
     assert whole.endswith("  bark") and "…" not in whole
+
+
+def test_a_gif_in_a_folder_is_segmented_as_a_named_one(tmp_path, capsys):
+    """A folder scan takes what a named file reads: an animated GIF, at its first frame, in both cases."""
+    from detecture.demo.examples import mosaic_two
+    from detecture.images import load_image
+
+    folder = tmp_path / "gifs"
+    folder.mkdir()
+    first = Image.fromarray(mosaic_two(64)[0]).quantize(256)
+    first.save(folder / "anim.gif", save_all=True, append_images=[Image.new("P", first.size, 0)])
+    assert np.array_equal(np.asarray(load_image(folder / "anim.gif")), np.asarray(first.convert("RGB")))
+    classical = ["--method", "classical", "--k", "2", "--workers", "1"]
+    assert main(["segment", str(folder / "anim.gif"), *classical, "--out", str(tmp_path / "named")]) == 0
+    assert main(["segment", str(folder), *classical, "--out", str(tmp_path / "scanned")]) == 0
+    assert "1 image(s) segmented, 0 failed" in capsys.readouterr().out
+    named, scanned = (json.loads((tmp_path / out / "anim.detecture.json").read_text()) for out in ("named", "scanned"))
+    assert [r["rle"] for r in named["regions"]] == [r["rle"] for r in scanned["regions"]]

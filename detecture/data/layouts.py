@@ -13,7 +13,10 @@ from pathlib import Path
 from ..errors import DatasetError
 from .metadata import METADATA_FILE, SampleRecord, TextureEntry, load_metadata, resolve_within
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+# The suffixes of image files taken from a folder or pattern, by `segment`, dataset layouts and the miner alike: the
+# formats every input path reads (detecture.images.load_image). A GIF is read as Pillow opens it, at its first frame,
+# whether named on the command line or found in a folder.
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".tif", ".tiff", ".webp")
 RWTD_MASK_SUFFIXES = ("_mask_a.png", "_mask_b.png")
 
 
