@@ -87,6 +87,18 @@ def test_position_from_extent_and_centroid(mask, position):
     assert measure_regions(image, labels)[0].position == position
 
 
+@pytest.mark.parametrize(("mask", "position"), [
+    ((YY < N / 8) | (YY >= 7 * N / 8), "top and bottom bands"),  # a letterboxed photo's bars: one region
+    ((XX < N / 8) | (XX >= 7 * N / 8), "left and right bands"),  # a pillarboxed one's
+    ((YY < N / 8) | (XX < N / 8), ""),  # along two edges: no third holds most of it, and it is no pair of bands
+])
+def test_a_region_in_pieces_is_not_placed_in_the_gap_between_them(mask, position):
+    labels = np.where(mask, 1, 2).astype(np.int32)
+    bars = measure_regions(grating(XX, 6), labels)[0]
+    assert bars.position == position
+    assert bars.sentence().endswith(f"contrast, in the {position}" if position else "high contrast")
+
+
 def test_whole_image_and_sentence_shape():
     text = describe_regions(grating(XX, 6), WHOLE)
     assert text == ["Texture of grey medium grain, vertical streaks, high contrast, across the whole image"]

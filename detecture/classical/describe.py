@@ -9,7 +9,9 @@ Each region 1..K of a label map is described in the ``Texture of <...>, <feature
 - orientation: the doubled-angle resultant of the Gabor energies over orientations (0 for isotropic texture, near 1
   for a grating); strong enough, its angle names the stripes, which run perpendicular to the frequency vector;
 - contrast: the RMS of the CIE L* lightness inside the region;
-- position: the region's extent and centroid ("left half", "top band", "centre", "whole image", ...).
+- position: the region's extent and centroid ("left half", "top band", "centre", "whole image", ...), kept where that
+  place holds most of the region; a region in two bands at opposite edges is named by them ("top and bottom bands"),
+  and one with no such place gets no position (a phrase placing it in the gap between its pieces would be false).
 
 The spectrum of each region is taken from its own bounding box with the pixels outside the region set to the
 region's mean and a Hann taper applied, so neighbouring regions and the boundary between them add no energy.
@@ -66,6 +68,13 @@ COARSE_CYCLES = 12.0  # wavelength > 1/12 of the long side: coarse
 MIN_ANISOTROPY = 0.35  # doubled-angle resultant above which a direction dominates
 FLAT_L_STD = 1.5  # L* RMS below which a region shows no pattern at all
 CONTRAST_LEVELS = ((8.0, "low"), (20.0, "medium"))  # L* RMS thresholds; above the last: high
+# A position phrase is kept only where its place holds at least this share of the region: from the extent and
+# centroid alone, a region in separate pieces (a letterboxed photo's top and bottom bars) would be named by the empty
+# gap between them ("centre").
+PLACE_SHARE = 0.5
+# The most of a region the middle third may hold for its pieces at both ends to be named "top and bottom bands".
+GAP_SHARE = 0.1
+THIRDS = ((0.0, 1 / 3), (1 / 3, 2 / 3), (2 / 3, 1.0))
 EMPTY_REGION = "Empty region"  # the description of a region that wins no pixel (its number is its place)
 
 
@@ -77,14 +86,14 @@ class RegionProperties:
     scale: str  # "fine" / "medium" / "coarse", or "uniform" when there is no pattern
     orientation: str  # "vertical streaks", "horizontal stripes", "diagonal stripes ...", "no dominant direction"
     contrast: str  # "low" / "medium" / "high"
-    position: str  # "left half", "top band", "centre", "whole image", ...
+    position: str  # "left half", "top band", "centre", "whole image", "top and bottom bands", ...; "" for none
     area_fraction: float
 
     def sentence(self) -> str:
-        where = "across the whole image" if self.position == "whole image" else f"in the {self.position}"
+        where = {"whole image": ", across the whole image", "": ""}.get(self.position, f", in the {self.position}")
         if self.scale == "uniform":
-            return f"Texture of uniform {self.colour}, no visible pattern, {where}"
-        return (f"Texture of {self.colour} {self.scale} grain, {self.orientation}, {self.contrast} contrast, {where}")
+            return f"Texture of uniform {self.colour}, no visible pattern{where}"
+        return f"Texture of {self.colour} {self.scale} grain, {self.orientation}, {self.contrast} contrast{where}"
 
 
 def describe_regions(image: np.ndarray, label_map: np.ndarray, count: int = 0) -> list[str]:
@@ -232,7 +241,10 @@ def contrast_name(l_std: float) -> str:
 
 
 def position_name(mask: np.ndarray) -> str:
-    """Where a region lies, from its extent (bounding box, area) and centroid, in the image's own thirds."""
+    """Where a region lies, in the image's own thirds, or "" when no one place says it (the sentence then makes no
+    claim). The place is chosen from the region's extent (bounding box, area) and centroid; it is named only if it
+    holds most of the region (:data:`PLACE_SHARE`), so a region in pieces is never placed in the gap between them,
+    and such a region is named by its pieces where they are two bands along opposite edges."""
     h, w = mask.shape
     area = float(mask.mean())
     if area >= 0.9:
@@ -241,20 +253,47 @@ def position_name(mask: np.ndarray) -> str:
     top, bottom = rows[0] / h, (rows[-1] + 1) / h
     left, right = cols[0] / w, (cols[-1] + 1) / w
     yy, xx = np.nonzero(mask)
-    cy, cx = (yy.mean() + 0.5) / h, (xx.mean() + 0.5) / w
+    ys, xs = (yy + 0.5) / h, (xx + 0.5) / w
+    cy, cx = ys.mean(), xs.mean()
+    full = (0.0, 1.0)
     if right - left >= 0.9 and bottom - top < 0.9:  # spans the width: a half or a band
-        return _half_or_band(top, bottom, area, ("top", "middle", "bottom"), cy)
-    if bottom - top >= 0.9 and right - left < 0.9:  # spans the height
-        return _half_or_band(left, right, area, ("left", "middle", "right"), cx)
-    row = ("top", "middle", "bottom")[min(int(cy * 3), 2)]
-    col = ("left", "centre", "right")[min(int(cx * 3), 2)]
-    if row == "middle" and col == "centre":
-        return "centre"
-    return f"{row}-{col} corner" if row != "middle" and col != "centre" else f"{row} {col}"
+        name, span = _half_or_band(top, bottom, area, ("top", "middle", "bottom"), cy)
+        place = (span, full)
+    elif bottom - top >= 0.9 and right - left < 0.9:  # spans the height
+        name, span = _half_or_band(left, right, area, ("left", "middle", "right"), cx)
+        place = (full, span)
+    else:
+        row, col = min(int(cy * 3), 2), min(int(cx * 3), 2)
+        place = (THIRDS[row], THIRDS[col])
+        row_name, col_name = ("top", "middle", "bottom")[row], ("left", "centre", "right")[col]
+        if row == 1 and col == 1:
+            name = "centre"
+        else:
+            name = f"{row_name}-{col_name} corner" if row != 1 and col != 1 else f"{row_name} {col_name}"
+    (y0, y1), (x0, x1) = place
+    if np.mean((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)) >= PLACE_SHARE:
+        return name
+    if _bands_at_both_ends(mask, ys):
+        return "top and bottom bands"
+    if _bands_at_both_ends(mask.T, xs):
+        return "left and right bands"
+    return ""
 
 
-def _half_or_band(start: float, end: float, area: float, names: tuple[str, str, str], centre: float) -> str:
-    """A region spanning the image one way: a "half" if it fills about half from one edge, else a band."""
+def _bands_at_both_ends(mask: np.ndarray, ys: np.ndarray) -> bool:
+    """Whether ``mask`` is two bands across its width, one in its top third and one in its bottom third, with
+    (nearly) nothing between them; ``ys`` are its pixels' relative row positions."""
+    h, w = mask.shape
+    ends = (mask[: max(h // 3, 1)], mask[h - max(h // 3, 1):])
+    spans = all(np.count_nonzero(end.any(axis=0)) >= 0.9 * w for end in ends)
+    return spans and np.mean((ys >= 1 / 3) & (ys < 2 / 3)) <= GAP_SHARE
+
+
+def _half_or_band(start: float, end: float, area: float, names: tuple[str, str, str],
+                  centre: float) -> tuple[str, tuple[float, float]]:
+    """A region spanning the image one way: a "half" if it fills about half from one edge, else a band; with the
+    span across the other way (as fractions) that the name claims."""
     if 0.35 <= area <= 0.65 and (start <= 0.05) != (end >= 0.95):
-        return f"{names[0] if start <= 0.05 else names[2]} half"
-    return f"{names[min(int(centre * 3), 2)]} band"
+        return (f"{names[0]} half", (0.0, 0.5)) if start <= 0.05 else (f"{names[2]} half", (0.5, 1.0))
+    third = min(int(centre * 3), 2)
+    return f"{names[third]} band", THIRDS[third]
