@@ -6,6 +6,7 @@ The response format is the interface between the language model and the Bridge: 
 
 from __future__ import annotations
 
+import numbers
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -58,6 +59,11 @@ class RegimeKind(StrEnum):
     QUERY = "query"  # the one region matching a phrase
 
 
+def is_k(count: object) -> bool:
+    """Whether ``count`` is a K a model can be told: a whole number (not a bool) from 1 to :data:`MAX_TEXTURES`."""
+    return isinstance(count, numbers.Integral) and not isinstance(count, bool) and 1 <= count <= MAX_TEXTURES
+
+
 @dataclass(frozen=True)
 class Regime:
     """How many regions the model is asked for: autonomous (1..6), oracle (exactly N), or a user query (1)."""
@@ -72,9 +78,10 @@ class Regime:
 
     @staticmethod
     def oracle(count: int) -> "Regime":
-        if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_TEXTURES:
+        """Exactly ``count`` regions, as code asks for them; a user's K goes through :meth:`from_k`."""
+        if not is_k(count):
             raise InputError(f"K must be an integer from 1 to {MAX_TEXTURES}, got {count!r}")
-        return Regime(RegimeKind.ORACLE, count=count)
+        return Regime(RegimeKind.ORACLE, count=int(count))
 
     @staticmethod
     def query(text: str) -> "Regime":
@@ -90,15 +97,22 @@ class Regime:
         return Regime(RegimeKind.QUERY, text=" ".join(text.split()))
 
     @staticmethod
-    def parse(value: str) -> "Regime":
-        """``auto`` or an integer 1..6, as given on the command line."""
-        if value.strip().lower() in ("auto", "autonomous"):
+    def from_k(value: int | str | None, name: str = "k") -> "Regime":
+        """The regime a user's K asks for: ``None`` or ``'auto'`` for 1 to 6, else exactly that many, given as an
+        integer or as its digits (the command line, the demo's dropdown and a JSON request all hold text). A bool or
+        a float is refused, not read as 1 or truncated. ``name`` is what the user set K by, for the refusal: the
+        field ``k`` of the API and the service, ``--k`` on the command line."""
+        if value is None or isinstance(value, str) and value.strip().lower() in ("auto", "autonomous"):
             return Regime.autonomous()
-        try:
-            count = int(value)
-        except ValueError:
-            raise InputError(f"--k must be 'auto' or an integer from 1 to {MAX_TEXTURES}, got {value!r}") from None
-        return Regime.oracle(count)
+        count: object = value
+        if isinstance(value, str):
+            try:
+                count = int(value)
+            except ValueError:
+                count = None
+        if not is_k(count):
+            raise InputError(f"{name} must be 'auto' or an integer from 1 to {MAX_TEXTURES}, got {value!r}")
+        return Regime(RegimeKind.ORACLE, count=int(count))
 
     @property
     def exact_k(self) -> int | None:

@@ -130,9 +130,7 @@ class SegmentRequest:
             if self.k not in (None, "auto"):
                 raise InputError("give either k or query, not both")
             return Regime.query(self.query)
-        if self.k is None:
-            return Regime.autonomous()
-        return Regime.parse(str(self.k))
+        return Regime.from_k(self.k)
 
     def load_options(self) -> dict[str, Any]:
         """Keyword arguments for :meth:`DetecturePipeline.from_pretrained` (defaults filled in here, once; reads the

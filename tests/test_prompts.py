@@ -24,11 +24,18 @@ def test_k_outside_range_is_rejected(k):
         Regime.oracle(k)
 
 
-def test_regime_parsing_from_cli_strings():
-    assert Regime.parse("auto").kind == "autonomous"
-    assert Regime.parse("3") == Regime.oracle(3)
-    with pytest.raises(InputError):
-        Regime.parse("many")
+def test_regime_from_a_users_k():
+    assert Regime.from_k("auto").kind == Regime.from_k(None).kind == "autonomous"
+    assert Regime.from_k("3") == Regime.from_k(3) == Regime.oracle(3)
+
+
+@pytest.mark.parametrize("k", ["many", "2.0", 2.0, True, 0, "7"])
+def test_a_users_k_is_refused_by_the_name_it_was_given_by(k):
+    """The API's field is ``k`` and the command line's option ``--k``: each refusal names the one the user typed."""
+    with pytest.raises(InputError, match=r"^k must be 'auto' or an integer from 1 to 6, got "):
+        Regime.from_k(k)
+    with pytest.raises(InputError, match=r"^--k must be 'auto' or an integer from 1 to 6, got "):
+        Regime.from_k(k, "--k")
 
 
 def test_empty_query_is_rejected():

@@ -115,11 +115,23 @@ def test_a_folder_or_glob_skips_the_outputs_of_an_earlier_run(tmp_path, capsys):
     (["--show-contract"], "--show-contract applies to method 'detecture' only"),
     (["--max-new-tokens", "5", "--tiny"], "--max-new-tokens, --tiny apply to method 'detecture' only"),
     (["--grounding", "text"], "--grounding applies to method 'detecture' only"),
+    (["--k", "0"], "--k must be 'auto' or an integer from 1 to 6, got '0'"),
+    (["--k", "2.0"], "--k must be 'auto' or an integer from 1 to 6, got '2.0'"),
 ])
 def test_bad_options_for_classical(photo_dir, tmp_path, capsys, args, message):
     code = main(["segment", str(photo_dir / "disc.png"), "--method", "classical", "--out", str(tmp_path), *args])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.startswith("error:")
+
+
+@pytest.mark.parametrize("k", [2.0, True, 0, "many"])
+def test_api_refuses_a_k_by_its_field_name(photo_dir, k):
+    """The API's K is the field ``k``, not the command line's ``--k``; a bool or float is no K."""
+    import detecture
+    from detecture.errors import InputError
+
+    with pytest.raises(InputError, match=rf"^k must be 'auto' or an integer from 1 to 6, got {k!r}$"):
+        detecture.segment(photo_dir / "disc.png", k=k)
 
 
 def test_glob_matching_nothing_and_folder_without_images(tmp_path, capsys):

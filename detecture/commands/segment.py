@@ -182,10 +182,14 @@ def method_options(args: argparse.Namespace) -> dict[str, str]:
 def build_request(args: argparse.Namespace) -> "SegmentRequest":
     """The service request the options describe, every option as given; one not given (``None``) is left to the
     service, which fills in the defaults and refuses what cannot run. The options that serve the other method, and
-    with --tiny those of the real backbones (:data:`~detecture.service.TINY_IGNORES`), are refused first, by name."""
+    with --tiny those of the real backbones (:data:`~detecture.service.TINY_IGNORES`), are refused first, by name,
+    as is a --k that is no K."""
     from ..service import TINY_IGNORES, SegmentRequest
 
+    from ..prompts import Regime
+
     refuse_unserved(args, method_options(args), "method", args.method)
+    Regime.from_k(args.k, "--k")  # the service would refuse it too, but by its field name
     if args.tiny:
         refuse_with_tiny(given_options(args, TINY_IGNORES))
     given = dict(k=args.k, query=args.query, grounding=args.grounding, classical_params=args.classical_config,
