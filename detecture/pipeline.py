@@ -10,9 +10,9 @@ Two grounding modes share everything but the prompt fed to SAM3:
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +52,26 @@ def warn_other_quantization(config: HeadConfig, quantization: str | None, head: 
                        "slightly%s", head, trained, now, hint)
 
 
+def apply_contract(qwen: QwenVL, sam3: Sam3Backbone, contract: InferenceContract) -> None:
+    """Put both backbones under a head's contract: the one place a contract changes them, used when a training run's
+    parts are built (on every rank, before any step or feature caching) and by every pipeline. Each backbone's part
+    is idempotent, so a pipeline built on backbones a run already put under the contract changes nothing."""
+    qwen.apply_contract(contract)
+    sam3.apply_contract(contract)
+
+
+@contextmanager
+def _eval_mode(module: torch.nn.Module) -> Iterator[None]:
+    """``module`` in eval mode for the body (no Bridge dropout at inference), then back in the mode it was in: a
+    pipeline built on the head a run is training must not leave it in eval mode."""
+    training = module.training
+    module.eval()
+    try:
+        yield
+    finally:
+        module.train(training)
+
+
 def _attach_head(qwen: QwenVL, head: DetectureHead, path: str | Path) -> None:
     """Check the head fits this Qwen, put Qwen under the head's contract and apply the LoRA + ``<|seg|>`` adapter
     trained with it, if any."""
@@ -87,11 +107,9 @@ class DetecturePipeline:
         if head is not None:
             head.check_sam3_widths(sam3)
         self.contract = head.config.effective_contract if head is not None else InferenceContract()
-        qwen.apply_contract(self.contract)
-        if self.contract.sam3_vit_eps is not None:
-            sam3.set_vit_layer_norm_eps(self.contract.sam3_vit_eps)
+        apply_contract(qwen, sam3, self.contract)
         if head is not None:
-            head.eval().to(sam3.device)
+            head.to(sam3.device)
 
     @classmethod
     def from_pretrained(
@@ -118,6 +136,7 @@ class DetecturePipeline:
         if head_module is not None:
             warn_other_quantization(head_module.config, quantization, head)
             _attach_head(qwen_vl, head_module, head)
+            head_module.eval()  # loaded for inference, like any from_pretrained model
         # under a bf16-autocast contract SAM3 keeps fp32 weights, as the head was trained with
         sam = Sam3Backbone.from_pretrained(sam3, device=device, dtype=torch.float32 if autocast else dtype,
                                            trust_remote_code=trust_remote_code)
@@ -138,6 +157,8 @@ class DetecturePipeline:
         elif with_head:
             torch.manual_seed(seed)
             head_module = DetectureHead(HeadConfig.for_backbones(qwen, sam))
+        if head_module is not None:
+            head_module.eval()  # built for inference, as from_pretrained's
         return cls(qwen, sam, head_module, max_new_tokens=max_new_tokens)
 
     # -- stages -------------------------------------------------------------------------------------------------
@@ -229,11 +250,12 @@ class DetecturePipeline:
         return [repaired.get(b, r) for b, r in enumerate(responses)]
 
     def _bridge_logits(self, states: list[torch.Tensor], vision) -> list[torch.Tensor]:
-        with self.timer.stage("sam3"), self._precision():
-            prompts, live = self.head.slot_prompts(states, self.sam3.model.text_projection)
-            pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, live.nonzero()[:, 0])
-        with self.timer.stage("head"), self._precision():
-            logits = self.head.mask_head(prompts, pixels).float()
+        with _eval_mode(self.head):
+            with self.timer.stage("sam3"), self._precision():
+                prompts, live = self.head.slot_prompts(states, self.sam3.model.text_projection)
+                pixels = self.sam3.pixel_embeddings(vision, prompts[:, None, :], None, live.nonzero()[:, 0])
+            with self.timer.stage("head"), self._precision():
+                logits = self.head.mask_head(prompts, pixels).float()
         per_image, start = [], 0
         for b in range(len(states)):
             k = int(live[b].sum())

@@ -183,6 +183,17 @@ def test_oracle_k_policy(backbones, texture_photos):
     assert uncapped[0].meta["contract"]["oracle_k"] == "none"
 
 
+def test_a_pipeline_runs_a_training_head_without_dropout_and_leaves_it_training(backbones, texture_photos):
+    """Live validation builds a pipeline on the head a run trains (a new head is in training mode, Bridge dropout
+    0.4): building it and segmenting leave the head training, while segmenting runs it in eval mode (runs agree)."""
+    pipe = _pipeline(backbones, InferenceContract())
+    assert pipe.head.training
+    image, forced = texture_photos["brick"][:64, :64], [format_response(LINES[:2])]
+    first, second = (pipe.segment([image], Regime.oracle(2), forced_responses=forced)[0] for _ in range(2))
+    assert all(module.training for module in pipe.head.modules())
+    np.testing.assert_array_equal(first.region_logits, second.region_logits)
+
+
 def test_fallback_grounds_texture_lines_only_for_images_without_seg(backbones, texture_photos):
     pipe = _pipeline(backbones, InferenceContract(fallback="texture_lines"))
     images = [texture_photos["brick"][:64, :64], texture_photos["gravel"][:64, :64]]

@@ -57,6 +57,22 @@ def test_training_starts_from_the_converted_weights_under_their_contract(head_di
         Trainer.from_config(load_config(None, FAST), data, tmp_path / "run").run(ResumeOptions(True, None, None))
 
 
+def test_sam3_runs_at_the_contracts_epsilon_from_the_first_step_and_validation_keeps_it(head_dir, tmp_path):
+    """The --init head's ViT epsilon (Meta's 1e-5; the tiny SAM3 loads with 1e-6) is applied when the run is built,
+    which every rank does: each SAM3 forward runs at it, training's first as those after a validation, whose
+    pipeline changes nothing and leaves the head training."""
+    data = write_mosaics(tmp_path / "data", n=2, size=64)
+    cfg = load_config(None, {**FAST, "optim.stage1_epochs": 1, "optim.batch_size": 1, "train.emission_every_steps": 1,
+                             "train.emission_check_samples": 1, "train.max_new_tokens": 2})
+    trainer = Trainer.from_config(cfg, data, tmp_path / "run", val_data=data, init=head_dir[0])
+    norm = next(m for m in trainer.sam.model.vision_encoder.backbone.modules() if isinstance(m, torch.nn.LayerNorm))
+    seen = []  # (eps, head training) at every ViT forward: training's steps, then each validation
+    norm.register_forward_pre_hook(lambda module, args: seen.append((module.eps, trainer.head.training)))
+    trainer.run()
+    assert [training for _, training in seen] == [True, False, False, True, False, False]
+    assert {eps for eps, _ in seen} == {1e-5}
+
+
 def test_a_head_fine_tuned_from_init_records_the_backbones_of_this_run(head_dir, tmp_path):
     """A head fine-tuned from --init is fitted to this run's backbones: it records their names (the Qwen inference
     loads when none is named) and the Qwen's quantization (full precision here), not those of the init head."""

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, Sam3Model
 
+from ..bridge.contract import InferenceContract
 from ..images import as_rgb_array
 from . import DEFAULT_SAM3, TINY_NAME
 from .loading import default_device, default_dtype, load_from_hub, recorded_name
@@ -100,6 +101,12 @@ class Sam3Backbone:
             batch.append(arr[0])
         pixels = (torch.stack(batch).clamp(0, 255) / 255.0 - 0.5) / 0.5
         return pixels.to(self.device, self.dtype)
+
+    def apply_contract(self, contract: InferenceContract) -> None:
+        """Run under a head's contract: its ViT LayerNorm epsilon, when it names one. Idempotent, since training
+        applies it once when a run is built and every pipeline built on the same SAM3 applies it again."""
+        if contract.sam3_vit_eps is not None:
+            self.set_vit_layer_norm_eps(contract.sam3_vit_eps)
 
     def set_vit_layer_norm_eps(self, eps: float) -> None:
         """Run the ViT's LayerNorms with ``eps``: Meta's ``sam3`` uses 1e-5, ``transformers``' config defaults to

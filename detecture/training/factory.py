@@ -21,6 +21,7 @@ from ..backbones.qwen import QwenVL
 from ..backbones.sam3 import Sam3Backbone
 from ..bridge.head import DetectureHead, HeadConfig, head_digest
 from ..errors import DetectureError
+from ..pipeline import apply_contract
 from .config import Config
 from .dataset import EpochSampler, TextureDataset, collate_items
 from .feature_cache import FeatureCache
@@ -132,7 +133,9 @@ def build_parts(cfg: Config, data: Path, out: Path, val_data: Path | None = None
                 backbones: tuple[QwenVL, Sam3Backbone] | None = None, init: Path | None = None) -> TrainingParts:
     """Build a run. ``backbones`` replaces loading from ``cfg.model`` (e.g. random full-size architectures in
     benchmarks). ``init`` is a head folder (``detecture train`` output or ``detecture convert``): training starts
-    from its head and adapter and runs under its inference contract (prompts, positions, Qwen image, logit scale)."""
+    from its head and adapter and runs under its inference contract, applied to the backbones here by
+    :func:`~detecture.pipeline.apply_contract` (prompts, Qwen image, embedding shrink, SAM3's ViT epsilon), so every
+    rank trains, caches features and validates under it from the first step on."""
     from accelerate.utils import DistributedType, set_seed
 
     acc = build_accelerator(cfg, Path(out))
@@ -150,7 +153,7 @@ def build_parts(cfg: Config, data: Path, out: Path, val_data: Path | None = None
         init_head.fit_to(qwen, sam, init)  # its widths checked; records this run's backbones, not the init's
         init_head.config.contract = init_head.config.effective_contract  # the run writes what it trained under
     head = init_head or DetectureHead(HeadConfig.for_backbones(qwen, sam, **cfg.model.head))
-    qwen.apply_contract(head.config.effective_contract)
+    apply_contract(qwen, sam, head.config.effective_contract)  # every rank, before any step or feature caching
     apply_lora(qwen, cfg.lora, quantized=cfg.model.quantization is not None,
                gradient_checkpointing=cfg.model.gradient_checkpointing)
     adapter = DetectureHead.adapter_path(init) if init is not None else None

@@ -38,7 +38,7 @@ COMPLETE = "complete.json"
 
 # Raised whenever the code changes what a cached view holds (how its text or pixels are made) or what its key holds,
 # so that a cache an older version built, in a shared cache.dir say, is rebuilt rather than read.
-CACHE_FORMAT = 3
+CACHE_FORMAT = 4
 
 
 def fingerprint(cfg: Config, dataset: TextureDataset, run_contract: dict | None = None) -> str:
