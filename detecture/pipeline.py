@@ -24,7 +24,7 @@ from .backbones.sam3 import DEFAULT_SAM3, Sam3Backbone
 from .bridge.contract import InferenceContract
 from .bridge.head import DetectureHead, HeadConfig, default_qwen
 from .errors import CheckpointError, InputError
-from .images import as_rgb_array, resize_linear
+from .images import as_rgb_array
 from .prompts import MAX_TEXTURES, SEG_TOKEN, Regime, RegimeKind, format_response, parse_response, user_prompt
 from .reencode import crop_cache, encode_prefix, seg_states, suffix_hidden_states
 from .result import SegmentationResult
@@ -169,13 +169,6 @@ class DetecturePipeline:
             return torch.autocast(device_type=self.sam3.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def _model_images(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """The images both models are fed under the contract: one shared square INTER_LINEAR image (published), or
-        the arrays as they are (each model resizes its own)."""
-        if self.contract.image_resize == "shared_linear":
-            return [resize_linear(arr, self.sam3.image_size) for arr in arrays]
-        return arrays
-
     def _language_inputs(self, images: list[np.ndarray], regime: Regime, forced: Sequence[str] | None,
                          grounding: str):
         """Qwen inputs with the response as suffix: generated greedily, or the forced text when given."""
@@ -289,7 +282,7 @@ class DetecturePipeline:
         tokens from the decoupled re-encode pass, under this pipeline's contract (positions, image, K policy)."""
         if len(responses) != len(images):
             raise InputError(f"{len(responses)} responses for {len(images)} images")
-        arrays = self._model_images([as_rgb_array(im) for im in images])
+        arrays = self.contract.model_images([as_rgb_array(im) for im in images], self.sam3.image_size)
         inputs, cache = self._language_inputs(arrays, regime, list(responses), "bridge")
         return self._seg_states(inputs, cache, regime)
 
@@ -318,7 +311,7 @@ class DetecturePipeline:
             return []
         originals = [as_rgb_array(im) for im in images]
         sizes = [arr.shape[:2] for arr in originals]
-        arrays = self._model_images(originals)
+        arrays = self.contract.model_images(originals, self.sam3.image_size)
         inputs, cache = self._language_inputs(arrays, regime, forced_responses, grounding)
         prefix_len = int(inputs["prefix_length"])
         responses = [self.qwen.decode(row) for row in inputs["input_ids"][:, prefix_len:]]

@@ -78,7 +78,7 @@ def test_overfitting_one_batch_halves_the_loss(data):
     module = trainer.module
     from detecture.training.batching import make_batch
 
-    batch = make_batch([trainer.dataset.item(i, epoch=0) for i in range(2)], trainer.qwen, trainer.sam)
+    batch = make_batch([trainer.dataset.item(i, epoch=0) for i in range(2)], trainer.module)
     with torch.no_grad():
         batch.seg_states = module.seg_states_frozen(batch.qwen_inputs, batch.counts)
         batch.vision = module.sam3.vision_features(batch.pixel_values)
@@ -115,7 +115,7 @@ def test_stage2_lowers_the_lm_loss_and_raises_seg_emission(data):
     trainer = Trainer.from_config(cfg, data, data.parent / "lm")
     from detecture.training.batching import make_batch
 
-    batch = make_batch([trainer.dataset.item(0, epoch=0)], trainer.qwen, trainer.sam)
+    batch = make_batch([trainer.dataset.item(0, epoch=0)], trainer.module)
     params = [p for n, p in trainer.module.named_parameters() if "lora_" in n or "trainable_tokens" in n]
     optimizer = torch.optim.AdamW(params, lr=1e-2)
     trainer.set_stage(2)

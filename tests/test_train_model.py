@@ -7,7 +7,9 @@ import torch
 
 from detecture.backbones.qwen import QwenVL
 from detecture.backbones.sam3 import Sam3Backbone
+from detecture.bridge.contract import InferenceContract
 from detecture.bridge.head import DetectureHead, HeadConfig
+from detecture.images import resize_linear
 from detecture.reencode import suffix_hidden_states
 from detecture.training.batching import make_batch
 from detecture.training.config import Config, DataConfig
@@ -52,7 +54,7 @@ def effective_rows(qwen) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_teacher_forced_pass_matches_reencode_and_causal_lm(mosaic_items):
     _, qwen, module, _ = build()
-    batch = make_batch(mosaic_items, qwen, module.sam3)
+    batch = make_batch(mosaic_items, module)
     inputs = batch.qwen_inputs
     with torch.no_grad():
         logits, hidden = teacher_forced_pass(qwen, inputs)
@@ -65,6 +67,21 @@ def test_teacher_forced_pass_matches_reencode_and_causal_lm(mosaic_items):
     torch.testing.assert_close(logits[valid_lm], causal[:, p - 1 :][valid_lm], atol=1e-5, rtol=1e-4)
 
 
+def test_a_shared_resize_contract_feeds_both_models_its_square_image_in_training(tmp_path):
+    """Under ``image_resize: shared_linear`` (the published head's) a training batch feeds Qwen and SAM3 the one
+    INTER_LINEAR square inference feeds them, not each model its own resize of the 96 px original."""
+    from train_fixture import write_mosaics
+
+    item = TextureDataset(write_mosaics(tmp_path, n=1, size=96), DataConfig(), seed=0, train=False).item(0, epoch=0)
+    qwen, sam = QwenVL.tiny(0), Sam3Backbone.tiny(0)
+    head = DetectureHead(HeadConfig.for_backbones(qwen, sam, contract=InferenceContract(image_resize="shared_linear")))
+    batch = make_batch([item], TrainModule(qwen, sam, head, Config().loss))
+    shared = [resize_linear(item.image, sam.image_size)]
+    assert torch.equal(batch.pixel_values, sam.preprocess(shared))
+    assert not torch.equal(batch.pixel_values, sam.preprocess([item.image]))
+    assert torch.equal(batch.qwen_inputs["pixel_values"], qwen.build_inputs(shared, [""])["pixel_values"])
+
+
 @pytest.mark.parametrize("tie", [False, True])
 def test_gradients_reach_only_trainable_parameters(mosaic_items, tie):
     _, qwen, module, groups = build(tie=tie)
@@ -75,7 +92,7 @@ def test_gradients_reach_only_trainable_parameters(mosaic_items, tie):
     assert not any(n.startswith("sam_model.") for n in trainable)  # SAM3 frozen
     seg_adapters = [n for n in trainable if "trainable_tokens_delta" in n]
     assert len(seg_adapters) == (1 if tie else 2)  # tied: the lm_head row follows the embedding row
-    batch = make_batch(mosaic_items, qwen, module.sam3)
+    batch = make_batch(mosaic_items, module)
     module(batch, stage=2).total.backward()
     for name, p in module.named_parameters():
         if name in trainable:
@@ -89,7 +106,7 @@ def test_gradients_reach_only_trainable_parameters(mosaic_items, tie):
 
 def test_stage1_trains_the_head_only(mosaic_items):
     _, qwen, module, _ = build()
-    module(make_batch(mosaic_items, qwen, module.sam3), stage=1).total.backward()
+    module(make_batch(mosaic_items, module), stage=1).total.backward()
     for name, p in module.named_parameters():
         if group_of(name) == "head":
             assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -104,7 +121,7 @@ def test_a_stage2_step_changes_only_the_seg_rows_of_the_embeddings(mosaic_items)
     seg = qwen.seg_token_id
     emb0, out0 = effective_rows(qwen)
     base0 = {n: p.detach().clone() for n, p in module.named_parameters() if not p.requires_grad}
-    module(make_batch(mosaic_items, qwen, module.sam3), stage=2).total.backward()
+    module(make_batch(mosaic_items, module), stage=2).total.backward()
     optimizer.step()
     emb1, out1 = effective_rows(qwen)
     for before, after in ((emb0, emb1), (out0, out1)):

@@ -136,7 +136,7 @@ def main() -> None:
     items = [dataset.item(i, epoch=0) for i in range(2)]  # the same batch on both ranks: averaging keeps it exact
 
     reference, ref_opt, ref_pipeline = build(sharded=False)
-    batch = make_batch(items, reference.qwen, reference.sam3)
+    batch = make_batch(items, reference)
     before = local_work(reference, ref_pipeline, batch, items[0], rank=0)
     snapshots = []
     for stage in STAGES:

@@ -14,8 +14,10 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from ..errors import CheckpointError
-from ..images import keep_within_aspect
+from ..images import keep_within_aspect, resize_linear
 from ..prompt_sets import DEFAULT_PROMPT_SET, PUBLISHED_PROMPT_SET, PromptSet, prompt_set
 
 POSITION_MODES = ("line_local", "global")
@@ -117,6 +119,13 @@ class InferenceContract:
         _check_positive(self.logit_scale, "logit_scale", optional=True)
         _check_positive(self.vocab_limit, "vocab_limit", integer=True, optional=True)
         _check_positive(self.sam3_vit_eps, "sam3_vit_eps", optional=True)
+
+    def model_images(self, images: list[np.ndarray], side: int) -> list[np.ndarray]:
+        """The RGB images both models are fed, in training batches as at inference: under ``shared_linear`` one
+        INTER_LINEAR square of SAM3's ``side`` for both, else the images as they are (each model resizes its own)."""
+        if self.image_resize == "shared_linear":
+            return [resize_linear(image, side) for image in images]
+        return images
 
     def to_dict(self) -> dict:
         return asdict(self)

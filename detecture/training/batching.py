@@ -11,10 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from ..backbones.qwen import QwenVL
-from ..backbones.sam3 import Sam3Backbone
 from ..prompts import format_response, user_prompt
 from .dataset import TrainItem
-from .model import Batch
+from .model import Batch, TrainModule
 
 
 def resize_masks(masks: np.ndarray, size: int) -> torch.Tensor:
@@ -23,11 +22,11 @@ def resize_masks(masks: np.ndarray, size: int) -> torch.Tensor:
     return F.interpolate(t, size=(size, size), mode="nearest-exact")[0] > 0.5
 
 
-def teacher_forced_inputs(qwen: QwenVL, items: list[TrainItem]):
+def teacher_forced_inputs(qwen: QwenVL, items: list[TrainItem], images: list[np.ndarray]):
     """Qwen inputs with the assistant target ``TEXTURE_k: <description> <|seg|>`` lines and a closing ``<|im_end|>``,
-    in the conversation of the contract the head trains under (``qwen.prompts``)."""
+    in the conversation of the contract the head trains under (``qwen.prompts``), one of ``images`` per item."""
     return qwen.build_inputs(
-        [it.image for it in items],
+        images,
         [user_prompt(it.regime, qwen.prompts) for it in items],
         [format_response(it.descriptions) for it in items],
         end_response=True,
@@ -35,11 +34,15 @@ def teacher_forced_inputs(qwen: QwenVL, items: list[TrainItem]):
     )
 
 
-def make_batch(items: list[TrainItem], qwen: QwenVL, sam3: Sam3Backbone) -> Batch:
+def make_batch(items: list[TrainItem], module: TrainModule) -> Batch:
+    """The batch ``module`` trains on, its images fed to both models as the head's contract has them fed at
+    inference (:meth:`~detecture.bridge.contract.InferenceContract.model_images`)."""
+    sam3 = module.sam3
+    images = module.contract.model_images([it.image for it in items], sam3.image_size)
     return Batch(
         ids=[it.id for it in items],
         masks=[resize_masks(it.masks, sam3.image_size) for it in items],
         counts=[len(it.descriptions) for it in items],
-        qwen_inputs=teacher_forced_inputs(qwen, items),
-        pixel_values=sam3.preprocess([it.image for it in items]),
+        qwen_inputs=teacher_forced_inputs(module.qwen, items, images),
+        pixel_values=sam3.preprocess(images),
     )

@@ -38,7 +38,7 @@ COMPLETE = "complete.json"
 
 # Raised whenever the code changes what a cached view holds (how its text or pixels are made) or what its key holds,
 # so that a cache an older version built, in a shared cache.dir say, is rebuilt rather than read.
-CACHE_FORMAT = 4
+CACHE_FORMAT = 5
 
 
 def fingerprint(cfg: Config, dataset: TextureDataset, run_contract: dict | None = None) -> str:
@@ -121,7 +121,7 @@ class FeatureCache:
             in_shard, shard_no = 0, 0
             for start in range(0, len(mine), bs):
                 chunk = mine[start : start + bs]
-                batch = make_batch([self.dataset.item(i, epoch=view) for i in chunk], module.qwen, module.sam3)
+                batch = make_batch([self.dataset.item(i, epoch=view) for i in chunk], module)
                 batch = batch.to(accelerator.device)
                 states = module.seg_states_frozen(batch.qwen_inputs, batch.counts)
                 vision = module.sam3.vision_features(batch.pixel_values) if self.cfg.cache.vision else None

@@ -312,7 +312,7 @@ class Trainer:
         self.dataset.set_epoch(epoch)
         self.sampler.set_epoch(epoch, start * self.cfg.optim.batch_size)
         for items in self.loader:
-            yield make_batch(items, self.qwen, self.sam)
+            yield make_batch(items, self.module)
 
     # -- monitoring -------------------------------------------------------------------------------------------------
 
@@ -321,7 +321,7 @@ class Trainer:
             return None
         n = min(len(self.val), self.cfg.train.emission_check_samples)
         items = [self.val.item(i, epoch=0) for i in range(n)]
-        return make_batch(items, self.qwen, self.sam).to(self.acc.device)
+        return make_batch(items, self.module).to(self.acc.device)
 
     def pipeline(self) -> DetecturePipeline:
         return DetecturePipeline(self.qwen, self.sam, self.head, max_new_tokens=self.cfg.train.max_new_tokens)

@@ -115,13 +115,13 @@ class TrainModule(nn.Module):
         self.sam_model = sam3.model
         self.head = head
         self.qwen, self.sam3, self.loss_cfg = qwen, sam3, loss
-        self.positions_mode = head.config.effective_contract.positions
+        self.contract = head.config.effective_contract  # what the head trains under, as it will be run
 
     def seg_states_frozen(self, inputs, counts: list[int]) -> list[torch.Tensor]:
         """SEG states with Qwen frozen: the inference re-encode (prefix KV cache + decoupled suffix)."""
         with torch.no_grad():
             hidden = suffix_hidden_states(self.qwen, inputs, decoupled=True, use_cache=True,
-                                          positions_mode=self.positions_mode)
+                                          positions_mode=self.contract.positions)
             return [s.detach() for s in seg_states(self.qwen, inputs, hidden, counts)]
 
     def slot_logits(self, states: list[torch.Tensor], vision) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,7 +141,7 @@ class TrainModule(nn.Module):
             states = self.seg_states_frozen(batch.qwen_inputs, batch.counts)
         else:
             inputs = batch.qwen_inputs
-            logits, hidden = teacher_forced_pass(self.qwen, inputs, self.positions_mode)
+            logits, hidden = teacher_forced_pass(self.qwen, inputs, self.contract.positions)
             states = seg_states(self.qwen, inputs, hidden, batch.counts)
             p = int(inputs["prefix_length"])
             weights = shifted_zero_weights(
