@@ -112,3 +112,25 @@ def test_textures_and_shading_are_not_flat_tones(grey):
     does not: these images are segmented by their features."""
     lab = rgb2lab(np.repeat(grey().astype(np.uint8)[..., None], 3, axis=2))
     assert _flat_tones(lab, ClassicalParams(), 6) is None
+
+
+def _brick_beside_flat_grey() -> np.ndarray:
+    brick = np.repeat(data.brick()[..., None], 3, axis=2)
+    return np.where(_halves(512)[..., None] == 1, brick, 128).astype(np.uint8)
+
+
+def _grass_beside_white() -> np.ndarray:
+    grass = np.repeat(data.grass()[:384, :384, None], 3, axis=2)
+    return np.where(_halves(384)[..., None] == 1, grass, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("build", [_brick_beside_flat_grey, _grass_beside_white])
+def test_a_flat_area_beside_texture_is_one_region(build):
+    """A flat area beside texture (a background, a margin) is one region when K is chosen: the wide windows reaching
+    across the boundary give its strip along the texture features of their own, but the strip's pixels are as flat
+    as the rest of the area (it came out as two or three regions)."""
+    image = build()
+    gt = np.where(np.arange(image.shape[1])[None, :] < image.shape[1] // 2, 1, 2).repeat(image.shape[0], axis=0)
+    logits = segment_texture(image, None)
+    assert logits.shape[0] == 2
+    assert _accuracy_away_from_boundaries(gt, logits, margin=8) > 0.95

@@ -361,4 +361,5 @@ def test_a_chosen_k_is_one_region_when_every_label_present_merges():
     reduced = rng.normal(size=(labels.size, 4)).astype(np.float32)
     pca = PCA(4).fit(reduced)
     fit_idx = rng.permutation(labels.size)
-    assert _merged(labels, 4, reduced, pca, _position(64, 64), fit_idx, params) is None
+    lab = rng.normal(50.0, 10.0, size=(64, 64, 3))  # textured pixels: no flat regions to join
+    assert _merged(labels, 4, reduced, pca, _position(64, 64), fit_idx, params, lab) is None

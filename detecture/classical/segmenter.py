@@ -73,6 +73,11 @@ _FLAT_STEP = 4.0  # noise deviations: a larger step between neighbours separates
 _FLAT_QUANTUM = 1.0  # CIE-Lab units, a grey level or two: steps and spreads within it are quantisation
 _FLAT_COVER = 0.75  # the flat regions of an image of flat tones hold at least this share of its pixels
 _FLAT_SPREAD = 1.5  # a flat region spreads about its mean colour by at most this many times the pixel noise
+# Lab units, about a quarter of a grey level: a counted region this still inside is flat (see _join_flat). Only a
+# noise-free area passes (a drawn background, a margin, clipped white): two real textures at half a grey level of
+# contrast do not, and pixel noise gives a flat area features of its own, with which it is counted as one already.
+_FLAT_REGION_SPREAD = 0.1
+_FLAT_REGION_EDGE = 2  # px of a counted region's edge left out of that test
 
 
 class _LabCopies:
@@ -419,7 +424,8 @@ def segment_texture(image: np.ndarray | Image.Image, k: int | None, seed: int = 
         refined = _refine(fine_feats, scores, k, seed, params)
     if refined is None:
         if chosen:
-            owner = _merged(scores.argmax(axis=0), k, reduced, pca, position, fit_idx, params)
+            owner = _merged(scores.argmax(axis=0), k, reduced, pca, position, fit_idx, params,
+                            copies.fitted(params.work_side))
             if owner is None:
                 return np.ones((1, h, w), dtype=np.float32)
             scores = _merge_channels(scores, owner)
@@ -437,7 +443,7 @@ def segment_texture(image: np.ndarray | Image.Image, k: int | None, seed: int = 
     count_side = min(2 * params.work_side, params.refine_side)
     labels = _cut(_margin(refined), copies, params, count_side)
     counted = _resample(labels, fh, fw)
-    owner = _merged(counted, k, reduced, pca, position, fit_idx, params)
+    owner = _merged(counted, k, reduced, pca, position, fit_idx, params, copies.fitted(params.work_side))
     if owner is None:
         return np.ones((1, h, w), dtype=np.float32)
     # A label too thin to survive the resampling to the working size was not judged by the merge: its pixels take
@@ -456,13 +462,15 @@ def _margin(scores: np.ndarray) -> np.ndarray:
 
 
 def _merged(labels: np.ndarray, k: int, reduced: np.ndarray, pca: PCA, position: np.ndarray, fit_idx: np.ndarray,
-            params: ClassicalParams) -> np.ndarray | None:
+            params: ClassicalParams, lab: np.ndarray) -> np.ndarray | None:
     """Lookup table from the over-segmentation's labels to the chosen regions (:mod:`.merge`; -1 for labels absent
     from ``labels``), or ``None`` when the image is one texture: when every label present is merged into one region
-    or the merged partition is too weak (:func:`_one_region`). ``labels`` is at the working size; the PCA features
-    are scaled to unit total variance, so the merge's distortion is relative to the image's own feature spread."""
+    or the merged partition is too weak (:func:`_one_region`). ``labels`` is at the working size, as is ``lab``, the
+    Lab image whose flat regions are joined after the merge (:func:`_join_flat`); the PCA features are scaled to unit
+    total variance, so the merge's distortion is relative to the image's own feature spread."""
     features = reduced / np.float32(np.sqrt(pca.explained_variance_.sum()))
     owner = merge_regions(features, labels, k, params.merge_distortion, _pixels_per_sample(labels.size, params))
+    owner = _join_flat(owner, labels, lab)
     if owner.max() == 0:
         return None
     fh, fw = labels.shape
@@ -470,6 +478,44 @@ def _merged(labels: np.ndarray, k: int, reduced: np.ndarray, pca: PCA, position:
     sample = fit_idx[:params.k_select_pixels]
     smooth = _smooth_maps(placed.T.reshape(-1, fh, fw), params.k_select_sigma).reshape(placed.shape[1], -1).T
     return None if _one_region(smooth[sample], owner[labels.ravel()[sample]], params) else owner
+
+
+def _join_flat(owner: np.ndarray, labels: np.ndarray, lab: np.ndarray) -> np.ndarray:
+    """``owner`` (the merge's lookup table from the over-segmentation's ``labels`` to regions) with the regions that
+    are one flat colour joined; ``labels`` is at the working size of the Lab image ``lab``.
+
+    Beside texture, a flat area (a white background, a letterbox bar, a transparent margin) is split: the wide
+    windows that reach across its boundary see the texture's energy, so its strip along the boundary has features
+    of its own, which standardising makes strong, and the merge keeps the strip apart (the same effect as in an
+    image of flat tones, :func:`_flat_tones`). Its pixels say otherwise. A region is flat when, 2 px inside its
+    edge (where the cut may have taken a few pixels of the neighbouring texture), no Lab channel spreads by more
+    than ``_FLAT_REGION_SPREAD``; flat regions whose mean colours differ by less than a step (:func:`_join_tones`,
+    four spreads plus the quantum) are one. No region of the DTD, Outex and photo mosaics has a flat neighbour by
+    this test, so their partitions are unchanged (perf/RESULTS.md). A strip whose boundary with the texture lies
+    more than the 2 px off is not flat by it and stays a region of its own."""
+    merged = np.where(owner[labels] >= 0, owner[labels], -1)
+    flat, means, counts, spreads = [], [], [], []
+    for region in np.unique(merged[merged >= 0]):
+        core = ndimage.binary_erosion(merged == region, iterations=_FLAT_REGION_EDGE)
+        if not core.any():
+            continue
+        values = lab[core].astype(np.float32)
+        spread = values.std(axis=0)
+        if np.all(spread <= _FLAT_REGION_SPREAD):
+            flat.append(int(region))
+            means.append(values.mean(axis=0))
+            counts.append(values.shape[0])
+            spreads.append(spread)
+    if len(flat) < 2:
+        return owner
+    limit = _FLAT_STEP * np.max(spreads, axis=0) + _FLAT_QUANTUM
+    tone = _join_tones(np.stack(means), np.asarray(counts), limit, len(flat))
+    first: dict[int, int] = {}
+    target = {region: first.setdefault(int(t), region) for region, t in zip(flat, tone)}
+    joined = np.array([target.get(int(o), int(o)) for o in owner])
+    present = joined >= 0
+    joined[present] = np.unique(joined[present], return_inverse=True)[1]
+    return joined
 
 
 def _pixels_per_sample(pixels: int, params: ClassicalParams) -> float:
