@@ -73,6 +73,7 @@ class Claims:
 
     stems: dict[int, Path] = field(default_factory=dict)
     done: list[int] = field(default_factory=list)  # complete outputs from the same input and settings
+    replaced: list[int] = field(default_factory=list)  # complete outputs from the same input, other settings: redone
     busy: list[int] = field(default_factory=list)  # claimed by another live run in this folder
     refused: dict[int, str] = field(default_factory=dict)  # images whose outputs cannot be named, with why
 
@@ -139,6 +140,8 @@ class OutputFolder:
                 elif verdict == "busy":
                     claims.busy.append(i)
                 else:
+                    if verdict == "replaced":
+                        claims.replaced.append(i)
                     atomic.write_json(_claim_path(stem), {"input": identity, "settings": self.settings,
                                                           "claim": self.owner})
                     json_path, previous = _output_paths(stem)[1], _claim_paths(stem)[1]
@@ -178,8 +181,8 @@ class OutputFolder:
 
     def _previous(self, stems: list[Path], identity: dict, taken: set[Path]) -> tuple[str, Path | None]:
         """Among ``stems``, an output this input already has: ``done`` (complete, same settings), ``busy`` (another
-        live run's claim) or ``free`` (stale, a dead run's claim, or ``--force``: redone in place); ``free, None``
-        when there is none."""
+        live run's claim), ``replaced`` (complete, made with other settings: redone in place, and the run says so) or
+        ``free`` (stale, a dead run's claim, or ``--force``: redone in place); ``free, None`` when there is none."""
         found: dict[str, Path] = {}
         for stem in stems:
             png, json_path = _output_paths(stem)
@@ -193,10 +196,13 @@ class OutputFolder:
             if "claim" in record:
                 verdict = "busy" if record["claim"] != self.owner and is_alive(record["claim"]) else "free"
             else:
-                same = record["input"] == identity and record.get("settings") == self.settings and png.exists()
-                verdict = "done" if same and not self.force else "free"
+                complete = record["input"] == identity and png.exists()
+                if complete and record.get("settings") != self.settings:
+                    verdict = "replaced"
+                else:
+                    verdict = "done" if complete and not self.force else "free"
             found.setdefault(verdict, stem)
-        for verdict in ("done", "busy", "free"):
+        for verdict in ("done", "busy", "replaced", "free"):
             if verdict in found:
                 return verdict, found[verdict]
         return "free", None

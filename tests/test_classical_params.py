@@ -153,6 +153,7 @@ def test_segment_and_the_api_take_a_settings_file_and_a_changed_file_redoes_the_
     assert main(command) == 0 and "already done with the same settings" in capsys.readouterr().out
     config.write_text("max_k: 2\n")
     assert main(command) == 0
+    assert "1 output(s) made with other settings replaced" in capsys.readouterr().out  # redone, and said so
     assert len(json.loads((out / "disc.detecture.json").read_text())["regions"]) == 2
     assert detecture.segment(disc, k=None, classical_params=config).num_regions == 2
     assert detecture.segment(disc, k=None, classical_params=ClassicalParams(max_k=1)).num_regions == 1
