@@ -58,6 +58,13 @@ TINY_IGNORES = ("qwen", "sam3", "device", "dtype", "quantization", "attn_impleme
 _PIPELINES: dict[tuple, tuple[tuple, "DetecturePipeline"]] = {}
 
 
+
+def check_max_new_tokens(value: Any, name: str = "max_new_tokens") -> None:
+    """Refuse a token budget that is no whole number of at least 1 (``None``: the default), naming it as the caller
+    set it: the field for the API, ``--max-new-tokens`` for the command line."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
+        raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+
 @dataclass(frozen=True)
 class SegmentRequest:
     """What to segment with and how; every field has the meaning it has on the command line.
@@ -97,8 +104,7 @@ class SegmentRequest:
             raise InputError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
         if self.grounding not in GROUNDINGS:
             raise InputError(f"grounding must be one of {', '.join(GROUNDINGS)}, got {self.grounding!r}")
-        if self.max_new_tokens is not None and self.max_new_tokens < 1:
-            raise InputError("--max-new-tokens must be at least 1")
+        check_max_new_tokens(self.max_new_tokens)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
             raise InputError(f"seed must be a whole number from 0 to 2**32 - 1 (as numpy and scikit-learn take "
                              f"it), got {self.seed!r}")

@@ -95,6 +95,7 @@ def test_bad_image_is_reported_and_others_finish(photos, tmp_path, capsys):
     (["--query", " "], "query is empty"),
     (["--head", "does/not/exist"], "head checkpoint not found"),
     (["--tiny", "--workers", "2"], "--workers applies to method 'classical' only"),
+    (["--max-new-tokens", "0"], "error: --max-new-tokens must be a whole number of at least 1, got 0"),
 ])
 def test_bad_arguments_give_one_error_line(photos, tmp_path, capsys, args, message):
     code = main(["segment", str(photos["brick"]), "--out", str(tmp_path / "o"), *args])

@@ -95,6 +95,8 @@ def test_request_decides_k_and_query_once():
      "^qwen, max_new_tokens apply to the real backbones only; tiny=True builds tiny random ones instead$"),
     (dict(method="detecture", k=2, query="bark"), "either k or query"),
     (dict(method="detecture", k=7), "from 1 to 6"),
+    (dict(method="detecture", max_new_tokens=0), "^max_new_tokens must be a whole number of at least 1, got 0$"),
+    (dict(method="detecture", max_new_tokens=True), "^max_new_tokens must be a whole number of at least 1, got True$"),
     (dict(method="sam", k=2), "unknown method"),
     (dict(method="detecture", grounding="pixels"), "grounding must be one of"),
     (dict(method="detecture", query="the <|image_pad|> bark"), "query holds '<\\|image_pad\\|>'"),

@@ -183,13 +183,13 @@ def build_request(args: argparse.Namespace) -> "SegmentRequest":
     """The service request the options describe, every option as given; one not given (``None``) is left to the
     service, which fills in the defaults and refuses what cannot run. The options that serve the other method, and
     with --tiny those of the real backbones (:data:`~detecture.service.TINY_IGNORES`), are refused first, by name,
-    as is a --k that is no K."""
-    from ..service import TINY_IGNORES, SegmentRequest
-
+    as are a --k that is no K and a --max-new-tokens under 1."""
     from ..prompts import Regime
+    from ..service import TINY_IGNORES, SegmentRequest, check_max_new_tokens
 
     refuse_unserved(args, method_options(args), "method", args.method)
-    Regime.from_k(args.k, "--k")  # the service would refuse it too, but by its field name
+    Regime.from_k(args.k, "--k")  # the service would refuse these too, but by their field names
+    check_max_new_tokens(args.max_new_tokens, "--max-new-tokens")
     if args.tiny:
         refuse_with_tiny(given_options(args, TINY_IGNORES))
     given = dict(k=args.k, query=args.query, grounding=args.grounding, classical_params=args.classical_config,
