@@ -41,8 +41,8 @@ TINY_METHODS: tuple[str, ...] = tuple(name for name, reads in READS.items() if "
 def tiny_leaves_unread(key: str | None, methods: Sequence[str]) -> bool:
     """Whether --tiny leaves the model of ``key`` unread by ``methods`` (``None``: the device their models load on,
     which every method that loads a model reads): some of them read it and every one that does is a
-    :data:`TINY_METHODS` one. A model no selected method reads is not --tiny's doing (methods.check_model_keys warns
-    about it)."""
+    :data:`TINY_METHODS` one. A model no selected method reads is not --tiny's doing (methods.check_model_keys
+    refuses it)."""
     reading = [name for name in methods if MODEL_KEYS.get(name) and (key is None or key in MODEL_KEYS[name])]
     return bool(reading) and all(name in TINY_METHODS for name in reading)
 

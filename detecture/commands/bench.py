@@ -35,11 +35,6 @@ examples:
       (scored by the paper's evaluator, for comparison with its table)
 """
 
-# bench's options that serve some methods only (those of benchmark.model_keys.READS) are refused when no method of
-# --methods reads them: the --workers of benchmark.methods.WORKER_METHODS, --head of 'detecture', --prompt of the
-# prompted methods, --qwen of the Qwen ones, and so on. A --model key none reads is refused by
-# benchmark.methods.check_model_keys.
-
 
 def _methods_reading(key: str) -> str:
     """The methods that read the model of ``key`` (benchmark.model_keys), as help words them."""
@@ -144,6 +139,9 @@ def run(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
     kinds = args.methods + ([PredictionsMethod.kind] if args.predictions else [])  # those of the run's methods
+    # An option that serves some methods only (benchmark.model_keys.READS: --head of 'detecture', --prompt of the
+    # prompted methods, --workers of the classical one ...) is refused when none of the run's methods reads it; a
+    # --model key none reads is refused by benchmark.methods.check_model_keys.
     refuse_unserved(args, method_options(), "method", kinds)
     models = models_of(args)
     if args.tiny:
