@@ -90,7 +90,8 @@ def test_position_from_extent_and_centroid(mask, position):
 @pytest.mark.parametrize(("mask", "position"), [
     ((YY < N / 8) | (YY >= 7 * N / 8), "top and bottom bands"),  # a letterboxed photo's bars: one region
     ((XX < N / 8) | (XX >= 7 * N / 8), "left and right bands"),  # a pillarboxed one's
-    ((YY < N / 8) | (XX < N / 8), ""),  # along two edges: no third holds most of it, and it is no pair of bands
+    ((XX < N / 3) | (YY >= 2 * N / 3), ""),  # left and bottom thirds: it neither fills nor mostly lies in the
+    # cell of its centroid, and it is no pair of bands
 ])
 def test_a_region_in_pieces_is_not_placed_in_the_gap_between_them(mask, position):
     labels = np.where(mask, 1, 2).astype(np.int32)

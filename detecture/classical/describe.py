@@ -9,9 +9,10 @@ Each region 1..K of a label map is described in the ``Texture of <...>, <feature
 - orientation: the doubled-angle resultant of the Gabor energies over orientations (0 for isotropic texture, near 1
   for a grating); strong enough, its angle names the stripes, which run perpendicular to the frequency vector;
 - contrast: the RMS of the CIE L* lightness inside the region;
-- position: the region's extent and centroid ("left half", "top band", "centre", "whole image", ...), kept where that
-  place holds most of the region; a region in two bands at opposite edges is named by them ("top and bottom bands"),
-  and one with no such place gets no position (a phrase placing it in the gap between its pieces would be false).
+- position: the region's extent and centroid ("left half", "top band", "centre", "whole image", ...), kept where the
+  region fills most of that place or that place holds most of the region; a region in two bands at opposite edges is
+  named by them ("top and bottom bands"), and one with no such place gets no position (a phrase placing it in the gap
+  between its pieces would be false).
 
 The spectrum of each region is taken from its own bounding box with the pixels outside the region set to the
 region's mean and a Hann taper applied, so neighbouring regions and the boundary between them add no energy.
@@ -68,9 +69,10 @@ COARSE_CYCLES = 12.0  # wavelength > 1/12 of the long side: coarse
 MIN_ANISOTROPY = 0.35  # doubled-angle resultant above which a direction dominates
 FLAT_L_STD = 1.5  # L* RMS below which a region shows no pattern at all
 CONTRAST_LEVELS = ((8.0, "low"), (20.0, "medium"))  # L* RMS thresholds; above the last: high
-# A position phrase is kept only where its place holds at least this share of the region: from the extent and
-# centroid alone, a region in separate pieces (a letterboxed photo's top and bottom bars) would be named by the empty
-# gap between them ("centre").
+# A position phrase is kept only where the region fills at least this share of its place, or its place holds this
+# share of the region, whichever is smaller: from the extent and centroid alone, a region in separate pieces (a
+# letterboxed photo's top and bottom bars) would be named by the empty gap between them ("centre"), while a large
+# compact region spills out of the third it is named by.
 PLACE_SHARE = 0.5
 # The most of a region the middle third may hold for its pieces at both ends to be named "top and bottom bands".
 GAP_SHARE = 0.1
@@ -242,9 +244,10 @@ def contrast_name(l_std: float) -> str:
 
 def position_name(mask: np.ndarray) -> str:
     """Where a region lies, in the image's own thirds, or "" when no one place says it (the sentence then makes no
-    claim). The place is chosen from the region's extent (bounding box, area) and centroid; it is named only if it
-    holds most of the region (:data:`PLACE_SHARE`), so a region in pieces is never placed in the gap between them,
-    and such a region is named by its pieces where they are two bands along opposite edges."""
+    claim). The place is chosen from the region's extent (bounding box, area) and centroid; it is named only if the
+    region fills most of it or it holds most of the region (:data:`PLACE_SHARE`), so a region in pieces is never
+    placed in the gap between them, and such a region is named by its pieces where they are two bands along opposite
+    edges."""
     h, w = mask.shape
     area = float(mask.mean())
     if area >= 0.9:
@@ -271,7 +274,8 @@ def position_name(mask: np.ndarray) -> str:
         else:
             name = f"{row_name}-{col_name} corner" if row != 1 and col != 1 else f"{row_name} {col_name}"
     (y0, y1), (x0, x1) = place
-    if np.mean((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1)) >= PLACE_SHARE:
+    inside = np.count_nonzero((ys >= y0) & (ys < y1) & (xs >= x0) & (xs < x1))
+    if inside >= PLACE_SHARE * min(ys.size, (y1 - y0) * (x1 - x0) * h * w):
         return name
     if _bands_at_both_ends(mask, ys):
         return "top and bottom bands"
