@@ -135,8 +135,8 @@ def test_a_misspelt_model_key_is_refused_before_anything_runs_naming_the_keys(tm
 
 
 def test_a_model_key_no_selected_method_reads_is_refused_by_the_run_itself(tmp_path):
-    """Refused, not only warned about, as the command refuses every option no selected method reads: a user who
-    gave --qwen believes that Qwen was scored (a caller of the library, without the command, is refused too)."""
+    """Refused, as the command refuses every option no selected method reads: a user who gave --qwen believes that
+    Qwen was scored (a caller of the library, without the command, is refused too)."""
     root = make_unified(tmp_path / "set", 1)
     config = BenchConfig(out=tmp_path / "out", methods=["classical"], datasets=[str(root)], gallery=0,
                          options=MethodOptions(models={"qwen": "other/qwen"}))
@@ -144,6 +144,16 @@ def test_a_model_key_no_selected_method_reads_is_refused_by_the_run_itself(tmp_p
                                         "'classical'$"):
         build_plan(config)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_misspelt_method_is_named_as_such_before_the_options_it_would_not_read(tmp_path, capsys):
+    """``--methods detectur --head ckpt`` is a typo, not a run that no option serves."""
+    from detecture.cli import main
+
+    root = make_unified(tmp_path / "set", 1)
+    assert main(["bench", "--datasets", str(root), "--methods", "detectur", "--head", "ckpt", "--out",
+                 str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith("error: unknown method 'detectur'; available: ")
 
 
 @pytest.mark.parametrize("option, methods, readers", [

@@ -124,6 +124,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..benchmark.methods import check_method_names
     from ..benchmark.methods.base import MethodOptions
     from ..benchmark.model_keys import method_options
     from ..benchmark.methods.predictions import DEFAULT_PATTERN, PredictionsMethod
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--gallery must be 0 or more")
     if args.workers is not None and args.workers < 1:
         raise InputError("--workers must be at least 1")
+    check_method_names(args.methods)
     kinds = args.methods + ([PredictionsMethod.kind] if args.predictions else [])  # those of the run's methods
     # An option that serves some methods only (benchmark.model_keys.READS: --head of 'detecture', --prompt of the
     # prompted methods, --workers of the classical one ...) is refused when none of the run's methods reads it; a

@@ -50,13 +50,20 @@ def check_model_keys(models: dict[str, str], methods: list[str]) -> None:
             raise NotServed([model_option(key)], "method", readers(key), methods)
 
 
+def check_method_names(names: list[str]) -> None:
+    """Refuse a method name that is not registered: checked first, so a misspelt ``--methods`` is named as such, not
+    taken for a run that no option serves."""
+    for name in names:
+        if name not in REGISTRY:
+            raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(REGISTRY))}")
+
+
 def build_method(name: str, options: MethodOptions) -> Method:
     """Instantiate a registered method (cheap: weights load later in :meth:`Method.load`)."""
-    if name not in REGISTRY:
-        raise InputError(f"unknown method {name!r}; available: {', '.join(sorted(REGISTRY))}")
+    check_method_names([name])
     module, cls = REGISTRY[name]
     return getattr(importlib.import_module(f".{module}", __package__), cls)(options)
 
 
-__all__ = ["MODEL_KEYS", "OWN_OPTIONS", "REGISTRY", "WORKER_METHODS", "check_model_keys", "Method", "MethodOptions",
-           "MethodOutput", "build_method", "model_option"]
+__all__ = ["MODEL_KEYS", "OWN_OPTIONS", "REGISTRY", "WORKER_METHODS", "check_method_names", "check_model_keys",
+           "Method", "MethodOptions", "MethodOutput", "build_method", "model_option"]
