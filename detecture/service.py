@@ -58,12 +58,12 @@ TINY_IGNORES = ("qwen", "sam3", "device", "dtype", "quantization", "attn_impleme
 _PIPELINES: dict[tuple, tuple[tuple, "DetecturePipeline"]] = {}
 
 
-
 def check_max_new_tokens(value: Any, name: str = "max_new_tokens") -> None:
     """Refuse a token budget that is no whole number of at least 1 (``None``: the default), naming it as the caller
     set it: the field for the API, ``--max-new-tokens`` for the command line."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1):
         raise InputError(f"{name} must be a whole number of at least 1, got {value!r}")
+
 
 @dataclass(frozen=True)
 class SegmentRequest:
@@ -133,7 +133,7 @@ class SegmentRequest:
     def regime(self) -> Regime:
         """The regime ``k`` and ``query`` ask for: a query, exactly k regions, or 1 to 6 for ``None`` / ``auto``."""
         if self.query is not None:
-            if self.k not in (None, "auto"):
+            if Regime.from_k(self.k).kind is not RegimeKind.AUTONOMOUS:
                 raise InputError("give either k or query, not both")
             return Regime.query(self.query)
         return Regime.from_k(self.k)
@@ -182,8 +182,8 @@ def check_before_loading(request: SegmentRequest) -> None:
         k = request.regime.exact_k
         if k is not None and request.grounding != "text" and k > config.max_regions:
             raise InputError(f"{request.head}: the head has room for {config.max_regions} regions (num_slots "
-                             f"{config.num_slots}), fewer than --k {k}; ask for at most {config.max_regions} or use "
-                             "--grounding text")
+                             f"{config.num_slots}), fewer than the {k} asked for; ask for at most {config.max_regions} "
+                             "or use text grounding")
 
 
 def check_image(name: str | os.PathLike, width: int, height: int, request: SegmentRequest,

@@ -79,6 +79,8 @@ def test_an_image_of_fewer_pixels_than_k_gets_k_regions():
 
 def test_request_decides_k_and_query_once():
     assert SegmentRequest("classical").regime == Regime.autonomous()
+    for auto in ("auto", " Auto ", "autonomous"):  # every spelling of an autonomous k goes with a query
+        assert SegmentRequest("detecture", k=auto, query="bark").regime.kind is RegimeKind.QUERY
     assert SegmentRequest("classical", k="auto").regime.exact_k is None
     assert SegmentRequest("classical", k="3").regime.exact_k == SegmentRequest("classical", k=3).regime.exact_k == 3
     query = SegmentRequest("detecture", k="auto", query="  the   rough bark ").regime
@@ -158,7 +160,8 @@ def test_an_explicit_k_beyond_the_heads_slots_is_refused_before_loading(tmp_path
 
     qwen, sam = QwenVL.tiny(), Sam3Backbone.tiny()
     head = DetectureHead(HeadConfig.for_backbones(qwen, sam, num_slots=3)).save_pretrained(tmp_path / "head")
-    with pytest.raises(InputError, match=r"head.*room for 2 regions.*--k 3"):
+    with pytest.raises(InputError, match=r"head.*room for 2 regions.*fewer than the 3 asked for; ask for at most 2 "
+                                         r"or use text grounding$"):  # words an API call's k as a --k alike
         check_before_loading(SegmentRequest("detecture", k=3, head=head, tiny=True))
     check_before_loading(SegmentRequest("detecture", k=2, head=head, tiny=True))
     check_before_loading(SegmentRequest("detecture", k=3, head=head, grounding="text", tiny=True))  # no slots in text grounding
