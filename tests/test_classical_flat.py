@@ -128,7 +128,7 @@ def _grass_beside_white() -> np.ndarray:
 def test_a_flat_area_beside_texture_is_one_region(build):
     """A flat area beside texture (a background, a margin) is one region when K is chosen: the wide windows reaching
     across the boundary give its strip along the texture features of their own, but the strip's pixels are as flat
-    as the rest of the area (it came out as two or three regions)."""
+    as the rest of the area."""
     image = build()
     gt = np.where(np.arange(image.shape[1])[None, :] < image.shape[1] // 2, 1, 2).repeat(image.shape[0], axis=0)
     logits = segment_texture(image, None)

@@ -343,7 +343,6 @@ def test_resume_refuses_a_change_the_checkpoint_would_ignore(data, tmp_path, cap
     assert main([*args, "--resume", "--epochs", "2", "--set", "optim.warmup_epochs=1"]) == 0  # as recorded: no change
 
 
-
 def test_resuming_a_finished_run_trains_nothing_and_says_so(data, tmp_path, capsys):
     """The same command with --resume after the run finished: no step, its final/ left as it was, and the report
     counts this run's steps, not the earlier attempt's as its own."""
@@ -359,6 +358,7 @@ def test_resuming_a_finished_run_trains_nothing_and_says_so(data, tmp_path, caps
     assert main([*args, "--resume"]) == 0
     assert f"trained 0 optimizer steps ({steps} in all" in capsys.readouterr().out
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "final").rglob("*") if p.is_file()} == final
+
 
 def launched_run(launch: list[str], data: Path, out: Path, *extra: str, env: dict | None = None
                  ) -> subprocess.CompletedProcess:

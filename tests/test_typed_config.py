@@ -239,7 +239,7 @@ def test_head_keys_the_run_decides_are_refused_when_the_file_is_read(tmp_path, h
 ])
 def test_head_slots_too_few_for_the_regions_a_sample_may_have_are_refused_when_the_file_is_read(overrides, blamed):
     """The head's slots are the dustbin and one per region: a head of num_slots 4 with samples of up to 6 regions
-    stopped the run (a ValueError) at the first sample with 4 or more, maybe hours in."""
+    would stop the run at the first sample with 4 or more, maybe hours in."""
     with pytest.raises(InputError) as info:
         load_train_config(None, overrides)
     slots, regions = overrides["model.head.num_slots"], overrides.get("data.max_regions", 6)

@@ -493,7 +493,7 @@ def _join_flat(owner: np.ndarray, labels: np.ndarray, lab: np.ndarray) -> np.nda
     four spreads plus the quantum) are one. No region of the DTD, Outex and photo mosaics has a flat neighbour by
     this test, so their partitions are unchanged (perf/RESULTS.md). A strip whose boundary with the texture lies
     more than the 2 px off is not flat by it and stays a region of its own."""
-    merged = np.where(owner[labels] >= 0, owner[labels], -1)
+    merged = owner[labels]
     flat, means, counts, spreads = [], [], [], []
     for region in np.unique(merged[merged >= 0]):
         core = ndimage.binary_erosion(merged == region, iterations=_FLAT_REGION_EDGE)

@@ -177,7 +177,7 @@ class Config:
             # torch clips with any max_norm: a negative one flips every gradient, zero erases them.
             (o.clip_norm > 0, ("optim.clip_norm",), "optim.clip_norm must be > 0"),
             (1 <= self.data.max_regions <= 6, ("data.max_regions",),
-             "data.max_regions must be in 1..6 (the head has 6 texture slots)"),
+             "data.max_regions must be in 1..6 (the most regions a response holds)"),
             (0.0 <= self.data.oracle_fraction <= 1.0, ("data.oracle_fraction",),
              "data.oracle_fraction must be in [0, 1]"),
             (self.data.augment.scale_crop[0] <= self.data.augment.scale_crop[1], ("data.augment.scale_crop",),
