@@ -345,9 +345,9 @@ def _summarise(work: BatchWork, skipped: Skipped, out: Path) -> int:
         extra += f", {done} already done with the same settings (skipped; --force redoes them)"
     if busy:
         extra += f", {busy} being segmented by another run in this folder (skipped)"
-    if work.claims.replaced:
-        extra += (f", {len(work.claims.replaced)} output(s) made with other settings replaced (another --out keeps "
-                  "both)")
+    replaced = [i for i in work.claims.replaced if i in work.rows]  # a failed redo replaced nothing
+    if replaced:
+        extra += f", {len(replaced)} output(s) made with other settings replaced (another --out keeps both)"
     where = f"; outputs in {out}" if work.rows or done else ""  # a folder this run made and left empty is removed
     print(f"{len(work.rows)} image(s) segmented, {len(work.failures)} failed{extra}{where}")
     return for_failures(len(work.failures))
