@@ -229,6 +229,17 @@ def test_train_with_tiny_backbones_accepts_a_config_file_that_names_real_ones(tm
     assert "training dataset not found" in err, err
 
 
+def test_train_with_tiny_backbones_refuses_a_quantization_its_config_file_names(tmp_path, capsys, no_models):
+    """A config file's quantization would make the LoRA take the tiny Qwen for a quantized one: refused with tiny
+    backbones whatever names it, the file included (its Qwen and SAM3 are not, as above)."""
+    config = tmp_path / "q.yaml"
+    config.write_text("model:\n  quantization: 4bit\n")
+    err = _one_error_line(capsys, ["train", "--tiny", "--config", str(config), "--data", str(tmp_path / "none"),
+                                   "--out", str(tmp_path / "o")])
+    assert err == f"error: model.quantization of {config} applies to the real backbones only; --tiny builds tiny " \
+                  "random ones instead"
+
+
 def test_input_set_compares_resolved_paths(tmp_path):
     from detecture.utils.paths import InputSet
 

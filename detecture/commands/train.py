@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from .exit_status import OK
 from .model_options import add_qwen, add_sam3
@@ -66,8 +67,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="start from a trained or converted head folder (head + adapter) and train under its "
                         "inference contract, e.g. checkpoints/detecture-neurips2026 (fine-tuning)")
     p.add_argument("--tiny", action="store_true",
-                   help="tiny random backbones (offline smoke runs and tests); refused with --qwen, --sam3 or a --set "
-                        f"of {', '.join(TINY_IGNORES)}, which they do not read")
+                   help="tiny random backbones (offline smoke runs and tests); refused with --qwen, --sam3, a --set "
+                        f"of {', '.join(TINY_IGNORES)} or a quantization or attention kernel of the config file, which "
+                        "they do not read")
     add_qwen(p, "to train on, as --set model.qwen=ID; default: the config's model.qwen")
     add_sam3(p, "to train on, as --set model.sam3=ID; default: the config's model.sam3")
     p.add_argument("--epochs", type=int, help="override optim.epochs (e.g. extend a run when resuming; not below the "
@@ -99,14 +101,17 @@ def config_path(args: argparse.Namespace) -> Path | None:
     return None
 
 
-def ignored_by_tiny(args: argparse.Namespace, overrides: dict) -> list[str]:
-    """The options, as typed, that set a key of :data:`TINY_IGNORES`: ``--qwen``, ``--sam3`` or ``--set KEY=``. The
-    config file's keys are not refused: configs/train.yaml names a Qwen and a SAM3 for every run, tiny or not."""
+def ignored_by_tiny(args: argparse.Namespace, overrides: dict, model: Any, config: Path | None) -> list[str]:
+    """What sets a key of :data:`TINY_IGNORES`, as typed: ``--qwen``, ``--sam3`` or ``--set KEY=``, and a quantization
+    or attention kernel the config file (``config``, read as ``model``) names. Its Qwen and SAM3 are not refused:
+    configs/train.yaml names them for every run, tiny or not, while it leaves the other two null."""
     options = []
     for key in TINY_IGNORES:
         if key in overrides:
             dest = OWN_OPTIONS.get(key)
             options.append(f"--{dest}" if dest is not None and getattr(args, dest) is not None else f"--set {key}")
+        elif key not in OWN_OPTIONS and getattr(model, key.split(".", 1)[1]) is not None:
+            options.append(f"{key} of {config}")
     return options
 
 
@@ -150,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
     logger.info("training config: %s%s", config or "built-in defaults", f", with {on_top} on top" if on_top else "")
     cfg = load_config(config, overrides, options)
     if cfg.model.tiny:
-        refuse_with_tiny(ignored_by_tiny(args, overrides), tiny_source(args, overrides, config))
+        refuse_with_tiny(ignored_by_tiny(args, overrides, cfg.model, config), tiny_source(args, overrides, config))
     require_dir(args.data, "training dataset")
     if args.val_data is not None:
         require_dir(args.val_data, "validation dataset")
