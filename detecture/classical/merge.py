@@ -69,6 +69,12 @@ def merge_regions(features: np.ndarray, labels: np.ndarray, n_labels: int, disto
         owner[owner == gone] = keep
         adjacent = {tuple(sorted((keep if a == gone else a, keep if b == gone else b))) for a, b in adjacent} - {
             (keep, keep)}
+    return renumbered(owner)
+
+
+def renumbered(owner: np.ndarray) -> np.ndarray:
+    """``owner``, a lookup table from labels to region ids, with the ids numbered 0..K'-1 in their order (a region
+    merged into its smallest member label keeps that order); -1, a label with no region, stays -1."""
     present = owner >= 0
     owner[present] = np.unique(owner[present], return_inverse=True)[1]
     return owner

@@ -58,7 +58,7 @@ from ..images import as_rgb_array
 from ..utils.image_ops import fitted_size, label_boundaries
 from .cut import cut_band
 from .gabor import bank, centres
-from .merge import merge_regions
+from .merge import merge_regions, renumbered
 from .params import NYQUIST, ClassicalParams
 
 _LOG_POSTERIOR_FLOOR = 30.0  # nats: pass-2 log-posteriors below -30 say nothing more
@@ -512,10 +512,7 @@ def _join_flat(owner: np.ndarray, labels: np.ndarray, lab: np.ndarray) -> np.nda
     tone = _join_tones(np.stack(means), np.asarray(counts), limit, len(flat))
     first: dict[int, int] = {}
     target = {region: first.setdefault(int(t), region) for region, t in zip(flat, tone)}
-    joined = np.array([target.get(int(o), int(o)) for o in owner])
-    present = joined >= 0
-    joined[present] = np.unique(joined[present], return_inverse=True)[1]
-    return joined
+    return renumbered(np.array([target.get(int(o), int(o)) for o in owner]))
 
 
 def _pixels_per_sample(pixels: int, params: ClassicalParams) -> float:
