@@ -111,13 +111,11 @@ class SegmentRequest:
         regime = self.regime  # k / query are checked here, once
         if self.method == "classical" and regime.kind is RegimeKind.QUERY:
             raise InputError(QUERY_NEEDS_VLM)
-        defaults = {f.name: f.default for f in fields(self)}
-        given = [name for name, method in METHOD_FIELDS.items()
-                 if method != self.method and getattr(self, name) not in (None, False, defaults[name])]
+        given = self._given([name for name, method in METHOD_FIELDS.items() if method != self.method])
         if given:
             raise NotServed(given, "method", METHOD_FIELDS[given[0]], [self.method])
         if self.tiny:
-            ignored = [name for name in TINY_IGNORES if getattr(self, name) not in (None, False, defaults[name])]
+            ignored = self._given(TINY_IGNORES)
             if ignored:
                 raise IgnoredByTiny(ignored, "tiny=True")
         if self.classical_params is not None:
@@ -128,6 +126,12 @@ class SegmentRequest:
             elif not isinstance(self.classical_params, ClassicalParams):
                 raise InputError("classical_params must be a ClassicalParams or the path of a YAML file of its "
                                  f"fields, got {type(self.classical_params).__name__}")
+
+    def _given(self, names: Sequence[str]) -> list[str]:
+        """Those of the fields ``names`` the caller set: holding something other than ``None``, off or the field's
+        default."""
+        defaults = {f.name: f.default for f in fields(self)}
+        return [name for name in names if getattr(self, name) not in (None, False, defaults[name])]
 
     @property
     def regime(self) -> Regime:
